@@ -1,0 +1,90 @@
+"""The public Python API over arrays: :func:`find_label_issues`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .detect import METHODS, Detection, check_labels, check_pred_probs, detect
+from .errors import InputError
+
+MIXTURES = ("beta", "gaussian")
+
+
+def validate(labels, pred_probs, *, method: str = "combined", mixture: str = "beta"):
+    """Check inputs once at the boundary; return ``labels`` as int64 and ``pred_probs`` unchanged."""
+    if method not in METHODS:
+        raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
+    if mixture not in MIXTURES:
+        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
+    shape = getattr(pred_probs, "shape", None)
+    if shape is None:
+        pred_probs = np.asarray(pred_probs)
+        shape = pred_probs.shape
+    n_classes = shape[1] if len(shape) == 2 else None
+    labels = check_labels(labels, n_classes)
+    check_pred_probs(pred_probs, len(labels))
+    return labels, pred_probs
+
+
+def detection_frame(det: Detection, labels: np.ndarray) -> pd.DataFrame:
+    """The per-row columns of a :class:`Detection` as a DataFrame."""
+    return pd.DataFrame({
+        "given_label": labels,
+        "predicted_label": det.predicted,
+        "label_score": det.label_score,
+        "p_noisy": det.p_noisy,
+        "is_label_issue": det.is_label_issue,
+    })
+
+
+def find_label_issues(labels, pred_probs, *, method: str = "combined",
+                      mixture: str = "beta") -> pd.DataFrame:
+    """Score every row and flag the likely mislabeled ones.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_samples,)
+        Given class index of each row, in ``[0, n_classes)``.
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Out-of-fold predicted probabilities (rows sum to 1), e.g. from :func:`out_of_fold_probs`.
+        A ``np.memmap`` works: the matrix is walked in row blocks and never copied whole.
+    method : {"combined", "noise_rate", "per_class", "both", "mixture"}, default="combined"
+        Which rule sets ``is_label_issue`` (see Notes). The scores do not depend on it.
+    mixture : {"beta", "gaussian"}, default="beta"
+        Family of the two-component loss mixture.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input row, in order, with columns ``given_label``, ``predicted_label``
+        (arg-max class), ``label_score`` (in [0, 1], higher = more likely correct), ``p_noisy``
+        (posterior of the high-loss mixture component) and ``is_label_issue`` (bool).
+
+    Raises
+    ------
+    InputError
+        Shapes that disagree, labels outside ``[0, n_classes)``, NaN/inf or negative
+        probabilities, rows that do not sum to 1, an unknown method.
+
+    Notes
+    -----
+    Confident learning computes per-class thresholds ``t_j = mean(p_j | given = j)``, counts the
+    confident joint ``C[given, true]``, calibrates it to the label counts and derives the joint,
+    the class prior and the noise matrix ``P(given | true)``. Its off-diagonal gives the number of
+    label issues per given class. The loss mixture fits two Beta (or Gaussian) components by EM to
+    the normalised cross-entropy losses ``-log p_given``; ``p_noisy`` is the posterior of the
+    high-loss component. The default ``combined`` rule flags, in each given class, the estimated
+    number of issues, picking the rows with the lowest ``label_score`` (which blends the
+    threshold-adjusted margin with ``1 - p_noisy``), and never a row whose arg-max is its label.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([0, 0, 1, 1, 1])
+    >>> pred_probs = np.array([[.9, .1], [.8, .2], [.1, .9], [.2, .8], [.95, .05]])
+    >>> find_label_issues(labels, pred_probs)["is_label_issue"].tolist()
+    [False, False, False, False, True]
+    """
+    labels, pred_probs = validate(labels, pred_probs, method=method, mixture=mixture)
+    return detection_frame(detect(labels, pred_probs, method=method, mixture=mixture), labels)

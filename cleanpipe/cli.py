@@ -1,0 +1,193 @@
+"""The ``cleanpipe`` command line: parse options, call the API, print results. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import CleanpipeError, CleanpipeWarning
+
+log = logging.getLogger("cleanpipe")
+_STATE = {"verbose": 0}
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, CleanpipeWarning):
+        _echo_err(f"warning: {message}")
+    else:
+        log.debug("%s: %s", category.__name__, message)
+
+
+class CleanpipeGroup(click.Group):
+    """Maps project errors to exit 2 with one line, internal errors to exit 1."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", CleanpipeWarning)
+            warnings.showwarning = _show_warning
+            try:
+                rv = super().main(args, prog_name or "cleanpipe", complete_var,
+                                  standalone_mode=False, **extra)
+            except click.exceptions.Abort:
+                _echo_err("aborted")
+                sys.exit(130)
+            except click.UsageError as exc:
+                hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+                _echo_err(f"error: {exc.format_message()}{hint}")
+                sys.exit(2)
+            except click.ClickException as exc:
+                _echo_err(f"error: {exc.format_message()}")
+                sys.exit(exc.exit_code)
+            except CleanpipeError as exc:
+                _echo_err(f"error: {exc}")
+                sys.exit(2)
+            except Exception as exc:  # noqa: BLE001 - the last line of defence
+                if _STATE["verbose"]:
+                    traceback.print_exc()
+                _echo_err(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
+                          "traceback and please report it)")
+                sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=CleanpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cleanpipe")
+@click.option("-v", "--verbose", count=True, help="Log progress (-v) and debug details (-vv).")
+def cli(verbose: int) -> None:
+    """Find and fix label errors in tabular training data.
+
+    \b
+    Stages: flag (find likely mislabeled rows), then clean and retrain.
+    Exit status: 0 ok, 1 internal error, 2 user error (bad input or option).
+    """
+    _STATE["verbose"] = verbose
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("cleanpipe").setLevel(level)
+
+
+def _csv(value):
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("--label", default="label", show_default=True, help="Label column.")
+@click.option("--features", default=None, help="Comma-separated feature columns (default: all others).")
+@click.option("--exclude", default=None, help="Comma-separated columns that are not features.")
+@click.option("--id", "ids", default=None, help="Comma-separated id columns (kept, not features).")
+@click.option("--model", default="hgb", show_default=True,
+              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it).")
+@click.option("--folds", default=5, show_default=True, type=int, help="Cross-validation folds.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for folds and models.")
+@click.option("--n-jobs", default=1, show_default=True, type=int, help="Folds fitted in parallel (-1: all cores).")
+@click.option("--pred-probs", default=None,
+              help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
+@click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
+              help="Also write the out-of-fold probabilities to this .npy file.")
+@click.option("--method", default="combined", show_default=True,
+              type=click.Choice(["combined", "noise_rate", "per_class", "both", "mixture"]),
+              help="Rule that sets is_label_issue.")
+@click.option("--mixture", default="beta", show_default=True, type=click.Choice(["beta", "gaussian"]),
+              help="Loss-mixture family.")
+@click.option("--out", default=None, type=click.Path(path_type=str),
+              help="Output Parquet (default: ./<input stem>.flags.parquet).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_probs,
+         save_pred_probs, method, mixture, out, as_json, quiet):
+    """Flag likely mislabeled rows of a Parquet table.
+
+    Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
+    confident learning and a loss mixture, and writes the table with five added columns
+    (given_label, predicted_label, label_score, p_noisy, is_label_issue) plus a summary JSON.
+
+    \b
+    Examples:
+      cleanpipe flag data.parquet --label target
+      cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
+      cleanpipe flag data.parquet --pred-probs oof.npy --json
+    """
+    from .flag import flag_table
+    from .io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_json, write_npy, write_parquet
+
+    out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
+    check_output_path(out_path, data)
+    summary_path = summary_path_for(out_path)
+    if save_pred_probs:
+        check_output_path(save_pred_probs, data, option="--save-pred-probs")
+    table = read_table(data)
+    result = flag_table(table, label=label, features=_csv(features), exclude=_csv(exclude) or (),
+                        ids=_csv(ids) or (), model=model, folds=folds, seed=seed, n_jobs=n_jobs,
+                        pred_probs=pred_probs, method=method, mixture=mixture, source=data)
+    cleanup_stale_temps(out_path.parent)
+    summary = dict(result.summary, outputs={"flags": str(out_path), "summary": str(summary_path)})
+    with AtomicOutputs() as outputs:
+        write_parquet(result.table, outputs.stage(out_path),
+                      metadata={"cleanpipe.flag": {k: summary[k] for k in
+                                                   ("cleanpipe_version", "source", "settings")}})
+        if save_pred_probs:
+            summary["outputs"]["pred_probs"] = str(save_pred_probs)
+            write_npy(result.pred_probs, outputs.stage(save_pred_probs))
+        write_json(summary, outputs.stage(summary_path))
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+    elif not quiet:
+        click.echo(format_summary(summary, ids=_csv(ids) or ()))
+
+
+def summary_path_for(out_path: Path) -> Path:
+    """``flags.parquet`` -> ``flags.summary.json``."""
+    return out_path.with_suffix(".summary.json") if out_path.suffix else Path(f"{out_path}.summary.json")
+
+
+def format_summary(s: dict, ids=()) -> str:
+    """The terminal summary: noise estimate, flags per class, the most suspicious rows."""
+    n_lab = s["labelled_rows"]
+    lines = [
+        f"{s['source']}: {s['rows']} rows, {s['n_classes']} classes"
+        + (f", {s['unlabelled_rows']} with a null label (kept, not checked)" if s["unlabelled_rows"] else ""),
+        f"estimated noise rate {s['estimated_noise_rate']:.1%} (~{s['estimated_issues']} rows); "
+        f"flagged {s['flagged']} rows ({s['flagged'] / max(n_lab, 1):.1%}) with method '{s['method']}'",
+        "",
+    ]
+    names = list(s["rows_per_class"])
+    width = max(8, *(len(n) for n in names[:50]))
+    lines.append(f"  {'class':<{width}} {'rows':>8} {'est. noise':>10} {'flagged':>8}")
+    for name in names[:50]:
+        lines.append(f"  {name:<{width}} {s['rows_per_class'][name]:>8} "
+                     f"{s['noise_rate_per_class'][name]:>10.1%} {s['flagged_per_class'][name]:>8}")
+    if len(names) > 50:
+        lines.append(f"  ... {len(names) - 50} more classes in the summary JSON")
+    if s.get("top_suspicious"):
+        lines += ["", "most suspicious rows:"]
+        head = "  " + " ".join(f"{c:>10}" for c in ["row", *ids, "given", "predicted", "score", "p_noisy"])
+        lines.append(head)
+        for r in s["top_suspicious"]:
+            cells = [str(r["row"]), *(str(r[c]) for c in ids), str(r["given_label"]),
+                     str(r["predicted_label"]), f"{r['label_score']:.3f}", f"{r['p_noisy']:.3f}"]
+            lines.append("  " + " ".join(f"{c[:10]:>10}" for c in cells))
+    for note in s.get("notes", []):
+        lines.append(f"note: {note}")
+    outs = s.get("outputs", {})
+    lines += ["", "wrote " + ", ".join(outs.values())]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli.main(prog_name="cleanpipe")

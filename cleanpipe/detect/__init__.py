@@ -1,0 +1,16 @@
+"""Label-error detectors: pure numpy over ``labels`` and ``pred_probs``.
+
+``confident`` holds confident learning (thresholds, confident joint, noise estimates, pruning),
+``mixture`` the loss-mixture EM, ``combine`` the rule that joins them.
+"""
+
+from ._validate import check_labels, check_pred_probs, iter_blocks
+from .combine import METHODS, Detection, detect
+from .confident import ConfidentLearning, confident_learning
+from .mixture import LossMixture, MixtureFit, fit_loss_mixture, fit_mixture, normalise_losses
+
+__all__ = [
+    "METHODS", "Detection", "detect", "ConfidentLearning", "confident_learning", "LossMixture",
+    "MixtureFit", "fit_loss_mixture", "fit_mixture", "normalise_losses", "check_labels",
+    "check_pred_probs", "iter_blocks",
+]

@@ -1,0 +1,98 @@
+"""Input checks shared by the detectors: run once at the public boundary, then trust the arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Rows of ``pred_probs`` must sum to 1 within this tolerance (float32 probabilities included).
+SUM_TOLERANCE = 1e-3
+
+#: Rows per block when walking ``pred_probs``; bounds the temporaries to a few tens of MB.
+DEFAULT_BLOCK_ROWS = 65536
+
+
+def iter_blocks(pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS):
+    """Yield ``(start, stop, block)`` over row ranges of an (N, K) array-like.
+
+    ``pred_probs`` may be an ndarray, a ``np.memmap`` or any object with ``shape`` and row slicing
+    (``x[a:b]`` returning an ndarray), so the detectors run unchanged on data larger than memory.
+    Blocks keep their dtype: float32 stays float32.
+    """
+    n = pred_probs.shape[0]
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        block = np.asarray(pred_probs[start:stop])
+        if block.dtype not in (np.float32, np.float64):
+            block = block.astype(np.float64)
+        yield start, stop, block
+
+
+def check_labels(labels, n_classes: int | None = None, *, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as an int64 vector, checking shape and range ``[0, n_classes)``."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise InputError(f"{name} must be a 1-D array of class indices, got shape {arr.shape}; "
+                         "pass one integer label per row")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty; there are no rows to check")
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(f"{name} holds non-integer values; pass class indices 0..K-1")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"{name} has dtype {arr.dtype}; pass integer class indices 0..K-1 "
+                         "(map names to indices first)")
+    arr = arr.astype(np.int64, copy=False)
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or (n_classes is not None and hi >= n_classes):
+        bound = f"[0, {n_classes})" if n_classes is not None else ">= 0"
+        raise InputError(f"{name} holds class index {lo if lo < 0 else hi}, outside {bound}; "
+                         "labels must index the columns of pred_probs")
+    return arr
+
+
+def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int = DEFAULT_BLOCK_ROWS,
+                     name: str = "pred_probs", require_sum_one: bool = True):
+    """Check an (N, K) probability matrix block by block; return it unchanged.
+
+    Raises
+    ------
+    InputError
+        Wrong shape, a dtype that is not float, NaN/inf, values outside [0, 1], or (when
+        ``require_sum_one``) a row whose sum is not 1 within :data:`SUM_TOLERANCE`.
+    """
+    shape = getattr(pred_probs, "shape", None)
+    if shape is None:
+        pred_probs = np.asarray(pred_probs)
+        shape = pred_probs.shape
+    if len(shape) != 2:
+        raise InputError(f"{name} must be 2-D (rows x classes), got shape {tuple(shape)}")
+    if shape[0] != n_rows:
+        raise InputError(f"{name} has {shape[0]} rows but labels has {n_rows}; "
+                         "pass out-of-fold probabilities for exactly the labelled rows, in order")
+    if shape[1] < 2:
+        raise InputError(f"{name} has {shape[1]} column(s); at least 2 classes are needed")
+    dtype = np.dtype(getattr(pred_probs, "dtype", np.float64))
+    if dtype.kind not in "fiu" or dtype == np.float16:
+        raise InputError(f"{name} has dtype {dtype}; pass float32 or float64 probabilities")
+    for start, _, block in iter_blocks(pred_probs, block_rows):
+        bad = ~np.isfinite(block)
+        if bad.any():
+            r = start + int(np.argwhere(bad)[0][0])
+            raise InputError(f"{name} row {r} holds NaN or inf; pass finite probabilities")
+        if block.min() < 0 or block.max() > 1 + SUM_TOLERANCE:
+            r = start + int(np.argwhere((block < 0) | (block > 1 + SUM_TOLERANCE))[0][0])
+            raise InputError(f"{name} row {r} holds a value outside [0, 1]; "
+                             "pass probabilities (apply softmax to logits first)")
+        if require_sum_one:
+            sums = block.sum(axis=1, dtype=np.float64)
+            off = np.abs(sums - 1.0) > SUM_TOLERANCE
+            if off.any():
+                r = int(np.argmax(off))
+                raise InputError(f"{name} row {start + r} sums to {sums[r]:.4g}, not 1; pass "
+                                 "normalised probabilities (each row must sum to 1)")
+    return pred_probs

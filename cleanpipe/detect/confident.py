@@ -1,0 +1,308 @@
+"""Confident learning: per-class thresholds, the confident joint, noise estimates and pruning.
+
+Conventions: ``labels`` holds the *given* class of each row, ``pred_probs[n, k]`` the out-of-fold
+probability that row ``n`` belongs to class ``k``. Joint matrices are indexed ``[given, true]``;
+the noise matrix is ``P(given | true)`` indexed ``[given, true]`` (each column sums to 1).
+
+Everything here walks ``pred_probs`` in row blocks (:func:`iter_blocks`), so the same code serves an
+in-memory array and a memory-mapped one larger than RAM: one pass for the thresholds, one pass for
+everything else, and every temporary is a block or a length-N vector.
+
+References
+----------
+Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import DEFAULT_BLOCK_ROWS, iter_blocks
+
+#: Tolerance below a threshold that still counts as "confident" (float32 round-off).
+_THRESHOLD_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class ConfidentLearning:
+    """Everything confident learning estimates from one ``(labels, pred_probs)`` pair.
+
+    Attributes
+    ----------
+    thresholds : ndarray of shape (n_classes,)
+        ``t_j``: mean of ``p_j`` over rows labelled ``j``.
+    confident_joint : ndarray of shape (n_classes, n_classes), int
+        ``C[i, j]``: rows labelled ``i`` whose most probable class above its threshold is ``j``.
+    calibrated_joint : ndarray of shape (n_classes, n_classes), int
+        ``C`` rescaled so row ``i`` sums to the count of label ``i`` (integers, row totals kept).
+    joint : ndarray of shape (n_classes, n_classes)
+        Estimated ``P(given=i, true=j)``.
+    prior : ndarray of shape (n_classes,)
+        Estimated ``P(true=j)``.
+    noise_matrix : ndarray of shape (n_classes, n_classes)
+        Estimated ``P(given=i | true=j)``; columns sum to 1.
+    label_counts : ndarray of shape (n_classes,), int
+    p_given, max_other : ndarray of shape (n_samples,)
+        ``p_{given}`` and the largest probability of any other class, per row.
+    predicted : ndarray of shape (n_samples,), int
+        Arg-max class per row.
+    adjusted_margin : ndarray of shape (n_samples,)
+        ``p_given / t_given - max_{j != given} p_j / t_j`` scaled to [-1, 1] (see Notes of
+        :func:`confident_learning`).
+    pair_rows, pair_true, pair_margin : ndarray
+        Sparse candidate pairs: row, the class ``j`` with ``p_j > p_given`` and the margin
+        ``p_j - p_given``. Only rows whose arg-max is not the given label appear.
+    """
+
+    thresholds: np.ndarray
+    confident_joint: np.ndarray
+    calibrated_joint: np.ndarray
+    joint: np.ndarray
+    prior: np.ndarray
+    noise_matrix: np.ndarray
+    label_counts: np.ndarray
+    p_given: np.ndarray
+    max_other: np.ndarray
+    predicted: np.ndarray
+    adjusted_margin: np.ndarray
+    pair_rows: np.ndarray
+    pair_true: np.ndarray
+    pair_margin: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.thresholds)
+
+    @property
+    def issues_per_class(self) -> np.ndarray:
+        """Estimated number of wrongly labelled rows per given class (calibrated off-diagonal)."""
+        return self.label_counts - np.diag(self.calibrated_joint)
+
+    @property
+    def noise_rate_per_class(self) -> np.ndarray:
+        """Estimated share of wrongly labelled rows among rows given each class."""
+        return self.issues_per_class / np.maximum(self.label_counts, 1)
+
+
+def _gather_given(labels: np.ndarray, pred_probs, block_rows: int) -> np.ndarray:
+    """``p_given[n] = pred_probs[n, labels[n]]`` as float64, walking the blocks once."""
+    p_given = np.empty(len(labels), dtype=np.float64)
+    for start, stop, block in iter_blocks(pred_probs, block_rows):
+        p_given[start:stop] = block[np.arange(stop - start), labels[start:stop]]
+    return p_given
+
+
+def class_thresholds(labels: np.ndarray, p_given: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class confidence thresholds ``t_j = mean(p_j | given = j)``.
+
+    A class with no rows gets threshold 1: no row is confidently of a class never seen.
+    """
+    counts = np.bincount(labels, minlength=n_classes)
+    sums = np.bincount(labels, weights=p_given, minlength=n_classes)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+
+
+def calibrate_confident_joint(confident_joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
+    """Rescale each row of the confident joint to the count of its given label.
+
+    Row ``i`` of the result sums exactly to ``label_counts[i]`` (integer rounding keeps row totals,
+    largest remainders first). A given class with no confident row is taken as clean: its whole
+    count goes on the diagonal.
+
+    Examples
+    --------
+    >>> calibrate_confident_joint(np.array([[3, 1], [0, 2]]), np.array([8, 2]))
+    array([[6, 2],
+           [0, 2]])
+    """
+    cj = np.asarray(confident_joint, dtype=np.float64)
+    counts = np.asarray(label_counts, dtype=np.float64)
+    row_sums = cj.sum(axis=1)
+    empty = row_sums == 0
+    scaled = cj / np.where(empty, 1.0, row_sums)[:, None] * counts[:, None]
+    scaled[empty] = 0.0
+    scaled[empty, np.flatnonzero(empty)] = counts[empty]
+    return round_preserving_row_totals(scaled)
+
+
+def round_preserving_row_totals(matrix: np.ndarray) -> np.ndarray:
+    """Round a non-negative matrix to integers so every row keeps its (rounded) total.
+
+    Floors every entry, then gives the missing units of each row to its largest fractional parts.
+    """
+    floor = np.floor(matrix)
+    frac = matrix - floor
+    missing = np.rint(matrix.sum(axis=1) - floor.sum(axis=1)).astype(np.int64)
+    order = np.argsort(-frac, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(matrix.shape[1])[None, :].repeat(len(matrix), 0), 1)
+    return (floor + (ranks < missing[:, None])).astype(np.int64)
+
+
+def joint_prior_noise(calibrated_joint: np.ndarray):
+    """Joint ``P(given, true)``, prior ``P(true)`` and noise matrix ``P(given | true)``.
+
+    Returns
+    -------
+    joint : ndarray of shape (K, K)
+    prior : ndarray of shape (K,)
+    noise_matrix : ndarray of shape (K, K)
+        Columns sum to 1; a true class with zero estimated mass gets the identity column.
+    """
+    cal = np.asarray(calibrated_joint, dtype=np.float64)
+    joint = cal / max(cal.sum(), 1.0)
+    prior = joint.sum(axis=0)
+    k = len(prior)
+    noise = np.where(prior > 0, joint / np.where(prior > 0, prior, 1.0), np.eye(k))
+    return joint, prior, noise
+
+
+def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = None, *,
+                       block_rows: int = DEFAULT_BLOCK_ROWS) -> ConfidentLearning:
+    """Run confident learning over validated inputs (two passes over ``pred_probs``).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,), int
+        Given labels in ``[0, n_classes)``.
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Out-of-fold probabilities; an ndarray, memmap or any row-sliceable array.
+    n_classes : int, optional
+        Defaults to ``pred_probs.shape[1]``.
+    block_rows : int, default=65536
+        Rows per block; bounds the temporaries.
+
+    Returns
+    -------
+    ConfidentLearning
+
+    Notes
+    -----
+    Pass 1 computes ``t_j = mean(p_j | given=j)``. Pass 2 counts the confident joint: row ``n`` with
+    given ``i`` counts in ``C[i, j]`` for ``j = argmax_{k: p_k >= t_k} p_k``; rows with no class
+    above its threshold are not counted. It also keeps per-row scores and the sparse candidate pairs
+    used by pruning. The adjusted margin compares probabilities divided by their class thresholds,
+    ``a_k = p_k / t_k``, as ``(a_given - max_{k != given} a_k) / max(a_given, max_other_a)``, which
+    lies in [-1, 1] and removes the per-class calibration bias that thresholds correct for.
+    """
+    k = pred_probs.shape[1] if n_classes is None else n_classes
+    n = len(labels)
+    p_given = _gather_given(labels, pred_probs, block_rows)
+    label_counts = np.bincount(labels, minlength=k)
+    thresholds = class_thresholds(labels, p_given, k)
+    # Thresholds of 0 (a class whose rows all got p = 0) would make every row "confident".
+    safe_thr = np.maximum(thresholds, 1e-12)
+
+    cj_flat = np.zeros(k * k, dtype=np.int64)
+    max_other = np.empty(n, dtype=np.float64)
+    predicted = np.empty(n, dtype=np.int64)
+    adjusted = np.empty(n, dtype=np.float64)
+    pair_rows, pair_true, pair_margin = [], [], []
+    for start, stop, block in iter_blocks(pred_probs, block_rows):
+        rows = np.arange(stop - start)
+        given = labels[start:stop]
+        pg = p_given[start:stop]
+
+        confident = block >= (thresholds - _THRESHOLD_SLACK).astype(block.dtype)
+        guess = np.where(confident, block, -1).argmax(axis=1)
+        counted = confident.any(axis=1)
+        cj_flat += np.bincount(given[counted] * k + guess[counted], minlength=k * k)
+
+        pred = block.argmax(axis=1)
+        predicted[start:stop] = pred
+        other = block.copy()
+        other[rows, given] = -1
+        max_other[start:stop] = other.max(axis=1)
+
+        scaled = np.divide(block, safe_thr.astype(block.dtype), out=other)
+        a_given = scaled[rows, given].astype(np.float64)
+        scaled[rows, given] = -1
+        a_other = scaled.max(axis=1).astype(np.float64)
+        adjusted[start:stop] = (a_given - a_other) / np.maximum(np.maximum(a_given, a_other), 1e-12)
+
+        cand = np.flatnonzero(pred != given)
+        if cand.size:
+            sub = block[cand]
+            r, j = np.nonzero(sub > pg[cand, None])
+            pair_rows.append(cand[r] + start)
+            pair_true.append(j)
+            pair_margin.append(sub[r, j] - pg[cand[r]])
+
+    confident_joint = cj_flat.reshape(k, k)
+    calibrated = calibrate_confident_joint(confident_joint, label_counts)
+    joint, prior, noise = joint_prior_noise(calibrated)
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.empty(0, dt))
+    return ConfidentLearning(
+        thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
+        joint=joint, prior=prior, noise_matrix=noise, label_counts=label_counts,
+        p_given=p_given, max_other=max_other, predicted=predicted, adjusted_margin=adjusted,
+        pair_rows=cat(pair_rows, np.int64), pair_true=cat(pair_true, np.int64),
+        pair_margin=cat(pair_margin, np.float64),
+    )
+
+
+def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray) -> np.ndarray:
+    """Mask of the ``quota[g]`` highest-scoring members of each group ``g``.
+
+    Parameters
+    ----------
+    groups : ndarray of shape (m,), int
+        Group id of each member, in ``[0, len(quota))``.
+    scores : ndarray of shape (m,)
+        Higher = picked first; ties are broken by position (stable).
+    quota : ndarray, int
+        How many to pick per group.
+    """
+    if len(groups) == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((-scores, groups))
+    sorted_groups = groups[order]
+    first = np.searchsorted(sorted_groups, sorted_groups, side="left")
+    rank = np.arange(len(order)) - first
+    picked = np.zeros(len(groups), dtype=bool)
+    picked[order] = rank < quota[sorted_groups]
+    return picked
+
+
+def prune_counts(cl: ConfidentLearning, *, min_keep: int = 1) -> np.ndarray:
+    """Rows to prune per ``(given, true)`` pair: the calibrated off-diagonal, keeping ``min_keep`` rows per class.
+
+    When a given class would lose more than ``label_counts - min_keep`` rows, its counts are scaled
+    down proportionally.
+    """
+    counts = cl.calibrated_joint.astype(np.float64).copy()
+    np.fill_diagonal(counts, 0)
+    total = counts.sum(axis=1)
+    allowed = np.maximum(cl.label_counts - min_keep, 0)
+    scale = np.where(total > allowed, allowed / np.maximum(total, 1), 1.0)
+    return np.floor(counts * scale[:, None]).astype(np.int64)
+
+
+def flags_by_noise_rate(cl: ConfidentLearning, labels: np.ndarray, *, min_keep: int = 1) -> np.ndarray:
+    """Prune by noise rate: for each pair ``(i, j)``, flag the ``n_ij`` rows given ``i`` with the largest ``p_j - p_i``.
+
+    ``n_ij`` is the calibrated confident joint's off-diagonal count. Only rows with ``p_j > p_i``
+    compete for pair ``(i, j)``, so a row whose arg-max is its given label is never flagged.
+    """
+    quota = prune_counts(cl, min_keep=min_keep).ravel()
+    k = cl.n_classes
+    keys = labels[cl.pair_rows] * k + cl.pair_true
+    picked = top_per_group(keys, cl.pair_margin, quota)
+    flags = np.zeros(len(labels), dtype=bool)
+    flags[cl.pair_rows[picked]] = True
+    return flags
+
+
+def flags_by_class(cl: ConfidentLearning, labels: np.ndarray, score: np.ndarray | None = None, *,
+                   min_keep: int = 1) -> np.ndarray:
+    """Prune by class: flag the estimated number of issues of each given class, lowest ``score`` first.
+
+    ``score`` defaults to self-confidence ``p_given``. Rows whose arg-max is the given label are
+    never flagged.
+    """
+    score = cl.p_given if score is None else score
+    quota = prune_counts(cl, min_keep=min_keep).sum(axis=1)
+    flags = top_per_group(labels, -score, quota)
+    return flags & (cl.predicted != labels)

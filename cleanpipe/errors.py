@@ -1,0 +1,23 @@
+"""Project exceptions and warnings.
+
+Every user mistake raises a subclass of :class:`CleanpipeError` whose message is one line naming the
+file/column/option/value and the fix; the CLI maps these to exit status 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class CleanpipeError(Exception):
+    """Base class of every error cleanpipe raises on purpose."""
+
+
+class InputError(CleanpipeError, ValueError):
+    """The data, a path or an option value given by the user cannot be used."""
+
+
+class ConfigError(CleanpipeError, ValueError):
+    """A pipeline file or a combination of settings is invalid."""
+
+
+class CleanpipeWarning(UserWarning):
+    """Something the user should know about; the message names the knob to turn."""

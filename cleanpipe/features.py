@@ -1,0 +1,216 @@
+"""Arrow table -> feature matrix and label codes, and label codes back to the label's own type.
+
+Feature columns become float32 columns of one matrix: numbers and bools as they are, strings and
+dictionaries as category codes (flagged as categorical), timestamps/dates/durations as numbers,
+and list / fixed-size-list columns of numbers (embedding vectors) expanded to one column per
+element. Nulls become NaN, which the default model handles natively.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import CleanpipeWarning, InputError
+
+#: Categories kept per categorical column (the rest share one "other" code). HistGradientBoosting
+#: accepts at most 255 bins, one of which is reserved for missing values.
+MAX_CATEGORIES = 250
+
+
+@dataclass(frozen=True)
+class Features:
+    """A feature matrix with its provenance.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n_samples, n_features), float32
+    names : list of str
+        One name per matrix column (``emb[3]`` for an expanded vector element).
+    categorical : ndarray of shape (n_features,), bool
+        Columns holding category codes.
+    columns : list of str
+        The table columns used.
+    """
+
+    X: np.ndarray
+    names: list
+    categorical: np.ndarray
+    columns: list
+
+
+def _is_label_type(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _is_label_type(t.value_type)
+    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+            or pa.types.is_large_string(t) or pa.types.is_boolean(t))
+
+
+def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_dictionary(col.type):
+        return col.cast(col.type.value_type)
+    return col
+
+
+def encode_labels(col: pa.ChunkedArray, name: str):
+    """Map a label column to class codes.
+
+    Returns
+    -------
+    codes : ndarray of shape (n,), int64
+        Index into ``classes``; -1 where the label is null.
+    classes : pyarrow.Array
+        The distinct non-null labels, sorted, in the label column's (decoded) type.
+    """
+    if not _is_label_type(col.type):
+        raise InputError(f"label column '{name}' has type {col.type}; labels must be integers, "
+                         "strings, bools or categories (pass another column with --label)")
+    values = _decoded(col)
+    if pa.types.is_floating(values.type):
+        finite = pc.is_finite(values)
+        if pc.any(pc.invert(pc.fill_null(finite, True))).as_py():
+            raise InputError(f"label column '{name}' holds NaN or inf; use null for a missing label")
+    classes = pc.unique(values).drop_null()
+    classes = classes.take(pc.array_sort_indices(classes))
+    codes = pc.index_in(values, value_set=classes)
+    return pc.fill_null(codes, -1).to_numpy().astype(np.int64), classes
+
+
+def decode_labels(codes: np.ndarray, classes: pa.Array, out_type: pa.DataType) -> pa.Array:
+    """Class codes back to label values (``-1`` -> null), cast to ``out_type``."""
+    idx = pa.array(codes, mask=codes < 0, type=pa.int64())
+    return classes.take(idx).cast(out_type)
+
+
+def select_feature_columns(schema: pa.Schema, label: str | list, *, features=None, exclude=(),
+                           ids=()) -> list:
+    """The feature columns: ``features`` if given, else every column but the label, ids and excluded."""
+    names = schema.names
+    labels = [label] if isinstance(label, str) else list(label)
+    for opt, cols in (("--features", features or ()), ("--exclude", exclude), ("--id", ids)):
+        for c in cols:
+            if c not in names:
+                raise InputError(f"{opt} column '{c}' not found (columns: {', '.join(names)}); "
+                                 f"fix the name passed to {opt}")
+    if features:
+        cols = list(dict.fromkeys(features))
+        clash = [c for c in cols if c in labels]
+        if clash:
+            raise InputError(f"--features includes the label column '{clash[0]}'; remove it")
+    else:
+        skip = set(labels) | set(exclude) | set(ids)
+        cols = [c for c in names if c not in skip]
+    if not cols:
+        raise InputError("no feature columns are left; pass --features or fewer --exclude columns")
+    return cols
+
+
+def _numeric(col: pa.ChunkedArray) -> np.ndarray:
+    return col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+
+
+def _categorical(col: pa.ChunkedArray) -> np.ndarray:
+    values = _decoded(col)
+    counts = pc.value_counts(values.drop_null())
+    vals, freq = counts.field("values"), counts.field("counts").to_numpy()
+    # Most frequent first, ties by value, so codes do not depend on row order.
+    by_value = pc.rank(vals, sort_keys="ascending", tiebreaker="first").to_numpy()
+    keep = vals.take(pa.array(np.lexsort((by_value, -freq))[:MAX_CATEGORIES]))
+    codes = pc.index_in(values, value_set=keep).to_numpy(zero_copy_only=False)
+    out = np.asarray(codes, dtype=np.float32)  # nulls -> NaN
+    nulls = values.is_null().to_numpy(zero_copy_only=False)
+    out[np.isnan(out) & ~nulls] = MAX_CATEGORIES  # rare categories share one code
+    return out
+
+
+def _vector(col: pa.ChunkedArray, name: str) -> np.ndarray:
+    arr = col.combine_chunks()
+    n = len(arr)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(arr.type):
+        dim = arr.type.list_size
+    else:
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)[valid]
+        dims = np.unique(lengths)
+        if len(dims) > 1:
+            raise InputError(f"feature column '{name}' holds lists of different lengths "
+                             f"({', '.join(map(str, dims[:5]))}); vectors must have one length "
+                             "(or --exclude the column)")
+        dim = int(dims[0]) if len(dims) else 0
+    out = np.full((n, dim), np.nan, dtype=np.float32)
+    if dim and valid.any():
+        flat = pc.list_flatten(arr.filter(pa.array(valid)))
+        out[valid] = flat.cast(pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return out
+
+
+def _kind(t: pa.DataType) -> str | None:
+    if pa.types.is_dictionary(t):
+        return "categorical"
+    if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "numeric"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "categorical"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t) or pa.types.is_time(t):
+        return "temporal"
+    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
+            pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+        return "vector"
+    if pa.types.is_null(t):
+        return "null"
+    return None
+
+
+def table_to_features(table: pa.Table, columns: list) -> Features:
+    """Build the float32 feature matrix from ``columns`` of ``table``.
+
+    Raises
+    ------
+    InputError
+        A column of an unsupported type (struct, map, binary, list of strings, ...).
+
+    Warns
+    -----
+    CleanpipeWarning
+        A column that is entirely null (dropped), or +/-inf values (treated as missing).
+    """
+    parts, names, cats, used = [], [], [], []
+    for name in columns:
+        col = table.column(name)
+        kind = _kind(col.type)
+        if kind is None:
+            raise InputError(f"feature column '{name}' has unsupported type {col.type}; "
+                             f"drop it with --exclude {name}")
+        if kind == "null" or col.null_count == len(col):
+            warnings.warn(f"feature column '{name}' is entirely null and was ignored; "
+                          f"--exclude {name} to silence this", CleanpipeWarning, stacklevel=2)
+            continue
+        if kind == "numeric":
+            block, cat = _numeric(col)[:, None], [False]
+        elif kind == "temporal":
+            block, cat = _numeric(col.cast(pa.int64()) if not pa.types.is_date(col.type)
+                                  else col.cast(pa.date32()).cast(pa.int32()))[:, None], [False]
+        elif kind == "categorical":
+            block, cat = _categorical(col)[:, None], [True]
+        else:
+            block = _vector(col, name)
+            cat = [False] * block.shape[1]
+        infinite = np.isinf(block)
+        if infinite.any():
+            warnings.warn(f"feature column '{name}' holds {int(infinite.sum())} +/-inf value(s), "
+                          "treated as missing", CleanpipeWarning, stacklevel=2)
+            block = np.where(infinite, np.float32(np.nan), block)
+        parts.append(block)
+        cats.extend(cat)
+        names.extend([name] if block.shape[1] == 1 and kind != "vector"
+                     else [f"{name}[{i}]" for i in range(block.shape[1])])
+        used.append(name)
+    if not parts or sum(p.shape[1] for p in parts) == 0:
+        raise InputError("no usable feature columns (all null or empty); pass --features with "
+                         "columns that hold data")
+    X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return Features(np.ascontiguousarray(X, dtype=np.float32), names, np.asarray(cats, bool), used)
