@@ -1,88 +1,13 @@
-"""The ``cleanpipe`` command line: parse options, call the API, print results. Nothing else."""
+"""``cleanpipe flag``: find likely mislabeled rows of a Parquet table."""
 
 from __future__ import annotations
 
 import json
-import logging
-import sys
-import traceback
-import warnings
 from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import CleanpipeError, CleanpipeWarning
-
-log = logging.getLogger("cleanpipe")
-_STATE = {"verbose": 0}
-
-
-def _echo_err(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if issubclass(category, CleanpipeWarning):
-        _echo_err(f"warning: {message}")
-    else:
-        log.debug("%s: %s", category.__name__, message)
-
-
-class CleanpipeGroup(click.Group):
-    """Maps project errors to exit 2 with one line, internal errors to exit 1."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", CleanpipeWarning)
-            warnings.showwarning = _show_warning
-            try:
-                rv = super().main(args, prog_name or "cleanpipe", complete_var,
-                                  standalone_mode=False, **extra)
-            except click.exceptions.Abort:
-                _echo_err("aborted")
-                sys.exit(130)
-            except click.UsageError as exc:
-                hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-                _echo_err(f"error: {exc.format_message()}{hint}")
-                sys.exit(2)
-            except click.ClickException as exc:
-                _echo_err(f"error: {exc.format_message()}")
-                sys.exit(exc.exit_code)
-            except CleanpipeError as exc:
-                _echo_err(f"error: {exc}")
-                sys.exit(2)
-            except Exception as exc:  # noqa: BLE001 - the last line of defence
-                if _STATE["verbose"]:
-                    traceback.print_exc()
-                _echo_err(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
-                          "traceback and please report it)")
-                sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-@click.group(cls=CleanpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="cleanpipe")
-@click.option("-v", "--verbose", count=True, help="Log progress (-v) and debug details (-vv).")
-def cli(verbose: int) -> None:
-    """Find and fix label errors in tabular training data.
-
-    \b
-    Stages: flag (find likely mislabeled rows), then clean and retrain.
-    Exit status: 0 ok, 1 internal error, 2 user error (bad input or option).
-    """
-    _STATE["verbose"] = verbose
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("cleanpipe").setLevel(level)
-
-
-def _csv(value):
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
+from . import cli, csv_option
 
 
 @cli.command()
@@ -123,8 +48,8 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
       cleanpipe flag data.parquet --pred-probs oof.npy --json
     """
-    from .flag import flag_table
-    from .io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_json, write_npy, write_parquet
+    from ..flag import flag_table
+    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_json, write_npy, write_parquet
 
     out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
     check_output_path(out_path, data)
@@ -132,8 +57,8 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
     if save_pred_probs:
         check_output_path(save_pred_probs, data, option="--save-pred-probs")
     table = read_table(data)
-    result = flag_table(table, label=label, features=_csv(features), exclude=_csv(exclude) or (),
-                        ids=_csv(ids) or (), model=model, folds=folds, seed=seed, n_jobs=n_jobs,
+    result = flag_table(table, label=label, features=csv_option(features), exclude=csv_option(exclude) or (),
+                        ids=csv_option(ids) or (), model=model, folds=folds, seed=seed, n_jobs=n_jobs,
                         pred_probs=pred_probs, method=method, mixture=mixture, source=data)
     cleanup_stale_temps(out_path.parent)
     summary = dict(result.summary, outputs={"flags": str(out_path), "summary": str(summary_path)})
@@ -148,7 +73,7 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
     elif not quiet:
-        click.echo(format_summary(summary, ids=_csv(ids) or ()))
+        click.echo(format_summary(summary, ids=csv_option(ids) or ()))
 
 
 def summary_path_for(out_path: Path) -> Path:
@@ -187,7 +112,3 @@ def format_summary(s: dict, ids=()) -> str:
     outs = s.get("outputs", {})
     lines += ["", "wrote " + ", ".join(outs.values())]
     return "\n".join(lines)
-
-
-def main() -> None:
-    cli.main(prog_name="cleanpipe")
