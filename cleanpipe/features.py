@@ -43,6 +43,13 @@ class Features:
     columns: list
 
 
+def columns_hint(names, limit: int = 12) -> str:
+    """``a, b, c`` for error messages; long lists are cut with a count of the rest."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def _is_label_type(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _is_label_type(t.value_type)
@@ -94,7 +101,7 @@ def select_feature_columns(schema: pa.Schema, label: str | list, *, features=Non
     for opt, cols in (("--features", features or ()), ("--exclude", exclude), ("--id", ids)):
         for c in cols:
             if c not in names:
-                raise InputError(f"{opt} column '{c}' not found (columns: {', '.join(names)}); "
+                raise InputError(f"{opt} column '{c}' not found (columns: {columns_hint(names)}); "
                                  f"fix the name passed to {opt}")
     if features:
         cols = list(dict.fromkeys(features))

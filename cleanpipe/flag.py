@@ -20,7 +20,7 @@ from . import __version__
 from .api import validate
 from .detect import Detection, detect
 from .errors import InputError
-from .features import decode_labels, encode_labels, select_feature_columns, table_to_features
+from .features import columns_hint, decode_labels, encode_labels, select_feature_columns, table_to_features
 from .oof import check_folds, cross_val_probs
 
 #: Columns ``flag`` adds to the input table.
@@ -133,7 +133,7 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
         raise InputError(f"{source or 'DATA'} has no rows; pass a table with labelled rows")
     if label not in table.column_names:
         raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
-                         f"{', '.join(table.column_names)}); pass --label with one of them")
+                         f"{columns_hint(table.column_names)}); pass --label with one of them")
     codes, classes_arr = encode_labels(table.column(label), label)
     classes = classes_arr.to_pylist()
     labelled = codes >= 0

@@ -63,9 +63,12 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
     cleanup_stale_temps(out_path.parent)
     summary = dict(result.summary, outputs={"flags": str(out_path), "summary": str(summary_path)})
     with AtomicOutputs() as outputs:
-        write_parquet(result.table, outputs.stage(out_path),
-                      metadata={"cleanpipe.flag": {k: summary[k] for k in
-                                                   ("cleanpipe_version", "source", "settings")}})
+        # n_jobs changes nothing in the result, so it stays out of the file: outputs are
+        # byte-identical across --n-jobs for one --seed.
+        settings = {k: v for k, v in summary["settings"].items() if k != "n_jobs"}
+        write_parquet(result.table, outputs.stage(out_path), metadata={"cleanpipe.flag": {
+            "cleanpipe_version": summary["cleanpipe_version"], "source": summary["source"],
+            "settings": settings}})
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)
             write_npy(result.pred_probs, outputs.stage(save_pred_probs))
