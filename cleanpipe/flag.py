@@ -122,6 +122,8 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
         Detector settings (see :func:`cleanpipe.find_label_issues`).
     source : str, optional
         Where the table came from, recorded in the summary.
+    progress : callable, optional
+        Called as ``progress(stage, done, total)`` while folds are fitted.
 
     Returns
     -------
@@ -134,6 +136,10 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     if label not in table.column_names:
         raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
                          f"{columns_hint(table.column_names)}); pass --label with one of them")
+    clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
+    if clash:
+        raise InputError(f"{source or 'DATA'} already has a column '{clash[0]}', which flag writes; "
+                         "rename it, or pass the original table rather than earlier flag output")
     codes, classes_arr = encode_labels(table.column(label), label)
     classes = classes_arr.to_pylist()
     labelled = codes >= 0
@@ -155,7 +161,8 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
         t1 = time.perf_counter()
         oof = cross_val_probs(feats.X[labelled], y, n_classes=len(classes), model=model, folds=folds,
                               seed=seed, n_jobs=n_jobs, categorical=feats.categorical,
-                              X_extra=feats.X[~labelled], class_names=[str(c) for c in classes])
+                              X_extra=feats.X[~labelled], class_names=[str(c) for c in classes],
+                              progress=(lambda d, t: progress("folds", d, t)) if progress else None)
         notes.extend(oof.notes)
         probs_all = np.empty((table.num_rows, len(classes)), dtype=np.float32)
         probs_all[labelled] = oof.pred_probs
@@ -211,9 +218,6 @@ def _output_table(table, label, labelled, codes, classes_arr, probs_all, det) ->
     }
     out = table
     for name, col in new.items():
-        if name in out.column_names:
-            raise InputError(f"DATA already has a column '{name}', which flag writes; rename it or "
-                             "pass the table without earlier flag output")
         out = out.append_column(name, col)
     return out
 

@@ -132,8 +132,12 @@ def _fit_fold(est, X, y, train, test, X_extra, n_classes):
 
 def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, model="hgb",
                     folds: int = 5, seed: int = 0, n_jobs: int = 1, categorical=None,
-                    X_extra: np.ndarray | None = None, class_names=None) -> OutOfFold:
-    """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`."""
+                    X_extra: np.ndarray | None = None, class_names=None,
+                    progress=None) -> OutOfFold:
+    """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
+
+    ``progress``, if given, is called with ``(done, total)`` as folds finish.
+    """
     k = int(y.max()) + 1 if n_classes is None else n_classes
     names = class_names if class_names is not None else [str(i) for i in range(k)]
     counts = np.bincount(y, minlength=k)
@@ -157,13 +161,19 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splits = list(cv.split(np.zeros(len(y)), y))
     log.info("fitting %d folds on %d rows with %s", folds, len(y), type(est).__name__)
-    results = Parallel(n_jobs=n_jobs)(
+    # An ordered generator: results arrive as folds finish, and are summed in fold order so the
+    # output does not depend on n_jobs.
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for train, test in splits)
     pred_probs = np.empty((len(y), k), dtype=np.float32)
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
-    for test, probs, extra_probs in results:
+    if progress:
+        progress(0, folds)
+    for done, (test, probs, extra_probs) in enumerate(results, 1):
         pred_probs[test] = probs
         extra += extra_probs
+        if progress:
+            progress(done, folds)
     extra = (extra / folds).astype(np.float32)
     _renormalise(pred_probs)
     _renormalise(extra)

@@ -93,5 +93,16 @@ def main() -> None:
     cli.main(prog_name="cleanpipe")
 
 
+def _environment_variables(group: click.Group) -> None:
+    """Make every option settable as ``CLEANPIPE_<OPTION>`` (``--n-jobs`` -> ``CLEANPIPE_N_JOBS``)."""
+    for command in group.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar is None and param.name not in ("help", "version"):
+                param.envvar = f"CLEANPIPE_{param.name.upper()}"
+                param.show_envvar = True
+
+
 # Commands register themselves on ``cli`` when imported.
 from . import flag  # noqa: E402,F401
+
+_environment_variables(cli)

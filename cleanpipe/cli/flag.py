@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli, csv_option
+from ._progress import progress_bar
 
 
 @cli.command()
@@ -57,9 +58,11 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
     if save_pred_probs:
         check_output_path(save_pred_probs, data, option="--save-pred-probs")
     table = read_table(data)
-    result = flag_table(table, label=label, features=csv_option(features), exclude=csv_option(exclude) or (),
-                        ids=csv_option(ids) or (), model=model, folds=folds, seed=seed, n_jobs=n_jobs,
-                        pred_probs=pred_probs, method=method, mixture=mixture, source=data)
+    with progress_bar(not (quiet or as_json)) as update:
+        result = flag_table(table, label=label, features=csv_option(features),
+                            exclude=csv_option(exclude) or (), ids=csv_option(ids) or (), model=model,
+                            folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs,
+                            method=method, mixture=mixture, source=data, progress=update)
     cleanup_stale_temps(out_path.parent)
     summary = dict(result.summary, outputs={"flags": str(out_path), "summary": str(summary_path)})
     with AtomicOutputs() as outputs:

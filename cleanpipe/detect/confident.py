@@ -44,16 +44,16 @@ class ConfidentLearning:
     noise_matrix : ndarray of shape (n_classes, n_classes)
         Estimated ``P(given=i | true=j)``; columns sum to 1.
     label_counts : ndarray of shape (n_classes,), int
-    p_given, max_other : ndarray of shape (n_samples,)
-        ``p_{given}`` and the largest probability of any other class, per row.
+    p_given : ndarray of shape (n_samples,)
+        ``p_{given}`` per row.
     predicted : ndarray of shape (n_samples,), int
         Arg-max class per row.
     adjusted_margin : ndarray of shape (n_samples,)
         ``p_given / t_given - max_{j != given} p_j / t_j`` scaled to [-1, 1] (see Notes of
         :func:`confident_learning`).
     pair_rows, pair_true, pair_margin : ndarray
-        Sparse candidate pairs: row, the class ``j`` with ``p_j > p_given`` and the margin
-        ``p_j - p_given``. Only rows whose arg-max is not the given label appear.
+        Pruning candidates: the rows whose arg-max ``j`` is not their given label, ``j``, and the
+        margin ``p_j - p_given`` (> 0).
     """
 
     thresholds: np.ndarray
@@ -64,7 +64,6 @@ class ConfidentLearning:
     noise_matrix: np.ndarray
     label_counts: np.ndarray
     p_given: np.ndarray
-    max_other: np.ndarray
     predicted: np.ndarray
     adjusted_margin: np.ndarray
     pair_rows: np.ndarray
@@ -86,12 +85,24 @@ class ConfidentLearning:
         return self.issues_per_class / np.maximum(self.label_counts, 1)
 
 
+def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray, block_rows: int) -> np.ndarray:
+    """``pred_probs[rows[m], cols[m]]`` as float64 for sorted ``rows``, one block at a time."""
+    out = np.empty(len(rows), dtype=np.float64)
+    if isinstance(pred_probs, np.ndarray):
+        out[:] = pred_probs[rows, cols]
+        return out
+    bounds = np.searchsorted(rows, np.arange(0, pred_probs.shape[0] + block_rows, block_rows))
+    for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if hi > lo:
+            start = b * block_rows
+            block = np.asarray(pred_probs[start:min(start + block_rows, pred_probs.shape[0])])
+            out[lo:hi] = block[rows[lo:hi] - start, cols[lo:hi]]
+    return out
+
+
 def _gather_given(labels: np.ndarray, pred_probs, block_rows: int) -> np.ndarray:
-    """``p_given[n] = pred_probs[n, labels[n]]`` as float64, walking the blocks once."""
-    p_given = np.empty(len(labels), dtype=np.float64)
-    for start, stop, block in iter_blocks(pred_probs, block_rows):
-        p_given[start:stop] = block[np.arange(stop - start), labels[start:stop]]
-    return p_given
+    """``p_given[n] = pred_probs[n, labels[n]]`` as float64."""
+    return _gather(pred_probs, np.arange(len(labels)), labels, block_rows)
 
 
 def class_thresholds(labels: np.ndarray, p_given: np.ndarray, n_classes: int) -> np.ndarray:
@@ -196,50 +207,43 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     safe_thr = np.maximum(thresholds, 1e-12)
 
     cj_flat = np.zeros(k * k, dtype=np.int64)
-    max_other = np.empty(n, dtype=np.float64)
     predicted = np.empty(n, dtype=np.int64)
     adjusted = np.empty(n, dtype=np.float64)
-    pair_rows, pair_true, pair_margin = [], [], []
+    thr = (thresholds - _THRESHOLD_SLACK)
+    buf = None
     for start, stop, block in iter_blocks(pred_probs, block_rows):
         rows = np.arange(stop - start)
         given = labels[start:stop]
-        pg = p_given[start:stop]
+        if buf is None or buf.shape != block.shape or buf.dtype != block.dtype:
+            buf = np.empty_like(block)  # one scratch block, reused: no per-block allocations
 
-        confident = block >= (thresholds - _THRESHOLD_SLACK).astype(block.dtype)
-        guess = np.where(confident, block, -1).argmax(axis=1)
+        confident = block >= thr.astype(block.dtype)
+        np.multiply(block, confident, out=buf)
+        buf[~confident] = -1
+        guess = buf.argmax(axis=1)
         counted = confident.any(axis=1)
         cj_flat += np.bincount(given[counted] * k + guess[counted], minlength=k * k)
+        predicted[start:stop] = block.argmax(axis=1)
 
-        pred = block.argmax(axis=1)
-        predicted[start:stop] = pred
-        other = block.copy()
-        other[rows, given] = -1
-        max_other[start:stop] = other.max(axis=1)
-
-        scaled = np.divide(block, safe_thr.astype(block.dtype), out=other)
+        scaled = np.divide(block, safe_thr.astype(block.dtype), out=buf)
         a_given = scaled[rows, given].astype(np.float64)
         scaled[rows, given] = -1
         a_other = scaled.max(axis=1).astype(np.float64)
         adjusted[start:stop] = (a_given - a_other) / np.maximum(np.maximum(a_given, a_other), 1e-12)
 
-        cand = np.flatnonzero(pred != given)
-        if cand.size:
-            sub = block[cand]
-            r, j = np.nonzero(sub > pg[cand, None])
-            pair_rows.append(cand[r] + start)
-            pair_true.append(j)
-            pair_margin.append(sub[r, j] - pg[cand[r]])
+    # Each row whose arg-max is not its label competes for pruning in one pair: (given, arg-max).
+    pair_rows = np.flatnonzero(predicted != labels)
+    pair_true = predicted[pair_rows]
+    pair_margin = _gather(pred_probs, pair_rows, pair_true, block_rows) - p_given[pair_rows]
 
     confident_joint = cj_flat.reshape(k, k)
     calibrated = calibrate_confident_joint(confident_joint, label_counts)
     joint, prior, noise = joint_prior_noise(calibrated)
-    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.empty(0, dt))
     return ConfidentLearning(
         thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
         joint=joint, prior=prior, noise_matrix=noise, label_counts=label_counts,
-        p_given=p_given, max_other=max_other, predicted=predicted, adjusted_margin=adjusted,
-        pair_rows=cat(pair_rows, np.int64), pair_true=cat(pair_true, np.int64),
-        pair_margin=cat(pair_margin, np.float64),
+        p_given=p_given, predicted=predicted, adjusted_margin=adjusted,
+        pair_rows=pair_rows, pair_true=pair_true, pair_margin=pair_margin,
     )
 
 
@@ -283,8 +287,9 @@ def prune_counts(cl: ConfidentLearning, *, min_keep: int = 1) -> np.ndarray:
 def flags_by_noise_rate(cl: ConfidentLearning, labels: np.ndarray, *, min_keep: int = 1) -> np.ndarray:
     """Prune by noise rate: for each pair ``(i, j)``, flag the ``n_ij`` rows given ``i`` with the largest ``p_j - p_i``.
 
-    ``n_ij`` is the calibrated confident joint's off-diagonal count. Only rows with ``p_j > p_i``
-    compete for pair ``(i, j)``, so a row whose arg-max is its given label is never flagged.
+    ``n_ij`` is the calibrated confident joint's off-diagonal count. A row competes in one pair
+    only, ``(given, arg-max)``, so a row whose arg-max is its given label is never flagged and the
+    candidates take O(N) memory whatever the number of classes.
     """
     quota = prune_counts(cl, min_keep=min_keep).ravel()
     k = cl.n_classes
