@@ -20,11 +20,16 @@ from . import __version__
 from .api import validate
 from .detect import Detection, detect
 from .errors import InputError
-from .features import columns_hint, decode_labels, encode_labels, select_feature_columns, table_to_features
+from .features import (_vector, columns_hint, decode_labels, encode_labels, select_feature_columns,
+                       table_to_features)
+from .io import open_dataset, with_metadata
 from .oof import check_folds, cross_val_probs
+from .rows import ParquetMatrix, TakeRows
 
 #: Columns ``flag`` adds to the input table.
 OUTPUT_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
+#: Rows per record batch when streaming DATA to the output.
+BATCH_ROWS = 65536
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class FlagResult:
         Every input column unchanged plus :data:`OUTPUT_COLUMNS`.
     summary : dict
         JSON-ready summary (noise estimates, counts, settings, versions, timings).
-    pred_probs : ndarray of shape (n_rows, n_classes), float32
+    pred_probs : array-like of shape (n_rows, n_classes)
         Out-of-fold probabilities of labelled rows; fold-averaged predictions for unlabelled rows.
     detection : Detection
         The detector's output for the labelled rows.
@@ -49,21 +54,21 @@ class FlagResult:
     detection: Detection
 
 
-def load_pred_probs(spec: str, table: pa.Table, classes: list) -> np.ndarray:
-    """Read user-supplied probabilities: a ``.npy`` file, a Parquet file, or a list column of the table.
+def load_pred_probs(spec: str, list_column, column_names: list, classes: list):
+    """Open user-supplied probabilities: a ``.npy`` file, a Parquet file, or a list column of DATA.
 
-    A Parquet file needs one numeric column per class; when its column names are the class names
-    they are put in class order, otherwise the columns are taken in class order as they stand.
+    ``.npy`` files are memory-mapped and Parquet files read one row group at a time, so neither
+    has to fit in memory. A Parquet file needs one numeric column per class (or a single list
+    column); when its column names are the class names they are put in class order, otherwise the
+    columns are taken in class order as they stand. ``list_column(name)`` reads a column of DATA.
     """
-    k = len(classes)
     path = Path(spec)
-    if spec in table.column_names and not path.exists():
-        col = table.column(spec)
+    if spec in column_names and not path.exists():
+        col = list_column(spec)
         if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
                 or pa.types.is_fixed_size_list(col.type)):
             raise InputError(f"--pred-probs column '{spec}' has type {col.type}; it must be a list "
                              "of floats, one per class")
-        from .features import _vector
         return _vector(col, spec).astype(np.float64)
     if not path.exists():
         raise InputError(f"--pred-probs '{spec}' is neither a file nor a column of DATA; pass a .npy "
@@ -78,26 +83,151 @@ def load_pred_probs(spec: str, table: pa.Table, classes: list) -> np.ndarray:
             raise InputError(f"--pred-probs '{spec}' has dtype {arr.dtype}; pass float probabilities")
         return arr
     try:
-        pt = pq.read_table(path)
+        names = pq.read_schema(path).names
+        wanted = [str(c) for c in classes]
+        return ParquetMatrix(path, wanted if set(wanted) <= set(names) else None)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"--pred-probs '{spec}' is neither a .npy nor a Parquet file ({exc})") from None
-    names = [str(c) for c in classes]
-    if set(names) <= set(pt.column_names):
-        pt = pt.select(names)
-    for field in pt.schema:
-        if not (pa.types.is_floating(field.type) or pa.types.is_integer(field.type)):
-            raise InputError(f"--pred-probs '{spec}' column '{field.name}' has type {field.type}; "
-                             "every column must hold a class probability")
-    if pt.num_columns != k:
-        raise InputError(f"--pred-probs '{spec}' has {pt.num_columns} columns but the label has "
-                         f"{k} classes; pass one column per class")
-    return np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float64) for c in pt.columns])
 
 
 def _versions() -> dict:
     import sklearn
     return {"cleanpipe": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "scikit-learn": sklearn.__version__, "pyarrow": pa.__version__}
+
+
+@dataclass(frozen=True)
+class FlagColumns:
+    """The per-row results of the flag stage for every row of DATA, ready to append in slices."""
+
+    codes: np.ndarray
+    classes: pa.Array
+    label_type: pa.DataType
+    predicted: np.ndarray
+    label_score: np.ndarray
+    p_noisy: np.ndarray
+    is_label_issue: np.ndarray
+
+    def arrays(self, start: int = 0, stop: int | None = None, *, rows=None) -> dict:
+        """The output columns for rows ``start..stop`` (or the indices ``rows``) as Arrow arrays."""
+        sl = slice(start, stop) if rows is None else np.asarray(rows, dtype=np.int64)
+        missing = self.codes[sl] < 0
+        return {
+            "given_label": decode_labels(self.codes[sl], self.classes, self.label_type),
+            "predicted_label": decode_labels(self.predicted[sl], self.classes, self.label_type),
+            "label_score": pa.array(self.label_score[sl], mask=missing),
+            "p_noisy": pa.array(self.p_noisy[sl], mask=missing),
+            "is_label_issue": pa.array(self.is_label_issue[sl]),
+        }
+
+    def fields(self) -> list:
+        return [pa.field("given_label", self.label_type), pa.field("predicted_label", self.label_type),
+                pa.field("label_score", pa.float64()), pa.field("p_noisy", pa.float64()),
+                pa.field("is_label_issue", pa.bool_())]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What the flag stage needs from DATA, so a table in memory and a dataset on disk share it."""
+
+    column_names: list
+    schema: pa.Schema
+    n_rows: int
+    read: object  # read(columns) -> pa.Table
+    name: str
+
+
+def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_jobs, pred_probs,
+          method, mixture, progress):
+    timings = {}
+    t0 = time.perf_counter()
+    where = src.name
+    if src.n_rows == 0:
+        raise InputError(f"{where} has no rows; pass a table with labelled rows")
+    if label not in src.column_names:
+        raise InputError(f"label column '{label}' not found in {where} (columns: "
+                         f"{columns_hint(src.column_names)}); pass --label with one of them")
+    clash = [c for c in OUTPUT_COLUMNS if c in src.column_names]
+    if clash:
+        raise InputError(f"{where} already has a column '{clash[0]}', which flag writes; "
+                         "rename it, or pass the original table rather than earlier flag output")
+    codes, classes_arr = encode_labels(src.read([label]).column(label), label)
+    classes = classes_arr.to_pylist()
+    labelled = codes >= 0
+    lab_rows = np.flatnonzero(labelled)
+    n_lab = len(lab_rows)
+    if n_lab == 0:
+        raise InputError(f"label column '{label}' is entirely null; there is nothing to check")
+    if len(classes) < 2:
+        raise InputError(f"label column '{label}' holds a single class ({classes[0]!r}); label-error "
+                         "detection needs at least two classes")
+    y = codes[labelled]
+    notes = []
+    k = len(classes)
+    if pred_probs is None:
+        check_folds(folds, n_lab)
+        if n_jobs == 0:
+            raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")
+        cols = select_feature_columns(src.schema, label, features=features, exclude=exclude, ids=ids)
+        feats = table_to_features(src.read(cols), cols)
+        timings["features_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        oof = cross_val_probs(feats.X[labelled], y, n_classes=k, model=model, folds=folds,
+                              seed=seed, n_jobs=n_jobs, categorical=feats.categorical,
+                              X_extra=feats.X[~labelled], class_names=[str(c) for c in classes],
+                              progress=(lambda d, t: progress("folds", d, t)) if progress else None)
+        feature_names = oof_features = feats.names
+        del feats
+        notes.extend(oof.notes)
+        probs_all = np.empty((src.n_rows, k), dtype=np.float32)
+        probs_all[labelled] = oof.pred_probs
+        probs_all[~labelled] = oof.extra_probs
+        timings["oof_s"] = time.perf_counter() - t1
+    else:
+        probs_all = (load_pred_probs(pred_probs, lambda c: src.read([c]).column(c),
+                                     src.column_names, classes)
+                     if isinstance(pred_probs, (str, os.PathLike)) else np.asarray(pred_probs))
+        if len(probs_all.shape) != 2 or probs_all.shape[0] != src.n_rows:
+            raise InputError(f"--pred-probs has shape {tuple(probs_all.shape)} but DATA has "
+                             f"{src.n_rows} rows; pass one row of probabilities per row of DATA")
+        if probs_all.shape[1] != k:
+            raise InputError(f"--pred-probs has {probs_all.shape[1]} columns but label '{label}' has "
+                             f"{k} classes; pass one column per class, in sorted class order")
+        feature_names, oof_features = [], None
+    t2 = time.perf_counter()
+    lab_probs = probs_all if n_lab == src.n_rows else TakeRows(probs_all, lab_rows)
+    y, lab_probs = validate(y, lab_probs, method=method, mixture=mixture)
+    det = detect(y, lab_probs, method=method, mixture=mixture)
+    timings["detect_s"] = time.perf_counter() - t2
+
+    predicted = np.empty(src.n_rows, dtype=np.int64)
+    predicted[labelled] = det.predicted
+    if n_lab < src.n_rows:
+        unl = np.flatnonzero(~labelled)
+        predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]).argmax(axis=1)
+    score = np.full(src.n_rows, np.nan)
+    score[labelled] = det.label_score
+    p_noisy = np.full(src.n_rows, np.nan)
+    p_noisy[labelled] = det.p_noisy
+    issue = np.zeros(src.n_rows, dtype=bool)
+    issue[labelled] = det.is_label_issue
+    label_type = src.schema.field(label).type
+    out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
+    columns = FlagColumns(codes, classes_arr, out_type, predicted, score, p_noisy, issue)
+
+    settings = {"label": label, "features": feature_names, "model": model if isinstance(model, str)
+                else type(model).__name__, "folds": folds if oof_features else None, "seed": seed,
+                "n_jobs": n_jobs, "pred_probs": os.fspath(pred_probs) if isinstance(
+                    pred_probs, (str, os.PathLike)) else ("array" if pred_probs is not None else None),
+                "method": method, "mixture": mixture}
+    timings["total_s"] = time.perf_counter() - t0
+    summary = build_summary(det, y, classes, n_rows=src.n_rows, source=src.name,
+                            settings=settings, timings=timings, notes=notes)
+    top = np.argsort(np.where(labelled, score, np.inf), kind="stable")[:10]
+    top = top[labelled[top]]
+    id_table = src.read(list(ids)).take(pa.array(top)) if ids else None
+    summary["top_suspicious"] = _top_rows(columns, top, id_table, ids)
+    return columns, summary, probs_all, det
 
 
 def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=(), ids=(),
@@ -129,97 +259,62 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     -------
     FlagResult
     """
-    timings = {}
-    t0 = time.perf_counter()
-    if table.num_rows == 0:
-        raise InputError(f"{source or 'DATA'} has no rows; pass a table with labelled rows")
-    if label not in table.column_names:
-        raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
-                         f"{columns_hint(table.column_names)}); pass --label with one of them")
-    clash = [c for c in OUTPUT_COLUMNS if c in table.column_names]
-    if clash:
-        raise InputError(f"{source or 'DATA'} already has a column '{clash[0]}', which flag writes; "
-                         "rename it, or pass the original table rather than earlier flag output")
-    codes, classes_arr = encode_labels(table.column(label), label)
-    classes = classes_arr.to_pylist()
-    labelled = codes >= 0
-    n_lab = int(labelled.sum())
-    if n_lab == 0:
-        raise InputError(f"label column '{label}' is entirely null; there is nothing to check")
-    if len(classes) < 2:
-        raise InputError(f"label column '{label}' holds a single class ({classes[0]!r}); label-error "
-                         "detection needs at least two classes")
-    y = codes[labelled]
-    notes = []
-    if pred_probs is None:
-        check_folds(folds, n_lab)
-        if n_jobs == 0:
-            raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")
-        cols = select_feature_columns(table.schema, label, features=features, exclude=exclude, ids=ids)
-        feats = table_to_features(table, cols)
-        timings["features_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        oof = cross_val_probs(feats.X[labelled], y, n_classes=len(classes), model=model, folds=folds,
-                              seed=seed, n_jobs=n_jobs, categorical=feats.categorical,
-                              X_extra=feats.X[~labelled], class_names=[str(c) for c in classes],
-                              progress=(lambda d, t: progress("folds", d, t)) if progress else None)
-        notes.extend(oof.notes)
-        probs_all = np.empty((table.num_rows, len(classes)), dtype=np.float32)
-        probs_all[labelled] = oof.pred_probs
-        probs_all[~labelled] = oof.extra_probs
-        feature_names = feats.names
-        timings["oof_s"] = time.perf_counter() - t1
-    else:
-        probs_all = (load_pred_probs(pred_probs, table, classes) if isinstance(pred_probs, str)
-                     else np.asarray(pred_probs))
-        if probs_all.ndim != 2 or probs_all.shape[0] != table.num_rows:
-            raise InputError(f"--pred-probs has shape {tuple(probs_all.shape)} but DATA has "
-                             f"{table.num_rows} rows; pass one row of probabilities per row of DATA")
-        if probs_all.shape[1] != len(classes):
-            raise InputError(f"--pred-probs has {probs_all.shape[1]} columns but label '{label}' has "
-                             f"{len(classes)} classes; pass one column per class, in sorted class order")
-        feature_names = []
-    t2 = time.perf_counter()
-    lab_probs = probs_all[labelled] if not labelled.all() else probs_all
-    y, lab_probs = validate(y, lab_probs, method=method, mixture=mixture)
-    det = detect(y, lab_probs, method=method, mixture=mixture)
-    timings["detect_s"] = time.perf_counter() - t2
-
-    out = _output_table(table, label, labelled, codes, classes_arr, probs_all, det)
-    settings = {"label": label, "features": feature_names, "model": model if isinstance(model, str)
-                else type(model).__name__, "folds": folds, "seed": seed, "n_jobs": n_jobs,
-                "pred_probs": pred_probs if isinstance(pred_probs, str) else
-                ("array" if pred_probs is not None else None), "method": method, "mixture": mixture}
-    timings["total_s"] = time.perf_counter() - t0
-    summary = build_summary(det, y, classes, n_rows=table.num_rows, source=source,
-                            settings=settings, timings=timings, notes=notes)
-    summary["top_suspicious"] = _top_rows(out, ids, 10)
-    return FlagResult(out, summary, probs_all, det)
-
-
-def _output_table(table, label, labelled, codes, classes_arr, probs_all, det) -> pa.Table:
-    n = table.num_rows
-    label_type = table.schema.field(label).type
-    out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
-    predicted = probs_all.argmax(axis=1).astype(np.int64)
-    predicted[labelled] = det.predicted
-    score = np.full(n, np.nan)
-    score[labelled] = det.label_score
-    p_noisy = np.full(n, np.nan)
-    p_noisy[labelled] = det.p_noisy
-    issue = np.zeros(n, dtype=bool)
-    issue[labelled] = det.is_label_issue
-    new = {
-        "given_label": decode_labels(codes, classes_arr, out_type),
-        "predicted_label": decode_labels(predicted, classes_arr, out_type),
-        "label_score": pa.array(score, mask=~labelled),
-        "p_noisy": pa.array(p_noisy, mask=~labelled),
-        "is_label_issue": pa.array(issue),
-    }
+    src = _Source(table.column_names, table.schema, table.num_rows,
+                  lambda cols: table.select(cols), source or "DATA")
+    columns, summary, probs, det = _flag(
+        src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
+        seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
+        progress=progress)
+    summary["source"] = None if source is None else os.fspath(source)
     out = table
-    for name, col in new.items():
+    for name, col in columns.arrays().items():
         out = out.append_column(name, col)
-    return out
+    return FlagResult(out, summary, probs, det)
+
+
+def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None, exclude=(),
+                 ids=(), model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
+                 pred_probs=None, method: str = "combined", mixture: str = "beta",
+                 save_pred_probs=None, progress=None) -> dict:
+    """Run the flag stage on a Parquet file or dataset on disk, streaming it to ``out_path``.
+
+    Only the label column (and the feature columns, when out-of-fold probabilities are computed)
+    is read whole; the output is written batch by batch, every input column unchanged plus the
+    flag columns, into a file staged by ``outputs`` (an :class:`~cleanpipe.io.AtomicOutputs`).
+
+    Returns
+    -------
+    dict
+        The summary (see :func:`build_summary`).
+    """
+    dataset = open_dataset(path)
+    src = _Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
+                  lambda cols: dataset.to_table(columns=cols), os.fspath(path))
+    columns, summary, probs, _ = _flag(
+        src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
+        seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
+        progress=progress)
+    # n_jobs changes nothing in the result, so it stays out of the file: outputs are
+    # byte-identical across --n-jobs for one --seed.
+    provenance = {"cleanpipe_version": __version__, "source": summary["source"],
+                  "settings": {k: v for k, v in summary["settings"].items() if k != "n_jobs"}}
+    schema = with_metadata(pa.schema(list(dataset.schema) + columns.fields(),
+                                     metadata=dataset.schema.metadata), {"cleanpipe.flag": provenance})
+    with pq.ParquetWriter(outputs.stage(out_path), schema, compression="zstd") as writer:
+        start = 0
+        for batch in dataset.to_batches(batch_size=BATCH_ROWS):
+            stop = start + batch.num_rows
+            arrays = list(batch.columns) + list(columns.arrays(start, stop).values())
+            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            start = stop
+    if save_pred_probs:
+        staged = outputs.stage(save_pred_probs)
+        mm = np.lib.format.open_memmap(staged, mode="w+", dtype=np.float32, shape=probs.shape)
+        for a in range(0, probs.shape[0], BATCH_ROWS):
+            mm[a:a + BATCH_ROWS] = np.asarray(probs[a:a + BATCH_ROWS])
+        mm.flush()
+        del mm
+    return summary
 
 
 def _jsonable(v):
@@ -234,16 +329,15 @@ def _jsonable(v):
     return v
 
 
-def _top_rows(out: pa.Table, ids, k: int) -> list:
-    score = out.column("label_score").to_numpy(zero_copy_only=False)
-    score = np.where(np.isnan(score), np.inf, score)
-    top = np.argsort(score, kind="stable")[:k]
-    top = top[np.isfinite(score[top])]
+def _top_rows(columns: FlagColumns, top: np.ndarray, id_table, ids) -> list:
+    values = {name: arr.to_pylist() for name, arr in columns.arrays(rows=top).items()}
     rows = []
-    for i in top:
+    for j, i in enumerate(top):
         row = {"row": int(i)}
-        for c in list(ids) + ["given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"]:
-            row[c] = _jsonable(out.column(c)[int(i)].as_py())
+        for c in ids:
+            row[c] = _jsonable(id_table.column(c)[j].as_py())
+        for c in OUTPUT_COLUMNS:
+            row[c] = _jsonable(values[c][j])
         rows.append(row)
     return rows
 

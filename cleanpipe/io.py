@@ -22,13 +22,15 @@ from .errors import InputError
 TMP_PREFIX = ".cleanpipe-tmp-"
 
 
-def read_table(path: str | os.PathLike, *, what: str = "DATA") -> pa.Table:
-    """Read a Parquet file or a directory of Parquet files (hive partitions allowed).
+def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
+    """Open a Parquet file or a directory of Parquet files (hive partitions allowed) as a dataset.
+
+    Nothing but the footers is read: columns and batches are read on demand.
 
     Raises
     ------
     InputError
-        Missing path, a file that is not Parquet, files that disagree on schema, or no rows.
+        Missing path, a file that is not Parquet, files that disagree on schema.
     """
     path = Path(path)
     if not path.exists():
@@ -38,25 +40,33 @@ def read_table(path: str | os.PathLike, *, what: str = "DATA") -> pa.Table:
             files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
             if not files:
                 raise InputError(f"{what} directory '{path}' holds no Parquet files")
-            dataset = ds.dataset(path, format="parquet", partitioning="hive",
-                                 exclude_invalid_files=False)
             schemas = {f: pq.read_schema(f) for f in files}
-            first = next(iter(schemas.values()))
+            first = schemas[files[0]]
             for f, schema in schemas.items():
                 if not schema.equals(first, check_metadata=False):
                     raise InputError(
                         f"{what} files disagree on schema: '{f}' has ({_schema_str(schema)}) but "
                         f"'{files[0]}' has ({_schema_str(first)}); make the files share one schema")
-            table = dataset.to_table()
-        else:
-            table = pq.read_table(path)
+            return ds.dataset(path, format="parquet", partitioning="hive")
+        pq.read_metadata(path)
+        return ds.dataset(path, format="parquet")
     except InputError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{what} '{path}' is not a readable Parquet file ({first_line}); "
                          "pass a Parquet file or a directory of Parquet files") from None
-    return table
+
+
+def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None) -> pa.Table:
+    """Read a Parquet file or dataset whole (or only ``columns``); see :func:`open_dataset`."""
+    dataset = open_dataset(path, what=what)
+    try:
+        return dataset.to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{what} '{path}' could not be read ({first_line}); is the file "
+                         "truncated or corrupt?") from None
 
 
 def _schema_str(schema: pa.Schema) -> str:
@@ -147,12 +157,17 @@ def cleanup_stale_temps(directory: str | os.PathLike) -> int:
     return removed
 
 
+def with_metadata(schema: pa.Schema, metadata: dict) -> pa.Schema:
+    """``schema`` with ``metadata`` added as JSON values under their keys."""
+    existing = dict(schema.metadata or {})
+    existing.update({k.encode(): json.dumps(v).encode() for k, v in metadata.items()})
+    return schema.with_metadata(existing)
+
+
 def write_parquet(table: pa.Table, path: Path, *, metadata: dict | None = None) -> None:
     """Write ``table`` to ``path`` (call inside :class:`AtomicOutputs` with a staged path)."""
     if metadata:
-        existing = dict(table.schema.metadata or {})
-        existing.update({k.encode(): json.dumps(v).encode() for k, v in metadata.items()})
-        table = table.replace_schema_metadata(existing)
+        table = table.replace_schema_metadata(with_metadata(table.schema, metadata).metadata)
     pq.write_table(table, path, compression="zstd")
 
 

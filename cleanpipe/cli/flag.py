@@ -49,32 +49,24 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
       cleanpipe flag data.parquet --pred-probs oof.npy --json
     """
-    from ..flag import flag_table
-    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_json, write_npy, write_parquet
+    from ..flag import flag_dataset
+    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, write_json
 
     out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
     check_output_path(out_path, data)
     summary_path = summary_path_for(out_path)
     if save_pred_probs:
         check_output_path(save_pred_probs, data, option="--save-pred-probs")
-    table = read_table(data)
-    with progress_bar(not (quiet or as_json)) as update:
-        result = flag_table(table, label=label, features=csv_option(features),
-                            exclude=csv_option(exclude) or (), ids=csv_option(ids) or (), model=model,
-                            folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs,
-                            method=method, mixture=mixture, source=data, progress=update)
     cleanup_stale_temps(out_path.parent)
-    summary = dict(result.summary, outputs={"flags": str(out_path), "summary": str(summary_path)})
-    with AtomicOutputs() as outputs:
-        # n_jobs changes nothing in the result, so it stays out of the file: outputs are
-        # byte-identical across --n-jobs for one --seed.
-        settings = {k: v for k, v in summary["settings"].items() if k != "n_jobs"}
-        write_parquet(result.table, outputs.stage(out_path), metadata={"cleanpipe.flag": {
-            "cleanpipe_version": summary["cleanpipe_version"], "source": summary["source"],
-            "settings": settings}})
+    with AtomicOutputs() as outputs, progress_bar(not (quiet or as_json)) as update:
+        summary = flag_dataset(
+            data, out_path, outputs=outputs, label=label, features=csv_option(features),
+            exclude=csv_option(exclude) or (), ids=csv_option(ids) or (), model=model, folds=folds,
+            seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
+            save_pred_probs=save_pred_probs, progress=update)
+        summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)
-            write_npy(result.pred_probs, outputs.stage(save_pred_probs))
         write_json(summary, outputs.stage(summary_path))
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))

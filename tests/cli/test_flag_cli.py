@@ -163,7 +163,29 @@ def test_partitioned_directory_input(small_table, tmp_path):
     pq.write_to_dataset(part, tmp_path / "ds", partition_cols=["split"])
     res = run("flag", tmp_path / "ds", "--out", tmp_path / "ds.flags.parquet", "--model", "logreg", "-q")
     assert res.exit_code == 0, res.output
-    assert pq.read_table(tmp_path / "ds.flags.parquet").num_rows == table.num_rows
+    flags = pq.read_table(tmp_path / "ds.flags.parquet")
+    read_back = pq.read_table(tmp_path / "ds")  # the dataset in its own row order
+    assert flags.num_rows == table.num_rows
+    assert flags.select(["x", "x2", "label"]).equals(read_back.select(["x", "x2", "label"]))
+    assert flags.column("given_label").equals(read_back.column("label"))
+
+
+def test_pred_probs_parquet_streamed_by_row_group_equals_in_memory(small_table, tmp_path):
+    table, _ = small_table
+    src = tmp_path / "t.parquet"
+    pq.write_table(table, src)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), table.num_rows)
+    np.save(tmp_path / "p.npy", probs)
+    # Tiny row groups: the detector reads the Parquet matrix in many pieces.
+    pq.write_table(pa.table({"eel": probs[:, 2], "cat": probs[:, 0], "dog": probs[:, 1]}),
+                   tmp_path / "p.parquet", row_group_size=7)
+    outs = []
+    for spec in ("p.npy", "p.parquet"):
+        out = tmp_path / f"{spec}.flags.parquet"
+        assert run("flag", src, "--pred-probs", tmp_path / spec, "--out", out, "-q").exit_code == 0
+        outs.append(pq.read_table(out).select(["label_score", "p_noisy", "is_label_issue"]))
+    assert outs[0].equals(outs[1])
 
 
 # --- user mistakes: exit 2, one line naming the problem, nothing written -------------------------

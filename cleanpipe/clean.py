@@ -1,0 +1,297 @@
+"""The ``clean`` stage: drop, down-weight or relabel the rows that ``flag`` marked.
+
+Pure logic over Arrow tables: :func:`clean_table` takes a flags table (the output of
+:func:`cleanpipe.flag_table`) and returns a new table plus counts; reading, writing and provenance
+metadata belong to the CLI. Every input column is kept (the flag columns too, unless asked
+otherwise) and rows whose label is null are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+
+#: Columns a flags table must hold (what ``cleanpipe flag`` adds).
+FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
+#: Columns ``clean`` may add.
+CLEAN_COLUMNS = ("sample_weight", "original_label")
+#: Cleaning modes; the first is the default (chosen from ``benchmarks/retrain.py``).
+MODES = ("drop", "weight", "relabel")
+
+#: Default floor of ``sample_weight`` for flagged rows.
+DEFAULT_MIN_WEIGHT = 0.05
+#: Default relabel evidence: a flagged row is relabelled when ``p_noisy >= 0.5`` and
+#: ``label_score <= 0.25``.
+DEFAULT_RELABEL_P_NOISY = 0.5
+DEFAULT_RELABEL_SCORE = 0.25
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """Output of :func:`clean_table`.
+
+    Attributes
+    ----------
+    table : pyarrow.Table
+        The cleaned table.
+    counts : dict
+        ``rows_in``, ``rows_out``, ``flagged``, ``null_label``, ``dropped``, ``down_weighted``,
+        ``relabelled``.
+    settings : dict
+        The settings used (JSON-ready).
+    """
+
+    table: pa.Table
+    counts: dict
+    settings: dict
+
+
+def sidecar_summary_path(path: str | os.PathLike) -> Path:
+    """Where ``cleanpipe flag`` writes the summary of ``path``: ``x.flags.parquet`` -> ``x.flags.summary.json``."""
+    path = Path(str(path).rstrip("/"))
+    return path.with_suffix(".summary.json") if path.suffix else Path(f"{path}.summary.json")
+
+
+def read_summary(path: str | os.PathLike, *, what: str = "summary") -> dict:
+    """Read a ``flag`` summary JSON file.
+
+    Raises
+    ------
+    InputError
+        The file is missing, does not parse, or is not a JSON object.
+    """
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{what} '{path}' does not exist; pass the .summary.json that "
+                         "cleanpipe flag wrote") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{what} '{path}' is not readable JSON ({exc}); pass the .summary.json "
+                         "that cleanpipe flag wrote") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{what} '{path}' holds a {type(obj).__name__}, not a flag summary object")
+    return obj
+
+
+def table_metadata(table: pa.Table, key: str) -> dict:
+    """The JSON value stored under ``key`` in the table's schema metadata (``{}`` if absent or bad)."""
+    raw = (table.schema.metadata or {}).get(key.encode())
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def label_from_metadata(table: pa.Table, summary: dict | None = None) -> str | None:
+    """The label column ``flag`` used, from a summary's settings or the table's provenance metadata."""
+    for source in (summary or {}, table_metadata(table, "cleanpipe.flag")):
+        label = (source.get("settings") or {}).get("label")
+        if isinstance(label, str):
+            return label
+    return None
+
+
+def check_flags_table(table: pa.Table, source: str = "FLAGS") -> None:
+    """Raise unless ``table`` holds every column of :data:`FLAG_COLUMNS` with a usable type."""
+    missing = [c for c in FLAG_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputError(f"{source} is not a flags file: column '{missing[0]}' is missing "
+                         f"(needs {', '.join(FLAG_COLUMNS)}); run cleanpipe flag first and clean "
+                         "its output")
+    for name, ok in (("label_score", pa.types.is_floating), ("p_noisy", pa.types.is_floating),
+                     ("is_label_issue", pa.types.is_boolean)):
+        if not ok(table.schema.field(name).type):
+            raise InputError(f"{source} column '{name}' has type {table.schema.field(name).type}, not "
+                             "what cleanpipe flag writes; run cleanpipe flag first and clean its output")
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    """A float column as float32 with nulls as NaN (no copy of the table)."""
+    return table.column(name).cast(pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
+
+
+def _bools(table: pa.Table, name: str) -> np.ndarray:
+    return pc.fill_null(table.column(name), False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def sample_weights(label_score: np.ndarray, p_noisy: np.ndarray, is_label_issue: np.ndarray, *,
+                   min_weight: float = DEFAULT_MIN_WEIGHT) -> np.ndarray:
+    """Per-row training weights for the ``weight`` mode.
+
+    Parameters
+    ----------
+    label_score, p_noisy : ndarray of shape (n_samples,)
+        The flag columns; NaN where the label is null.
+    is_label_issue : ndarray of shape (n_samples,), bool
+    min_weight : float in [0, 1], default=0.05
+        Floor of a flagged row's weight.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), float32
+        In ``[min_weight, 1]`` for flagged rows, exactly 1 elsewhere (null labels included).
+
+    Notes
+    -----
+    ``w_i = clip(min(label_score_i, 1 - p_noisy_i), min_weight, 1)`` for flagged rows, 1 otherwise.
+    ``label_score`` is the flagger's blended "label is right" score and ``1 - p_noisy`` the
+    loss-mixture's clean posterior; taking the smaller one trusts whichever signal is more
+    sceptical (the mixture posterior alone saturates, e.g. ``p_noisy`` tops out near 0.7 on noisy
+    digits, which would leave a likely-wrong row at weight 0.3). Unflagged rows keep weight 1 so
+    that the weighted loss equals plain cross-entropy on them. The floor keeps a flagged row's
+    gradient alive: the flagger is wrong on some rows, and a tiny weight lets those still count.
+
+    Examples
+    --------
+    >>> sample_weights(np.array([0.9, 0.2, 0.01]), np.array([0.0, 0.6, 0.7]),
+    ...                np.array([False, True, True])).tolist()
+    [1.0, 0.20000000298023224, 0.05000000074505806]
+    """
+    w = np.minimum(np.asarray(label_score, np.float32), np.float32(1) - np.asarray(p_noisy, np.float32))
+    w = np.clip(np.nan_to_num(w, nan=1.0), np.float32(min_weight), np.float32(1))
+    return np.where(is_label_issue, w, np.float32(1)).astype(np.float32)
+
+
+def relabel_mask(label_score: np.ndarray, p_noisy: np.ndarray, is_label_issue: np.ndarray,
+                 given_differs: np.ndarray, *, min_p_noisy: float = DEFAULT_RELABEL_P_NOISY,
+                 max_score: float = DEFAULT_RELABEL_SCORE) -> np.ndarray:
+    """Rows whose label the ``relabel`` mode replaces by ``predicted_label``.
+
+    Notes
+    -----
+    ``is_label_issue & predicted != given & p_noisy >= min_p_noisy & label_score <= max_score``.
+    Because ``label_score = (1 + margin) / 4 + (1 - p_noisy) / 2`` (see
+    :func:`cleanpipe.detect.combine.label_quality`), ``label_score <= 0.25`` with ``p_noisy >= 0.5``
+    means the threshold-adjusted margin of the given class is at most ``-2 (1 - p_noisy)``: another
+    class clearly beats it. On noisy digits (30% flipped) the predicted class is the true one for
+    93% of such rows against 82% of all flagged rows.
+    """
+    with np.errstate(invalid="ignore"):  # NaN (null labels) compares False: never relabelled
+        return (is_label_issue & given_differs & (p_noisy >= min_p_noisy) & (label_score <= max_score))
+
+
+def _check_fraction(name: str, value: float) -> float:
+    v = float(value)
+    if not 0.0 <= v <= 1.0:  # NaN fails too
+        raise InputError(f"{name} must be in [0, 1]; got {value!r}")
+    return v
+
+
+def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = None,
+                min_weight: float = DEFAULT_MIN_WEIGHT, relabel_p_noisy: float = DEFAULT_RELABEL_P_NOISY,
+                relabel_score: float = DEFAULT_RELABEL_SCORE, drop_flag_columns: bool = False,
+                source: str = "FLAGS") -> CleanResult:
+    """Clean a flags table.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Output of ``cleanpipe flag`` (every :data:`FLAG_COLUMNS` present).
+    mode : {"drop", "weight", "relabel"}, default="drop"
+        ``drop`` removes the flagged rows; ``weight`` keeps every row and appends ``sample_weight``
+        (see :func:`sample_weights`); ``relabel`` replaces the label of the rows selected by
+        :func:`relabel_mask` by ``predicted_label`` and appends ``original_label`` (the label before
+        cleaning, for every row).
+    label : str, optional
+        The label column; needed by ``relabel`` only.
+    min_weight : float in [0, 1], default=0.05
+        Floor of a flagged row's weight (``weight``).
+    relabel_p_noisy, relabel_score : float in [0, 1], default=0.5, 0.25
+        Evidence a row needs to be relabelled (``relabel``).
+    drop_flag_columns : bool, default=False
+        Remove the :data:`FLAG_COLUMNS` from the output. They are kept by default so the output can
+        be audited and ``retrain --loss dynamic-*`` can use ``p_noisy``; ``retrain`` never uses
+        them as features.
+    source : str, default="FLAGS"
+        Name of the input in error messages.
+
+    Returns
+    -------
+    CleanResult
+
+    Raises
+    ------
+    InputError
+        Not a flags table, an unknown mode, a bad setting, a missing label column.
+
+    Examples
+    --------
+    >>> t = pa.table({"x": [1, 2], "label": [0, 1], "given_label": [0, 1], "predicted_label": [0, 0],
+    ...               "label_score": [0.9, 0.1], "p_noisy": [0.0, 0.7], "is_label_issue": [False, True]})
+    >>> clean_table(t, mode="drop").table.column("x").to_pylist()
+    [1]
+    """
+    if mode not in MODES:
+        raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
+    check_flags_table(table, source)
+    min_weight = _check_fraction("--min-weight", min_weight)
+    relabel_p_noisy = _check_fraction("--relabel-p-noisy", relabel_p_noisy)
+    relabel_score = _check_fraction("--relabel-score", relabel_score)
+    added = CLEAN_COLUMNS[0] if mode == "weight" else CLEAN_COLUMNS[1] if mode == "relabel" else None
+    if added and added in table.column_names:
+        raise InputError(f"{source} already has a column '{added}'; clean the output of cleanpipe "
+                         "flag, not an already cleaned table")
+
+    issue = _bools(table, "is_label_issue")
+    score, p_noisy = _floats(table, "label_score"), _floats(table, "p_noisy")
+    null_label = table.column("given_label").is_null().to_numpy(zero_copy_only=False)
+    issue &= ~null_label  # a row without a label is kept as it is, whatever the flag column says
+    counts = {"rows_in": table.num_rows, "flagged": int(issue.sum()), "null_label": int(null_label.sum()),
+              "dropped": 0, "down_weighted": 0, "relabelled": 0}
+    settings = {"mode": mode, "label": label, "drop_flag_columns": bool(drop_flag_columns)}
+
+    if mode == "drop":
+        out = table.filter(pa.array(~issue))
+        counts["dropped"] = counts["flagged"]
+    elif mode == "weight":
+        w = sample_weights(score, p_noisy, issue, min_weight=min_weight)
+        out = table.append_column("sample_weight", pa.array(w, type=pa.float32()))
+        counts["down_weighted"] = int((w < 1).sum())
+        settings.update(min_weight=min_weight, weight_formula="flagged: clip(min(label_score, "
+                        "1 - p_noisy), min_weight, 1); otherwise 1")
+    else:
+        out, n = _relabel(table, label, source, score, p_noisy, issue, relabel_p_noisy, relabel_score)
+        counts["relabelled"] = n
+        settings.update(relabel_p_noisy=relabel_p_noisy, relabel_score=relabel_score,
+                        relabel_rule="is_label_issue and predicted_label != label and "
+                        "p_noisy >= relabel_p_noisy and label_score <= relabel_score")
+    if drop_flag_columns:
+        out = out.drop_columns(list(FLAG_COLUMNS))
+    counts["rows_out"] = out.num_rows
+    return CleanResult(out, counts, settings)
+
+
+def _relabel(table, label, source, score, p_noisy, issue, min_p_noisy, max_score):
+    if label is None:
+        raise InputError(f"--mode relabel needs the label column and none was found in the flag "
+                         f"summary of {source}; pass --label")
+    if label not in table.column_names:
+        raise InputError(f"label column '{label}' not found in {source} (columns: "
+                         f"{', '.join(table.column_names)}); pass --label with one of them")
+    old = table.column(label)
+    decoded = old.cast(old.type.value_type) if pa.types.is_dictionary(old.type) else old
+    try:
+        predicted = table.column("predicted_label").cast(decoded.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"predicted_label of {source} cannot be cast to the type of label "
+                         f"'{label}' ({decoded.type}): {exc}; pass the --label that flag used") from None
+    differs = pc.fill_null(pc.not_equal(predicted, decoded), False).to_numpy(zero_copy_only=False)
+    mask = relabel_mask(score, p_noisy, issue, differs, min_p_noisy=min_p_noisy, max_score=max_score)
+    new = pc.if_else(pa.array(mask), predicted, decoded)
+    if pa.types.is_dictionary(old.type):
+        new = new.dictionary_encode().cast(old.type)
+    out = table.set_column(table.schema.get_field_index(label), table.schema.field(label), new)
+    return out.append_column(pa.field("original_label", old.type), old), int(mask.sum())

@@ -1,0 +1,98 @@
+"""``cleanpipe clean``: drop, down-weight or relabel the rows a flags file marked."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import click
+
+from . import cli
+
+
+@cli.command()
+@click.argument("flags", type=click.Path(path_type=str))
+@click.option("--mode", default="drop", show_default=True,
+              help="drop (remove flagged rows), weight (add sample_weight) or relabel "
+                   "(label := predicted_label where the evidence is strong).")
+@click.option("--out", default=None, type=click.Path(path_type=str),
+              help="Output Parquet (default: ./<input stem>.cleaned.parquet).")
+@click.option("--label", default=None,
+              help="Label column (default: the one cleanpipe flag used, from its summary).")
+@click.option("--summary", "summary_path", default=None, type=click.Path(path_type=str),
+              help="The flag summary JSON (default: <FLAGS stem>.summary.json beside FLAGS).")
+@click.option("--min-weight", default=0.05, show_default=True, type=float,
+              help="weight: floor of a flagged row's sample_weight.")
+@click.option("--relabel-p-noisy", default=0.5, show_default=True, type=float,
+              help="relabel: a row needs p_noisy at least this.")
+@click.option("--relabel-score", default=0.25, show_default=True, type=float,
+              help="relabel: a row needs label_score at most this.")
+@click.option("--drop-flag-columns", is_flag=True,
+              help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, relabel_score,
+          drop_flag_columns, as_json, quiet):
+    """Clean a flags file written by cleanpipe flag.
+
+    \b
+    drop     removes the rows with is_label_issue (rows with a null label are kept);
+    weight   keeps every row and adds sample_weight: 1 for unflagged rows,
+             clip(min(label_score, 1 - p_noisy), --min-weight, 1) for flagged ones;
+    relabel  sets the label to predicted_label where is_label_issue, p_noisy >=
+             --relabel-p-noisy and label_score <= --relabel-score, and adds
+             original_label with the label before cleaning.
+    Every input column is kept (the flag columns too, unless --drop-flag-columns);
+    provenance (source, settings, counts, version) goes into the Parquet metadata
+    under 'cleanpipe.clean'. The input is never modified.
+
+    \b
+    Examples:
+      cleanpipe clean data.flags.parquet --out data.cleaned.parquet
+      cleanpipe clean data.flags.parquet --mode weight --min-weight 0.1
+      cleanpipe clean data.flags.parquet --mode relabel --label target --json
+    """
+    from .. import __version__
+    from ..clean import (MODES, clean_table, label_from_metadata, read_summary,
+                         sidecar_summary_path, table_metadata)
+    from ..errors import InputError
+    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_parquet
+
+    if mode not in MODES:  # checked before reading so a typo fails fast
+        raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
+    stem = Path(flags.rstrip("/")).name.split(".")[0] or "data"
+    out_path = Path(out) if out else Path.cwd() / f"{stem}.cleaned.parquet"
+    check_output_path(out_path, flags)
+    table = read_table(flags, what="FLAGS")
+    side = Path(summary_path) if summary_path else sidecar_summary_path(flags)
+    summary = read_summary(side, what="--summary") if summary_path or side.is_file() else None
+    if label is None:
+        label = label_from_metadata(table, summary)
+    result = clean_table(table, mode=mode, label=label, min_weight=min_weight,
+                         relabel_p_noisy=relabel_p_noisy, relabel_score=relabel_score,
+                         drop_flag_columns=drop_flag_columns, source=f"FLAGS '{flags}'")
+    provenance = {
+        "cleanpipe_version": __version__,
+        "source": str(flags),
+        "flag_summary": str(side) if summary is not None else None,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": result.settings,
+        "counts": result.counts,
+        "flag_settings": (summary or table_metadata(table, "cleanpipe.flag")).get("settings"),
+    }
+    if summary is not None and "noise_matrix" in summary:
+        # retrain --loss forward finds the noise matrix here when the cleaned file travels alone
+        provenance.update(classes=summary.get("classes"), noise_matrix=summary["noise_matrix"])
+    cleanup_stale_temps(out_path.parent)
+    with AtomicOutputs() as outputs:
+        write_parquet(result.table, outputs.stage(out_path), metadata={"cleanpipe.clean": provenance})
+    report = dict(result.counts, mode=mode, out=str(out_path))
+    if as_json:
+        click.echo(json.dumps(report))
+    elif not quiet:
+        c = result.counts
+        detail = {"drop": f"dropped {c['dropped']}", "weight": f"down-weighted {c['down_weighted']}",
+                  "relabel": f"relabelled {c['relabelled']}"}[mode]
+        click.echo(f"{flags}: {c['rows_in']} rows, {c['flagged']} flagged; {detail}; "
+                   f"wrote {c['rows_out']} rows to {out_path}")

@@ -1,0 +1,256 @@
+"""The report's charts: plain numbers in, SVG documents (``bytes``) out.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly rather than through ``pyplot``:
+pyplot keeps a global registry of open figures and picks a GUI backend, and a report written from a
+notebook or a server thread must touch neither. Style settings are applied with
+:func:`matplotlib.rc_context`, so the caller's ``rcParams`` are left as they were.
+
+Text is drawn as paths (matplotlib's default ``svg.fonttype``), so an SVG looks the same on a
+machine without the fonts, and no string from the data ends up as markup inside the SVG.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+#: Colours: kept/clean rows, flagged/noisy rows, the threshold line, neutral bars.
+KEPT = "#4c78a8"
+FLAGGED = "#e45756"
+THRESHOLD = "#222222"
+NEUTRAL = "#b8c4d6"
+#: Class names longer than this are shortened on chart axes (tables show them in full).
+LABEL_CHARS = 18
+#: Classes shown by the per-class bar chart; the rest are listed in the HTML table only.
+MAX_BAR_CLASSES = 40
+
+_STYLE = {
+    "font.size": 9.5, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 9.5,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.edgecolor": "#888888",
+    "axes.grid": True, "grid.color": "#e6e6e6", "grid.linewidth": 0.8, "axes.axisbelow": True,
+    "legend.frameon": False, "xtick.color": "#444444", "ytick.color": "#444444",
+    "svg.hashsalt": "cleanpipe",  # stable element ids: the same data gives the same file
+    "text.usetex": False,
+}
+
+
+def axis_label(name: str) -> str:
+    """A class name fit for a matplotlib axis: shortened, and ``$`` not read as mathtext."""
+    name = str(name)
+    if len(name) > LABEL_CHARS:
+        name = name[: LABEL_CHARS - 1] + "\u2026"
+    # A name such as "$x$" would be typeset, and an unbalanced one such as "$\frac" would raise.
+    return name.replace("$", r"\$")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _svg(fig) -> bytes:
+    buf = io.BytesIO()
+    # No date in the metadata, so rerunning a report on the same data gives identical bytes.
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()
+
+
+def _component_pdf(family: str, params, x: np.ndarray) -> np.ndarray:
+    a, b = float(params[0]), float(params[1])
+    if family == "beta":
+        from scipy.special import betaln
+        return np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - betaln(a, b))
+    return np.exp(-0.5 * ((x - a) / b) ** 2) / (b * np.sqrt(2 * np.pi))
+
+
+def loss_mixture_chart(mixture: dict) -> bytes:
+    """Histogram of normalised per-row losses with the fitted components and the threshold.
+
+    Parameters
+    ----------
+    mixture : dict
+        ``summary["mixture"]``: ``histogram {edges, counts}`` and, when a mixture was fitted,
+        ``family``, ``weights``, ``params``, ``noisy_component`` and ``threshold``.
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+
+    Notes
+    -----
+    Counts are turned into a density, ``counts / (N * bin_width)``, so they share an axis with
+    the weighted component densities ``w_k f_k(x)``. The y axis is square-root scaled: the clean
+    rows pile up near zero loss and would flatten everything else on a linear axis.
+    """
+    from matplotlib import rc_context
+    edges = np.asarray(mixture["histogram"]["edges"], dtype=np.float64)
+    counts = np.asarray(mixture["histogram"]["counts"], dtype=np.float64)
+    widths = np.diff(edges)
+    density = counts / max(counts.sum(), 1.0) / np.where(widths > 0, widths, 1.0)
+    with rc_context(_STYLE):
+        fig = _figure(7.6, 3.6)
+        ax = fig.add_subplot()
+        ax.bar(edges[:-1], density, width=widths, align="edge", color=NEUTRAL, edgecolor="white",
+               linewidth=0.4, label="rows (normalised loss)")
+        top = float(density.max()) if density.size else 1.0
+        if mixture.get("params") is not None:
+            # Stay off 0 and 1, where a Beta density with a parameter below 1 is infinite.
+            x = np.linspace(1e-3, 1 - 1e-3, 600)
+            noisy = int(mixture.get("noisy_component", 1))
+            total = np.zeros_like(x)
+            for k, (w, p) in enumerate(zip(mixture["weights"], mixture["params"])):
+                y = w * _component_pdf(mixture["family"], p, x)
+                total += y
+                name = "noisy" if k == noisy else "clean"
+                shape = (f"\u03b1={p[0]:.2f}, \u03b2={p[1]:.2f}" if mixture["family"] == "beta"
+                         else f"\u03bc={p[0]:.2f}, \u03c3={p[1]:.2f}")
+                ax.plot(x, y, color=FLAGGED if k == noisy else KEPT, linewidth=2,
+                        label=f"{name} component, w={w:.2f} ({shape})")
+            ax.plot(x, total, color="#555555", linewidth=1, linestyle=":", label="mixture")
+            inner = (x > edges[1]) & (x < edges[-2]) if edges.size > 2 else slice(None)
+            top = max(top, float(np.max(total[inner], initial=0.0)))
+        threshold = mixture.get("threshold")
+        if threshold is not None:
+            ax.axvline(threshold, color=THRESHOLD, linestyle="--", linewidth=1.3,
+                       label=f"threshold {threshold:.3f} (p_noisy \u2265 0.5 beyond)")
+        ax.set_yscale("function", functions=(np.sqrt, np.square))
+        ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("normalised loss (0 = fits the given label, 1 = at or past the loss cap)")
+        ax.set_ylabel("density (\u221a scale)")
+        ax.legend(loc="upper center", fontsize=8.5)
+        return _svg(fig)
+
+
+def noise_matrix_chart(matrix, class_names, *, annotate_max: int = 20) -> bytes:
+    """Heatmap of the estimated noise matrix ``P(given label | true label)``.
+
+    Parameters
+    ----------
+    matrix : array-like of shape (n_classes, n_classes)
+        ``summary["noise_matrix"]``, indexed ``[given][true]``.
+    class_names : sequence of str
+    annotate_max : int, default=20
+        Cells carry their value when there are at most this many classes.
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+    """
+    from matplotlib import rc_context
+    from matplotlib.colors import PowerNorm
+    m = np.asarray(matrix, dtype=np.float64)
+    k = m.shape[0]
+    side = float(np.clip(0.5 * k + 2.5, 4.5, 10.0))
+    with rc_context({**_STYLE, "axes.grid": False}):
+        fig = _figure(side + 1.2, side)
+        ax = fig.add_subplot()
+        # A square-root colour scale: the diagonal holds most of the mass and would otherwise
+        # leave every off-diagonal cell, the interesting part, the same pale colour.
+        im = ax.imshow(m, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=max(float(m.max()), 1e-9)),
+                       aspect="equal", interpolation="nearest")
+        if k <= 60:
+            ticks = np.arange(k)
+            names = [axis_label(n) for n in class_names]
+            ax.set_xticks(ticks, names, rotation=45 if k > 6 else 0,
+                          ha="right" if k > 6 else "center", rotation_mode="anchor")
+            ax.set_yticks(ticks, names)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if k <= annotate_max:
+            size = 8.5 if k <= 10 else 6.5
+            cut = 0.45 * float(m.max())
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=size,
+                            color="white" if m[i, j] > cut else "#333333")
+        ax.set_xlabel("true label")
+        ax.set_ylabel("given label")
+        ax.tick_params(length=0)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="P(given | true)")
+        return _svg(fig)
+
+
+def per_class_chart(class_names, flagged, noise_rate) -> bytes:
+    """Flagged rows and estimated noise rate per class, as two horizontal bar panels.
+
+    Parameters
+    ----------
+    class_names : sequence of str
+    flagged : sequence of int
+        Flagged rows per class.
+    noise_rate : sequence of float
+        Estimated noise rate per class, in [0, 1].
+
+    Returns
+    -------
+    bytes
+        An SVG document. With more than :data:`MAX_BAR_CLASSES` classes, only those with the
+        most flagged rows are drawn.
+    """
+    from matplotlib import rc_context
+    names = [str(n) for n in class_names]
+    flagged = np.asarray(flagged, dtype=np.float64)
+    rate = np.asarray(noise_rate, dtype=np.float64)
+    order = np.arange(len(names))
+    if len(names) > MAX_BAR_CLASSES:
+        order = np.sort(np.argsort(-flagged, kind="stable")[:MAX_BAR_CLASSES])
+    k = len(order)
+    with rc_context(_STYLE):
+        fig = _figure(7.6, float(np.clip(0.26 * k + 1.3, 2.4, 12.0)))
+        ax1, ax2 = fig.subplots(1, 2, sharey=True)
+        y = np.arange(k)
+        ax1.barh(y, flagged[order], color=FLAGGED, height=0.7)
+        ax2.barh(y, rate[order] * 100, color=KEPT, height=0.7)
+        ax1.set_yticks(y, [axis_label(names[i]) for i in order])
+        ax1.invert_yaxis()  # the first class on top, as in the table below the chart
+        ax1.set_title("flagged rows", loc="left")
+        ax2.set_title("estimated noise rate (%)", loc="left")
+        for ax in (ax1, ax2):
+            ax.grid(axis="y", visible=False)
+            ax.tick_params(axis="y", length=0)
+        if k <= 25:
+            for yi, v in zip(y, flagged[order]):
+                ax1.text(v, yi, f" {int(v)}", va="center", fontsize=8, color="#333333")
+            for yi, v in zip(y, rate[order] * 100):
+                ax2.text(v, yi, f" {v:.1f}", va="center", fontsize=8, color="#333333")
+            ax1.set_xlim(0, max(float(flagged.max(initial=0)), 1.0) * 1.18)
+            ax2.set_xlim(0, max(float(rate.max(initial=0)) * 100, 1.0) * 1.18)
+        return _svg(fig)
+
+
+def score_chart(edges, kept_counts, flagged_counts) -> bytes:
+    """``label_score`` histograms of kept and of flagged rows, side by side on a shared x axis.
+
+    Parameters
+    ----------
+    edges : array-like of shape (n_bins + 1,)
+    kept_counts, flagged_counts : array-like of shape (n_bins,)
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+    """
+    from matplotlib import rc_context
+    edges = np.asarray(edges, dtype=np.float64)
+    widths = np.diff(edges)
+    with rc_context(_STYLE):
+        fig = _figure(7.6, 2.9)
+        axes = fig.subplots(1, 2, sharex=True)
+        for ax, counts, colour, what in ((axes[0], kept_counts, KEPT, "kept"),
+                                         (axes[1], flagged_counts, FLAGGED, "flagged")):
+            counts = np.asarray(counts)
+            ax.bar(edges[:-1], counts, width=widths, align="edge", color=colour, edgecolor="white",
+                   linewidth=0.4)
+            ax.set_title(f"{what} rows (n={int(counts.sum()):,})", loc="left")
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("label_score (higher = label more likely correct)")
+            if counts.sum() == 0:
+                ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", color="#888888")
+        axes[0].set_ylabel("rows")
+        return _svg(fig)

@@ -1,0 +1,247 @@
+"""The report page: one self-contained HTML document, built with plain string formatting.
+
+Every value that comes from the data or the summary (labels, feature values, column names, class
+names, paths, settings) goes through :func:`esc` before it reaches the page; only this module's own
+markup is written unescaped. Charts are SVG documents embedded as ``data:`` URIs of ``<img>``
+elements: a browser never runs script inside an image, and the page needs no file beside it.
+The page carries no script at all, and a Content-Security-Policy that forbids any, and any load
+from the network, as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass
+
+#: Characters of a cell value shown before it is cut (the full value goes in the tooltip).
+CELL_CHARS = 40
+#: Characters of a value kept in a tooltip.
+TITLE_CHARS = 500
+#: Classes listed in the per-class table.
+MAX_TABLE_CLASSES = 200
+#: Items of a list-valued setting (such as the feature names) that are shown.
+MAX_LIST_ITEMS = 20
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+CSS = """
+:root { --ink:#1f2933; --muted:#65748b; --line:#e3e8ef; --bg:#f6f8fb; --card:#ffffff;
+        --kept:#4c78a8; --flag:#e45756; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+       font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
+main { max-width:1120px; margin:0 auto; padding:0 24px 48px; }
+header.top { background:#1f2d3d; color:#fff; padding:26px 0 22px; margin-bottom:22px; }
+header.top .inner { max-width:1120px; margin:0 auto; padding:0 24px; }
+header.top h1 { margin:0 0 4px; font-size:24px; font-weight:650; letter-spacing:.2px; }
+header.top .source { color:#c5d1de; font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
+       font-size:13px; word-break:break-all; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:12px; margin-top:18px; }
+.card { background:rgba(255,255,255,.08); border:1px solid rgba(255,255,255,.14); border-radius:8px;
+        padding:10px 14px; }
+.card .v { font-size:22px; font-weight:650; }
+.card .k { color:#c5d1de; font-size:12px; text-transform:uppercase; letter-spacing:.6px; }
+.card.flag .v { color:#ff9d97; }
+nav.toc { display:flex; flex-wrap:wrap; gap:6px 16px; font-size:14px; margin:0 0 18px; }
+nav.toc a { color:#2f5f94; text-decoration:none; }
+nav.toc a:hover { text-decoration:underline; }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:18px 22px;
+          margin:0 0 20px; }
+section h2 { margin:0 0 6px; font-size:18px; }
+p.lead { margin:0 0 12px; color:var(--muted); font-size:14px; max-width:860px; }
+figure { margin:0; }
+figure img { display:block; max-width:100%; height:auto; margin:0 auto; }
+.note { background:#fff8e6; border:1px solid #f1dca7; border-radius:6px; padding:8px 12px;
+        font-size:14px; margin:8px 0; }
+.scroll { overflow:auto; max-height:640px; border:1px solid var(--line); border-radius:6px; }
+table { border-collapse:collapse; font-size:13px; width:100%; }
+th, td { padding:5px 10px; text-align:left; border-bottom:1px solid var(--line); white-space:nowrap; }
+thead th { background:#eef2f7; position:sticky; top:0; z-index:1; font-weight:600; }
+tbody tr:nth-child(even) { background:#fafbfd; }
+tbody tr:hover { background:#eef5ff; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+td.null { color:#a0aab8; font-style:italic; }
+td.given { color:var(--flag); font-weight:600; }
+td.pred { color:#2c7a3f; font-weight:600; }
+span.badge { display:inline-block; padding:0 7px; border-radius:9px; font-size:12px; }
+span.badge.yes { background:#fde2e1; color:#b42318; }
+span.badge.no { background:#e8f0fa; color:#35608f; }
+.meta { display:grid; grid-template-columns:repeat(auto-fit,minmax(300px,1fr)); gap:18px; }
+.meta h3 { font-size:14px; margin:0 0 6px; color:var(--muted); text-transform:uppercase;
+           letter-spacing:.6px; }
+.meta td { white-space:normal; word-break:break-word; }
+.meta td:first-child { color:var(--muted); width:38%; }
+footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px; }
+@media print { body { background:#fff; } section { break-inside:avoid; border:none; }
+               .scroll { max-height:none; overflow:visible; } }
+"""
+
+
+@dataclass(frozen=True)
+class RowsTable:
+    """The most suspicious rows, ready to show.
+
+    Attributes
+    ----------
+    columns : list of str
+        Column names in display order (``row`` first).
+    rows : list of list
+        Python values, one list per row.
+    hidden_columns : int
+        Data columns left out to keep the table readable.
+    """
+
+    columns: list
+    rows: list
+    hidden_columns: int
+
+
+def esc(value) -> str:
+    """HTML-escape ``str(value)``, quotes included, so it is safe in text and in attributes."""
+    return html.escape(str(value), quote=True)
+
+
+def img(chart_id: str, svg: bytes, alt: str) -> str:
+    """An ``<img>`` showing an SVG document from a ``data:`` URI."""
+    data = base64.b64encode(svg).decode("ascii")
+    return (f'<figure><img id="{esc(chart_id)}" alt="{esc(alt)}" '
+            f'src="data:image/svg+xml;base64,{data}"></figure>')
+
+
+def _fmt_number(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}"
+    return str(v)
+
+
+def cell(value, cls: str = "") -> str:
+    """A ``<td>`` for one value: numbers right-aligned, nulls marked, long text cut with a tooltip."""
+    if value is None:
+        return '<td class="null">null</td>'
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f'<td class="num {cls}">{esc(_fmt_number(value))}</td>'
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = value if isinstance(value, str) else _fmt_number(value)
+    title = ""
+    if len(text) > CELL_CHARS:
+        title = f' title="{esc(text[:TITLE_CHARS])}"'
+        text = text[: CELL_CHARS - 1] + "\u2026"
+    return f'<td class="{cls}"{title}>{esc(text)}</td>'
+
+
+def _badge(flag) -> str:
+    if flag is None:
+        return '<td class="null">null</td>'
+    return f'<td><span class="badge {"yes" if flag else "no"}">{"flagged" if flag else "kept"}</span></td>'
+
+
+def rows_table(table: RowsTable) -> str:
+    """The suspicious-rows ``<table>`` (id ``suspicious-rows``)."""
+    special = {"given_label": "given", "predicted_label": "pred"}
+    numeric = {"row", "label_score", "p_noisy"}
+    head = "".join(f'<th class="num">{esc(c)}</th>' if c in numeric else f"<th>{esc(c)}</th>"
+                   for c in table.columns)
+    body = []
+    for row in table.rows:
+        cells = []
+        for name, value in zip(table.columns, row):
+            if name == "is_label_issue":
+                cells.append(_badge(value))
+            else:
+                cells.append(cell(value, special.get(name, "")))
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table id="suspicious-rows"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _setting_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(str(v) for v in value[:MAX_LIST_ITEMS])
+        more = len(value) - MAX_LIST_ITEMS
+        return esc(shown) + (f" <em>\u2026 (+{more} more)</em>" if more > 0 else "") if value else "\u2014"
+    if isinstance(value, dict):
+        return esc(json.dumps(value, ensure_ascii=False, default=str))
+    if value is None:
+        return "\u2014"
+    return esc(_fmt_number(value))
+
+
+def key_value_table(table_id: str, items: dict, unit: str = "") -> str:
+    """A two-column table of ``items`` (keys and values escaped)."""
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{_setting_value(v)}{unit if v is not None else ''}</td></tr>"
+                   for k, v in items.items())
+    return f'<table id="{esc(table_id)}"><tbody>{rows or "<tr><td>none recorded</td></tr>"}</tbody></table>'
+
+
+def class_table(names, rows, noise_rate, flagged) -> str:
+    """Rows, estimated noise rate and flagged rows per class (id ``per-class-table``)."""
+    body = []
+    for name, n, r, f in list(zip(names, rows, noise_rate, flagged))[:MAX_TABLE_CLASSES]:
+        body.append(f"<tr>{cell(str(name))}<td class='num'>{int(n):,}</td>"
+                    f"<td class='num'>{float(r):.1%}</td><td class='num'>{int(f):,}</td></tr>")
+    more = len(names) - MAX_TABLE_CLASSES
+    tail = f'<p class="lead">\u2026 and {more:,} more classes in the summary JSON.</p>' if more > 0 else ""
+    return ('<div class="scroll" style="max-height:360px"><table id="per-class-table"><thead><tr>'
+            '<th>class</th><th class="num">rows</th><th class="num">est. noise rate</th>'
+            f'<th class="num">flagged</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>{tail}')
+
+
+def section(section_id: str, title: str, lead: str, body: str) -> str:
+    """A titled ``<section>``; ``title`` and ``lead`` are this module's own (trusted) markup."""
+    return (f'<section id="{section_id}"><h2>{title}</h2>'
+            f'{f"<p class=lead>{lead}</p>" if lead else ""}{body}</section>')
+
+
+def header(summary: dict) -> str:
+    """The dark page header: the dataset path and the headline numbers as cards."""
+    n_lab = max(int(summary.get("labelled_rows", 0)), 1)
+    flagged = int(summary.get("flagged", 0))
+    rate = float(summary.get("estimated_noise_rate", 0.0))
+    cards = [
+        ("rows", f"{int(summary.get('rows', 0)):,}", ""),
+        ("classes", f"{len(summary.get('classes', [])):,}", ""),
+        ("estimated noise rate", f"{rate:.1%}", ""),
+        ("flagged rows", f"{flagged:,} ({flagged / n_lab:.1%})", "flag"),
+        ("method", str(summary.get("method", "?")), ""),
+    ]
+    unlabelled = int(summary.get("unlabelled_rows", 0) or 0)
+    if unlabelled:
+        cards.insert(1, ("unlabelled rows", f"{unlabelled:,}", ""))
+    card_html = "".join(f'<div class="card {cls}"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
+                        for k, v, cls in cards)
+    source = summary.get("source") or "(table passed from Python)"
+    return (f'<header class="top"><div class="inner"><h1>Label issue report</h1>'
+            f'<div class="source" id="source">{esc(source)}</div>'
+            f'<div class="cards" id="headline">{card_html}</div></div></header>')
+
+
+TOC = [("loss-mixture", "Loss mixture"), ("noise-matrix", "Noise matrix"), ("per-class", "Per class"),
+       ("scores", "Label scores"), ("suspicious", "Suspicious rows"), ("run", "Run details")]
+
+
+def page(summary: dict, sections: list) -> str:
+    """The whole document around the ``sections`` (already rendered)."""
+    version = esc(summary.get("cleanpipe_version") or summary.get("versions", {}).get("cleanpipe", ""))
+    toc = "".join(f'<a href="#{sid}">{name}</a>' for sid, name in TOC)
+    title = f"cleanpipe report: {summary.get('source') or 'table'}"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
+        f"{header(summary)}<main><nav class=\"toc\">{toc}</nav>\n"
+        + "\n".join(sections)
+        + f"\n<footer>Generated by cleanpipe {version}. This file is self-contained: it loads "
+        "nothing from the network and runs no script.</footer></main></body></html>\n"
+    )
