@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .detect import METHODS, Detection, check_labels, check_pred_probs, detect
+from .detect.combine import NOISY_THRESHOLD
 from .errors import InputError
 
 MIXTURES = ("beta", "gaussian")
@@ -38,8 +39,8 @@ def detection_frame(det: Detection, labels: np.ndarray) -> pd.DataFrame:
     })
 
 
-def find_label_issues(labels, pred_probs, *, method: str = "combined",
-                      mixture: str = "beta") -> pd.DataFrame:
+def find_label_issues(labels, pred_probs, *, method: str = "combined", mixture: str = "beta",
+                      noisy_threshold: float = NOISY_THRESHOLD) -> pd.DataFrame:
     """Score every row and flag the likely mislabeled ones.
 
     Parameters
@@ -53,6 +54,8 @@ def find_label_issues(labels, pred_probs, *, method: str = "combined",
         Which rule sets ``is_label_issue`` (see Notes). The scores do not depend on it.
     mixture : {"beta", "gaussian"}, default="beta"
         Family of the two-component loss mixture.
+    noisy_threshold : float, default=0.8
+        ``p_noisy`` above which the mixture counts a row as noisy (for the number of issues).
 
     Returns
     -------
@@ -74,9 +77,11 @@ def find_label_issues(labels, pred_probs, *, method: str = "combined",
     the class prior and the noise matrix ``P(given | true)``. Its off-diagonal gives the number of
     label issues per given class. The loss mixture fits two Beta (or Gaussian) components by EM to
     the normalised cross-entropy losses ``-log p_given``; ``p_noisy`` is the posterior of the
-    high-loss component. The default ``combined`` rule flags, in each given class, the estimated
-    number of issues, picking the rows with the lowest ``label_score`` (which blends the
-    threshold-adjusted margin with ``1 - p_noisy``), and never a row whose arg-max is its label.
+    high-loss component. ``label_score`` is the posterior that the given label is the true one,
+    ``T[g, g] p_g / sum_j T[g, j] p_j`` with ``T`` the estimated noise matrix. The default
+    ``combined`` rule flags the ``k`` rows with the lowest ``label_score``, where ``k`` is the larger
+    of the confident joint's off-diagonal count and the number of rows with ``p_noisy >
+    noisy_threshold``, and never a row whose arg-max is its label.
 
     Examples
     --------
@@ -87,4 +92,8 @@ def find_label_issues(labels, pred_probs, *, method: str = "combined",
     [False, False, False, False, True]
     """
     labels, pred_probs = validate(labels, pred_probs, method=method, mixture=mixture)
-    return detection_frame(detect(labels, pred_probs, method=method, mixture=mixture), labels)
+    if not 0.0 <= noisy_threshold < 1.0:
+        raise InputError(f"noisy_threshold {noisy_threshold} is outside [0, 1); pass a posterior "
+                         "threshold such as 0.8")
+    det = detect(labels, pred_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    return detection_frame(det, labels)

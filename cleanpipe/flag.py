@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .api import validate
 from .detect import Detection, detect
+from .detect.combine import NOISY_THRESHOLD
 from .errors import InputError
 from .features import (_vector, columns_hint, decode_labels, encode_labels, select_feature_columns,
                        table_to_features)
@@ -138,7 +139,7 @@ class _Source:
 
 
 def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_jobs, pred_probs,
-          method, mixture, progress):
+          method, mixture, progress, noisy_threshold=NOISY_THRESHOLD):
     timings = {}
     t0 = time.perf_counter()
     where = src.name
@@ -197,7 +198,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     t2 = time.perf_counter()
     lab_probs = probs_all if n_lab == src.n_rows else TakeRows(probs_all, lab_rows)
     y, lab_probs = validate(y, lab_probs, method=method, mixture=mixture)
-    det = detect(y, lab_probs, method=method, mixture=mixture)
+    det = detect(y, lab_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
     timings["detect_s"] = time.perf_counter() - t2
 
     predicted = np.empty(src.n_rows, dtype=np.int64)
@@ -219,7 +220,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
                 else type(model).__name__, "folds": folds if oof_features else None, "seed": seed,
                 "n_jobs": n_jobs, "pred_probs": os.fspath(pred_probs) if isinstance(
                     pred_probs, (str, os.PathLike)) else ("array" if pred_probs is not None else None),
-                "method": method, "mixture": mixture}
+                "method": method, "mixture": mixture, "noisy_threshold": noisy_threshold}
     timings["total_s"] = time.perf_counter() - t0
     summary = build_summary(det, y, classes, n_rows=src.n_rows, source=src.name,
                             settings=settings, timings=timings, notes=notes)
@@ -233,7 +234,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
 def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=(), ids=(),
                model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1, pred_probs=None,
                method: str = "combined", mixture: str = "beta", source: str | None = None,
-               progress=None) -> FlagResult:
+               progress=None, noisy_threshold: float = NOISY_THRESHOLD) -> FlagResult:
     """Run the flag stage on an Arrow table.
 
     Parameters
@@ -248,7 +249,7 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     pred_probs : str or ndarray, optional
         Skip cross-validation: a path (``.npy`` / Parquet), a list column of ``table``, or an
         array with one row per table row.
-    method, mixture
+    method, mixture, noisy_threshold
         Detector settings (see :func:`cleanpipe.find_label_issues`).
     source : str, optional
         Where the table came from, recorded in the summary.
@@ -264,7 +265,7 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     columns, summary, probs, det = _flag(
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-        progress=progress)
+        progress=progress, noisy_threshold=noisy_threshold)
     summary["source"] = None if source is None else os.fspath(source)
     out = table
     for name, col in columns.arrays().items():
@@ -275,7 +276,8 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
 def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None, exclude=(),
                  ids=(), model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
                  pred_probs=None, method: str = "combined", mixture: str = "beta",
-                 save_pred_probs=None, progress=None) -> dict:
+                 noisy_threshold: float = NOISY_THRESHOLD, save_pred_probs=None,
+                 progress=None) -> dict:
     """Run the flag stage on a Parquet file or dataset on disk, streaming it to ``out_path``.
 
     Only the label column (and the feature columns, when out-of-fold probabilities are computed)
@@ -293,7 +295,7 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
     columns, summary, probs, _ = _flag(
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-        progress=progress)
+        progress=progress, noisy_threshold=noisy_threshold)
     # n_jobs changes nothing in the result, so it stays out of the file: outputs are
     # byte-identical across --n-jobs for one --seed.
     provenance = {"cleanpipe_version": __version__, "source": summary["source"],

@@ -31,12 +31,14 @@ from ._progress import progress_bar
               help="Rule that sets is_label_issue.")
 @click.option("--mixture", default="beta", show_default=True, type=click.Choice(["beta", "gaussian"]),
               help="Loss-mixture family.")
+@click.option("--noisy-threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="p_noisy above which the mixture counts a row as noisy.")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.flags.parquet).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_probs,
-         save_pred_probs, method, mixture, out, as_json, quiet):
+         save_pred_probs, method, mixture, noisy_threshold, out, as_json, quiet):
     """Flag likely mislabeled rows of a Parquet table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
@@ -63,7 +65,7 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
             data, out_path, outputs=outputs, label=label, features=csv_option(features),
             exclude=csv_option(exclude) or (), ids=csv_option(ids) or (), model=model, folds=folds,
             seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-            save_pred_probs=save_pred_probs, progress=update)
+            noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs, progress=update)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import DEFAULT_BLOCK_ROWS
+from ._validate import DEFAULT_BLOCK_ROWS, iter_blocks
 from .confident import ConfidentLearning, confident_learning, flags_by_class, flags_by_noise_rate
 from .mixture import LossMixture, fit_loss_mixture
 
@@ -19,6 +19,10 @@ from .mixture import LossMixture, fit_loss_mixture
 METHODS = ("combined", "noise_rate", "per_class", "both", "mixture")
 
 _LOSS_FLOOR = 1e-12
+#: ``p_noisy`` above this counts a row as noisy for the mixture's estimate of the number of issues.
+#: Chosen on benchmarks/detection_quality.py: 0.5 over-counts when the noise rate is low and the
+#: noisy component overlaps the clean tail (mean F1 0.792 at 0.5, 0.795 at 0.8).
+NOISY_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)
@@ -50,27 +54,59 @@ class Detection:
     method: str
 
 
-def label_quality(cl: ConfidentLearning, p_noisy: np.ndarray) -> np.ndarray:
-    """The default ``label_score``: mean of the threshold-adjusted margin and ``1 - p_noisy``.
+def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
+                  block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+    """The default ``label_score``: posterior that the given label is the true one.
 
-    Both terms are in [0, 1]: ``(1 + adjusted_margin) / 2`` ranks a row by how much more likely its
-    given class is than any other once each class is measured against its own threshold (confident
-    learning's calibration), ``1 - p_noisy`` by how clearly its loss belongs to the clean population.
+    Under the class-conditional noise model with the noise matrix ``T = P(given | true)`` that
+    confident learning estimated, and the out-of-fold probabilities standing in for ``P(true | x)``:
+
+    ``P(true = given | x, given) = T[given, given] p_given / sum_j T[given, j] p_j``.
+
+    It is 1 when the model and the noise estimate agree that the label is right and falls as the
+    other classes, weighted by how often they are mislabeled as the given one, take over.
     """
-    return 0.5 * (0.5 * (1.0 + cl.adjusted_margin)) + 0.5 * (1.0 - p_noisy)
+    t = cl.noise_matrix
+    out = np.empty(len(labels), dtype=np.float64)
+    for start, stop, block in iter_blocks(pred_probs, block_rows):
+        given = labels[start:stop]
+        rows = t[given]                                     # (b, K): T[given, j]
+        den = np.einsum("ij,ij->i", rows, block, dtype=np.float64)
+        num = rows[np.arange(stop - start), given] * cl.p_given[start:stop]
+        out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _combined_flags(cl: ConfidentLearning, p_noisy: np.ndarray, score: np.ndarray,
+                    disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD) -> np.ndarray:
+    """The default rule: how many from both signals, which from ``label_score``.
+
+    Confident learning's raw confident joint undercounts errors that look plausible to the model
+    (instance-dependent noise: they rarely clear the other class's threshold) while the loss
+    mixture finds them by their loss; each is a conservative estimate of a different kind of
+    error, so the larger is used: ``k = max(off-diagonal of the confident joint,
+    #{p_noisy > noisy_threshold})``. The ``k`` rows with the lowest ``label_score`` are flagged,
+    except rows whose arg-max class is their given label.
+    """
+    cj = cl.confident_joint
+    k = max(int(cj.sum() - np.trace(cj)), int(np.count_nonzero(p_noisy > noisy_threshold)))
+    flags = np.zeros(len(score), dtype=bool)
+    flags[np.argsort(score, kind="stable")[:k]] = True
+    return flags & disagrees
 
 
 def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture: str = "beta",
-           block_rows: int = DEFAULT_BLOCK_ROWS) -> Detection:
+           noisy_threshold: float = NOISY_THRESHOLD, block_rows: int = DEFAULT_BLOCK_ROWS) -> Detection:
     """Score and flag rows of validated inputs (see :func:`cleanpipe.find_label_issues`).
 
     Notes
     -----
-    The default ``"combined"`` rule: confident learning estimates how many rows of each given class
-    are wrong (the calibrated confident joint's off-diagonal); within each given class the rows are
-    ranked by ``label_score``, which blends the confident-learning margin with the loss-mixture
-    posterior, and the estimated number of lowest-scoring rows is flagged. A row whose arg-max
-    class equals its given label is never flagged. Other methods: ``noise_rate`` (confident learning,
+    The default ``"combined"`` rule estimates the number of issues ``k`` as the larger of the
+    confident joint's off-diagonal count and the number of rows with ``p_noisy > noisy_threshold``,
+    ranks all rows by ``label_score`` (the posterior that the given label is true under the
+    estimated noise matrix, :func:`label_quality`) and flags the ``k`` lowest, except rows whose
+    arg-max class is their given label (see :func:`_combined_flags`). ``mixture`` flags rows with
+    ``p_noisy > noisy_threshold`` whose arg-max differs from the label. Other methods: ``noise_rate`` (confident learning,
     prune by noise rate), ``per_class`` (prune by class, ranked by self-confidence), ``both``
     (their intersection), ``mixture`` (``p_noisy >= 0.5`` and arg-max differs from the label).
     """
@@ -78,10 +114,10 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     loss = -np.log(np.maximum(cl.p_given, _LOSS_FLOOR))
     mix = fit_loss_mixture(loss, family=mixture)
     p_noisy = mix.p_noisy(loss)
-    score = np.clip(label_quality(cl, p_noisy), 0.0, 1.0)
+    score = label_quality(labels, pred_probs, cl, block_rows=block_rows)
     disagrees = cl.predicted != labels
     if method == "combined":
-        flags = flags_by_class(cl, labels, score)
+        flags = _combined_flags(cl, p_noisy, score, disagrees, noisy_threshold)
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":
@@ -89,7 +125,7 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     elif method == "both":
         flags = flags_by_noise_rate(cl, labels) & flags_by_class(cl, labels)
     elif method == "mixture":
-        flags = (p_noisy >= 0.5) & disagrees
+        flags = (p_noisy > noisy_threshold) & disagrees
     else:
         raise ValueError(f"unknown method {method!r}")
     return Detection(flags, score, p_noisy, cl.predicted, loss, cl, mix, method)
