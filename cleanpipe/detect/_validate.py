@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..errors import InputError
@@ -27,6 +30,24 @@ def iter_blocks(pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS):
         if block.dtype not in (np.float32, np.float64):
             block = block.astype(np.float64)
         yield start, stop, block
+
+
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def map_blocks(fn, pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS) -> list:
+    """``[fn(start, stop, block) for each block]``, in block order.
+
+    Blocks of an in-memory (or memory-mapped) ndarray run on a few threads: numpy releases the GIL
+    inside its loops, so the passes over a large matrix use every core. Other row-sliceable
+    sources are read in order on one thread. ``fn`` must not share scratch memory between calls.
+    """
+    n = pred_probs.shape[0]
+    if not isinstance(pred_probs, np.ndarray) or n <= block_rows or _threads() == 1:
+        return [fn(*b) for b in iter_blocks(pred_probs, block_rows)]
+    with ThreadPoolExecutor(max_workers=_threads()) as pool:
+        return list(pool.map(lambda b: fn(*b), iter_blocks(pred_probs, block_rows)))
 
 
 def check_labels(labels, n_classes: int | None = None, *, name: str = "labels") -> np.ndarray:
@@ -79,20 +100,27 @@ def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int = DEFAULT_BLOCK
     dtype = np.dtype(getattr(pred_probs, "dtype", np.float64))
     if dtype.kind not in "fiu" or dtype == np.float16:
         raise InputError(f"{name} has dtype {dtype}; pass float32 or float64 probabilities")
-    for start, _, block in iter_blocks(pred_probs, block_rows):
-        bad = ~np.isfinite(block)
+    def check(start, _, block):
+        # One sum and one min per block: a NaN or inf makes its row sum non-finite, and with every
+        # value >= 0 and rows summing to 1, no value can exceed 1 either.
+        sums = block.sum(axis=1)
+        bad = ~np.isfinite(sums)
         if bad.any():
-            r = start + int(np.argwhere(bad)[0][0])
-            raise InputError(f"{name} row {r} holds NaN or inf; pass finite probabilities")
-        if block.min() < 0 or block.max() > 1 + SUM_TOLERANCE:
-            r = start + int(np.argwhere((block < 0) | (block > 1 + SUM_TOLERANCE))[0][0])
-            raise InputError(f"{name} row {r} holds a value outside [0, 1]; "
-                             "pass probabilities (apply softmax to logits first)")
+            return f"{name} row {start + int(np.argmax(bad))} holds NaN or inf; pass finite probabilities"
+        low = block.min(axis=1)
+        out = (low < 0) if require_sum_one else (low < 0) | (block.max(axis=1) > 1 + SUM_TOLERANCE)
+        if out.any():
+            return (f"{name} row {start + int(np.argmax(out))} holds a value outside [0, 1]; "
+                    "pass probabilities (apply softmax to logits first)")
         if require_sum_one:
-            sums = block.sum(axis=1, dtype=np.float64)
             off = np.abs(sums - 1.0) > SUM_TOLERANCE
             if off.any():
                 r = int(np.argmax(off))
-                raise InputError(f"{name} row {start + r} sums to {sums[r]:.4g}, not 1; pass "
-                                 "normalised probabilities (each row must sum to 1)")
+                return (f"{name} row {start + r} sums to {sums[r]:.4g}, not 1; pass normalised "
+                        "probabilities (each row must sum to 1)")
+        return None
+
+    problems = [p for p in map_blocks(check, pred_probs, block_rows) if p]
+    if problems:
+        raise InputError(problems[0])
     return pred_probs

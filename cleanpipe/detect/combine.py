@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import DEFAULT_BLOCK_ROWS, iter_blocks
+from ._validate import DEFAULT_BLOCK_ROWS, map_blocks
 from .confident import ConfidentLearning, confident_learning, flags_by_class, flags_by_noise_rate
 from .mixture import LossMixture, fit_loss_mixture
 
@@ -67,13 +67,23 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     other classes, weighted by how often they are mislabeled as the given one, take over.
     """
     t = cl.noise_matrix
+    k = len(t)
     out = np.empty(len(labels), dtype=np.float64)
-    for start, stop, block in iter_blocks(pred_probs, block_rows):
+
+    def score(start, stop, block):
         given = labels[start:stop]
-        rows = t[given]                                     # (b, K): T[given, j]
-        den = np.einsum("ij,ij->i", rows, block, dtype=np.float64)
-        num = rows[np.arange(stop - start), given] * cl.p_given[start:stop]
+        tb = t.astype(block.dtype)
+        den = np.empty(stop - start, dtype=np.float64)
+        # sum_j T[g, j] p_j, one matrix-vector product per given class: O(N K), not O(N K^2).
+        order = np.argsort(given, kind="stable")
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(given, minlength=k))])
+        for g in np.flatnonzero(bounds[1:] > bounds[:-1]):
+            rows = order[bounds[g]:bounds[g + 1]]
+            den[rows] = block[rows] @ tb[g]
+        num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
+
+    map_blocks(score, pred_probs, block_rows)
     return np.clip(out, 0.0, 1.0)
 
 
@@ -91,8 +101,19 @@ def _combined_flags(cl: ConfidentLearning, p_noisy: np.ndarray, score: np.ndarra
     cj = cl.confident_joint
     k = max(int(cj.sum() - np.trace(cj)), int(np.count_nonzero(p_noisy > noisy_threshold)))
     flags = np.zeros(len(score), dtype=bool)
-    flags[np.argsort(score, kind="stable")[:k]] = True
+    if k > 0:
+        # Ties are broken by row position, so the set does not depend on the sort's internals.
+        flags[np.lexsort((np.arange(len(score)), score))[:k] if k >= len(score)
+              else _lowest(score, k)] = True
     return flags & disagrees
+
+
+def _lowest(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` lowest scores, ties at the boundary taken in row order (O(N))."""
+    kth = np.partition(score, k - 1)[k - 1]
+    below = np.flatnonzero(score < kth)
+    at = np.flatnonzero(score == kth)[: k - len(below)]
+    return np.concatenate([below, at])
 
 
 def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture: str = "beta",

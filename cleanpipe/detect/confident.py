@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import DEFAULT_BLOCK_ROWS, iter_blocks
+from ._validate import DEFAULT_BLOCK_ROWS, iter_blocks, map_blocks
 
 #: Tolerance below a threshold that still counts as "confident" (float32 round-off).
 _THRESHOLD_SLACK = 1e-6
@@ -48,9 +48,6 @@ class ConfidentLearning:
         ``p_{given}`` per row.
     predicted : ndarray of shape (n_samples,), int
         Arg-max class per row.
-    adjusted_margin : ndarray of shape (n_samples,)
-        ``p_given / t_given - max_{j != given} p_j / t_j`` scaled to [-1, 1] (see Notes of
-        :func:`confident_learning`).
     pair_rows, pair_true, pair_margin : ndarray
         Pruning candidates: the rows whose arg-max ``j`` is not their given label, ``j``, and the
         margin ``p_j - p_given`` (> 0).
@@ -65,7 +62,6 @@ class ConfidentLearning:
     label_counts: np.ndarray
     p_given: np.ndarray
     predicted: np.ndarray
-    adjusted_margin: np.ndarray
     pair_rows: np.ndarray
     pair_true: np.ndarray
     pair_margin: np.ndarray
@@ -193,43 +189,29 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     -----
     Pass 1 computes ``t_j = mean(p_j | given=j)``. Pass 2 counts the confident joint: row ``n`` with
     given ``i`` counts in ``C[i, j]`` for ``j = argmax_{k: p_k >= t_k} p_k``; rows with no class
-    above its threshold are not counted. It also keeps per-row scores and the sparse candidate pairs
-    used by pruning. The adjusted margin compares probabilities divided by their class thresholds,
-    ``a_k = p_k / t_k``, as ``(a_given - max_{k != given} a_k) / max(a_given, max_other_a)``, which
-    lies in [-1, 1] and removes the per-class calibration bias that thresholds correct for.
+    above its threshold are not counted. It also keeps each row's arg-max class, from which the
+    pruning candidates are taken.
     """
     k = pred_probs.shape[1] if n_classes is None else n_classes
     n = len(labels)
     p_given = _gather_given(labels, pred_probs, block_rows)
     label_counts = np.bincount(labels, minlength=k)
     thresholds = class_thresholds(labels, p_given, k)
-    # Thresholds of 0 (a class whose rows all got p = 0) would make every row "confident".
-    safe_thr = np.maximum(thresholds, 1e-12)
 
-    cj_flat = np.zeros(k * k, dtype=np.int64)
     predicted = np.empty(n, dtype=np.int64)
-    adjusted = np.empty(n, dtype=np.float64)
-    thr = (thresholds - _THRESHOLD_SLACK)
-    buf = None
-    for start, stop, block in iter_blocks(pred_probs, block_rows):
-        rows = np.arange(stop - start)
+    thr = np.maximum(thresholds - _THRESHOLD_SLACK, 1e-12)
+
+    def count(start, stop, block):
         given = labels[start:stop]
-        if buf is None or buf.shape != block.shape or buf.dtype != block.dtype:
-            buf = np.empty_like(block)  # one scratch block, reused: no per-block allocations
-
         confident = block >= thr.astype(block.dtype)
-        np.multiply(block, confident, out=buf)
-        buf[~confident] = -1
-        guess = buf.argmax(axis=1)
-        counted = confident.any(axis=1)
-        cj_flat += np.bincount(given[counted] * k + guess[counted], minlength=k * k)
+        # thr > 0, so a confident class has p > 0 and zeroing the others keeps the arg-max among
+        # the confident classes; a row with none is not counted.
+        guess = (block * confident).argmax(axis=1)
+        counted = confident[np.arange(stop - start), guess]
         predicted[start:stop] = block.argmax(axis=1)
+        return np.bincount(given[counted] * k + guess[counted], minlength=k * k)
 
-        scaled = np.divide(block, safe_thr.astype(block.dtype), out=buf)
-        a_given = scaled[rows, given].astype(np.float64)
-        scaled[rows, given] = -1
-        a_other = scaled.max(axis=1).astype(np.float64)
-        adjusted[start:stop] = (a_given - a_other) / np.maximum(np.maximum(a_given, a_other), 1e-12)
+    cj_flat = np.sum(map_blocks(count, pred_probs, block_rows), axis=0, dtype=np.int64)
 
     # Each row whose arg-max is not its label competes for pruning in one pair: (given, arg-max).
     pair_rows = np.flatnonzero(predicted != labels)
@@ -242,7 +224,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     return ConfidentLearning(
         thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
         joint=joint, prior=prior, noise_matrix=noise, label_counts=label_counts,
-        p_given=p_given, predicted=predicted, adjusted_margin=adjusted,
+        p_given=p_given, predicted=predicted,
         pair_rows=pair_rows, pair_true=pair_true, pair_margin=pair_margin,
     )
 

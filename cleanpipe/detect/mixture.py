@@ -290,6 +290,6 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
     else:
         fit = fit_mixture(inside, family=family)
     raw = fit.posterior(grid)
-    density = np.histogram(x, bins=np.concatenate([[0.0], 0.5 * (grid[1:] + grid[:-1]), [1.0]]))[0]
+    density = np.histogram(x, bins=_GRID, range=(0.0, 1.0))[0]  # uniform bins: no sort
     mono = isotonic_regression(raw, sample_weight=density + 1e-3, increasing=True)
     return LossMixture(bounds, fit, grid, np.clip(mono, 0.0, 1.0), hist)
