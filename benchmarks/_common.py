@@ -11,7 +11,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,15 +71,17 @@ def load_cleanpipe(fake: bool = False) -> tuple[Callable[..., pd.DataFrame], tup
     return find, tuple(METHODS), cleanpipe_version()
 
 
-def cleanpipe_version() -> str:
-    """Installed/in-tree cleanpipe version, falling back to pyproject's version string."""
+def cleanpipe_version(fake: bool = False) -> str:
+    """cleanpipe's version (or the stand-in's), falling back to pyproject's version string."""
+    if fake:
+        return FAKE_VERSION
     try:
         import cleanpipe
 
         version = getattr(cleanpipe, "__version__", None)
         if version:
             return str(version)
-    except ImportError:
+    except Exception:  # a half-edited tree must not stop results from being written
         pass
     try:
         from importlib.metadata import version as dist_version
@@ -167,7 +169,3 @@ def replace_section(title: str, body: str, path: Path = RESULTS_MD) -> None:
 def progress(message: str) -> None:
     """Progress line on stderr (keeps stdout for the tables)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def join_names(names: Sequence[str]) -> str:
-    return ", ".join(f"`{n}`" for n in names)

@@ -52,6 +52,7 @@ from sklearn.preprocessing import StandardScaler
 try:
     from ._common import (
         CACHE_DIR,
+        cleanpipe_version,
         load_cleanpipe,
         markdown_table,
         progress,
@@ -61,6 +62,7 @@ try:
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     from _common import (
         CACHE_DIR,
+        cleanpipe_version,
         load_cleanpipe,
         markdown_table,
         progress,
@@ -595,8 +597,12 @@ def per_case_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def legend() -> str:
-    return "Column legend: " + ", ".join(f"`{v}` = {k}" for k, v in SHORT_NAMES.items()) + \
-        ", `cp.<m>` = cleanpipe method `<m>`."
+    """What the per-case tables' columns mean."""
+    names = ", ".join(f"`{v}` = {k}" for k, v in SHORT_NAMES.items())
+    return (
+        "Column legend: `err` = fraction of labels flipped, `acc` = OOF accuracy against the true "
+        f"labels, `cp.<m>` = cleanpipe method `<m>`, {names}."
+    )
 
 
 def render_text(df: pd.DataFrame, candidate: str = CANDIDATE) -> str:
@@ -696,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _split(args.noises, quick.get("noises"), NOISES),
         _split(args.models, quick.get("models"), MODELS),
         seed=args.seed,
-        methods=_split(args.methods, None),
+        methods=_split(args.methods, None, load_cleanpipe(args.fake_cleanpipe)[1]),
         fake_cleanpipe=args.fake_cleanpipe,
         folds=args.folds,
         n_jobs=args.n_jobs,
@@ -705,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.csv:
         df.to_csv(args.csv, index=False)
     if args.write:
-        _, _, version = load_cleanpipe(args.fake_cleanpipe)
+        version = cleanpipe_version(args.fake_cleanpipe)
         replace_section("Detection quality", render_markdown(df, provenance_block("detection_quality.py", version)))
         progress("wrote the 'Detection quality' section of benchmarks/RESULTS.md")
     return 0

@@ -35,6 +35,7 @@ import pandas as pd
 try:
     from ._common import (
         REPO_ROOT,
+        cleanpipe_version,
         load_cleanpipe,
         markdown_table,
         progress,
@@ -44,6 +45,7 @@ try:
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     from _common import (
         REPO_ROOT,
+        cleanpipe_version,
         load_cleanpipe,
         markdown_table,
         progress,
@@ -351,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(f"note: {n}" for n in notes(rows, args)))
 
     if args.write:
-        _, _, version = load_cleanpipe(args.fake_cleanpipe)
+        version = cleanpipe_version(args.fake_cleanpipe)
         body = "\n".join([
             provenance_block("detection_speed.py", version),
             markdown_table(table),
