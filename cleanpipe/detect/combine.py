@@ -84,7 +84,7 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 
     map_blocks(score, pred_probs, block_rows)
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def _combined_flags(cl: ConfidentLearning, p_noisy: np.ndarray, score: np.ndarray,

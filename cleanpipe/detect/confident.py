@@ -198,7 +198,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     label_counts = np.bincount(labels, minlength=k)
     thresholds = class_thresholds(labels, p_given, k)
 
-    predicted = np.empty(n, dtype=np.int64)
+    predicted = np.empty(n, dtype=np.int32 if k < 2**31 else np.int64)
     thr = np.maximum(thresholds - _THRESHOLD_SLACK, 1e-12)
 
     def count(start, stop, block):
