@@ -32,7 +32,7 @@ def detection_frame(det: Detection, labels: np.ndarray) -> pd.DataFrame:
     """The per-row columns of a :class:`Detection` as a DataFrame."""
     return pd.DataFrame({
         "given_label": labels,
-        "predicted_label": det.predicted,
+        "predicted_label": det.predicted.astype(np.int64),
         "label_score": det.label_score,
         "p_noisy": det.p_noisy,
         "is_label_issue": det.is_label_issue,

@@ -102,18 +102,21 @@ def _combined_flags(cl: ConfidentLearning, p_noisy: np.ndarray, score: np.ndarra
     k = max(int(cj.sum() - np.trace(cj)), int(np.count_nonzero(p_noisy > noisy_threshold)))
     flags = np.zeros(len(score), dtype=bool)
     if k > 0:
-        # Ties are broken by row position, so the set does not depend on the sort's internals.
-        flags[np.lexsort((np.arange(len(score)), score))[:k] if k >= len(score)
-              else _lowest(score, k)] = True
+        flags[_lowest(score, k)] = True
     return flags & disagrees
 
 
 def _lowest(score: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` lowest scores, ties at the boundary taken in row order (O(N))."""
+    """Indices of the ``k`` lowest scores in O(N).
+
+    Rows tied at the boundary are taken all together or not at all, so the chosen set does not
+    depend on row order (it may then hold fewer than ``k`` rows).
+    """
+    if k >= len(score):
+        return np.arange(len(score))
     kth = np.partition(score, k - 1)[k - 1]
-    below = np.flatnonzero(score < kth)
-    at = np.flatnonzero(score == kth)[: k - len(below)]
-    return np.concatenate([below, at])
+    at_most = np.flatnonzero(score <= kth)
+    return at_most if len(at_most) <= k else np.flatnonzero(score < kth)
 
 
 def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture: str = "beta",

@@ -171,15 +171,21 @@ def fit_mixture(x: np.ndarray, *, family: str = "beta", sample_weight: np.ndarra
     weights = np.array([0.5, 0.5])
     history: list[float] = []
     converged = False
+    best = (-np.inf, weights, params)
     for _ in range(max_iter):
         resp, norm = _responsibilities(_log_pdf(family, x, params), weights)
         history.append(float(counts @ norm / total))
+        if history[-1] > best[0]:
+            best = (history[-1], weights, params)
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
             converged = True
             break
         weights = np.clip((counts @ resp) / total, 1e-6, 1.0)
         weights /= weights.sum()
         params = _m_step(family, x, resp, counts)
+    # The method-of-moments M step is not an exact maximisation, so the iterates can cycle; the
+    # state with the highest likelihood seen is kept (for an exact EM that is the last one).
+    _, weights, params = best
     fit = MixtureFit(family, weights, params, 0, np.asarray(history), converged)
     return MixtureFit(family, weights, params, int(np.argmax(fit.means)), fit.log_likelihood,
                       converged)
@@ -288,7 +294,8 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
         keep = counts > 0
         fit = fit_mixture(centres[keep], family=family, sample_weight=counts[keep])
     else:
-        fit = fit_mixture(inside, family=family)
+        # Sorted, so the EM's sums (and p_noisy) do not depend on row order.
+        fit = fit_mixture(np.sort(inside), family=family)
     raw = fit.posterior(grid)
     density = np.histogram(x, bins=_GRID, range=(0.0, 1.0))[0]  # uniform bins: no sort
     mono = isotonic_regression(raw, sample_weight=density + 1e-3, increasing=True)
