@@ -221,3 +221,122 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
                          "columns that hold data")
     X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     return Features(np.ascontiguousarray(X, dtype=np.float32), names, np.asarray(cats, bool), used)
+
+
+# --- multi-label: a list-of-tags column, or several 0/1 columns ------------------------------------
+
+
+def is_list_type(t: pa.DataType) -> bool:
+    """A list, large list or fixed-size list type."""
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def encode_label_lists(col: pa.ChunkedArray, name: str):
+    """Map a list-of-tags label column to a 0/1 matrix.
+
+    Each row holds a list of tags (class names or ids); an empty list means no tag, a null list an
+    unlabelled row. Repeated tags in a row count once.
+
+    Returns
+    -------
+    Y : ndarray of shape (n, n_classes), uint8
+        ``Y[n, k] = 1`` when row ``n`` lists ``classes[k]``; all 0 on unlabelled rows.
+    labelled : ndarray of shape (n,), bool
+        False where the list is null.
+    classes : pyarrow.Array
+        The distinct tags, sorted, in the list's (decoded) value type.
+
+    Raises
+    ------
+    InputError
+        Not a list column, a value type that cannot be a tag (struct, list, binary, ...), a null
+        or NaN tag inside a list.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not is_list_type(arr.type):
+        raise InputError(f"label column '{name}' has type {arr.type}, not a list of tags; pass a list "
+                         "column, or several 0/1 columns as --label a,b,c")
+    if not _is_label_type(arr.type.value_type):
+        raise InputError(f"label column '{name}' is a list of {arr.type.value_type}; tags must be "
+                         "integers, strings, bools or categories (one list of tags per row)")
+    n = len(arr)
+    labelled = arr.is_valid().to_numpy(zero_copy_only=False).astype(bool)
+    # list_flatten skips the values under null lists; list_parent_indices would not, so the parents
+    # come from the lengths.
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    parents = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    values = _decoded(pc.list_flatten(arr))
+    if values.null_count:
+        row = int(parents[values.is_null().to_numpy(zero_copy_only=False)][0])
+        raise InputError(f"label column '{name}' holds a null tag in the list of row {row}; remove "
+                         "it (an empty list means no tags, a null list an unlabelled row)")
+    if pa.types.is_floating(values.type) and not pc.all(pc.is_finite(values)).as_py():
+        row = int(parents[~pc.is_finite(values).to_numpy(zero_copy_only=False)][0])
+        raise InputError(f"label column '{name}' holds a NaN or inf tag in row {row}; tags must be "
+                         "finite class ids")
+    classes = pc.unique(values)
+    classes = classes.take(pc.array_sort_indices(classes))
+    codes = pc.index_in(values, value_set=classes).to_numpy(zero_copy_only=False).astype(np.int64)
+    Y = np.zeros((n, len(classes)), dtype=np.uint8)
+    Y[parents, codes] = 1
+    return Y, labelled, classes
+
+
+def encode_label_columns(table: pa.Table, names: list):
+    """Map several 0/1 label columns (one per class) to a 0/1 matrix.
+
+    Columns may be bool, integer or float holding only 0 and 1; a row with a null in any of them
+    is unlabelled.
+
+    Returns
+    -------
+    Y : ndarray of shape (n, len(names)), uint8
+        All 0 on unlabelled rows.
+    labelled : ndarray of shape (n,), bool
+    classes : pyarrow.Array
+        ``names`` as strings, in the order given.
+
+    Raises
+    ------
+    InputError
+        A column of another type, or a value other than 0/1 (NaN included).
+    """
+    n = table.num_rows
+    Y = np.zeros((n, len(names)), dtype=np.uint8)
+    labelled = np.ones(n, dtype=bool)
+    for k, name in enumerate(names):
+        col = _decoded(table.column(name))
+        t = col.type
+        if not (pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise InputError(f"label column '{name}' has type {t}; with several --label columns each "
+                             "must hold 0/1 or true/false (or pass one list-of-tags column)")
+        valid = col.is_valid().to_numpy(zero_copy_only=False).astype(bool)
+        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        bad = valid & (values != 0) & (values != 1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise InputError(f"label column '{name}' holds {values[row]:g} in row {row}; 0/1 label "
+                             "columns must hold only 0 and 1 (or true/false; null = unlabelled)")
+        labelled &= valid
+        Y[:, k] = np.where(valid, values, 0).astype(np.uint8)
+    Y[~labelled] = 0
+    return Y, labelled, pa.array([str(c) for c in names], type=pa.string())
+
+
+def decode_label_lists(offsets: np.ndarray, codes: np.ndarray, classes: pa.Array,
+                       value_type: pa.DataType, null_mask: np.ndarray | None = None) -> pa.Array:
+    """Tag lists back to a list column: row ``n`` holds ``classes[codes[offsets[n]:offsets[n + 1]]]``.
+
+    ``null_mask`` (True = null list) marks unlabelled rows. The values are cast to ``value_type``.
+
+    Examples
+    --------
+    >>> Y = np.array([[1, 0, 1], [0, 0, 0]])
+    >>> off = np.concatenate([[0], np.cumsum(Y.sum(axis=1))])
+    >>> decode_label_lists(off, np.nonzero(Y)[1], pa.array(["a", "b", "c"]), pa.string()).to_pylist()
+    [['a', 'c'], []]
+    """
+    values = classes.take(pa.array(np.asarray(codes, dtype=np.int64))).cast(value_type)
+    mask = None if null_mask is None else pa.array(np.asarray(null_mask, dtype=bool))
+    return pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32)), values,
+                                    type=pa.list_(value_type), mask=mask)

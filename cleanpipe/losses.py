@@ -475,3 +475,88 @@ def get_loss(name: str) -> Callable[..., Tensor]:
         return LOSSES[name]
     except (KeyError, TypeError):
         raise InputError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}.") from None
+
+
+# --- multi-label losses over a softmax -------------------------------------------------------------
+
+
+def _label_distribution(t: Tensor) -> tuple[Tensor, Tensor]:
+    """``t / sum_k t_k`` per row (0 on rows without tags) and the mask of rows with a tag."""
+    total = t.sum(dim=1, keepdim=True)
+    has = total.squeeze(1) > 0
+    return t / torch.where(total > 0, total, torch.ones_like(total)), has
+
+
+def _tagged_weight(weight: Tensor | None, has: Tensor) -> Tensor:
+    """Rows without a tag have no target distribution: they get weight 0 (out of the mean)."""
+    has = has.to(torch.float32)
+    return has if weight is None else weight * has
+
+
+def softmax_labels(logits: Tensor, targets: Tensor, *, weight: Tensor | None = None,
+                   reduction: str = "mean") -> Tensor:
+    """Multi-label cross-entropy over a softmax, the target spread uniformly over the row's tags.
+
+    Parameters
+    ----------
+    logits : Tensor of shape (n_samples, n_classes)
+        Raw scores, one per class (computed in float32).
+    targets : Tensor of shape (n_samples, n_classes)
+        0/1 tag matrix (soft values in [0, 1] are normalised the same way).
+    weight : Tensor of shape (n_samples,), default=None
+        Per-row weights, finite and >= 0.
+    reduction : {"mean", "none"}, default="mean"
+        ``"mean"``: ``sum_i w_i l_i / sum_i w_i`` over the rows with at least one tag; ``"none"``:
+        ``w_i l_i`` (0 on rows without a tag).
+
+    Notes
+    -----
+    ``t_ik = y_ik / sum_j y_ij``, ``q_i = softmax(logits_i)``, ``l_i = -sum_k t_ik log q_ik``
+    (= ``KL(t_i || q_i) + H(t_i)``). A row with one tag gives the ordinary cross-entropy. A row
+    without any tag has no target distribution: its loss is 0 and it is left out of the mean, as
+    if its weight were 0. Mahajan et al., "Exploring the Limits of Weakly Supervised Pretraining",
+    ECCV 2018 (softmax with a ``1/k`` target over a row's ``k`` hashtags, which they found better
+    than per-class sigmoids).
+
+    Examples
+    --------
+    >>> softmax_labels(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]))
+    tensor(0.6931)
+    """
+    x, t, w = _validate(logits, targets, weight, reduction, multilabel=True)
+    t, has = _label_distribution(t)
+    per_row = -(t * torch.log_softmax(x, dim=1)).sum(dim=1)
+    return _reduce(per_row, _tagged_weight(w, has), reduction)
+
+
+def softmax_abs(logits: Tensor, targets: Tensor, *, weight: Tensor | None = None,
+                reduction: str = "mean") -> Tensor:
+    """The "absolute" form of :func:`softmax_labels`: L1 distance between softmax and tag distribution.
+
+    Parameters and reduction are those of :func:`softmax_labels`.
+
+    Notes
+    -----
+    ``l_i = sum_k |q_ik - t_ik|`` with ``q_i = softmax(logits_i)`` and ``t_ik = y_ik / sum_j y_ij``;
+    ``l_i = 2 TV(q_i, t_i)`` lies in ``[0, 2]``. It replaces the KL term of
+    :func:`softmax_labels`, ``KL(t || q)``, by the distance that Pinsker's inequality bounds with it,
+    ``||q - t||_1 <= sqrt(2 KL(t || q))``; hence its registry name ``"abs-kl"``. Being bounded, a row
+    the model contradicts strongly cannot dominate the gradient. With one tag ``y`` it is
+    ``2 (1 - q_y)``, twice the mean absolute error that Ghosh, Kumar & Sastry ("Robust Loss
+    Functions under Label Noise for Deep Neural Networks", AAAI 2017) prove tolerant to symmetric
+    label noise. Rows without a tag are left out as in :func:`softmax_labels`. The gradient of
+    ``|.|`` at 0 is taken as 0.
+
+    Examples
+    --------
+    >>> softmax_abs(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    tensor(1.)
+    """
+    x, t, w = _validate(logits, targets, weight, reduction, multilabel=True)
+    t, has = _label_distribution(t)
+    per_row = (torch.softmax(x, dim=1) - t).abs().sum(dim=1)
+    return _reduce(per_row, _tagged_weight(w, has), reduction)
+
+
+LOSSES.update({"softmax-labels": softmax_labels, "abs-kl": softmax_abs})
+__all__ += ["softmax_abs", "softmax_labels"]

@@ -7,6 +7,7 @@ label, averaged over folds, so every row of the table gets a predicted class.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -14,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 #: Names accepted by ``model=`` besides ``"package.module:Class"``.
 MODELS = ("hgb", "logreg")
+#: joblib backends the fold fits can run on (``backend=``).
+BACKENDS = ("loky", "dask")
+#: Seconds to wait for a Dask scheduler to answer before giving up.
+DASK_CONNECT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -130,13 +135,73 @@ def _fit_fold(est, X, y, train, test, X_extra, n_classes):
     return test, full(est.predict_proba(X[test])), extra
 
 
+@contextlib.contextmanager
+def joblib_backend(backend: str | None = "loky", scheduler: str | None = None, *,
+                   timeout: float | None = None):
+    """Send the fold fits of every :func:`cross_val_probs` call inside the block to ``backend``.
+
+    Parameters
+    ----------
+    backend : {"loky", "dask"} or None, default="loky"
+        ``loky``: local worker processes (``n_jobs`` of them). ``dask``: the workers of the Dask
+        cluster at ``scheduler`` (``n_jobs`` is then ignored: the cluster's cores are used).
+        ``None`` leaves joblib's active configuration as it is.
+    scheduler : str, optional
+        Address of a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; required for ``dask``.
+    timeout : float, optional
+        Seconds to wait for the scheduler to answer (default :data:`DASK_CONNECT_TIMEOUT`).
+
+    Raises
+    ------
+    InputError
+        Unknown backend, missing scheduler address, ``distributed`` not installed, or a scheduler
+        that does not answer.
+
+    Notes
+    -----
+    Dask workers unpickle the fold-fitting function by reference, so cleanpipe (and a custom
+    model's package) must be importable on every worker. The folds, the seeds and the order in
+    which fold results are combined do not depend on the backend, so the probabilities match
+    the local ones.
+    """
+    if backend is None:
+        yield
+        return
+    if backend not in BACKENDS:
+        raise InputError(f"backend '{backend}' is not known; choose one of: {', '.join(BACKENDS)}")
+    if backend == "loky":
+        with parallel_config(backend="loky"):
+            yield
+        return
+    if not scheduler:
+        raise InputError("backend dask needs the address of a running scheduler; pass --scheduler "
+                         "tcp://HOST:8786 (start one with `dask scheduler` and `dask worker`)")
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("backend dask needs the distributed package; pip install "
+                         "'cleanpipe[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=timeout or DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check "
+                         "--scheduler and that the scheduler is running") from None
+    try:
+        with parallel_config(backend="dask", client=client):
+            yield
+    finally:
+        client.close()
+
+
 def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, model="hgb",
                     folds: int = 5, seed: int = 0, n_jobs: int = 1, categorical=None,
                     X_extra: np.ndarray | None = None, class_names=None,
-                    progress=None) -> OutOfFold:
+                    progress=None, backend: str | None = None,
+                    scheduler: str | None = None) -> OutOfFold:
     """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
 
-    ``progress``, if given, is called with ``(done, total)`` as folds finish.
+    ``progress``, if given, is called with ``(done, total)`` as folds finish. ``backend`` and
+    ``scheduler`` are passed to :func:`joblib_backend` (``None``: joblib's active configuration).
     """
     k = int(y.max()) + 1 if n_classes is None else n_classes
     names = class_names if class_names is not None else [str(i) for i in range(k)]
@@ -161,19 +226,20 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splits = list(cv.split(np.zeros(len(y)), y))
     log.info("fitting %d folds on %d rows with %s", folds, len(y), type(est).__name__)
-    # An ordered generator: results arrive as folds finish, and are summed in fold order so the
-    # output does not depend on n_jobs.
-    results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for train, test in splits)
     pred_probs = np.empty((len(y), k), dtype=np.float32)
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
     if progress:
         progress(0, folds)
-    for done, (test, probs, extra_probs) in enumerate(results, 1):
-        pred_probs[test] = probs
-        extra += extra_probs
-        if progress:
-            progress(done, folds)
+    with joblib_backend(backend, scheduler):
+        # An ordered generator: results arrive as folds finish, and are summed in fold order so
+        # the output depends neither on n_jobs nor on the backend.
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for train, test in splits)
+        for done, (test, probs, extra_probs) in enumerate(results, 1):
+            pred_probs[test] = probs
+            extra += extra_probs
+            if progress:
+                progress(done, folds)
     extra = (extra / folds).astype(np.float32)
     _renormalise(pred_probs)
     _renormalise(extra)
@@ -187,7 +253,8 @@ def _renormalise(P: np.ndarray) -> None:
 
 
 def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
-                      categorical=None) -> np.ndarray:
+                      categorical=None, backend: str | None = None,
+                      scheduler: str | None = None) -> np.ndarray:
     """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
 
     Parameters
@@ -205,6 +272,11 @@ def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_job
         Folds fitted in parallel through joblib; ``-1`` uses every core.
     categorical : array-like of bool, optional
         Columns of ``X`` holding category codes.
+    backend : {"loky", "dask"}, optional
+        Where the folds are fitted (see :func:`joblib_backend`); default: joblib's active
+        configuration, which is local loky workers unless changed.
+    scheduler : str, optional
+        Dask scheduler address for ``backend="dask"``.
 
     Returns
     -------
@@ -236,7 +308,7 @@ def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_job
     if len(np.unique(y)) < 2:
         raise InputError("y holds a single class; label-error detection needs at least two")
     return cross_val_probs(X, y, model=model, folds=folds, seed=seed, n_jobs=n_jobs,
-                           categorical=categorical).pred_probs
+                           categorical=categorical, backend=backend, scheduler=scheduler).pred_probs
 
 
 def check_folds(folds: int, n_rows: int, *, option: str = "--folds") -> None:
@@ -245,3 +317,121 @@ def check_folds(folds: int, n_rows: int, *, option: str = "--folds") -> None:
     if folds > n_rows:
         raise InputError(f"{option} {folds} is more than the {n_rows} labelled rows; pass "
                          f"{option} between 2 and {n_rows}")
+
+
+# --- multi-label: one-vs-rest ----------------------------------------------------------------------
+
+
+def multilabel_folds(Y: np.ndarray, folds: int, seed: int) -> list:
+    """Shuffled folds stratified on each row's number of tags (the top counts merged as needed).
+
+    Rows with many tags are rare; tag counts above the largest ``c`` with at least ``folds`` rows
+    having ``>= c`` tags are merged into ``c``, so every fold gets its share of heavily tagged rows.
+    This is a cheap stand-in for iterative stratification (Sechidis et al., ECML 2011), which
+    balances each class's positives instead; with shuffling the per-class counts stay close.
+    """
+    n_tags = np.asarray(Y, dtype=np.int64).sum(axis=1)
+    at_least = np.cumsum(np.bincount(n_tags)[::-1])[::-1]  # at_least[c] = #rows with >= c tags
+    cap = int(np.flatnonzero(at_least >= folds).max())
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        return list(cv.split(np.zeros(len(n_tags)), np.minimum(n_tags, cap)))
+
+
+def _fit_binary(est, X, y, train, test, X_extra):
+    """One class of one fold: ``P(tag)`` for the test rows and the extra rows (float32)."""
+    y_train = y[train]
+    rate = float(y_train.mean())
+    if rate in (0.0, 1.0):  # a fold without positives (or negatives): the base rate is all it knows
+        return (np.full(len(test), rate, np.float32), np.full(len(X_extra), rate, np.float32))
+    est = clone(est)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        est.fit(X[train], y_train)
+    col = int(np.flatnonzero(np.asarray(est.classes_) == 1)[0])
+
+    def proba(A):
+        return est.predict_proba(A)[:, col].astype(np.float32) if len(A) else np.zeros(0, np.float32)
+
+    return proba(X[test]), proba(X_extra)
+
+
+def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model="hgb", folds: int = 5,
+                               seed: int = 0, n_jobs: int = 1, categorical=None,
+                               X_extra: np.ndarray | None = None, class_names=None,
+                               progress=None) -> OutOfFold:
+    """One-vs-rest out-of-fold probabilities for a 0/1 label matrix (validated inputs).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, n_classes)
+        0/1 (or bool) tag matrix.
+    model, folds, seed, n_jobs, categorical
+        As in :func:`cross_val_probs`; ``model`` is fitted once per (fold, class) to that class's
+        0/1 column, each fit a joblib task.
+    X_extra : ndarray of shape (n_extra, n_features), optional
+        Rows without labels, predicted by every fold model and averaged.
+    class_names : list of str, optional
+        For the notes and warnings.
+    progress : callable, optional
+        Called with ``(done, total)`` as the ``folds * n_classes`` fits finish.
+
+    Returns
+    -------
+    OutOfFold
+        ``pred_probs[n, k]`` is the probability of tag ``k`` for row ``n`` from the model of the fold
+        that left row ``n`` out. Rows need not sum to 1.
+
+    Warns
+    -----
+    CleanpipeWarning
+        A class that every labelled row has (or none has): its probability is that constant base
+        rate, and it can show no issue. A class with fewer positive (or negative) rows than
+        ``folds``: fold models see few of them (one that sees none predicts the fold's base rate).
+
+    Notes
+    -----
+    Folds come from :func:`multilabel_folds` (shuffled with ``seed``, stratified on the number of
+    tags per row); the same folds serve every class. Results are assembled in task order, so the
+    output does not depend on ``n_jobs``.
+    """
+    Y = np.asarray(Y).astype(np.int8, copy=False)
+    n, k = Y.shape
+    names = class_names if class_names is not None else [str(i) for i in range(k)]
+    pos = Y.sum(axis=0, dtype=np.int64)
+    notes = []
+    constant = np.flatnonzero((pos == 0) | (pos == n))
+    if constant.size:
+        notes.append("class(es) " + ", ".join(f"'{names[c]}' ({'every' if pos[c] == n else 'no'} row)"
+                                              for c in constant[:5])
+                     + " are constant over the labelled rows: their probability is the base rate "
+                     "and they cannot show issues; drop them from --label or check the data")
+    rare = [c for c in range(k) if 0 < pos[c] < n and min(pos[c], n - pos[c]) < folds]
+    if rare:
+        notes.append("class(es) " + ", ".join(f"'{names[c]}' ({min(pos[c], n - pos[c])} rows)"
+                                              for c in rare[:5])
+                     + f" have fewer positive (or negative) rows than --folds {folds}: their fold "
+                     "models see few such rows (a fold without any predicts its base rate), so "
+                     "those rows' tags may look wrong; check them by hand")
+    for note in notes:
+        warnings.warn(note, CleanpipeWarning, stacklevel=2)
+    est = make_model(model, categorical=categorical, seed=seed)
+    X_extra = np.zeros((0, X.shape[1]), X.dtype) if X_extra is None else X_extra
+    splits = multilabel_folds(Y, folds, seed)
+    tasks = [(f, c) for f in range(folds) for c in range(k)]
+    log.info("fitting %d one-vs-rest models (%d folds x %d classes) on %d rows with %s",
+             len(tasks), folds, k, n, type(est).__name__)
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_binary)(est, X, Y[:, c], splits[f][0], splits[f][1], X_extra) for f, c in tasks)
+    pred_probs = np.empty((n, k), dtype=np.float32)
+    extra = np.zeros((len(X_extra), k), dtype=np.float64)
+    if progress:
+        progress(0, len(tasks))
+    for done, ((f, c), (probs, extra_probs)) in enumerate(zip(tasks, results), 1):
+        pred_probs[splits[f][1], c] = probs
+        extra[:, c] += extra_probs
+        if progress:
+            progress(done, len(tasks))
+    return OutOfFold(pred_probs, (extra / folds).astype(np.float32), folds, notes)

@@ -103,6 +103,6 @@ def _environment_variables(group: click.Group) -> None:
 
 
 # Commands register themselves on ``cli`` when imported.
-from . import flag  # noqa: E402,F401
+from . import clean, flag, report, retrain, run  # noqa: E402,F401
 
 _environment_variables(cli)

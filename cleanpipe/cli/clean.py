@@ -13,9 +13,9 @@ from . import cli
 
 @cli.command()
 @click.argument("flags", type=click.Path(path_type=str))
-@click.option("--mode", default="drop", show_default=True,
-              help="drop (remove flagged rows), weight (add sample_weight) or relabel "
-                   "(label := predicted_label where the evidence is strong).")
+@click.option("--mode", default="relabel", show_default=True,
+              help="relabel (label := predicted_label where the evidence is strong), drop (remove "
+                   "flagged rows) or weight (add sample_weight).")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.cleaned.parquet).")
 @click.option("--label", default=None,
@@ -37,12 +37,12 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     """Clean a flags file written by cleanpipe flag.
 
     \b
+    relabel  (default) sets the label to predicted_label where is_label_issue,
+             p_noisy >= --relabel-p-noisy and label_score <= --relabel-score, and
+             adds original_label with the label before cleaning;
     drop     removes the rows with is_label_issue (rows with a null label are kept);
     weight   keeps every row and adds sample_weight: 1 for unflagged rows,
-             clip(min(label_score, 1 - p_noisy), --min-weight, 1) for flagged ones;
-    relabel  sets the label to predicted_label where is_label_issue, p_noisy >=
-             --relabel-p-noisy and label_score <= --relabel-score, and adds
-             original_label with the label before cleaning.
+             clip(min(label_score, 1 - p_noisy), --min-weight, 1) for flagged ones.
     Every input column is kept (the flag columns too, unless --drop-flag-columns);
     provenance (source, settings, counts, version) goes into the Parquet metadata
     under 'cleanpipe.clean'. The input is never modified.
@@ -50,8 +50,8 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     \b
     Examples:
       cleanpipe clean data.flags.parquet --out data.cleaned.parquet
-      cleanpipe clean data.flags.parquet --mode weight --min-weight 0.1
-      cleanpipe clean data.flags.parquet --mode relabel --label target --json
+      cleanpipe clean data.flags.parquet --mode drop --json
+      cleanpipe clean data.flags.parquet --mode weight --min-weight 0.1 --label target
     """
     from .. import __version__
     from ..clean import (MODES, clean_table, label_from_metadata, read_summary,

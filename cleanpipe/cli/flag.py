@@ -13,7 +13,10 @@ from ._progress import progress_bar
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
-@click.option("--label", default="label", show_default=True, help="Label column.")
+@click.option("--label", default="label", show_default=True,
+              help="Label column (a list column, or a,b,c for 0/1 columns, means multi-label).")
+@click.option("--multi-label", is_flag=True,
+              help="Rows hold sets of tags: a list column, or several 0/1 columns (--label a,b,c).")
 @click.option("--features", default=None, help="Comma-separated feature columns (default: all others).")
 @click.option("--exclude", default=None, help="Comma-separated columns that are not features.")
 @click.option("--id", "ids", default=None, help="Comma-separated id columns (kept, not features).")
@@ -22,6 +25,9 @@ from ._progress import progress_bar
 @click.option("--folds", default=5, show_default=True, type=int, help="Cross-validation folds.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for folds and models.")
 @click.option("--n-jobs", default=1, show_default=True, type=int, help="Folds fitted in parallel (-1: all cores).")
+@click.option("--backend", default="loky", show_default=True, type=click.Choice(["loky", "dask"]),
+              help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
+@click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
 @click.option("--pred-probs", default=None,
               help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
@@ -35,10 +41,12 @@ from ._progress import progress_bar
               help="p_noisy above which the mixture counts a row as noisy.")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.flags.parquet).")
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write the HTML report to <out stem>.report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_probs,
-         save_pred_probs, method, mixture, noisy_threshold, out, as_json, quiet):
+def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
+         pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, as_json, quiet):
     """Flag likely mislabeled rows of a Parquet table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
@@ -50,35 +58,54 @@ def flag(data, label, features, exclude, ids, model, folds, seed, n_jobs, pred_p
       cleanpipe flag data.parquet --label target
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
       cleanpipe flag data.parquet --pred-probs oof.npy --json
+      cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
+      cleanpipe flag photos.parquet --label tags        # list column: multi-label
+      cleanpipe flag photos.parquet --label cat,dog,sky # 0/1 columns: multi-label
+
+    Multi-label data gets one-vs-rest models and two more list columns, suspect_missing and
+    suspect_spurious; its methods are noise_rate (default), mixture and both.
     """
     from ..flag import flag_dataset
-    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, write_json
+    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, summary_path_for, write_json
+    from ..oof import joblib_backend
 
     out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
     check_output_path(out_path, data)
     summary_path = summary_path_for(out_path)
+    report_path = out_path.with_suffix(".report.html")
     if save_pred_probs:
         check_output_path(save_pred_probs, data, option="--save-pred-probs")
     cleanup_stale_temps(out_path.parent)
-    with AtomicOutputs() as outputs, progress_bar(not (quiet or as_json)) as update:
-        summary = flag_dataset(
-            data, out_path, outputs=outputs, label=label, features=csv_option(features),
-            exclude=csv_option(exclude) or (), ids=csv_option(ids) or (), model=model, folds=folds,
-            seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-            noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs, progress=update)
+    with joblib_backend(backend if pred_probs is None else None, scheduler), AtomicOutputs() as outputs, \
+            progress_bar(not (quiet or as_json)) as update:
+        from ..multilabel import flag_multilabel_dataset, wants_multilabel
+
+        common = dict(label=label, features=csv_option(features), exclude=csv_option(exclude) or (),
+                      ids=csv_option(ids) or (), model=model, folds=folds, seed=seed, n_jobs=n_jobs,
+                      pred_probs=pred_probs, mixture=mixture, save_pred_probs=save_pred_probs,
+                      progress=update)
+        if wants_multilabel(data, label, multi_label):
+            # The single-label defaults of --method / --noisy-threshold do not apply; given values do.
+            ctx = click.get_current_context()
+            given = {k: v for k, v in (("method", method), ("noisy_threshold", noisy_threshold))
+                     if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+            summary = flag_multilabel_dataset(data, out_path, outputs=outputs, **common, **given)
+        else:
+            summary = flag_dataset(data, out_path, outputs=outputs, method=method,
+                                   noisy_threshold=noisy_threshold, **common)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)
+        if with_report:
+            summary["outputs"]["report"] = str(report_path)
         write_json(summary, outputs.stage(summary_path))
+    if with_report:
+        from ..report import write_report
+        write_report(out_path, report_path, summary=summary)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
     elif not quiet:
         click.echo(format_summary(summary, ids=csv_option(ids) or ()))
-
-
-def summary_path_for(out_path: Path) -> Path:
-    """``flags.parquet`` -> ``flags.summary.json``."""
-    return out_path.with_suffix(".summary.json") if out_path.suffix else Path(f"{out_path}.summary.json")
 
 
 def format_summary(s: dict, ids=()) -> str:

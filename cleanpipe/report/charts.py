@@ -7,6 +7,8 @@ notebook or a server thread must touch neither. Style settings are applied with
 
 Text is drawn as paths (matplotlib's default ``svg.fonttype``), so an SVG looks the same on a
 machine without the fonts, and no string from the data ends up as markup inside the SVG.
+(``rc_context`` does set the process-wide ``rcParams`` while a chart is drawn; a plot drawn at
+that moment in another thread would pick up this style. That is the one piece of shared state.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ KEPT = "#4c78a8"
 FLAGGED = "#e45756"
 THRESHOLD = "#222222"
 NEUTRAL = "#b8c4d6"
+#: Width of the full-width charts, in inches (the page shows them at about 100 px per inch).
+WIDE = 10.0
 #: Class names longer than this are shortened on chart axes (tables show them in full).
 LABEL_CHARS = 18
 #: Classes shown by the per-class bar chart; the rest are listed in the HTML table only.
@@ -31,7 +35,7 @@ _STYLE = {
     "axes.grid": True, "grid.color": "#e6e6e6", "grid.linewidth": 0.8, "axes.axisbelow": True,
     "legend.frameon": False, "xtick.color": "#444444", "ytick.color": "#444444",
     "svg.hashsalt": "cleanpipe",  # stable element ids: the same data gives the same file
-    "text.usetex": False,
+    "text.usetex": False,  # a user's usetex=True would send class names through LaTeX
 }
 
 
@@ -90,7 +94,7 @@ def loss_mixture_chart(mixture: dict) -> bytes:
     widths = np.diff(edges)
     density = counts / max(counts.sum(), 1.0) / np.where(widths > 0, widths, 1.0)
     with rc_context(_STYLE):
-        fig = _figure(7.6, 3.6)
+        fig = _figure(WIDE, 4.2)
         ax = fig.add_subplot()
         ax.bar(edges[:-1], density, width=widths, align="edge", color=NEUTRAL, edgecolor="white",
                linewidth=0.4, label="rows (normalised loss)")
@@ -120,7 +124,8 @@ def loss_mixture_chart(mixture: dict) -> bytes:
         ax.set_xlim(0, 1)
         ax.set_xlabel("normalised loss (0 = fits the given label, 1 = at or past the loss cap)")
         ax.set_ylabel("density (\u221a scale)")
-        ax.legend(loc="upper center", fontsize=8.5)
+        # Below the axes: inside, it would cover the threshold line or the high-loss bars.
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8.5)
         return _svg(fig)
 
 
@@ -144,7 +149,7 @@ def noise_matrix_chart(matrix, class_names, *, annotate_max: int = 20) -> bytes:
     from matplotlib.colors import PowerNorm
     m = np.asarray(matrix, dtype=np.float64)
     k = m.shape[0]
-    side = float(np.clip(0.5 * k + 2.5, 4.5, 10.0))
+    side = float(np.clip(0.4 * k + 2.4, 4.2, 9.0))
     with rc_context({**_STYLE, "axes.grid": False}):
         fig = _figure(side + 1.2, side)
         ax = fig.add_subplot()
@@ -155,9 +160,13 @@ def noise_matrix_chart(matrix, class_names, *, annotate_max: int = 20) -> bytes:
         if k <= 60:
             ticks = np.arange(k)
             names = [axis_label(n) for n in class_names]
-            ax.set_xticks(ticks, names, rotation=45 if k > 6 else 0,
-                          ha="right" if k > 6 else "center", rotation_mode="anchor")
-            ax.set_yticks(ticks, names)
+            # Turn the true-label names only when they would collide side by side; upright past
+            # 15 classes, where slanted names overlap their neighbours.
+            turn = 0 if k * max(len(n) for n in names) <= 40 else 45 if k <= 15 else 90
+            size = 9.5 if k <= 25 else 7.5
+            ax.set_xticks(ticks, names, rotation=turn, ha="right" if turn else "center",
+                          rotation_mode="anchor", va="center" if turn == 90 else "top", fontsize=size)
+            ax.set_yticks(ticks, names, fontsize=size)
         else:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -201,13 +210,14 @@ def per_class_chart(class_names, flagged, noise_rate) -> bytes:
         order = np.sort(np.argsort(-flagged, kind="stable")[:MAX_BAR_CLASSES])
     k = len(order)
     with rc_context(_STYLE):
-        fig = _figure(7.6, float(np.clip(0.26 * k + 1.3, 2.4, 12.0)))
+        fig = _figure(WIDE, float(np.clip(0.26 * k + 1.3, 2.4, 12.0)))
         ax1, ax2 = fig.subplots(1, 2, sharey=True)
         y = np.arange(k)
         ax1.barh(y, flagged[order], color=FLAGGED, height=0.7)
         ax2.barh(y, rate[order] * 100, color=KEPT, height=0.7)
         ax1.set_yticks(y, [axis_label(names[i]) for i in order])
-        ax1.invert_yaxis()  # the first class on top, as in the table below the chart
+        # The first class on top, as in the table below the chart; no padding above or below.
+        ax1.set_ylim(k - 0.5, -0.5)
         ax1.set_title("flagged rows", loc="left")
         ax2.set_title("estimated noise rate (%)", loc="left")
         for ax in (ax1, ax2):
@@ -240,7 +250,7 @@ def score_chart(edges, kept_counts, flagged_counts) -> bytes:
     edges = np.asarray(edges, dtype=np.float64)
     widths = np.diff(edges)
     with rc_context(_STYLE):
-        fig = _figure(7.6, 2.9)
+        fig = _figure(WIDE, 3.2)
         axes = fig.subplots(1, 2, sharex=True)
         for ax, counts, colour, what in ((axes[0], kept_counts, KEPT, "kept"),
                                          (axes[1], flagged_counts, FLAGGED, "flagged")):

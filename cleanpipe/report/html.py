@@ -54,6 +54,8 @@ section h2 { margin:0 0 6px; font-size:18px; }
 p.lead { margin:0 0 12px; color:var(--muted); font-size:14px; max-width:860px; }
 figure { margin:0; }
 figure img { display:block; max-width:100%; height:auto; margin:0 auto; }
+figure img.wide { width:100%; }
+
 .note { background:#fff8e6; border:1px solid #f1dca7; border-radius:6px; padding:8px 12px;
         font-size:14px; margin:8px 0; }
 .scroll { overflow:auto; max-height:640px; border:1px solid var(--line); border-radius:6px; }
@@ -69,7 +71,10 @@ td.pred { color:#2c7a3f; font-weight:600; }
 span.badge { display:inline-block; padding:0 7px; border-radius:9px; font-size:12px; }
 span.badge.yes { background:#fde2e1; color:#b42318; }
 span.badge.no { background:#e8f0fa; color:#35608f; }
-.meta { display:grid; grid-template-columns:repeat(auto-fit,minmax(300px,1fr)); gap:18px; }
+.meta { display:grid; grid-template-columns:2fr 1fr 1fr; gap:22px; }
+@media (max-width:900px) { .meta { grid-template-columns:1fr; } }
+table.compact { width:auto; min-width:min(100%, 520px); }
+.muted { color:var(--muted); }
 .meta h3 { font-size:14px; margin:0 0 6px; color:var(--muted); text-transform:uppercase;
            letter-spacing:.6px; }
 .meta td { white-space:normal; word-break:break-word; }
@@ -104,18 +109,16 @@ def esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def img(chart_id: str, svg: bytes, alt: str) -> str:
+def img(chart_id: str, svg: bytes, alt: str, cls: str = "wide") -> str:
     """An ``<img>`` showing an SVG document from a ``data:`` URI."""
     data = base64.b64encode(svg).decode("ascii")
-    return (f'<figure><img id="{esc(chart_id)}" alt="{esc(alt)}" '
+    return (f'<figure><img id="{esc(chart_id)}" class="{esc(cls)}" alt="{esc(alt)}" '
             f'src="data:image/svg+xml;base64,{data}"></figure>')
 
 
 def _fmt_number(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 10_000 else str(v)
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
             return str(v)
@@ -124,7 +127,22 @@ def _fmt_number(v) -> str:
 
 
 def cell(value, cls: str = "") -> str:
-    """A ``<td>`` for one value: numbers right-aligned, nulls marked, long text cut with a tooltip."""
+    """A ``<td>`` for one value: numbers right-aligned, nulls marked, long text cut with a tooltip.
+
+    Parameters
+    ----------
+    value : object
+        A Python value from :meth:`pyarrow.Array.to_pylist` (None, bool, int, float, str, bytes,
+        or anything with a ``str``).
+    cls : str, default=""
+        CSS class of the cell.
+
+    Returns
+    -------
+    str
+        The escaped ``<td>`` element. Integers are shown whole (ids and row numbers get no
+        thousands separators), floats to 4 significant digits.
+    """
     if value is None:
         return '<td class="null">null</td>'
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -147,7 +165,7 @@ def _badge(flag) -> str:
 
 def rows_table(table: RowsTable) -> str:
     """The suspicious-rows ``<table>`` (id ``suspicious-rows``)."""
-    special = {"given_label": "given", "predicted_label": "pred"}
+    labels = {"given_label": "given", "predicted_label": "pred"}
     numeric = {"row", "label_score", "p_noisy"}
     head = "".join(f'<th class="num">{esc(c)}</th>' if c in numeric else f"<th>{esc(c)}</th>"
                    for c in table.columns)
@@ -157,8 +175,13 @@ def rows_table(table: RowsTable) -> str:
         for name, value in zip(table.columns, row):
             if name == "is_label_issue":
                 cells.append(_badge(value))
+            elif name in labels and value is not None:
+                # Labels are names even when stored as numbers: left-aligned, shown whole.
+                cells.append(cell(str(value), labels[name]))
+            elif name in ("label_score", "p_noisy") and isinstance(value, float):
+                cells.append(f'<td class="num">{value:.4f}</td>')
             else:
-                cells.append(cell(value, special.get(name, "")))
+                cells.append(cell(value))
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table id="suspicious-rows"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
@@ -176,9 +199,19 @@ def _setting_value(value) -> str:
     return esc(_fmt_number(value))
 
 
-def key_value_table(table_id: str, items: dict, unit: str = "") -> str:
+def seconds(value) -> str:
+    """``551.2`` -> ``9 min 11 s``; ``0.0035`` -> ``0.0035 s``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    if value >= 60:
+        m, s = divmod(round(value), 60)
+        return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min {s} s"
+    return f"{value:.3g} s"
+
+
+def key_value_table(table_id: str, items: dict, *, timings: bool = False) -> str:
     """A two-column table of ``items`` (keys and values escaped)."""
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{_setting_value(v)}{unit if v is not None else ''}</td></tr>"
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(seconds(v)) if timings else _setting_value(v)}</td></tr>"
                    for k, v in items.items())
     return f'<table id="{esc(table_id)}"><tbody>{rows or "<tr><td>none recorded</td></tr>"}</tbody></table>'
 
@@ -191,7 +224,8 @@ def class_table(names, rows, noise_rate, flagged) -> str:
                     f"<td class='num'>{float(r):.1%}</td><td class='num'>{int(f):,}</td></tr>")
     more = len(names) - MAX_TABLE_CLASSES
     tail = f'<p class="lead">\u2026 and {more:,} more classes in the summary JSON.</p>' if more > 0 else ""
-    return ('<div class="scroll" style="max-height:360px"><table id="per-class-table"><thead><tr>'
+    return ('<div class="scroll" style="max-height:360px;width:fit-content;max-width:100%;margin-top:12px">'
+            '<table id="per-class-table" class="compact"><thead><tr>'
             '<th>class</th><th class="num">rows</th><th class="num">est. noise rate</th>'
             f'<th class="num">flagged</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>{tail}')
 
@@ -217,20 +251,95 @@ def header(summary: dict) -> str:
     unlabelled = int(summary.get("unlabelled_rows", 0) or 0)
     if unlabelled:
         cards.insert(1, ("unlabelled rows", f"{unlabelled:,}", ""))
-    card_html = "".join(f'<div class="card {cls}"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div></div>'
-                        for k, v, cls in cards)
+    card_html = "".join(f'<div class="card {cls}"><div class="v">{esc(v)}</div>'
+                        f'<div class="k">{esc(k)}</div></div>' for k, v, cls in cards)
     source = summary.get("source") or "(table passed from Python)"
     return (f'<header class="top"><div class="inner"><h1>Label issue report</h1>'
             f'<div class="source" id="source">{esc(source)}</div>'
             f'<div class="cards" id="headline">{card_html}</div></div></header>')
 
 
+def sections(summary: dict, svgs: dict, table: RowsTable, *, n_kept: int, n_flagged: int) -> list:
+    """The page's sections, in order, rendered.
+
+    Parameters
+    ----------
+    summary : dict
+        The flag run's summary (escaped here wherever it reaches the page).
+    svgs : dict
+        SVG documents by chart id: ``chart-loss-mixture``, ``chart-noise-matrix``,
+        ``chart-per-class``, ``chart-scores``.
+    table : RowsTable
+        The most suspicious rows.
+    n_kept, n_flagged : int
+        Scored rows kept and flagged (from the flags table).
+
+    Returns
+    -------
+    list of str
+    """
+    from .charts import MAX_BAR_CLASSES
+    mixture = summary["mixture"]
+    names = list(summary["rows_per_class"])
+    family = {"beta": "Beta", "gaussian": "Gaussian"}.get(mixture.get("family"), "two-component")
+    lo, hi = (mixture.get("loss_bounds") or [None, None])[:2]
+    bounds = (f" Losses are scaled to [0, 1] between {lo:.3g} and {hi:.3g}." if isinstance(lo, (int, float))
+              and isinstance(hi, (int, float)) else "")
+    fit_note = ""
+    if mixture.get("params") is None:
+        reason = mixture.get("reason") or "unknown reason"
+        fit_note = f'<div class="note">No mixture was fitted: {esc(reason)}.</div>'
+    k = len(names)
+    annotate = "" if k <= 20 else f" With {k} classes the cells are not annotated; see the summary JSON."
+    many = (f" The chart shows the {MAX_BAR_CLASSES} classes with the most flagged rows; the table "
+            "lists every class." if k > MAX_BAR_CLASSES else "")
+    hidden = (f" {table.hidden_columns:,} more data column(s) are not shown (--columns)."
+              if table.hidden_columns else "")
+    notes = "".join(f"<li>{esc(n)}</li>" for n in summary.get("notes") or [])
+    timings = {key.removesuffix("_s"): v for key, v in (summary.get("timings") or {}).items()}
+    per_class = [[summary[key][n] for n in names]
+                 for key in ("rows_per_class", "noise_rate_per_class", "flagged_per_class")]
+    return [
+        section("loss-mixture", "Loss mixture",
+                "Per-row cross-entropy loss of the given label, \u2212log p(given), under the out-of-fold "
+                f"probabilities, with the fitted {family} mixture: the clean component (low loss) and "
+                f"the noisy one (high loss).{bounds} Rows right of the dashed threshold are more likely "
+                "noisy than clean.",
+                fit_note + img("chart-loss-mixture", svgs["chart-loss-mixture"],
+                               "histogram of normalised losses with the mixture components")),
+        section("noise-matrix", "Estimated noise matrix",
+                "P(given label | true label), estimated by confident learning. Each column sums to 1; "
+                f"the diagonal is the share of each true class that kept its label.{annotate}",
+                # Drawn at its own size, which grows with the number of classes.
+                img("chart-noise-matrix", svgs["chart-noise-matrix"], "estimated noise matrix heatmap",
+                    "natural")),
+        section("per-class", "Per class",
+                f"Flagged rows and the estimated noise rate of each given class.{many}",
+                img("chart-per-class", svgs["chart-per-class"], "flagged rows and noise rate per class")
+                + class_table(names, *per_class)),
+        section("scores", "Label scores of kept and flagged rows",
+                f"label_score estimates the probability that the given label is right. {n_kept:,} rows "
+                f"kept, {n_flagged:,} flagged.",
+                img("chart-scores", svgs["chart-scores"], "label_score histograms of kept and flagged rows")),
+        section("suspicious", f"The {len(table.rows)} most suspicious rows",
+                "Lowest label_score first: the rows most worth a second look. <em>row</em> is the "
+                f"position in the flags file (from 0); long values are cut, hover for more.{hidden}",
+                rows_table(table)),
+        section("run", "Run details", "",
+                '<div class="meta"><div><h3>Settings</h3>'
+                + key_value_table("settings", summary.get("settings") or {})
+                + "</div><div><h3>Versions</h3>" + key_value_table("versions", summary.get("versions") or {})
+                + "</div><div><h3>Timings</h3>" + key_value_table("timings", timings, timings=True)
+                + "</div></div>" + (f"<h3>Notes</h3><ul id='notes'>{notes}</ul>" if notes else "")),
+    ]
+
+
 TOC = [("loss-mixture", "Loss mixture"), ("noise-matrix", "Noise matrix"), ("per-class", "Per class"),
        ("scores", "Label scores"), ("suspicious", "Suspicious rows"), ("run", "Run details")]
 
 
-def page(summary: dict, sections: list) -> str:
-    """The whole document around the ``sections`` (already rendered)."""
+def page(summary: dict, parts: list) -> str:
+    """The whole document around ``parts``, the sections already rendered."""
     version = esc(summary.get("cleanpipe_version") or summary.get("versions", {}).get("cleanpipe", ""))
     toc = "".join(f'<a href="#{sid}">{name}</a>' for sid, name in TOC)
     title = f"cleanpipe report: {summary.get('source') or 'table'}"
@@ -241,7 +350,7 @@ def page(summary: dict, sections: list) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
         f"{header(summary)}<main><nav class=\"toc\">{toc}</nav>\n"
-        + "\n".join(sections)
+        + "\n".join(parts)
         + f"\n<footer>Generated by cleanpipe {version}. This file is self-contained: it loads "
         "nothing from the network and runs no script.</footer></main></body></html>\n"
     )

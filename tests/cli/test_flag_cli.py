@@ -39,6 +39,19 @@ def test_digits_20pct_flipped_found_with_f1_above_075(digits_noisy, tmp_path):
     assert len(summary["top_suspicious"]) == 10
 
 
+def test_flag_report_option_writes_the_html_beside_the_flags(small_table, tmp_path):
+    table, _ = small_table
+    src = tmp_path / "t.parquet"
+    pq.write_table(table, src)
+    out = tmp_path / "t.flags.parquet"
+    res = run("flag", src, "--out", out, "--model", "logreg", "--report", "--json")
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "t.flags.report.html"
+    assert json.loads(res.stdout)["outputs"]["report"] == str(report)
+    html = report.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Noise matrix" in html
+
+
 def test_labels_of_any_type_are_mapped_back(small_table, tmp_path):
     table, flip = small_table
     variants = {

@@ -1,0 +1,51 @@
+"""``cleanpipe report``: one self-contained HTML page about a flags table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+from . import cli
+
+
+@cli.command()
+@click.argument("flags", type=click.Path(path_type=str))
+@click.option("--summary", "summary_path", default=None, type=click.Path(path_type=str),
+              help="Summary JSON of the flag run (default: the sidecar <flags stem>.summary.json).")
+@click.option("--out", default=None, type=click.Path(path_type=str),
+              help="Output HTML (default: ./<flags stem>.report.html).")
+@click.option("--rows", "max_rows", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Most suspicious rows listed.")
+@click.option("--columns", "max_columns", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Data columns shown in that list.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+def report(flags, summary_path, out, max_rows, max_columns, quiet):
+    """Write an HTML report of a flags table made by `cleanpipe flag`.
+
+    The page shows the loss mixture with its threshold, the estimated noise matrix, flagged
+    rows and noise rate per class, label_score of kept vs flagged rows, the most suspicious
+    rows, and the run's settings, versions and timings. It is one file that loads nothing
+    from the network and runs no script; open it in any browser.
+
+    \b
+    Examples:
+      cleanpipe report data.flags.parquet
+      cleanpipe report flags.parquet --summary flags.summary.json --out report.html
+    """
+    from ..io import check_output_path, cleanup_stale_temps
+    from ..report import read_summary, summary_path_for, write_report
+
+    stem = Path(flags.rstrip("/")).stem
+    out_path = Path(out) if out else Path.cwd() / f"{stem}.report.html"
+    summary_file = Path(summary_path) if summary_path else summary_path_for(flags.rstrip("/"))
+    check_output_path(out_path, flags, summary_file)
+    # Checked before the summary so a mistyped FLAGS is not reported as a missing summary.
+    if not Path(flags).exists():
+        raise InputError(f"flags '{flags}' does not exist; pass the Parquet file cleanpipe flag wrote")
+    summary = read_summary(summary_file)
+    cleanup_stale_temps(out_path.parent)
+    write_report(flags, out_path, summary=summary, max_rows=max_rows, max_columns=max_columns)
+    if not quiet:
+        click.echo(f"wrote {out_path}")

@@ -1,0 +1,390 @@
+"""Multi-label detection: every class as its own binary problem, vectorised across classes.
+
+Conventions: ``labels`` is a 0/1 matrix ``(n_samples, n_classes)`` of *given* tags, ``pred_probs[n, k]``
+the out-of-fold probability that row ``n`` has tag ``k`` (independent sigmoid-style probabilities; rows
+need not sum to 1). Per-class binary arrays are indexed ``[class, given, true]`` with 0 = tag absent
+and 1 = tag present, so ``[k, 0, 1]`` counts *missing* tags (given absent, truly present) and
+``[k, 1, 0]`` *spurious* ones (given present, truly absent).
+
+Confident learning runs on the ``n_classes`` binary problems ``(labels[:, k], [1 - p_k, p_k])`` at
+once: thresholds, the confident joint and its calibration are computed for every class in one pass
+over row blocks, reusing :func:`~cleanpipe.detect.confident.calibrate_confident_joint` and
+:func:`~cleanpipe.detect.confident.top_per_group`. The per-row loss mixture is the single-label one,
+:func:`~cleanpipe.detect.mixture.fit_loss_mixture`, fitted to each row's binary cross-entropy.
+
+References
+----------
+Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021.
+Thyagarajan, Snorrason, Northcutt & Mueller, "Identifying Incorrect Annotations in Multi-Label
+Classification Data", ICLR 2023 workshop (the one-vs-rest reduction, aggregated over classes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import iter_blocks
+from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
+from .mixture import LossMixture, fit_loss_mixture
+
+#: Method names accepted by :func:`detect_multilabel`; the first is the default.
+MULTILABEL_METHODS = ("noise_rate", "mixture", "both")
+
+#: Probabilities are kept this far from 0 and 1 in the binary cross-entropy.
+_PROB_FLOOR = 1e-12
+#: Target number of (row, class) cells per block: bounds the float64 temporaries to ~32 MB.
+_BLOCK_CELLS = 1 << 22
+
+
+def _block_rows(n_classes: int) -> int:
+    return max(1024, _BLOCK_CELLS // max(n_classes, 1))
+
+
+@dataclass(frozen=True)
+class MultilabelConfident:
+    """Confident-learning estimates for the ``n_classes`` one-vs-rest binary problems.
+
+    Attributes
+    ----------
+    thresholds : ndarray of shape (n_classes, 2)
+        ``t[k, j]``: mean probability of ``true = j`` over rows given ``j`` for class ``k``, i.e.
+        ``t[k, 1] = mean(p_k | tag given)`` and ``t[k, 0] = mean(1 - p_k | tag not given)``.
+    confident_joint : ndarray of shape (n_classes, 2, 2), int
+        ``C[k, g, j]``: rows given ``g`` for class ``k`` confidently counted as ``true = j``.
+    calibrated_joint : ndarray of shape (n_classes, 2, 2), int
+        ``C[k]`` rescaled so row ``g`` sums to ``label_counts[k, g]``.
+    prior : ndarray of shape (n_classes, 2)
+        Estimated ``P(true = j)`` per class.
+    noise_matrix : ndarray of shape (n_classes, 2, 2)
+        Estimated ``P(given = g | true = j)`` per class, indexed ``[k, g, j]``; ``[k, :, j]`` sums to 1.
+    label_counts : ndarray of shape (n_classes, 2), int
+        Rows without / with each tag.
+    label_score : ndarray of shape (n_samples,)
+        Per-row score in [0, 1], the minimum over classes of the pair scores (see
+        :func:`pair_scores`); higher = more likely correct.
+    loss : ndarray of shape (n_samples,)
+        Per-row binary cross-entropy summed over classes.
+    predicted : ndarray of shape (n_samples, n_classes), bool
+        ``p > 0.5``: the tags the model predicts.
+    pair_rows, pair_classes, pair_margin : ndarray
+        Pruning candidates: the (row, class) cells where ``p > 0.5`` disagrees with the given tag,
+        and the margin ``|2 p - 1|`` (> 0) by which it does. Sorted by row, then class.
+    pair_given : ndarray of bool
+        The given tag at each candidate cell (True = given present, so a suspect spurious tag).
+    """
+
+    thresholds: np.ndarray
+    confident_joint: np.ndarray
+    calibrated_joint: np.ndarray
+    prior: np.ndarray
+    noise_matrix: np.ndarray
+    label_counts: np.ndarray
+    label_score: np.ndarray
+    loss: np.ndarray
+    predicted: np.ndarray
+    pair_rows: np.ndarray
+    pair_classes: np.ndarray
+    pair_margin: np.ndarray
+    pair_given: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.thresholds)
+
+    @property
+    def missing_per_class(self) -> np.ndarray:
+        """Estimated number of rows missing each tag (given absent, truly present)."""
+        return self.calibrated_joint[:, 0, 1]
+
+    @property
+    def spurious_per_class(self) -> np.ndarray:
+        """Estimated number of rows wrongly given each tag (given present, truly absent)."""
+        return self.calibrated_joint[:, 1, 0]
+
+    @property
+    def noise_rate_per_class(self) -> np.ndarray:
+        """Estimated share of rows whose tag ``k`` is wrong: ``(missing_k + spurious_k) / n``."""
+        n = max(int(self.label_counts[0].sum()), 1)
+        return (self.missing_per_class + self.spurious_per_class) / n
+
+    @property
+    def row_noise_rate(self) -> float:
+        """Estimated share of rows with at least one wrong tag, ``1 - prod_k (1 - r_k)``.
+
+        ``r_k`` is :attr:`noise_rate_per_class`; the product assumes the classes' errors are
+        independent of each other.
+        """
+        return float(1.0 - np.prod(1.0 - np.clip(self.noise_rate_per_class, 0.0, 1.0)))
+
+
+def binary_thresholds(labels: np.ndarray, pred_probs, *, block_rows: int | None = None) -> np.ndarray:
+    """Per-class one-vs-rest thresholds ``t[k, 1] = mean(p_k | y_k = 1)``, ``t[k, 0] = mean(1 - p_k | y_k = 0)``.
+
+    A class side with no rows gets threshold 1 (no row is confidently of a side never seen), as
+    :func:`~cleanpipe.detect.confident.class_thresholds` does for a class with no rows.
+
+    Examples
+    --------
+    >>> labels = np.array([[1, 0], [1, 1], [0, 0]])
+    >>> binary_thresholds(labels, np.array([[.9, .2], [.7, .6], [.1, .4]]))
+    array([[0.9, 0.8],
+           [0.7, 0.6]])
+    """
+    k = labels.shape[1]
+    sums = np.zeros((k, 2))
+    for start, stop, block in iter_blocks(pred_probs, block_rows or _block_rows(k)):
+        y = labels[start:stop].astype(bool)
+        p = block.astype(np.float64, copy=False)
+        sums[:, 1] += np.where(y, p, 0.0).sum(axis=0)
+        sums[:, 0] += np.where(y, 0.0, 1.0 - p).sum(axis=0)
+    pos = labels.sum(axis=0, dtype=np.int64)
+    counts = np.stack([len(labels) - pos, pos], axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+
+
+def pair_scores(labels: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Score of every (row, class) cell in [0, 1]; higher = the given tag is more likely right.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n, n_classes), 0/1 or bool
+    p : ndarray of shape (n, n_classes)
+        Probabilities of the tags.
+    thresholds : ndarray of shape (n_classes, 2)
+        From :func:`binary_thresholds`.
+
+    Returns
+    -------
+    ndarray of shape (n, n_classes), float64
+
+    Notes
+    -----
+    The score is the smaller of the self-confidence ``q_given`` (``p`` where the tag is given,
+    ``1 - p`` where it is not) and the threshold-adjusted margin mapped to [0, 1],
+    ``(1 + (a_given - a_other) / max(a_given, a_other)) / 2`` with ``a_1 = p / t[k, 1]`` and
+    ``a_0 = (1 - p) / t[k, 0]``. The self-confidence ranks spurious tags well; the adjusted margin
+    puts a rare class's missing tags (whose ``p`` stays low in absolute terms) on the scale of the
+    others. Taking the smaller keeps both kinds of evidence.
+
+    Examples
+    --------
+    >>> pair_scores(np.array([[1, 0]]), np.array([[0.9, 0.2]]), np.array([[0.8, 0.9], [0.7, 0.5]]))
+    array([[0.9, 0.8]])
+    """
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    t = np.maximum(thresholds, 1e-12)
+    a1 = p / t[:, 1]
+    a0 = (1.0 - p) / t[:, 0]
+    a_given = np.where(y, a1, a0)
+    a_other = np.where(y, a0, a1)
+    margin = (a_given - a_other) / np.maximum(np.maximum(a_given, a_other), 1e-12)
+    return np.minimum(np.where(y, p, 1.0 - p), 0.5 * (1.0 + margin))
+
+
+def binary_cross_entropy(labels: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-row binary cross-entropy summed over classes, ``-sum_k [y_k log p_k + (1 - y_k) log(1 - p_k)]``.
+
+    Probabilities are clipped to ``[1e-12, 1 - 1e-12]`` first, so each cell costs at most ~27.6.
+
+    Examples
+    --------
+    >>> binary_cross_entropy(np.array([[1, 0]]), np.array([[0.5, 0.5]])).round(4)
+    array([1.3863])
+    """
+    y = np.asarray(labels).astype(bool)
+    p = np.clip(np.asarray(p, dtype=np.float64), _PROB_FLOOR, 1.0 - _PROB_FLOOR)
+    return -np.where(y, np.log(p), np.log1p(-p)).sum(axis=1)
+
+
+def _calibrate(confident_joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
+    """Calibrate the ``K`` binary confident joints at once (each row keeps its label count).
+
+    Stacks them into one ``(2K, 2)`` matrix for :func:`calibrate_confident_joint`, whose rows are
+    independent; an empty row (no confident cell) is taken as clean, as there, by putting one count
+    on its diagonal first.
+    """
+    k = len(confident_joint)
+    cj = confident_joint.copy()
+    cls, given = np.nonzero(cj.sum(axis=2) == 0)
+    cj[cls, given, given] = 1
+    return calibrate_confident_joint(cj.reshape(2 * k, 2), label_counts.reshape(2 * k)).reshape(k, 2, 2)
+
+
+def multilabel_confident_learning(labels: np.ndarray, pred_probs, *,
+                                  block_rows: int | None = None) -> MultilabelConfident:
+    """Confident learning on every class's binary problem, in two passes over row blocks.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples, n_classes), 0/1 or bool
+        Validated given tags.
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Validated tag probabilities; an ndarray, memmap or any row-sliceable array.
+    block_rows : int, optional
+        Rows per block (default: about 4 million cells per block).
+
+    Returns
+    -------
+    MultilabelConfident
+
+    Notes
+    -----
+    For class ``k`` the binary problem has probabilities ``(1 - p_k, p_k)``. Pass 1 computes
+    :func:`binary_thresholds`. Pass 2 counts the confident joint: a cell given ``g`` counts in
+    ``C[k, g, j]`` for the most probable side ``j`` among those whose probability reaches its
+    threshold (``p_k >= t[k, 1]`` for ``j = 1``, ``1 - p_k >= t[k, 0]`` for ``j = 0``); cells with
+    neither are not counted. It also keeps the per-row scores, losses and the sparse pruning
+    candidates. The calibrated joint rescales ``C[k, g, :]`` to the ``label_counts[k, g]`` rows;
+    ``joint = calibrated / n``, ``prior[k, j] = sum_g joint[k, g, j]`` and the noise matrix is
+    ``joint[k, g, j] / prior[k, j]`` (the identity column where ``prior`` is 0).
+    """
+    n, k = labels.shape
+    block_rows = block_rows or _block_rows(k)
+    thresholds = binary_thresholds(labels, pred_probs, block_rows=block_rows)
+    thr = thresholds - _THRESHOLD_SLACK
+    offsets = (4 * np.arange(k))[None, :]
+    cj_flat = np.zeros(4 * k, dtype=np.int64)
+    score = np.empty(n)
+    loss = np.empty(n)
+    predicted = np.empty((n, k), dtype=bool)
+    rows, classes, margins, givens = [], [], [], []
+    for start, stop, block in iter_blocks(pred_probs, block_rows):
+        y = labels[start:stop].astype(bool)
+        p = block.astype(np.float64, copy=False)
+        conf1 = p >= thr[:, 1]
+        conf0 = (1.0 - p) >= thr[:, 0]
+        guess = np.where(conf1 & conf0, p > 0.5, conf1)
+        counted = conf1 | conf0
+        cj_flat += np.bincount((offsets + 2 * y + guess)[counted], minlength=4 * k)
+        score[start:stop] = pair_scores(y, p, thresholds).min(axis=1)
+        loss[start:stop] = binary_cross_entropy(y, p)
+        pred = p > 0.5
+        predicted[start:stop] = pred
+        r, c = np.nonzero(pred != y)
+        rows.append(r + start)
+        classes.append(c)
+        margins.append(np.abs(2.0 * p[r, c] - 1.0))
+        givens.append(y[r, c])
+    pos = labels.sum(axis=0, dtype=np.int64)
+    label_counts = np.stack([n - pos, pos], axis=1)
+    confident_joint = cj_flat.reshape(k, 2, 2)
+    calibrated = _calibrate(confident_joint, label_counts)
+    joint = calibrated / max(n, 1)
+    prior = joint.sum(axis=1)
+    eye = np.broadcast_to(np.eye(2), (k, 2, 2))
+    has = prior[:, None, :] > 0
+    noise = np.where(has, joint / np.where(has, prior[:, None, :], 1.0), eye)
+    return MultilabelConfident(
+        thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
+        prior=prior, noise_matrix=noise, label_counts=label_counts, label_score=np.clip(score, 0, 1),
+        loss=loss, predicted=predicted, pair_rows=np.concatenate(rows).astype(np.int64),
+        pair_classes=np.concatenate(classes).astype(np.int64), pair_margin=np.concatenate(margins),
+        pair_given=np.concatenate(givens).astype(bool),
+    )
+
+
+def prune_quota(cl: MultilabelConfident, *, min_keep: int = 1) -> np.ndarray:
+    """Cells to flag per ``(class, given)``: the calibrated off-diagonal, keeping ``min_keep`` rows per side.
+
+    Returns
+    -------
+    ndarray of shape (n_classes, 2), int
+        ``[k, 0]``: missing tags to flag, ``[k, 1]``: spurious tags to flag.
+    """
+    off = np.stack([cl.calibrated_joint[:, 0, 1], cl.calibrated_joint[:, 1, 0]], axis=1)
+    return np.minimum(off, np.maximum(cl.label_counts - min_keep, 0))
+
+
+def flag_pairs_by_noise_rate(cl: MultilabelConfident, *, min_keep: int = 1) -> np.ndarray:
+    """Prune by noise rate per class: mask over the candidate cells of ``cl``.
+
+    For each class ``k`` and given side ``g``, flags the ``prune_quota[k, g]`` candidate cells with
+    the largest margin ``|2 p - 1|`` (the most confident disagreement). Only cells whose ``p > 0.5``
+    disagrees with the given tag compete, so a row whose tags the model reproduces is never flagged.
+    """
+    quota = prune_quota(cl, min_keep=min_keep).ravel()
+    groups = 2 * cl.pair_classes + cl.pair_given
+    return top_per_group(groups, cl.pair_margin, quota)
+
+
+@dataclass(frozen=True)
+class MultilabelDetection:
+    """Per-row results, the flagged (row, class) cells and the estimates behind them.
+
+    Attributes
+    ----------
+    is_label_issue : ndarray of shape (n_samples,), bool
+    label_score : ndarray of shape (n_samples,)
+        In [0, 1]; higher = more likely correct.
+    p_noisy : ndarray of shape (n_samples,)
+        Posterior of the high-loss component of the mixture fitted to the per-row BCE.
+    loss : ndarray of shape (n_samples,)
+        Per-row binary cross-entropy summed over classes.
+    predicted : ndarray of shape (n_samples, n_classes), bool
+        ``p > 0.5``.
+    issue_rows, issue_classes : ndarray of int
+        The suspect (row, class) cells, sorted by row then class; each belongs to a flagged row.
+    issue_given : ndarray of bool
+        The given tag at each suspect cell: True = a suspect spurious tag, False = a missing one.
+    confident : MultilabelConfident
+    mixture : LossMixture
+    method : str
+    """
+
+    is_label_issue: np.ndarray
+    label_score: np.ndarray
+    p_noisy: np.ndarray
+    loss: np.ndarray
+    predicted: np.ndarray
+    issue_rows: np.ndarray
+    issue_classes: np.ndarray
+    issue_given: np.ndarray
+    confident: MultilabelConfident
+    mixture: LossMixture
+    method: str
+
+    def suspects(self, *, spurious: bool):
+        """The suspect spurious (or missing) classes of every row as ``(offsets, classes)``.
+
+        Row ``n``'s suspects are ``classes[offsets[n]:offsets[n + 1]]`` (ascending), the layout of
+        an Arrow list array; ``offsets`` has ``n_samples + 1`` entries.
+        """
+        keep = self.issue_given == spurious
+        offsets = np.searchsorted(self.issue_rows[keep], np.arange(len(self.is_label_issue) + 1))
+        return offsets.astype(np.int64), self.issue_classes[keep]
+
+
+def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = "noise_rate",
+                      mixture: str = "beta", noisy_threshold: float = 0.5, min_keep: int = 1,
+                      block_rows: int | None = None) -> MultilabelDetection:
+    """Score and flag rows of validated multi-label inputs (see :func:`cleanpipe.find_multilabel_issues`).
+
+    Notes
+    -----
+    ``noise_rate`` (default) flags every cell chosen by :func:`flag_pairs_by_noise_rate` and every row
+    holding one: the one-vs-rest confident-learning rule, aggregated with "any". ``mixture`` flags
+    rows with ``p_noisy >= noisy_threshold`` that hold at least one candidate cell (its suspects are
+    those cells); ``both`` keeps the ``noise_rate`` cells of rows that also have
+    ``p_noisy >= noisy_threshold``. The scores do not depend on the method.
+    """
+    cl = multilabel_confident_learning(labels, pred_probs, block_rows=block_rows)
+    mix = fit_loss_mixture(cl.loss, family=mixture)
+    p_noisy = mix.p_noisy(cl.loss)
+    n = len(labels)
+    if method in ("noise_rate", "both"):
+        cells = flag_pairs_by_noise_rate(cl, min_keep=min_keep)
+        if method == "both":
+            cells &= p_noisy[cl.pair_rows] >= noisy_threshold
+    elif method == "mixture":
+        cells = p_noisy[cl.pair_rows] >= noisy_threshold
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    flags = np.zeros(n, dtype=bool)
+    flags[cl.pair_rows[cells]] = True
+    return MultilabelDetection(
+        is_label_issue=flags, label_score=cl.label_score, p_noisy=p_noisy, loss=cl.loss,
+        predicted=cl.predicted, issue_rows=cl.pair_rows[cells], issue_classes=cl.pair_classes[cells],
+        issue_given=cl.pair_given[cells], confident=cl, mixture=mix, method=method)

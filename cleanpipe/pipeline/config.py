@@ -1,0 +1,388 @@
+"""Pipeline files: TOML -> frozen dataclasses, every key and type checked before any work starts.
+
+A pipeline file names the source, the columns, the settings of the four stages (``oof``, ``flag``,
+``clean``, ``retrain``) and where results go (``sink``); see ``docs/PIPELINES.md`` for every key.
+:func:`load_pipeline` checks the structure (unknown keys, types, choices, ranges, passwords,
+names); :mod:`cleanpipe.pipeline.preflight` then checks that the source and sink are reachable
+and the columns exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .rules import check_values, example_value
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    try:
+        import tomli as tomllib
+    except ImportError:
+        raise ImportError("cleanpipe run needs tomllib (Python 3.11+) or, on Python 3.10, "
+                          "pip install tomli") from None
+
+#: The stages, in the order data flows through them.
+STAGES = ("oof", "flag", "clean", "retrain")
+SOURCE_TYPES = ("parquet", "duckdb", "postgres")
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """``[source] type = "parquet"``: a file, directory, glob or ``s3://`` URI."""
+
+    path: str
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_anonymous: bool = False
+    type: str = "parquet"
+
+
+@dataclass(frozen=True)
+class DuckDBSource:
+    """``[source] type = "duckdb"``: a table or a query of a DuckDB database file."""
+
+    database: str
+    table: str | None = None
+    query: str | None = None
+    schema: str | None = None
+    type: str = "duckdb"
+
+
+@dataclass(frozen=True)
+class PostgresSource:
+    """``[source] type = "postgres"``: a table or a query, over ADBC."""
+
+    uri: str | None = None
+    uri_env: str | None = None
+    table: str | None = None
+    query: str | None = None
+    schema: str | None = None
+    type: str = "postgres"
+
+
+@dataclass(frozen=True)
+class ParquetSink:
+    """``[sink] type = "parquet"``: result files, local paths or ``s3://`` URIs."""
+
+    flags: str | None = None
+    cleaned: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_anonymous: bool = False
+    type: str = "parquet"
+
+
+@dataclass(frozen=True)
+class DuckDBSink:
+    """``[sink] type = "duckdb"``: result tables in a DuckDB database file."""
+
+    database: str
+    flags: str | None = None
+    cleaned: str | None = None
+    schema: str | None = None
+    type: str = "duckdb"
+
+
+@dataclass(frozen=True)
+class PostgresSink:
+    """``[sink] type = "postgres"``: result tables in PostgreSQL."""
+
+    uri: str | None = None
+    uri_env: str | None = None
+    flags: str | None = None
+    cleaned: str | None = None
+    schema: str | None = None
+    type: str = "postgres"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """``[columns]``: the label, and which columns are features."""
+
+    label: str = "label"
+    features: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OofSettings:
+    """``[oof]``: cross-validated probabilities."""
+
+    model: str = "hgb"
+    folds: int = 5
+    seed: int = 0
+    n_jobs: int = 1
+    backend: str = "loky"
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class FlagSettings:
+    """``[flag]``: the detector."""
+
+    method: str = "combined"
+    mixture: str = "beta"
+    noisy_threshold: float = 0.8  # cleanpipe.detect.combine.NOISY_THRESHOLD
+
+
+@dataclass(frozen=True)
+class CleanSettings:
+    """``[clean]``: what happens to flagged rows."""
+
+    mode: str = "drop"
+    min_weight: float = 0.05
+    relabel_p_noisy: float = 0.5
+    relabel_score: float = 0.25
+    drop_flag_columns: bool = False
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    """``[retrain]``: the noise-robust model trained on the cleaned (or flagged) table."""
+
+    loss: str = "ce"
+    loss_params: dict = field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    patience: int = 8
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline file.
+
+    Attributes
+    ----------
+    name : str
+        Names the ``runs/<name>/`` directory (default: the file name without ``.toml``).
+    file : pathlib.Path
+        The pipeline file; relative paths inside it were resolved against its folder.
+    stages : tuple of str
+        A contiguous run of :data:`STAGES`.
+    source, columns, oof, flag, clean, retrain, sink
+        The sections (``sink`` is ``None`` when results stay in the run directory only).
+    batch_rows : int
+        Rows per record batch when tables are streamed.
+    """
+
+    name: str
+    file: Path
+    stages: tuple
+    source: object
+    columns: Columns
+    oof: OofSettings
+    flag: FlagSettings
+    clean: CleanSettings
+    retrain: RetrainSettings
+    sink: object | None = None
+    batch_rows: int = 65536
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings (what the manifest records); holds no secret by construction."""
+        out = dataclasses.asdict(self)
+        out["file"] = str(self.file)
+        return out
+
+
+_SOURCES = {"parquet": ParquetSource, "duckdb": DuckDBSource, "postgres": PostgresSource}
+_SINKS = {"parquet": ParquetSink, "duckdb": DuckDBSink, "postgres": PostgresSink}
+_SECTIONS = {"columns": Columns, "oof": OofSettings, "flag": FlagSettings, "clean": CleanSettings,
+             "retrain": RetrainSettings}
+_TOP = {"name": str, "stages": tuple[str, ...], "batch_rows": int, "description": str}
+
+_WANT = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+         dict: "a table of numbers such as { q = 0.7 }"}
+
+
+def _suggest(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def _toml_type(value) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _coerce(value, hint, where: str, example: str):
+    """Check one value against a type hint; return it in the dataclass's type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        item = args[0]
+        ok = isinstance(value, list) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+        if not ok:
+            want = "a list of strings" if item is str else "a list of integers"
+            raise ConfigError(f"{where} must be {want}, got {value!r} ({_toml_type(value)}); "
+                              f"write e.g. {example}")
+        return tuple(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is dict:
+        if not isinstance(value, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            raise ConfigError(f"{where} must be {_WANT[dict]}, got {value!r}; write e.g. {example}")
+        return {str(k): float(v) for k, v in value.items()}
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {_WANT.get(hint, hint.__name__)}, got {value!r} "
+                          f"({_toml_type(value)}); write e.g. {example}")
+    return value
+
+
+def _build(cls, raw, section: str, origin: str):
+    """Build dataclass ``cls`` from the TOML table ``raw`` of ``[section]``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: '{section}' must be a [{section}] table, got {_toml_type(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{origin}: [{section}] has an unknown key '{key}'; "
+                              f"{_suggest(key, names)}(keys: {', '.join(names)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], f"{origin}: [{section}] {f.name}",
+                                     example_value(f.name, f.default))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{origin}: [{section}] {f.name} is missing; add "
+                              f"{example_value(f.name, None)}")
+    return cls(**kwargs)
+
+
+def _typed(raw, section: str, origin: str, registry: dict):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: '{section}' must be a [{section}] table, got {_toml_type(raw)}")
+    kind = raw.get("type")
+    if kind is None:
+        raise ConfigError(f"{origin}: [{section}] type is missing; add type = \"parquet\", \"duckdb\" "
+                          "or \"postgres\"")
+    if kind not in registry:
+        raise ConfigError(f"{origin}: [{section}] type = {kind!r} is not known; {_suggest(str(kind), registry)}"
+                          f"choose one of: {', '.join(registry)}")
+    return _build(registry[kind], raw, section, origin)
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Set ``section.key=value`` pairs (``--set``) on the parsed TOML; values are TOML values,
+    falling back to plain strings (``--set oof.model=logreg``)."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        path, sep, text = str(item).partition("=")
+        keys = [k.strip() for k in path.split(".")]
+        if not sep or not all(keys) or len(keys) > 2:
+            raise ConfigError(f"--set {item!r} must be KEY=VALUE or SECTION.KEY=VALUE, e.g. "
+                              "--set oof.folds=3")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        if len(keys) == 1:
+            raw[keys[0]] = value
+        else:
+            section = raw.setdefault(keys[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"--set {item!r}: '{keys[0]}' is not a section")
+            section[keys[1]] = value
+    return raw
+
+
+def _resolve_paths(source, sink, base: Path):
+    """Relative local paths are relative to the pipeline file's folder, not the working directory."""
+    def local(p):
+        if p is None or p.startswith("s3://") or p == ":memory:" or Path(p).is_absolute():
+            return p
+        return str((base / p).resolve())
+
+    if isinstance(source, ParquetSource):
+        source = dataclasses.replace(source, path=local(source.path))
+    elif isinstance(source, DuckDBSource):
+        source = dataclasses.replace(source, database=local(source.database))
+    if isinstance(sink, ParquetSink):
+        sink = dataclasses.replace(sink, flags=local(sink.flags), cleaned=local(sink.cleaned))
+    elif isinstance(sink, DuckDBSink):
+        sink = dataclasses.replace(sink, database=local(sink.database))
+    return source, sink
+
+
+def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pipeline:
+    """Read and check a pipeline file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.toml`` file.
+    overrides : sequence of str, default=()
+        ``SECTION.KEY=VALUE`` settings applied on top of the file (``--set``).
+    allow_custom_model : bool, default=False
+        Accept ``[oof] model = "package.module:Class"``, which imports and runs that code.
+
+    Returns
+    -------
+    Pipeline
+
+    Raises
+    ------
+    ConfigError
+        A missing or unparsable file, an unknown section or key, a wrong type, a value out of
+        range, a non-contiguous stage list, a password in a URI, a name that could leave the runs
+        directory; the message names the file and key and says what to write instead.
+    """
+    path = Path(path)
+    origin = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file '{path}' does not exist; pass the path of a .toml file "
+                          "such as pipelines/digits_parquet.toml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"pipeline file '{path}' is a directory; pass a .toml file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin} is not valid TOML ({exc}); fix the syntax there") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read pipeline file '{path}' ({exc})") from None
+    raw = apply_overrides(raw, overrides)
+
+    known = set(_TOP) | set(_SECTIONS) | {"source", "sink"}
+    for key in raw:
+        if key not in known:
+            kind = "section" if isinstance(raw[key], dict) else "key"
+            raise ConfigError(f"{origin}: unknown {kind} '{key}'; {_suggest(key, known)}"
+                              f"(allowed: {', '.join(sorted(known))})")
+    top = {}
+    for key, hint in _TOP.items():
+        if key in raw:
+            top[key] = _coerce(raw[key], hint, f"{origin}: {key}", example_value(key, None))
+    if "source" not in raw:
+        raise ConfigError(f"{origin}: the [source] section is missing; add [source] with type = "
+                          "\"parquet\" and path = \"data.parquet\" (or a duckdb/postgres source)")
+    source = _typed(raw["source"], "source", origin, _SOURCES)
+    sink = _typed(raw["sink"], "sink", origin, _SINKS) if "sink" in raw else None
+    sections = {name: _build(cls, raw.get(name, {}), name, origin) for name, cls in _SECTIONS.items()}
+    source, sink = _resolve_paths(source, sink, path.resolve().parent)
+    pipeline = Pipeline(name=top.get("name", path.stem), file=path.resolve(),
+                        stages=top.get("stages", STAGES), source=source, sink=sink,
+                        batch_rows=top.get("batch_rows", 65536),
+                        description=top.get("description", ""), **sections)
+    check_values(pipeline, origin, allow_custom_model=allow_custom_model)
+    return pipeline

@@ -1,0 +1,182 @@
+"""Before any work: open the source and sink, check the columns, import a custom model.
+
+Every failure becomes a :class:`~cleanpipe.errors.ConfigError` naming the pipeline file and the
+key to fix, so a pipeline that would fail halfway fails in the first second instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..errors import ConfigError, InputError
+from ..features import columns_hint
+from ..sources import (DuckDBSink, DuckDBSource, ParquetSink, ParquetSource, PostgresSink,
+                       PostgresSource, Sink, Source)
+
+_FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
+
+
+@dataclass
+class Endpoints:
+    """The opened source and sink of a pipeline (close them with ``with``)."""
+
+    source: Source
+    sink: Sink | None
+    schema: pa.Schema
+    targets: dict = field(default_factory=dict)  # stage -> sink target
+
+    def __enter__(self) -> "Endpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.source.close()
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _uri(cfg, section: str, origin: str) -> str | None:
+    """The PostgreSQL URI of a section: ``uri``, the variable named by ``uri_env``, or None."""
+    if cfg.uri_env is None:
+        return cfg.uri
+    value = os.environ.get(cfg.uri_env)
+    if not value:
+        raise ConfigError(f"{origin}: [{section}] uri_env = {cfg.uri_env!r} but that environment "
+                          "variable is not set; export it or use uri / the PG* variables")
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{origin}: [{section}] uri_env: ${cfg.uri_env} must hold a postgresql:// URI")
+    return value  # may carry a password: it came from the environment, and is always redacted
+
+
+def make_source(cfg, origin: str = "pipeline") -> Source:
+    """The :class:`~cleanpipe.sources.Source` for a ``[source]`` section."""
+    if cfg.type == "parquet":
+        return ParquetSource(cfg.path, s3_endpoint=cfg.s3_endpoint, s3_region=cfg.s3_region,
+                             s3_anonymous=cfg.s3_anonymous)
+    if cfg.type == "duckdb":
+        return DuckDBSource(cfg.database, table=cfg.table, query=cfg.query, schema=cfg.schema)
+    return PostgresSource(_uri(cfg, "source", origin), table=cfg.table, query=cfg.query, schema=cfg.schema)
+
+
+def make_sink(cfg, origin: str = "pipeline") -> Sink:
+    """The :class:`~cleanpipe.sources.Sink` for a ``[sink]`` section."""
+    if cfg.type == "parquet":
+        return ParquetSink(s3_endpoint=cfg.s3_endpoint, s3_region=cfg.s3_region,
+                           s3_anonymous=cfg.s3_anonymous)
+    if cfg.type == "duckdb":
+        return DuckDBSink(cfg.database, schema=cfg.schema)
+    return PostgresSink(_uri(cfg, "sink", origin), schema=cfg.schema)
+
+
+def _connection_key(cfg) -> str:
+    return "uri_env" if cfg.uri_env else "uri" if cfg.uri else "(PG* environment variables)"
+
+
+def _open_source(p, origin: str):
+    cfg = p.source
+    source = make_source(cfg, origin)
+    key = "path" if cfg.type == "parquet" else "table" if cfg.table else "query"
+    try:
+        if cfg.type == "duckdb" and not os.path.isfile(cfg.database):
+            raise ConfigError(f"{origin}: [source] database: DuckDB file '{cfg.database}' does not "
+                              "exist; fix the path (relative paths start at the pipeline file's folder)")
+        if cfg.type == "postgres":
+            from ..sources.postgres import connect
+            try:
+                connect(source.uri).close()
+            except InputError as exc:
+                raise ConfigError(f"{origin}: [source] {_connection_key(cfg)}: {exc}") from None
+        return source, source.schema()
+    except InputError as exc:
+        source.close()
+        raise ConfigError(f"{origin}: [source] {key}: {exc}") from None
+    except BaseException:
+        source.close()
+        raise
+
+
+def check_columns(p, schema: pa.Schema, origin: str) -> None:
+    """The columns the first stage needs exist in the source (and the ones it adds do not)."""
+    names = schema.names
+    c = p.columns
+    first = p.stages[0]
+
+    def missing(key: str, col: str) -> ConfigError:
+        return ConfigError(f"{origin}: [columns] {key} names '{col}', which is not a column of the "
+                           f"source (columns: {columns_hint(names)}); fix [columns] {key}")
+
+    if c.label not in names:
+        raise missing("label", c.label)
+    for key in ("features", "exclude", "ids"):
+        for col in getattr(c, key) or ():
+            if col not in names:
+                raise missing(key, col)
+    flag_cols = [col for col in _FLAG_COLUMNS if col in names]
+    if first in ("oof", "flag") and flag_cols:
+        raise ConfigError(f"{origin}: the source already has the flag column '{flag_cols[0]}'; "
+                          "point [source] at the original table, or start at the clean stage with "
+                          "stages = [\"clean\", \"retrain\"]")
+    if first == "clean" and len(flag_cols) < len(_FLAG_COLUMNS):
+        lacking = [col for col in _FLAG_COLUMNS if col not in names]
+        raise ConfigError(f"{origin}: stages start at clean, so the source must be a flags table, "
+                          f"but it lacks '{lacking[0]}'; add \"flag\" to stages or point [source] at "
+                          "the output of cleanpipe flag")
+
+
+def _check_model(p, origin: str) -> None:
+    if ":" not in p.oof.model or not {"oof", "flag"} & set(p.stages):
+        return
+    from ..oof import make_model
+    try:
+        make_model(p.oof.model)
+    except InputError as exc:
+        raise ConfigError(f"{origin}: [oof] model: {exc}") from None
+
+
+def _open_sink(p, origin: str):
+    if p.sink is None:
+        return None, {}
+    sink = make_sink(p.sink, origin)
+    targets = {stage: t for stage, t in (("flag", p.sink.flags), ("clean", p.sink.cleaned)) if t}
+    for stage, target in targets.items():
+        key = "flags" if stage == "flag" else "cleaned"
+        try:
+            sink.check(target)
+        except (InputError, ConfigError) as exc:
+            sink.close()
+            where = _connection_key(p.sink) if p.sink.type == "postgres" and "connect" in str(exc) else key
+            raise ConfigError(f"{origin}: [sink] {where}: {exc}") from None
+    return sink, targets
+
+
+def preflight(p, origin: str | None = None) -> Endpoints:
+    """Open and check everything a pipeline touches; no data is read beyond the schema.
+
+    Parameters
+    ----------
+    p : Pipeline
+    origin : str, optional
+        How to name the pipeline in messages (default: its file).
+
+    Returns
+    -------
+    Endpoints
+
+    Raises
+    ------
+    ConfigError
+        An unreachable or missing source, table or file; a missing column; an unreachable sink;
+        a custom model that cannot be imported.
+    """
+    origin = origin or str(p.file)
+    _check_model(p, origin)
+    source, schema = _open_source(p, origin)
+    try:
+        check_columns(p, schema, origin)
+        sink, targets = _open_sink(p, origin)
+    except BaseException:
+        source.close()
+        raise
+    return Endpoints(source, sink, schema, targets)

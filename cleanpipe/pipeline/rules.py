@@ -1,0 +1,207 @@
+"""Value checks of a parsed pipeline: choices, ranges, stage order, names, passwords.
+
+Each failure is one line naming the file and key, what is wrong and what to write instead. Types
+were already checked by :mod:`cleanpipe.pipeline.config`; reachability of the source and sink is
+checked later by :mod:`cleanpipe.pipeline.preflight`.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+
+_STAGES = ("oof", "flag", "clean", "retrain")
+_MIXTURES = ("beta", "gaussian")
+_DEVICES = ("auto", "cpu", "cuda")
+
+_EXAMPLES = {
+    "name": 'name = "digits"', "stages": 'stages = ["oof", "flag", "clean", "retrain"]',
+    "batch_rows": "batch_rows = 65536", "description": 'description = "nightly label audit"',
+    "path": 'path = "data/train.parquet"', "database": 'database = "warehouse.duckdb"',
+    "table": 'table = "train"', "query": 'query = "SELECT * FROM train"',
+    "uri": 'uri = "postgresql://user@host:5432/db"', "uri_env": 'uri_env = "CLEANPIPE_PG_URI"',
+    "schema": 'schema = "public"', "flags": 'flags = "train_flags"', "cleaned": 'cleaned = "train_cleaned"',
+    "s3_endpoint": 's3_endpoint = "http://127.0.0.1:9000"', "s3_region": 's3_region = "us-east-1"',
+    "features": 'features = ["x1", "x2"]', "exclude": 'exclude = ["row_id"]', "ids": 'ids = ["row_id"]',
+    "scheduler": 'scheduler = "tcp://127.0.0.1:8786"', "threads": "threads = 1",
+    "loss_params": "loss_params = { q = 0.7 }", "hidden": "hidden = [256, 128]",
+}
+
+
+def example_value(key: str, default) -> str:
+    """``key = <a valid TOML value>`` for error messages, from the default when there is one."""
+    if key in _EXAMPLES and (default is None or isinstance(default, (tuple, dict))
+                             or key in ("name", "stages")):
+        return _EXAMPLES[key]
+    if isinstance(default, bool):
+        return f"{key} = {'true' if default else 'false'}"
+    if isinstance(default, str):
+        return f'{key} = "{default}"'
+    if isinstance(default, (int, float)):
+        return f"{key} = {default}"
+    return _EXAMPLES.get(key, f"{key} = ...")
+
+
+def _choice(origin: str, key: str, value, choices) -> None:
+    if value not in choices:
+        import difflib
+        close = difflib.get_close_matches(str(value), list(choices), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"{origin}: {key} = {value!r} is not known; {hint}choose one of: "
+                          f"{', '.join(choices)}")
+
+
+def _range(origin: str, key: str, ok: bool, value, want: str) -> None:
+    if not ok:
+        raise ConfigError(f"{origin}: {key} = {value!r} is out of range; it must be {want}")
+
+
+def check_stages(stages, origin: str) -> None:
+    """Known stage names, each once, contiguous and in data-flow order."""
+    if not stages:
+        raise ConfigError(f"{origin}: stages is empty; list at least one of: {', '.join(_STAGES)}")
+    for s in stages:
+        _choice(origin, "stages entry", s, _STAGES)
+    idx = [_STAGES.index(s) for s in stages]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        want = list(_STAGES[min(idx):max(idx) + 1])
+        raise ConfigError(f"{origin}: stages = {list(stages)} must be a contiguous run in the order "
+                          f"{' -> '.join(_STAGES)}; write stages = {want}")
+
+
+def _check_source(src, origin: str) -> None:
+    from ..sources._sql import quote_ident
+    from ..sources.postgres import check_identifier, check_uri
+
+    if src.type in ("duckdb", "postgres"):
+        if (src.table is None) == (src.query is None):
+            raise ConfigError(f"{origin}: [source] needs exactly one of table and query; write "
+                              'table = "train" or query = "SELECT ..."')
+        for key in ("table", "schema"):
+            value = getattr(src, key)
+            if value is not None:
+                (check_identifier if src.type == "postgres" else quote_ident)(
+                    value, key=f"{origin}: [source] {key}")
+    _check_connection(src, "source", origin, check_uri)
+
+
+def _check_connection(cfg, section: str, origin: str, check_uri) -> None:
+    if cfg.type != "postgres":
+        return
+    if cfg.uri is not None and cfg.uri_env is not None:
+        raise ConfigError(f"{origin}: [{section}] sets both uri and uri_env; keep one")
+    if cfg.uri is not None:
+        check_uri(cfg.uri, key=f"{origin}: [{section}] uri")
+
+
+def _check_sink(p, origin: str) -> None:
+    from ..sources._sql import quote_ident
+    from ..sources.postgres import check_identifier, check_uri
+
+    sink = p.sink
+    if sink.flags is None and sink.cleaned is None:
+        raise ConfigError(f"{origin}: [sink] names no target; add flags = ... and/or cleaned = ...")
+    for key, stage in (("flags", "flag"), ("cleaned", "clean")):
+        target = getattr(sink, key)
+        if target is None:
+            continue
+        if stage not in p.stages:
+            raise ConfigError(f"{origin}: [sink] {key} is set but stages = {list(p.stages)} has no "
+                              f"{stage} stage; add it to stages or remove [sink] {key}")
+        if sink.type == "postgres":
+            check_identifier(target, key=f"{origin}: [sink] {key}")
+        elif sink.type == "duckdb":
+            quote_ident(target, key=f"{origin}: [sink] {key}")
+        elif "\x00" in target or not target:
+            raise ConfigError(f"{origin}: [sink] {key} must be a file path or s3:// URI")
+    if sink.flags is not None and sink.flags == sink.cleaned:
+        raise ConfigError(f"{origin}: [sink] flags and cleaned both name {sink.flags!r}; give each "
+                          "its own target")
+    if sink.type != "parquet" and sink.schema is not None:
+        quote_ident(sink.schema, key=f"{origin}: [sink] schema")
+    _check_connection(sink, "sink", origin, check_uri)
+    src = p.source
+    targets = (sink.flags, sink.cleaned)
+    if src.type == sink.type == "parquet":
+        same = src.path in targets
+    elif src.type == sink.type == "duckdb":
+        same = src.database == sink.database and src.schema == sink.schema and src.table in targets
+    elif src.type == sink.type == "postgres":
+        same = (src.uri, src.uri_env, src.schema) == (sink.uri, sink.uri_env, sink.schema) and src.table in targets
+    else:
+        same = False
+    if same:
+        what = getattr(src, "table", None) or getattr(src, "path", None)
+        raise ConfigError(f"{origin}: [sink] would overwrite the source {what!r}; "
+                          "inputs are never modified, choose another target")
+
+
+def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
+    """Check every value of the pipeline ``p`` (a :class:`~cleanpipe.pipeline.config.Pipeline`).
+
+    Raises
+    ------
+    ConfigError
+        The first problem found, naming ``origin`` (the file) and the key.
+    """
+    from ..clean import MODES
+    from ..detect import METHODS
+    from ..oof import BACKENDS, MODELS
+    from .rundir import check_name
+
+    check_name(p.name, what=f"{origin}: name")
+    check_stages(p.stages, origin)
+    _range(origin, "batch_rows", p.batch_rows >= 1, p.batch_rows, "a positive integer")
+    c = p.columns
+    if not c.label:
+        raise ConfigError(f"{origin}: [columns] label is empty; write label = \"<label column>\"")
+    if c.features is not None and not c.features:
+        raise ConfigError(f"{origin}: [columns] features is an empty list; list feature columns or "
+                          "remove the key to use every other column")
+    if c.label in (c.features or ()):
+        raise ConfigError(f"{origin}: [columns] features includes the label '{c.label}'; remove it")
+
+    o = p.oof
+    if ":" in o.model:
+        if not allow_custom_model:
+            raise ConfigError(f"{origin}: [oof] model = {o.model!r} names custom code, which "
+                              "cleanpipe would import and run; pass --allow-custom-model to allow it")
+    else:
+        _choice(origin, "[oof] model", o.model, MODELS)
+    _range(origin, "[oof] folds", o.folds >= 2, o.folds, "at least 2")
+    _range(origin, "[oof] n_jobs", o.n_jobs >= 1 or o.n_jobs == -1, o.n_jobs,
+           "a positive count, or -1 for every core")
+    _choice(origin, "[oof] backend", o.backend, BACKENDS)
+    if o.backend == "dask" and not o.scheduler:
+        raise ConfigError(f"{origin}: [oof] backend = \"dask\" needs scheduler = \"tcp://HOST:8786\" "
+                          "(or --scheduler); start one with `dask scheduler`")
+    _choice(origin, "[flag] method", p.flag.method, METHODS)
+    _choice(origin, "[flag] mixture", p.flag.mixture, _MIXTURES)
+    t = p.flag.noisy_threshold
+    _range(origin, "[flag] noisy_threshold", 0.0 <= t < 1.0, t, "in [0, 1)")
+    cl = p.clean
+    _choice(origin, "[clean] mode", cl.mode, MODES)
+    for key in ("min_weight", "relabel_p_noisy", "relabel_score"):
+        v = getattr(cl, key)
+        _range(origin, f"[clean] {key}", 0.0 <= v <= 1.0, v, "in [0, 1]")
+    _check_retrain(p, origin)
+    _check_source(p.source, origin)
+    if p.sink is not None:
+        _check_sink(p, origin)
+
+
+def _check_retrain(p, origin: str) -> None:
+    r = p.retrain
+    if "retrain" in p.stages:
+        from ..losses import LOSSES  # imports torch: only when the stage will run
+        from ..train.retrain import UNSUPPORTED_LOSSES
+        _choice(origin, "[retrain] loss", r.loss, [n for n in LOSSES if n not in UNSUPPORTED_LOSSES])
+    rules = [("epochs", r.epochs >= 1, "a positive integer"),
+             ("batch_size", r.batch_size >= 1, "a positive integer"),
+             ("lr", r.lr > 0, "a positive number"), ("weight_decay", r.weight_decay >= 0, ">= 0"),
+             ("hidden", bool(r.hidden) and min(r.hidden) >= 1, "a non-empty list of positive widths"),
+             ("dropout", 0 <= r.dropout < 1, "in [0, 1)"), ("patience", r.patience >= 0, ">= 0"),
+             ("val_fraction", 0 <= r.val_fraction < 1, "in [0, 1)"),
+             ("threads", r.threads is None or r.threads >= 1, "a positive integer")]
+    for key, ok, want in rules:
+        _range(origin, f"[retrain] {key}", ok, getattr(r, key), want)
+    _choice(origin, "[retrain] device", r.device, _DEVICES)

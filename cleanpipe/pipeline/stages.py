@@ -1,0 +1,226 @@
+"""The four stages as functions: read the run's input or the previous stage's folder, write files
+into a fresh folder ``out``.
+
+Each function returns ``rows_in``, ``rows_out``, ``outputs`` (name -> file inside ``out``) and a
+small JSON ``summary``; the runner renames ``out`` into place and records the rest. The work
+itself is done by the library: :func:`cleanpipe.oof.cross_val_probs`,
+:func:`cleanpipe.flag.flag_dataset`, :func:`cleanpipe.clean.clean_table` and
+:func:`cleanpipe.train.retrain_table`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..errors import InputError
+from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
+
+PRED_PROBS, OOF_INFO = "pred_probs.npy", "oof.json"
+FLAGS, CLEANED, SUMMARY, MODEL = "flags.parquet", "cleaned.parquet", "summary.json", "model"
+
+
+@dataclass
+class StageContext:
+    """What a stage reads.
+
+    Attributes
+    ----------
+    pipeline : Pipeline
+    data : pathlib.Path
+        Local Parquet with the run's input rows (see :mod:`cleanpipe.pipeline.extract`).
+    source : str
+        The source, described without secrets.
+    upstream : dict
+        Stage name -> output folder of the stages before this one in this pipeline.
+    """
+
+    pipeline: object
+    data: Path
+    source: str
+    upstream: dict = field(default_factory=dict)
+
+
+def _read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _jsonable(v):
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else (
+        v.isoformat() if hasattr(v, "isoformat") else v)
+
+
+def run_oof(ctx: StageContext, out: Path) -> dict:
+    """Out-of-fold probabilities of every row: ``pred_probs.npy`` (float32, one row per input row,
+    classes in sorted order) and ``oof.json`` (classes, features, settings, notes)."""
+    from ..features import encode_labels, select_feature_columns, table_to_features
+    from ..oof import check_folds, cross_val_probs
+
+    p, c = ctx.pipeline, ctx.pipeline.columns
+    dataset = open_dataset(ctx.data)
+    cols = select_feature_columns(dataset.schema, c.label, features=list(c.features or ()) or None,
+                                  exclude=c.exclude, ids=c.ids)
+    table = dataset.to_table(columns=[c.label, *cols])
+    codes, classes = encode_labels(table.column(c.label), c.label)
+    labelled = codes >= 0
+    n_lab = int(labelled.sum())
+    if n_lab == 0 or len(classes) < 2:
+        raise InputError(f"label column '{c.label}' has {len(classes)} class(es) on {n_lab} labelled "
+                         "row(s); label-error detection needs at least two classes")
+    check_folds(p.oof.folds, n_lab, option="[oof] folds")
+    feats = table_to_features(table, cols)
+    del table
+    oof = cross_val_probs(feats.X[labelled], codes[labelled], n_classes=len(classes), model=p.oof.model,
+                          folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+                          categorical=feats.categorical, X_extra=feats.X[~labelled],
+                          class_names=[str(v) for v in classes.to_pylist()])
+    probs = np.empty((len(codes), len(classes)), dtype=np.float32)
+    probs[labelled] = oof.pred_probs
+    probs[~labelled] = oof.extra_probs
+    write_npy(probs, out / PRED_PROBS)
+    info = {"label": c.label, "classes": [_jsonable(v) for v in classes.to_pylist()],
+            "features": feats.names, "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed,
+            "rows": len(codes), "labelled_rows": n_lab, "notes": oof.notes}
+    write_json(info, out / OOF_INFO)
+    summary = {k: info[k] for k in ("rows", "labelled_rows", "model", "folds", "notes")}
+    summary["n_classes"] = len(classes)
+    return {"rows_in": len(codes), "rows_out": len(codes), "summary": summary,
+            "outputs": {"pred_probs": PRED_PROBS, "info": OOF_INFO}}
+
+
+def run_flag(ctx: StageContext, out: Path) -> dict:
+    """``flags.parquet`` (every input column plus the flag columns) and ``summary.json``.
+
+    With an ``oof`` stage before it, its probabilities are used; otherwise the out-of-fold
+    probabilities are computed here with the ``[oof]`` settings, as ``cleanpipe flag`` does.
+    """
+    from ..flag import flag_dataset
+
+    p, c = ctx.pipeline, ctx.pipeline.columns
+    oof_dir = ctx.upstream.get("oof")
+    with AtomicOutputs() as outputs:
+        summary = flag_dataset(
+            ctx.data, out / FLAGS, outputs=outputs, label=c.label,
+            features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
+            model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+            pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None, method=p.flag.method,
+            mixture=p.flag.mixture, noisy_threshold=p.flag.noisy_threshold)
+    summary["source"] = ctx.source
+    if oof_dir:
+        info = _read_json(oof_dir / OOF_INFO)
+        summary["oof"] = {k: info.get(k) for k in ("model", "folds", "seed", "features", "notes")}
+    write_json(summary, out / SUMMARY)
+    keep = ("rows", "labelled_rows", "n_classes", "estimated_noise_rate", "estimated_issues", "flagged")
+    return {"rows_in": summary["rows"], "rows_out": summary["rows"],
+            "summary": {k: summary[k] for k in keep}, "outputs": {"flags": FLAGS, "summary": SUMMARY}}
+
+
+def run_clean(ctx: StageContext, out: Path) -> dict:
+    """``cleaned.parquet``: the flags table with flagged rows dropped, down-weighted or relabelled,
+    streamed batch by batch (each row is cleaned on its own), and ``summary.json``."""
+    from ..clean import clean_table
+
+    p, s = ctx.pipeline, ctx.pipeline.clean
+    flag_dir = ctx.upstream.get("flag")
+    flags_path = flag_dir / FLAGS if flag_dir else ctx.data
+    flag_summary = _read_json(flag_dir / SUMMARY) if flag_dir else {}
+    dataset = open_dataset(flags_path, what="flags table")
+    counts = {"rows_in": 0, "rows_out": 0, "flagged": 0, "null_label": 0, "dropped": 0,
+              "down_weighted": 0, "relabelled": 0}
+    writer, settings = None, {}
+    batches = dataset.to_batches(batch_size=p.batch_rows)
+    try:
+        for batch in _non_empty(batches, dataset.schema):
+            result = clean_table(pa.Table.from_batches([batch]), mode=s.mode,
+                                 label=p.columns.label, min_weight=s.min_weight,
+                                 relabel_p_noisy=s.relabel_p_noisy, relabel_score=s.relabel_score,
+                                 drop_flag_columns=s.drop_flag_columns, source="the flags table")
+            for k, v in result.counts.items():
+                counts[k] += v
+            settings = result.settings
+            if writer is None:
+                writer = pq.ParquetWriter(out / CLEANED, result.table.schema, compression="zstd")
+            writer.write_table(result.table)
+        provenance = {
+            "cleanpipe_version": __version__, "source": ctx.source,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "settings": settings, "counts": counts, "flag_settings": flag_summary.get("settings"),
+        }
+        if "noise_matrix" in flag_summary:
+            # retrain --loss forward finds the noise matrix here when the file travels alone
+            provenance.update(classes=flag_summary.get("classes"), noise_matrix=flag_summary["noise_matrix"])
+        # Added at the end: the counts are known only once every batch is written.
+        writer.add_key_value_metadata({"cleanpipe.clean": json.dumps(provenance)})
+    finally:
+        if writer is not None:
+            writer.close()
+    write_json(dict(counts, settings=settings), out / SUMMARY)
+    return {"rows_in": counts["rows_in"], "rows_out": counts["rows_out"], "summary": counts,
+            "outputs": {"cleaned": CLEANED, "summary": SUMMARY}}
+
+
+def _non_empty(batches, schema):
+    """The batches, or one empty batch for an empty table (so the output still has a schema)."""
+    seen = False
+    for batch in batches:
+        seen = True
+        yield batch
+    if not seen:
+        yield pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def run_retrain(ctx: StageContext, out: Path) -> dict:
+    """``model/`` (``model.pt``, ``model.json``, ``metrics.json``) trained on the cleaned table
+    (or the flags table, or the input when the pipeline starts here)."""
+    from ..train import TrainConfig, retrain_table, save_model_dir
+
+    c, r = ctx.pipeline.columns, ctx.pipeline.retrain
+    if "clean" in ctx.upstream:
+        path = ctx.upstream["clean"] / CLEANED
+    elif "flag" in ctx.upstream:
+        path = ctx.upstream["flag"] / FLAGS
+    else:
+        path = ctx.data
+    table = read_table(path)
+    noise_matrix = classes = None
+    if r.loss == "forward":
+        noise_matrix, classes = _noise_matrix(ctx, table)
+    config = TrainConfig(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
+                         hidden=tuple(r.hidden), dropout=r.dropout, patience=r.patience,
+                         val_fraction=r.val_fraction, seed=r.seed, device=r.device,
+                         threads=r.threads).check()
+    result = retrain_table(table, label=c.label, features=list(c.features) if c.features else None,
+                           exclude=c.exclude, ids=c.ids,
+                           weight_col="sample_weight" if "sample_weight" in table.column_names else None,
+                           loss=r.loss, loss_params=dict(r.loss_params), noise_matrix=noise_matrix,
+                           noise_matrix_classes=classes, config=config, source=ctx.source)
+    save_model_dir(out / MODEL, result.state_dict, result.spec, result.metrics)
+    m = result.metrics
+    summary = {k: m.get(k) for k in ("labelled_rows", "train_rows", "val_rows", "val_accuracy", "epochs",
+                                     "best_epoch", "device", "samples_per_second")}
+    return {"rows_in": table.num_rows, "rows_out": table.num_rows, "summary": summary,
+            "outputs": {"model": MODEL}}
+
+
+def _noise_matrix(ctx: StageContext, table: pa.Table):
+    from ..clean import table_metadata
+    if "flag" in ctx.upstream:
+        s = _read_json(ctx.upstream["flag"] / SUMMARY)
+        return s["noise_matrix"], s.get("classes")
+    meta = table_metadata(table, "cleanpipe.clean")
+    if "noise_matrix" in meta:
+        return meta["noise_matrix"], meta.get("classes")
+    raise InputError("[retrain] loss = \"forward\" needs the noise matrix of a flag stage; add "
+                     "\"flag\" to stages or pick another loss")
+
+
+#: Stage name -> function, in data-flow order.
+STAGE_FUNCTIONS = {"oof": run_oof, "flag": run_flag, "clean": run_clean, "retrain": run_retrain}

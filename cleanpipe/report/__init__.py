@@ -1,0 +1,293 @@
+"""The HTML report of a ``cleanpipe flag`` run: charts of the noise estimates and the rows to check.
+
+:func:`build_report` turns a flags table (or a Parquet file of one) and its summary into one
+self-contained HTML document; :func:`write_report` also reads the summary sidecar and writes the
+file atomically. A flags table of any length is read in record batches, and only the
+``label_score`` and ``is_label_issue`` columns in full: the histograms are accumulated batch by
+batch and the lowest scores kept in a running top-``max_rows``, so memory does not grow with
+the table. Other columns are read only for the rows that are shown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import CleanpipeWarning, InputError
+from ..io import summary_path_for
+from . import html as _html
+
+__all__ = ["build_report", "write_report", "read_summary", "summary_path_for"]
+
+log = logging.getLogger(__name__)
+
+#: Columns ``cleanpipe flag`` adds; the report needs all of them.
+FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
+#: Summary keys the report reads.
+SUMMARY_KEYS = ("rows", "classes", "estimated_noise_rate", "noise_rate_per_class", "rows_per_class",
+                "flagged", "flagged_per_class", "noise_matrix", "mixture")
+#: Bins of the label_score histograms.
+SCORE_BINS = 40
+_BATCH_ROWS = 65_536
+
+
+def read_summary(path: str | os.PathLike) -> dict:
+    """Read and check a summary JSON written by ``cleanpipe flag``.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    dict
+        The summary, with at least the keys in :data:`SUMMARY_KEYS`.
+
+    Raises
+    ------
+    InputError
+        The file is missing, is not JSON, or lacks keys the report needs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"summary '{path}' not found; cleanpipe flag writes it beside the flags file, "
+                         "pass its path with --summary")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"summary '{path}' is not valid JSON ({exc}); pass the summary JSON that "
+                         "cleanpipe flag wrote") from None
+    _check_summary(summary, f" '{path}'")
+    return summary
+
+
+def _check_summary(summary, where: str) -> None:
+    if not isinstance(summary, dict):
+        raise InputError(f"summary{where} is a {type(summary).__name__}, not a JSON object; pass the "
+                         "summary JSON that cleanpipe flag wrote")
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise InputError(f"summary{where} lacks {', '.join(missing)}; pass the summary JSON that "
+                         "cleanpipe flag wrote for this flags file")
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What one pass over ``label_score`` / ``is_label_issue`` gives."""
+
+    n_rows: int
+    edges: np.ndarray
+    kept: np.ndarray
+    flagged: np.ndarray
+    top: np.ndarray  # row positions of the lowest scores, lowest first
+
+
+def _scan(batches, n_top: int) -> _Scan:
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    kept = np.zeros(SCORE_BINS, dtype=np.int64)
+    flagged = np.zeros(SCORE_BINS, dtype=np.int64)
+    top_idx = np.empty(0, dtype=np.int64)
+    top_score = np.empty(0, dtype=np.float64)
+    offset = 0
+    for batch in batches:
+        # Null scores (unlabelled rows) become NaN and are neither counted nor ranked.
+        score = batch.column("label_score").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        issue = pc.fill_null(batch.column("is_label_issue").cast(pa.bool_()), False)
+        issue = issue.to_numpy(zero_copy_only=False)
+        ok = np.isfinite(score)
+        s = np.clip(score, 0.0, 1.0)
+        flagged += np.histogram(s[ok & issue], bins=edges)[0]
+        kept += np.histogram(s[ok & ~issue], bins=edges)[0]
+        idx = np.concatenate([top_idx, np.flatnonzero(ok) + offset])
+        val = np.concatenate([top_score, score[ok]])
+        # Ties broken by row position, so the table order is stable.
+        order = np.lexsort((idx, val))[:n_top]
+        top_idx, top_score = idx[order], val[order]
+        offset += batch.num_rows
+    return _Scan(offset, edges, kept, flagged, top_idx)
+
+
+def _open(flags):
+    """``(schema, batches(columns), take(sorted positions, columns))`` for a table or a path."""
+    if isinstance(flags, pa.Table):
+        return (flags.schema, lambda cols: flags.select(cols).to_batches(max_chunksize=_BATCH_ROWS),
+                lambda pos, cols: flags.select(cols).take(pa.array(pos, pa.int64())))
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+    path = Path(flags)
+    if not path.exists():
+        raise InputError(f"flags '{path}' does not exist; pass the Parquet file cleanpipe flag wrote")
+    try:
+        if path.is_dir():
+            dataset = ds.dataset(path, format="parquet", partitioning="hive")
+            # Dataset scans keep file and row order, so positions match those of the whole table.
+            return (dataset.schema,
+                    lambda cols: dataset.to_batches(columns=cols, batch_size=_BATCH_ROWS),
+                    lambda pos, cols: dataset.take(pa.array(pos, pa.int64()), columns=cols))
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"flags '{path}' is not a readable Parquet file ({first}); pass the Parquet "
+                         "file cleanpipe flag wrote") from None
+    meta = pf.metadata
+    starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+
+    def take(pos: np.ndarray, cols: list) -> pa.Table:
+        # Only the row groups holding a wanted row are read, one record batch at a time.
+        parts = []
+        for g in np.unique(np.searchsorted(starts, pos, side="right") - 1):
+            offset = int(starts[g])
+            for batch in pf.iter_batches(batch_size=_BATCH_ROWS, row_groups=[int(g)], columns=cols):
+                local = pos[(pos >= offset) & (pos < offset + batch.num_rows)] - offset
+                if local.size:
+                    parts.append(pa.Table.from_batches([batch.take(pa.array(local))]))
+                offset += batch.num_rows
+        return pa.concat_tables(parts)
+
+    return (pf.schema_arrow, lambda cols: pf.iter_batches(batch_size=_BATCH_ROWS, columns=cols), take)
+
+
+def _shown_columns(schema: pa.Schema, summary: dict, max_columns: int) -> tuple[list, int]:
+    label = (summary.get("settings") or {}).get("label")
+    # The id columns are those `flag` put in top_suspicious besides its own keys; show them first.
+    ids = [c for c in ((summary.get("top_suspicious") or [{}])[0] or {})
+           if c not in ("row", *FLAG_COLUMNS) and c in schema.names]
+    # The label column repeats given_label, so it is not shown again.
+    data = [c for c in schema.names if c not in FLAG_COLUMNS and c != label and c not in ids]
+    cols = (ids + data)[:max_columns]
+    return cols, len(ids) + len(data) - len(cols)
+
+
+def _rows_table(take, positions: np.ndarray, data_cols: list, hidden: int) -> _html.RowsTable:
+    columns = ["row", "given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue",
+               *data_cols]
+    if positions.size == 0:
+        return _html.RowsTable(columns, [], hidden)
+    # Positions are sorted for the read (one pass over the row groups), then put back in score order.
+    sorted_pos = np.sort(positions)
+    got = take(sorted_pos, [*FLAG_COLUMNS, *data_cols])
+    where = {int(p): i for i, p in enumerate(sorted_pos)}
+    pylists = {c: got.column(c).to_pylist() for c in got.column_names}
+    rows = []
+    for p in positions:
+        i = where[int(p)]
+        rows.append([int(p)] + [pylists[c][i] for c in columns[1:]])
+    return _html.RowsTable(columns, rows, hidden)
+
+
+def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int = 20) -> str:
+    """Render the HTML report of a flags table.
+
+    Parameters
+    ----------
+    flags : pyarrow.Table or path-like
+        The table ``cleanpipe flag`` wrote (or :attr:`cleanpipe.FlagResult.table`), or the path of
+        its Parquet file or directory. A path is read in record batches: only ``label_score`` and
+        ``is_label_issue`` in full, the other columns only for the rows shown.
+    summary : dict
+        The matching summary (the ``*.summary.json`` sidecar, or :attr:`FlagResult.summary`).
+    max_rows : int, default=50
+        Most suspicious rows (lowest ``label_score``) listed.
+    max_columns : int, default=20
+        Data columns shown in that list (id columns first); the others are counted, not shown.
+
+    Returns
+    -------
+    str
+        A self-contained HTML document: no script, and nothing loaded from the network.
+
+    Raises
+    ------
+    InputError
+        ``flags`` lacks the columns flag adds, or ``summary`` lacks the keys the report needs.
+
+    Examples
+    --------
+    >>> from cleanpipe import flag_table
+    >>> result = flag_table(table, label="label")                         # doctest: +SKIP
+    >>> Path("report.html").write_text(build_report(result.table, result.summary))  # doctest: +SKIP
+    """
+    from . import charts
+    if max_rows < 0 or max_columns < 0:
+        raise InputError(f"max_rows ({max_rows}) and max_columns ({max_columns}) must be >= 0")
+    _check_summary(summary, "")
+    if not isinstance(flags, (pa.Table, str, os.PathLike)):
+        try:  # a pandas DataFrame or a dict of columns
+            flags = pa.table(flags)
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            raise InputError(f"flags must be a pyarrow Table, a DataFrame or a Parquet path, not "
+                             f"{type(flags).__name__} ({exc})") from None
+    schema, batches, take = _open(flags)
+    missing = [c for c in FLAG_COLUMNS if c not in schema.names]
+    if missing:
+        shown = ", ".join(schema.names[:30]) + (", ..." if len(schema.names) > 30 else "")
+        raise InputError(f"flags table lacks the column(s) {', '.join(missing)} that cleanpipe flag adds "
+                         f"(columns: {shown}); pass the output of cleanpipe flag")
+    if not pa.types.is_floating(schema.field("label_score").type):
+        raise InputError(f"flags column 'label_score' has type {schema.field('label_score').type}, not "
+                         "float; pass the output of cleanpipe flag")
+    scan = _scan(batches(["label_score", "is_label_issue"]), max_rows)
+    if scan.n_rows != int(summary["rows"]):
+        warnings.warn(f"the summary describes {summary['rows']} rows but the flags table has "
+                      f"{scan.n_rows}; the charts come from the summary and the lists from the table. "
+                      "Pass the summary written with this flags file (--summary)", CleanpipeWarning,
+                      stacklevel=2)
+    data_cols, hidden = _shown_columns(schema, summary, max_columns)
+    table = _rows_table(take, scan.top, data_cols, hidden)
+
+    names = list(summary["rows_per_class"])
+    mixture = summary["mixture"]
+    svgs = {
+        "chart-loss-mixture": charts.loss_mixture_chart(mixture),
+        "chart-noise-matrix": charts.noise_matrix_chart(summary["noise_matrix"], names),
+        "chart-per-class": charts.per_class_chart(
+            names, [summary["flagged_per_class"][n] for n in names],
+            [summary["noise_rate_per_class"][n] for n in names]),
+        "chart-scores": charts.score_chart(scan.edges, scan.kept, scan.flagged),
+    }
+    return _html.page(summary, _html.sections(summary, svgs, table, n_kept=int(scan.kept.sum()),
+                                              n_flagged=int(scan.flagged.sum())))
+
+
+def write_report(flags, out: str | os.PathLike, *, summary=None, max_rows: int = 50,
+                 max_columns: int = 20) -> Path:
+    """Build the report and write it to ``out`` atomically (a temporary file renamed into place).
+
+    Parameters
+    ----------
+    flags : pyarrow.Table or path-like
+        See :func:`build_report`.
+    out : path-like
+        The HTML file to write; an existing file is replaced only once the new one is complete.
+    summary : dict or path-like, optional
+        The summary or its JSON path; default: the sidecar of ``flags`` (:func:`summary_path_for`),
+        which needs ``flags`` to be a path.
+    max_rows, max_columns : int
+        See :func:`build_report`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+    """
+    from ..io import AtomicOutputs
+    if summary is None:
+        if not isinstance(flags, (str, os.PathLike)):
+            raise InputError("write_report needs summary= when flags is a table, not a path")
+        summary = summary_path_for(flags)
+    if not isinstance(summary, dict):
+        summary = read_summary(summary)
+    text = build_report(flags, summary, max_rows=max_rows, max_columns=max_columns)
+    out = Path(out)
+    with AtomicOutputs() as outputs:
+        outputs.stage(out).write_text(text, encoding="utf-8")
+    log.info("wrote %s (%d bytes)", out, len(text))
+    return out

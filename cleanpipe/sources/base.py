@@ -1,0 +1,125 @@
+"""The one interface every table source and sink implements: Arrow record batches in and out.
+
+A :class:`Source` gives a schema and a :class:`pyarrow.RecordBatchReader` over its rows (or a
+subset of the columns), so a table larger than memory is read in batches. A :class:`Sink`
+takes a record batch reader and replaces a target (a file, an object, a table) with its rows
+atomically: readers of the target see the old rows or the new rows, never a mix or a half.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+
+#: Rows per record batch when a source is read in batches.
+BATCH_ROWS = 65536
+
+
+class Source(abc.ABC):
+    """A table to read.
+
+    Subclasses open nothing in ``__init__`` beyond cheap checks; :meth:`schema` is the first call
+    that touches the data and doubles as the reachability check.
+    """
+
+    #: Short name of the kind of source (``parquet``, ``duckdb``, ``postgres``).
+    kind: str = ""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the rows come from, for logs and manifests; never holds a secret."""
+
+    @abc.abstractmethod
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the rows.
+
+        Raises
+        ------
+        InputError
+            The source cannot be reached or read.
+        """
+
+    @abc.abstractmethod
+    def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+        """Stream the rows (only ``columns``, in that order, if given) in record batches."""
+
+    def identity(self) -> dict:
+        """What the source points at (not its content): the same dict means the same table."""
+        return {"kind": self.kind, "where": self.describe()}
+
+    def fingerprint(self) -> str | None:
+        """A cheap content fingerprint (file names, sizes, times), or ``None`` when only reading
+        every row can tell whether the data changed (database tables and queries)."""
+        return None
+
+    def local_parquet(self) -> Path | None:
+        """A local Parquet file or directory holding exactly these rows, if there is one."""
+        return None
+
+    def close(self) -> None:
+        """Release connections; the source may not be used afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Sink(abc.ABC):
+    """Somewhere to write tables: targets are file paths, object URIs or table names."""
+
+    kind: str = ""
+
+    @abc.abstractmethod
+    def describe(self, target: str) -> str:
+        """Where ``target`` lands, for logs and manifests; never holds a secret."""
+
+    @abc.abstractmethod
+    def check(self, target: str) -> None:
+        """Raise :class:`~cleanpipe.errors.InputError` if ``target`` cannot be written."""
+
+    @abc.abstractmethod
+    def write(self, target: str, reader: pa.RecordBatchReader) -> int:
+        """Replace ``target`` by the rows of ``reader`` atomically; return the row count."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def digest(obj) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``obj`` (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+class BatchHasher:
+    """Hash a stream of record batches by content: equal rows in equal order, equal hash.
+
+    Each column is hashed through its Arrow IPC serialisation, batch by batch; the result does
+    not depend on how a driver happens to cut the stream into batches only if the cuts are the
+    same, which holds for one driver reading one unchanged table.
+    """
+
+    def __init__(self, schema: pa.Schema):
+        self._h = hashlib.sha256()
+        # Names and types count: a renamed column is a different table.
+        self._h.update(schema.remove_metadata().serialize())
+        self.rows = 0
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self._h.update(batch.serialize())
+        self.rows += batch.num_rows
+
+    def hexdigest(self) -> str:
+        return "sha256:" + self._h.hexdigest()

@@ -1,0 +1,243 @@
+"""Parquet files, directories, globs and hive-partitioned datasets, on local disk or ``s3://``.
+
+Everything goes through :mod:`pyarrow.fs` and :mod:`pyarrow.dataset`, so a local path and an S3
+URI are read the same way, in record batches. S3 settings come from the pipeline (endpoint,
+region, anonymous access) or the standard AWS environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``); credentials never live in a pipeline file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..errors import InputError
+from ..io import TMP_PREFIX
+from ._sql import error_line
+from .base import BATCH_ROWS, Sink, Source, digest
+
+_GLOB_CHARS = "*?["
+
+
+def is_s3(path: str) -> bool:
+    return str(path).startswith("s3://")
+
+
+def _is_glob(path: str) -> bool:
+    return any(c in path for c in _GLOB_CHARS)
+
+
+def filesystem_for(path: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
+                   s3_anonymous: bool = False):
+    """The pyarrow filesystem for ``path`` and the path inside it.
+
+    Parameters
+    ----------
+    path : str
+        A local path or an ``s3://bucket/key`` URI.
+    s3_endpoint : str, optional
+        ``http(s)://host:port`` of an S3-compatible store (MinIO, moto, Ceph); default from
+        ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, else AWS itself.
+    s3_region : str, optional
+        Default from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``.
+    s3_anonymous : bool, default=False
+        Read public buckets without credentials.
+
+    Returns
+    -------
+    (pyarrow.fs.FileSystem, str)
+
+    Raises
+    ------
+    InputError
+        A URI scheme other than ``s3://``.
+    """
+    path = str(path)
+    if is_s3(path):
+        endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        kwargs = {"anonymous": bool(s3_anonymous), "connect_timeout": 10, "request_timeout": 60}
+        if endpoint:
+            scheme, sep, host = endpoint.partition("://")
+            kwargs.update(endpoint_override=host if sep else endpoint, scheme=scheme if sep else "https")
+        if region:
+            kwargs["region"] = region
+        return pafs.S3FileSystem(**kwargs), path[len("s3://"):].rstrip("/")
+    if "://" in path:
+        raise InputError(f"'{path}' uses an unsupported scheme; use a local path or an s3:// URI")
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def _arrow_error(what: str, exc: BaseException) -> InputError:
+    return InputError(f"{what} ({error_line(exc)})")
+
+
+class ParquetSource(Source):
+    """A Parquet file, a directory (hive partitions become columns), or a glob of files.
+
+    Parameters
+    ----------
+    path : str
+        Local path or ``s3://`` URI; ``*``, ``?`` and ``[...]`` make it a glob (``*`` also
+        matches ``/``).
+    s3_endpoint, s3_region, s3_anonymous
+        See :func:`filesystem_for`.
+    """
+
+    kind = "parquet"
+
+    def __init__(self, path: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
+                 s3_anonymous: bool = False):
+        self.path = str(path)
+        self._fs, self._inner = filesystem_for(self.path, s3_endpoint=s3_endpoint,
+                                               s3_region=s3_region, s3_anonymous=s3_anonymous)
+        self._dataset = None
+        self._files = None
+
+    def describe(self) -> str:
+        return self.path
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "path": self.path if is_s3(self.path) else self._inner}
+
+    def _list(self):
+        """(files, partition base dir or None) with the FileInfo of every data file."""
+        if self._files is not None:
+            return self._files
+        try:
+            if _is_glob(self._inner):
+                cut = min(self._inner.find(c) for c in _GLOB_CHARS if c in self._inner)
+                base = self._inner[:cut].rsplit("/", 1)[0] or "/"
+                infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+                files = [i for i in infos if i.is_file and fnmatch.fnmatchcase(i.path, self._inner)]
+                if not files:
+                    raise InputError(f"no files match '{self.path}'; check the pattern")
+                self._files = (sorted(files, key=lambda i: i.path), base)
+                return self._files
+            info = self._fs.get_file_info(self._inner)
+            if info.type == pafs.FileType.NotFound:
+                raise InputError(f"'{self.path}' does not exist; pass an existing Parquet file, "
+                                 "directory or glob")
+            if info.type == pafs.FileType.File:
+                self._files = ([info], None)
+                return self._files
+            infos = self._fs.get_file_info(pafs.FileSelector(self._inner, recursive=True))
+            # Skip what pyarrow's dataset discovery skips: hidden and _metadata-like files.
+            files = [i for i in infos if i.is_file and not any(
+                part.startswith((".", "_")) for part in i.path[len(self._inner):].split("/") if part)]
+        except InputError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise _arrow_error(f"cannot list '{self.path}'", exc) from None
+        if not files:
+            raise InputError(f"directory '{self.path}' holds no Parquet files")
+        self._files = (sorted(files, key=lambda i: i.path), self._inner)
+        return self._files
+
+    def dataset(self) -> ds.Dataset:
+        """The :class:`pyarrow.dataset.Dataset` over every file (hive partitions discovered)."""
+        if self._dataset is None:
+            files, base = self._list()
+            try:
+                if base is None:
+                    self._dataset = ds.dataset(files[0].path, filesystem=self._fs, format="parquet")
+                else:
+                    self._dataset = ds.dataset([f.path for f in files], filesystem=self._fs,
+                                               format="parquet", partitioning="hive",
+                                               partition_base_dir=base)
+            except (OSError, pa.ArrowException) as exc:
+                raise _arrow_error(f"'{self.path}' is not a readable Parquet dataset", exc) from None
+        return self._dataset
+
+    def schema(self) -> pa.Schema:
+        return self.dataset().schema
+
+    def count_rows(self) -> int:
+        return self.dataset().count_rows()
+
+    def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+        try:
+            return self.dataset().scanner(columns=columns, batch_size=batch_rows).to_reader()
+        except (OSError, pa.ArrowException) as exc:
+            raise _arrow_error(f"cannot read '{self.path}'", exc) from None
+
+    def fingerprint(self) -> str:
+        files, _ = self._list()
+        return digest([[f.path, f.size, f.mtime_ns] for f in files])
+
+    def local_parquet(self) -> Path | None:
+        if is_s3(self.path) or _is_glob(self._inner):
+            return None
+        return Path(self._inner)
+
+
+class ParquetSink(Sink):
+    """Write tables as single Parquet files, locally or to ``s3://``.
+
+    The rows go to a temporary file beside the target, which is then moved onto it: a rename on
+    local disk; on S3 a server-side copy, which publishes the whole object or nothing.
+    """
+
+    kind = "parquet"
+
+    def __init__(self, *, s3_endpoint: str | None = None, s3_region: str | None = None,
+                 s3_anonymous: bool = False):
+        self._opts = {"s3_endpoint": s3_endpoint, "s3_region": s3_region, "s3_anonymous": s3_anonymous}
+
+    def describe(self, target: str) -> str:
+        return str(target)
+
+    def check(self, target: str) -> None:
+        fs, inner = filesystem_for(target, **self._opts)
+        try:
+            info = fs.get_file_info(inner)
+            if info.type == pafs.FileType.Directory:
+                raise InputError(f"'{target}' is a directory; name a .parquet file")
+            if is_s3(target):
+                bucket = inner.split("/", 1)[0]
+                if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                    raise InputError(f"bucket '{bucket}' of '{target}' does not exist; create it "
+                                     "or fix the URI")
+                return
+        except InputError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise _arrow_error(f"cannot reach '{target}'", exc) from None
+        parent = Path(inner).parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise InputError(f"cannot create '{target}': '{parent}' is not a writable directory")
+
+    def write(self, target: str, reader: pa.RecordBatchReader) -> int:
+        fs, inner = filesystem_for(target, **self._opts)
+        parent, _, name = inner.rpartition("/")
+        tmp = f"{parent}/{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}"
+        rows = 0
+        try:
+            if not is_s3(target):
+                os.makedirs(parent, exist_ok=True)
+            with pq.ParquetWriter(tmp, reader.schema, filesystem=fs, compression="zstd") as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            if not is_s3(target):
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+            fs.move(tmp, inner)
+        except BaseException as exc:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                fs.delete_file(tmp)
+            if isinstance(exc, (OSError, pa.ArrowException)):
+                raise _arrow_error(f"cannot write '{target}'", exc) from None
+            raise
+        return rows

@@ -1,0 +1,22 @@
+"""Retraining with PyTorch: a tabular MLP, its training loop, and model directories.
+
+This subpackage imports torch; the CLI imports it only inside ``retrain`` and ``predict`` so other
+commands start fast.
+
+:func:`retrain_table` trains on an Arrow table (a flags or cleaned table, or any labelled table),
+:func:`save_model_dir` / :func:`load_model_dir` write and read ``model.pt`` + ``model.json`` +
+``metrics.json``, and :func:`predict_table` scores a table with a loaded model.
+"""
+
+from .loop import TrainConfig, TrainHistory, fit, resolve_device, stratified_split
+from .model import Preprocessor, TabularMLP, architecture, build_model
+from .retrain import (DEFAULT_LOSS, NON_FEATURE_COLUMNS, RetrainResult, align_noise_matrix, predict_table,
+                      retrain_table)
+from .store import LoadedModel, check_model_dir, load_model_dir, read_metrics, save_model_dir
+
+__all__ = [
+    "DEFAULT_LOSS", "NON_FEATURE_COLUMNS", "LoadedModel", "Preprocessor", "RetrainResult", "TabularMLP",
+    "TrainConfig", "TrainHistory", "align_noise_matrix", "architecture", "build_model", "check_model_dir",
+    "fit", "load_model_dir", "predict_table", "read_metrics", "resolve_device", "retrain_table",
+    "save_model_dir", "stratified_split",
+]

@@ -1,0 +1,254 @@
+"""Tests for cleanpipe.detect.combine: label_score, the flagging rules, streaming, planted noise."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import rankdata
+
+from cleanpipe.detect import METHODS, detect
+from cleanpipe.detect.combine import NOISY_THRESHOLD
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+@pytest.fixture
+def seven_rows():
+    """7 rows (< 8: no mixture is fitted, p_noisy = 0), 3 classes; checked by hand.
+
+    t = [(0.9 + 0.8 + 0.05) / 3, (0.9 + 0.8) / 2, (0.9 + 0.8) / 2] = [0.5833, 0.85, 0.85].
+    Confident joint: r0, r1 -> C[0,0]; r2 (p1 = 0.9 >= 0.85) -> C[0,1]; r3 -> C[1,1]; r4 none
+    (0.8 < 0.85); r5 -> C[2,2]; r6 none. C = [[2,1,0],[0,1,0],[0,0,1]], label counts [3,2,2],
+    calibrated [[2,1,0],[0,2,0],[0,0,2]], prior [2,3,2]/7, noise matrix
+    T = [[1, 1/3, 0], [0, 2/3, 0], [0, 0, 1]].
+    """
+    labels = np.array([0, 0, 0, 1, 1, 2, 2])
+    pred_probs = np.array([[0.90, 0.05, 0.05], [0.80, 0.10, 0.10], [0.05, 0.90, 0.05],
+                           [0.05, 0.90, 0.05], [0.10, 0.80, 0.10],
+                           [0.05, 0.05, 0.90], [0.10, 0.10, 0.80]])
+    return labels, pred_probs
+
+
+def test_label_score_known_answer(seven_rows):
+    # label_score = T[g, g] p_g / sum_j T[g, j] p_j:
+    #   r0: 0.9 / (0.9 + 0.05 / 3) ; r1: 0.8 / (0.8 + 0.1 / 3) ; r2: 0.05 / (0.05 + 0.9 / 3) = 1/7
+    #   r3..r6: T[1] = [0, 2/3, 0] and T[2] = [0, 0, 1] put all weight on the given class -> 1.
+    labels, pred_probs = seven_rows
+    det = detect(labels, pred_probs)
+    np.testing.assert_array_equal(det.confident.confident_joint, [[2, 1, 0], [0, 1, 0], [0, 0, 1]])
+    np.testing.assert_allclose(det.confident.noise_matrix,
+                               [[1, 1 / 3, 0], [0, 2 / 3, 0], [0, 0, 1]], atol=1e-12)
+    expected = [0.9 / (0.9 + 0.05 / 3), 0.8 / (0.8 + 0.1 / 3), 1 / 7, 1, 1, 1, 1]
+    np.testing.assert_allclose(det.label_score, expected, atol=1e-12)
+    np.testing.assert_array_equal(det.p_noisy, 0.0)
+    np.testing.assert_allclose(det.loss, -np.log(pred_probs[np.arange(7), labels]))
+
+
+@pytest.mark.parametrize("method, expected", [
+    # combined: k = max(off-diagonal of C = 1, #p_noisy > thr = 0) = 1 -> lowest score, r2.
+    ("combined", [2]),
+    # noise_rate: pair (0, 1) has quota 1 and one candidate, r2. per_class: lowest p_given in 0.
+    ("noise_rate", [2]), ("per_class", [2]), ("both", [2]),
+    # mixture: no fit below 8 rows, so nothing is noisy.
+    ("mixture", []),
+])
+def test_flags_known_answer(seven_rows, method, expected):
+    labels, pred_probs = seven_rows
+    assert np.flatnonzero(detect(labels, pred_probs, method=method).is_label_issue).tolist() == expected
+
+
+def test_flags_known_answer_eleven_rows():
+    # The 11-row example of test_confident.py: noise matrix [[1, .25, 0], [0, .5, 1/3],
+    # [0, .25, 2/3]]. label_score: r2 = .2 / (.2 + .25 * .7) = .533, r7 = 0 (p_given = 0),
+    # r10 = (2/3 * .18) / (.25 * .8 + 2/3 * .18) = .375, r8 = 1 (T[2, 0] = 0), every other row
+    # >= .84 and agrees with its arg-max. combined flags the k >= 3 (off-diagonal of C) lowest
+    # scores among disagreeing rows: r7, r10, r2, and r8 only if k reached 11.
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    pred_probs = np.array([[0.90, 0.10, 0.00], [0.80, 0.10, 0.10], [0.20, 0.70, 0.10],
+                           [0.60, 0.00, 0.40], [0.50, 0.30, 0.20], [0.10, 0.80, 0.10],
+                           [0.10, 0.70, 0.20], [0.58, 0.00, 0.42], [0.58, 0.00, 0.42],
+                           [0.10, 0.30, 0.60], [0.02, 0.80, 0.18]])
+    det = detect(labels, pred_probs)
+    np.testing.assert_allclose(det.label_score[[2, 7, 8, 10]], [0.2 / 0.375, 0.0, 1.0, 0.12 / 0.32],
+                               atol=1e-12)
+    assert np.all(np.delete(det.label_score, [2, 7, 10]) >= 0.84)
+    flagged = set(np.flatnonzero(det.is_label_issue).tolist())
+    assert {2, 7, 10} <= flagged <= {2, 7, 8, 10}
+    assert np.flatnonzero(detect(labels, pred_probs, method="noise_rate").is_label_issue).tolist() == [2, 10]
+    assert np.flatnonzero(detect(labels, pred_probs, method="per_class").is_label_issue).tolist() == [2, 7, 10]
+    assert np.flatnonzero(detect(labels, pred_probs, method="both").is_label_issue).tolist() == [2, 10]
+
+
+def test_unknown_method_at_detect():
+    with pytest.raises(ValueError, match="unknown method"):
+        detect(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), method="vote")
+
+
+# --------------------------------------------------------------------------------------------
+# Relations between the methods, and streaming, on random inputs
+# --------------------------------------------------------------------------------------------
+
+@st.composite
+def noisy_problems(draw, max_rows=300, max_classes=5):
+    """(labels, pred_probs): softmax of noisy logits, ~20% of labels moved to another class."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(1, max_rows))
+    k = draw(st.integers(2, max_classes))
+    true = rng.integers(0, k, n)
+    logits = rng.normal(0.0, draw(st.sampled_from([0.5, 1.0, 2.0])), (n, k))
+    logits[np.arange(n), true] += draw(st.sampled_from([0.0, 1.0, 3.0]))
+    pred_probs = np.exp(logits)
+    pred_probs /= pred_probs.sum(axis=1, keepdims=True)
+    flip = rng.random(n) < draw(st.sampled_from([0.0, 0.1, 0.3]))
+    labels = np.where(flip, (true + rng.integers(1, k, n)) % k, true)
+    return labels, pred_probs
+
+
+@SETTINGS
+@given(problem=noisy_problems(), mixture=st.sampled_from(["beta", "gaussian"]))
+def test_method_relations(problem, mixture):
+    labels, pred_probs = problem
+    dets = {m: detect(labels, pred_probs, method=m, mixture=mixture) for m in METHODS}
+    ref = dets["combined"]
+    disagrees = ref.predicted != labels
+    for m, det in dets.items():
+        assert det.method == m
+        # Only is_label_issue depends on the method.
+        np.testing.assert_array_equal(det.label_score, ref.label_score)
+        np.testing.assert_array_equal(det.p_noisy, ref.p_noisy)
+        assert det.is_label_issue.dtype == bool and len(det.is_label_issue) == len(labels)
+        # No method flags a row whose arg-max is its given label.
+        assert not np.any(det.is_label_issue & ~disagrees)
+    assert np.all((ref.label_score >= 0) & (ref.label_score <= 1))
+    assert np.all(np.isfinite(ref.label_score)) and np.all(np.isfinite(ref.p_noisy))
+    np.testing.assert_array_equal(ref.predicted, pred_probs.argmax(axis=1))
+    np.testing.assert_array_equal(dets["both"].is_label_issue,
+                                  dets["noise_rate"].is_label_issue & dets["per_class"].is_label_issue)
+    np.testing.assert_array_equal(dets["mixture"].is_label_issue,
+                                  (ref.p_noisy > NOISY_THRESHOLD) & disagrees)
+    # combined: at most k = max(off-diagonal of C, #p_noisy > thr) flags, the lowest scores.
+    cj = ref.confident.confident_joint
+    k = max(int(cj.sum() - np.trace(cj)), int(np.sum(ref.p_noisy > NOISY_THRESHOLD)))
+    flags = dets["combined"].is_label_issue
+    assert flags.sum() <= k
+    if flags.any() and (~flags & disagrees).any():
+        # Every flagged row scores at most every unflagged disagreeing row.
+        assert ref.label_score[flags].max() <= ref.label_score[~flags & disagrees].min()
+    # per_class: at most the calibrated off-diagonal of each class, leaving one row per class.
+    issues = dets["per_class"].is_label_issue
+    per_class = np.bincount(labels[issues], minlength=pred_probs.shape[1])
+    assert np.all(per_class <= np.maximum(ref.confident.label_counts - 1, 0))
+
+
+@settings(max_examples=50, deadline=None)
+@given(problem=noisy_problems(), block_rows=st.sampled_from([1, 7, 64]),
+       method=st.sampled_from(METHODS))
+def test_small_blocks_give_identical_output(problem, block_rows, method):
+    # The two-pass / streaming guarantee: the block size changes no flag, label, count or estimate.
+    # label_score alone may move by an ulp: its denominator is a BLAS mat-vec product per block,
+    # whose rounding depends on the block's row count (see the report in test_api.py).
+    labels, pred_probs = problem
+    a = detect(labels, pred_probs, method=method)
+    b = detect(labels, pred_probs, method=method, block_rows=block_rows)
+    for f in ("is_label_issue", "p_noisy", "predicted", "loss"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    np.testing.assert_allclose(a.label_score, b.label_score, rtol=0, atol=1e-15)
+    for f in dataclasses.fields(a.confident):
+        np.testing.assert_array_equal(getattr(a.confident, f.name), getattr(b.confident, f.name),
+                                      err_msg=f.name)
+
+
+@settings(max_examples=20, deadline=None)
+@given(problem=noisy_problems(), low=st.floats(0.0, 0.99), high=st.floats(0.0, 0.99))
+def test_mixture_flags_shrink_as_threshold_rises(problem, low, high):
+    labels, pred_probs = problem
+    low, high = min(low, high), max(low, high)
+    a = detect(labels, pred_probs, method="mixture", noisy_threshold=low).is_label_issue
+    b = detect(labels, pred_probs, method="mixture", noisy_threshold=high).is_label_issue
+    assert not np.any(b & ~a)
+
+
+# --------------------------------------------------------------------------------------------
+# Degenerate inputs
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("case", ["one_hot", "confident", "single_class", "n1", "n2", "n7",
+                                  "uniform"])
+def test_degenerate_inputs(method, case):
+    rng = np.random.default_rng(1)
+    k = 3
+    if case in ("one_hot", "confident"):
+        labels = rng.integers(0, k, 200)
+        pred_probs = np.eye(k)[labels]
+        if case == "confident":
+            pred_probs = 0.9 * pred_probs + rng.dirichlet(np.ones(k), 200) * 0.1
+    elif case == "single_class":
+        labels = np.zeros(150, dtype=np.int64)
+        pred_probs = rng.dirichlet(np.ones(k), 150)
+    elif case == "uniform":
+        labels = rng.integers(0, k, 100)
+        pred_probs = np.full((100, k), 1 / k)
+    else:
+        n = int(case[1:])
+        labels = rng.integers(0, k, n)
+        pred_probs = rng.dirichlet(np.ones(k), n)
+    det = detect(labels, pred_probs, method=method)
+    for f in ("label_score", "p_noisy", "loss"):
+        assert np.all(np.isfinite(getattr(det, f))), f
+    assert np.all((det.label_score >= 0) & (det.label_score <= 1))
+    assert np.all((det.p_noisy >= 0) & (det.p_noisy <= 1))
+    assert np.all(np.isfinite(det.confident.noise_matrix)) and np.all(np.isfinite(det.confident.prior))
+    assert not det.is_label_issue[det.predicted == labels].any()
+    if case in ("one_hot", "confident"):
+        # The model agrees with every label with high confidence: nothing to flag.
+        assert not det.is_label_issue.any()
+        assert np.all(det.label_score >= 0.8)
+
+
+# --------------------------------------------------------------------------------------------
+# Planted noise, end to end
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def planted():
+    """6000 rows, 4 classes, ~96% model accuracy, 15% of labels flipped by a known noise matrix."""
+    noise = np.array([[0.80, 0.10, 0.00, 0.05],
+                      [0.10, 0.85, 0.10, 0.05],
+                      [0.05, 0.05, 0.90, 0.00],
+                      [0.05, 0.00, 0.00, 0.90]])
+    rng = np.random.default_rng(777)
+    n, k = 6000, 4
+    true = rng.choice(k, n, p=[0.4, 0.3, 0.2, 0.1])
+    logits = rng.normal(0.0, 1.0, (n, k))
+    logits[np.arange(n), true] += 3.0
+    pred_probs = np.exp(logits)
+    pred_probs /= pred_probs.sum(axis=1, keepdims=True)
+    given = (rng.random(n)[:, None] > noise.cumsum(axis=0)[:, true].T).sum(axis=1)
+    return true, given, pred_probs
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_planted_noise_recall_precision(planted, method):
+    true, given, pred_probs = planted
+    flags = detect(given, pred_probs, method=method).is_label_issue
+    wrong = given != true
+    recall = (flags & wrong).sum() / wrong.sum()
+    precision = (flags & wrong).sum() / max(flags.sum(), 1)
+    # Measured over six seeds: recall >= 0.89 and precision >= 0.91 for every method.
+    assert recall >= 0.85, recall
+    assert precision >= 0.85, precision
+
+
+def test_planted_noise_label_score_ranks_errors_first(planted):
+    true, given, pred_probs = planted
+    det = detect(given, pred_probs)
+    wrong = given != true
+    # AUROC of (1 - label_score) for "label is wrong", by the rank-sum formula (ties averaged).
+    ranks = rankdata(-det.label_score)
+    auc = (ranks[wrong].sum() - wrong.sum() * (wrong.sum() + 1) / 2) / (wrong.sum() * (~wrong).sum())
+    assert auc >= 0.9, auc

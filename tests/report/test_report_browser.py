@@ -1,0 +1,212 @@
+"""The report in a real browser: headless Chromium driven over the DevTools protocol.
+
+The protocol runs over a pipe (``--remote-debugging-pipe``: Chromium reads commands on fd 3 and
+writes replies on fd 4, each a JSON object ended by a NUL byte), so no websocket client or
+other dependency is needed. That lets the test ask the live page whether every chart image
+decoded, collect console messages, exceptions and CSP violations, and read the DOM back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from cleanpipe.report import write_report
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHART_IDS = ("chart-loss-mixture", "chart-noise-matrix", "chart-per-class", "chart-scores")
+TIMEOUT_S = 30.0
+
+# Payloads that leave a mark in the DOM if they ever run: a changed title, a body attribute.
+PAYLOADS = (
+    "<script>document.title='XSS-RAN'</script>",
+    "<img src=x onerror=\"document.body.setAttribute('data-xss','img')\">",
+    "\"><svg onload=\"document.body.setAttribute('data-xss','svg')\">",
+    "' onmouseover='document.title=1' x='" + "padding to exceed the cell width " * 2,
+)
+
+
+class DevTools:
+    """A minimal DevTools-protocol client over Chromium's debugging pipe."""
+
+    def __init__(self, binary: str, user_data_dir: Path):
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+
+        def _map_fds():  # in the child, before exec: the pipe ends become fds 3 and 4
+            os.dup2(to_chrome_r, 3)
+            os.dup2(from_chrome_w, 4)
+
+        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-extensions", "--remote-debugging-pipe",
+                f"--user-data-dir={user_data_dir}", "about:blank"]
+        # close_fds=False so fds 3 and 4 survive; Python's own fds are non-inheritable anyway.
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, close_fds=False, preexec_fn=_map_fds)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buf = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        """Send a command and wait for its reply (events arriving meanwhile are kept)."""
+        self._next_id += 1
+        msg = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_chrome, json.dumps(msg).encode() + b"\0")
+        while True:
+            reply = self._read()
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_event(self, method: str) -> dict:
+        for i, event in enumerate(self.events):
+            if event.get("method") == method:
+                return self.events.pop(i)
+        while True:
+            event = self._read()
+            if event.get("method") == method:
+                return event
+            self.events.append(event)
+
+    def _read(self) -> dict:
+        deadline = time.monotonic() + TIMEOUT_S
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from_chrome], [], [], left)[0]:
+                raise TimeoutError("no reply from Chromium over the DevTools pipe")
+            chunk = os.read(self._from_chrome, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed the DevTools pipe")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close")
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._to_chrome)
+        os.close(self._from_chrome)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium); the browser test needs one")
+    client = DevTools(CHROMIUM, tmp_path_factory.mktemp("chromium-profile"))
+    yield client
+    client.close()
+
+
+def load(client: DevTools, path: Path) -> dict:
+    """Open ``path`` in a fresh tab; return what the page reports and the problems logged."""
+    target = client.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = client.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    client.events.clear()
+    for domain in ("Page", "Runtime", "Log"):
+        client.send(f"{domain}.enable", session=session)
+    client.send("Page.navigate", {"url": path.resolve().as_uri()}, session=session)
+    client.wait_event("Page.loadEventFired")
+    probe = """JSON.stringify({
+        title: document.title,
+        xss: document.body.getAttribute('data-xss'),
+        images: Array.from(document.images).map(i => ({id: i.id, ok: i.complete && i.naturalWidth > 0})),
+        svgs: document.querySelectorAll('svg').length,
+        scripts: document.scripts.length,
+        rows: document.querySelectorAll('#suspicious-rows tbody tr').length,
+        headers: Array.from(document.querySelectorAll('#suspicious-rows thead th')).map(t => t.textContent),
+        text: document.body.innerText,
+        dom: document.documentElement.outerHTML})"""
+    got = client.send("Runtime.evaluate", {"expression": probe, "returnByValue": True},
+                      session=session)
+    page = json.loads(got["result"]["value"])
+    problems = []
+    for event in client.events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            problems.append(params["exceptionDetails"].get("text", "exception"))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
+            problems.append(" ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+        elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
+            problems.append(params["entry"]["text"])
+    client.send("Target.closeTarget", {"targetId": target})
+    page["problems"] = problems
+    return page
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_probe_catches_console_errors_and_blocked_scripts(browser, tmp_path):
+    # The negative control: without it a broken event collector would pass every test below.
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><head><title>t</title></head><body>"
+                   "<script>console.error('boom'); document.body.setAttribute('data-xss','ran')</script>"
+                   "</body></html>")
+    page = load(browser, bad)
+    assert page["xss"] == "ran" and page["scripts"] == 1
+    assert any("boom" in p for p in page["problems"]), page["problems"]
+
+
+def test_report_loads_with_every_chart_and_no_console_errors(browser, report_html, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text(report_html, encoding="utf-8")
+    page = load(browser, out)
+    assert page["problems"] == []
+    assert page["title"].startswith("cleanpipe report")
+    images = {i["id"]: i["ok"] for i in page["images"]}
+    assert set(CHART_IDS) <= set(images), images
+    assert all(images[c] for c in CHART_IDS), f"chart image(s) failed to decode: {images}"
+    assert page["scripts"] == 0
+    assert page["rows"] == 50
+    assert page["headers"][:6] == ["row", "given_label", "predicted_label", "label_score", "p_noisy",
+                                   "is_label_issue"]
+    for heading in ("Loss mixture", "Estimated noise matrix", "Per class", "Run details"):
+        assert heading in page["text"]
+
+
+def test_payloads_in_data_render_as_text_and_never_run(browser, make_flagged_result, tmp_path):
+    result = make_flagged_result(class_names=PAYLOADS[:3], feature_names=PAYLOADS, source=PAYLOADS[0])
+    out = write_report(result.table, tmp_path / "xss.html", summary=result.summary)
+    page = load(browser, out)
+    assert page["problems"] == []
+    assert page["xss"] is None
+    assert page["title"] == f"cleanpipe report: {PAYLOADS[0]}"  # the payload as text, not run
+    assert page["scripts"] == 0 and page["svgs"] == 0
+    assert {i["id"] for i in page["images"]} == set(CHART_IDS)  # no <img src=x> got in
+    parser = _Tags()
+    parser.feed(page["dom"])
+    for tag, attrs in parser.tags:
+        assert not any(a.startswith("on") for a in attrs), (tag, attrs)
+    for payload in PAYLOADS[:3]:
+        assert payload in page["text"]  # shown to the reader, exactly as in the data
+    assert sum(h in PAYLOADS for h in page["headers"]) == len(PAYLOADS)

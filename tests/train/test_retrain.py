@@ -1,0 +1,182 @@
+"""cleanpipe.train.retrain and .store: losses wired to flag output, save/load, predictions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from conftest import make_table
+
+from cleanpipe import flag_table
+from cleanpipe.errors import InputError
+from cleanpipe.train import (TrainConfig, align_noise_matrix, load_model_dir, predict_table, retrain_table,
+                             save_model_dir)
+
+FAST = TrainConfig(epochs=4, batch_size=32, lr=1e-2, hidden=(16,), seed=0, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def flagged():
+    """A flags table (given probabilities, no cross-validation) and its summary."""
+    table = make_table(n=90)
+    y = np.arange(90) % 3
+    probs = np.full((90, 3), 0.1)
+    probs[np.arange(90), y] = 0.8
+    probs[:6] = np.roll(probs[:6], 1, axis=1)  # six rows the "model" disagrees with
+    res = flag_table(table, label="label", pred_probs=probs)
+    return res.table, res.summary
+
+
+@pytest.fixture(scope="module")
+def trained(flagged, tmp_path_factory):
+    table, _ = flagged
+    res = retrain_table(table, label="label", ids=["row_id"], config=FAST)
+    path = save_model_dir(tmp_path_factory.mktemp("m") / "model", res.state_dict, res.spec, res.metrics)
+    return res, path
+
+
+def test_flag_columns_are_never_features(trained):
+    res, _ = trained
+    assert res.spec["preprocessing"]["columns"] == ["x", "x2", "colour"]
+    assert res.spec["classes"] == ["cat", "dog", "eel"] and res.spec["label_type"] == "string"
+    m = res.metrics
+    assert m["epochs"] == len(m["curve"]["train_loss"]) and 1 <= m["best_epoch"] <= m["epochs"]
+    assert m["device"] == "cpu" and m["samples_per_second"] > 0 and m["settings"]["loss"] == "sce"
+
+
+def test_reloaded_model_reproduces_predictions_exactly(trained, flagged):
+    res, path = trained
+    table, _ = flagged
+    table = table.drop_columns(["given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"])
+    loaded = load_model_dir(path)
+    a = predict_table(loaded, table, probs=True)
+    b = predict_table(load_model_dir(path), table, probs=True)
+    new = ["predicted_label", "confidence", "pred_probs"]
+    assert a.select(new).equals(b.select(new))  # (the input's NaN would make whole tables unequal)
+    assert a.column_names == table.column_names + ["predicted_label", "confidence", "pred_probs"]
+    assert a.schema.field("predicted_label").type == pa.string()
+    assert a.schema.field("pred_probs").type == pa.list_(pa.float32())
+    # the in-memory model of the training run gives the same probabilities bit for bit
+    from cleanpipe.train.loop import predict_logits
+    x_num, x_cat = loaded.preprocessor.transform(table)
+    p = torch.softmax(predict_logits(res.model, torch.from_numpy(x_num), torch.from_numpy(x_cat)), 1)
+    np.testing.assert_array_equal(np.stack(a.column("pred_probs").to_numpy(zero_copy_only=False)), p.numpy())
+    conf = a.column("confidence").to_numpy()
+    assert np.all((conf > 0) & (conf <= 1))
+
+
+def test_predict_on_a_flags_table_needs_a_prefix(trained, flagged):
+    table, _ = flagged
+    loaded = load_model_dir(trained[1])
+    with pytest.raises(InputError, match="already has a column 'predicted_label'.*--prefix"):
+        predict_table(loaded, table)
+    out = predict_table(loaded, table, prefix="model_")
+    assert out.column_names[-2:] == ["model_predicted_label", "model_confidence"]
+
+
+def test_forward_needs_and_aligns_the_noise_matrix(flagged):
+    table, summary = flagged
+    with pytest.raises(InputError, match="--loss forward needs the noise matrix"):
+        retrain_table(table, label="label", loss="forward", config=FAST)
+    res = retrain_table(table, label="label", loss="forward", noise_matrix=summary["noise_matrix"],
+                        noise_matrix_classes=summary["classes"], config=FAST)
+    assert res.metrics["settings"]["noise_matrix"] is not None
+    t = np.array([[0.8, 0.1, 0.0], [0.1, 0.8, 0.5], [0.1, 0.1, 0.5]])
+    np.testing.assert_allclose(align_noise_matrix(t, ["a", "b", "c"], ["c", "a"]),
+                               [[1.0, 0.1 / 0.9], [0.0, 0.8 / 0.9]], rtol=1e-6)
+    with pytest.raises(InputError, match="no class 'z'"):
+        align_noise_matrix(t, ["a", "b", "c"], ["a", "z"])
+
+
+def test_dynamic_losses_use_p_noisy_or_explain(flagged):
+    table, _ = flagged
+    res = retrain_table(table, label="label", loss="dynamic-hard", config=FAST)
+    assert res.metrics["settings"]["loss"] == "dynamic-hard"
+    with pytest.raises(InputError, match="p_noisy column"):
+        retrain_table(table.drop_columns(["p_noisy"]), label="label", loss="dynamic-soft", config=FAST)
+
+
+def test_online_noisy_weight_needs_no_flag_columns(flagged):
+    table, _ = flagged
+    plain = table.drop_columns(["given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"])
+    res = retrain_table(plain, label="label", loss="dynamic-hard", noisy_weight="online", warmup=2,
+                        config=FAST)
+    assert res.spec["loss"]["noisy_weight"] == "online" and res.metrics["settings"]["warmup"] == 2
+    with pytest.raises(InputError, match="--noisy-weight must be"):
+        retrain_table(plain, label="label", loss="dynamic-hard", noisy_weight="guess", config=FAST)
+
+
+def test_loss_and_weight_errors(flagged):
+    table, _ = flagged
+    with pytest.raises(InputError, match="unknown loss 'nope'"):
+        retrain_table(table, label="label", loss="nope", config=FAST)
+    with pytest.raises(InputError, match="multi-label"):
+        retrain_table(table, label="label", loss="bce", config=FAST)
+    with pytest.raises(InputError, match="--loss-param does not fit"):
+        retrain_table(table, label="label", loss="gce", loss_params={"nope": 1.0}, config=FAST)
+    bad = table.append_column("w", pa.array(np.full(table.num_rows, -1.0)))
+    with pytest.raises(InputError, match="--weight-col 'w'"):
+        retrain_table(bad, label="label", weight_col="w", config=FAST)
+    with pytest.raises(InputError, match="label column 'target' not found"):
+        retrain_table(table, label="target", config=FAST)
+
+
+def test_row_weights_change_the_model(flagged):
+    table, _ = flagged
+    w = np.where(np.arange(table.num_rows) % 2 == 0, 1.0, 0.0).astype(np.float32)
+    a = retrain_table(table.append_column("w", pa.array(w)), label="label", weight_col="w", config=FAST)
+    b = retrain_table(table, label="label", config=FAST)
+    assert "w" not in a.spec["preprocessing"]["columns"]
+    assert not torch.equal(a.state_dict["net.0.weight"], b.state_dict["net.0.weight"])
+
+
+def test_model_dir_is_refused_when_tampered(trained, tmp_path):
+    res, path = trained
+    spec = json.loads((path / "model.json").read_text())
+    bad = tmp_path / "bad"
+    save_model_dir(bad, res.state_dict, dict(spec, architecture=dict(spec["architecture"], hidden=[17])),
+                   res.metrics)
+    with pytest.raises(InputError, match="does not match model.json"):
+        load_model_dir(bad)
+    (bad / "model.json").write_text("{not json")
+    with pytest.raises(InputError, match="model.json does not parse"):
+        load_model_dir(bad)
+    (bad / "model.json").unlink()
+    with pytest.raises(InputError, match="model.json is missing"):
+        load_model_dir(bad)
+
+
+class _Planted:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_planted_as_model_pt_is_refused(trained, tmp_path):
+    res, path = trained
+    bad = save_model_dir(tmp_path / "evil", res.state_dict, res.spec, res.metrics)
+    marker = tmp_path / "pwned"
+    (bad / "model.pt").write_bytes(pickle.dumps(_Planted(marker), protocol=2))
+    with pytest.raises(InputError, match="not a weights-only state dict"):
+        load_model_dir(bad)
+    assert not marker.exists()
+
+
+def test_save_refuses_a_non_empty_dir_unless_overwrite(trained, tmp_path):
+    res, _ = trained
+    target = tmp_path / "m"
+    target.mkdir()
+    (target / "old.txt").write_text("x")
+    with pytest.raises(InputError, match="exists and is not empty"):
+        save_model_dir(target, res.state_dict, res.spec, res.metrics)
+    save_model_dir(target, res.state_dict, res.spec, res.metrics, overwrite=True)
+    assert sorted(p.name for p in target.iterdir()) == ["metrics.json", "model.json", "model.pt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporaries left behind
