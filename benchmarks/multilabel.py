@@ -134,29 +134,29 @@ def render(df: pd.DataFrame) -> str:
     ok_f1 = bool((f1_margin >= -1e-12).all())
     ok_speed = bool((speedup > 1).all())
     lines = [
-        "Datasets: synth10 / synth20 (`make_multilabel_classification`, n=5000, K=10 / 20, 20 "
-        "features), digits6 (bundled digits, 6 derived tags; no multi-label set ships with an "
-        "installed package). Noise: each present tag dropped with prob. p (missing), each absent tag "
-        "added with prob. p*d/(1-d), d = tag density (spurious), or both at p/2 (mixed). "
-        "Probabilities: one-vs-rest logistic regression, 5 folds, the same for both tools. F1 is "
-        "of the row flags against rows with any changed tag; AUPRC ranks rows by label score.",
+        ("Datasets: synth10 / synth20 (`make_multilabel_classification`, n=5000, K=10 / 20, 20 "
+         "features), digits6 (bundled digits, 6 derived tags; no multi-label set ships with an "
+         "installed package). Noise: each present tag dropped with prob. p (missing), each absent "
+         "tag added with prob. p*d/(1-d), d = tag density (spurious), or both at p/2 (mixed). "
+         "Probabilities: one-vs-rest logistic regression, 5 folds, the same for both tools. F1 is "
+         "of the row flags against rows with any changed tag; AUPRC ranks rows by label score."),
         "",
         "### Targets",
         "",
-        f"- [{'PASS' if ok_f1 else 'FAIL'}] F1 of cleanpipe >= F1 of cleanlab on every case: worst "
-        f"margin {f1_margin.min():+.4f}, mean margin {f1_margin.mean():+.4f}",
-        f"- [{'PASS' if ok_speed else 'FAIL'}] cleanpipe faster on every case: speed-up "
-        f"{speedup.min():.0f}x to {speedup.max():.0f}x (median {speedup.median():.0f}x)",
+        (f"- [{'PASS' if ok_f1 else 'FAIL'}] F1 of cleanpipe >= F1 of cleanlab on every case: "
+         f"worst margin {f1_margin.min():+.4f}, mean margin {f1_margin.mean():+.4f}"),
+        (f"- [{'PASS' if ok_speed else 'FAIL'}] cleanpipe faster on every case: speed-up "
+         f"{speedup.min():.0f}x to {speedup.max():.0f}x (median {speedup.median():.0f}x)"),
         "",
-        f"The default rule (`noise_rate`: per-class confident learning, prune by noise rate, a row "
-        f"flagged when any of its cells is) flags the same rows as cleanlab's default on "
-        f"{int(df['same_flags'].sum())} of {len(df)} cases: the F1 target is met by a tie, not a win. "
-        "Alternatives tried on these cases (re-ranking rows by a row score or a noise-model "
-        "posterior within cleanlab's count, scaling the per-class counts, the loss-mixture rules "
-        "`mixture` / `both`) gained on some cases and lost 0.03 to 0.43 F1 on others; even at "
-        "its best cut (chosen with the truth) the best row ranking tried was only ~0.03 F1 above "
-        "this rule on average. cleanpipe's `label_score` ranks better (AUPRC). Most of cleanpipe's "
-        "time is the loss-mixture EM behind `p_noisy` (a fixed ~100 ms on a 2048-bin histogram).",
+        (f"The default rule (`noise_rate`: per-class confident learning, prune by noise rate, a row "
+         f"flagged when any of its cells is) flags the same rows as cleanlab's default on "
+         f"{int(df['same_flags'].sum())} of {len(df)} cases: the F1 target is met by a tie, not a win. "
+         "Alternatives tried on these cases (re-ranking rows by a row score or a noise-model "
+         "posterior within cleanlab's count, scaling the per-class counts, the loss-mixture rules "
+         "`mixture` / `both`) gained on some cases and lost 0.03 to 0.43 F1 on others; even at "
+         "its best cut (chosen with the truth) the best row ranking tried was only ~0.03 F1 above "
+         "this rule on average. cleanpipe's `label_score` ranks better (AUPRC). Most of cleanpipe's "
+         "time is the loss-mixture EM behind `p_noisy` (a fixed ~100 ms on a 2048-bin histogram)."),
         "",
         "### Aggregate (mean over cases)",
         "",

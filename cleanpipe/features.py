@@ -185,7 +185,7 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
     CleanpipeWarning
         A column that is entirely null (dropped), or +/-inf values (treated as missing).
     """
-    parts, names, cats, used = [], [], [], []
+    parts, names, cats, used, null_cols = [], [], [], [], []
     for name in columns:
         col = table.column(name)
         kind = _kind(col.type)
@@ -193,8 +193,7 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
             raise InputError(f"feature column '{name}' has unsupported type {col.type}; "
                              f"drop it with --exclude {name}")
         if kind == "null" or col.null_count == len(col):
-            warnings.warn(f"feature column '{name}' is entirely null and was ignored; "
-                          f"--exclude {name} to silence this", CleanpipeWarning, stacklevel=2)
+            null_cols.append(name)  # warned about below, unless nothing usable is left
             continue
         if kind == "numeric":
             block, cat = _numeric(col)[:, None], [False]
@@ -217,8 +216,12 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
                      else [f"{name}[{i}]" for i in range(block.shape[1])])
         used.append(name)
     if not parts or sum(p.shape[1] for p in parts) == 0:
-        raise InputError("no usable feature columns (all null or empty); pass --features with "
-                         "columns that hold data")
+        shown = f" ({columns_hint(null_cols)} entirely null)" if null_cols else ""
+        raise InputError(f"no usable feature columns (all null or empty){shown}; pass --features "
+                         "with columns that hold data")
+    for name in null_cols:
+        warnings.warn(f"feature column '{name}' is entirely null and was ignored; "
+                      f"--exclude {name} to silence this", CleanpipeWarning, stacklevel=2)
     X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     return Features(np.ascontiguousarray(X, dtype=np.float32), names, np.asarray(cats, bool), used)
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .api import validate
-from .detect import Detection, detect
+from .detect import Detection, check_pred_probs, detect
 from .detect.combine import NOISY_THRESHOLD
 from .errors import InputError
 from .features import (_vector, columns_hint, decode_labels, encode_labels, select_feature_columns,
@@ -158,7 +158,8 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     lab_rows = np.flatnonzero(labelled)
     n_lab = len(lab_rows)
     if n_lab == 0:
-        raise InputError(f"label column '{label}' is entirely null; there is nothing to check")
+        raise InputError(f"label column '{label}' is entirely null; there is nothing to check (pass "
+                         "--label with the column that holds the labels)")
     if len(classes) < 2:
         raise InputError(f"label column '{label}' holds a single class ({classes[0]!r}); label-error "
                          "detection needs at least two classes")
@@ -194,6 +195,9 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
         if probs_all.shape[1] != k:
             raise InputError(f"--pred-probs has {probs_all.shape[1]} columns but label '{label}' has "
                              f"{k} classes; pass one column per class, in sorted class order")
+        # Every row, unlabelled ones too, under the name the user gave (row numbers are DATA rows).
+        check_pred_probs(probs_all, src.n_rows, name=f"--pred-probs '{os.fspath(pred_probs)}'"
+                         if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
         feature_names, oof_features = [], None
     t2 = time.perf_counter()
     lab_probs = probs_all if n_lab == src.n_rows else TakeRows(probs_all, lab_rows)
@@ -289,13 +293,30 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
     dict
         The summary (see :func:`build_summary`).
     """
-    dataset = open_dataset(path)
-    src = _Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
-                  lambda cols: dataset.to_table(columns=cols), os.fspath(path))
+    dataset, src = open_source(path)
     columns, summary, probs, _ = _flag(
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
         progress=progress, noisy_threshold=noisy_threshold)
+    write_streamed(dataset, columns, summary, out_path, outputs,
+                   probs=probs if save_pred_probs else None, save_pred_probs=save_pred_probs)
+    return summary
+
+
+def open_source(path) -> tuple:
+    """The dataset at ``path`` and the :class:`_Source` view of it that the flag stages read."""
+    dataset = open_dataset(path)
+    return dataset, _Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
+                            lambda cols: dataset.to_table(columns=cols), os.fspath(path))
+
+
+def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=None,
+                   save_pred_probs=None) -> None:
+    """Write ``dataset`` batch by batch with ``columns`` (a FlagColumns-like) appended.
+
+    The output goes to a file staged by ``outputs``; the probabilities too, when asked, written
+    into a memory-mapped ``.npy`` block by block.
+    """
     # n_jobs changes nothing in the result, so it stays out of the file: outputs are
     # byte-identical across --n-jobs for one --seed.
     provenance = {"cleanpipe_version": __version__, "source": summary["source"],
@@ -310,13 +331,12 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
             start = stop
     if save_pred_probs:
-        staged = outputs.stage(save_pred_probs)
-        mm = np.lib.format.open_memmap(staged, mode="w+", dtype=np.float32, shape=probs.shape)
+        mm = np.lib.format.open_memmap(outputs.stage(save_pred_probs), mode="w+",
+                                       dtype=np.float32, shape=probs.shape)
         for a in range(0, probs.shape[0], BATCH_ROWS):
             mm[a:a + BATCH_ROWS] = np.asarray(probs[a:a + BATCH_ROWS])
         mm.flush()
         del mm
-    return summary
 
 
 def _jsonable(v):

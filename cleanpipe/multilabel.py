@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import __version__
 from .detect import check_pred_probs, iter_blocks
@@ -27,9 +26,9 @@ from .detect.multilabel import MULTILABEL_METHODS, MultilabelDetection, detect_m
 from .errors import InputError
 from .features import (columns_hint, decode_label_lists, encode_label_columns, encode_label_lists,
                        is_list_type, select_feature_columns, table_to_features)
-from .flag import (BATCH_ROWS, OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, _versions,
-                   load_pred_probs)
-from .io import open_dataset, with_metadata
+from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, _versions, load_pred_probs,
+                   open_source, write_streamed)
+from .io import open_dataset
 from .oof import check_folds, cross_val_probs_multilabel
 from .rows import TakeRows
 
@@ -477,7 +476,7 @@ def build_multilabel_summary(det: MultilabelDetection, labels: np.ndarray, class
         "classes": [_jsonable(c) for c in classes],
         "n_classes": len(classes),
         "estimated_noise_rate": cl.row_noise_rate,
-        "estimated_issues": int(round(cl.row_noise_rate * n_lab)),
+        "estimated_issues": round(cl.row_noise_rate * n_lab),
         "estimated_wrong_tags": int(missing.sum() + spurious.sum()),
         "noise_rate_per_class": dict(zip(names, map(float, cl.noise_rate_per_class))),
         "missing_per_class": dict(zip(names, map(int, missing))),
@@ -557,29 +556,11 @@ def flag_multilabel_dataset(path, out_path, *, outputs, label="label", features=
     dict
         The summary (see :func:`build_multilabel_summary`).
     """
-    dataset = open_dataset(path)
-    src = _Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
-                  lambda cols: dataset.to_table(columns=cols), os.fspath(path))
+    dataset, src = open_source(path)
     columns, summary, probs, _ = _flag_multilabel(
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
         noisy_threshold=noisy_threshold, progress=progress)
-    provenance = {"cleanpipe_version": __version__, "source": summary["source"],
-                  "settings": {k: v for k, v in summary["settings"].items() if k != "n_jobs"}}
-    schema = with_metadata(pa.schema(list(dataset.schema) + columns.fields(),
-                                     metadata=dataset.schema.metadata), {"cleanpipe.flag": provenance})
-    with pq.ParquetWriter(outputs.stage(out_path), schema, compression="zstd") as writer:
-        start = 0
-        for batch in dataset.to_batches(batch_size=BATCH_ROWS):
-            stop = start + batch.num_rows
-            arrays = list(batch.columns) + list(columns.arrays(start, stop).values())
-            writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-            start = stop
-    if save_pred_probs:
-        staged = outputs.stage(save_pred_probs)
-        mm = np.lib.format.open_memmap(staged, mode="w+", dtype=np.float32, shape=probs.shape)
-        for a in range(0, probs.shape[0], BATCH_ROWS):
-            mm[a:a + BATCH_ROWS] = np.asarray(probs[a:a + BATCH_ROWS])
-        mm.flush()
-        del mm
+    write_streamed(dataset, columns, summary, out_path, outputs,
+                   probs=probs if save_pred_probs else None, save_pred_probs=save_pred_probs)
     return summary

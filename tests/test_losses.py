@@ -361,7 +361,8 @@ def test_sigmoid_bce_smoothing_and_bootstrap_targets(gen):
 def test_registry_names_and_get_loss(batch):
     logits, targets = batch
     assert set(LOSSES) == {"ce", "label-smoothing", "soft-bootstrap", "hard-bootstrap", "dynamic-hard",
-                           "dynamic-soft", "forward", "gce", "sce", "clipped-ce", "uniform-mixture", "bce"}
+                           "dynamic-soft", "forward", "gce", "sce", "clipped-ce", "uniform-mixture", "bce",
+                           "softmax-labels", "abs-kl"}
     assert get_loss("gce") is generalized_cross_entropy
     n = logits.shape[0]
     hard = get_loss("dynamic-hard")(logits, targets, noisy_weight=_noisy_weight(n))

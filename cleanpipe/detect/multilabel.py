@@ -362,6 +362,25 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = "noise_ra
                       block_rows: int | None = None) -> MultilabelDetection:
     """Score and flag rows of validated multi-label inputs (see :func:`cleanpipe.find_multilabel_issues`).
 
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples, n_classes), 0/1 or bool
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Tag probabilities in [0, 1]; an ndarray, memmap or any row-sliceable array.
+    method : {"noise_rate", "mixture", "both"}, default="noise_rate"
+    mixture : {"beta", "gaussian"}, default="beta"
+        Family of the mixture fitted to the per-row binary cross-entropy.
+    noisy_threshold : float, default=0.5
+        ``p_noisy`` from which ``mixture`` and ``both`` count a row as noisy.
+    min_keep : int, default=1
+        Rows per class and side that pruning never takes.
+    block_rows : int, optional
+        Rows per block.
+
+    Returns
+    -------
+    MultilabelDetection
+
     Notes
     -----
     ``noise_rate`` (default) flags every cell chosen by :func:`flag_pairs_by_noise_rate` and every row

@@ -80,7 +80,7 @@ def test_injected_tag_errors_found_with_f1_above_07(tagged, flagged):
 
 
 def test_output_lists_nulls_and_suspects(tagged, flagged):
-    _, noisy, _, table = tagged
+    *_, table = tagged
     _, flags, summary, _ = flagged
     assert flags.schema.field("given_label").type.value_type == pa.string()
     given = flags.column("given_label").to_pylist()
@@ -177,6 +177,7 @@ def _bad_inputs(tmp_path):
         ([good, "--label", "a,nope"], "label column 'nope' not found"),
         ([good, "--label", "tags,a"], "is a list column"),
         ([good, "--label", "tags", "--method", "combined"], "--method combined is not available"),
+        ([good, "--label", "tags", "--report"], "--report does not support multi-label"),
         ([good, "--label", "tags", "--pred-probs", tmp_path / "cols.npy"], "3 columns"),
         ([null_tag, "--label", "tags"], "null tag in the list of row 0"),
         ([empty, "--label", "tags"], "holds no tags"),
@@ -198,3 +199,16 @@ def test_user_mistakes_exit_2_with_one_line_and_no_output(tmp_path):
 def test_help_mentions_multi_label():
     res = run("flag", "--help")
     assert res.exit_code == 0 and "--multi-label" in res.stdout and "suspect_missing" in res.stdout
+
+
+def test_flag_multilabel_table_in_python(tagged, flagged):
+    from cleanpipe.multilabel import flag_multilabel_table
+
+    _, _, _, table = tagged
+    _, flags, _, probs = flagged
+    result = flag_multilabel_table(table, label="tags", pred_probs=np.load(probs), ids=["row_id"])
+    assert result.table.column_names == flags.column_names
+    for col in MULTILABEL_OUTPUT_COLUMNS:
+        assert result.table.column(col).to_pylist() == flags.column(col).to_pylist(), col
+    assert result.summary["settings"]["pred_probs"] == "array"
+    assert result.detection.is_label_issue.sum() == result.summary["flagged"]

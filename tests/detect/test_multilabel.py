@@ -173,7 +173,7 @@ def test_planted_missing_and_spurious_tags_are_found():
 
 
 def test_methods_mixture_and_both():
-    Y, P, flip = _planted(1)
+    Y, P, _ = _planted(1)
     nr = find_multilabel_issues(Y, P, method="noise_rate")
     both = find_multilabel_issues(Y, P, method="both")
     mix = find_multilabel_issues(Y, P, method="mixture")
