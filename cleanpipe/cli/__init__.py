@@ -5,12 +5,10 @@ One module per command; each registers itself on :data:`cli`.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
 import warnings
-from pathlib import Path
 
 import click
 

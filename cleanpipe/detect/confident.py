@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import DEFAULT_BLOCK_ROWS, iter_blocks, map_blocks
+from ._validate import DEFAULT_BLOCK_ROWS, map_blocks
 
 #: Tolerance below a threshold that still counts as "confident" (float32 round-off).
 _THRESHOLD_SLACK = 1e-6
