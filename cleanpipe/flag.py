@@ -155,15 +155,15 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     codes, classes_arr = encode_labels(src.read([label]).column(label), label)
     classes = classes_arr.to_pylist()
     labelled = codes >= 0
-    lab_rows = np.flatnonzero(labelled)
-    n_lab = len(lab_rows)
+    n_lab = int(np.count_nonzero(labelled))
+    everything = n_lab == src.n_rows  # the common case: no copies of per-row vectors
     if n_lab == 0:
         raise InputError(f"label column '{label}' is entirely null; there is nothing to check (pass "
                          "--label with the column that holds the labels)")
     if len(classes) < 2:
         raise InputError(f"label column '{label}' holds a single class ({classes[0]!r}); label-error "
                          "detection needs at least two classes")
-    y = codes[labelled]
+    y = codes if everything else codes[labelled]
     notes = []
     k = len(classes)
     if pred_probs is None:
@@ -200,22 +200,24 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
                          if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
         feature_names, oof_features = [], None
     t2 = time.perf_counter()
-    lab_probs = probs_all if n_lab == src.n_rows else TakeRows(probs_all, lab_rows)
+    lab_probs = probs_all if everything else TakeRows(probs_all, np.flatnonzero(labelled))
     y, lab_probs = validate(y, lab_probs, method=method, mixture=mixture)
     det = detect(y, lab_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
     timings["detect_s"] = time.perf_counter() - t2
 
-    predicted = np.empty(src.n_rows, dtype=np.int64)
-    predicted[labelled] = det.predicted
-    if n_lab < src.n_rows:
+    if everything:
+        predicted, score, p_noisy, issue = det.predicted, det.label_score, det.p_noisy, det.is_label_issue
+    else:
+        predicted = np.empty(src.n_rows, dtype=det.predicted.dtype)
+        predicted[labelled] = det.predicted
         unl = np.flatnonzero(~labelled)
         predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]).argmax(axis=1)
-    score = np.full(src.n_rows, np.nan)
-    score[labelled] = det.label_score
-    p_noisy = np.full(src.n_rows, np.nan)
-    p_noisy[labelled] = det.p_noisy
-    issue = np.zeros(src.n_rows, dtype=bool)
-    issue[labelled] = det.is_label_issue
+        score = np.full(src.n_rows, np.nan)
+        score[labelled] = det.label_score
+        p_noisy = np.full(src.n_rows, np.nan)
+        p_noisy[labelled] = det.p_noisy
+        issue = np.zeros(src.n_rows, dtype=bool)
+        issue[labelled] = det.is_label_issue
     label_type = src.schema.field(label).type
     out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
     columns = FlagColumns(codes, classes_arr, out_type, predicted, score, p_noisy, issue)
@@ -294,10 +296,10 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
         The summary (see :func:`build_summary`).
     """
     dataset, src = open_source(path)
-    columns, summary, probs, _ = _flag(
+    columns, summary, probs = _flag(
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-        progress=progress, noisy_threshold=noisy_threshold)
+        progress=progress, noisy_threshold=noisy_threshold)[:3]
     write_streamed(dataset, columns, summary, out_path, outputs,
                    probs=probs if save_pred_probs else None, save_pred_probs=save_pred_probs)
     return summary

@@ -135,7 +135,7 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     (their intersection), ``mixture`` (``p_noisy >= 0.5`` and arg-max differs from the label).
     """
     cl = confident_learning(labels, pred_probs, block_rows=block_rows)
-    loss = -np.log(np.maximum(cl.p_given, _LOSS_FLOOR))
+    loss = -np.log(np.maximum(cl.p_given, _LOSS_FLOOR)).astype(np.float32)
     mix = fit_loss_mixture(loss, family=mixture)
     p_noisy = mix.p_noisy(loss)
     score = label_quality(labels, pred_probs, cl, block_rows=block_rows)

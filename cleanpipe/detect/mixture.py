@@ -286,14 +286,19 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
         return LossMixture(bounds, None, grid, np.zeros(_GRID), hist, reason)
     # Fit on the rows inside the percentile bounds only (as Arazo et al. do): the clipped tails
     # would otherwise sit as point masses at 0 and 1 and pull a Beta component into a U shape.
-    inside = x[(losses >= bounds[0]) & (losses <= bounds[1])]
-    if inside.size > _HIST_BINS:
-        bin_edges = np.linspace(0.0, 1.0, _HIST_BINS + 1)
-        counts = np.histogram(inside, bins=bin_edges)[0].astype(np.float64)
-        centres = 0.5 * (bin_edges[1:] + bin_edges[:-1])
+    below = int(np.count_nonzero(losses < bounds[0]))
+    above = int(np.count_nonzero(losses > bounds[1]))
+    if x.size - below - above > _HIST_BINS:
+        # Clipped rows sit at EPS and 1 - EPS, in the first and last bins: take them out of the
+        # counts rather than copying the inside rows.
+        counts = np.histogram(x, bins=_HIST_BINS, range=(0.0, 1.0))[0].astype(np.float64)
+        counts[0] -= below
+        counts[-1] -= above
+        centres = (np.arange(_HIST_BINS) + 0.5) / _HIST_BINS
         keep = counts > 0
         fit = fit_mixture(centres[keep], family=family, sample_weight=counts[keep])
     else:
+        inside = x[(losses >= bounds[0]) & (losses <= bounds[1])]
         # Sorted, so the EM's sums (and p_noisy) do not depend on row order.
         fit = fit_mixture(np.sort(inside), family=family)
     raw = fit.posterior(grid)
