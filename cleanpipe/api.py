@@ -20,10 +20,20 @@ def validate(labels, pred_probs, *, method: str = "combined", mixture: str = "be
         raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
     shape = getattr(pred_probs, "shape", None)
     if shape is None:
-        pred_probs = np.asarray(pred_probs)
+        try:
+            pred_probs = np.asarray(pred_probs, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise InputError("pred_probs is ragged or not numeric; pass a (rows x classes) array "
+                             "of probabilities") from None
         shape = pred_probs.shape
     n_classes = shape[1] if len(shape) == 2 else None
-    labels = check_labels(labels, n_classes)
+    try:
+        labels = check_labels(labels, n_classes)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError("labels is ragged or not a 1-D array of class indices; pass one integer "
+                         "label per row") from None
     check_pred_probs(pred_probs, len(labels))
     return labels, pred_probs
 

@@ -300,8 +300,10 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
         progress=progress, noisy_threshold=noisy_threshold)[:3]
-    write_streamed(dataset, columns, summary, out_path, outputs,
-                   probs=probs if save_pred_probs else None, save_pred_probs=save_pred_probs)
+    if not save_pred_probs:
+        probs = None  # unmaps a memory-mapped --pred-probs before the output is written
+    write_streamed(dataset, columns, summary, out_path, outputs, probs=probs,
+                   save_pred_probs=save_pred_probs)
     return summary
 
 
@@ -327,7 +329,9 @@ def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=
                                      metadata=dataset.schema.metadata), {"cleanpipe.flag": provenance})
     with pq.ParquetWriter(outputs.stage(out_path), schema, compression="zstd") as writer:
         start = 0
-        for batch in dataset.to_batches(batch_size=BATCH_ROWS):
+        # Little read-ahead: the scan's default buffers many batches and fragments at once.
+        for batch in dataset.to_batches(batch_size=BATCH_ROWS, batch_readahead=1,
+                                        fragment_readahead=1):
             stop = start + batch.num_rows
             arrays = list(batch.columns) + list(columns.arrays(start, stop).values())
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))

@@ -561,6 +561,8 @@ def flag_multilabel_dataset(path, out_path, *, outputs, label="label", features=
         src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
         seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
         noisy_threshold=noisy_threshold, progress=progress)
-    write_streamed(dataset, columns, summary, out_path, outputs,
-                   probs=probs if save_pred_probs else None, save_pred_probs=save_pred_probs)
+    if not save_pred_probs:
+        probs = None  # unmaps a memory-mapped --pred-probs before the output is written
+    write_streamed(dataset, columns, summary, out_path, outputs, probs=probs,
+                   save_pred_probs=save_pred_probs)
     return summary

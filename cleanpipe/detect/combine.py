@@ -79,7 +79,9 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
         bounds = np.concatenate([[0], np.cumsum(np.bincount(given, minlength=k))])
         for g in np.flatnonzero(bounds[1:] > bounds[:-1]):
             rows = order[bounds[g]:bounds[g + 1]]
-            den[rows] = block[rows] @ tb[g]
+            # An element-wise product and row sums rather than BLAS: the result does not depend
+            # on how many rows a block holds, so any block size gives identical scores.
+            den[rows] = (block[rows] * tb[g]).sum(axis=1)
         num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 

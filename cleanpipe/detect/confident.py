@@ -142,7 +142,11 @@ def round_preserving_row_totals(matrix: np.ndarray) -> np.ndarray:
     floor = np.floor(matrix)
     frac = matrix - floor
     missing = np.rint(matrix.sum(axis=1) - floor.sum(axis=1)).astype(np.int64)
-    order = np.argsort(-frac, axis=1, kind="stable")
+    k = matrix.shape[1]
+    # Ties between equal remainders go to the diagonal first, so a square joint's rounding does
+    # not depend on how the classes are numbered when the diagonal is involved.
+    diag = np.eye(len(matrix), k, dtype=bool) if len(matrix) == k else np.zeros(matrix.shape, bool)
+    order = np.lexsort((np.broadcast_to(np.arange(k), matrix.shape), ~diag, -frac), axis=-1)
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(matrix.shape[1])[None, :].repeat(len(matrix), 0), 1)
     return (floor + (ranks < missing[:, None])).astype(np.int64)

@@ -210,6 +210,9 @@ def normalise_losses(losses: np.ndarray, *, clip_percentiles=(5.0, 95.0), bounds
     losses = np.asarray(losses, dtype=np.float64)
     if bounds is None:
         lo, hi = np.percentile(losses, clip_percentiles) if losses.size else (0.0, 0.0)
+        if hi - lo < MIN_SPREAD and losses.size:
+            # Over 90% of the losses are equal: the few others are what the mixture must see.
+            lo, hi = losses.min(), losses.max()
         bounds = (float(lo), float(hi))
     lo, hi = bounds
     span = hi - lo

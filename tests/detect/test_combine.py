@@ -13,7 +13,7 @@ from scipy.stats import rankdata
 from cleanpipe.detect import METHODS, detect
 from cleanpipe.detect.combine import NOISY_THRESHOLD
 
-SETTINGS = settings(max_examples=25, deadline=None)
+SETTINGS = settings(max_examples=15, deadline=None)
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_method_relations(problem, mixture):
     assert np.all(per_class <= np.maximum(ref.confident.label_counts - 1, 0))
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(problem=noisy_problems(), block_rows=st.sampled_from([1, 7, 64]),
        method=st.sampled_from(METHODS))
 def test_small_blocks_give_identical_output(problem, block_rows, method):
@@ -162,7 +162,7 @@ def test_small_blocks_give_identical_output(problem, block_rows, method):
                                       err_msg=f.name)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(problem=noisy_problems(), low=st.floats(0.0, 0.99), high=st.floats(0.0, 0.99))
 def test_mixture_flags_shrink_as_threshold_rises(problem, low, high):
     labels, pred_probs = problem

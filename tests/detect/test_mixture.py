@@ -200,10 +200,6 @@ def test_degenerate_losses_give_finite_output(case, family):
         assert p[-1] > 0.5 > p[0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: when more than 95% of the losses are equal (e.g. 0 for confidently right rows), the "
-    "5-95 percentile bounds coincide, fit_loss_mixture reports 'all losses are equal' and gives "
-    "p_noisy = 0 to every row, including rows with loss 27.6 (p_given = 0)"))
 def test_few_high_losses_among_zeros_are_noisy():
     losses = np.concatenate([np.zeros(97), np.full(3, 27.6)])
     mix = fit_loss_mixture(losses)
