@@ -58,7 +58,7 @@ class CleanResult:
 
 
 def sidecar_summary_path(path: str | os.PathLike) -> Path:
-    """Where ``cleanpipe flag`` writes the summary of ``path`` (``x.flags.parquet`` -> ``x.flags.summary.json``)."""
+    """Where ``cleanpipe flag`` puts ``path``'s summary: ``x.flags.parquet`` -> ``x.flags.summary.json``."""
     path = Path(str(path).rstrip("/"))
     return path.with_suffix(".summary.json") if path.suffix else Path(f"{path}.summary.json")
 

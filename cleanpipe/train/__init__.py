@@ -10,13 +10,13 @@ commands start fast.
 
 from .loop import TrainConfig, TrainHistory, fit, resolve_device, stratified_split
 from .model import Preprocessor, TabularMLP, architecture, build_model
-from .retrain import (DEFAULT_LOSS, NON_FEATURE_COLUMNS, RetrainResult, align_noise_matrix, predict_table,
-                      retrain_table)
+from .retrain import (DEFAULT_LOSS, NON_FEATURE_COLUMNS, RetrainResult, align_noise_matrix,
+                      is_multilabel_loss, predict_table, retrain_table, single_label_losses)
 from .store import LoadedModel, check_model_dir, load_model_dir, read_metrics, save_model_dir
 
 __all__ = [
     "DEFAULT_LOSS", "NON_FEATURE_COLUMNS", "LoadedModel", "Preprocessor", "RetrainResult", "TabularMLP",
     "TrainConfig", "TrainHistory", "align_noise_matrix", "architecture", "build_model", "check_model_dir",
-    "fit", "load_model_dir", "predict_table", "read_metrics", "resolve_device", "retrain_table",
-    "save_model_dir", "stratified_split",
+    "fit", "is_multilabel_loss", "load_model_dir", "predict_table", "read_metrics", "resolve_device",
+    "retrain_table", "save_model_dir", "single_label_losses", "stratified_split",
 ]

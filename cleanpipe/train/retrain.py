@@ -33,8 +33,26 @@ NON_FEATURE_COLUMNS = FLAG_COLUMNS + CLEAN_COLUMNS
 #: cross-entropy closed the largest share of the noisy-to-oracle gap on noisy labels, costs no more
 #: than cross-entropy and, unlike ``forward`` and ``dynamic-*``, needs nothing from ``flag``.
 DEFAULT_LOSS = "sce"
-#: Losses ``retrain`` cannot use, with the reason.
-UNSUPPORTED_LOSSES = {"bce": "it is the multi-label loss and retrain trains one label per row"}
+
+
+def is_multilabel_loss(name: str) -> bool:
+    """Whether the registered loss ``name`` takes a 0/1 target matrix (multi-label) rather than class indices.
+
+    Decided by calling it on a 2 x 3 target matrix: single-label losses refuse float targets (or ask
+    for their ``noise_matrix`` / ``noisy_weight``), so the registry can grow without a list here.
+    """
+    from ..losses import get_loss
+    try:
+        get_loss(name)(torch.zeros((2, 3)), torch.zeros((2, 3)))
+    except (InputError, TypeError):
+        return False
+    return True
+
+
+def single_label_losses() -> list:
+    """Names in :data:`cleanpipe.losses.LOSSES` that ``retrain`` can use."""
+    from ..losses import LOSSES
+    return [n for n in LOSSES if not is_multilabel_loss(n)]
 
 
 @dataclass
@@ -143,8 +161,8 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
     weight_col : str, optional
         Column of per-row weights (>= 0), e.g. ``sample_weight`` from ``clean --mode weight``.
     loss : str, default=DEFAULT_LOSS
-        A name from :data:`cleanpipe.losses.LOSSES` other than ``bce``. ``forward`` needs
-        ``noise_matrix``; ``dynamic-hard``/``dynamic-soft`` use the ``p_noisy`` column.
+        A single-label name from :data:`cleanpipe.losses.LOSSES` (see :func:`single_label_losses`).
+        ``forward`` needs ``noise_matrix``; ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
     loss_params : dict, optional
         Loss hyper-parameters (``{"q": 0.7}`` for ``gce``).
     noise_matrix : array-like of shape (n_classes, n_classes), optional
@@ -177,8 +195,10 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
 
     config.check()
     loss_fn = get_loss(loss)
-    if loss in UNSUPPORTED_LOSSES:
-        raise InputError(f"--loss {loss} cannot be used by retrain: {UNSUPPORTED_LOSSES[loss]}")
+    if is_multilabel_loss(loss):
+        raise InputError(f"--loss {loss} is a multi-label loss (it takes a 0/1 target matrix) and "
+                         "retrain trains one label per row; choose one of: "
+                         f"{', '.join(single_label_losses())}")
     if label not in table.column_names:
         raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
                          f"{', '.join(table.column_names)}); pass --label with one of them")

@@ -114,8 +114,12 @@ def test_loss_and_weight_errors(flagged):
     table, _ = flagged
     with pytest.raises(InputError, match="unknown loss 'nope'"):
         retrain_table(table, label="label", loss="nope", config=FAST)
-    with pytest.raises(InputError, match="multi-label"):
-        retrain_table(table, label="label", loss="bce", config=FAST)
+    from cleanpipe.losses import LOSSES
+    from cleanpipe.train import is_multilabel_loss
+    assert is_multilabel_loss("bce") and not is_multilabel_loss("sce") and not is_multilabel_loss("forward")
+    for name in (n for n in LOSSES if is_multilabel_loss(n)):
+        with pytest.raises(InputError, match="multi-label"):
+            retrain_table(table, label="label", loss=name, config=FAST)
     with pytest.raises(InputError, match="--loss-param does not fit"):
         retrain_table(table, label="label", loss="gce", loss_params={"nope": 1.0}, config=FAST)
     bad = table.append_column("w", pa.array(np.full(table.num_rows, -1.0)))
