@@ -96,7 +96,8 @@ def _environment_variables(group: click.Group) -> None:
     for command in group.commands.values():
         for param in command.params:
             if isinstance(param, click.Option) and param.envvar is None and param.name not in ("help", "version"):
-                param.envvar = f"CLEANPIPE_{param.name.upper()}"
+                long = max(param.opts, key=len).lstrip("-")  # "--json" even when the name is as_json
+                param.envvar = f"CLEANPIPE_{long.upper().replace('-', '_')}"
                 param.show_envvar = True
 
 

@@ -52,6 +52,17 @@ def test_flag_report_option_writes_the_html_beside_the_flags(small_table, tmp_pa
     assert html.startswith("<!DOCTYPE html>") and "Noise matrix" in html
 
 
+def test_json_output_is_the_summary_file_and_quiet_prints_nothing(small_table, tmp_path):
+    table, _ = small_table
+    src = tmp_path / "t.parquet"
+    pq.write_table(table, src)
+    res = run("flag", src, "--out", tmp_path / "a.parquet", "--model", "logreg", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == json.loads((tmp_path / "a.summary.json").read_text())
+    res = run("flag", src, "--out", tmp_path / "b.parquet", "--model", "logreg", "--quiet")
+    assert res.exit_code == 0 and res.stdout == "" and res.stderr == ""
+
+
 def test_labels_of_any_type_are_mapped_back(small_table, tmp_path):
     table, flip = small_table
     variants = {
