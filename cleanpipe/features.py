@@ -117,7 +117,9 @@ def select_feature_columns(schema: pa.Schema, label: str | list, *, features=Non
 
 
 def _numeric(col: pa.ChunkedArray) -> np.ndarray:
-    return col.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range -> +/-inf, then missing (see below)
+        # safe=False: integers beyond 2**53 lose precision (they become float32 anyway), not the run
+        return col.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
 def _categorical(col: pa.ChunkedArray) -> np.ndarray:
@@ -151,7 +153,9 @@ def _vector(col: pa.ChunkedArray, name: str) -> np.ndarray:
     out = np.full((n, dim), np.nan, dtype=np.float32)
     if dim and valid.any():
         flat = pc.list_flatten(arr.filter(pa.array(valid)))
-        out[valid] = flat.cast(pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, dim)
+        with np.errstate(over="ignore"):  # beyond float32's range -> +/-inf, then missing
+            flat = flat.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            out[valid] = flat.reshape(-1, dim)
     return out
 
 
@@ -207,8 +211,9 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
             cat = [False] * block.shape[1]
         infinite = np.isinf(block)
         if infinite.any():
-            warnings.warn(f"feature column '{name}' holds {int(infinite.sum())} +/-inf value(s), "
-                          "treated as missing", CleanpipeWarning, stacklevel=2)
+            warnings.warn(f"feature column '{name}' holds {int(infinite.sum())} +/-inf value(s) (or "
+                          "values beyond float32's range), treated as missing", CleanpipeWarning,
+                          stacklevel=2)
             block = np.where(infinite, np.float32(np.nan), block)
         parts.append(block)
         cats.extend(cat)
@@ -314,7 +319,7 @@ def encode_label_columns(table: pa.Table, names: list):
             raise InputError(f"label column '{name}' has type {t}; with several --label columns each "
                              "must hold 0/1 or true/false (or pass one list-of-tags column)")
         valid = col.is_valid().to_numpy(zero_copy_only=False).astype(bool)
-        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        values = col.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         bad = valid & (values != 0) & (values != 1)
         if bad.any():
             row = int(np.argmax(bad))

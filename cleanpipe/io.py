@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -39,16 +40,18 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
             if not files:
-                raise InputError(f"{what} directory '{path}' holds no Parquet files")
+                raise InputError(f"{what} directory '{path}' holds no Parquet files; pass a directory "
+                                 "that holds .parquet files, or one Parquet file")
             schemas = {f: pq.read_schema(f) for f in files}
             first = schemas[files[0]]
+            _check_unique_names(first, files[0], what)
             for f, schema in schemas.items():
                 if not schema.equals(first, check_metadata=False):
                     raise InputError(
                         f"{what} files disagree on schema: '{f}' has ({_schema_str(schema)}) but "
                         f"'{files[0]}' has ({_schema_str(first)}); make the files share one schema")
             return ds.dataset(path, format="parquet", partitioning="hive")
-        pq.read_metadata(path)
+        _check_unique_names(pq.read_schema(path), path, what)
         return ds.dataset(path, format="parquet")
     except InputError:
         raise
@@ -56,6 +59,13 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{what} '{path}' is not a readable Parquet file ({first_line}); "
                          "pass a Parquet file or a directory of Parquet files") from None
+
+
+def _check_unique_names(schema: pa.Schema, path, what: str) -> None:
+    dup = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if dup:
+        raise InputError(f"{what} '{path}' has duplicate column name(s) "
+                         f"{', '.join(repr(n) for n in dup)}; rename them so every column name is unique")
 
 
 def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None) -> pa.Table:
@@ -158,7 +168,10 @@ def cleanup_stale_temps(directory: str | os.PathLike) -> int:
         if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
-            p.unlink()
+            if p.is_dir() and not p.is_symlink():  # a staged folder (a model directory)
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             removed += 1
     return removed
 

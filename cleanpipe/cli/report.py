@@ -34,7 +34,7 @@ def report(flags, summary_path, out, max_rows, max_columns, quiet):
       cleanpipe report data.flags.parquet
       cleanpipe report flags.parquet --summary flags.summary.json --out report.html
     """
-    from ..io import check_output_path, cleanup_stale_temps
+    from ..io import check_output_path, cleanup_stale_temps, open_dataset
     from ..report import read_summary, summary_path_for, write_report
 
     stem = Path(flags.rstrip("/")).stem
@@ -44,6 +44,7 @@ def report(flags, summary_path, out, max_rows, max_columns, quiet):
     # Checked before the summary so a mistyped FLAGS is not reported as a missing summary.
     if not Path(flags).exists():
         raise InputError(f"flags '{flags}' does not exist; pass the Parquet file cleanpipe flag wrote")
+    open_dataset(flags, what="FLAGS")  # an unreadable FLAGS is named before its summary is sought
     summary = read_summary(summary_file)
     cleanup_stale_temps(out_path.parent)
     write_report(flags, out_path, summary=summary, max_rows=max_rows, max_columns=max_columns)

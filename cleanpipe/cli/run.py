@@ -25,7 +25,9 @@ _STAGES = ("oof", "flag", "clean", "retrain")
 @click.option("--backend", default=None, type=click.Choice(["loky", "dask"]),
               help="Where cross-validation folds are fitted (overrides [oof] backend).")
 @click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")
-@click.option("--allow-custom-model", is_flag=True,
+# envvar=[]: opting in to importing code must be typed on the command line, never inherited
+# from the environment (the CLI otherwise maps every option to CLEANPIPE_<OPTION>).
+@click.option("--allow-custom-model", is_flag=True, envvar=[],
               help="Allow [oof] model = \"package.module:Class\" (imports and runs that code).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a pipeline key, repeatable (e.g. --set oof.folds=3).")

@@ -189,12 +189,18 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
         _check_sink(p, origin)
 
 
+def check_loss(p, origin: str) -> None:
+    """``[retrain] loss`` names a usable loss. Separate from :func:`check_values` because it
+    imports torch (seconds, ~200 MiB): the runner calls it only when the retrain stage will run."""
+    from ..losses import LOSSES
+    from ..train import retrain
+    usable = getattr(retrain, "single_label_losses", None)
+    names = usable() if usable else [n for n in LOSSES if n != "bce"]
+    _choice(origin, "[retrain] loss", p.retrain.loss, names)
+
+
 def _check_retrain(p, origin: str) -> None:
     r = p.retrain
-    if "retrain" in p.stages:
-        from ..losses import LOSSES  # imports torch: only when the stage will run
-        from ..train.retrain import UNSUPPORTED_LOSSES
-        _choice(origin, "[retrain] loss", r.loss, [n for n in LOSSES if n not in UNSUPPORTED_LOSSES])
     rules = [("epochs", r.epochs >= 1, "a positive integer"),
              ("batch_size", r.batch_size >= 1, "a positive integer"),
              ("lr", r.lr > 0, "a positive number"), ("weight_decay", r.weight_decay >= 0, ">= 0"),

@@ -24,6 +24,7 @@ from .extract import extract
 from .manifest import (is_current, load_manifest, now, peak_rss_mib, save_manifest, stage_key,
                        versions)
 from .preflight import preflight
+from .rules import check_loss
 from .rundir import (RunLock, default_run_id, point_latest, remove_stale, run_directory, swap_in,
                      temp_dir)
 from .stages import STAGE_FUNCTIONS, StageContext
@@ -127,22 +128,24 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
     origin = str(p.file)
     selected = select_stages(p.stages, from_stage, until_stage)
     emit = on_event or (lambda *a: None)
+    if "retrain" in selected or (check_only and "retrain" in p.stages):
+        check_loss(p, origin)
     with preflight(p, origin) as ends:
         run_id = run_id or default_run_id(ends.source.identity())
         run_dir = run_directory(runs_dir, p.name, run_id)
         if check_only:
             return RunResult(run_dir, {}, {})
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(run_dir), contextlib.ExitStack() as stack:
+        # Checked before the directory is created (a refused run leaves nothing behind) and again
+        # under the lock (another run may have changed the manifest meanwhile).
+        _check_earlier_done(p, selected, load_manifest(run_dir, p.name, run_id), run_dir)
+        with contextlib.ExitStack() as stack:
+            if _needs_folds(p, selected):
+                stack.enter_context(_backend(p, origin))  # an unreachable scheduler fails here
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(RunLock(run_dir))
             remove_stale(run_dir)
             manifest = load_manifest(run_dir, p.name, run_id)
-            first = STAGES.index(selected[0])
-            for stage in p.stages:
-                if STAGES.index(stage) < first and manifest["stages"].get(stage, {}).get("status") != "done":
-                    raise ConfigError(f"--from {selected[0]}: stage {stage} has not completed in "
-                                      f"'{run_dir}'; run without --from first")
-            if _needs_folds(p, selected):
-                stack.enter_context(_backend(p, origin))
+            _check_earlier_done(p, selected, manifest, run_dir)
             point_latest(run_dir)
             manifest.update(pipeline_file=origin, settings=p.to_dict(), versions=versions(),
                             status="running")
@@ -162,6 +165,15 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
             manifest.pop("error", None)
             save_manifest(run_dir, manifest)
     return RunResult(run_dir, manifest, actions)
+
+
+def _check_earlier_done(p: Pipeline, selected, manifest: dict, run_dir: Path) -> None:
+    """With ``--from``, the stages before the first selected one must have completed."""
+    first = STAGES.index(selected[0])
+    for stage in p.stages:
+        if STAGES.index(stage) < first and manifest["stages"].get(stage, {}).get("status") != "done":
+            raise ConfigError(f"--from {selected[0]}: stage {stage} has not completed in "
+                              f"'{run_dir}'; run without --from first")
 
 
 @contextlib.contextmanager

@@ -136,7 +136,8 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     counts = {"rows_in": 0, "rows_out": 0, "flagged": 0, "null_label": 0, "dropped": 0,
               "down_weighted": 0, "relabelled": 0}
     writer, settings = None, {}
-    batches = dataset.to_batches(batch_size=p.batch_rows)
+    # Bounded readahead keeps one row group decoded at a time (see ParquetSource.reader).
+    batches = dataset.to_batches(batch_size=p.batch_rows, fragment_readahead=1, batch_readahead=1)
     try:
         for batch in _non_empty(batches, dataset.schema):
             result = clean_table(pa.Table.from_batches([batch]), mode=s.mode,

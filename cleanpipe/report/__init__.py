@@ -229,7 +229,8 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
     missing = [c for c in FLAG_COLUMNS if c not in schema.names]
     if missing:
         shown = ", ".join(schema.names[:30]) + (", ..." if len(schema.names) > 30 else "")
-        raise InputError(f"flags table lacks the column(s) {', '.join(missing)} that cleanpipe flag adds "
+        where = f"flags '{os.fspath(flags)}'" if isinstance(flags, (str, os.PathLike)) else "flags table"
+        raise InputError(f"{where} lacks the column(s) {', '.join(missing)} that cleanpipe flag adds "
                          f"(columns: {shown}); pass the output of cleanpipe flag")
     if not pa.types.is_floating(schema.field("label_score").type):
         raise InputError(f"flags column 'label_score' has type {schema.field('label_score').type}, not "

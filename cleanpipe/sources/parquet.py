@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import TMP_PREFIX
+from ..io import TMP_PREFIX, cleanup_stale_temps
 from ._sql import error_line
 from .base import BATCH_ROWS, Sink, Source, digest
 
@@ -139,7 +139,8 @@ class ParquetSource(Source):
         except (OSError, pa.ArrowException) as exc:
             raise _arrow_error(f"cannot list '{self.path}'", exc) from None
         if not files:
-            raise InputError(f"directory '{self.path}' holds no Parquet files")
+            raise InputError(f"directory '{self.path}' holds no Parquet files; use a folder that "
+                             "holds .parquet files (names starting with . or _ are skipped)")
         self._files = (sorted(files, key=lambda i: i.path), self._inner)
         return self._files
 
@@ -166,7 +167,10 @@ class ParquetSource(Source):
 
     def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
         try:
-            return self.dataset().scanner(columns=columns, batch_size=batch_rows).to_reader()
+            # One file and one batch ahead: pyarrow's defaults (4 files, 16 batches) decode several
+            # row groups at once, hundreds of MiB for 1M-row row groups.
+            return self.dataset().scanner(columns=columns, batch_size=batch_rows, fragment_readahead=1,
+                                          batch_readahead=1).to_reader()
         except (OSError, pa.ArrowException) as exc:
             raise _arrow_error(f"cannot read '{self.path}'", exc) from None
 
@@ -226,6 +230,8 @@ class ParquetSink(Sink):
         try:
             if not is_s3(target):
                 os.makedirs(parent, exist_ok=True)
+                # Temporaries of runs killed while writing here (their process is gone).
+                cleanup_stale_temps(parent)
             with pq.ParquetWriter(tmp, reader.schema, filesystem=fs, compression="zstd") as writer:
                 for batch in reader:
                     writer.write_batch(batch)

@@ -84,6 +84,9 @@ def test_good_file_parses_into_frozen_dataclasses(folder):
     (GOOD + '[sink]\ntype = "parquet"\ncleaned = "c.parquet"\n', ["[sink] cleaned is set", "no clean stage"]),
     (GOOD + '[sink]\ntype = "parquet"\nflags = "data.parquet"\n', "would overwrite the source"),
     (GOOD + "stages = [\n", "is not valid TOML"),
+    (GOOD.replace('stages = ["oof", "flag"]', 'stages = ["oof", "flag", "clean", "retrain"]')
+     + '[retrain]\nloss = "cee"\n', ["[retrain] loss = 'cee' is not known", "did you mean 'ce'"]),
+    (GOOD + '[retrain]\nhidden = [0]\n', ["[retrain] hidden", "positive widths"]),
 ])
 def test_bad_files_name_the_key(folder, text, expect):
     _fails(folder, text, expect=expect)
@@ -135,6 +138,7 @@ def test_bad_options(folder, args, expect):
 
 def test_from_needs_the_earlier_stages_done(folder):
     _fails(folder, GOOD, "--from", "flag", expect=["--from flag", "oof has not completed"])
+    assert not (folder / "runs").exists()  # refused before the run directory is created
 
 
 def test_defaults_follow_the_library():
@@ -160,8 +164,10 @@ def test_select_stages_unit():
         select_stages(STAGES, "retrain", "oof")
 
 
-def test_custom_model_needs_opt_in_and_must_import(folder):
+def test_custom_model_needs_opt_in_and_must_import(folder, monkeypatch):
     text = GOOD.replace('"logreg"', '"sklearn.naive_bayes:GaussianNB"')
+    _fails(folder, text, expect="--allow-custom-model")
+    monkeypatch.setenv("CLEANPIPE_ALLOW_CUSTOM_MODEL", "1")  # only the command line can opt in
     _fails(folder, text, expect="--allow-custom-model")
     res = run_cli("run", _write(folder, text), "--allow-custom-model", "--check", "--runs-dir", folder / "runs")
     assert res.exit_code == 0, res.output

@@ -65,3 +65,4 @@ def test_unreachable_scheduler_is_a_config_error(repo, monkeypatch):
                   "--backend", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert res.exit_code == 2
     assert "[oof] scheduler" in res.stderr and "cannot reach the Dask scheduler" in res.stderr
+    assert not (repo / "runs").exists()  # found before anything was written

@@ -21,6 +21,7 @@ def _check_flags(flags: pa.Table, digits: pa.Table) -> None:
     assert f1_score(truth, found) > 0.6  # logreg on digits with 30% flipped labels
 
 
+@pytest.mark.slow  # all four stages on the 1797-row table, twice: about 10 s on a busy 2-core box
 def test_parquet_pipeline_runs_all_four_stages_then_resumes_without_work(repo, digits_table):
     runs = repo / "runs"
     res = run_cli("run", repo / "pipelines" / "digits_parquet.toml", "--runs-dir", runs, *FAST)

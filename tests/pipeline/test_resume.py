@@ -163,8 +163,9 @@ class SlowLogReg(LogisticRegression):
 def test_sigkill_during_a_stage_leaves_it_not_done_and_the_rerun_completes(pipe, tmp_path):
     (tmp_path / "slowmodel.py").write_text(textwrap.dedent(SLOW_MODEL))
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    cmd = [sys.executable, "-c", "from cleanpipe.cli import main; main()", "run", str(pipe), "--runs-dir", str(tmp_path / "runs"),
-           "--run-id", "r1", "--allow-custom-model", "--set", 'oof.model="slowmodel:SlowLogReg"', "-q"]
+    cmd = [sys.executable, "-c", "from cleanpipe.cli import main; main()", "run", str(pipe),
+           "--runs-dir", str(tmp_path / "runs"), "--run-id", "r1", "--allow-custom-model",
+           "--set", 'oof.model="slowmodel:SlowLogReg"', "-q"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     run_dir = tmp_path / "runs" / "tiny" / "r1"
     deadline = time.monotonic() + 60

@@ -94,6 +94,7 @@ flags = '{EVIL}_flags; DROP TABLE keep'
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_password_from_pgpassword_appears_nowhere(repo, digits_table, pg_env, caplog):
     password = pg_env["PGPASSWORD"]
     from cleanpipe.sources import PostgresSink

@@ -73,7 +73,8 @@ def postgres_server():
     if bindir is None:
         return _remember("postgres", "no PostgreSQL server binaries (initdb); apt-get install postgresql")
     prefix = []
-    base = tempfile.mkdtemp(prefix="cleanpipe-pg-")
+    # /tmp: reachable by the postgres user, and short enough for a unix socket path (107 bytes).
+    base = tempfile.mkdtemp(prefix="cleanpipe-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
     if os.geteuid() == 0:
         # PostgreSQL refuses to run as root: run it as the postgres system user.
         import pwd

@@ -61,7 +61,7 @@ def test_fingerprint_changes_when_a_file_changes(tiny_table, tmp_path):
 @pytest.mark.parametrize("what, make", [
     ("does not exist", lambda p: str(p / "missing.parquet")),
     ("no files match", lambda p: str(p / "nothing-*.parquet")),
-    ("holds no Parquet files", lambda p: (p / "empty").mkdir() or str(p / "empty")),
+    ("holds no Parquet files; use a folder", lambda p: (p / "empty").mkdir() or str(p / "empty")),
     ("not a readable Parquet", lambda p: (p / "x.parquet").write_text("no") and str(p / "x.parquet")),
 ])
 def test_unreadable_paths_are_one_line_input_errors(tmp_path, what, make):
@@ -85,6 +85,18 @@ def test_sink_replaces_atomically_and_a_failed_write_keeps_the_old_file(tiny_tab
         sink.write(str(target), pa.RecordBatchReader.from_batches(tiny_table.schema, failing()))
     assert pq.read_table(target).equals(tiny_table)
     assert sorted(os.listdir(target.parent)) == ["flags.parquet"]  # no temporary left behind
+
+
+def test_sink_removes_temporaries_of_dead_writers(tiny_table, tmp_path):
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".cleanpipe-tmp-{dead.pid}-0123abcd-flags.parquet"
+    stale.write_bytes(b"left by a killed run")
+    ParquetSink().write(str(tmp_path / "flags.parquet"),
+                        pa.RecordBatchReader.from_batches(tiny_table.schema, tiny_table.to_batches()))
+    assert sorted(os.listdir(tmp_path)) == ["flags.parquet"]
 
 
 def test_sink_check_refuses_directories(tmp_path):
