@@ -230,7 +230,9 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     timings["total_s"] = time.perf_counter() - t0
     summary = build_summary(det, y, classes, n_rows=src.n_rows, source=src.name,
                             settings=settings, timings=timings, notes=notes)
-    top = np.argsort(np.where(labelled, score, np.inf), kind="stable")[:10]
+    ranked = np.where(labelled, score, np.inf)
+    top = np.argpartition(ranked, min(10, len(ranked) - 1))[:10] if len(ranked) > 10 else np.arange(len(ranked))
+    top = top[np.lexsort((top, ranked[top]))]  # lowest score first, ties by row: O(N), no full sort
     top = top[labelled[top]]
     id_table = src.read(list(ids)).take(pa.array(top)) if ids else None
     summary["top_suspicious"] = _top_rows(columns, top, id_table, ids)
