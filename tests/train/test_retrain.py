@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import make_table
+from train_tables import make_table
 
 from cleanpipe import flag_table
 from cleanpipe.errors import InputError
