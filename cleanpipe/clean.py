@@ -82,7 +82,8 @@ def read_summary(path: str | os.PathLike, *, what: str = "summary") -> dict:
         raise InputError(f"{what} '{path}' is not readable JSON ({exc}); pass the .summary.json "
                          "that cleanpipe flag wrote") from None
     if not isinstance(obj, dict):
-        raise InputError(f"{what} '{path}' holds a {type(obj).__name__}, not a flag summary object")
+        raise InputError(f"{what} '{path}' holds a {type(obj).__name__}, not a flag summary object; "
+                         "pass the .summary.json that cleanpipe flag wrote")
     return obj
 
 

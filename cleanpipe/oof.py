@@ -120,9 +120,24 @@ def _import_estimator(spec: str):
 
 def _fit_fold(est, X, y, train, test, X_extra, n_classes):
     est = clone(est)
+    if len(np.unique(y[train])) < 2:
+        # A tiny table can leave a fold's training rows with one class: that model can only
+        # predict it, so say so rather than fit a classifier that refuses one class.
+        cols = np.unique(y[train])
+        const = np.ones((1, 1), dtype=np.float32)
+        probs = np.zeros((len(test), n_classes), dtype=np.float32)
+        probs[:, cols] = const
+        extra = np.zeros((len(X_extra), n_classes), dtype=np.float32)
+        extra[:, cols] = const
+        return test, probs, extra
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        est.fit(X[train], y[train])
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        try:
+            est.fit(X[train], y[train])
+        except ValueError as exc:
+            raise InputError(f"the model could not be fitted on a fold ({str(exc).splitlines()[0]}); "
+                             "check the feature columns or try --model hgb") from None
     cols = np.asarray(est.classes_, dtype=np.int64)
 
     def full(P):
@@ -217,6 +232,12 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         notes.append("class(es) " + ", ".join(f"'{names[c]}'" for c in singletons[:5]) +
                      " have a single row: no fold model sees them, so those rows will look "
                      "mislabeled; check them by hand or merge the class")
+    if counts.max() < folds:
+        if counts.max() < 2:
+            raise InputError("every class has a single row; cross-validation needs a class with "
+                             "at least 2 rows (merge classes or label more rows)")
+        notes.append(f"every class has fewer rows than --folds {folds}: using {counts.max()} folds")
+        folds = int(counts.max())
     for note in notes:
         warnings.warn(note, CleanpipeWarning, stacklevel=2)
     est = make_model(model, categorical=categorical, seed=seed)
@@ -295,9 +316,18 @@ def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_job
     >>> out_of_fold_probs(X, y, model="logreg").shape
     (150, 3)
     """
-    X = np.asarray(X, dtype=np.float32)
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise InputError("X is ragged or not numeric; pass a (rows x features) numeric array") from None
     if X.ndim != 2:
         raise InputError(f"X must be 2-D (rows x features), got shape {X.shape}")
+    if X.shape[1] == 0:
+        raise InputError("X has no feature columns; pass at least one feature")
+    if np.isinf(X).any() or (np.abs(np.nan_to_num(X)) > np.finfo(np.float32).max).any():
+        raise InputError("X holds +/-inf or values beyond float32's range; use NaN for a "
+                         "missing value (the hgb model handles NaN)")
+    X = X.astype(np.float32)
     from .detect import check_labels
     y = check_labels(y, name="y")
     if len(y) != len(X):

@@ -119,7 +119,7 @@ def retrain(data, out, label, features, exclude, ids, weight_col, loss, loss_par
     """
     from ..clean import label_from_metadata
     from ..errors import InputError
-    from ..io import read_table
+    from ..io import cleanup_stale_temps, read_table
     from ..losses import get_loss
     from ..train import DEFAULT_LOSS, TrainConfig, check_model_dir, retrain_table, save_model_dir
 
@@ -131,6 +131,7 @@ def retrain(data, out, label, features, exclude, ids, weight_col, loss, loss_par
                          threads=threads).check()
     params = _parse_loss_params(loss_params)
     check_model_dir(out, overwrite=overwrite)
+    cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
     if Path(out).resolve() == Path(data).resolve():
         raise InputError(f"--out '{out}' is DATA itself; choose another directory")
     table = read_table(data)

@@ -83,15 +83,6 @@ class Case:
     run_record: bool = False
 
 
-XFAIL_ALL_CLASSES_RARE = (
-    "cleanpipe/oof.py cross_val_probs: when every class has fewer rows than --folds, sklearn's "
-    "StratifiedKFold.split raises ValueError('n_splits=3 cannot be greater than the number of members "
-    "in each class'), so flag exits 1 (internal error) instead of spreading the classes over fewer "
-    "folds as the README promises (or refusing with exit 2)")
-XFAIL_SUMMARY_LIST = (
-    "cleanpipe/clean.py read_summary: a --summary holding JSON that is not an object gives "
-    "\"holds a list, not a flag summary object\" with no fix (every other branch says 'pass the "
-    ".summary.json that cleanpipe flag wrote')")
 
 
 # Tables --------------------------------------------------------------------------------------------
@@ -411,7 +402,7 @@ def flag_cases():
         Case("class_with_one_row", d(t_class_one_row), ok=True, names=("'lonely'",), outputs=FLAG_OUT,
              check=check_flags()),
         Case("as_many_classes_as_rows", d(t_classes_eq_rows), ok=True, names=("fewer rows than --folds",),
-             outputs=FLAG_OUT, check=check_flags(), xfail=XFAIL_ALL_CLASSES_RARE),
+             outputs=FLAG_OUT, check=check_flags()),
         Case("a_feature_entirely_null", d(t_null_feature), ok=True, names=("'empty'", "entirely null"),
              outputs=FLAG_OUT, check=check_flags()),
         Case("nan_and_inf_features", d(t_nan_inf), ok=True, names=("'x'", "inf"), outputs=FLAG_OUT,
@@ -459,7 +450,7 @@ def clean_cases():
              names=("--summary", "bad.json")),
         Case("summary_not_an_object", lambda c: (c.p("list.json").write_text("[1, 2]"),
                                                  clean_args(c.flags(base_table()), "--summary", "list.json"))[1],
-             names=("list.json",), xfail=XFAIL_SUMMARY_LIST),
+             names=("list.json",)),
         Case("unknown_mode", fl(base_table, "--mode", "burn"), names=("--mode", "burn")),
         Case("min_weight_negative", fl(base_table, "--mode", "weight", "--min-weight", "-1"), names=("--min-weight", "-1")),
         Case("min_weight_above_1", fl(base_table, "--mode", "weight", "--min-weight", "2"), names=("--min-weight", "2")),

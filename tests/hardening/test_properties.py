@@ -183,30 +183,12 @@ OOF_BUGS = {
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("every_class_rarer_than_folds", marks=pytest.mark.xfail(strict=True, reason=(
-        "cleanpipe/oof.py cross_val_probs: when every class has fewer rows than folds, sklearn's "
-        "StratifiedKFold raises ValueError('n_splits=2 cannot be greater than the number of members "
-        "in each class') instead of a CleanpipeError or spreading the classes over fewer folds"))),
-    pytest.param("inf_feature", marks=pytest.mark.xfail(strict=True, reason=(
-        "cleanpipe/oof.py out_of_fold_probs: +/-inf in X reaches scikit-learn and raises ValueError "
-        "('Input X contains infinity'); cleanpipe flag treats inf as missing with a warning, the API "
-        "neither does that nor raises InputError"))),
-    pytest.param("zero_feature_columns", marks=pytest.mark.xfail(strict=True, reason=(
-        "cleanpipe/oof.py out_of_fold_probs: X of shape (n, 0) reaches scikit-learn and raises "
-        "ValueError('Found array with 0 feature(s)') instead of InputError"))),
-    pytest.param("float64_beyond_float32", marks=pytest.mark.xfail(strict=True, reason=(
-        "cleanpipe/oof.py out_of_fold_probs: np.asarray(X, dtype=float32) of a float64 value beyond "
-        "float32's range emits RuntimeWarning('overflow encountered in cast') and then scikit-learn "
-        "raises ValueError on the resulting inf"))),
-    pytest.param("a_fold_trains_on_one_class", marks=pytest.mark.xfail(strict=True, reason=(
-        "cleanpipe/oof.py cross_val_probs/_fit_fold: a fold whose training rows hold a single class "
-        "(y=[0, 1, 1], folds=2) makes LogisticRegression raise ValueError('This solver needs samples "
-        "of at least 2 classes') instead of a CleanpipeError or a fallback"))),
-    pytest.param("subnormal_feature", marks=pytest.mark.xfail(strict=True, reason=(
-        "cleanpipe/oof.py make_model('logreg'): a float32 feature whose variance is subnormal "
-        "(values 1.4e-45 and 0) gets a StandardScaler scale_ that underflows to 0 in float32, so "
-        "transform divides by zero (RuntimeWarning 'divide by zero encountered in divide') and "
-        "LogisticRegression then raises ValueError('Input X contains NaN')"))),
+    pytest.param("every_class_rarer_than_folds"),
+    pytest.param("inf_feature"),
+    pytest.param("zero_feature_columns"),
+    pytest.param("float64_beyond_float32"),
+    pytest.param("a_fold_trains_on_one_class"),
+    pytest.param("subnormal_feature"),
 ])
 def test_out_of_fold_probs_known_gaps(case):
     X, y, folds = OOF_BUGS[case]

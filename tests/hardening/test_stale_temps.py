@@ -86,10 +86,6 @@ def test_predict_removes_stale_temps(tmp_path, pids, trained_model):
     assert_cleaned(planted)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cleanpipe/cli/retrain.py retrain never calls cleanup_stale_temps: the staging folder "
-    "'.cleanpipe-tmp-<pid>-<hex>-<name>' (and '...-old-<name>') that a killed save_model_dir leaves "
-    "beside --out stays there forever (predict, flag, clean and report clean theirs)"))
 def test_retrain_removes_stale_temps(tmp_path, pids):
     pq.write_table(base_table(), tmp_path / "d.parquet")
     planted = plant(tmp_path / "models", pids)
