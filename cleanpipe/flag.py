@@ -305,7 +305,7 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
     if not save_pred_probs:
         probs = None  # unmaps a memory-mapped --pred-probs before the output is written
     write_streamed(dataset, columns, summary, out_path, outputs, probs=probs,
-                   save_pred_probs=save_pred_probs)
+                   save_pred_probs=save_pred_probs, progress=progress)
     return summary
 
 
@@ -317,7 +317,7 @@ def open_source(path) -> tuple:
 
 
 def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=None,
-                   save_pred_probs=None) -> None:
+                   save_pred_probs=None, progress=None) -> None:
     """Write ``dataset`` batch by batch with ``columns`` (a FlagColumns-like) appended.
 
     The output goes to a file staged by ``outputs``; the probabilities too, when asked, written
@@ -338,6 +338,8 @@ def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=
             arrays = list(batch.columns) + list(columns.arrays(start, stop).values())
             writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
             start = stop
+            if progress:
+                progress("writing rows", stop, summary["rows"])
     if save_pred_probs:
         mm = np.lib.format.open_memmap(outputs.stage(save_pred_probs), mode="w+",
                                        dtype=np.float32, shape=probs.shape)

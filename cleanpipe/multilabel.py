@@ -564,5 +564,5 @@ def flag_multilabel_dataset(path, out_path, *, outputs, label="label", features=
     if not save_pred_probs:
         probs = None  # unmaps a memory-mapped --pred-probs before the output is written
     write_streamed(dataset, columns, summary, out_path, outputs, probs=probs,
-                   save_pred_probs=save_pred_probs)
+                   save_pred_probs=save_pred_probs, progress=progress)
     return summary
