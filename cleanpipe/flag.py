@@ -268,12 +268,17 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     -------
     FlagResult
     """
+    return run_on_table(
+        _flag, table, source, label=label, features=features, exclude=exclude, ids=ids,
+        model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
+        mixture=mixture, progress=progress, noisy_threshold=noisy_threshold)
+
+
+def run_on_table(flagger, table: pa.Table, source, **settings) -> FlagResult:
+    """Run a flag stage (``_flag`` or its multi-label twin) on an in-memory table."""
     src = _Source(table.column_names, table.schema, table.num_rows,
                   lambda cols: table.select(cols), source or "DATA")
-    columns, summary, probs, det = _flag(
-        src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
-        seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-        progress=progress, noisy_threshold=noisy_threshold)
+    columns, summary, probs, det = flagger(src, **settings)
     summary["source"] = None if source is None else os.fspath(source)
     out = table
     for name, col in columns.arrays().items():

@@ -27,7 +27,7 @@ from .errors import InputError
 from .features import (columns_hint, decode_label_lists, encode_label_columns, encode_label_lists,
                        is_list_type, select_feature_columns, table_to_features)
 from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, _versions, load_pred_probs,
-                   open_source, write_streamed)
+                   open_source, run_on_table, write_streamed)
 from .io import open_dataset
 from .oof import check_folds, cross_val_probs_multilabel
 from .rows import TakeRows
@@ -527,17 +527,10 @@ def flag_multilabel_table(table: pa.Table, *, label="label", features=None, excl
         ``suspect_missing`` and ``suspect_spurious`` are list columns of the tags' type;
         ``detection`` is a :class:`~cleanpipe.detect.multilabel.MultilabelDetection`.
     """
-    src = _Source(table.column_names, table.schema, table.num_rows,
-                  lambda cols: table.select(cols), source or "DATA")
-    columns, summary, probs, det = _flag_multilabel(
-        src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
-        seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-        noisy_threshold=noisy_threshold, progress=progress)
-    summary["source"] = None if source is None else os.fspath(source)
-    out = table
-    for name, col in columns.arrays().items():
-        out = out.append_column(name, col)
-    return FlagResult(out, summary, probs, det)
+    return run_on_table(
+        _flag_multilabel, table, source, label=label, features=features, exclude=exclude, ids=ids,
+        model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
+        mixture=mixture, noisy_threshold=noisy_threshold, progress=progress)
 
 
 def flag_multilabel_dataset(path, out_path, *, outputs, label="label", features=None, exclude=(),
