@@ -379,6 +379,14 @@ def _top_rows(columns: FlagColumns, top: np.ndarray, id_table, ids) -> list:
     return rows
 
 
+def run_fields(det, settings, timings, notes) -> dict:
+    """The summary keys every flag stage shares: mixture, method, settings, versions, timings, notes."""
+    return {"mixture": det.mixture.to_dict(), "method": det.method, "settings": settings or {},
+            "versions": _versions(),
+            "timings": {k: round(v, 4) for k, v in (timings or {}).items()},
+            "notes": list(notes)}
+
+
 def build_summary(det: Detection, labels: np.ndarray, classes: list, *, n_rows: int,
                   source=None, settings=None, timings=None, notes=()) -> dict:
     """The JSON-ready summary of a detection (what ``<out>.summary.json`` holds)."""
@@ -406,10 +414,5 @@ def build_summary(det: Detection, labels: np.ndarray, classes: list, *, n_rows: 
         "class_prior": np.round(cl.prior, 6).tolist(),
         "thresholds": np.round(cl.thresholds, 6).tolist(),
         "confident_joint": cl.confident_joint.tolist(),
-        "mixture": det.mixture.to_dict(),
-        "method": det.method,
-        "settings": settings or {},
-        "versions": _versions(),
-        "timings": {k: round(v, 4) for k, v in (timings or {}).items()},
-        "notes": list(notes),
+        **run_fields(det, settings, timings, notes),
     }

@@ -26,8 +26,8 @@ from .detect.multilabel import MULTILABEL_METHODS, MultilabelDetection, detect_m
 from .errors import InputError
 from .features import (columns_hint, decode_label_lists, encode_label_columns, encode_label_lists,
                        is_list_type, select_feature_columns, table_to_features)
-from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, _versions, load_pred_probs,
-                   open_source, run_on_table, write_streamed)
+from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, load_pred_probs,
+                   open_source, run_fields, run_on_table, write_streamed)
 from .io import open_dataset
 from .oof import check_folds, cross_val_probs_multilabel
 from .rows import TakeRows
@@ -493,12 +493,7 @@ def build_multilabel_summary(det: MultilabelDetection, labels: np.ndarray, class
         "class_prior": np.round(cl.prior[:, 1], 6).tolist(),
         "thresholds": np.round(cl.thresholds, 6).tolist(),
         "confident_joint": cl.confident_joint.tolist(),
-        "mixture": det.mixture.to_dict(),
-        "method": det.method,
-        "settings": settings or {},
-        "versions": _versions(),
-        "timings": {k: round(v, 4) for k, v in (timings or {}).items()},
-        "notes": list(notes),
+        **run_fields(det, settings, timings, notes),
     }
 
 
