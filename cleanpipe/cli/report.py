@@ -20,33 +20,45 @@ from . import cli
               help="Most suspicious rows listed.")
 @click.option("--columns", "max_columns", default=20, show_default=True, type=click.IntRange(min=0),
               help="Data columns shown in that list.")
+@click.option("--training", "training_path", default=None, metavar="MODEL_DIR",
+              type=click.Path(path_type=str),
+              help="Model directory of `cleanpipe retrain` (or its metrics.json): adds a Training "
+                   "section with the loss curves and the online noise model per epoch.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def report(flags, summary_path, out, max_rows, max_columns, quiet):
+def report(flags, summary_path, out, max_rows, max_columns, training_path, quiet):
     """Write an HTML report of a flags table made by `cleanpipe flag`.
 
     The page shows the loss mixture with its threshold, the estimated noise matrix, flagged
     rows and noise rate per class, label_score of kept vs flagged rows, the most suspicious
-    rows, and the run's settings, versions and timings. It is one file that loads nothing
-    from the network and runs no script; open it in any browser.
+    rows, and the run's settings, versions and timings. With --training, it also shows the
+    training run of a model: loss and validation accuracy per epoch and, for --noisy-weight
+    online, the estimated noisy share per epoch. It is one file that loads nothing from the
+    network and runs no script; open it in any browser.
 
     \b
     Examples:
       cleanpipe report data.flags.parquet
       cleanpipe report flags.parquet --summary flags.summary.json --out report.html
+      cleanpipe report data.flags.parquet --training model/
     """
     from ..io import check_output_path, cleanup_stale_temps, open_dataset
-    from ..report import read_summary, summary_path_for, write_report
+    from ..report import read_summary, read_training, summary_path_for, write_report
 
     stem = Path(flags.rstrip("/")).stem
     out_path = Path(out) if out else Path.cwd() / f"{stem}.report.html"
     summary_file = Path(summary_path) if summary_path else summary_path_for(flags.rstrip("/"))
-    check_output_path(out_path, flags, summary_file)
+    # The metrics file, not its directory: a report may be written into the model directory.
+    training_file = ([Path(training_path) / "metrics.json" if Path(training_path).is_dir()
+                      else training_path] if training_path else [])
+    check_output_path(out_path, flags, summary_file, *training_file)
     # Checked before the summary so a mistyped FLAGS is not reported as a missing summary.
     if not Path(flags).exists():
         raise InputError(f"flags '{flags}' does not exist; pass the Parquet file cleanpipe flag wrote")
     open_dataset(flags, what="FLAGS")  # an unreadable FLAGS is named before its summary is sought
     summary = read_summary(summary_file)
+    training = read_training(training_path) if training_path else None
     cleanup_stale_temps(out_path.parent)
-    write_report(flags, out_path, summary=summary, max_rows=max_rows, max_columns=max_columns)
+    write_report(flags, out_path, summary=summary, max_rows=max_rows, max_columns=max_columns,
+                 training=training)
     if not quiet:
         click.echo(f"wrote {out_path}")

@@ -6,6 +6,9 @@ file atomically. A flags table of any length is read in record batches, and only
 ``label_score`` and ``is_label_issue`` columns in full: the histograms are accumulated batch by
 batch and the lowest scores kept in a running top-``max_rows``, so memory does not grow with
 the table. Other columns are read only for the rows that are shown.
+
+Given the ``metrics.json`` of a ``cleanpipe retrain`` run (``training=``), the page gains a
+Training section; :mod:`cleanpipe.report.training` reads and checks that file.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import pyarrow.compute as pc
 from ..errors import CleanpipeWarning, InputError
 from ..io import summary_path_for
 from . import html as _html
+from .training import Training, check_training, read_training
 
-__all__ = ["build_report", "write_report", "read_summary", "summary_path_for"]
+__all__ = ["build_report", "write_report", "read_summary", "read_training", "summary_path_for"]
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +187,17 @@ def _rows_table(take, positions: np.ndarray, data_cols: list, hidden: int) -> _h
     return _html.RowsTable(columns, rows, hidden)
 
 
-def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int = 20) -> str:
+def _training(training) -> Training | None:
+    """``training=`` of :func:`build_report` as a checked :class:`Training` (None stays None)."""
+    if training is None or isinstance(training, Training):
+        return training
+    if isinstance(training, (str, os.PathLike)):
+        return read_training(training)
+    return check_training(training)
+
+
+def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int = 20,
+                 training=None) -> str:
     """Render the HTML report of a flags table.
 
     Parameters
@@ -198,6 +212,11 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
         Most suspicious rows (lowest ``label_score``) listed.
     max_columns : int, default=20
         Data columns shown in that list (id columns first); the others are counted, not shown.
+    training : dict or path-like, optional
+        The metrics of a ``cleanpipe retrain`` run (:attr:`cleanpipe.train.RetrainResult.metrics`),
+        or its model directory or ``metrics.json``. Adds a Training section: loss and validation
+        accuracy per epoch, the online noise model per epoch when the run fitted one, and the
+        run's settings. Without it the page has no such section.
 
     Returns
     -------
@@ -207,18 +226,21 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
     Raises
     ------
     InputError
-        ``flags`` lacks the columns flag adds, or ``summary`` lacks the keys the report needs.
+        ``flags`` lacks the columns flag adds, ``summary`` lacks the keys the report needs, or
+        ``training`` is missing, unreadable or not the metrics of a retrain run.
 
     Examples
     --------
     >>> from cleanpipe import flag_table
     >>> result = flag_table(table, label="label")                         # doctest: +SKIP
     >>> Path("report.html").write_text(build_report(result.table, result.summary))  # doctest: +SKIP
+    >>> page = build_report(result.table, result.summary, training="model/")  # doctest: +SKIP
     """
     from . import charts
     if max_rows < 0 or max_columns < 0:
         raise InputError(f"max_rows ({max_rows}) and max_columns ({max_columns}) must be >= 0")
     _check_summary(summary, "")
+    training = _training(training)  # before the flags are read: a bad path fails fast
     if not isinstance(flags, (pa.Table, str, os.PathLike)):
         try:  # a pandas DataFrame or a dict of columns
             flags = pa.table(flags)
@@ -254,12 +276,34 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
             [summary["noise_rate_per_class"][n] for n in names]),
         "chart-scores": charts.score_chart(scan.edges, scan.kept, scan.flagged),
     }
-    return _html.page(summary, _html.sections(summary, svgs, table, n_kept=int(scan.kept.sum()),
-                                              n_flagged=int(scan.flagged.sum())))
+    parts = _html.sections(summary, svgs, table, n_kept=int(scan.kept.sum()),
+                           n_flagged=int(scan.flagged.sum()))
+    if training is None:
+        return _html.page(summary, parts)
+    flag_rate = summary.get("estimated_noise_rate")
+    parts.insert(-1, _html.training_section(training, _training_svgs(
+        training, flag_rate=float(flag_rate) if isinstance(flag_rate, (int, float)) else None)))
+    return _html.page(summary, parts, toc=_html.TOC_TRAINING)
+
+
+def _training_svgs(training: Training, *, flag_rate: float | None) -> dict:
+    from . import charts
+    svgs = {}
+    if any(v is not None for v in (*training.train_loss, *training.val_loss, *training.val_accuracy)):
+        svgs["chart-training-curves"] = charts.training_curve_chart(
+            training.train_loss, training.val_loss, training.val_accuracy,
+            best_epoch=training.best_epoch)
+    if training.noise_model:
+        nm = training.noise_model
+        svgs["chart-noise-model"] = charts.noise_model_chart(
+            [e.epoch for e in nm], [e.noisy_share for e in nm], [e.auroc_vs_flag for e in nm],
+            best_epoch=training.best_epoch, flag_rate=flag_rate, converged=[e.converged for e in nm],
+            n_epochs=max(len(training.train_loss), len(training.val_loss), len(training.val_accuracy)))
+    return svgs
 
 
 def write_report(flags, out: str | os.PathLike, *, summary=None, max_rows: int = 50,
-                 max_columns: int = 20) -> Path:
+                 max_columns: int = 20, training=None) -> Path:
     """Build the report and write it to ``out`` atomically (a temporary file renamed into place).
 
     Parameters
@@ -273,6 +317,9 @@ def write_report(flags, out: str | os.PathLike, *, summary=None, max_rows: int =
         which needs ``flags`` to be a path.
     max_rows, max_columns : int
         See :func:`build_report`.
+    training : dict or path-like, optional
+        See :func:`build_report`; a model directory or ``metrics.json`` path is read before
+        anything is written.
 
     Returns
     -------
@@ -286,7 +333,8 @@ def write_report(flags, out: str | os.PathLike, *, summary=None, max_rows: int =
         summary = summary_path_for(flags)
     if not isinstance(summary, dict):
         summary = read_summary(summary)
-    text = build_report(flags, summary, max_rows=max_rows, max_columns=max_columns)
+    text = build_report(flags, summary, max_rows=max_rows, max_columns=max_columns,
+                        training=training)
     out = Path(out)
     with AtomicOutputs() as outputs:
         outputs.stage(out).write_text(text, encoding="utf-8")

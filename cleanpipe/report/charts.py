@@ -22,6 +22,9 @@ KEPT = "#4c78a8"
 FLAGGED = "#e45756"
 THRESHOLD = "#222222"
 NEUTRAL = "#b8c4d6"
+#: Colours of the validation loss and the validation accuracy curves (the training loss is KEPT).
+VALIDATION = "#f58518"
+ACCURACY = "#54a24b"
 #: Width of the full-width charts, in inches (the page shows them at about 100 px per inch).
 WIDE = 10.0
 #: Class names longer than this are shortened on chart axes (tables show them in full).
@@ -263,4 +266,128 @@ def score_chart(edges, kept_counts, flagged_counts) -> bytes:
             if counts.sum() == 0:
                 ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", color="#888888")
         axes[0].set_ylabel("rows")
+        return _svg(fig)
+
+
+def _series(values) -> np.ndarray:
+    """Floats with NaN for None, so matplotlib leaves a gap where a value was not recorded."""
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _epoch_axes(axes, best_epoch, n_points: int) -> dict:
+    """Integer epoch ticks, the best epoch marked; line keywords for ``n_points`` points."""
+    from matplotlib.ticker import MaxNLocator
+    for i, ax in enumerate(axes):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color=THRESHOLD, linestyle="--", linewidth=1.1,
+                       label=f"best epoch ({best_epoch})" if i == 0 else None)
+    # Markers while the points are few enough to tell apart; a lone point needs one to show at all.
+    return {"linewidth": 1.8, "marker": "o" if n_points <= 60 else None, "markersize": 3}
+
+
+def training_curve_chart(train_loss, val_loss, val_accuracy, *, best_epoch=None) -> bytes:
+    """Training and validation loss, and validation accuracy, per epoch, as two panels.
+
+    Parameters
+    ----------
+    train_loss, val_loss, val_accuracy : sequence of float or None
+        Per-epoch values, epoch ``i + 1`` at index ``i`` (``metrics.json``'s ``curve``); None
+        where not recorded, drawn as a gap.
+    best_epoch : int, optional
+        The 1-based epoch whose weights were kept, marked with a dashed line.
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+    """
+    from matplotlib import rc_context
+    train, val, acc = _series(train_loss), _series(val_loss), _series(val_accuracy)
+    n = max(train.size, val.size, acc.size, best_epoch or 0, 1)
+    with rc_context(_STYLE):
+        fig = _figure(WIDE, 3.6)
+        ax1, ax2 = fig.subplots(1, 2, sharex=True)
+        line = _epoch_axes((ax1, ax2), best_epoch, n)
+        if np.isfinite(train).any():
+            ax1.plot(np.arange(1, train.size + 1), train, color=KEPT, label="training loss", **line)
+        if np.isfinite(val).any():
+            ax1.plot(np.arange(1, val.size + 1), val, color=VALIDATION, label="validation loss", **line)
+        if np.isfinite(acc).any():
+            ax2.plot(np.arange(1, acc.size + 1), acc * 100, color=ACCURACY, label="validation accuracy",
+                     **line)
+        else:
+            ax2.text(0.5, 0.5, "no validation split", transform=ax2.transAxes, ha="center",
+                     color="#888888")
+        ax1.set_title("loss per epoch", loc="left")
+        ax2.set_title("validation accuracy (%)", loc="left")
+        ax1.set_ylabel("mean loss per row")
+        ax1.set_xlim(0.5, n + 0.5)
+        fig.legend(loc="outside lower center", ncols=4, fontsize=8.5)
+        return _svg(fig)
+
+
+def noise_model_chart(epochs, noisy_share, auroc=None, *, best_epoch=None, flag_rate=None,
+                      converged=None, n_epochs=None) -> bytes:
+    """The online noise model per epoch: estimated noisy share and, when known, its AUROC vs the flags.
+
+    Parameters
+    ----------
+    epochs : sequence of int
+        1-based epochs after which the loss mixture was fitted.
+    noisy_share : sequence of float or None
+        Mean posterior ``w`` of the noisy component, in [0, 1], per epoch.
+    auroc : sequence of float or None, optional
+        AUROC of ``w`` against the flagger's ``p_noisy`` per epoch; the right panel is drawn only
+        when at least one value is known.
+    best_epoch : int, optional
+        Marked with a dashed line.
+    flag_rate : float, optional
+        The flag run's estimated noise rate, drawn as a horizontal reference line.
+    converged : sequence of bool or None, optional
+        Per epoch; epochs whose mixture fit did not converge (False) are marked with a cross.
+    n_epochs : int, optional
+        Epochs the run trained: the x axis then spans 1 to ``n_epochs``, as in
+        :func:`training_curve_chart`, so the two charts line up (the warm-up epochs stay empty).
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+    """
+    from matplotlib import rc_context
+    x = np.asarray(epochs, dtype=np.float64)
+    share = _series(noisy_share) * 100
+    auc = _series(auroc if auroc is not None else [None] * x.size)
+    with_auc = bool(np.isfinite(auc).any())
+    with rc_context(_STYLE):
+        fig = _figure(WIDE, 3.6)
+        axes = fig.subplots(1, 2 if with_auc else 1, sharex=True, squeeze=False)[0]
+        line = _epoch_axes(axes, best_epoch, x.size)
+        ax1 = axes[0]
+        ax1.plot(x, share, color=FLAGGED, label="estimated noisy share (mean w)", **line)
+        if converged is not None:
+            bad = np.array([c is False for c in converged], dtype=bool)
+            if bad.any():
+                ax1.plot(x[bad], share[bad], linestyle="none", marker="x", markersize=7, color=THRESHOLD,
+                         label="mixture fit not converged")
+        if flag_rate is not None:
+            ax1.axhline(flag_rate * 100, color="#555555", linestyle=":", linewidth=1.3,
+                        label=f"flag run's estimated noise rate ({flag_rate:.1%})")
+        top = max(float(np.nanmax(share, initial=0.0)), (flag_rate or 0.0) * 100, 1.0)
+        ax1.set_ylim(0, min(top * 1.15, 100.0))
+        ax1.set_title("estimated noisy share of training rows (%)", loc="left")
+        if with_auc:
+            ax2 = axes[1]
+            ax2.plot(x, auc, color=KEPT, label="AUROC of w vs the flags' p_noisy", **line)
+            ax2.axhline(0.5, color="#888888", linestyle=":", linewidth=1.0, label="chance (0.5)")
+            ax2.set_ylim(min(0.45, float(np.nanmin(auc)) - 0.03), 1.0)
+            ax2.set_title("AUROC of w against the flags' p_noisy", loc="left")
+        # Wide enough to show the best epoch's line even when it came before the first fit.
+        span = [*x.tolist(), *([best_epoch] if best_epoch is not None else []),
+                *([1, n_epochs] if n_epochs else [])] or [1.0]
+        lo, hi = float(min(span)), float(max(span))
+        ax1.set_xlim(lo - 0.5, hi + 0.5)
+        fig.legend(loc="outside lower center", ncols=3, fontsize=8.5)
         return _svg(fig)

@@ -334,14 +334,69 @@ def sections(summary: dict, svgs: dict, table: RowsTable, *, n_kept: int, n_flag
     ]
 
 
+def _fact(name: str, value) -> str:
+    if name == "samples/s" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:,.0f}"
+    if name.startswith("val accuracy") and isinstance(value, float):
+        return f"{value:.2%}"
+    return _setting_value(value)
+
+
+def training_section(training, svgs: dict) -> str:
+    """The optional Training section (id ``training``) about a ``cleanpipe retrain`` run.
+
+    Parameters
+    ----------
+    training : cleanpipe.report.training.Training
+    svgs : dict
+        ``chart-training-curves`` (absent when no curve was recorded) and ``chart-noise-model``
+        (absent when the run fitted no online noise model).
+
+    Returns
+    -------
+    str
+    """
+    source = f" (from {esc(training.source)})" if training.source else ""
+    best = (" The dashed line marks the best epoch, whose weights the model kept."
+            if training.best_epoch is not None else "")
+    body = []
+    if "chart-training-curves" in svgs:
+        body.append(img("chart-training-curves", svgs["chart-training-curves"],
+                        "training and validation loss and validation accuracy per epoch"))
+    else:
+        body.append('<div class="note">The run recorded no per-epoch curve.</div>')
+    if "chart-noise-model" in svgs:
+        unconverged = [e.epoch for e in training.noise_model if e.converged is False]
+        warn = (f'<div class="note">The mixture fit did not converge after epoch(s) '
+                f'{esc(", ".join(map(str, unconverged)))}; those epochs\u2019 w are less reliable.</div>'
+                if unconverged else "")
+        body.append("<p class=lead><em>Online noise model.</em> After each epoch from the end of warm-up, a "
+                    "two-component mixture fitted to the network's own per-row losses gives each "
+                    "training row a posterior w of being mislabelled. Left: the estimated noisy share, "
+                    "the mean of w. Right, when the training table had the flags' p_noisy: the AUROC "
+                    "of w against p_noisy, how far the network and the flagger agree on which rows are "
+                    "noisy (0.5 = chance).</p>" + warn
+                    + img("chart-noise-model", svgs["chart-noise-model"],
+                          "estimated noisy share and AUROC against the flags per epoch"))
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{_fact(k, v)}</td></tr>" for k, v in training.facts.items())
+    # In the Run details' grid, so it looks like the settings table there.
+    body.append('<div class="meta" style="margin-top:14px"><div><h3>Run</h3><table id="training-settings">'
+                f'<tbody>{rows or "<tr><td>none recorded</td></tr>"}</tbody></table></div></div>')
+    return section("training", "Training",
+                   f"The model <em>cleanpipe retrain</em> trained{source}: loss and validation accuracy "
+                   f"per epoch.{best}", "".join(body))
+
+
 TOC = [("loss-mixture", "Loss mixture"), ("noise-matrix", "Noise matrix"), ("per-class", "Per class"),
        ("scores", "Label scores"), ("suspicious", "Suspicious rows"), ("run", "Run details")]
+#: The table of contents of a report with a Training section.
+TOC_TRAINING = [*TOC[:-1], ("training", "Training"), TOC[-1]]
 
 
-def page(summary: dict, parts: list) -> str:
-    """The whole document around ``parts``, the sections already rendered."""
+def page(summary: dict, parts: list, *, toc: list = TOC) -> str:
+    """The whole document around ``parts``, the sections already rendered, listed in ``toc``."""
     version = esc(summary.get("cleanpipe_version") or summary.get("versions", {}).get("cleanpipe", ""))
-    toc = "".join(f'<a href="#{sid}">{name}</a>' for sid, name in TOC)
+    toc = "".join(f'<a href="#{sid}">{name}</a>' for sid, name in toc)
     title = f"cleanpipe report: {summary.get('source') or 'table'}"
     return (
         "<!DOCTYPE html>\n"

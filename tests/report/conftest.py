@@ -73,3 +73,38 @@ def report_html(flagged):
     """The report of :func:`flagged`, built once for every test that only reads it."""
     from cleanpipe.report import build_report
     return build_report(flagged.table, flagged.summary)
+
+
+def make_metrics(*, epochs: int = 12, best_epoch: int = 9, warmup: int = 3, noise_model: bool = True,
+                 auroc: bool = True) -> dict:
+    """A ``metrics.json`` of ``cleanpipe retrain --loss dynamic-hard --noisy-weight online``, by hand.
+
+    The validation curves have a null at epoch 2 (a gap), the mixture fit after epoch ``warmup + 2``
+    did not converge, and the settings carry every key the Training section shows.
+    """
+    e = np.arange(1, epochs + 1)
+    val_loss = (0.9 / e + 0.3 + 0.01 * np.maximum(e - best_epoch, 0)).tolist()
+    val_acc = (0.95 - 0.4 / e).tolist()
+    val_loss[1] = val_acc[1] = None
+    metrics = {
+        "epochs": epochs, "best_epoch": best_epoch, "device": "cpu", "samples_per_second": 81234.5,
+        "val_accuracy": val_acc[best_epoch - 1],
+        "settings": {"loss": "dynamic-hard", "noisy_weight": "online", "mixup": 1.0, "warmup": warmup,
+                     "prior_reg": 0.5, "lr": 0.002},
+        "curve": {"train_loss": (1.0 / e + 0.1).tolist(), "val_loss": val_loss, "val_accuracy": val_acc},
+    }
+    if noise_model:
+        metrics["noise_model"] = [
+            {"epoch": int(k), "noisy_share": 0.3 - 0.1 / k,
+             "auroc_vs_flag": 0.95 - 0.2 / k if auroc else None,
+             "mixture": {"family": "beta", "weights": [0.7, 0.3], "params": [[2.1, 8.0], [5.0, 1.9]],
+                         "means": [0.21, 0.72], "noisy_component": 1, "iterations": 40,
+                         "converged": bool(k != warmup + 2), "loss_bounds": [0.01, 3.2]}}
+            for k in range(warmup, epochs + 1)]
+    return metrics
+
+
+@pytest.fixture(scope="session")
+def make_training_metrics():
+    """:func:`make_metrics` itself (each call gives a fresh dict to change)."""
+    return make_metrics

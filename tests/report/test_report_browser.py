@@ -210,3 +210,15 @@ def test_payloads_in_data_render_as_text_and_never_run(browser, make_flagged_res
     for payload in PAYLOADS[:3]:
         assert payload in page["text"]  # shown to the reader, exactly as in the data
     assert sum(h in PAYLOADS for h in page["headers"]) == len(PAYLOADS)
+
+
+def test_report_with_training_section_renders(browser, flagged, make_training_metrics, tmp_path):
+    out = write_report(flagged.table, tmp_path / "training.html", summary=flagged.summary,
+                       training=make_training_metrics())
+    page = load(browser, out)
+    assert page["problems"] == []
+    images = {i["id"]: i["ok"] for i in page["images"]}
+    expected = {*CHART_IDS, "chart-training-curves", "chart-noise-model"}
+    assert set(images) == expected and all(images.values()), f"chart image(s) failed to decode: {images}"
+    assert page["scripts"] == 0
+    assert "Training" in page["text"] and "dynamic-hard" in page["text"]
