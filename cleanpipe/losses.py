@@ -112,12 +112,16 @@ def _log_probs(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return logp, logp.gather(1, y[:, None]).squeeze(1)
 
 
-def _self_term(logp: Tensor, mode: str) -> Tensor:
-    """``sum_k z_k log q_k`` for the model's own target ``z``: onehot(argmax q) or detached ``q``."""
+def _self_term(logp: Tensor, mode: str, predictions: Tensor | None = None) -> Tensor:
+    """``sum_k z_k log q_k`` for the model's own target ``z``: onehot(argmax q) or detached ``q``.
+
+    ``predictions`` replaces ``q`` as the source of ``z`` (the un-mixed rows' probabilities under mixup).
+    """
+    source = logp.detach().exp() if predictions is None else predictions.detach()
     if mode == "hard":
-        return logp.gather(1, logp.argmax(dim=1, keepdim=True)).squeeze(1)
+        return logp.gather(1, source.argmax(dim=1, keepdim=True)).squeeze(1)
     # detached: the target is a constant, so there is no entropy-minimising gradient through it
-    return (logp.detach().exp() * logp).sum(dim=1)
+    return (source * logp).sum(dim=1)
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, *, weight: Tensor | None = None,
@@ -230,7 +234,8 @@ def hard_bootstrap(logits: Tensor, targets: Tensor, *, beta: float = 0.8, weight
 
 
 def dynamic_bootstrap(logits: Tensor, targets: Tensor, *, noisy_weight: Tensor, mode: str = "hard",
-                      weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
+                      predictions: Tensor | None = None, weight: Tensor | None = None,
+                      reduction: str = "mean") -> Tensor:
     """Dynamic bootstrapping: per-row mixing weight from a posterior that the label is noisy.
 
     Parameters
@@ -242,6 +247,10 @@ def dynamic_bootstrap(logits: Tensor, targets: Tensor, *, noisy_weight: Tensor, 
         beta mixture over per-row losses); required.
     mode : {"hard", "soft"}, default="hard"
         Replace the label by the predicted class (``"hard"``) or by the detached prediction (``"soft"``).
+    predictions : Tensor of shape (n_samples, n_classes), optional
+        Probabilities the bootstrapped target ``z`` is taken from (detached); default: the softmax of
+        ``logits``. Under mixup the logits are those of mixed rows while ``z`` must come from each
+        row's un-mixed self, so the training loop passes the un-mixed prediction here.
 
     Notes
     -----
@@ -259,8 +268,11 @@ def dynamic_bootstrap(logits: Tensor, targets: Tensor, *, noisy_weight: Tensor, 
         raise InputError(f"mode must be 'hard' or 'soft'; got {mode!r}.")
     x, y, w = _validate(logits, targets, weight, reduction)
     nw = _row_vector("noisy_weight", noisy_weight, x.shape[0], x.device, hi=1.0)
+    if predictions is not None and tuple(predictions.shape) != tuple(x.shape):
+        raise InputError(f"predictions must have the logits' shape {tuple(x.shape)}; got "
+                         f"{tuple(predictions.shape)}.")
     logp, logp_y = _log_probs(x, y)
-    return _reduce(-(1 - nw) * logp_y - nw * _self_term(logp, mode), w, reduction)
+    return _reduce(-(1 - nw) * logp_y - nw * _self_term(logp, mode, predictions), w, reduction)
 
 
 def forward_corrected(logits: Tensor, targets: Tensor, *, noise_matrix, weight: Tensor | None = None,

@@ -51,6 +51,13 @@ class TrainConfig:
         CPU threads for the run (restored afterwards); default: torch's setting. Small networks
         gain little from more threads, and on a busy machine extra OpenMP threads spin against
         other processes (1 thread was 25x faster than 2 on a loaded 2-core box).
+    mixup : float, default=0.0
+        Mixup's ``alpha``: each batch is mixed with a permutation of itself with
+        ``lambda ~ Beta(alpha, alpha)`` (numeric features directly, categoricals in embedding
+        space) and the loss is ``lambda L(target_p) + (1 - lambda) L(target_q)``; 0 is off.
+    prior_reg : float, default=0.0
+        Weight of ``KL(prior || mean prediction over the batch)``, which keeps a network trained on
+        heavy noise from collapsing onto a few classes; 0 is off.
     """
 
     epochs: int = 40
@@ -64,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    mixup: float = 0.0
+    prior_reg: float = 0.0
 
     def check(self) -> "TrainConfig":
         """Raise :class:`InputError` on an out-of-range setting; return self."""
@@ -76,7 +85,9 @@ class TrainConfig:
                  ("--patience", self.patience >= 0, "an integer >= 0"),
                  ("--val-fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
                  ("--device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-                 ("--threads", self.threads is None or self.threads >= 1, "a positive integer")]
+                 ("--threads", self.threads is None or self.threads >= 1, "a positive integer"),
+                 ("--mixup", 0 <= self.mixup < np.inf, "a number >= 0 (0: off)"),
+                 ("--prior-reg", 0 <= self.prior_reg < np.inf, "a number >= 0 (0: off)")]
         for opt, ok, want in rules:
             if not ok:
                 raise InputError(f"{opt} must be {want}; got {getattr(self, opt[2:].replace('-', '_'))!r}")
@@ -101,6 +112,7 @@ class TrainHistory:
     stopped_early: bool = False
     train_rows: int = 0
     val_rows: int = 0
+    noise_model: list = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,6 +143,17 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     n_val = np.minimum(np.floor(fraction * counts + 0.5), np.maximum(counts - 1, 0))
     is_val = rank < n_val[y[order]]
     return np.sort(order[~is_val]), np.sort(order[is_val])
+
+
+def random_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``range(n)`` into (train, validation): ``round(fraction * n)`` rows to
+    validation, at least one left for training. For multi-label targets, which have no class to
+    stratify on."""
+    if fraction <= 0 or n < 2:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(int(np.floor(fraction * n + 0.5)), n - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 @contextlib.contextmanager
@@ -171,8 +194,10 @@ def predict_logits(model: torch.nn.Module, x_num: torch.Tensor, x_cat: torch.Ten
 def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, *,
         loss_fn: Callable, loss_kwargs: dict | None = None, row_kwargs: dict | None = None,
         weight: np.ndarray | None = None, config: TrainConfig = TrainConfig(),
-        online_warmup: int | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> TrainHistory:
+        online_warmup: int | None = None, prior: np.ndarray | None = None,
+        reference: np.ndarray | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None,
+        score_fn: Callable | None = None) -> TrainHistory:
     """Train ``model`` in place with early stopping; restore its best-validation weights.
 
     Parameters
@@ -181,8 +206,9 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
         Called as ``model(x_num, x_cat)``; freshly built by the caller under the same seed.
     x_num : ndarray of shape (n_samples, n_numeric), float32
     x_cat : ndarray of shape (n_samples, n_categorical), int64
-    y : ndarray of shape (n_samples,), int64
-        Class codes in ``[0, n_classes)``.
+    y : ndarray of shape (n_samples,), int64, or (n_samples, n_classes), float
+        Class codes in ``[0, n_classes)``; or a 0/1 tag matrix (multi-label), for which the
+        validation rows are a seeded random split (:func:`random_split`) instead of a stratified one.
     loss_fn : callable
         ``loss_fn(logits, targets, weight=..., **loss_kwargs, **row_kwargs[batch])`` (see
         :mod:`cleanpipe.losses`).
@@ -198,9 +224,20 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
         cross-entropy) for the first ``online_warmup`` epochs, then after every epoch a Beta
         mixture is fitted to the network's own per-row cross-entropy on the training rows and
         ``noisy_weight`` becomes each row's posterior of the high-loss component (Arazo et al.,
-        ICML 2019).
+        ICML 2019; see :mod:`cleanpipe.train.noise`). Each fit is recorded in
+        ``TrainHistory.noise_model``.
+    prior : ndarray of shape (n_classes,), optional
+        Class prior of ``config.prior_reg`` (default: the training rows' label frequencies).
+    reference : ndarray of shape (n_samples,), optional
+        The flagger's ``p_noisy`` per row: each online fit records the AUROC of its posterior
+        against ``p_noisy >= 0.5``.
     on_epoch : callable, optional
-        ``on_epoch(epoch, metrics)`` after every epoch (progress bars).
+        ``on_epoch(epoch, metrics)`` after every epoch (progress bars); ``metrics["model"]`` is the
+        network being trained, to score a held-out set per epoch (switch it back with
+        ``model.train()`` if you change its mode).
+    score_fn : callable, optional
+        ``score_fn(logits, targets, weight) -> float``, the validation score early stopping
+        maximises (default: weighted accuracy; multi-label retraining passes micro-F1).
 
     Returns
     -------
@@ -213,14 +250,15 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
     clean accuracy does, and down-weighted rows count less, as in training.
     """
     device = resolve_device(config.device)
-    train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed)
+    train_idx, val_idx = (random_split(len(y), config.val_fraction, config.seed) if np.ndim(y) == 2
+                          else stratified_split(y, config.val_fraction, config.seed))
     hist = TrainHistory(device=str(device), train_rows=len(train_idx), val_rows=len(val_idx))
     loss_kwargs = dict(loss_kwargs or {})
     with _seeded(config.seed, device, config.threads):
         # One host -> device copy of everything; batches below are device-side index slices.
         t_num = torch.from_numpy(np.ascontiguousarray(x_num, np.float32)).to(device)
         t_cat = torch.from_numpy(np.ascontiguousarray(x_cat, np.int64)).to(device)
-        t_y = torch.from_numpy(np.asarray(y, np.int64)).to(device)
+        t_y = torch.from_numpy(np.asarray(y, np.float32 if np.ndim(y) == 2 else np.int64)).to(device)
         t_w = None if weight is None else torch.from_numpy(np.asarray(weight, np.float32)).to(device)
         t_rows = {k: torch.from_numpy(np.asarray(v, np.float32)).to(device)
                   for k, v in (row_kwargs or {}).items()}
@@ -228,6 +266,8 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
         va = torch.from_numpy(val_idx).to(device)
         if online_warmup is not None:
             t_rows["noisy_weight"] = torch.zeros(len(y), device=device)
+        step = _StepSettings.build(config, y, train_idx, prior, device)
+        ref_tr = None if reference is None else np.asarray(reference, np.float64)[train_idx]
         for k, v in loss_kwargs.items():
             if isinstance(v, np.ndarray):
                 loss_kwargs[k] = torch.from_numpy(v.astype(np.float32)).to(device)
@@ -242,14 +282,20 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
             t0 = time.perf_counter()
             batches = tr[torch.randperm(len(tr), generator=gen, device=device)].split(bs)
             total = _train_epoch(model, opt, batches, (t_num, t_cat, t_y, t_w, t_rows), loss_fn,
-                                 loss_kwargs, autocast)
+                                 loss_kwargs, autocast, step, gen)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            hist.train_seconds += time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0
+            hist.train_seconds += epoch_seconds
             hist.train_loss.append(float(total) / max(len(tr), 1))
             if online_warmup is not None and epoch >= online_warmup:
-                t_rows["noisy_weight"][tr] = _online_noisy_weight(model, t_num, t_cat, t_y, tr)
-            score = _validate(model, t_num, t_cat, t_y, t_w, t_rows, va, loss_fn, loss_kwargs)
+                from .noise import refit
+                t_rows["noisy_weight"][tr], record = refit(model, t_num, t_cat, t_y, tr, epoch=epoch,
+                                                           reference=ref_tr)
+                record["epoch_seconds"] = round(epoch_seconds, 4)  # the refit's cost is seconds / this
+                hist.noise_model.append(record)
+            score = _validate(model, t_num, t_cat, t_y, t_w, t_rows, va, loss_fn, loss_kwargs,
+                              score_fn)
             hist.val_loss.append(score[1])
             hist.val_accuracy.append(score[0])
             hist.epochs_run = epoch
@@ -261,7 +307,8 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
                 since_best += 1
             if on_epoch is not None:
                 on_epoch(epoch, {"train_loss": hist.train_loss[-1], "val_loss": score[1],
-                                 "val_accuracy": score[0], "best_epoch": hist.best_epoch})
+                                 "val_accuracy": score[0], "best_epoch": hist.best_epoch,
+                                 "model": model})
             if config.patience and since_best >= config.patience:
                 hist.stopped_early = epoch < config.epochs
                 break
@@ -274,16 +321,51 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
     return hist
 
 
-def _train_epoch(model, opt, batches, tensors, loss_fn, loss_kwargs, autocast) -> torch.Tensor:
+@dataclass(frozen=True)
+class _StepSettings:
+    """What a training step adds to the plain loss: mixup and the prior regulariser."""
+
+    mixup: float
+    prior_reg: float
+    log_prior: torch.Tensor | None
+    prior: torch.Tensor | None
+    rng: np.random.Generator
+
+    @classmethod
+    def build(cls, config: TrainConfig, y: np.ndarray, train_idx: np.ndarray, prior, device):
+        p = None
+        if config.prior_reg > 0:
+            if prior is None:
+                k = int(np.max(y)) + 1 if len(y) else 1
+                prior = np.bincount(y[train_idx], minlength=k)
+            p = np.asarray(prior, np.float64)
+            p = torch.from_numpy((p / p.sum()).astype(np.float32)).to(device)
+        # mixup's lambdas come from their own seeded stream: one host draw per batch, no device sync
+        return cls(float(config.mixup), float(config.prior_reg),
+                   None if p is None else torch.xlogy(p, p).sum(), p,
+                   np.random.default_rng([config.seed, 0x6D6978]))
+
+
+def _train_epoch(model, opt, batches, tensors, loss_fn, loss_kwargs, autocast,
+                 step: _StepSettings, gen: torch.Generator) -> torch.Tensor:
     """One pass over ``batches`` (index tensors on the device); the summed loss, still on the device."""
     t_num, t_cat, t_y, t_w, t_rows = tensors
     model.train()
     total = torch.zeros((), device=t_y.device)  # summed on the device: no host sync per batch
     for idx in batches:
         extra = {k: v[idx] for k, v in t_rows.items()}
-        with autocast:
-            logits = model(t_num[idx], t_cat[idx])
-        loss = loss_fn(logits, t_y[idx], weight=None if t_w is None else t_w[idx], **loss_kwargs, **extra)
+        y, w = t_y[idx], None if t_w is None else t_w[idx]
+        if step.mixup > 0:
+            logits, loss = _mixup_loss(model, t_num[idx], t_cat[idx], y, w, extra, loss_fn, loss_kwargs,
+                                       autocast, step, gen)
+        else:
+            with autocast:
+                logits = model(t_num[idx], t_cat[idx])
+            loss = loss_fn(logits, y, weight=w, **loss_kwargs, **extra)
+        if step.prior is not None:
+            # KL(prior || mean prediction of the batch) = sum p log p - sum p log mean_q
+            mean_q = torch.softmax(logits.float(), dim=1).mean(dim=0)
+            loss = loss + step.prior_reg * (step.log_prior - (step.prior * mean_q.clamp_min(1e-12).log()).sum())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -291,17 +373,30 @@ def _train_epoch(model, opt, batches, tensors, loss_fn, loss_kwargs, autocast) -
     return total
 
 
-def _online_noisy_weight(model, t_num, t_cat, t_y, rows) -> torch.Tensor:
-    """Posterior of the high-loss Beta component of the model's per-row cross-entropy on ``rows``."""
-    from ..detect.mixture import fit_loss_mixture
-    logits = predict_logits(model, t_num, t_cat, rows)
-    loss = torch.nn.functional.cross_entropy(logits, t_y[rows], reduction="none").cpu().numpy()
-    p = fit_loss_mixture(loss.astype(np.float64)).p_noisy(loss.astype(np.float64))
-    return torch.from_numpy(np.asarray(p, dtype=np.float32)).to(rows.device)
+def _mixup_loss(model, x_num, x_cat, y, w, extra, loss_fn, loss_kwargs, autocast, step, gen):
+    """Logits of the mixed batch and ``lambda L(target_p) + (1 - lambda) L(target_q)``.
+
+    Row q is row p's partner in a permutation of the batch; each row keeps its own label, weight and
+    per-row loss arguments. A dynamic-bootstrapping loss (it takes ``noisy_weight``) also gets each
+    row's prediction on its *un-mixed* self, from which its bootstrapped target is built.
+    """
+    lam = float(step.rng.beta(step.mixup, step.mixup))
+    perm = torch.randperm(len(y), generator=gen, device=y.device)
+    if "noisy_weight" in extra:
+        with torch.no_grad(), autocast:
+            extra["predictions"] = torch.softmax(model(x_num, x_cat).float(), dim=1)
+    with autocast:
+        h = model.embed(x_num, x_cat)
+        logits = model.head(lam * h + (1 - lam) * h[perm])
+    loss_p = loss_fn(logits, y, weight=w, **loss_kwargs, **extra)
+    loss_q = loss_fn(logits, y[perm], weight=None if w is None else w[perm], **loss_kwargs,
+                     **{k: v[perm] for k, v in extra.items()})
+    return logits, lam * loss_p + (1 - lam) * loss_q
 
 
-def _validate(model, t_num, t_cat, t_y, t_w, t_rows, va, loss_fn, loss_kwargs) -> tuple[float, float]:
-    """Weighted accuracy and loss on the validation rows (NaN, NaN without any)."""
+def _validate(model, t_num, t_cat, t_y, t_w, t_rows, va, loss_fn, loss_kwargs,
+              score_fn=None) -> tuple[float, float]:
+    """Weighted accuracy (or ``score_fn``) and loss on the validation rows (NaN, NaN without any)."""
     if len(va) == 0:
         return float("nan"), float("nan")
     logits = predict_logits(model, t_num, t_cat, va)
@@ -309,6 +404,8 @@ def _validate(model, t_num, t_cat, t_y, t_w, t_rows, va, loss_fn, loss_kwargs) -
     extra = {k: v[va] for k, v in t_rows.items()}
     with torch.no_grad():
         loss = loss_fn(logits, t_y[va], weight=w, **loss_kwargs, **extra)
+        if score_fn is not None:
+            return float(score_fn(logits, t_y[va], w)), float(loss)
         hit = (logits.argmax(dim=1) == t_y[va]).float()
         acc = (hit * w).sum() / w.sum().clamp_min(1e-12)
     return float(acc), float(loss)

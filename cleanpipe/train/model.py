@@ -194,9 +194,20 @@ class TabularMLP(nn.Module):
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+    def embed(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        """The network's input vector: numeric features, then each categorical column's embedding.
+
+        Mixup mixes rows here, so categoricals are mixed in embedding space.
+        """
         parts = [x_num] + [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
-        return self.net(torch.cat(parts, dim=1) if len(parts) > 1 else x_num)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x_num
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits from an :meth:`embed` output."""
+        return self.net(h)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x_num, x_cat))
 
 
 def architecture(pre: Preprocessor, hidden, n_classes: int, dropout: float) -> dict:

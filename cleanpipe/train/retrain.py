@@ -21,6 +21,7 @@ import torch
 
 from .. import __version__
 from ..clean import CLEAN_COLUMNS, FLAG_COLUMNS
+from ..clean_multilabel import SUSPECT_COLUMNS
 from ..errors import InputError
 from ..features import encode_labels, select_feature_columns
 from .loop import TrainConfig, fit, predict_logits, resolve_device
@@ -28,11 +29,13 @@ from .model import Preprocessor, architecture, build_model
 from .store import FORMAT_NAME, FORMAT_VERSION, LoadedModel
 
 #: Columns never used as features: what flag and clean add.
-NON_FEATURE_COLUMNS = FLAG_COLUMNS + CLEAN_COLUMNS
+NON_FEATURE_COLUMNS = FLAG_COLUMNS + SUSPECT_COLUMNS + CLEAN_COLUMNS
 #: Default loss of ``cleanpipe retrain``, chosen from ``benchmarks/retrain.py``: symmetric
 #: cross-entropy closed the largest share of the noisy-to-oracle gap on noisy labels, costs no more
 #: than cross-entropy and, unlike ``forward`` and ``dynamic-*``, needs nothing from ``flag``.
 DEFAULT_LOSS = "sce"
+#: Default epochs of plain cross-entropy before the first online mixture fit.
+DEFAULT_WARMUP = 5
 
 
 def is_multilabel_loss(name: str) -> bool:
@@ -129,6 +132,30 @@ def _weights(table: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def _class_prior(class_prior, classes: list) -> np.ndarray | None:
+    """The prior as a vector over ``classes`` (None: use the label frequencies)."""
+    if class_prior is None:
+        return None
+    if isinstance(class_prior, dict):
+        named = {str(k): v for k, v in class_prior.items()}
+    else:
+        values, names = class_prior
+        named = {str(c): v for c, v in zip(names if names is not None else classes, values)}
+    p = np.array([float(named.get(str(c), 0.0)) for c in classes], dtype=np.float64)
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        raise InputError("the class prior holds negative, NaN or all-zero values; pass the "
+                         "summary.json cleanpipe flag wrote for this data")
+    return p / p.sum()
+
+
+def _reference_p_noisy(table: pa.Table, rows: np.ndarray) -> np.ndarray | None:
+    """The flagger's ``p_noisy`` of the labelled rows, when the table came from ``flag``."""
+    if "p_noisy" not in table.column_names:
+        return None
+    p = table.column("p_noisy").cast(pa.float64()).to_numpy(zero_copy_only=False)[rows]
+    return np.nan_to_num(p, nan=0.0)
+
+
 def _noisy_weight(table: pa.Table, label: str, rows: np.ndarray) -> np.ndarray:
     if "p_noisy" not in table.column_names:
         raise InputError("--loss dynamic-hard/dynamic-soft need per-row noise posteriors from the "
@@ -145,9 +172,9 @@ def _noisy_weight(table: pa.Table, label: str, rows: np.ndarray) -> np.ndarray:
 
 def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids=(),
                   weight_col: str | None = None, loss: str = DEFAULT_LOSS, loss_params: dict | None = None,
-                  noise_matrix=None, noise_matrix_classes=None, noisy_weight: str = "column",
-                  warmup: int = 5, config: TrainConfig = TrainConfig(), source: str | None = None,
-                  on_epoch: Callable | None = None) -> RetrainResult:
+                  noise_matrix=None, noise_matrix_classes=None, noisy_weight: str = "online",
+                  warmup: int = DEFAULT_WARMUP, class_prior=None, config: TrainConfig = TrainConfig(),
+                  source: str | None = None, on_epoch: Callable | None = None) -> RetrainResult:
     """Train a tabular MLP on the labelled rows of ``table``.
 
     Parameters
@@ -169,12 +196,17 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         ``P(given | true)``, indexed ``[given, true]`` over ``noise_matrix_classes``.
     noise_matrix_classes : list, optional
         Class values of the noise matrix's rows/columns (default: this table's sorted classes).
-    noisy_weight : {"column", "online"}, default="column"
-        Where ``dynamic-*`` losses get each row's posterior of being mislabelled: the ``p_noisy``
-        column (the flagger's out-of-fold opinion), or ``online``: a Beta mixture fitted after
-        every epoch to the network's own per-row losses (Arazo et al., ICML 2019).
-    warmup : int, default=5
+    noisy_weight : {"online", "column"}, default="online"
+        Where ``dynamic-*`` losses get each row's posterior of being mislabelled: ``online``, a
+        Beta mixture refitted after every epoch to the network's own per-row losses (Arazo et al.,
+        ICML 2019; recorded per epoch in ``metrics["noise_model"]``), or the ``p_noisy`` column
+        (the flagger's out-of-fold opinion, fixed for the run).
+    warmup : int, default=DEFAULT_WARMUP
         ``online``: epochs of plain cross-entropy before the first mixture fit.
+    class_prior : dict or sequence, optional
+        Prior of ``config.prior_reg``: ``{class: probability}`` or ``(probabilities, classes)`` as
+        ``flag`` estimates it (``class_prior`` and ``classes`` of its summary); default: the label
+        frequencies of the training rows.
     config : TrainConfig
     source : str, optional
         Recorded in the metrics.
@@ -192,13 +224,21 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         ``p_noisy``, bad weights, bad settings.
     """
     from ..losses import get_loss
+    from .multilabel import is_multilabel_label, retrain_multilabel_table
 
+    if is_multilabel_label(table.schema, label):
+        # a list column or "a,b,c": multi-label (the single-label default loss means its default)
+        return retrain_multilabel_table(
+            table, label=label, features=features, exclude=exclude, ids=ids, weight_col=weight_col,
+            loss=None if loss == DEFAULT_LOSS else loss, loss_params=loss_params, config=config,
+            source=source, on_epoch=on_epoch)
     config.check()
     loss_fn = get_loss(loss)
     if is_multilabel_loss(loss):
-        raise InputError(f"--loss {loss} is a multi-label loss (it takes a 0/1 target matrix) and "
-                         "retrain trains one label per row; choose one of: "
-                         f"{', '.join(single_label_losses())}")
+        raise InputError(f"--loss {loss} is a multi-label loss (it takes a 0/1 target matrix) but "
+                         f"label '{label}' holds one class per row; choose one of: "
+                         f"{', '.join(single_label_losses())} (multi-label data needs a list "
+                         "column or several 0/1 columns as --label a,b,c)")
     if label not in table.column_names:
         raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
                          f"{', '.join(table.column_names)}); pass --label with one of them")
@@ -227,9 +267,11 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         torch.manual_seed(config.seed)  # the initial weights depend on the seed only
         model = build_model(architecture(pre, config.hidden, len(classes), config.dropout))
     t0 = time.perf_counter()
+    prior = _class_prior(class_prior, classes) if config.prior_reg > 0 else None
+    reference = _reference_p_noisy(table, rows) if online else None
     hist = fit(model, x_num, x_cat, y, loss_fn=loss_fn, loss_kwargs=kwargs, row_kwargs=row_kwargs,
                weight=weight, config=config, online_warmup=warmup if online else None,
-               on_epoch=on_epoch)
+               prior=prior, reference=reference, on_epoch=on_epoch)
     model.cpu()
     label_type = table.schema.field(label).type
     out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
@@ -245,6 +287,7 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
     settings = dict(config.to_dict(), loss=loss, loss_params=spec["loss"]["params"], label=label,
                     weight_col=weight_col, features=pre.columns, ids=list(ids),
                     noisy_weight=spec["loss"]["noisy_weight"], warmup=warmup if online else None,
+                    prior=None if prior is None else np.round(prior, 6).tolist(),
                     noise_matrix=(kwargs["noise_matrix"].round(6).tolist() if "noise_matrix" in kwargs
                                   else None))
     metrics = _metrics(hist, source=source, rows=table.num_rows, labelled=len(rows), device=device,
@@ -284,6 +327,7 @@ def _metrics(hist, *, source, rows, labelled, device, total_seconds, settings) -
         "source": source, "rows": rows, "labelled_rows": int(labelled),
         "train_rows": hist.train_rows, "val_rows": hist.val_rows,
         "val_accuracy": _finite(hist.val_accuracy[best]) if hist.val_accuracy else None,
+        "noise_model": hist.noise_model,
         "val_loss": _finite(hist.val_loss[best]) if hist.val_loss else None,
         "epochs": hist.epochs_run, "best_epoch": hist.best_epoch, "stopped_early": hist.stopped_early,
         "curve": {"train_loss": hist.train_loss, "val_loss": _finite(hist.val_loss),
@@ -333,8 +377,12 @@ def predict_table(loaded: LoadedModel, table: pa.Table, *, probs: bool = False, 
     -------
     pyarrow.Table
         ``table`` plus ``predicted_label`` (the label's type), ``confidence`` (float32 max
-        probability) and optionally ``pred_probs``.
+        probability) and optionally ``pred_probs``. A multi-label model writes its tags and
+        probabilities instead (:func:`cleanpipe.train.multilabel.predict_multilabel_table`).
     """
+    if loaded.spec.get("multi_label"):
+        from .multilabel import predict_multilabel_table
+        return predict_multilabel_table(loaded, table, prefix=prefix, device=device)
     names = [f"{prefix}predicted_label", f"{prefix}confidence"] + ([f"{prefix}pred_probs"] if probs else [])
     clash = [n for n in names if n in table.column_names]
     if clash:

@@ -40,6 +40,7 @@ class LoadedModel:
     classes : pyarrow.Array
         Class values in the label's own Arrow type, indexed by output column.
     label : str
+        The label column (multi-label: the list column, or ``"a,b,c"`` for 0/1 columns).
     spec : dict
         The parsed ``model.json``.
     """
@@ -49,6 +50,13 @@ class LoadedModel:
     classes: pa.Array
     label: str
     spec: dict
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether the model predicts a set of tags (``spec["multi_label"]``): one output per class,
+        ``spec["output"]`` ``sigmoid`` or ``softmax``, tags where the probability exceeds
+        ``spec["threshold"]``."""
+        return bool(self.spec.get("multi_label", False))
 
 
 def check_model_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -141,6 +149,11 @@ def load_model_dir(path: str | os.PathLike) -> LoadedModel:
         if len(classes) != int(arch["n_classes"]) or int(arch["n_numeric"]) != pre.n_numeric_inputs \
                 or list(arch["cardinalities"]) != pre.cardinalities:
             raise ValueError("architecture and preprocessing disagree")
+        if spec.get("multi_label", False) not in (True, False):
+            raise ValueError("multi_label is not true or false")
+        if spec.get("multi_label") and (spec.get("output") not in ("sigmoid", "softmax")
+                                        or not 0 <= float(spec.get("threshold")) <= 1):
+            raise ValueError("a multi-label model needs output sigmoid|softmax and a threshold in [0, 1]")
     except (KeyError, TypeError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise _bad(path, f"{SPEC_FILE} is malformed ({type(exc).__name__}: {exc})") from None
     try:

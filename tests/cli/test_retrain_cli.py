@@ -98,6 +98,32 @@ def test_same_seed_gives_an_identical_model(data, tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_dynamic_mixup_prior_round_trip_is_deterministic_and_records_the_noise_model(data, tmp_path):
+    _, _, flags = data
+    args = ["--loss", "dynamic-hard", "--mixup", "1", "--prior-reg", "0.5", "--warmup", "2", "--seed", "5",
+            "--json", *FAST[:-1]]
+    outs = []
+    for name in ("a", "b"):
+        res = run("retrain", flags, "--out", tmp_path / name, *args)
+        assert res.exit_code == 0, res.output
+        outs.append(json.loads(res.stdout))
+    states = [torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("a", "b")]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    m = outs[0]
+    assert [r["epoch"] for r in m["noise_model"]] == [2, 3, 4]
+    assert [r["noisy_share"] for r in m["noise_model"]] == [r["noisy_share"] for r in outs[1]["noise_model"]]
+    s = m["settings"]
+    assert s["mixup"] == 1.0 and s["prior_reg"] == 0.5 and s["noisy_weight"] == "online"
+    # the class prior came from the flag summary beside the flags file
+    summary = json.loads((flags.parent / "t.flags.summary.json").read_text())
+    np.testing.assert_allclose(s["prior"], np.asarray(summary["class_prior"]) / sum(summary["class_prior"]),
+                               atol=1e-5)
+    # flags input: each epoch's posterior is compared with the flagger's p_noisy
+    assert all(r["auroc_vs_flag"] is None or 0 <= r["auroc_vs_flag"] <= 1 for r in m["noise_model"])
+    pred = run("predict", tmp_path / "a", flags, "--out", tmp_path / "p.parquet", "--prefix", "m_", "-q")
+    assert pred.exit_code == 0, pred.output
+
+
 def test_forward_finds_the_sidecar_summary_and_weights_are_used(data, tmp_path):
     _, plain, flags = data
     res = run("retrain", flags, "--out", tmp_path / "f", "--loss", "forward", "--json", *FAST[:-1])
@@ -117,7 +143,10 @@ def test_user_errors_are_one_line(data, model, tmp_path):
     assert "unknown loss 'nope'" in _one_error_line(run("retrain", flags, "--out", tmp_path / "x", "--loss", "nope"))
     assert "exists and is not empty" in _one_error_line(run("retrain", flags, "--out", out, *FAST))
     assert "p_noisy column" in _one_error_line(
-        run("retrain", plain, "--label", "kind", "--loss", "dynamic-hard", "--out", tmp_path / "y", *FAST))
+        run("retrain", plain, "--label", "kind", "--loss", "dynamic-hard", "--noisy-weight", "column",
+            "--out", tmp_path / "y", *FAST))
+    assert "--mixup" in _one_error_line(run("retrain", flags, "--out", tmp_path / "m", "--mixup", "-1"))
+    assert "--prior-reg" in _one_error_line(run("retrain", flags, "--out", tmp_path / "p", "--prior-reg", "-1"))
     assert "--hidden" in _one_error_line(run("retrain", flags, "--out", tmp_path / "z", "--hidden", "a,b"))
     missing = tmp_path / "missing.parquet"
     pq.write_table(pq.read_table(plain).drop_columns(["x2", "shade"]), missing)

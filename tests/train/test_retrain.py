@@ -94,10 +94,11 @@ def test_forward_needs_and_aligns_the_noise_matrix(flagged):
 
 def test_dynamic_losses_use_p_noisy_or_explain(flagged):
     table, _ = flagged
-    res = retrain_table(table, label="label", loss="dynamic-hard", config=FAST)
-    assert res.metrics["settings"]["loss"] == "dynamic-hard"
+    res = retrain_table(table, label="label", loss="dynamic-hard", noisy_weight="column", config=FAST)
+    assert res.metrics["settings"]["loss"] == "dynamic-hard" and res.metrics["noise_model"] == []
     with pytest.raises(InputError, match="p_noisy column"):
-        retrain_table(table.drop_columns(["p_noisy"]), label="label", loss="dynamic-soft", config=FAST)
+        retrain_table(table.drop_columns(["p_noisy"]), label="label", loss="dynamic-soft",
+                      noisy_weight="column", config=FAST)
 
 
 def test_online_noisy_weight_needs_no_flag_columns(flagged):

@@ -1,0 +1,100 @@
+"""The noise model refitted while training: a loss mixture over the network's own per-row losses.
+
+After each epoch from the end of warm-up, :func:`refit` scores every training row's cross-entropy
+against its given label (evaluation mode, large batches, on the training device), fits the
+two-component Beta mixture of :mod:`cleanpipe.detect.mixture` to those losses (the same code that
+``flag`` uses: percentile clipping, EM with weighted moments on a histogram, noisy component = higher
+mean, posterior made monotone in the loss) and returns each row's posterior ``w_i`` of the noisy
+component. Only the loss vector crosses from the device to the host, once per epoch; the posterior
+is interpolated from the mixture's small monotone grid on the device.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..detect.mixture import LossMixture, fit_loss_mixture
+
+
+def per_row_losses(model: torch.nn.Module, t_num: torch.Tensor, t_cat: torch.Tensor, t_y: torch.Tensor,
+                   rows: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each of ``rows`` against its label, in evaluation mode, on the device."""
+    from .loop import predict_logits
+    logits = predict_logits(model, t_num, t_cat, rows)
+    return torch.nn.functional.cross_entropy(logits, t_y[rows], reduction="none")
+
+
+def posterior_on_device(mixture: LossMixture, losses: torch.Tensor) -> torch.Tensor:
+    """``mixture.p_noisy(losses)`` computed on ``losses``' device (float32): only the grid moves."""
+    if mixture.fit is None:
+        return torch.zeros_like(losses, dtype=torch.float32)
+    from ..detect.mixture import EPS
+    lo, hi = mixture.bounds
+    x = ((losses.float() - lo) / (hi - lo)).clamp(EPS, 1 - EPS)
+    grid = torch.as_tensor(mixture.grid, dtype=torch.float32, device=losses.device)
+    post = torch.as_tensor(mixture.grid_posterior, dtype=torch.float32, device=losses.device)
+    right = torch.searchsorted(grid, x).clamp(1, len(grid) - 1)
+    g0, g1 = grid[right - 1], grid[right]
+    t = ((x - g0) / (g1 - g0)).clamp(0.0, 1.0)
+    return post[right - 1] + t * (post[right] - post[right - 1])
+
+
+def refit(model: torch.nn.Module, t_num: torch.Tensor, t_cat: torch.Tensor, t_y: torch.Tensor,
+          rows: torch.Tensor, *, epoch: int, reference: np.ndarray | None = None
+          ) -> tuple[torch.Tensor, dict]:
+    """Fit the loss mixture to the model's current per-row losses on ``rows``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    t_num, t_cat, t_y : Tensor
+        The resident training tensors (all rows).
+    rows : Tensor of shape (n_rows,), int64
+        Row indices to score (the training rows).
+    epoch : int
+        Recorded in the returned dict.
+    reference : ndarray of shape (n_rows,), optional
+        The flagger's ``p_noisy`` for the same rows; when given (and both ``p_noisy >= 0.5`` and
+        ``< 0.5`` occur) the record holds the AUROC of ``w`` against ``p_noisy >= 0.5``.
+
+    Returns
+    -------
+    w : Tensor of shape (n_rows,), float32, on the rows' device
+        Posterior of the noisy (high-loss) component, non-decreasing in the loss.
+    record : dict
+        JSON-ready: ``epoch``, ``noisy_share`` (mean ``w``), ``auroc_vs_flag`` (or None),
+        ``mixture`` (parameters, or None when the losses were degenerate) and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    losses = per_row_losses(model, t_num, t_cat, t_y, rows)
+    host = losses.cpu().numpy().astype(np.float64)  # the one device -> host copy per epoch
+    mixture = fit_loss_mixture(host)
+    w = posterior_on_device(mixture, losses)
+    w_host = mixture.p_noisy(host)  # the same posterior on the host copy, for the record
+    record = {"epoch": int(epoch), "noisy_share": round(float(w_host.mean()) if len(w_host) else 0.0, 6),
+              "auroc_vs_flag": _auroc(reference, w_host), "mixture": _mixture_record(mixture)}
+    if rows.device.type == "cuda":
+        torch.cuda.synchronize(rows.device)
+    record["seconds"] = round(time.perf_counter() - t0, 4)
+    return w, record
+
+
+def _mixture_record(mixture: LossMixture) -> dict | None:
+    if mixture.fit is None:
+        return None
+    d = mixture.fit.to_dict()
+    d["loss_bounds"] = [float(b) for b in mixture.bounds]
+    return {k: (np.round(v, 6).tolist() if isinstance(v, list) else v) for k, v in d.items()}
+
+
+def _auroc(reference: np.ndarray | None, w: np.ndarray) -> float | None:
+    if reference is None:
+        return None
+    positive = np.asarray(reference) >= 0.5
+    if positive.all() or not positive.any():
+        return None
+    from sklearn.metrics import roc_auc_score
+    return round(float(roc_auc_score(positive, w)), 6)
