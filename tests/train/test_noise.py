@@ -159,3 +159,19 @@ def test_bad_mixup_and_prior_settings_are_user_errors(bad):
     from cleanpipe.errors import InputError
     with pytest.raises(InputError, match="--mixup|--prior-reg"):
         TrainConfig(**bad).check()
+
+
+def test_bf16_loss_pass_agrees_with_float32():
+    from scipy.stats import spearmanr
+
+    from cleanpipe.train.noise import per_row_losses
+    x, c, _, noisy = _blobs(n=2000, noise=0.3)
+    model = _model()
+    fit(model, x, c, noisy, loss_fn=cross_entropy, config=_cfg(epochs=3))
+    args = (model, torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(noisy), torch.arange(2000))
+    full, low = per_row_losses(*args, bf16=False), per_row_losses(*args, bf16=True)
+    assert full.dtype == low.dtype == torch.float32
+    np.testing.assert_allclose(low.numpy(), full.numpy(), rtol=0.02, atol=0.05)
+    assert spearmanr(low.numpy(), full.numpy())[0] > 0.99
+    share = [fit_loss_mixture(v.numpy().astype(np.float64)).p_noisy(v.numpy()).mean() for v in (full, low)]
+    assert abs(share[0] - share[1]) < 0.02
