@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import DEFAULT_BLOCK_ROWS, map_blocks
-from .confident import ConfidentLearning, confident_learning, flags_by_class, flags_by_noise_rate
+from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
+                         flags_by_noise_rate)
 from .mixture import LossMixture, fit_loss_mixture
 
 #: Method names accepted by :func:`detect`; the first is the default.
@@ -23,6 +24,8 @@ _LOSS_FLOOR = 1e-12
 #: Chosen on benchmarks/detection_quality.py: 0.5 over-counts when the noise rate is low and the
 #: noisy component overlaps the clean tail (mean F1 0.792 at 0.5, 0.795 at 0.8).
 NOISY_THRESHOLD = 0.8
+#: Standard errors within which the combined rule defers to cleanlab's per-cell pruning.
+_Z = 2.0
 
 
 @dataclass(frozen=True)
@@ -67,21 +70,15 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     other classes, weighted by how often they are mislabeled as the given one, take over.
     """
     t = cl.noise_matrix
-    k = len(t)
     out = np.empty(len(labels), dtype=np.float64)
 
     def score(start, stop, block):
         given = labels[start:stop]
-        tb = t.astype(block.dtype)
-        den = np.empty(stop - start, dtype=np.float64)
-        # sum_j T[g, j] p_j, one matrix-vector product per given class: O(N K), not O(N K^2).
-        order = np.argsort(given, kind="stable")
-        bounds = np.concatenate([[0], np.cumsum(np.bincount(given, minlength=k))])
-        for g in np.flatnonzero(bounds[1:] > bounds[:-1]):
-            rows = order[bounds[g]:bounds[g + 1]]
-            # An element-wise product and row sums rather than BLAS: the result does not depend
-            # on how many rows a block holds, so any block size gives identical scores.
-            den[rows] = (block[rows] * tb[g]).sum(axis=1)
+        # sum_j T[g, j] p_j row by row: O(N K). An element-wise product and row sums rather
+        # than BLAS, so the result does not depend on how many rows a block holds.
+        weighted = t.astype(block.dtype)[given]
+        np.multiply(weighted, block, out=weighted)
+        den = weighted.sum(axis=1).astype(np.float64)
         num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 
@@ -89,23 +86,86 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _combined_flags(cl: ConfidentLearning, p_noisy: np.ndarray, score: np.ndarray,
-                    disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD) -> np.ndarray:
-    """The default rule: how many from both signals, which from ``label_score``.
+def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
+    """How many rows to flag to maximise the expected F1, given each row's probability of error.
 
-    Confident learning's raw confident joint undercounts errors that look plausible to the model
-    (instance-dependent noise: they rarely clear the other class's threshold) while the loss
-    mixture finds them by their loss; each is a conservative estimate of a different kind of
-    error, so the larger is used: ``k = max(off-diagonal of the confident joint,
-    #{p_noisy > noisy_threshold})``. The ``k`` rows with the lowest ``label_score`` are flagged,
-    except rows whose arg-max class is their given label.
+    Parameters
+    ----------
+    error_prob : ndarray of shape (n_samples,)
+        ``q_n``, the probability that row ``n`` is wrongly labelled (``1 - label_score``).
+    eligible : ndarray of shape (n_samples,), bool
+        Rows that may be flagged; the others count as ``q = 0``.
+
+    Returns
+    -------
+    int
+        ``argmax_k 2 sum_{i <= k} q_(i) / (k + sum_n q_n)`` over the eligible ``q`` in decreasing
+        order; 0 when no eligible row has ``q > 0``.
+
+    Notes
+    -----
+    Flagging the ``k`` most probable errors gives ``E[TP] = sum_{i <= k} q_(i)`` and
+    ``E[#errors] = sum_n q_n``; the ratio above is the plug-in estimate of the expected F1 (Ye,
+    Chai, Lee & Chieu, "Optimizing F-measures: a tale of two approaches", ICML 2012).
+
+    Examples
+    --------
+    >>> expected_f1_count(np.array([0.9, 0.8, 0.1, 0.05]), np.ones(4, dtype=bool))
+    2
     """
-    cj = cl.confident_joint
-    k = max(int(cj.sum() - np.trace(cj)), int(np.count_nonzero(p_noisy > noisy_threshold)))
+    q = np.sort(np.asarray(error_prob, dtype=np.float64)[eligible])[::-1]
+    total = q.sum()
+    if total <= 0:
+        return 0
+    expected_f1 = np.cumsum(q) / (np.arange(1, len(q) + 1) + total)
+    return int(np.argmax(expected_f1)) + 1
+
+
+def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray, score: np.ndarray,
+                    disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD) -> np.ndarray:
+    """The default rule: how many from three estimates, which from ``label_score``.
+
+    1. ``k0 = max(expected_f1_count(1 - label_score), #{p_noisy > noisy_threshold})``: the
+       count that maximises the expected F1 under the noise-matrix posterior, or the loss
+       mixture's count when it is larger (instance-dependent errors look plausible to the model,
+       so the posterior misses them, but their loss gives them away).
+    2. ``P``, the rows cleanlab's per-cell rule prunes (:func:`flags_by_cell_margin`). Both are
+       estimates with sampling error of order ``sqrt(k0)``: when ``|P| > k0``, ``k = min(|P|, k0 +
+       Z sqrt(k0))`` with ``Z = 2``, otherwise ``k = k0``.
+    3. Rows are ranked by ``label_score`` lowered by ``Z`` standard errors for rows in ``P``:
+       ``score - Z * score (1 - score) / sqrt(C[given, predicted])``, the delta-method error of the
+       posterior from the noise-matrix cell it leans on (``C`` the calibrated joint). On large data
+       that is a tie-break; on small data, where a cell holds a handful of rows, the two rules'
+       agreement outweighs a noisy posterior. The ``k`` lowest are flagged, except rows whose
+       arg-max class is their given label.
+    """
+    k, rank_by = combined_count_and_rank(cl, labels, p_noisy, score, disagrees, noisy_threshold)
     flags = np.zeros(len(score), dtype=bool)
     if k > 0:
-        flags[_lowest(score, k)] = True
+        flags[_lowest(rank_by, k)] = True
     return flags & disagrees
+
+
+def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray,
+                            score: np.ndarray, disagrees: np.ndarray,
+                            noisy_threshold: float = NOISY_THRESHOLD):
+    """The number of rows ``k`` the combined rule flags and the order it takes them in.
+
+    Returns
+    -------
+    k : int
+    rank_by : ndarray of shape (n_samples,)
+        Lowest first; ``label_score`` minus the standard-error shift of the rows in cleanlab's
+        per-cell pruning (see :func:`_combined_flags`).
+    """
+    k0 = max(expected_f1_count(1.0 - score, disagrees),
+             int(np.count_nonzero(p_noisy > noisy_threshold)))
+    pruned = flags_by_cell_margin(cl, labels)
+    n_pruned = int(np.count_nonzero(pruned))
+    k = min(n_pruned, int(k0 + _Z * np.sqrt(k0))) if n_pruned > k0 else k0
+    cell = cl.calibrated_joint[labels, cl.predicted]
+    rank_by = score - _Z * pruned * score * (1.0 - score) / np.sqrt(np.maximum(cell, 1))
+    return k, rank_by
 
 
 def _lowest(score: np.ndarray, k: int) -> np.ndarray:
@@ -127,14 +187,16 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
 
     Notes
     -----
-    The default ``"combined"`` rule estimates the number of issues ``k`` as the larger of the
-    confident joint's off-diagonal count and the number of rows with ``p_noisy > noisy_threshold``,
-    ranks all rows by ``label_score`` (the posterior that the given label is true under the
-    estimated noise matrix, :func:`label_quality`) and flags the ``k`` lowest, except rows whose
-    arg-max class is their given label (see :func:`_combined_flags`). ``mixture`` flags rows with
-    ``p_noisy > noisy_threshold`` whose arg-max differs from the label. Other methods: ``noise_rate`` (confident learning,
-    prune by noise rate), ``per_class`` (prune by class, ranked by self-confidence), ``both``
-    (their intersection), ``mixture`` (``p_noisy >= 0.5`` and arg-max differs from the label).
+    The default ``"combined"`` rule ranks rows by ``label_score`` (the posterior that the given
+    label is true under the estimated noise matrix, :func:`label_quality`) and flags the ``k``
+    lowest, except rows whose arg-max class is their given label; ``k`` is the count that
+    maximises the expected F1 under that posterior or the number of rows with ``p_noisy >
+    noisy_threshold``, whichever is larger, moved up towards cleanlab's per-cell count within two
+    standard errors; rows cleanlab's per-cell rule also prunes rank up to two standard errors of
+    their score earlier (see :func:`_combined_flags`). Other methods: ``noise_rate`` (confident
+    learning, prune by noise rate, each row in its arg-max cell), ``per_class`` (prune by class,
+    ranked by self-confidence), ``both`` (their intersection), ``mixture`` (``p_noisy >
+    noisy_threshold`` and arg-max differs from the label).
     """
     cl = confident_learning(labels, pred_probs, block_rows=block_rows)
     loss = -np.log(np.maximum(cl.p_given, _LOSS_FLOOR)).astype(np.float32)
@@ -143,7 +205,7 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     score = label_quality(labels, pred_probs, cl, block_rows=block_rows)
     disagrees = cl.predicted != labels
     if method == "combined":
-        flags = _combined_flags(cl, p_noisy, score, disagrees, noisy_threshold)
+        flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold)
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":

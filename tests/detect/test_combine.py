@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scipy.stats import rankdata
 
 from cleanpipe.detect import METHODS, detect
-from cleanpipe.detect.combine import NOISY_THRESHOLD
+from cleanpipe.detect.combine import NOISY_THRESHOLD, combined_count_and_rank, expected_f1_count
+from cleanpipe.detect.confident import flags_by_cell_margin
 
 SETTINGS = settings(max_examples=15, deadline=None)
 
@@ -130,14 +131,22 @@ def test_method_relations(problem, mixture):
                                   dets["noise_rate"].is_label_issue & dets["per_class"].is_label_issue)
     np.testing.assert_array_equal(dets["mixture"].is_label_issue,
                                   (ref.p_noisy > NOISY_THRESHOLD) & disagrees)
-    # combined: at most k = max(off-diagonal of C, #p_noisy > thr) flags, the lowest scores.
-    cj = ref.confident.confident_joint
-    k = max(int(cj.sum() - np.trace(cj)), int(np.sum(ref.p_noisy > NOISY_THRESHOLD)))
+    # combined: at most k flags, the lowest of its ranking; k is at least the mixture's count
+    # (capped by the disagreeing rows) and the expected-F1 count, at most k0 + 2 sqrt(k0).
+    k, rank_by = combined_count_and_rank(ref.confident, labels, ref.p_noisy, ref.label_score,
+                                         disagrees)
+    k0 = max(expected_f1_count(1 - ref.label_score, disagrees),
+             int(np.sum(ref.p_noisy > NOISY_THRESHOLD)))
+    assert k0 <= k <= k0 + 2 * np.sqrt(k0)
     flags = dets["combined"].is_label_issue
     assert flags.sum() <= k
     if flags.any() and (~flags & disagrees).any():
-        # Every flagged row scores at most every unflagged disagreeing row.
-        assert ref.label_score[flags].max() <= ref.label_score[~flags & disagrees].min()
+        # Every flagged row ranks at most every unflagged disagreeing row.
+        assert rank_by[flags].max() <= rank_by[~flags & disagrees].min()
+    # The ranking moves only rows cleanlab's per-cell rule prunes, and only earlier.
+    cell = flags_by_cell_margin(ref.confident, labels)
+    np.testing.assert_array_equal(rank_by[~cell], ref.label_score[~cell])
+    assert np.all(rank_by[cell] <= ref.label_score[cell])
     # per_class: at most the calibrated off-diagonal of each class, leaving one row per class.
     issues = dets["per_class"].is_label_issue
     per_class = np.bincount(labels[issues], minlength=pred_probs.shape[1])
@@ -252,3 +261,35 @@ def test_planted_noise_label_score_ranks_errors_first(planted):
     ranks = rankdata(-det.label_score)
     auc = (ranks[wrong].sum() - wrong.sum() * (wrong.sum() + 1) / 2) / (wrong.sum() * (~wrong).sum())
     assert auc >= 0.9, auc
+
+
+# --------------------------------------------------------------------------------------------
+# The expected-F1 count
+# --------------------------------------------------------------------------------------------
+
+def test_expected_f1_count_known_answer():
+    q = np.array([0.9, 0.8, 0.1, 0.05])
+    # sum q = 1.85; k=1: 0.9/2.85 = 0.316, k=2: 1.7/3.85 = 0.442, k=3: 1.8/4.85 = 0.371.
+    assert expected_f1_count(q, np.ones(4, dtype=bool)) == 2
+    # Row 0 not eligible: q = [0, 0.8, 0.1, 0.05], sum 0.95; k=1: 0.8/1.95 = 0.41, k=2: 0.9/2.95.
+    assert expected_f1_count(q, np.array([False, True, True, True])) == 1
+    assert expected_f1_count(np.zeros(3), np.ones(3, dtype=bool)) == 0
+    assert expected_f1_count(q, np.zeros(4, dtype=bool)) == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(q=st.lists(st.floats(0, 1), min_size=1, max_size=30), seed=st.integers(0, 2**16))
+def test_expected_f1_count_matches_brute_force(q, seed):
+    q = np.array(q)
+    eligible = np.random.default_rng(seed).random(len(q)) < 0.7
+    got = expected_f1_count(q, eligible)
+    qe = np.where(eligible, q, 0.0)
+    total = qe.sum()
+    if total == 0:
+        assert got == 0
+        return
+    best = max(2 * np.sort(qe)[::-1][:k].sum() / (k + total) for k in range(1, len(q) + 1))
+    value = 2 * np.sort(qe)[::-1][:got].sum() / (got + total)
+    assert value >= best - 1e-12
+    perm = np.random.default_rng(seed + 1).permutation(len(q))
+    assert expected_f1_count(q[perm], eligible[perm]) == got

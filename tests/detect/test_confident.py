@@ -12,8 +12,11 @@ from hypothesis.extra import numpy as hnp
 
 from cleanpipe.detect.confident import (
     calibrate_confident_joint,
+    MAX_COMPETITORS,
     class_thresholds,
+    competitors,
     confident_learning,
+    flags_by_cell_margin,
     flags_by_class,
     flags_by_noise_rate,
     joint_prior_noise,
@@ -377,6 +380,130 @@ def test_top_per_group_ties_by_position():
     # Group 1: 0.9 (pos 2) first, then the 0.5s by position: 0, 3, 5. Group 0: positions 1, 4.
     picked = top_per_group(groups, scores, np.array([1, 3]))
     assert np.flatnonzero(picked).tolist() == [0, 1, 2, 3]
+
+
+def reference_top_all_or_none(groups, scores, quota):
+    """Slow oracle: a tie run at a group's boundary is taken whole if it fits, else not at all."""
+    picked = np.zeros(len(groups), dtype=bool)
+    for g in set(groups.tolist()):
+        members = [i for i in range(len(groups)) if groups[i] == g]
+        taken = 0
+        for value in sorted({scores[i] for i in members}, reverse=True):
+            run = [i for i in members if scores[i] == value]
+            if taken + len(run) > quota[g]:
+                break
+            picked[run] = True
+            taken += len(run)
+    return picked
+
+
+@SETTINGS
+@given(data=st.data())
+def test_top_per_group_all_or_none_matches_reference_and_ignores_order(data):
+    n_groups = data.draw(st.integers(1, 6))
+    m = data.draw(st.integers(0, 60))
+    groups = data.draw(hnp.arrays(np.int64, m, elements=st.integers(0, n_groups - 1)))
+    scores = data.draw(hnp.arrays(np.float64, m, elements=st.one_of(
+        st.sampled_from([0.0, 0.5, 1.0, -1.0]), st.floats(-10, 10, allow_nan=False))))
+    quota = data.draw(hnp.arrays(np.int64, n_groups, elements=st.integers(0, 8)))
+    picked = top_per_group(groups, scores, quota, ties="all_or_none")
+    np.testing.assert_array_equal(picked, reference_top_all_or_none(groups, scores, quota))
+    perm = np.random.default_rng(m).permutation(m)
+    np.testing.assert_array_equal(
+        top_per_group(groups[perm], scores[perm], quota, ties="all_or_none"), picked[perm])
+
+
+def test_top_per_group_all_or_none_known_answer():
+    groups = np.array([1, 0, 1, 1, 0, 1])
+    scores = np.array([0.5, 0.2, 0.9, 0.5, 0.2, 0.5])
+    # Group 1 quota 3: 0.9 fits, the three 0.5s do not (1 + 3 > 3). Group 0 quota 1: the two
+    # tied 0.2s do not fit either.
+    picked = top_per_group(groups, scores, np.array([1, 3]), ties="all_or_none")
+    assert np.flatnonzero(picked).tolist() == [2]
+    with pytest.raises(ValueError, match="ties"):
+        top_per_group(groups, scores, np.array([1, 3]), ties="random")
+
+
+# --------------------------------------------------------------------------------------------
+# Competitors and cleanlab's per-cell pruning
+# --------------------------------------------------------------------------------------------
+
+def test_competitors_known_answer():
+    block = np.array([[0.5, 0.3, 0.2], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.4, 0.35, 0.25]])
+    given = np.array([0, 0, 0, 1])
+    p_given = block[np.arange(4), given].astype(np.float64)
+    disagree = block.argmax(axis=1) != given
+    rows, classes, margins = competitors(block, given, p_given, disagree)
+    # Row 1 (p0 = 0.1): classes 1 and 2 beat it; row 2 (p0 = 0.2): 1 and 2; row 3 (p1 = 0.35): 0.
+    assert rows.tolist() == [1, 1, 2, 2, 3]
+    assert classes.tolist() == [1, 2, 1, 2, 0]
+    np.testing.assert_allclose(margins, [0.2, 0.5, 0.3, 0.1, 0.05])
+    # Capped at one competitor per row: the largest margin.
+    rows, classes, _ = competitors(block, given, p_given, disagree, max_per_row=1)
+    assert rows.tolist() == [1, 2, 3] and classes.tolist() == [2, 1, 0]
+
+
+@SETTINGS
+@given(data=st.data())
+def test_competitors_match_reference(data):
+    n = data.draw(st.integers(1, 40))
+    k = data.draw(st.integers(2, 14))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    block = rng.dirichlet(np.full(k, 0.5), n)
+    given = rng.integers(0, k, n)
+    p_given = block[np.arange(n), given]
+    cap = data.draw(st.integers(1, 10))
+    rows, classes, margins = competitors(block, given, p_given, block.argmax(axis=1) != given,
+                                         max_per_row=cap)
+    expected = []
+    for r in range(n):
+        beat = sorted((j for j in range(k) if block[r, j] > p_given[r]),
+                      key=lambda j: -block[r, j])
+        kept = {j for j in beat if block[r, j] >= block[r, beat[min(cap, len(beat)) - 1]]}
+        expected += [(r, j) for j in sorted(kept)]
+    assert list(zip(rows.tolist(), classes.tolist())) == expected
+    np.testing.assert_allclose(margins, block[rows, classes] - p_given[rows], atol=0)
+
+
+def reference_cell_margin(labels, pred_probs, quota):
+    """cleanlab's prune_by_noise_rate as a slow loop (all competitors, ties all-or-none)."""
+    n, k = pred_probs.shape
+    flags = np.zeros(n, dtype=bool)
+    for i in range(k):
+        for j in range(k):
+            if i == j or quota[i, j] == 0:
+                continue
+            rows = [r for r in range(n)
+                    if labels[r] == i and pred_probs[r, j] > pred_probs[r, i]]
+            margin = {r: pred_probs[r, j] - pred_probs[r, i] for r in rows}
+            taken = 0
+            for value in sorted(set(margin.values()), reverse=True):
+                run = [r for r in rows if margin[r] == value]
+                if taken + len(run) > quota[i, j]:
+                    break
+                flags[run] = True
+                taken += len(run)
+    return flags & (pred_probs.argmax(axis=1) != labels)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 80), k=st.integers(2, 6))
+def test_flags_by_cell_margin_matches_reference(seed, n, k):
+    rng = np.random.default_rng(seed)
+    pred_probs = rng.dirichlet(np.full(k, 0.7), n)
+    labels = rng.integers(0, k, n)
+    cl = confident_learning(labels, pred_probs)
+    np.testing.assert_array_equal(flags_by_cell_margin(cl, labels),
+                                  reference_cell_margin(labels, pred_probs, prune_counts(cl)))
+
+
+def test_flags_by_cell_margin_uses_every_competing_cell(hand_example):
+    labels, pred_probs = hand_example
+    cl = confident_learning(labels, pred_probs)
+    flags = flags_by_cell_margin(cl, labels)
+    np.testing.assert_array_equal(flags, reference_cell_margin(labels, pred_probs, prune_counts(cl)))
+    assert not np.any(flags & (cl.predicted == labels))
+    assert MAX_COMPETITORS >= 2
 
 
 # --------------------------------------------------------------------------------------------
