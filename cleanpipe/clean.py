@@ -3,7 +3,8 @@
 Pure logic over Arrow tables: :func:`clean_table` takes a flags table (the output of
 :func:`cleanpipe.flag_table`) and returns a new table plus counts; reading, writing and provenance
 metadata belong to the CLI. Every input column is kept (the flag columns too, unless asked
-otherwise) and rows whose label is null are never touched.
+otherwise) and rows whose label is null are never touched. Multi-label flags tables take the same
+path; only their ``relabel`` differs (per tag, see :mod:`cleanpipe.clean_multilabel`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .clean_multilabel import (DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, SUSPECT_COLUMNS,
+                              is_multilabel_flags, relabel_multilabel)
 from .errors import InputError
 
 #: Columns a flags table must hold (what ``cleanpipe flag`` adds).
@@ -47,7 +50,7 @@ class CleanResult:
         The cleaned table.
     counts : dict
         ``rows_in``, ``rows_out``, ``flagged``, ``null_label``, ``dropped``, ``down_weighted``,
-        ``relabelled``.
+        ``relabelled``; multi-label ``relabel`` adds ``tags_added`` and ``tags_removed``.
     settings : dict
         The settings used (JSON-ready).
     """
@@ -100,11 +103,17 @@ def table_metadata(table: pa.Table, key: str) -> dict:
 
 
 def label_from_metadata(table: pa.Table, summary: dict | None = None) -> str | None:
-    """The label column ``flag`` used, from a summary's settings or the table's provenance metadata."""
+    """The label column ``flag`` used, from a summary's settings or the table's provenance metadata.
+
+    Several 0/1 label columns (multi-label) come back comma-separated, ``"a,b,c"``, as ``--label``
+    takes them.
+    """
     for source in (summary or {}, table_metadata(table, "cleanpipe.flag")):
         label = (source.get("settings") or {}).get("label")
         if isinstance(label, str):
             return label
+        if isinstance(label, list) and label and all(isinstance(c, str) for c in label):
+            return ",".join(label)
     return None
 
 
@@ -197,20 +206,27 @@ def _check_fraction(name: str, value: float) -> float:
 def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = None,
                 min_weight: float = DEFAULT_MIN_WEIGHT, relabel_p_noisy: float = DEFAULT_RELABEL_P_NOISY,
                 relabel_score: float = DEFAULT_RELABEL_SCORE, drop_flag_columns: bool = False,
-                source: str = "FLAGS") -> CleanResult:
+                source: str = "FLAGS", pred_probs=None, relabel_add: float = DEFAULT_RELABEL_ADD,
+                relabel_remove: float = DEFAULT_RELABEL_REMOVE) -> CleanResult:
     """Clean a flags table.
 
     Parameters
     ----------
     table : pyarrow.Table
-        Output of ``cleanpipe flag`` (every :data:`FLAG_COLUMNS` present).
+        Output of ``cleanpipe flag`` (every :data:`FLAG_COLUMNS` present), single- or multi-label
+        (detected by :func:`~cleanpipe.clean_multilabel.is_multilabel_flags`).
     mode : {"relabel", "drop", "weight"}, default="relabel"
         ``drop`` removes the flagged rows; ``weight`` keeps every row and appends ``sample_weight``
         (see :func:`sample_weights`); ``relabel`` replaces the label of the rows selected by
         :func:`relabel_mask` by ``predicted_label`` and appends ``original_label`` (the label before
-        cleaning, for every row).
+        cleaning, for every row). On multi-label flags ``drop`` and ``weight`` act on whole rows
+        with the same rules; ``relabel`` adds or removes single tags, see
+        :func:`~cleanpipe.clean_multilabel.relabel_cells` (by default a suspect missing tag is
+        added when its out-of-fold probability is >= 0.9, a suspect spurious tag removed when it is
+        <= 0.001).
     label : str, optional
-        The label column; needed by ``relabel`` only.
+        The label column (multi-label: the list column, or ``"a,b,c"`` for 0/1 columns); needed
+        by ``relabel`` only.
     min_weight : float in [0, 1], default=0.05
         Floor of a flagged row's weight (``weight``).
     relabel_p_noisy, relabel_score : float in [0, 1], default=0.5, 0.25
@@ -221,6 +237,11 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
         them as features.
     source : str, default="FLAGS"
         Name of the input in error messages.
+    pred_probs : array-like of shape (n_rows, n_classes), optional
+        Multi-label ``relabel`` only, and required there: the out-of-fold probabilities flag used
+        (``flag --save-pred-probs``), columns in class order.
+    relabel_add, relabel_remove : float in [0, 1], default=0.9, 0.999
+        Multi-label ``relabel``: evidence to add a missing tag / remove a spurious one.
 
     Returns
     -------
@@ -244,6 +265,9 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     min_weight = _check_fraction("--min-weight", min_weight)
     relabel_p_noisy = _check_fraction("--relabel-p-noisy", relabel_p_noisy)
     relabel_score = _check_fraction("--relabel-score", relabel_score)
+    relabel_add = _check_fraction("--relabel-add", relabel_add)
+    relabel_remove = _check_fraction("--relabel-remove", relabel_remove)
+    multilabel = is_multilabel_flags(table)
     added = CLEAN_COLUMNS[0] if mode == "weight" else CLEAN_COLUMNS[1] if mode == "relabel" else None
     if added and added in table.column_names:
         raise InputError(f"{source} already has a column '{added}'; clean the output of cleanpipe "
@@ -256,6 +280,8 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     counts = {"rows_in": table.num_rows, "flagged": int(issue.sum()), "null_label": int(null_label.sum()),
               "dropped": 0, "down_weighted": 0, "relabelled": 0}
     settings = {"mode": mode, "label": label, "drop_flag_columns": bool(drop_flag_columns)}
+    if multilabel:
+        settings["multi_label"] = True
 
     if mode == "drop":
         out = table.filter(pa.array(~issue))
@@ -266,6 +292,19 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
         counts["down_weighted"] = int((w < 1).sum())
         settings.update(min_weight=min_weight, weight_formula="flagged: clip(min(label_score, "
                         "1 - p_noisy), min_weight, 1); otherwise 1")
+    elif multilabel:
+        if pred_probs is None:
+            raise InputError(f"--mode relabel on multi-label {source} needs the per-tag out-of-fold "
+                             "probabilities: rerun cleanpipe flag with --save-pred-probs FILE.npy "
+                             "(clean finds it through the summary) or pass --pred-probs FILE.npy")
+        out, ml_counts = relabel_multilabel(table, label=label, pred_probs=pred_probs, issue=issue,
+                                            add_threshold=relabel_add,
+                                            remove_threshold=relabel_remove, source=source)
+        counts.update(ml_counts)
+        settings.update(relabel_add=relabel_add, relabel_remove=relabel_remove,
+                        relabel_rule="per tag of a flagged row: add a suspect_missing tag when its "
+                        "out-of-fold probability p >= relabel_add; remove a suspect_spurious tag "
+                        "when p <= 1 - relabel_remove")
     else:
         out, n = _relabel(table, label, source, score, p_noisy, issue, relabel_p_noisy, relabel_score)
         counts["relabelled"] = n
@@ -273,7 +312,8 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
                         relabel_rule="is_label_issue and predicted_label != label and "
                         "p_noisy >= relabel_p_noisy and label_score <= relabel_score")
     if drop_flag_columns:
-        out = out.drop_columns(list(FLAG_COLUMNS))
+        out = out.drop_columns(list(FLAG_COLUMNS) + [c for c in SUSPECT_COLUMNS
+                                                     if multilabel and c in out.column_names])
     counts["rows_out"] = out.num_rows
     return CleanResult(out, counts, settings)
 

@@ -28,12 +28,21 @@ from . import cli
               help="relabel: a row needs p_noisy at least this.")
 @click.option("--relabel-score", default=0.25, show_default=True, type=float,
               help="relabel: a row needs label_score at most this.")
+@click.option("--relabel-add", default=0.9, show_default=True, type=float,
+              help="relabel, multi-label: add a suspect missing tag when its probability is at least this.")
+@click.option("--relabel-remove", default=0.999, show_default=True, type=float,
+              help="relabel, multi-label: remove a suspect spurious tag when its probability is at "
+                   "most 1 - this.")
+@click.option("--pred-probs", default=None,
+              help="relabel, multi-label: the out-of-fold probabilities flag used (default: its "
+                   "--save-pred-probs file, from the summary).")
 @click.option("--drop-flag-columns", is_flag=True,
-              help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue.")
+              help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue "
+                   "(and suspect_missing, suspect_spurious).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, relabel_score,
-          drop_flag_columns, as_json, quiet):
+          relabel_add, relabel_remove, pred_probs, drop_flag_columns, as_json, quiet):
     """Clean a flags file written by cleanpipe flag.
 
     \b
@@ -43,6 +52,11 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     drop     removes the rows with is_label_issue (rows with a null label are kept);
     weight   keeps every row and adds sample_weight: 1 for unflagged rows,
              clip(min(label_score, 1 - p_noisy), --min-weight, 1) for flagged ones.
+    Multi-label flags (flag --multi-label): drop and weight act on whole rows as
+    above; relabel adds a tag of suspect_missing whose out-of-fold probability is
+    >= --relabel-add and removes a tag of suspect_spurious whose probability is
+    <= 1 - --relabel-remove. It needs the probabilities: run flag with
+    --save-pred-probs (found through the summary) or pass --pred-probs.
     Every input column is kept (the flag columns too, unless --drop-flag-columns);
     provenance (source, settings, counts, version) goes into the Parquet metadata
     under 'cleanpipe.clean'. The input is never modified.
@@ -52,10 +66,13 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
       cleanpipe clean data.flags.parquet --out data.cleaned.parquet
       cleanpipe clean data.flags.parquet --mode drop --json
       cleanpipe clean data.flags.parquet --mode weight --min-weight 0.1 --label target
+      cleanpipe flag photos.parquet --label tags --save-pred-probs photos.oof.npy
+      cleanpipe clean photos.flags.parquet             # multi-label: adds/removes tags
     """
     from .. import __version__
     from ..clean import (MODES, clean_table, label_from_metadata, read_summary,
                          sidecar_summary_path, table_metadata)
+    from ..clean_multilabel import is_multilabel_flags
     from ..errors import InputError
     from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_parquet
 
@@ -69,9 +86,14 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     summary = read_summary(side, what="--summary") if summary_path or side.is_file() else None
     if label is None:
         label = label_from_metadata(table, summary)
+    probs, probs_path = None, None
+    if mode == "relabel" and is_multilabel_flags(table):
+        probs, probs_path = _multilabel_probs(pred_probs, summary, side, table)
     result = clean_table(table, mode=mode, label=label, min_weight=min_weight,
                          relabel_p_noisy=relabel_p_noisy, relabel_score=relabel_score,
-                         drop_flag_columns=drop_flag_columns, source=f"FLAGS '{flags}'")
+                         drop_flag_columns=drop_flag_columns, source=f"FLAGS '{flags}'",
+                         pred_probs=probs, relabel_add=relabel_add, relabel_remove=relabel_remove)
+    del probs  # unmaps a memory-mapped .npy before the output is written
     provenance = {
         "cleanpipe_version": __version__,
         "source": str(flags),
@@ -81,6 +103,8 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
         "counts": result.counts,
         "flag_settings": (summary or table_metadata(table, "cleanpipe.flag")).get("settings"),
     }
+    if probs_path is not None:
+        provenance["pred_probs"] = probs_path
     if summary is not None and "noise_matrix" in summary:
         # retrain --loss forward finds the noise matrix here when the cleaned file travels alone
         provenance.update(classes=summary.get("classes"), noise_matrix=summary["noise_matrix"])
@@ -94,5 +118,30 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
         c = result.counts
         detail = {"drop": f"dropped {c['dropped']}", "weight": f"down-weighted {c['down_weighted']}",
                   "relabel": f"relabelled {c['relabelled']}"}[mode]
+        if "tags_added" in c:
+            detail += f" (added {c['tags_added']} tags, removed {c['tags_removed']})"
         click.echo(f"{flags}: {c['rows_in']} rows, {c['flagged']} flagged; {detail}; "
                    f"wrote {c['rows_out']} rows to {out_path}")
+
+
+def _multilabel_probs(explicit, summary, summary_file: Path, table):
+    """The out-of-fold probabilities of a multi-label flag run and where they came from.
+
+    ``--pred-probs`` if given, else the ``--save-pred-probs`` file the flag summary records (as
+    written, then beside the summary); ``(None, None)`` when there is none, which clean_table
+    turns into a one-line error.
+    """
+    from ..flag import load_pred_probs
+
+    spec = explicit
+    if spec is None:
+        recorded = ((summary or {}).get("outputs") or {}).get("pred_probs")
+        if isinstance(recorded, str):
+            for candidate in (Path(recorded), summary_file.parent / Path(recorded).name):
+                if candidate.is_file():
+                    spec = str(candidate)
+                    break
+    if spec is None:
+        return None, None
+    classes = (summary or {}).get("classes") or []
+    return load_pred_probs(spec, table.column, table.column_names, classes), spec

@@ -531,7 +531,8 @@ def retrain_cases():
         Case("label_struct", d(lambda: t_label("struct")), names=("'label'", "struct")),
         Case("label_map", d(lambda: t_label("map")), names=("'label'", "map")),
         Case("label_binary", d(lambda: t_label("binary")), names=("'label'", "binary")),
-        Case("label_list", d(lambda: t_label("list")), names=("'label'", "list")),
+        # a list label is multi-label retraining now; a list of lists is still no label
+        Case("label_list_of_lists", d(lambda: t_label("list_of_lists")), names=("'label'", "list")),
         Case("no_feature_columns", d(t_no_features), names=("feature",)),
         Case("duplicate_column_names", d(t_duplicate_columns), names=("'x'",)),
         Case("label_column_missing", b("--label", "target"), names=("'target'", "--label")),
