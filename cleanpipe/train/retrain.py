@@ -171,7 +171,7 @@ def _noisy_weight(table: pa.Table, label: str, rows: np.ndarray) -> np.ndarray:
 
 
 def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids=(),
-                  weight_col: str | None = None, loss: str = DEFAULT_LOSS, loss_params: dict | None = None,
+                  weight_col: str | None = None, loss: str | None = None, loss_params: dict | None = None,
                   noise_matrix=None, noise_matrix_classes=None, noisy_weight: str = "online",
                   warmup: int = DEFAULT_WARMUP, class_prior=None, config: TrainConfig = TrainConfig(),
                   source: str | None = None, on_epoch: Callable | None = None) -> RetrainResult:
@@ -187,8 +187,10 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         As in :func:`cleanpipe.flag_table`.
     weight_col : str, optional
         Column of per-row weights (>= 0), e.g. ``sample_weight`` from ``clean --mode weight``.
-    loss : str, default=DEFAULT_LOSS
-        A single-label name from :data:`cleanpipe.losses.LOSSES` (see :func:`single_label_losses`).
+    loss : str, optional
+        A single-label name from :data:`cleanpipe.losses.LOSSES` (see :func:`single_label_losses`);
+        default :data:`DEFAULT_LOSS`, or the multi-label default for a multi-label label (where a
+        single-label name is refused).
         ``forward`` needs ``noise_matrix``; ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
     loss_params : dict, optional
         Loss hyper-parameters (``{"q": 0.7}`` for ``gce``).
@@ -230,9 +232,10 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         # a list column or "a,b,c": multi-label (the single-label default loss means its default)
         return retrain_multilabel_table(
             table, label=label, features=features, exclude=exclude, ids=ids, weight_col=weight_col,
-            loss=None if loss == DEFAULT_LOSS else loss, loss_params=loss_params, config=config,
+            loss=loss, loss_params=loss_params, config=config,
             source=source, on_epoch=on_epoch)
     config.check()
+    loss = loss or DEFAULT_LOSS
     loss_fn = get_loss(loss)
     if is_multilabel_loss(loss):
         raise InputError(f"--loss {loss} is a multi-label loss (it takes a 0/1 target matrix) but "

@@ -134,3 +134,11 @@ def test_micro_f1_and_best_cut_known_answers():
     assert micro_f1(pred, t, torch.tensor([0.0, 1.0])) == 1.0
     f1, thr = best_cut(torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.7, 0.3]]), t)
     assert f1 == 1.0 and 0.3 < thr < 0.7
+
+
+def test_python_api_refuses_a_single_label_loss_on_multilabel_data():
+    rng = np.random.default_rng(0)
+    tags = [["a"], ["b"], ["a", "b"], []] * 10
+    table = pa.table({"x": rng.normal(size=40), "tags": pa.array(tags, type=pa.list_(pa.string()))})
+    with pytest.raises(InputError, match="single-label loss"):
+        retrain_table(table, label="tags", loss="sce")
