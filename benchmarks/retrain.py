@@ -54,6 +54,8 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
 SCRIPT = "retrain.py"
 TEST_FRACTION = 0.25
 NOISES = {"sym20": ("symmetric", 0.2), "sym40": ("symmetric", 0.4), "pair30": ("pair", 0.3)}
+#: Weight of the prior regulariser in the ``+ prior`` rows.
+PRIOR_REG = 3.0
 
 
 def load_dataset(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -97,12 +99,12 @@ def _accuracy(result, test: pa.Table, y_test: np.ndarray) -> float:
     return float(np.mean(classes[logits.argmax(dim=1).numpy()] == y_test))
 
 
-def _config(n_train: int, quick: bool):
+def _config(n_train: int, quick: bool, seed: int = 0, **over):
     from cleanpipe.train import TrainConfig
     # Modest epochs to fit the time budget on 2 shared cores; early stopping (patience 8) ends
     # cross-entropy runs well before the cap, the robust losses use more of it.
     epochs = 15 if quick else (40 if n_train < 5000 else 25)
-    return TrainConfig(epochs=epochs, patience=8, seed=0, device="cpu", threads=1)
+    return TrainConfig(epochs=epochs, patience=8, seed=seed, device="cpu", threads=1, **over)
 
 
 def _cleanlab(X_tr, y_noisy, X_te, y_te, config) -> float:
@@ -113,8 +115,10 @@ def _cleanlab(X_tr, y_noisy, X_te, y_te, config) -> float:
     mlp = MLPClassifier(hidden_layer_sizes=tuple(config.hidden), alpha=config.weight_decay,
                         batch_size=config.batch_size, learning_rate_init=config.lr,
                         max_iter=config.epochs, early_stopping=True, validation_fraction=0.1,
-                        n_iter_no_change=config.patience, random_state=0)
-    cl = CleanLearning(make_pipeline(StandardScaler(), mlp), seed=0, cv_n_folds=5, verbose=False)
+                        n_iter_no_change=config.patience, random_state=config.seed)
+    # n_jobs=1: cleanlab's own process pool fails inside a joblib worker
+    cl = CleanLearning(make_pipeline(StandardScaler(), mlp), seed=config.seed, cv_n_folds=5,
+                       verbose=False, find_label_issues_kwargs={"n_jobs": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLP convergence warnings at the epoch cap
         cl.fit(X_tr, y_noisy)
@@ -134,16 +138,18 @@ def run_case(dataset: str, noise: str, *, quick: bool = False, modes=None, losse
     kind, rate = NOISES[noise]
     y_noisy = inject_noise(y_tr, kind, rate, k, seed + 1)
     test = _table(X_te, None)
-    config = _config(len(y_tr), quick)
+    config = _config(len(y_tr), quick, seed)
     rows, t_case = [], time.perf_counter()
 
     def add(method, acc, seconds, **extra):
-        rows.append(dict(dataset=dataset, noise=noise, method=method, accuracy=acc, seconds=seconds, **extra))
-        progress(f"  {dataset}/{noise} {method:<34} acc {acc:.4f} ({seconds:.1f}s)")
+        rows.append(dict(dataset=dataset, noise=noise, seed=seed, method=method, accuracy=acc,
+                         seconds=seconds, **extra))
+        progress(f"  {dataset}/{noise}/s{seed} {method:<34} acc {acc:.4f} ({seconds:.1f}s)")
 
-    def train(table, label="label", **kw):
+    def train(table, label="label", over=None, **kw):
         t0 = time.perf_counter()
-        res = retrain_table(table, label=label, config=config, **kw)
+        cfg = _config(len(y_tr), quick, seed, **over) if over else config
+        res = retrain_table(table, label=label, config=cfg, **kw)
         return _accuracy(res, test, y_te), time.perf_counter() - t0
 
     add("oracle (ce, true labels)", *train(_table(X_tr, y_tr), loss="ce"))
@@ -159,16 +165,18 @@ def run_case(dataset: str, noise: str, *, quick: bool = False, modes=None, losse
     for loss in losses if losses is not None else [n for n in single_label_losses() if n != "ce"]:
         add(loss, *train(flagged.table, loss=loss, noise_matrix=nm[0], noise_matrix_classes=nm[1]))
     if losses is None:
-        add("dynamic-hard (online mixture)",
-            *train(flagged.table, loss="dynamic-hard", noisy_weight="online"))
-    for mode, loss in _pipelines(modes, MODES, DEFAULT_LOSS):
+        add("dynamic-hard (column p_noisy)", *train(flagged.table, loss="dynamic-hard", noisy_weight="column"))
+        add("dynamic-soft (column p_noisy)", *train(flagged.table, loss="dynamic-soft", noisy_weight="column"))
+        add("dynamic-hard + prior", *train(flagged.table, loss="dynamic-hard", over={"prior_reg": PRIOR_REG}))
+    for mode, loss, over in _pipelines(modes, MODES, DEFAULT_LOSS):
         t0 = time.perf_counter()
         cleaned = clean_table(flagged.table, mode=mode, label="label").table
-        acc, _ = train(cleaned, loss=loss, noise_matrix=nm[0], noise_matrix_classes=nm[1],
+        acc, _ = train(cleaned, loss=loss, over=over, noise_matrix=nm[0], noise_matrix_classes=nm[1],
                        weight_col="sample_weight" if mode == "weight" else None)
-        default = " (default)" if (mode, loss) == (MODES[0], DEFAULT_LOSS) else ""
+        default = " (default)" if (mode, loss, over) == (MODES[0], DEFAULT_LOSS, {}) else ""
+        extra = "".join(f" + {k.replace('_reg', '')}" for k in over)
         # the pipeline's time includes flagging
-        add(f"pipeline {mode} + {loss}{default}", acc, t_flag + time.perf_counter() - t0)
+        add(f"pipeline {mode} + {loss}{extra}{default}", acc, t_flag + time.perf_counter() - t0)
     if with_cleanlab:
         t0 = time.perf_counter()
         add("cleanlab CleanLearning (MLPClassifier)", _cleanlab(X_tr, y_noisy, X_te, y_te, config),
@@ -178,14 +186,22 @@ def run_case(dataset: str, noise: str, *, quick: bool = False, modes=None, losse
 
 
 def _pipelines(modes, all_modes, default_loss):
-    """(mode, loss) pairs of the pipeline rows: every mode with the default loss, unless given."""
+    """(mode, loss, config overrides) of the pipeline rows: every mode with the default loss, and
+    relabel with the other candidate defaults, unless given."""
     if modes is not None:
-        return list(modes)
-    return [(m, default_loss) for m in all_modes]
+        return [tuple(m) + ({},) * (3 - len(m)) for m in modes]
+    rows = [(m, default_loss, {}) for m in all_modes]
+    candidates = [("relabel", "sce", {}), ("relabel", "dynamic-hard", {}),
+                  ("relabel", "dynamic-hard", {"prior_reg": PRIOR_REG})]
+    return rows + [c for c in candidates if c not in rows]
 
 
 def gap_closed(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``gap_closed`` per row relative to the case's ``ce (noisy)`` and oracle accuracies."""
+    """Add ``gap_closed`` per row relative to the case's ``ce (noisy)`` and oracle accuracies.
+
+    With several seeds, accuracies are first averaged over seeds per (case, method)."""
+    if "seed" in df.columns:
+        df = df.groupby(["dataset", "noise", "method"], sort=False, as_index=False)["accuracy"].mean()
     out = []
     for _, g in df.groupby(["dataset", "noise"], sort=False):
         base = g.loc[g.method == "ce (noisy)", "accuracy"].iloc[0]
@@ -256,22 +272,36 @@ def main(argv=None) -> None:
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--throughput", action="store_true", help="training samples/s instead")
     parser.add_argument("--no-cleanlab", action="store_true", help="skip CleanLearning")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per case (split, noise, init)")
+    parser.add_argument("--jobs", type=int, default=2, help="cases run in parallel processes")
+    parser.add_argument("--from-cache", type=float, default=None, metavar="MINUTES",
+                        help="only re-render the tables from the cached results of the last run "
+                             "(MINUTES: its run time, for the text)")
     args = parser.parse_args(argv)
     if args.throughput:
         return _main_throughput(args)
+    if args.from_cache is not None:
+        return _report(pd.read_csv(CACHE_DIR / "retrain.csv"), args.from_cache, args)
+    from joblib import Parallel, delayed
     cases = [("digits", "sym40")] if args.quick else [(d, n) for d in ("digits", "synth20k") for n in NOISES]
     t0 = time.perf_counter()
-    df = pd.concat([run_case(d, n, quick=args.quick, with_cleanlab=not args.no_cleanlab) for d, n in cases])
+    df = pd.concat(Parallel(n_jobs=args.jobs)(
+        delayed(run_case)(d, n, quick=args.quick, with_cleanlab=not args.no_cleanlab, seed=s)
+        for d, n in cases for s in range(1 if args.quick else args.seeds)))
     minutes = (time.perf_counter() - t0) / 60
     CACHE_DIR.mkdir(exist_ok=True)
     df.to_csv(CACHE_DIR / ("retrain_quick.csv" if args.quick else "retrain.csv"), index=False)
+    _report(df, minutes, args)
+
+
+def _report(df: pd.DataFrame, minutes: float, args) -> None:
     acc, gap = summarize(df)
     verdict = _verdict(gap)
     print("## Test accuracy\n" + markdown_table(acc, floatfmt=".4f"))
     print("\n## Gap closed\n" + markdown_table(gap, floatfmt=".2f"))
     print(f"\n{verdict} ({minutes:.1f} min)")
     if args.write:
-        body = "\n".join([provenance_block(SCRIPT, cleanpipe_version()), _setup_text(minutes), "",
+        body = "\n".join([provenance_block(SCRIPT, cleanpipe_version()), _setup_text(minutes, args.seeds), "",
                           "### Gap closed (sorted by mean)", "", markdown_table(gap, floatfmt=".2f"), "",
                           "### Test accuracy", "", markdown_table(acc, floatfmt=".4f"), "", verdict, "",
                           _defaults_text(gap)])
@@ -279,11 +309,12 @@ def main(argv=None) -> None:
         progress("wrote the Retrain section of benchmarks/RESULTS.md")
 
 
-def _setup_text(minutes: float) -> str:
+def _setup_text(minutes: float, seeds: int) -> str:
     return (f"Digits (1797 x 64, 10 classes) and `make_classification` (20000 x 20, 6 classes); 25% "
             "clean stratified test split, noise only on the training part: symmetric 20% / 40% (to a "
             "uniform other class) and pair 30% (class c -> c+1). cleanpipe's MLP (256-128, AdamW, "
-            "batch 256, early stopping on a 10% split, 1 CPU thread, seed 0). Flags from "
+            f"batch 256, early stopping on a 10% split, 1 CPU thread), mean accuracy over {seeds} seeds "
+            "(split, noise, flagger and initialisation) before the gap is computed. Flags from "
             "`cleanpipe.flag_table` defaults (HistGradientBoosting, 5 folds). CleanLearning wraps "
             "`StandardScaler + MLPClassifier` with the same layers, batch size, learning rate, L2 and "
             f"early stopping (cv_n_folds=5). Gap closed = (acc - acc_ce_noisy) / (acc_oracle - "
@@ -298,13 +329,13 @@ def _defaults_text(gap: pd.DataFrame) -> str:
     losses = g[[m for m in g.index if not m.startswith(("oracle", "pipeline", "cleanlab", "ce (noisy)"))
                 and "online" not in m]]
     pipes = g[[m for m in g.index if m.startswith("pipeline")]]
-    best_mode = pipes.idxmax().split()[1] if len(pipes) else "n/a"
     return (f"Defaults: `cleanpipe retrain --loss {DEFAULT_LOSS}` and `cleanpipe clean --mode {MODES[0]}`. "
-            f"Among the fixed single losses on noisy labels the best mean here is `{losses.idxmax()}` "
-            f"({losses.max():.2f}); among the clean modes (each followed by the default loss) it is "
-            f"`{best_mode}` ({pipes.max():.2f}). `dynamic-hard` with online noise weights is "
-            "opt-in (`--loss dynamic-hard --noisy-weight online`): it needs an extra pass over the "
-            "training rows per epoch.")
+            f"Among the losses on noisy labels the best mean here is `{losses.idxmax()}` "
+            f"({losses.max():.2f}); among the pipelines it is `{pipes.idxmax()}` ({pipes.max():.2f}). "
+            f"`sce` ({g.get('sce', np.nan):.2f}) stays the default loss beside `dynamic-hard` with its "
+            f"online mixture ({g.get('dynamic-hard', np.nan):.2f}): it needs no extra pass over the "
+            "training rows per epoch; "
+            "`relabel` stays the default clean mode (best pipeline with the default loss).")
 
 
 def _main_throughput(args) -> None:
