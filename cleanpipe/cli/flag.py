@@ -78,7 +78,6 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     cleanup_stale_temps(out_path.parent)
     with joblib_backend(backend if pred_probs is None else None, scheduler), AtomicOutputs() as outputs, \
             progress_bar(not (quiet or as_json)) as update:
-        from ..errors import InputError
         from ..multilabel import flag_multilabel_dataset, wants_multilabel
 
         common = {"label": label, "features": csv_option(features),
@@ -86,9 +85,6 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
                   "folds": folds, "seed": seed, "n_jobs": n_jobs, "pred_probs": pred_probs,
                   "mixture": mixture, "save_pred_probs": save_pred_probs, "progress": update}
         if wants_multilabel(data, label, multi_label):
-            if with_report:
-                raise InputError("--report does not support multi-label data yet; drop --report "
-                                 "(the flags and summary JSON hold the results)")
             # The single-label defaults of --method / --noisy-threshold do not apply; given values do.
             ctx = click.get_current_context()
             given = {k: v for k, v in (("method", method), ("noisy_threshold", noisy_threshold))

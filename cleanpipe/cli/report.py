@@ -30,7 +30,9 @@ def report(flags, summary_path, out, max_rows, max_columns, training_path, quiet
 
     The page shows the loss mixture with its threshold, the estimated noise matrix, flagged
     rows and noise rate per class, label_score of kept vs flagged rows, the most suspicious
-    rows, and the run's settings, versions and timings. With --training, it also shows the
+    rows, and the run's settings, versions and timings. For a multi-label flags table
+    (cleanpipe flag --multi-label) the noise matrix gives way to the suspect missing and spurious
+    tags per class, which the rows list shows too. With --training, it also shows the
     training run of a model: loss and validation accuracy per epoch and, for --noisy-weight
     online, the estimated noisy share per epoch. It is one file that loads nothing from the
     network and runs no script; open it in any browser.

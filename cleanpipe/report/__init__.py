@@ -7,6 +7,12 @@ file atomically. A flags table of any length is read in record batches, and only
 batch and the lowest scores kept in a running top-``max_rows``, so memory does not grow with
 the table. Other columns are read only for the rows that are shown.
 
+A multi-label flags table (``cleanpipe flag --multi-label``, with ``suspect_missing`` and
+``suspect_spurious`` list columns and a summary marked ``multi_label``) gets the same page without
+the noise-matrix heatmap (its noise matrix is one 2 x 2 matrix per class); the per-class section
+shows instead the suspect tags of each class, counted in the same pass over the table, beside the
+estimated noise rates, and the rows list shows each row's suspect tags.
+
 Given the ``metrics.json`` of a ``cleanpipe retrain`` run (``training=``), the page gains a
 Training section; :mod:`cleanpipe.report.training` reads and checks that file.
 """
@@ -17,13 +23,14 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..clean_multilabel import SUSPECT_COLUMNS
 from ..errors import CleanpipeWarning, InputError
 from ..io import summary_path_for
 from . import html as _html
@@ -38,6 +45,8 @@ FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_
 #: Summary keys the report reads.
 SUMMARY_KEYS = ("rows", "classes", "estimated_noise_rate", "noise_rate_per_class", "rows_per_class",
                 "flagged", "flagged_per_class", "noise_matrix", "mixture")
+#: Further keys it reads from a multi-label summary (``multi_label`` true).
+MULTILABEL_SUMMARY_KEYS = ("missing_per_class", "spurious_per_class")
 #: Bins of the label_score histograms.
 SCORE_BINS = 40
 _BATCH_ROWS = 65_536
@@ -77,7 +86,8 @@ def _check_summary(summary, where: str) -> None:
     if not isinstance(summary, dict):
         raise InputError(f"summary{where} is a {type(summary).__name__}, not a JSON object; pass the "
                          "summary JSON that cleanpipe flag wrote")
-    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    needed = SUMMARY_KEYS + (MULTILABEL_SUMMARY_KEYS if summary.get("multi_label") else ())
+    missing = [k for k in needed if k not in summary]
     if missing:
         raise InputError(f"summary{where} lacks {', '.join(missing)}; pass the summary JSON that "
                          "cleanpipe flag wrote for this flags file")
@@ -92,16 +102,40 @@ class _Scan:
     kept: np.ndarray
     flagged: np.ndarray
     top: np.ndarray  # row positions of the lowest scores, lowest first
+    #: Multi-label: tag (as its summary key) -> rows naming it, per suspect column.
+    suspects: dict = field(default_factory=dict)
 
 
-def _scan(batches, n_top: int) -> _Scan:
+def _tag_key(value) -> str:
+    """A tag as the summary names it (``cleanpipe.flag._jsonable``, then ``str``)."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    elif hasattr(value, "isoformat"):
+        value = value.isoformat()
+    return str(value)
+
+
+def _count_tags(column, into: dict) -> None:
+    counts = pc.value_counts(pc.list_flatten(column))
+    for tag, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+        if tag is not None:
+            key = _tag_key(tag)
+            into[key] = into.get(key, 0) + n
+
+
+def _scan(batches, n_top: int, *, suspects: bool = False) -> _Scan:
+    """One pass: score histograms, the running top-``n_top`` and, with ``suspects``, the tags
+    named in :data:`SUSPECT_COLUMNS` (which the batches then hold)."""
     edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
     kept = np.zeros(SCORE_BINS, dtype=np.int64)
     flagged = np.zeros(SCORE_BINS, dtype=np.int64)
     top_idx = np.empty(0, dtype=np.int64)
     top_score = np.empty(0, dtype=np.float64)
     offset = 0
+    counts = {c: {} for c in SUSPECT_COLUMNS} if suspects else {}
     for batch in batches:
+        for c in counts:
+            _count_tags(batch.column(c), counts[c])
         # Null scores (unlabelled rows) become NaN and are neither counted nor ranked.
         score = batch.column("label_score").cast(pa.float64()).to_numpy(zero_copy_only=False)
         issue = pc.fill_null(batch.column("is_label_issue").cast(pa.bool_()), False)
@@ -116,7 +150,7 @@ def _scan(batches, n_top: int) -> _Scan:
         order = np.lexsort((idx, val))[:n_top]
         top_idx, top_score = idx[order], val[order]
         offset += batch.num_rows
-    return _Scan(offset, edges, kept, flagged, top_idx)
+    return _Scan(offset, edges, kept, flagged, top_idx, counts)
 
 
 def _open(flags):
@@ -159,25 +193,35 @@ def _open(flags):
     return (pf.schema_arrow, lambda cols: pf.iter_batches(batch_size=_BATCH_ROWS, columns=cols), take)
 
 
+def _flag_columns(summary: dict) -> tuple:
+    """The columns ``flag`` added to the table that ``summary`` describes."""
+    return FLAG_COLUMNS + (SUSPECT_COLUMNS if summary.get("multi_label") else ())
+
+
 def _shown_columns(schema: pa.Schema, summary: dict, max_columns: int) -> tuple[list, int]:
     label = (summary.get("settings") or {}).get("label")
+    # Multi-label data may name several 0/1 label columns.
+    labels = set(label) if isinstance(label, list) else {label}
+    own = _flag_columns(summary)
     # The id columns are those `flag` put in top_suspicious besides its own keys; show them first.
     ids = [c for c in ((summary.get("top_suspicious") or [{}])[0] or {})
-           if c not in ("row", *FLAG_COLUMNS) and c in schema.names]
-    # The label column repeats given_label, so it is not shown again.
-    data = [c for c in schema.names if c not in FLAG_COLUMNS and c != label and c not in ids]
+           if c not in ("row", *own) and c in schema.names]
+    # The label column(s) repeat given_label, so they are not shown again.
+    data = [c for c in schema.names if c not in own and c not in labels and c not in ids]
     cols = (ids + data)[:max_columns]
     return cols, len(ids) + len(data) - len(cols)
 
 
-def _rows_table(take, positions: np.ndarray, data_cols: list, hidden: int) -> _html.RowsTable:
-    columns = ["row", "given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue",
-               *data_cols]
+def _rows_table(take, positions: np.ndarray, data_cols: list, hidden: int, *,
+                suspects: tuple = ()) -> _html.RowsTable:
+    # A multi-label row's suspect tags go beside its given and predicted tags.
+    columns = ["row", "given_label", "predicted_label", *suspects, "label_score", "p_noisy",
+               "is_label_issue", *data_cols]
     if positions.size == 0:
         return _html.RowsTable(columns, [], hidden)
     # Positions are sorted for the read (one pass over the row groups), then put back in score order.
     sorted_pos = np.sort(positions)
-    got = take(sorted_pos, [*FLAG_COLUMNS, *data_cols])
+    got = take(sorted_pos, [*FLAG_COLUMNS, *suspects, *data_cols])
     where = {int(p): i for i, p in enumerate(sorted_pos)}
     pylists = {c: got.column(c).to_pylist() for c in got.column_names}
     rows = []
@@ -205,9 +249,13 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
     flags : pyarrow.Table or path-like
         The table ``cleanpipe flag`` wrote (or :attr:`cleanpipe.FlagResult.table`), or the path of
         its Parquet file or directory. A path is read in record batches: only ``label_score`` and
-        ``is_label_issue`` in full, the other columns only for the rows shown.
+        ``is_label_issue`` (and, multi-label, the suspect tags) in full, the other columns only for
+        the rows shown.
     summary : dict
-        The matching summary (the ``*.summary.json`` sidecar, or :attr:`FlagResult.summary`).
+        The matching summary (the ``*.summary.json`` sidecar, or :attr:`FlagResult.summary`). A
+        multi-label one (``multi_label`` true, from ``cleanpipe flag --multi-label``) needs the
+        ``suspect_missing`` and ``suspect_spurious`` columns; its page has no noise matrix, and
+        shows the suspect tags per class and in the rows list instead.
     max_rows : int, default=50
         Most suspicious rows (lowest ``label_score``) listed.
     max_columns : int, default=20
@@ -226,7 +274,8 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
     Raises
     ------
     InputError
-        ``flags`` lacks the columns flag adds, ``summary`` lacks the keys the report needs, or
+        ``flags`` lacks the columns flag adds, ``summary`` lacks the keys the report needs or is
+        single-label for a multi-label table, or
         ``training`` is missing, unreadable or not the metrics of a retrain run.
 
     Examples
@@ -248,42 +297,54 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
             raise InputError(f"flags must be a pyarrow Table, a DataFrame or a Parquet path, not "
                              f"{type(flags).__name__} ({exc})") from None
     schema, batches, take = _open(flags)
-    missing = [c for c in FLAG_COLUMNS if c not in schema.names]
+    multi = bool(summary.get("multi_label"))
+    where = f"flags '{os.fspath(flags)}'" if isinstance(flags, (str, os.PathLike)) else "flags table"
+    missing = [c for c in _flag_columns(summary) if c not in schema.names]
     if missing:
         shown = ", ".join(schema.names[:30]) + (", ..." if len(schema.names) > 30 else "")
-        where = f"flags '{os.fspath(flags)}'" if isinstance(flags, (str, os.PathLike)) else "flags table"
         raise InputError(f"{where} lacks the column(s) {', '.join(missing)} that cleanpipe flag adds "
-                         f"(columns: {shown}); pass the output of cleanpipe flag")
+                         f"(columns: {shown}); pass the output of cleanpipe flag"
+                         + (" --multi-label with its summary" if multi else ""))
+    if not multi and all(c in schema.names for c in SUSPECT_COLUMNS):
+        raise InputError(f"{where} is multi-label (it has {' and '.join(SUSPECT_COLUMNS)}) but its "
+                         "summary is not; pass the summary written with this flags file (--summary)")
     if not pa.types.is_floating(schema.field("label_score").type):
         raise InputError(f"flags column 'label_score' has type {schema.field('label_score').type}, not "
                          "float; pass the output of cleanpipe flag")
-    scan = _scan(batches(["label_score", "is_label_issue"]), max_rows)
+    suspects = SUSPECT_COLUMNS if multi else ()
+    scan = _scan(batches(["label_score", "is_label_issue", *suspects]), max_rows, suspects=multi)
     if scan.n_rows != int(summary["rows"]):
         warnings.warn(f"the summary describes {summary['rows']} rows but the flags table has "
                       f"{scan.n_rows}; the charts come from the summary and the lists from the table. "
                       "Pass the summary written with this flags file (--summary)", CleanpipeWarning,
                       stacklevel=2)
     data_cols, hidden = _shown_columns(schema, summary, max_columns)
-    table = _rows_table(take, scan.top, data_cols, hidden)
+    table = _rows_table(take, scan.top, data_cols, hidden, suspects=suspects)
 
     names = list(summary["rows_per_class"])
-    mixture = summary["mixture"]
+    noise_rate = [summary["noise_rate_per_class"][n] for n in names]
+    # Multi-label: the suspect tags per class, in class order, as the flags table names them.
+    tags = {c.removeprefix("suspect_"): [scan.suspects[c].get(n, 0) for n in names] for c in suspects}
     svgs = {
-        "chart-loss-mixture": charts.loss_mixture_chart(mixture),
-        "chart-noise-matrix": charts.noise_matrix_chart(summary["noise_matrix"], names),
-        "chart-per-class": charts.per_class_chart(
-            names, [summary["flagged_per_class"][n] for n in names],
-            [summary["noise_rate_per_class"][n] for n in names]),
+        "chart-loss-mixture": charts.loss_mixture_chart(summary["mixture"]),
+        "chart-per-class": (
+            charts.per_class_chart(names, None, noise_rate, title="suspect tags of flagged rows",
+                                   parts={f"suspect {k}": v for k, v in tags.items()}) if multi
+            else charts.per_class_chart(names, [summary["flagged_per_class"][n] for n in names],
+                                        noise_rate)),
         "chart-scores": charts.score_chart(scan.edges, scan.kept, scan.flagged),
     }
+    if not multi:  # a multi-label noise matrix is one 2 x 2 matrix per class, not a heatmap
+        svgs["chart-noise-matrix"] = charts.noise_matrix_chart(summary["noise_matrix"], names)
     parts = _html.sections(summary, svgs, table, n_kept=int(scan.kept.sum()),
-                           n_flagged=int(scan.flagged.sum()))
+                           n_flagged=int(scan.flagged.sum()), suspect_tags=tags or None)
+    toc = _html.toc(multi_label=multi, training=training is not None)
     if training is None:
-        return _html.page(summary, parts)
+        return _html.page(summary, parts, toc=toc)
     flag_rate = summary.get("estimated_noise_rate")
     parts.insert(-1, _html.training_section(training, _training_svgs(
         training, flag_rate=float(flag_rate) if isinstance(flag_rate, (int, float)) else None)))
-    return _html.page(summary, parts, toc=_html.TOC_TRAINING)
+    return _html.page(summary, parts, toc=toc)
 
 
 def _training_svgs(training: Training, *, flag_rate: float | None) -> dict:

@@ -25,6 +25,9 @@ NEUTRAL = "#b8c4d6"
 #: Colours of the validation loss and the validation accuracy curves (the training loss is KEPT).
 VALIDATION = "#f58518"
 ACCURACY = "#54a24b"
+#: Colours of the stacked parts of :func:`per_class_chart`: suspect-missing tags (the model says
+#: the tag belongs), then suspect-spurious ones (a given tag it rejects, coloured like a flag).
+PART_COLOURS = (ACCURACY, FLAGGED)
 #: Width of the full-width charts, in inches (the page shows them at about 100 px per inch).
 WIDE = 10.0
 #: Class names longer than this are shortened on chart axes (tables show them in full).
@@ -187,52 +190,69 @@ def noise_matrix_chart(matrix, class_names, *, annotate_max: int = 20) -> bytes:
         return _svg(fig)
 
 
-def per_class_chart(class_names, flagged, noise_rate) -> bytes:
-    """Flagged rows and estimated noise rate per class, as two horizontal bar panels.
+def per_class_chart(class_names, flagged, noise_rate, *, parts=None, title=None) -> bytes:
+    """Flagged rows (or suspect tags) and estimated noise rate per class, as two horizontal bar panels.
 
     Parameters
     ----------
     class_names : sequence of str
     flagged : sequence of int
-        Flagged rows per class.
+        Flagged rows per class: the left panel. Ignored when ``parts`` is given.
     noise_rate : sequence of float
-        Estimated noise rate per class, in [0, 1].
+        Estimated noise rate per class, in [0, 1]: the right panel.
+    parts : dict of str to sequence of int, optional
+        Stacked parts of the left panel instead, in drawing order, coloured with
+        :data:`PART_COLOURS` and named in a legend. Multi-label reports pass the suspect-missing
+        and suspect-spurious tags per class.
+    title : str, optional
+        Title of the left panel; default: the names of its series joined by "and".
 
     Returns
     -------
     bytes
         An SVG document. With more than :data:`MAX_BAR_CLASSES` classes, only those with the
-        most flagged rows are drawn.
+        largest left-panel totals are drawn.
     """
     from matplotlib import rc_context
     names = [str(n) for n in class_names]
-    flagged = np.asarray(flagged, dtype=np.float64)
+    if parts is None:
+        parts = {"flagged rows": flagged}
+        colours = [FLAGGED]
+    else:
+        colours = list(PART_COLOURS[: len(parts)])
+    series = {name: np.asarray(v, dtype=np.float64) for name, v in parts.items()}
+    total = np.sum(list(series.values()), axis=0) if series else np.zeros(len(names))
     rate = np.asarray(noise_rate, dtype=np.float64)
     order = np.arange(len(names))
     if len(names) > MAX_BAR_CLASSES:
-        order = np.sort(np.argsort(-flagged, kind="stable")[:MAX_BAR_CLASSES])
+        order = np.sort(np.argsort(-total, kind="stable")[:MAX_BAR_CLASSES])
     k = len(order)
     with rc_context(_STYLE):
-        fig = _figure(WIDE, float(np.clip(0.26 * k + 1.3, 2.4, 12.0)))
+        fig = _figure(WIDE, float(np.clip(0.26 * k + 1.3, 2.4, 12.0)) + (0.4 if len(series) > 1 else 0.0))
         ax1, ax2 = fig.subplots(1, 2, sharey=True)
         y = np.arange(k)
-        ax1.barh(y, flagged[order], color=FLAGGED, height=0.7)
+        left = np.zeros(k)
+        for (name, values), colour in zip(series.items(), colours):
+            ax1.barh(y, values[order], left=left, color=colour, height=0.7, label=name)
+            left += values[order]
         ax2.barh(y, rate[order] * 100, color=KEPT, height=0.7)
         ax1.set_yticks(y, [axis_label(names[i]) for i in order])
         # The first class on top, as in the table below the chart; no padding above or below.
         ax1.set_ylim(k - 0.5, -0.5)
-        ax1.set_title("flagged rows", loc="left")
+        ax1.set_title(title or " and ".join(series), loc="left")
         ax2.set_title("estimated noise rate (%)", loc="left")
         for ax in (ax1, ax2):
             ax.grid(axis="y", visible=False)
             ax.tick_params(axis="y", length=0)
         if k <= 25:
-            for yi, v in zip(y, flagged[order]):
+            for yi, v in zip(y, total[order]):
                 ax1.text(v, yi, f" {int(v)}", va="center", fontsize=8, color="#333333")
             for yi, v in zip(y, rate[order] * 100):
                 ax2.text(v, yi, f" {v:.1f}", va="center", fontsize=8, color="#333333")
-            ax1.set_xlim(0, max(float(flagged.max(initial=0)), 1.0) * 1.18)
+            ax1.set_xlim(0, max(float(total.max(initial=0)), 1.0) * 1.18)
             ax2.set_xlim(0, max(float(rate.max(initial=0)) * 100, 1.0) * 1.18)
+        if len(series) > 1:
+            fig.legend(loc="outside lower center", ncols=len(series), fontsize=8.5)
         return _svg(fig)
 
 

@@ -66,8 +66,8 @@ tbody tr:nth-child(even) { background:#fafbfd; }
 tbody tr:hover { background:#eef5ff; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 td.null { color:#a0aab8; font-style:italic; }
-td.given { color:var(--flag); font-weight:600; }
-td.pred { color:#2c7a3f; font-weight:600; }
+td.given, td.spurious { color:var(--flag); font-weight:600; }
+td.pred, td.missing { color:#2c7a3f; font-weight:600; }
 span.badge { display:inline-block; padding:0 7px; border-radius:9px; font-size:12px; }
 span.badge.yes { background:#fde2e1; color:#b42318; }
 span.badge.no { background:#e8f0fa; color:#35608f; }
@@ -163,9 +163,26 @@ def _badge(flag) -> str:
     return f'<td><span class="badge {"yes" if flag else "no"}">{"flagged" if flag else "kept"}</span></td>'
 
 
+#: CSS class of the label cells in the rows table. A single label is shown given (red: suspected
+#: wrong) against predicted (green). A multi-label row's tag sets are plain; its suspect tags are
+#: coloured instead: spurious (a given tag, likely wrong) red, missing (likely absent by mistake) green.
+_LABEL_CLASSES = {"given_label": "given", "predicted_label": "pred"}
+_TAG_CLASSES = {"given_label": "", "predicted_label": "", "suspect_missing": "missing",
+                "suspect_spurious": "spurious"}
+
+
+def _tags(value) -> str:
+    """A list of tags as text: ``a, b``; an empty list as an em dash."""
+    return ", ".join(str(v) for v in value) if value else "\u2014"
+
+
 def rows_table(table: RowsTable) -> str:
-    """The suspicious-rows ``<table>`` (id ``suspicious-rows``)."""
-    labels = {"given_label": "given", "predicted_label": "pred"}
+    """The suspicious-rows ``<table>`` (id ``suspicious-rows``).
+
+    Label columns holding lists (a multi-label flags table) are shown as comma-separated tags.
+    """
+    tags = "suspect_missing" in table.columns
+    labels = _TAG_CLASSES if tags else _LABEL_CLASSES
     numeric = {"row", "label_score", "p_noisy"}
     head = "".join(f'<th class="num">{esc(c)}</th>' if c in numeric else f"<th>{esc(c)}</th>"
                    for c in table.columns)
@@ -177,7 +194,9 @@ def rows_table(table: RowsTable) -> str:
                 cells.append(_badge(value))
             elif name in labels and value is not None:
                 # Labels are names even when stored as numbers: left-aligned, shown whole.
-                cells.append(cell(str(value), labels[name]))
+                # An empty tag list is a muted dash, not a coloured one.
+                cls = "muted" if value == [] else labels[name]
+                cells.append(cell(_tags(value) if isinstance(value, list) else str(value), cls))
             elif name in ("label_score", "p_noisy") and isinstance(value, float):
                 cells.append(f'<td class="num">{value:.4f}</td>')
             else:
@@ -216,18 +235,32 @@ def key_value_table(table_id: str, items: dict, *, timings: bool = False) -> str
     return f'<table id="{esc(table_id)}"><tbody>{rows or "<tr><td>none recorded</td></tr>"}</tbody></table>'
 
 
-def class_table(names, rows, noise_rate, flagged) -> str:
-    """Rows, estimated noise rate and flagged rows per class (id ``per-class-table``)."""
+def class_table(names, columns) -> str:
+    """One row per class (id ``per-class-table``), at most :data:`MAX_TABLE_CLASSES` of them.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Class names.
+    columns : list of (str, sequence, str)
+        ``(header, values per class, kind)``; kind ``"count"`` shows an integer, ``"rate"`` a
+        percentage.
+
+    Returns
+    -------
+    str
+    """
+    fmt = {"count": lambda v: f"{int(v):,}", "rate": lambda v: f"{float(v):.1%}"}
+    head = "".join(f'<th class="num">{esc(h)}</th>' for h, _, _ in columns)
     body = []
-    for name, n, r, f in list(zip(names, rows, noise_rate, flagged))[:MAX_TABLE_CLASSES]:
-        body.append(f"<tr>{cell(str(name))}<td class='num'>{int(n):,}</td>"
-                    f"<td class='num'>{float(r):.1%}</td><td class='num'>{int(f):,}</td></tr>")
+    for i, name in enumerate(names[:MAX_TABLE_CLASSES]):
+        nums = "".join(f"<td class='num'>{fmt[kind](values[i])}</td>" for _, values, kind in columns)
+        body.append(f"<tr>{cell(str(name))}{nums}</tr>")
     more = len(names) - MAX_TABLE_CLASSES
     tail = f'<p class="lead">\u2026 and {more:,} more classes in the summary JSON.</p>' if more > 0 else ""
     return ('<div class="scroll" style="max-height:360px;width:fit-content;max-width:100%;margin-top:12px">'
-            '<table id="per-class-table" class="compact"><thead><tr>'
-            '<th>class</th><th class="num">rows</th><th class="num">est. noise rate</th>'
-            f'<th class="num">flagged</th></tr></thead><tbody>{"".join(body)}</tbody></table></div>{tail}')
+            f'<table id="per-class-table" class="compact"><thead><tr><th>class</th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>{tail}')
 
 
 def section(section_id: str, title: str, lead: str, body: str) -> str:
@@ -251,36 +284,60 @@ def header(summary: dict) -> str:
     unlabelled = int(summary.get("unlabelled_rows", 0) or 0)
     if unlabelled:
         cards.insert(1, ("unlabelled rows", f"{unlabelled:,}", ""))
+    if summary.get("multi_label"):
+        tags = summary.get("flagged_tags") or {}
+        cards.insert(-1, ("suspect tags missing / spurious",
+                          f"{int(tags.get('missing', 0)):,} / {int(tags.get('spurious', 0)):,}", "flag"))
     card_html = "".join(f'<div class="card {cls}"><div class="v">{esc(v)}</div>'
                         f'<div class="k">{esc(k)}</div></div>' for k, v, cls in cards)
     source = summary.get("source") or "(table passed from Python)"
-    return (f'<header class="top"><div class="inner"><h1>Label issue report</h1>'
+    title = "Multi-label issue report" if summary.get("multi_label") else "Label issue report"
+    return (f'<header class="top"><div class="inner"><h1>{title}</h1>'
             f'<div class="source" id="source">{esc(source)}</div>'
             f'<div class="cards" id="headline">{card_html}</div></div></header>')
 
 
-def sections(summary: dict, svgs: dict, table: RowsTable, *, n_kept: int, n_flagged: int) -> list:
-    """The page's sections, in order, rendered.
+def sections(summary: dict, svgs: dict, table: RowsTable, *, n_kept: int, n_flagged: int,
+             suspect_tags: dict | None = None) -> list:
+    """The page's sections, in the order of :func:`toc`, rendered.
 
     Parameters
     ----------
     summary : dict
-        The flag run's summary (escaped here wherever it reaches the page).
+        The flag run's summary (escaped here wherever it reaches the page). A multi-label summary
+        (``multi_label`` true) gets no noise-matrix section and a per-class section about tags.
     svgs : dict
-        SVG documents by chart id: ``chart-loss-mixture``, ``chart-noise-matrix``,
-        ``chart-per-class``, ``chart-scores``.
+        SVG documents by chart id: ``chart-loss-mixture``, ``chart-noise-matrix`` (single-label
+        only), ``chart-per-class``, ``chart-scores``.
     table : RowsTable
         The most suspicious rows.
     n_kept, n_flagged : int
         Scored rows kept and flagged (from the flags table).
+    suspect_tags : dict, optional
+        Multi-label only: ``{"missing": [...], "spurious": [...]}``, the suspect tags of each
+        class in the flags table, in class order.
 
     Returns
     -------
     list of str
     """
-    from .charts import MAX_BAR_CLASSES
+    multi = bool(summary.get("multi_label"))
+    return [
+        _mixture_section(summary, svgs["chart-loss-mixture"], multi=multi),
+        *([] if multi else [_noise_matrix_section(summary, svgs["chart-noise-matrix"])]),
+        _per_class_section(summary, svgs["chart-per-class"], suspect_tags if multi else None),
+        section("scores", "Label scores of kept and flagged rows",
+                "label_score estimates the probability that the given "
+                + ("tags are right (the lowest score over the row's classes)" if multi else "label is right")
+                + f". {n_kept:,} rows kept, {n_flagged:,} flagged.",
+                img("chart-scores", svgs["chart-scores"], "label_score histograms of kept and flagged rows")),
+        _suspicious_section(table, multi=multi),
+        _run_section(summary),
+    ]
+
+
+def _mixture_section(summary: dict, svg: bytes, *, multi: bool) -> str:
     mixture = summary["mixture"]
-    names = list(summary["rows_per_class"])
     family = {"beta": "Beta", "gaussian": "Gaussian"}.get(mixture.get("family"), "two-component")
     lo, hi = (mixture.get("loss_bounds") or [None, None])[:2]
     bounds = (f" Losses are scaled to [0, 1] between {lo:.3g} and {hi:.3g}." if isinstance(lo, (int, float))
@@ -289,49 +346,81 @@ def sections(summary: dict, svgs: dict, table: RowsTable, *, n_kept: int, n_flag
     if mixture.get("params") is None:
         reason = mixture.get("reason") or "unknown reason"
         fit_note = f'<div class="note">No mixture was fitted: {esc(reason)}.</div>'
-    k = len(names)
+    loss = ("binary cross-entropy of the given tags summed over the classes, "
+            "\u2212\u2211 [y log p + (1 \u2212 y) log(1 \u2212 p)]," if multi else
+            "cross-entropy loss of the given label, \u2212log p(given),")
+    return section("loss-mixture", "Loss mixture",
+                   f"Per-row {loss} under the out-of-fold probabilities, with the fitted {family} mixture: "
+                   f"the clean component (low loss) and the noisy one (high loss).{bounds} Rows right of "
+                   "the dashed threshold are more likely noisy than clean.",
+                   fit_note + img("chart-loss-mixture", svg,
+                                  "histogram of normalised losses with the mixture components"))
+
+
+def _noise_matrix_section(summary: dict, svg: bytes) -> str:
+    k = len(summary["rows_per_class"])
     annotate = "" if k <= 20 else f" With {k} classes the cells are not annotated; see the summary JSON."
-    many = (f" The chart shows the {MAX_BAR_CLASSES} classes with the most flagged rows; the table "
-            "lists every class." if k > MAX_BAR_CLASSES else "")
+    return section("noise-matrix", "Estimated noise matrix",
+                   "P(given label | true label), estimated by confident learning. Each column sums to 1; "
+                   f"the diagonal is the share of each true class that kept its label.{annotate}",
+                   # Drawn at its own size, which grows with the number of classes.
+                   img("chart-noise-matrix", svg, "estimated noise matrix heatmap", "natural"))
+
+
+def _per_class_section(summary: dict, svg: bytes, suspect_tags: dict | None) -> str:
+    from .charts import MAX_BAR_CLASSES
+    names = list(summary["rows_per_class"])
+
+    def per_class(key):
+        return [summary[key][n] for n in names]
+
+    if suspect_tags is None:
+        what, lead = "flagged rows", "Flagged rows and the estimated noise rate of each given class."
+        columns = [("rows", per_class("rows_per_class"), "count"),
+                   ("est. noise rate", per_class("noise_rate_per_class"), "rate"),
+                   ("flagged", per_class("flagged_per_class"), "count")]
+        alt = "flagged rows and noise rate per class"
+    else:
+        what = "suspect tags"
+        lead = ("Left: the suspect tags of the flagged rows per class: <em>missing</em>, absent from a "
+                "row that the model is confident has it, and <em>spurious</em>, given to a row that the "
+                "model is confident lacks it. Right: the estimated noise rate, the share of rows whose "
+                "tag of that class is wrong. The table adds the rows given each tag and confident "
+                "learning\u2019s estimates of the missing and spurious tags in the whole table.")
+        columns = [("rows with tag", per_class("rows_per_class"), "count"),
+                   ("est. noise rate", per_class("noise_rate_per_class"), "rate"),
+                   ("est. missing", per_class("missing_per_class"), "count"),
+                   ("est. spurious", per_class("spurious_per_class"), "count"),
+                   ("suspect missing", suspect_tags["missing"], "count"),
+                   ("suspect spurious", suspect_tags["spurious"], "count")]
+        alt = "suspect missing and spurious tags and noise rate per class"
+    many = (f" The chart shows the {MAX_BAR_CLASSES} classes with the most {what}; the table lists "
+            "every class." if len(names) > MAX_BAR_CLASSES else "")
+    return section("per-class", "Per class", lead + many, img("chart-per-class", svg, alt)
+                   + class_table(names, columns))
+
+
+def _suspicious_section(table: RowsTable, *, multi: bool) -> str:
     hidden = (f" {table.hidden_columns:,} more data column(s) are not shown (--columns)."
               if table.hidden_columns else "")
+    tags = (" <em>suspect_missing</em> and <em>suspect_spurious</em> name the tags likely missing "
+            "from, or wrongly given to, a flagged row." if multi else "")
+    return section("suspicious", f"The {len(table.rows)} most suspicious rows",
+                   "Lowest label_score first: the rows most worth a second look. <em>row</em> is the "
+                   f"position in the flags file (from 0); long values are cut, hover for more.{tags}{hidden}",
+                   rows_table(table))
+
+
+def _run_section(summary: dict) -> str:
     notes = "".join(f"<li>{esc(n)}</li>" for n in summary.get("notes") or [])
     timings = {key.removesuffix("_s"): v for key, v in (summary.get("timings") or {}).items()}
-    per_class = [[summary[key][n] for n in names]
-                 for key in ("rows_per_class", "noise_rate_per_class", "flagged_per_class")]
-    return [
-        section("loss-mixture", "Loss mixture",
-                "Per-row cross-entropy loss of the given label, \u2212log p(given), under the out-of-fold "
-                f"probabilities, with the fitted {family} mixture: the clean component (low loss) and "
-                f"the noisy one (high loss).{bounds} Rows right of the dashed threshold are more likely "
-                "noisy than clean.",
-                fit_note + img("chart-loss-mixture", svgs["chart-loss-mixture"],
-                               "histogram of normalised losses with the mixture components")),
-        section("noise-matrix", "Estimated noise matrix",
-                "P(given label | true label), estimated by confident learning. Each column sums to 1; "
-                f"the diagonal is the share of each true class that kept its label.{annotate}",
-                # Drawn at its own size, which grows with the number of classes.
-                img("chart-noise-matrix", svgs["chart-noise-matrix"], "estimated noise matrix heatmap",
-                    "natural")),
-        section("per-class", "Per class",
-                f"Flagged rows and the estimated noise rate of each given class.{many}",
-                img("chart-per-class", svgs["chart-per-class"], "flagged rows and noise rate per class")
-                + class_table(names, *per_class)),
-        section("scores", "Label scores of kept and flagged rows",
-                f"label_score estimates the probability that the given label is right. {n_kept:,} rows "
-                f"kept, {n_flagged:,} flagged.",
-                img("chart-scores", svgs["chart-scores"], "label_score histograms of kept and flagged rows")),
-        section("suspicious", f"The {len(table.rows)} most suspicious rows",
-                "Lowest label_score first: the rows most worth a second look. <em>row</em> is the "
-                f"position in the flags file (from 0); long values are cut, hover for more.{hidden}",
-                rows_table(table)),
-        section("run", "Run details", "",
-                '<div class="meta"><div><h3>Settings</h3>'
-                + key_value_table("settings", summary.get("settings") or {})
-                + "</div><div><h3>Versions</h3>" + key_value_table("versions", summary.get("versions") or {})
-                + "</div><div><h3>Timings</h3>" + key_value_table("timings", timings, timings=True)
-                + "</div></div>" + (f"<h3>Notes</h3><ul id='notes'>{notes}</ul>" if notes else "")),
-    ]
+    return section("run", "Run details", "",
+                   '<div class="meta"><div><h3>Settings</h3>'
+                   + key_value_table("settings", summary.get("settings") or {})
+                   + "</div><div><h3>Versions</h3>"
+                   + key_value_table("versions", summary.get("versions") or {})
+                   + "</div><div><h3>Timings</h3>" + key_value_table("timings", timings, timings=True)
+                   + "</div></div>" + (f"<h3>Notes</h3><ul id='notes'>{notes}</ul>" if notes else ""))
 
 
 def _fact(name: str, value) -> str:
@@ -387,10 +476,16 @@ def training_section(training, svgs: dict) -> str:
                    f"per epoch.{best}", "".join(body))
 
 
-TOC = [("loss-mixture", "Loss mixture"), ("noise-matrix", "Noise matrix"), ("per-class", "Per class"),
-       ("scores", "Label scores"), ("suspicious", "Suspicious rows"), ("run", "Run details")]
+def toc(*, multi_label: bool = False, training: bool = False) -> list:
+    """``(section id, name)`` of the page's sections, in order, for :func:`page`."""
+    return [("loss-mixture", "Loss mixture"), *([] if multi_label else [("noise-matrix", "Noise matrix")]),
+            ("per-class", "Per class"), ("scores", "Label scores"), ("suspicious", "Suspicious rows"),
+            *([("training", "Training")] if training else []), ("run", "Run details")]
+
+
+TOC = toc()
 #: The table of contents of a report with a Training section.
-TOC_TRAINING = [*TOC[:-1], ("training", "Training"), TOC[-1]]
+TOC_TRAINING = toc(training=True)
 
 
 def page(summary: dict, parts: list, *, toc: list = TOC) -> str:

@@ -177,7 +177,6 @@ def _bad_inputs(tmp_path):
         ([good, "--label", "a,nope"], "label column 'nope' not found"),
         ([good, "--label", "tags,a"], "is a list column"),
         ([good, "--label", "tags", "--method", "combined"], "--method combined is not available"),
-        ([good, "--label", "tags", "--report"], "--report does not support multi-label"),
         ([good, "--label", "tags", "--pred-probs", tmp_path / "cols.npy"], "3 columns"),
         ([null_tag, "--label", "tags"], "null tag in the list of row 0"),
         ([empty, "--label", "tags"], "holds no tags"),

@@ -108,3 +108,52 @@ def make_metrics(*, epochs: int = 12, best_epoch: int = 9, warmup: int = 3, nois
 def make_training_metrics():
     """:func:`make_metrics` itself (each call gives a fresh dict to change)."""
     return make_metrics
+
+
+def make_multilabel(*, tags=("cat", "dog", "sky"), n: int = 160, flip_rate: float = 0.06,
+                    n_unlabelled: int = 3, label_columns: bool = False,
+                    source: str = "tags.parquet", seed: int = 0):
+    """A multi-label :class:`cleanpipe.FlagResult` and the probabilities it used.
+
+    Each row's true tags are drawn at random, ``flip_rate`` of the (row, tag) cells are flipped in
+    the given tags (so some rows have a missing and some a spurious tag), and the out-of-fold
+    probabilities, in sorted tag order, favour the true tags. The first ``n_unlabelled`` rows have
+    a null tag list. Columns: ``row_id`` (an id), ``x``, ``note`` and the label, a list column
+    ``tags`` or, with ``label_columns``, one 0/1 column per tag.
+
+    Returns
+    -------
+    (FlagResult, pyarrow.Table, numpy.ndarray)
+        The result of ``flag_multilabel_table``, the input table, and the probabilities.
+    """
+    from cleanpipe.multilabel import flag_multilabel_table
+
+    rng = np.random.default_rng(seed)
+    classes = sorted(tags)
+    true = rng.random((n, len(classes))) < 0.4
+    given = true ^ (rng.random(true.shape) < flip_rate)
+    probs = np.clip(np.where(true, 0.85, 0.12) + rng.normal(0, 0.05, true.shape), 0.01, 0.99)
+    cols = {"row_id": np.arange(n) * 10, "x": rng.normal(size=n), "note": [f"row {i}" for i in range(n)]}
+    if label_columns:
+        cols.update({c: given[:, j].astype(np.int8) for j, c in enumerate(classes)})
+        label = list(classes)
+    else:
+        lists = [np.array(classes, dtype=object)[row].tolist() for row in given]
+        lists[:n_unlabelled] = [None] * n_unlabelled
+        cols["tags"] = pa.array(lists, type=pa.list_(pa.string()))
+        label = "tags"
+    table = pa.table(cols)
+    result = flag_multilabel_table(table, label=label, ids=["row_id"], pred_probs=probs, source=source)
+    return result, table, probs
+
+
+@pytest.fixture(scope="session")
+def make_multilabel_result():
+    """:func:`make_multilabel` itself, for tests that need their own variant."""
+    return make_multilabel
+
+
+@pytest.fixture(scope="session")
+def flagged_multilabel_xss():
+    """A multi-label flagged table whose tag names, and so suspect tags, carry HTML payloads."""
+    return make_multilabel(tags=(SCRIPT, IMG, "plain"))[0]

@@ -222,3 +222,28 @@ def test_report_with_training_section_renders(browser, flagged, make_training_me
     assert set(images) == expected and all(images.values()), f"chart image(s) failed to decode: {images}"
     assert page["scripts"] == 0
     assert "Training" in page["text"] and "dynamic-hard" in page["text"]
+
+
+def test_multilabel_report_renders_its_charts_and_suspect_tags(browser, make_multilabel_result, tmp_path):
+    result, _, _ = make_multilabel_result(tags=PAYLOADS[:3])
+    out = write_report(result.table, tmp_path / "multilabel.html", summary=result.summary)
+    page = load(browser, out)
+    assert page["problems"] == []
+    assert page["xss"] is None and page["title"] == "cleanpipe report: tags.parquet"
+    images = {i["id"]: i["ok"] for i in page["images"]}
+    expected = {"chart-loss-mixture", "chart-per-class", "chart-scores"}  # no noise-matrix heatmap
+    assert set(images) == expected and all(images.values()), f"chart image(s) failed to decode: {images}"
+    assert page["scripts"] == 0 and page["svgs"] == 0
+    assert page["rows"] == 50
+    assert page["headers"][:5] == ["row", "given_label", "predicted_label", "suspect_missing",
+                                   "suspect_spurious"]
+    assert "Multi-label issue report" in page["text"] and "Estimated noise matrix" not in page["text"]
+    parser = _Tags()
+    parser.feed(page["dom"])
+    for tag, attrs in parser.tags:
+        assert not any(a.startswith("on") for a in attrs), (tag, attrs)
+    # The payload tags are shown as text, a long one cut with the whole of it in a tooltip.
+    titles = {attrs.get("title") for _, attrs in parser.tags}
+    for payload in PAYLOADS[:3]:
+        assert payload[:39] in page["text"]
+        assert len(payload) <= 40 or payload in titles
