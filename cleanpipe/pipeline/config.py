@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..clean import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 from ..errors import ConfigError
 from .rules import check_values, example_value
 
@@ -137,19 +138,28 @@ class FlagSettings:
 class CleanSettings:
     """``[clean]``: what happens to flagged rows."""
 
-    mode: str = "drop"
-    min_weight: float = 0.05
-    relabel_p_noisy: float = 0.5
-    relabel_score: float = 0.25
+    mode: str = MODES[0]  # the defaults of ``cleanpipe clean``
+    min_weight: float = DEFAULT_MIN_WEIGHT
+    relabel_p_noisy: float = DEFAULT_RELABEL_P_NOISY
+    relabel_score: float = DEFAULT_RELABEL_SCORE
     drop_flag_columns: bool = False
 
 
 @dataclass(frozen=True)
 class RetrainSettings:
-    """``[retrain]``: the noise-robust model trained on the cleaned (or flagged) table."""
+    """``[retrain]``: the noise-robust model trained on the cleaned (or flagged) table.
 
-    loss: str = "ce"
+    The defaults are those of ``cleanpipe retrain`` (``loss = None``: its default loss); the
+    optimisation settings mirror :class:`cleanpipe.train.TrainConfig`, spelled out here because
+    importing it would load torch (a test keeps the two equal).
+    """
+
+    loss: str | None = None
     loss_params: dict = field(default_factory=dict)
+    noisy_weight: str = "online"
+    warmup: int = 5
+    mixup: float = 0.0
+    prior_reg: float = 0.0
     epochs: int = 40
     batch_size: int = 256
     lr: float = 2e-3

@@ -196,7 +196,8 @@ def check_loss(p, origin: str) -> None:
     from ..train import retrain
     usable = getattr(retrain, "single_label_losses", None)
     names = usable() if usable else [n for n in LOSSES if n != "bce"]
-    _choice(origin, "[retrain] loss", p.retrain.loss, names)
+    if p.retrain.loss is not None:  # None: retrain's default
+        _choice(origin, "[retrain] loss", p.retrain.loss, names)
 
 
 def _check_retrain(p, origin: str) -> None:
@@ -207,7 +208,10 @@ def _check_retrain(p, origin: str) -> None:
              ("hidden", bool(r.hidden) and min(r.hidden) >= 1, "a non-empty list of positive widths"),
              ("dropout", 0 <= r.dropout < 1, "in [0, 1)"), ("patience", r.patience >= 0, ">= 0"),
              ("val_fraction", 0 <= r.val_fraction < 1, "in [0, 1)"),
-             ("threads", r.threads is None or r.threads >= 1, "a positive integer")]
+             ("threads", r.threads is None or r.threads >= 1, "a positive integer"),
+             ("warmup", r.warmup >= 1, "a positive integer"), ("mixup", r.mixup >= 0, ">= 0 (0: off)"),
+             ("prior_reg", r.prior_reg >= 0, ">= 0 (0: off)")]
     for key, ok, want in rules:
         _range(origin, f"[retrain] {key}", ok, getattr(r, key), want)
     _choice(origin, "[retrain] device", r.device, _DEVICES)
+    _choice(origin, "[retrain] noisy_weight", r.noisy_weight, ("online", "column"))

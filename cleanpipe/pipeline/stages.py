@@ -197,18 +197,28 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
     config = TrainConfig(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
                          hidden=tuple(r.hidden), dropout=r.dropout, patience=r.patience,
                          val_fraction=r.val_fraction, seed=r.seed, device=r.device,
-                         threads=r.threads).check()
+                         threads=r.threads, mixup=r.mixup, prior_reg=r.prior_reg).check()
+    prior = _class_prior(ctx) if r.prior_reg > 0 else None
     result = retrain_table(table, label=c.label, features=list(c.features) if c.features else None,
                            exclude=c.exclude, ids=c.ids,
                            weight_col="sample_weight" if "sample_weight" in table.column_names else None,
                            loss=r.loss, loss_params=dict(r.loss_params), noise_matrix=noise_matrix,
-                           noise_matrix_classes=classes, config=config, source=ctx.source)
+                           noise_matrix_classes=classes, noisy_weight=r.noisy_weight, warmup=r.warmup,
+                           class_prior=prior, config=config, source=ctx.source)
     save_model_dir(out / MODEL, result.state_dict, result.spec, result.metrics)
     m = result.metrics
     summary = {k: m.get(k) for k in ("labelled_rows", "train_rows", "val_rows", "val_accuracy", "epochs",
                                      "best_epoch", "device", "samples_per_second")}
     return {"rows_in": table.num_rows, "rows_out": table.num_rows, "summary": summary,
             "outputs": {"model": MODEL}}
+
+
+def _class_prior(ctx: StageContext):
+    """(prior, classes) the flag stage estimated, or None: retrain then uses the label frequencies."""
+    if "flag" not in ctx.upstream:
+        return None
+    s = _read_json(ctx.upstream["flag"] / SUMMARY)
+    return (s["class_prior"], s.get("classes")) if "class_prior" in s else None
 
 
 def _noise_matrix(ctx: StageContext, table: pa.Table):

@@ -183,3 +183,20 @@ def test_a_locked_run_directory_is_refused(folder):
     with RunLock(folder / "runs" / "p" / "busy"):
         res = run_cli("run", path, "--runs-dir", folder / "runs", "--run-id", "busy")
     assert res.exit_code == 2 and "in use by another cleanpipe run" in res.stderr
+
+
+def test_stage_defaults_are_the_commands_defaults():
+    """The pipeline's [clean] and [retrain] defaults are those of `cleanpipe clean` / `retrain`."""
+    import dataclasses
+
+    from cleanpipe.clean import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
+    from cleanpipe.pipeline.config import CleanSettings, RetrainSettings
+    from cleanpipe.train import DEFAULT_WARMUP, TrainConfig
+    c = CleanSettings()
+    assert (c.mode, c.min_weight, c.relabel_p_noisy, c.relabel_score) == (
+        MODES[0], DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE)
+    r = RetrainSettings()
+    assert r.loss is None and r.noisy_weight == "online" and r.warmup == DEFAULT_WARMUP
+    for f in dataclasses.fields(TrainConfig):
+        assert tuple(getattr(r, f.name)) == tuple(f.default) if f.name == "hidden" else \
+            getattr(r, f.name) == f.default, f.name

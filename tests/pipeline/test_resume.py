@@ -190,3 +190,19 @@ def test_sigkill_during_a_stage_leaves_it_not_done_and_the_rerun_completes(pipe,
     assert res.exit_code == 0, res.output
     assert manifest(run_dir)["stages"]["oof"]["status"] == "done"
     assert not any(p.name.startswith(".cleanpipe-tmp-") for p in run_dir.iterdir())
+
+
+def test_retrain_stage_takes_the_online_mixture_mixup_and_flag_prior(pipe):
+    import json
+    res = _run(pipe, "--until", "retrain", "--set", 'stages=["oof", "flag", "clean", "retrain"]',
+               "--set", 'retrain.loss="dynamic-hard"', "--set", "retrain.epochs=3", "--set", "retrain.warmup=1",
+               "--set", "retrain.mixup=0.5", "--set", "retrain.prior_reg=1.0", "--set", "retrain.patience=0")
+    assert res.exit_code == 0, res.output
+    run_dir = pipe.parent / "runs" / "tiny" / "r1"
+    m = json.loads((run_dir / "retrain" / "model" / "metrics.json").read_text())
+    s = m["settings"]
+    assert s["mixup"] == 0.5 and s["prior_reg"] == 1.0 and s["noisy_weight"] == "online"
+    flag_summary = json.loads((run_dir / "flag" / "summary.json").read_text())
+    prior = flag_summary["class_prior"]
+    assert s["prior"] == pytest.approx([p / sum(prior) for p in prior], abs=1e-5)
+    assert [r["epoch"] for r in m["noise_model"]] == [1, 2, 3]
