@@ -129,9 +129,9 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
 
     Returns
     -------
-    rows : ndarray of int64
+    rows : ndarray of int32
         Offsets into the block, sorted; a row appears once per competing class.
-    classes : ndarray of int64
+    classes : ndarray of int32
     margins : ndarray of float64
         ``p_class - p_given`` (> 0), computed in float64.
     """
@@ -143,7 +143,8 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
         kth = -np.partition(-margin[crowded], max_per_row - 1, axis=1)[:, max_per_row - 1]
         above[crowded] &= margin[crowded] >= kth[:, None]
     r, j = np.nonzero(above)
-    return idx[r].astype(np.int64), j.astype(np.int64), margin[r, j]
+    # up to 8 pairs per row: 32-bit offsets and classes halve what the caller keeps for N rows
+    return idx[r].astype(np.int32), j.astype(np.int32), margin[r, j]
 
 
 def class_thresholds(labels: np.ndarray, p_given: np.ndarray, n_classes: int) -> np.ndarray:
@@ -248,6 +249,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     thresholds = class_thresholds(labels, p_given, k)
 
     predicted = np.empty(n, dtype=np.int32 if k < 2**31 else np.int64)
+    row_type = np.int32 if n < 2**31 else np.int64
     thr = np.maximum(thresholds - _THRESHOLD_SLACK, 1e-12)
 
     def count(start, stop, block):
@@ -269,7 +271,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
             counted[rest] = confident[np.arange(rest.size), g]
         rows, cls, margin = competitors(block, given, p_given[start:stop], pred != given)
         return (np.bincount(given[counted] * k + guess[counted], minlength=k * k),
-                rows + start, cls, margin)
+                rows.astype(row_type) + start, cls, margin)
 
     parts = map_blocks(count, pred_probs, block_rows)
     cj_flat = np.sum([p[0] for p in parts], axis=0, dtype=np.int64)
