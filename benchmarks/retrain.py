@@ -88,15 +88,19 @@ def _table(X: np.ndarray, y: np.ndarray | None) -> pa.Table:
 
 
 def _accuracy(result, test: pa.Table, y_test: np.ndarray) -> float:
+    from cleanpipe.train import Preprocessor
+    pre = Preprocessor.from_dict(result.spec["preprocessing"])
+    return _model_accuracy(result.model, pre, result.spec["classes"], test, y_test)
+
+
+def _model_accuracy(model, pre, classes, test: pa.Table, y_test: np.ndarray) -> float:
+    """Accuracy on ``test`` of ``model`` (also mid-training) with its preprocessing ``pre``."""
     import torch
 
-    from cleanpipe.train import Preprocessor
     from cleanpipe.train.loop import predict_logits
-    pre = Preprocessor.from_dict(result.spec["preprocessing"])
     x_num, x_cat = pre.transform(test)
-    logits = predict_logits(result.model, torch.from_numpy(x_num), torch.from_numpy(x_cat))
-    classes = np.asarray(result.spec["classes"])
-    return float(np.mean(classes[logits.argmax(dim=1).numpy()] == y_test))
+    logits = predict_logits(model, torch.from_numpy(x_num), torch.from_numpy(x_cat))
+    return float(np.mean(np.asarray(classes)[logits.argmax(dim=1).numpy()] == y_test))
 
 
 def _config(n_train: int, quick: bool, seed: int = 0, **over):
@@ -107,7 +111,9 @@ def _config(n_train: int, quick: bool, seed: int = 0, **over):
     return TrainConfig(epochs=epochs, patience=8, seed=seed, device="cpu", threads=1, **over)
 
 
-def _cleanlab(X_tr, y_noisy, X_te, y_te, config) -> float:
+def _cleanlab(X_tr, y_noisy, X_te, y_te, config, patience: int | None = None) -> float:
+    """CleanLearning around an MLPClassifier set up like ``config``; its early-stopping patience is
+    ``patience`` (default ``config.patience``)."""
     from cleanlab.classification import CleanLearning
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -115,7 +121,7 @@ def _cleanlab(X_tr, y_noisy, X_te, y_te, config) -> float:
     mlp = MLPClassifier(hidden_layer_sizes=tuple(config.hidden), alpha=config.weight_decay,
                         batch_size=config.batch_size, learning_rate_init=config.lr,
                         max_iter=config.epochs, early_stopping=True, validation_fraction=0.1,
-                        n_iter_no_change=config.patience, random_state=config.seed)
+                        n_iter_no_change=patience or config.patience, random_state=config.seed)
     # n_jobs=1: cleanlab's own process pool fails inside a joblib worker
     cl = CleanLearning(make_pipeline(StandardScaler(), mlp), seed=config.seed, cv_n_folds=5,
                        verbose=False, find_label_issues_kwargs={"n_jobs": 1})

@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -41,11 +40,13 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 try:
     from ._common import (CACHE_DIR, cleanpipe_version, markdown_table, progress, provenance_block,
                           replace_section)
-    from .retrain import TEST_FRACTION, _accuracy, _table, inject_noise, load_dataset
+    from .retrain import (TEST_FRACTION, _accuracy, _cleanlab, _model_accuracy, _table, inject_noise,
+                          load_dataset)
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     from _common import (CACHE_DIR, cleanpipe_version, markdown_table, progress, provenance_block,
                          replace_section)
-    from retrain import TEST_FRACTION, _accuracy, _table, inject_noise, load_dataset
+    from retrain import (TEST_FRACTION, _accuracy, _cleanlab, _model_accuracy, _table, inject_noise,
+                         load_dataset)
 
 SCRIPT = "retrain_dynamic.py"
 NOISES = {"sym20": ("symmetric", 0.2), "sym50": ("symmetric", 0.5), "sym80": ("symmetric", 0.8),
@@ -88,19 +89,17 @@ def _config(n_train: int, seed: int, quick: bool, **over):
 
 def _train(table, test, y_te, config, default_warmup, **kw) -> dict:
     """Test accuracy at the validation-picked epoch and at the last epoch, plus timings."""
-    from cleanpipe.train import retrain_table
+    from cleanpipe.train import Preprocessor, retrain_table
+    t0 = time.perf_counter()
+    # retrain_table fits the same preprocessing inside (it depends on the training rows only);
+    # the per-epoch scoring needs it before retrain_table returns
+    pre = Preprocessor.fit(table, [c for c in table.column_names if c != "label"])
+    classes = np.unique(table.column("label").to_numpy())
     per_epoch = []
 
     def on_epoch(epoch, m):
-        per_epoch.append(_model_accuracy(m["model"], table_pre[0], test, y_te))
+        per_epoch.append(_model_accuracy(m["model"], pre, classes, test, y_te))
 
-    table_pre = [None]
-    t0 = time.perf_counter()
-    # the preprocessing is fitted inside retrain_table; rebuild it from the training table for the
-    # per-epoch scoring (it depends on the training rows only)
-    from cleanpipe.train import Preprocessor
-    cols = [c for c in table.column_names if c != "label"]
-    table_pre[0] = Preprocessor.fit(table, cols)
     kw.setdefault("warmup", default_warmup)
     res = retrain_table(table, label="label", config=config, on_epoch=on_epoch, **kw)
     best = res.metrics["best_epoch"]
@@ -108,34 +107,6 @@ def _train(table, test, y_te, config, default_warmup, **kw) -> dict:
     return dict(acc_best=_accuracy(res, test, y_te), acc_last=per_epoch[-1], best_epoch=best,
                 check_best=per_epoch[best - 1], seconds=time.perf_counter() - t0,
                 noisy_share=nm[-1]["noisy_share"] if nm else np.nan)
-
-
-def _model_accuracy(model, pre, test, y_te) -> float:
-    import torch
-
-    from cleanpipe.train.loop import predict_logits
-    x_num, x_cat = pre.transform(test)
-    logits = predict_logits(model, torch.from_numpy(x_num), torch.from_numpy(x_cat))
-    return float(np.mean(logits.argmax(dim=1).numpy() == y_te))
-
-
-def _cleanlab(X_tr, y_noisy, X_te, y_te, config, seed) -> float:
-    from cleanlab.classification import CleanLearning
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    mlp = MLPClassifier(hidden_layer_sizes=tuple(config.hidden), alpha=config.weight_decay,
-                        batch_size=config.batch_size, learning_rate_init=config.lr,
-                        max_iter=config.epochs, early_stopping=True, validation_fraction=0.1,
-                        n_iter_no_change=8, random_state=seed)
-    # n_jobs=1: cleanlab's own process pool fails inside a joblib worker (and the cases already
-    # run in parallel)
-    cl = CleanLearning(make_pipeline(StandardScaler(), mlp), seed=seed, cv_n_folds=5, verbose=False,
-                       find_label_issues_kwargs={"n_jobs": 1})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cl.fit(X_tr, y_noisy)
-    return float(np.mean(cl.predict(X_te) == y_te))
 
 
 def run_case(dataset: str, noise: str, seed: int, *, quick: bool = False, rows=None,
@@ -178,7 +149,8 @@ def run_case(dataset: str, noise: str, seed: int, *, quick: bool = False, rows=N
         add(PIPELINE, **res)
     if with_cleanlab:
         t0 = time.perf_counter()
-        acc = _cleanlab(X_tr, y_noisy, X_te, y_te, _config(len(y_tr), seed, quick), seed)
+        # patience 8 as in retrain's default: the MLPClassifier has no epoch choice of its own
+        acc = _cleanlab(X_tr, y_noisy, X_te, y_te, _config(len(y_tr), seed, quick), patience=8)
         add(CLEANLAB, acc_best=acc, acc_last=acc, seconds=time.perf_counter() - t0)
     return pd.DataFrame(out)
 
