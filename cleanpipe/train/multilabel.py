@@ -275,24 +275,13 @@ def predict_multilabel_table(loaded: LoadedModel, table: pa.Table, *, prefix: st
         ``pred_probs`` (list<float32>, one probability per class in the order of the model's
         ``classes``).
     """
-    names = [f"{prefix}predicted_label", f"{prefix}pred_probs"]
-    clash = [n for n in names if n in table.column_names]
-    if clash:
-        raise InputError(f"DATA already has a column '{clash[0]}', which predict writes; pass --prefix "
-                         "(e.g. --prefix model_) to name the new columns differently")
     from ..features import decode_label_lists
-    x_num, x_cat = loaded.preprocessor.transform(table)
-    dev = resolve_device(device)
-    model = loaded.model.to(dev)
-    k = len(loaded.classes)
-    logits = predict_logits(model, torch.from_numpy(x_num).to(dev), torch.from_numpy(x_cat).to(dev))
-    p = (_probabilities(logits, loaded.spec.get("output", "sigmoid")).cpu().numpy().astype(np.float32)
-         if len(x_num) else np.zeros((0, k), np.float32))
-    model.cpu()
+    from .retrain import model_probabilities, probability_lists
+    names = [f"{prefix}predicted_label", f"{prefix}pred_probs"]
+    output = loaded.spec.get("output", "sigmoid")
+    p = model_probabilities(loaded, table, names, lambda logits: _probabilities(logits, output), device=device)
     tags = p > float(loaded.spec.get("threshold", SIGMOID_THRESHOLD))
     offsets = np.concatenate([[0], np.cumsum(tags.sum(axis=1, dtype=np.int64))])
     out = table.append_column(names[0], decode_label_lists(offsets, np.nonzero(tags)[1], loaded.classes,
                                                            loaded.classes.type))
-    flat = pa.array(p.reshape(-1))
-    return out.append_column(names[1], pa.ListArray.from_arrays(
-        pa.array(np.arange(0, (len(p) + 1) * k, k, dtype=np.int32)), flat))
+    return out.append_column(names[1], probability_lists(p))

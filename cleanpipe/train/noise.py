@@ -95,9 +95,10 @@ def refit(model: torch.nn.Module, t_num: torch.Tensor, t_cat: torch.Tensor, t_y:
     host = losses.cpu().numpy().astype(np.float64)  # the one device -> host copy per epoch
     mixture = fit_loss_mixture(host)
     w = posterior_on_device(mixture, losses)
-    w_host = mixture.p_noisy(host)  # the same posterior on the host copy, for the record
-    record = {"epoch": int(epoch), "noisy_share": round(float(w_host.mean()) if len(w_host) else 0.0, 6),
-              "auroc_vs_flag": _auroc(reference, w_host), "mixture": _mixture_record(mixture)}
+    # the AUROC needs w on the host: recompute it from the host copy rather than copying w back
+    auroc = None if reference is None else _auroc(reference, mixture.p_noisy(host))
+    record = {"epoch": int(epoch), "noisy_share": round(float(w.mean()) if len(w) else 0.0, 6),
+              "auroc_vs_flag": auroc, "mixture": _mixture_record(mixture)}
     if rows.device.type == "cuda":
         torch.cuda.synchronize(rows.device)
     record["seconds"] = round(time.perf_counter() - t0, 4)
@@ -112,9 +113,7 @@ def _mixture_record(mixture: LossMixture) -> dict | None:
     return {k: (np.round(v, 6).tolist() if isinstance(v, list) else v) for k, v in d.items()}
 
 
-def _auroc(reference: np.ndarray | None, w: np.ndarray) -> float | None:
-    if reference is None:
-        return None
+def _auroc(reference: np.ndarray, w: np.ndarray) -> float | None:
     positive = np.asarray(reference) >= 0.5
     if positive.all() or not positive.any():
         return None

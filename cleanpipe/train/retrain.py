@@ -161,13 +161,12 @@ def _noisy_weight(table: pa.Table, label: str, rows: np.ndarray) -> np.ndarray:
         raise InputError("--loss dynamic-hard/dynamic-soft need per-row noise posteriors from the "
                          "p_noisy column, which DATA lacks; retrain on the output of cleanpipe flag "
                          "or clean (without --drop-flag-columns), or pick another --loss")
-    p = table.column("p_noisy").cast(pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
-    p = np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
+    p = np.clip(_reference_p_noisy(table, rows), 0.0, 1.0).astype(np.float32)
     if "original_label" in table.column_names:
         # A relabelled row's p_noisy scored its old label; its new label is the model's own guess
         changed = pc.fill_null(pc.not_equal(table.column("original_label"), table.column(label)), False)
-        p = np.where(changed.to_numpy(zero_copy_only=False), np.float32(0), p)
-    return p[rows]
+        p = np.where(changed.to_numpy(zero_copy_only=False)[rows], np.float32(0), p)
+    return p
 
 
 def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids=(),
@@ -387,22 +386,37 @@ def predict_table(loaded: LoadedModel, table: pa.Table, *, probs: bool = False, 
         from .multilabel import predict_multilabel_table
         return predict_multilabel_table(loaded, table, prefix=prefix, device=device)
     names = [f"{prefix}predicted_label", f"{prefix}confidence"] + ([f"{prefix}pred_probs"] if probs else [])
+    p = model_probabilities(loaded, table, names, lambda logits: torch.softmax(logits, dim=1), device=device)
+    pred = p.argmax(axis=1)
+    out = table.append_column(names[0], loaded.classes.take(pa.array(pred, type=pa.int64())))
+    out = out.append_column(names[1], pa.array(p.max(axis=1, initial=0.0), type=pa.float32()))
+    if probs:
+        out = out.append_column(names[2], probability_lists(p))
+    return out
+
+
+def model_probabilities(loaded: LoadedModel, table: pa.Table, names: list, to_probs: Callable, *,
+                        device: str = "cpu") -> np.ndarray:
+    """float32 ``to_probs(logits)`` of every row of ``table``, shape ``(n_rows, n_classes)``.
+
+    Refuses first, with the fix, when ``table`` already has one of the output column ``names``.
+    """
     clash = [n for n in names if n in table.column_names]
     if clash:
         raise InputError(f"DATA already has a column '{clash[0]}', which predict writes; pass --prefix "
                          "(e.g. --prefix model_) to name the new columns differently")
     x_num, x_cat = loaded.preprocessor.transform(table)
     dev = resolve_device(device)
+    if not len(x_num):
+        return np.zeros((0, len(loaded.classes)), np.float32)
     model = loaded.model.to(dev)
     logits = predict_logits(model, torch.from_numpy(x_num).to(dev), torch.from_numpy(x_cat).to(dev))
-    p = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float32) if len(x_num) else \
-        np.zeros((0, len(loaded.classes)), np.float32)
     model.cpu()
-    pred = p.argmax(axis=1)
-    out = table.append_column(names[0], loaded.classes.take(pa.array(pred, type=pa.int64())))
-    out = out.append_column(names[1], pa.array(p.max(axis=1, initial=0.0), type=pa.float32()))
-    if probs:
-        k = p.shape[1]
-        offsets = pa.array(np.arange(0, (len(p) + 1) * k, k, dtype=np.int32))
-        out = out.append_column(names[2], pa.ListArray.from_arrays(offsets, pa.array(p.reshape(-1))))
-    return out
+    return to_probs(logits).cpu().numpy().astype(np.float32)
+
+
+def probability_lists(p: np.ndarray) -> pa.ListArray:
+    """One list<float32> per row of ``p`` (the ``pred_probs`` column predict writes)."""
+    k = p.shape[1]
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (len(p) + 1) * k, k, dtype=np.int32)),
+                                    pa.array(p.reshape(-1)))
