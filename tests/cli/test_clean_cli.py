@@ -9,21 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 from cleanpipe import flag_table
-from cleanpipe.cli import cli
 from cleanpipe.flag import OUTPUT_COLUMNS
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_error_line(res) -> str:
-    lines = res.output.strip().splitlines()
-    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
-    return lines[0]
+from cli_helpers import one_error_line, run
 
 
 @pytest.fixture
@@ -90,16 +80,16 @@ def test_drop_flag_columns_and_default_out(flags_file, tmp_path, monkeypatch):
 def test_out_equal_to_input_is_refused(flags_file):
     path, _ = flags_file
     before = _digest(path)
-    assert "would overwrite the input" in _one_error_line(run("clean", path, "--out", path))
+    assert "would overwrite the input" in one_error_line(run("clean", path, "--out", path))
     assert _digest(path) == before
 
 
 def test_user_errors_are_one_line(flags_file, tmp_path):
     path, flags = flags_file
-    assert "does not exist" in _one_error_line(run("clean", tmp_path / "nope.parquet", "--out", tmp_path / "o.parquet"))
-    assert "--mode 'shred' is not known" in _one_error_line(run("clean", path, "--mode", "shred", "--out", tmp_path / "o.parquet"))
+    assert "does not exist" in one_error_line(run("clean", tmp_path / "nope.parquet", "--out", tmp_path / "o.parquet"))
+    assert "--mode 'shred' is not known" in one_error_line(run("clean", path, "--mode", "shred", "--out", tmp_path / "o.parquet"))
     plain = tmp_path / "plain.parquet"
     pq.write_table(flags.drop_columns(list(OUTPUT_COLUMNS)), plain)
-    line = _one_error_line(run("clean", plain, "--out", tmp_path / "o.parquet"))
+    line = one_error_line(run("clean", plain, "--out", tmp_path / "o.parquet"))
     assert "column 'given_label' is missing" in line and "run cleanpipe flag first" in line
     assert not (tmp_path / "o.parquet").exists()

@@ -7,16 +7,12 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from click.testing import CliRunner
 
-from cleanpipe.cli import cli
 from cleanpipe.multilabel import flag_multilabel_table
 
+from cli_helpers import run
+
 TAGS = np.array(["a", "b", "c"])
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def _write(tmp_path, *, save_probs: bool):

@@ -8,16 +8,11 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
-from click.testing import CliRunner
 from sklearn.metrics import f1_score
 
-from cleanpipe.cli import cli
 from cleanpipe.flag import OUTPUT_COLUMNS
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
+from cli_helpers import run
 
 
 def test_digits_20pct_flipped_found_with_f1_above_075(digits_noisy, tmp_path):

@@ -8,20 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 from sklearn.metrics import f1_score
 
-from cleanpipe.cli import cli
 from cleanpipe.multilabel import MULTILABEL_OUTPUT_COLUMNS
+
+from cli_helpers import run
 
 #: Tag names, listed here (and in each row) out of sorted order on purpose.
 TAGS = ["sky", "dog", "tree", "car"]
 CLASSES = sorted(TAGS)
 N_NULL = 5
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

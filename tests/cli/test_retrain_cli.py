@@ -10,23 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from click.testing import CliRunner
 
 from cleanpipe import flag_table
-from cleanpipe.cli import cli
 
-FAST = ["--epochs", "4", "--batch-size", "32", "--lr", "0.01", "--hidden", "16", "--device", "cpu",
-        "--threads", "1", "-q"]
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_error_line(res) -> str:
-    lines = res.output.strip().splitlines()
-    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
-    return lines[0]
+from cli_helpers import FAST_TRAIN as FAST, one_error_line, run
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +116,7 @@ def test_forward_finds_the_sidecar_summary_and_weights_are_used(data, tmp_path):
     res = run("retrain", flags, "--out", tmp_path / "f", "--loss", "forward", "--json", *FAST[:-1])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["settings"]["noise_matrix"] is not None
-    line = _one_error_line(run("retrain", plain, "--label", "kind", "--out", tmp_path / "g", "--loss", "forward", *FAST))
+    line = one_error_line(run("retrain", plain, "--label", "kind", "--out", tmp_path / "g", "--loss", "forward", *FAST))
     assert "--loss forward needs the noise matrix" in line
     cleaned = tmp_path / "w.parquet"
     assert run("clean", flags, "--mode", "weight", "--out", cleaned, "-q").exit_code == 0
@@ -140,19 +127,19 @@ def test_forward_finds_the_sidecar_summary_and_weights_are_used(data, tmp_path):
 def test_user_errors_are_one_line(data, model, tmp_path):
     d, plain, flags = data
     out, _ = model
-    assert "unknown loss 'nope'" in _one_error_line(run("retrain", flags, "--out", tmp_path / "x", "--loss", "nope"))
-    assert "exists and is not empty" in _one_error_line(run("retrain", flags, "--out", out, *FAST))
-    assert "p_noisy column" in _one_error_line(
+    assert "unknown loss 'nope'" in one_error_line(run("retrain", flags, "--out", tmp_path / "x", "--loss", "nope"))
+    assert "exists and is not empty" in one_error_line(run("retrain", flags, "--out", out, *FAST))
+    assert "p_noisy column" in one_error_line(
         run("retrain", plain, "--label", "kind", "--loss", "dynamic-hard", "--noisy-weight", "column",
             "--out", tmp_path / "y", *FAST))
-    assert "--mixup" in _one_error_line(run("retrain", flags, "--out", tmp_path / "m", "--mixup", "-1"))
-    assert "--prior-reg" in _one_error_line(run("retrain", flags, "--out", tmp_path / "p", "--prior-reg", "-1"))
-    assert "--hidden" in _one_error_line(run("retrain", flags, "--out", tmp_path / "z", "--hidden", "a,b"))
+    assert "--mixup" in one_error_line(run("retrain", flags, "--out", tmp_path / "m", "--mixup", "-1"))
+    assert "--prior-reg" in one_error_line(run("retrain", flags, "--out", tmp_path / "p", "--prior-reg", "-1"))
+    assert "--hidden" in one_error_line(run("retrain", flags, "--out", tmp_path / "z", "--hidden", "a,b"))
     missing = tmp_path / "missing.parquet"
     pq.write_table(pq.read_table(plain).drop_columns(["x2", "shade"]), missing)
-    line = _one_error_line(run("predict", out, missing, "--out", tmp_path / "p.parquet"))
+    line = one_error_line(run("predict", out, missing, "--out", tmp_path / "p.parquet"))
     assert "x2, shade" in line
-    assert "--prefix" in _one_error_line(run("predict", out, flags, "--out", tmp_path / "p.parquet"))
+    assert "--prefix" in one_error_line(run("predict", out, flags, "--out", tmp_path / "p.parquet"))
 
 
 def _copy_model(src, dst):
@@ -168,16 +155,16 @@ def test_tampered_or_incomplete_model_dirs_are_refused(data, model, tmp_path):
     args = (plain, "--out", tmp_path / "p.parquet")
     bad = _copy_model(out, tmp_path / "bad_json")
     (bad / "model.json").write_text('{"format": ')
-    assert "model.json does not parse" in _one_error_line(run("predict", bad, *args))
+    assert "model.json does not parse" in one_error_line(run("predict", bad, *args))
     shape = _copy_model(out, tmp_path / "bad_shape")
     spec = json.loads((shape / "model.json").read_text())
     spec["architecture"]["hidden"] = [32]
     (shape / "model.json").write_text(json.dumps(spec))
-    assert "does not match model.json" in _one_error_line(run("predict", shape, *args))
+    assert "does not match model.json" in one_error_line(run("predict", shape, *args))
     gone = _copy_model(out, tmp_path / "no_pt")
     (gone / "model.pt").unlink()
-    assert "model.pt is missing" in _one_error_line(run("predict", gone, *args))
-    assert "does not exist" in _one_error_line(run("predict", tmp_path / "nowhere", *args))
+    assert "model.pt is missing" in one_error_line(run("predict", gone, *args))
+    assert "does not exist" in one_error_line(run("predict", tmp_path / "nowhere", *args))
 
 
 class _Planted:
@@ -194,6 +181,6 @@ def test_a_pickle_planted_as_model_pt_is_refused(data, model, tmp_path):
     evil = _copy_model(out, tmp_path / "evil")
     marker = tmp_path / "pwned"
     (evil / "model.pt").write_bytes(pickle.dumps(_Planted(marker), protocol=2))
-    line = _one_error_line(run("predict", evil, plain, "--out", tmp_path / "p.parquet"))
+    line = one_error_line(run("predict", evil, plain, "--out", tmp_path / "p.parquet"))
     assert "not a weights-only state dict" in line
     assert not marker.exists() and not (tmp_path / "p.parquet").exists()

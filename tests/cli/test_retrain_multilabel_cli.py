@@ -9,27 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from click.testing import CliRunner
 from sklearn.datasets import make_multilabel_classification
 
-from cleanpipe.cli import cli
 from cleanpipe.errors import InputError
 from cleanpipe.train import TrainConfig, load_model_dir, retrain_table
 from cleanpipe.train.multilabel import best_cut, micro_f1
 
-FAST = ["--epochs", "4", "--batch-size", "32", "--lr", "0.01", "--hidden", "16", "--device", "cpu",
-        "--threads", "1", "-q"]
+from cli_helpers import FAST_TRAIN as FAST, one_error_line, run
+
 TAGS = np.array(["sky", "dog", "tree", "car"])
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def _one_error_line(res) -> str:
-    lines = res.output.strip().splitlines()
-    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +101,13 @@ def test_01_columns_and_softmax_loss(data):
 
 def test_loss_and_label_errors(data):
     d, path = data
-    line = _one_error_line(run("retrain", path, "--label", "tags", "--loss", "sce", "--out", d / "e1", *FAST))
+    line = one_error_line(run("retrain", path, "--label", "tags", "--loss", "sce", "--out", d / "e1", *FAST))
     assert "single-label loss" in line and "bce" in line
-    line = _one_error_line(run("retrain", path, "--label", "single", "--loss", "bce", "--out", d / "e2", *FAST))
+    line = one_error_line(run("retrain", path, "--label", "single", "--loss", "bce", "--out", d / "e2", *FAST))
     assert "multi-label loss" in line
-    line = _one_error_line(run("retrain", path, "--label", "single", "--multi-label", "--out", d / "e3", *FAST))
+    line = one_error_line(run("retrain", path, "--label", "single", "--multi-label", "--out", d / "e3", *FAST))
     assert "not a list of tags" in line
-    line = _one_error_line(run("retrain", path, "--label", "tags", "--loss", "bce", "--loss-param", "q=1",
+    line = one_error_line(run("retrain", path, "--label", "tags", "--loss", "bce", "--loss-param", "q=1",
                                "--out", d / "e4", *FAST))
     assert "--loss-param does not fit" in line
     with pytest.raises(InputError, match="single-label loss"):
