@@ -91,6 +91,15 @@ def load_pred_probs(spec: str, list_column, column_names: list, classes: list):
         raise InputError(f"--pred-probs '{spec}' is neither a .npy nor a Parquet file ({exc})") from None
 
 
+def oof_all_rows(oof, labelled: np.ndarray) -> np.ndarray:
+    """float32 probabilities of every row: out-of-fold for the ``labelled`` ones, the fold models'
+    mean (``oof.extra_probs``) for the others."""
+    probs = np.empty((len(labelled), oof.pred_probs.shape[1]), dtype=np.float32)
+    probs[labelled] = oof.pred_probs
+    probs[~labelled] = oof.extra_probs
+    return probs
+
+
 def _versions() -> dict:
     import sklearn
     return {"cleanpipe": __version__, "python": platform.python_version(), "numpy": np.__version__,
@@ -181,9 +190,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
         feature_names = oof_features = feats.names
         del feats
         notes.extend(oof.notes)
-        probs_all = np.empty((src.n_rows, k), dtype=np.float32)
-        probs_all[labelled] = oof.pred_probs
-        probs_all[~labelled] = oof.extra_probs
+        probs_all = oof_all_rows(oof, labelled)
         timings["oof_s"] = time.perf_counter() - t1
     else:
         probs_all = (load_pred_probs(pred_probs, lambda c: src.read([c]).column(c),

@@ -26,7 +26,7 @@ from .detect.multilabel import MULTILABEL_METHODS, MultilabelDetection, detect_m
 from .errors import InputError
 from .features import (columns_hint, decode_label_lists, encode_label_columns, encode_label_lists,
                        is_list_type, select_feature_columns, table_to_features)
-from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, load_pred_probs,
+from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, load_pred_probs, oof_all_rows,
                    open_source, run_fields, run_on_table, write_streamed)
 from .io import open_dataset
 from .oof import check_folds, cross_val_probs_multilabel
@@ -387,9 +387,7 @@ def _flag_multilabel(src: _Source, *, label, features, exclude, ids, model, fold
         feature_names, computed = feats.names, True
         del feats
         notes.extend(oof.notes)
-        probs_all = np.empty((src.n_rows, k), dtype=np.float32)
-        probs_all[labelled] = oof.pred_probs
-        probs_all[~labelled] = oof.extra_probs
+        probs_all = oof_all_rows(oof, labelled)
         timings["oof_s"] = time.perf_counter() - t1
     else:
         probs_all = (load_pred_probs(pred_probs, lambda c: src.read([c]).column(c), src.column_names,
