@@ -107,9 +107,11 @@ def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int = DEFAULT_BLOCK
         bad = ~np.isfinite(sums)
         if bad.any():
             return f"{name} row {start + int(np.argmax(bad))} holds NaN or inf; pass finite probabilities"
-        low = block.min(axis=1)
-        out = (low < 0) if require_sum_one else (low < 0) | (block.max(axis=1) > 1 + SUM_TOLERANCE)
-        if out.any():
+        # Whole-block min/max first (one contiguous reduction); rows only to name the bad one.
+        bad_range = block.min() < 0 or (not require_sum_one and block.max() > 1 + SUM_TOLERANCE)
+        if bad_range:
+            low = block.min(axis=1)
+            out = (low < 0) if require_sum_one else (low < 0) | (block.max(axis=1) > 1 + SUM_TOLERANCE)
             return (f"{name} row {start + int(np.argmax(out))} holds a value outside [0, 1]; "
                     "pass probabilities (apply softmax to logits first)")
         if require_sum_one:

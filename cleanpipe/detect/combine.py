@@ -70,15 +70,14 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     other classes, weighted by how often they are mislabeled as the given one, take over.
     """
     t = cl.noise_matrix
+    t_cast = {np.dtype(np.float32): t.astype(np.float32), np.dtype(np.float64): t}
     out = np.empty(len(labels), dtype=np.float64)
 
     def score(start, stop, block):
         given = labels[start:stop]
-        # sum_j T[g, j] p_j row by row: O(N K). An element-wise product and row sums rather
-        # than BLAS, so the result does not depend on how many rows a block holds.
-        weighted = t.astype(block.dtype)[given]
-        np.multiply(weighted, block, out=weighted)
-        den = weighted.sum(axis=1).astype(np.float64)
+        # sum_j T[g, j] p_j row by row: O(N K). A per-row dot (einsum) rather than BLAS, so the
+        # result does not depend on how many rows a block holds, and no product matrix.
+        den = np.einsum("ij,ij->i", t_cast[block.dtype][given], block).astype(np.float64)
         num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 

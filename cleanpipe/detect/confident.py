@@ -26,6 +26,11 @@ _THRESHOLD_SLACK = 1e-6
 #: Per row, at most this many classes (those above ``p_given`` with the largest margins) compete
 #: for a cell in :func:`flags_by_cell_margin`; bounds the candidates to ``8 N`` pairs.
 MAX_COMPETITORS = 8
+#: :func:`top_per_group` pre-selects by bucket counts from this many members on.
+PREFILTER_MIN_MEMBERS = 4096
+_MAX_BUCKETS = 128
+#: Cap on groups x buckets of the pre-selection histogram (fewer buckets with many groups).
+_MAX_BUCKET_CELLS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
     disagree : ndarray of shape (m,), bool
         Rows whose arg-max is not the given label; only they can have a class above ``p_given``.
     max_per_row : int, default=MAX_COMPETITORS
-        Keep at most this many classes per row, the largest margins (all of those tied with the
+        Keep at most this many classes per row, the most probable (all of those tied with the
         last one kept, so the result does not depend on class order).
 
     Returns
@@ -136,15 +141,26 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
         ``p_class - p_given`` (> 0), computed in float64.
     """
     idx = np.flatnonzero(disagree)
-    margin = block[idx].astype(np.float64) - p_given[idx, None]
-    above = margin > 0
-    crowded = np.flatnonzero(above.sum(axis=1) > max_per_row)
+    sub = block[idx]
+    # Compared in the block's own dtype: p_given is a value of the block, so ``p_j > p_given``
+    # and the order of the margins are those of the probabilities, without a float64 copy.
+    p_sub = p_given[idx].astype(block.dtype)
+    above = sub > p_sub[:, None]
+    crowded = np.flatnonzero(np.count_nonzero(above, axis=1) > max_per_row)
     if crowded.size:
-        kth = -np.partition(-margin[crowded], max_per_row - 1, axis=1)[:, max_per_row - 1]
-        above[crowded] &= margin[crowded] >= kth[:, None]
-    r, j = np.nonzero(above)
+        k = block.shape[1]
+        kth = np.partition(sub[crowded], k - max_per_row, axis=1)[:, k - max_per_row]
+        above[crowded] &= sub[crowded] >= kth[:, None]
+    # Flat positions split by hand: ~2.5x faster than a 2-D np.nonzero.
+    flat = np.flatnonzero(above)
+    if above.size < 2**31:
+        flat = flat.astype(np.int32)
+    k = np.asarray(block.shape[1], dtype=flat.dtype)
+    r = flat // k
+    j = flat - r * k
+    margin = sub[r, j].astype(np.float64) - p_given[idx[r]]
     # up to 8 pairs per row: 32-bit offsets and classes halve what the caller keeps for N rows
-    return idx[r].astype(np.int32), j.astype(np.int32), margin[r, j]
+    return idx[r].astype(np.int32), j.astype(np.int32), margin
 
 
 def class_thresholds(labels: np.ndarray, p_given: np.ndarray, n_classes: int) -> np.ndarray:
@@ -261,8 +277,10 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
         # arg-max among their confident classes (thr > 0, so zeroing the unconfident ones keeps
         # it; a row with no confident class is not counted).
         guess = pred.copy()
-        counted = block[np.arange(stop - start), pred] >= thr_b[pred]
-        rest = np.flatnonzero(~counted)
+        p_max = block[np.arange(stop - start), pred]
+        counted = p_max >= thr_b[pred]
+        # A row whose largest probability is below every threshold has no confident class.
+        rest = np.flatnonzero(~counted & (p_max >= thr_b.min()))
         if rest.size:
             sub = block[rest]
             confident = sub >= thr_b
@@ -296,7 +314,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
 
 
 def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
-                  ties: str = "position") -> np.ndarray:
+                  ties: str = "position", prefilter_min: int | None = None) -> np.ndarray:
     """Mask of the ``quota[g]`` highest-scoring members of each group ``g``.
 
     Parameters
@@ -311,11 +329,64 @@ def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
         Members tied at a group's boundary: broken by position (stable), or all picked when they
         all fit in the quota and none otherwise (the pick then does not depend on member order,
         and may hold fewer than ``quota[g]``).
+    prefilter_min : int, optional
+        Members from which on the coarse pre-selection below runs (default
+        :data:`PREFILTER_MIN_MEMBERS`); it never changes the result.
+
+    Notes
+    -----
+    On many members, a radix-select step first settles most of them without sorting: scores are
+    cut into coarse buckets by a monotone map, and per group the members of every bucket wholly
+    inside (or wholly outside) the quota are decided from bucket counts alone. Only each group's
+    boundary bucket, where ties live too, goes through the exact sort, with the quota reduced by
+    the members above it. That is what keeps per-cell pruning over a million rows cheap.
     """
     if len(groups) == 0:
         return np.zeros(0, dtype=bool)
     if ties not in ("position", "all_or_none"):
         raise ValueError(f"unknown ties rule {ties!r}")
+    quota = np.asarray(quota)
+    limit = PREFILTER_MIN_MEMBERS if prefilter_min is None else prefilter_min
+    n_buckets = min(_MAX_BUCKETS, _MAX_BUCKET_CELLS // max(len(quota), 1))
+    if len(groups) < limit or n_buckets < 8:
+        return _top_per_group_sorted(groups, scores, quota, ties)
+    bucket = _monotone_buckets(scores, n_buckets)
+    if bucket is None:
+        return _top_per_group_sorted(groups, scores, quota, ties)
+    cell = groups.astype(np.int64) * n_buckets + bucket
+    hist = np.bincount(cell, minlength=len(quota) * n_buckets).reshape(len(quota), n_buckets)
+    # at_or_above[g, b]: members of g in bucket b or higher; higher buckets hold higher scores
+    at_or_above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1].ravel()
+    above = at_or_above - hist.ravel()
+    q = quota[groups]
+    within = at_or_above[cell] <= q  # the whole bucket and all above it fit: picked
+    boundary = ~within & (above[cell] < q)  # straddles the quota: decided exactly
+    picked = within
+    rows = np.flatnonzero(boundary)
+    if rows.size:
+        rest = quota.astype(np.int64).copy()
+        rest[groups[rows]] -= above[cell[rows]]
+        picked[rows] = _top_per_group_sorted(groups[rows], scores[rows], rest, ties)
+    return picked
+
+
+def _monotone_buckets(scores: np.ndarray, n_buckets: int):
+    """``scores`` cut into ``n_buckets`` equal-width buckets: a non-decreasing integer map.
+
+    Equal scores share a bucket, and a higher bucket always means a higher score. None when the
+    scores are not all finite or all equal.
+    """
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    span = hi - lo
+    scale = n_buckets / span if np.isfinite(span) and span > 0 else np.inf
+    if not np.isfinite(scale):  # NaN or inf scores, a range that overflows, or all equal
+        return None
+    b = (scores - lo) * scale
+    return np.minimum(b.astype(np.int64), n_buckets - 1)
+
+
+def _top_per_group_sorted(groups, scores, quota, ties):
+    """:func:`top_per_group` by sorting every member (the exact step)."""
     # Two argsorts (scores, then a stable one by group on a narrow integer type) rather than a
     # lexsort: ~3x faster on a million members. Ties by position need the first one stable.
     order = np.argsort(-scores, kind="stable" if ties == "position" else None)

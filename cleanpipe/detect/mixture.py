@@ -221,6 +221,20 @@ def normalise_losses(losses: np.ndarray, *, clip_percentiles=(5.0, 95.0), bounds
     return np.clip((losses - lo) / span, EPS, 1 - EPS), bounds
 
 
+def interp_uniform(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.interp(x, grid, values)`` for an evenly spaced ``grid``, without a search per point.
+
+    Points outside the grid take the end values, as with ``np.interp``.
+    """
+    last = len(grid) - 1
+    pos = (np.asarray(x, dtype=np.float64) - grid[0]) * (last / (grid[-1] - grid[0]))
+    np.clip(pos, 0.0, last, out=pos)
+    i = np.minimum(pos.astype(np.intp), last - 1)
+    pos -= i
+    slope = np.diff(values)
+    return values[i] + pos * slope[i]
+
+
 @dataclass(frozen=True)
 class LossMixture:
     """A loss mixture ready to score rows: normalisation bounds, the fit, a monotone posterior grid.
@@ -241,7 +255,7 @@ class LossMixture:
         x, _ = normalise_losses(losses, bounds=self.bounds)
         if self.fit is None:
             return np.zeros(x.shape)
-        return np.interp(x, self.grid, self.grid_posterior)
+        return interp_uniform(x, self.grid, self.grid_posterior)
 
     def to_dict(self) -> dict:
         edges, counts = self.histogram
@@ -280,8 +294,8 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
     """
     losses = np.asarray(losses, dtype=np.float64)
     x, bounds = normalise_losses(losses, clip_percentiles=clip_percentiles)
-    edges = np.linspace(0.0, 1.0, 51)
-    hist = (edges, np.histogram(x, bins=edges)[0])
+    counts, edges = np.histogram(x, bins=50, range=(0.0, 1.0))  # equal bins: no search per row
+    hist = (edges, counts)
     grid = np.linspace(EPS, 1 - EPS, _GRID)
     if losses.size < MIN_ROWS or bounds[1] - bounds[0] < MIN_SPREAD:
         reason = (f"only {losses.size} rows" if losses.size < MIN_ROWS

@@ -205,3 +205,18 @@ def test_few_high_losses_among_zeros_are_noisy():
     mix = fit_loss_mixture(losses)
     assert mix.reason != "all losses are equal"
     assert mix.p_noisy(np.array([27.6]))[0] >= 0.5
+
+
+@SETTINGS
+@given(data=st.data())
+def test_interp_uniform_matches_numpy_interp(data):
+    from cleanpipe.detect.mixture import interp_uniform
+    lo = data.draw(st.floats(-5, 5))
+    hi = lo + data.draw(st.floats(1e-3, 10))
+    n = data.draw(st.integers(2, 300))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    grid = np.linspace(lo, hi, n)
+    values = np.cumsum(rng.random(n))
+    x = np.concatenate([rng.uniform(lo - 1, hi + 1, 200), grid, [lo, hi]])
+    np.testing.assert_allclose(interp_uniform(x, grid, values), np.interp(x, grid, values),
+                               rtol=1e-12, atol=1e-12 * values.max())
