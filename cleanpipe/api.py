@@ -40,13 +40,15 @@ def validate(labels, pred_probs, *, method: str = "combined", mixture: str = "be
 
 def detection_frame(det: Detection, labels: np.ndarray) -> pd.DataFrame:
     """The per-row columns of a :class:`Detection` as a DataFrame."""
+    # Every column is a fresh array owned by the frame (labels copied: it may be the caller's), so
+    # pandas need not copy them again into consolidated blocks.
     return pd.DataFrame({
-        "given_label": labels,
+        "given_label": np.array(labels, dtype=np.int64),
         "predicted_label": det.predicted.astype(np.int64),
         "label_score": det.label_score,
         "p_noisy": det.p_noisy,
         "is_label_issue": det.is_label_issue,
-    })
+    }, copy=False)
 
 
 def find_label_issues(labels, pred_probs, *, method: str = "combined", mixture: str = "beta",

@@ -77,7 +77,7 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
         given = labels[start:stop]
         # sum_j T[g, j] p_j row by row: O(N K). A per-row dot (einsum) rather than BLAS, so the
         # result does not depend on how many rows a block holds, and no product matrix.
-        den = np.einsum("ij,ij->i", t_cast[block.dtype][given], block).astype(np.float64)
+        den = np.einsum("ij,ij->i", t_cast[block.dtype].take(given, axis=0), block).astype(np.float64)
         num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 
@@ -162,9 +162,33 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
     pruned = flags_by_cell_margin(cl, labels)
     n_pruned = int(np.count_nonzero(pruned))
     k = min(n_pruned, int(k0 + _Z * np.sqrt(k0))) if n_pruned > k0 else k0
-    cell = cl.calibrated_joint[labels, cl.predicted]
-    rank_by = score - _Z * pruned * score * (1.0 - score) / np.sqrt(np.maximum(cell, 1))
+    # Only the pruned rows move: the shift is computed for them alone.
+    rows = np.flatnonzero(pruned)
+    s = score[rows]
+    cell = cl.calibrated_joint[labels[rows], cl.predicted[rows]]
+    rank_by = score.copy()
+    rank_by[rows] = s - _Z * s * (1.0 - s) / np.sqrt(np.maximum(cell, 1))
     return k, rank_by
+
+
+def _kth_smallest(values: np.ndarray, k: int) -> float:
+    """The ``k``-th smallest value (1-based), partitioning only the values below a sampled bound.
+
+    A strided sample bounds the answer from above with a few standard errors to spare; when the
+    bound holds (at least ``k`` values at or under it, checked exactly) only those are
+    partitioned, otherwise all of them. Either way the result is exact.
+    """
+    n = len(values)
+    step = max(1, n // 16384)
+    if step > 1:
+        sample = np.sort(values[::step])
+        q = k / n
+        slack = 4.0 * np.sqrt(q * (1 - q) / len(sample)) + 2.0 / len(sample)
+        bound = sample[min(len(sample) - 1, int(np.ceil((q + slack) * len(sample))))]
+        below = values[values <= bound]
+        if len(below) >= k:
+            return np.partition(below, k - 1)[k - 1]
+    return np.partition(values, k - 1)[k - 1]
 
 
 def _lowest(score: np.ndarray, k: int) -> np.ndarray:
@@ -175,7 +199,7 @@ def _lowest(score: np.ndarray, k: int) -> np.ndarray:
     """
     if k >= len(score):
         return np.arange(len(score))
-    kth = np.partition(score, k - 1)[k - 1]
+    kth = _kth_smallest(score, k)
     at_most = np.flatnonzero(score <= kth)
     return at_most if len(at_most) <= k else np.flatnonzero(score < kth)
 
@@ -198,7 +222,8 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     noisy_threshold`` and arg-max differs from the label).
     """
     cl = confident_learning(labels, pred_probs, block_rows=block_rows)
-    loss = -np.log(np.maximum(cl.p_given, _LOSS_FLOOR)).astype(np.float32)
+    loss = np.maximum(cl.p_given, _LOSS_FLOOR)
+    loss = np.negative(np.log(loss, out=loss), out=loss).astype(np.float32)
     mix = fit_loss_mixture(loss, family=mixture)
     p_noisy = mix.p_noisy(loss)
     score = label_quality(labels, pred_probs, cl, block_rows=block_rows)

@@ -96,9 +96,23 @@ class ConfidentLearning:
         return self.issues_per_class / np.maximum(self.label_counts, 1)
 
 
+def take_cells(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``matrix[rows, cols]`` for a C-contiguous 2-D array, through flat positions.
+
+    ``ndarray.take`` on the flat view is ~3x faster than 2-D fancy indexing for one value per
+    row, which every pass here does.
+    """
+    flat = rows.astype(np.int64) * matrix.shape[1]
+    flat += cols
+    return matrix.reshape(-1).take(flat)
+
+
 def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray, block_rows: int) -> np.ndarray:
     """``pred_probs[rows[m], cols[m]]`` as float64 for sorted ``rows``, one block at a time."""
     out = np.empty(len(rows), dtype=np.float64)
+    if isinstance(pred_probs, np.ndarray) and pred_probs.flags.c_contiguous:
+        out[:] = take_cells(pred_probs, rows, cols)
+        return out
     if isinstance(pred_probs, np.ndarray):
         out[:] = pred_probs[rows, cols]
         return out
@@ -141,12 +155,15 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
         ``p_class - p_given`` (> 0), computed in float64.
     """
     idx = np.flatnonzero(disagree)
-    sub = block[idx]
+    sub = np.take(block, idx, axis=0)  # ~2x faster than block[idx] for whole rows
     # Compared in the block's own dtype: p_given is a value of the block, so ``p_j > p_given``
     # and the order of the margins are those of the probabilities, without a float64 copy.
     p_sub = p_given[idx].astype(block.dtype)
     above = sub > p_sub[:, None]
-    crowded = np.flatnonzero(np.count_nonzero(above, axis=1) > max_per_row)
+    # Counted in the narrowest integer that holds K (a byte sum is ~2x faster than count_nonzero).
+    count_type = np.uint8 if block.shape[1] < 2**8 else np.uint16 if block.shape[1] < 2**16 else np.int64
+    n_above = np.add.reduce(above.view(np.uint8), axis=1, dtype=count_type)
+    crowded = np.flatnonzero(n_above > max_per_row)
     if crowded.size:
         k = block.shape[1]
         kth = np.partition(sub[crowded], k - max_per_row, axis=1)[:, k - max_per_row]
@@ -158,7 +175,7 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
     k = np.asarray(block.shape[1], dtype=flat.dtype)
     r = flat // k
     j = flat - r * k
-    margin = sub[r, j].astype(np.float64) - p_given[idx[r]]
+    margin = sub.reshape(-1).take(flat).astype(np.float64) - p_given[idx[r]]
     # up to 8 pairs per row: 32-bit offsets and classes halve what the caller keeps for N rows
     return idx[r].astype(np.int32), j.astype(np.int32), margin
 
@@ -277,12 +294,12 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
         # arg-max among their confident classes (thr > 0, so zeroing the unconfident ones keeps
         # it; a row with no confident class is not counted).
         guess = pred.copy()
-        p_max = block[np.arange(stop - start), pred]
+        p_max = take_cells(block, np.arange(stop - start), pred)
         counted = p_max >= thr_b[pred]
         # A row whose largest probability is below every threshold has no confident class.
         rest = np.flatnonzero(~counted & (p_max >= thr_b.min()))
         if rest.size:
-            sub = block[rest]
+            sub = np.take(block, rest, axis=0)
             confident = sub >= thr_b
             g = (sub * confident).argmax(axis=1)
             guess[rest] = g
@@ -353,20 +370,21 @@ def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
     bucket = _monotone_buckets(scores, n_buckets)
     if bucket is None:
         return _top_per_group_sorted(groups, scores, quota, ties)
-    cell = groups.astype(np.int64) * n_buckets + bucket
-    hist = np.bincount(cell, minlength=len(quota) * n_buckets).reshape(len(quota), n_buckets)
-    # at_or_above[g, b]: members of g in bucket b or higher; higher buckets hold higher scores
-    at_or_above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1].ravel()
-    above = at_or_above - hist.ravel()
-    q = quota[groups]
-    within = at_or_above[cell] <= q  # the whole bucket and all above it fit: picked
-    boundary = ~within & (above[cell] < q)  # straddles the quota: decided exactly
-    picked = within
-    rows = np.flatnonzero(boundary)
+    n_groups = len(quota)
+    hist = np.bincount(groups * n_buckets + bucket, minlength=n_groups * n_buckets)
+    hist = hist.reshape(n_groups, n_buckets)
+    # at_or_above[g, b]: members of g in bucket b or higher (higher buckets hold higher scores);
+    # it falls with b, so the buckets that fit whole are those from `first_in` up.
+    at_or_above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
+    q = quota.astype(np.int64)
+    first_in = np.count_nonzero(at_or_above > q[:, None], axis=1)
+    taken = np.append(at_or_above, np.zeros((n_groups, 1), np.int64), axis=1)[np.arange(n_groups), first_in]
+    # The bucket just below straddles the quota unless the buckets above fill it exactly.
+    straddle = np.where(taken < q, first_in - 1, -1)
+    picked = bucket >= first_in[groups]
+    rows = np.flatnonzero(bucket == straddle[groups])
     if rows.size:
-        rest = quota.astype(np.int64).copy()
-        rest[groups[rows]] -= above[cell[rows]]
-        picked[rows] = _top_per_group_sorted(groups[rows], scores[rows], rest, ties)
+        picked[rows] = _top_per_group_sorted(groups[rows], scores[rows], q - taken, ties)
     return picked
 
 

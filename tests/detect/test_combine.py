@@ -293,3 +293,14 @@ def test_expected_f1_count_matches_brute_force(q, seed):
     assert value >= best - 1e-12
     perm = np.random.default_rng(seed + 1).permutation(len(q))
     assert expected_f1_count(q[perm], eligible[perm]) == got
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 60_000), frac=st.floats(0.0, 1.0), levels=st.sampled_from([2, 50, 0]),
+       seed=st.integers(0, 2**32 - 1))
+def test_kth_smallest_is_exact(n, frac, levels, seed):
+    from cleanpipe.detect.combine import _kth_smallest
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, levels, n) / levels if levels else rng.beta(0.5, 2.0, n)
+    k = max(1, min(n, int(frac * n)))
+    assert _kth_smallest(values, k) == np.sort(values)[k - 1]

@@ -220,3 +220,13 @@ def test_interp_uniform_matches_numpy_interp(data):
     x = np.concatenate([rng.uniform(lo - 1, hi + 1, 200), grid, [lo, hi]])
     np.testing.assert_allclose(interp_uniform(x, grid, values), np.interp(x, grid, values),
                                rtol=1e-12, atol=1e-12 * values.max())
+
+
+@SETTINGS
+@given(x=hnp.arrays(np.float64, st.integers(0, 300), elements=st.floats(0.0, 1.0)),
+       log_bins=st.integers(0, 11))
+def test_dyadic_histogram_matches_numpy(x, log_bins):
+    from cleanpipe.detect.mixture import _dyadic_histogram
+    bins = 2 ** log_bins
+    np.testing.assert_array_equal(_dyadic_histogram(x, bins),
+                                  np.histogram(x, bins=bins, range=(0.0, 1.0))[0])
