@@ -91,9 +91,11 @@ def find_label_issues(labels, pred_probs, *, method: str = "combined", mixture: 
     the normalised cross-entropy losses ``-log p_given``; ``p_noisy`` is the posterior of the
     high-loss component. ``label_score`` is the posterior that the given label is the true one,
     ``T[g, g] p_g / sum_j T[g, j] p_j`` with ``T`` the estimated noise matrix. The default
-    ``combined`` rule flags the ``k`` rows with the lowest ``label_score``, where ``k`` is the larger
-    of the confident joint's off-diagonal count and the number of rows with ``p_noisy >
-    noisy_threshold``, and never a row whose arg-max is its label.
+    ``combined`` rule flags the ``k`` rows with the lowest ``label_score``, where ``k`` is the count
+    that maximises the expected F1 under ``1 - label_score`` or the number of rows with ``p_noisy >
+    noisy_threshold``, whichever is larger (moved towards cleanlab's per-cell pruning count by at
+    most two standard errors), and never a row whose arg-max is its label; rows that per-cell
+    pruning also flags rank up to two standard errors of their score earlier.
 
     Examples
     --------
