@@ -12,11 +12,23 @@ from ..errors import InputError
 #: Rows of ``pred_probs`` must sum to 1 within this tolerance (float32 probabilities included).
 SUM_TOLERANCE = 1e-3
 
-#: Rows per block when walking ``pred_probs``; bounds the temporaries to a few tens of MB.
-DEFAULT_BLOCK_ROWS = 65536
+#: Bytes of ``pred_probs`` per block when walking it. Small enough that a block's temporaries are
+#: reused from the heap rather than mapped fresh (page faults cost more than the passes over a
+#: block), large enough that per-block overhead stays negligible.
+BLOCK_BYTES = 8 << 20
+_MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 1024, 65536
 
 
-def iter_blocks(pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS):
+def block_rows_for(pred_probs, block_rows: int | None = None) -> int:
+    """``block_rows`` if given, else the rows that hold about :data:`BLOCK_BYTES` of ``pred_probs``."""
+    if block_rows is not None:
+        return int(block_rows)
+    k = pred_probs.shape[1] if len(pred_probs.shape) > 1 else 1
+    itemsize = np.dtype(getattr(pred_probs, "dtype", np.float64)).itemsize
+    return int(np.clip(BLOCK_BYTES // max(k * itemsize, 1), _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS))
+
+
+def iter_blocks(pred_probs, block_rows: int | None = None):
     """Yield ``(start, stop, block)`` over row ranges of an (N, K) array-like.
 
     ``pred_probs`` may be an ndarray, a ``np.memmap`` or any object with ``shape`` and row slicing
@@ -24,6 +36,7 @@ def iter_blocks(pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS):
     Blocks keep their dtype: float32 stays float32.
     """
     n = pred_probs.shape[0]
+    block_rows = block_rows_for(pred_probs, block_rows)
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         # C order, so the passes can address cells through flat positions (a copy only for a
@@ -38,7 +51,7 @@ def _threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def map_blocks(fn, pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS) -> list:
+def map_blocks(fn, pred_probs, block_rows: int | None = None) -> list:
     """``[fn(start, stop, block) for each block]``, in block order.
 
     Blocks of an in-memory (or memory-mapped) ndarray run on a few threads: numpy releases the GIL
@@ -46,6 +59,7 @@ def map_blocks(fn, pred_probs, block_rows: int = DEFAULT_BLOCK_ROWS) -> list:
     sources are read in order on one thread. ``fn`` must not share scratch memory between calls.
     """
     n = pred_probs.shape[0]
+    block_rows = block_rows_for(pred_probs, block_rows)
     if not isinstance(pred_probs, np.ndarray) or n <= block_rows or _threads() == 1:
         return [fn(*b) for b in iter_blocks(pred_probs, block_rows)]
     with ThreadPoolExecutor(max_workers=_threads()) as pool:
@@ -78,7 +92,7 @@ def check_labels(labels, n_classes: int | None = None, *, name: str = "labels") 
     return arr
 
 
-def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int = DEFAULT_BLOCK_ROWS,
+def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int | None = None,
                      name: str = "pred_probs", require_sum_one: bool = True):
     """Check an (N, K) probability matrix block by block; return it unchanged.
 

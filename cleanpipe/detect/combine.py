@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import DEFAULT_BLOCK_ROWS, map_blocks
+from ._validate import block_rows_for, map_blocks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate)
 from .mixture import LossMixture, fit_loss_mixture
@@ -58,7 +58,7 @@ class Detection:
 
 
 def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
-                  block_rows: int = DEFAULT_BLOCK_ROWS) -> np.ndarray:
+                  block_rows: int | None = None) -> np.ndarray:
     """The default ``label_score``: posterior that the given label is the true one.
 
     Under the class-conditional noise model with the noise matrix ``T = P(given | true)`` that
@@ -205,7 +205,7 @@ def _lowest(score: np.ndarray, k: int) -> np.ndarray:
 
 
 def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture: str = "beta",
-           noisy_threshold: float = NOISY_THRESHOLD, block_rows: int = DEFAULT_BLOCK_ROWS) -> Detection:
+           noisy_threshold: float = NOISY_THRESHOLD, block_rows: int | None = None) -> Detection:
     """Score and flag rows of validated inputs (see :func:`cleanpipe.find_label_issues`).
 
     Notes

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import DEFAULT_BLOCK_ROWS, map_blocks
+from ._validate import block_rows_for, map_blocks
 
 #: Tolerance below a threshold that still counts as "confident" (float32 round-off).
 _THRESHOLD_SLACK = 1e-6
@@ -102,12 +102,12 @@ def take_cells(matrix: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nda
     ``ndarray.take`` on the flat view is ~3x faster than 2-D fancy indexing for one value per
     row, which every pass here does.
     """
-    flat = rows.astype(np.int64) * matrix.shape[1]
+    flat = rows * np.int64(matrix.shape[1])
     flat += cols
     return matrix.reshape(-1).take(flat)
 
 
-def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray, block_rows: int) -> np.ndarray:
+def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray, block_rows: int | None) -> np.ndarray:
     """``pred_probs[rows[m], cols[m]]`` as float64 for sorted ``rows``, one block at a time."""
     out = np.empty(len(rows), dtype=np.float64)
     if isinstance(pred_probs, np.ndarray) and pred_probs.flags.c_contiguous:
@@ -116,6 +116,7 @@ def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray, block_rows: int) -> 
     if isinstance(pred_probs, np.ndarray):
         out[:] = pred_probs[rows, cols]
         return out
+    block_rows = block_rows_for(pred_probs, block_rows)
     bounds = np.searchsorted(rows, np.arange(0, pred_probs.shape[0] + block_rows, block_rows))
     for b, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         if hi > lo:
@@ -125,9 +126,15 @@ def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray, block_rows: int) -> 
     return out
 
 
-def _gather_given(labels: np.ndarray, pred_probs, block_rows: int) -> np.ndarray:
-    """``p_given[n] = pred_probs[n, labels[n]]`` as float64."""
-    return _gather(pred_probs, np.arange(len(labels)), labels, block_rows)
+def _gather_given(labels: np.ndarray, pred_probs, block_rows: int | None) -> np.ndarray:
+    """``p_given[n] = pred_probs[n, labels[n]]`` as float64, block by block (small temporaries)."""
+    out = np.empty(len(labels), dtype=np.float64)
+
+    def gather(start, stop, block):
+        out[start:stop] = take_cells(block, np.arange(stop - start), labels[start:stop])
+
+    map_blocks(gather, pred_probs, block_rows)
+    return out
 
 
 def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disagree: np.ndarray,
@@ -250,7 +257,7 @@ def joint_prior_noise(calibrated_joint: np.ndarray):
 
 
 def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = None, *,
-                       block_rows: int = DEFAULT_BLOCK_ROWS) -> ConfidentLearning:
+                       block_rows: int | None = None) -> ConfidentLearning:
     """Run confident learning over validated inputs (two passes over ``pred_probs``).
 
     Parameters
@@ -261,8 +268,8 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
         Out-of-fold probabilities; an ndarray, memmap or any row-sliceable array.
     n_classes : int, optional
         Defaults to ``pred_probs.shape[1]``.
-    block_rows : int, default=65536
-        Rows per block; bounds the temporaries.
+    block_rows : int, optional
+        Rows per block; bounds the temporaries (default: about 8 MiB of ``pred_probs``).
 
     Returns
     -------
@@ -371,7 +378,10 @@ def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
     if bucket is None:
         return _top_per_group_sorted(groups, scores, quota, ties)
     n_groups = len(quota)
-    hist = np.bincount(groups * n_buckets + bucket, minlength=n_groups * n_buckets)
+    cell = groups * np.int64(n_buckets)
+    cell += bucket
+    hist = np.bincount(cell, minlength=n_groups * n_buckets)
+    del cell
     hist = hist.reshape(n_groups, n_buckets)
     # at_or_above[g, b]: members of g in bucket b or higher (higher buckets hold higher scores);
     # it falls with b, so the buckets that fit whole are those from `first_in` up.
@@ -380,7 +390,8 @@ def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
     first_in = np.count_nonzero(at_or_above > q[:, None], axis=1)
     taken = np.append(at_or_above, np.zeros((n_groups, 1), np.int64), axis=1)[np.arange(n_groups), first_in]
     # The bucket just below straddles the quota unless the buckets above fill it exactly.
-    straddle = np.where(taken < q, first_in - 1, -1)
+    straddle = np.where(taken < q, first_in - 1, -1).astype(np.int32)  # buckets fit in 32 bits
+    first_in = first_in.astype(np.int32)
     picked = bucket >= first_in[groups]
     rows = np.flatnonzero(bucket == straddle[groups])
     if rows.size:
@@ -399,8 +410,10 @@ def _monotone_buckets(scores: np.ndarray, n_buckets: int):
     scale = n_buckets / span if np.isfinite(span) and span > 0 else np.inf
     if not np.isfinite(scale):  # NaN or inf scores, a range that overflows, or all equal
         return None
-    b = (scores - lo) * scale
-    return np.minimum(b.astype(np.int64), n_buckets - 1)
+    b = scores - lo
+    b *= scale
+    bucket = b.astype(np.int32)  # n_buckets <= 128
+    return np.minimum(bucket, n_buckets - 1, out=bucket)
 
 
 def _top_per_group_sorted(groups, scores, quota, ties):

@@ -39,8 +39,8 @@ def _dyadic_histogram(x: np.ndarray, bins: int) -> np.ndarray:
     ``x * bins`` is exact for a power of two, so the floor is the bin ``np.histogram`` would
     choose with the same edges (the last bin closed), at the cost of one multiply and a bincount.
     """
-    idx = np.minimum((x * bins).astype(np.intp), bins - 1)
-    return np.bincount(idx, minlength=bins)
+    idx = (x * bins).astype(np.int32)
+    return np.bincount(np.minimum(idx, bins - 1, out=idx), minlength=bins)
 
 
 @dataclass(frozen=True)
@@ -247,11 +247,12 @@ def interp_uniform(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.nd
     pos = np.subtract(x, grid[0], dtype=np.float64)
     pos *= last / (grid[-1] - grid[0])
     np.clip(pos, 0.0, last, out=pos)
-    i = np.minimum(pos.astype(np.intp), last - 1)
+    i = pos.astype(np.int32 if last < 2**31 else np.intp)
+    np.minimum(i, last - 1, out=i)
     pos -= i
     out = np.diff(values).take(i)
     out *= pos
-    out += values.take(i)
+    out += np.take(values, i, out=pos)  # pos is spent: its memory takes the left values
     return out
 
 
