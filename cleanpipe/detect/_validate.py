@@ -51,19 +51,27 @@ def _threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def map_blocks(fn, pred_probs, block_rows: int | None = None) -> list:
+def map_blocks(fn, pred_probs, block_rows: int | None = None, *, alongside=None):
     """``[fn(start, stop, block) for each block]``, in block order.
 
     Blocks of an in-memory (or memory-mapped) ndarray run on a few threads: numpy releases the GIL
     inside its loops, so the passes over a large matrix use every core. Other row-sliceable
     sources are read in order on one thread. ``fn`` must not share scratch memory between calls.
+
+    ``alongside``, a callable taking no argument, runs in the same pool while the blocks are
+    walked (work that does not need this pass's results, mostly single-threaded, fills a core
+    instead of waiting for the pass); then ``(results, alongside())`` is returned.
     """
     n = pred_probs.shape[0]
     block_rows = block_rows_for(pred_probs, block_rows)
     if not isinstance(pred_probs, np.ndarray) or n <= block_rows or _threads() == 1:
-        return [fn(*b) for b in iter_blocks(pred_probs, block_rows)]
+        side = alongside() if alongside is not None else None
+        results = [fn(*b) for b in iter_blocks(pred_probs, block_rows)]
+        return results if alongside is None else (results, side)
     with ThreadPoolExecutor(max_workers=_threads()) as pool:
-        return list(pool.map(lambda b: fn(*b), iter_blocks(pred_probs, block_rows)))
+        side = pool.submit(alongside) if alongside is not None else None
+        results = list(pool.map(lambda b: fn(*b), iter_blocks(pred_probs, block_rows)))
+        return results if side is None else (results, side.result())
 
 
 def check_labels(labels, n_classes: int | None = None, *, name: str = "labels") -> np.ndarray:

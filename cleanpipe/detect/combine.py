@@ -58,7 +58,7 @@ class Detection:
 
 
 def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
-                  block_rows: int | None = None) -> np.ndarray:
+                  block_rows: int | None = None, alongside=None):
     """The default ``label_score``: posterior that the given label is the true one.
 
     Under the class-conditional noise model with the noise matrix ``T = P(given | true)`` that
@@ -68,6 +68,9 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
 
     It is 1 when the model and the noise estimate agree that the label is right and falls as the
     other classes, weighted by how often they are mislabeled as the given one, take over.
+
+    With ``alongside`` (a callable), it runs during the pass (see :func:`map_blocks`) and
+    ``(label_score, alongside())`` is returned.
     """
     t = cl.noise_matrix
     t_cast = {np.dtype(np.float32): t.astype(np.float32), np.dtype(np.float64): t}
@@ -81,8 +84,9 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
         num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 
-    map_blocks(score, pred_probs, block_rows)
-    return np.clip(out, 0.0, 1.0, out=out)
+    side = map_blocks(score, pred_probs, block_rows, alongside=alongside)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out if alongside is None else (out, side[1])
 
 
 def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
@@ -121,7 +125,8 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
 
 
 def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray, score: np.ndarray,
-                    disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD) -> np.ndarray:
+                    disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD, *,
+                    pruned: np.ndarray | None = None) -> np.ndarray:
     """The default rule: how many from three estimates, which from ``label_score``.
 
     1. ``k0 = max(expected_f1_count(1 - label_score), #{p_noisy > noisy_threshold})``: the
@@ -138,7 +143,8 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
        agreement outweighs a noisy posterior. The ``k`` lowest are flagged, except rows whose
        arg-max class is their given label.
     """
-    k, rank_by = combined_count_and_rank(cl, labels, p_noisy, score, disagrees, noisy_threshold)
+    k, rank_by = combined_count_and_rank(cl, labels, p_noisy, score, disagrees, noisy_threshold,
+                                         pruned=pruned)
     flags = np.zeros(len(score), dtype=bool)
     if k > 0:
         flags[_lowest(rank_by, k)] = True
@@ -147,8 +153,11 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
 
 def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray,
                             score: np.ndarray, disagrees: np.ndarray,
-                            noisy_threshold: float = NOISY_THRESHOLD):
+                            noisy_threshold: float = NOISY_THRESHOLD, *,
+                            pruned: np.ndarray | None = None):
     """The number of rows ``k`` the combined rule flags and the order it takes them in.
+
+    ``pruned``, if given, is :func:`flags_by_cell_margin` already computed.
 
     Returns
     -------
@@ -159,7 +168,8 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
     """
     k0 = max(expected_f1_count(1.0 - score, disagrees),
              int(np.count_nonzero(p_noisy > noisy_threshold)))
-    pruned = flags_by_cell_margin(cl, labels)
+    if pruned is None:
+        pruned = flags_by_cell_margin(cl, labels)
     n_pruned = int(np.count_nonzero(pruned))
     k = min(n_pruned, int(k0 + _Z * np.sqrt(k0))) if n_pruned > k0 else k0
     # Only the pruned rows move: the shift is computed for them alone.
@@ -222,14 +232,21 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     noisy_threshold`` and arg-max differs from the label).
     """
     cl = confident_learning(labels, pred_probs, block_rows=block_rows)
-    loss = np.maximum(cl.p_given, _LOSS_FLOOR)
-    loss = np.negative(np.log(loss, out=loss), out=loss).astype(np.float32)
-    mix = fit_loss_mixture(loss, family=mixture)
-    p_noisy = mix.p_noisy(loss)
-    score = label_quality(labels, pred_probs, cl, block_rows=block_rows)
+
+    def from_confident_learning():
+        # Needs only `cl`, not label_score: runs on a core of its own during the label_score pass.
+        loss = np.maximum(cl.p_given, _LOSS_FLOOR)
+        loss = np.negative(np.log(loss, out=loss), out=loss).astype(np.float32)
+        mix = fit_loss_mixture(loss, family=mixture)
+        pruned = flags_by_cell_margin(cl, labels) if method == "combined" else None
+        return loss, mix, mix.p_noisy(loss), pruned
+
+    score, (loss, mix, p_noisy, pruned) = label_quality(
+        labels, pred_probs, cl, block_rows=block_rows, alongside=from_confident_learning)
     disagrees = cl.predicted != labels
     if method == "combined":
-        flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold)
+        flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,
+                                pruned=pruned)
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":
