@@ -388,7 +388,8 @@ def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
     at_or_above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
     q = quota.astype(np.int64)
     first_in = np.count_nonzero(at_or_above > q[:, None], axis=1)
-    taken = np.append(at_or_above, np.zeros((n_groups, 1), np.int64), axis=1)[np.arange(n_groups), first_in]
+    padded = np.append(at_or_above, np.zeros((n_groups, 1), np.int64), axis=1)
+    taken = padded[np.arange(n_groups), first_in]  # members in the buckets that fit whole
     # The bucket just below straddles the quota unless the buckets above fill it exactly.
     straddle = np.where(taken < q, first_in - 1, -1).astype(np.int32)  # buckets fit in 32 bits
     first_in = first_in.astype(np.int32)
@@ -410,7 +411,7 @@ def _monotone_buckets(scores: np.ndarray, n_buckets: int):
     scale = n_buckets / span if np.isfinite(span) and span > 0 else np.inf
     if not np.isfinite(scale):  # NaN or inf scores, a range that overflows, or all equal
         return None
-    b = scores - lo
+    b = np.subtract(scores, lo, dtype=np.float64)
     b *= scale
     bucket = b.astype(np.int32)  # n_buckets <= 128
     return np.minimum(bucket, n_buckets - 1, out=bucket)
