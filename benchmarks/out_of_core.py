@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             + markdown_table(table, floatfmt=".1f"))
     print(text)
     if args.write:
-        body = (provenance_block("benchmarks/out_of_core.py", _version()) + "\n"
+        body = (provenance_block("out_of_core.py", _version()) + "\n"
                 "Peak RSS is the whole process (Python, numpy, pyarrow and the labels included); "
                 "extra peak is the rise during the call. The memory-mapped and Parquet sources are "
                 "walked in row blocks (a statistics pass for the thresholds, a counting pass for "
