@@ -29,7 +29,8 @@ CLEAN_COLUMNS = ("sample_weight", "original_label")
 #: Cleaning modes; the first is the default. ``benchmarks/retrain.py`` chose it: with a strong
 #: flagger (digits) ``drop`` helps most, but with a weak one (a 20k-row synthetic table, where the
 #: out-of-fold model is far below the retrained MLP) dropping or down-weighting its false flags
-#: costs more than the noise does, while ``relabel`` acts only on strong evidence and never hurt.
+#: costs more than the noise does, while ``relabel`` acts only on strong evidence and never hurt
+#: (mean gap closed with retrain's default loss: relabel 0.69, weight 0.52, drop 0.36).
 MODES = ("relabel", "drop", "weight")
 
 #: Default floor of ``sample_weight`` for flagged rows.

@@ -85,8 +85,9 @@ def _class_prior(explicit, data: str, table):
 @click.option("--weight-col", default="auto", show_default=True,
               help="Row-weight column; 'auto' uses sample_weight when DATA has it, 'none' ignores it.")
 @click.option("--loss", default=None,
-              help="Loss from cleanpipe.losses.LOSSES (ce, sce, gce, forward, dynamic-hard, ...) "
-                   "[default: sce].")
+              help="Loss from cleanpipe.losses.LOSSES (ce, sce, gce, forward, dynamic-hard, ...) or "
+                   "auto: forward when flag's noise matrix is pair-like (most flips of a class go "
+                   "to one other class), else sce [default: auto].")
 @click.option("--loss-param", "loss_params", multiple=True, metavar="KEY=VALUE",
               help="Loss hyper-parameter, repeatable (e.g. --loss gce --loss-param q=0.7).")
 @click.option("--noisy-weight", default="online", show_default=True, type=click.Choice(["online", "column"]),
@@ -100,8 +101,8 @@ def _class_prior(explicit, data: str, table):
               help="Weight of KL(class prior || mean batch prediction); the prior is flag's estimate "
                    "when its summary is found, else the label frequencies (0: off).")
 @click.option("--noise-matrix", default=None, type=click.Path(path_type=str),
-              help="summary.json of the flag run, for --loss forward's noise matrix and --prior-reg's "
-                   "class prior (default: beside DATA).")
+              help="summary.json of the flag run, for the noise matrix of --loss forward / auto and "
+                   "--prior-reg's class prior (default: beside DATA, or the cleaned file's metadata).")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--epochs", default=40, show_default=True, type=int)
 @click.option("--batch-size", default=256, show_default=True, type=int)
@@ -145,9 +146,9 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     from ..errors import InputError
     from ..io import cleanup_stale_temps, read_table
     from ..losses import get_loss
-    from ..train import DEFAULT_LOSS, TrainConfig, check_model_dir, retrain_table, save_model_dir
+    from ..train import AUTO_LOSS, DEFAULT_LOSS, TrainConfig, check_model_dir, retrain_table, save_model_dir
 
-    if loss:
+    if loss and loss != AUTO_LOSS:
         get_loss(loss)  # an unknown name fails before the data is read
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          hidden=_parse_hidden(hidden), dropout=dropout, patience=patience,
@@ -165,7 +166,9 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
         weight_col = "sample_weight" if "sample_weight" in table.column_names else None
     elif weight_col == "none":
         weight_col = None
-    nm, nm_classes = _noise_matrix(noise_matrix, data, table) if loss == "forward" else (None, None)
+    # auto (the default) picks its loss from the noise matrix when flag's summary is found
+    nm, nm_classes = (_noise_matrix(noise_matrix, data, table) if loss in ("forward", AUTO_LOSS)
+                      else (None, None))
     prior = _class_prior(noise_matrix, data, table) if prior_reg > 0 else None
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, epochs))

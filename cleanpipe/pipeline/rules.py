@@ -195,7 +195,7 @@ def check_loss(p, origin: str) -> None:
     from ..losses import LOSSES
     from ..train import retrain
     usable = getattr(retrain, "single_label_losses", None)
-    names = usable() if usable else [n for n in LOSSES if n != "bce"]
+    names = (usable() if usable else [n for n in LOSSES if n != "bce"]) + [retrain.AUTO_LOSS]
     if p.retrain.loss is not None:  # None: retrain's default
         _choice(origin, "[retrain] loss", p.retrain.loss, names)
 

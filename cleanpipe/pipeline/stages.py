@@ -192,8 +192,9 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
         path = ctx.data
     table = read_table(path)
     noise_matrix = classes = None
-    if r.loss == "forward":
-        noise_matrix, classes = _noise_matrix(ctx, table)
+    if r.loss in (None, "auto", "forward"):
+        # auto (the default) reads the matrix to pick its loss and does without one; forward needs it
+        noise_matrix, classes = _noise_matrix(ctx, table, required=r.loss == "forward")
     config = TrainConfig(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
                          hidden=tuple(r.hidden), dropout=r.dropout, patience=r.patience,
                          val_fraction=r.val_fraction, seed=r.seed, device=r.device,
@@ -221,7 +222,9 @@ def _class_prior(ctx: StageContext):
     return (s["class_prior"], s.get("classes")) if "class_prior" in s else None
 
 
-def _noise_matrix(ctx: StageContext, table: pa.Table):
+def _noise_matrix(ctx: StageContext, table: pa.Table, *, required: bool = True):
+    """(noise matrix, classes) of the flag stage or of the cleaned table's metadata; (None, None)
+    when there is none and it is not ``required``."""
     from ..clean import table_metadata
     if "flag" in ctx.upstream:
         s = _read_json(ctx.upstream["flag"] / SUMMARY)
@@ -229,6 +232,8 @@ def _noise_matrix(ctx: StageContext, table: pa.Table):
     meta = table_metadata(table, "cleanpipe.clean")
     if "noise_matrix" in meta:
         return meta["noise_matrix"], meta.get("classes")
+    if not required:
+        return None, None
     raise InputError("[retrain] loss = \"forward\" needs the noise matrix of a flag stage; add "
                      "\"flag\" to stages or pick another loss")
 

@@ -10,14 +10,16 @@ commands start fast.
 
 from .loop import TrainConfig, TrainHistory, fit, random_split, resolve_device, stratified_split
 from .model import Preprocessor, TabularMLP, architecture, build_model
-from .retrain import (DEFAULT_LOSS, DEFAULT_WARMUP, NON_FEATURE_COLUMNS, RetrainResult, align_noise_matrix,
+from .retrain import (AUTO_LOSS, DEFAULT_LOSS, DEFAULT_WARMUP, FALLBACK_LOSS, PAIR_SHARE, choose_loss,
+                      flip_concentration, NON_FEATURE_COLUMNS, RetrainResult, align_noise_matrix,
                       is_multilabel_loss, predict_table, retrain_table, single_label_losses)
 from .store import LoadedModel, check_model_dir, load_model_dir, read_metrics, save_model_dir
 from .multilabel import (DEFAULT_MULTILABEL_LOSS, predict_multilabel_table,  # noqa: E402
                          retrain_multilabel_table)
 
 __all__ = [
-    "DEFAULT_LOSS", "DEFAULT_WARMUP", "NON_FEATURE_COLUMNS", "LoadedModel", "Preprocessor", "RetrainResult", "TabularMLP",
+    "AUTO_LOSS", "DEFAULT_LOSS", "DEFAULT_WARMUP", "FALLBACK_LOSS", "PAIR_SHARE", "choose_loss",
+    "flip_concentration", "NON_FEATURE_COLUMNS", "LoadedModel", "Preprocessor", "RetrainResult", "TabularMLP",
     "TrainConfig", "TrainHistory", "align_noise_matrix", "architecture", "build_model", "check_model_dir",
     "fit", "is_multilabel_loss", "load_model_dir", "predict_table", "read_metrics", "resolve_device",
     "retrain_table", "save_model_dir", "single_label_losses", "stratified_split",

@@ -30,10 +30,19 @@ from .store import FORMAT_NAME, FORMAT_VERSION, LoadedModel
 
 #: Columns never used as features: what flag and clean add.
 NON_FEATURE_COLUMNS = FLAG_COLUMNS + SUSPECT_COLUMNS + CLEAN_COLUMNS
-#: Default loss of ``cleanpipe retrain``, chosen from ``benchmarks/retrain.py``: symmetric
-#: cross-entropy closed the largest share of the noisy-to-oracle gap on noisy labels, costs no more
-#: than cross-entropy and, unlike ``forward`` and ``dynamic-*``, needs nothing from ``flag``.
-DEFAULT_LOSS = "sce"
+#: ``loss="auto"``: pick the loss from the noise matrix ``flag`` estimated, see :func:`choose_loss`.
+AUTO_LOSS = "auto"
+#: Default loss of ``cleanpipe retrain``, chosen from ``benchmarks/retrain.py``: after ``clean
+#: --mode relabel``, ``auto`` closed 0.69 of the noisy-to-oracle gap on average against 0.56 for
+#: ``sce`` (the default before it) and 0.46 for ``dynamic-hard``.
+DEFAULT_LOSS = AUTO_LOSS
+#: What ``auto`` trains with unless the noise is pair-like: symmetric cross-entropy is robust to
+#: noise spread over the other classes, costs no more than cross-entropy and needs nothing from flag.
+FALLBACK_LOSS = "sce"
+#: ``auto`` picks ``forward`` when :func:`flip_concentration` is at least this: between what flag's
+#: matrices gave in ``benchmarks/retrain.py`` for symmetric noise (0.02-0.14) and pair noise
+#: (0.57-0.65), on both data sets.
+PAIR_SHARE = 0.35
 #: Default epochs of plain cross-entropy before the first online mixture fit.
 DEFAULT_WARMUP = 5
 
@@ -116,6 +125,87 @@ def align_noise_matrix(noise_matrix, matrix_classes, classes: list) -> np.ndarra
     return (sub / col).astype(np.float32)
 
 
+def flip_concentration(noise_matrix) -> float:
+    """How much of each class's estimated flips goes to one other class, from 0 (spread evenly over
+    the other classes, as symmetric noise does) to 1 (all to one class, as pair noise does).
+
+    Parameters
+    ----------
+    noise_matrix : array-like of shape (K, K), K >= 3
+        ``P(given | true)``, indexed ``[given, true]``.
+
+    Returns
+    -------
+    float
+        ``(s - 1 / (K - 1)) / (1 - 1 / (K - 1))`` clipped to ``[0, 1]``, where
+        ``s = sum_j max_{i != j} T[i, j] / sum_j sum_{i != j} T[i, j]`` is the share of the
+        off-diagonal mass that lies in each true class's largest off-diagonal cell: ``s`` is
+        ``1 / (K - 1)`` for evenly spread flips, so the rescaling makes the value comparable across
+        numbers of classes. 0 for a matrix without flips.
+
+    Examples
+    --------
+    >>> flip_concentration([[0.7, 0.0, 0.3], [0.3, 0.7, 0.0], [0.0, 0.3, 0.7]])
+    1.0
+    >>> flip_concentration([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    0.0
+    """
+    t = np.asarray(noise_matrix, dtype=np.float64)
+    k = len(t)
+    off = t * (1 - np.eye(k))
+    total = off.sum()
+    if total <= 0 or k < 3:
+        return 0.0
+    share = off.max(axis=0).sum() / total
+    return float(np.clip((share - 1 / (k - 1)) / (1 - 1 / (k - 1)), 0.0, 1.0))
+
+
+def choose_loss(noise_matrix) -> tuple[str, dict]:
+    """The loss ``auto`` resolves to, and the JSON-ready record of why.
+
+    ``forward`` when the noise matrix is pair-like (:func:`flip_concentration` >= :data:`PAIR_SHARE`
+    with at least three classes), else :data:`FALLBACK_LOSS`.
+
+    Notes
+    -----
+    Symmetric losses such as ``sce`` tolerate noise that spreads a class's flips over the other
+    classes but not noise that sends them to one other class, where the flipped rows form a
+    consistent wrong signal; forward correction models any class-dependent noise but relies on the
+    estimated matrix, whose error on spread-out noise costs more than it corrects (in
+    ``benchmarks/retrain.py`` ``forward`` beat ``sce`` on pair noise and lost to it on symmetric
+    noise, on both data sets). The concentration separates the two there (see :data:`PAIR_SHARE`).
+    With two classes every flip goes to the other class, so the concentration says nothing and
+    ``auto`` keeps the fallback.
+    """
+    if noise_matrix is None:
+        return FALLBACK_LOSS, {"chosen": FALLBACK_LOSS, "reason": "no noise matrix from flag"}
+    t = np.asarray(noise_matrix, dtype=np.float64)
+    if t.ndim != 2 or t.shape[0] != t.shape[1]:
+        raise InputError(f"the noise matrix has shape {t.shape}, not K x K; pass the summary.json "
+                         "cleanpipe flag wrote for this data")
+    if len(t) < 3:
+        return FALLBACK_LOSS, {"chosen": FALLBACK_LOSS, "reason": "two classes"}
+    share = flip_concentration(t)
+    chosen = "forward" if share >= PAIR_SHARE else FALLBACK_LOSS
+    return chosen, {"chosen": chosen, "flip_concentration": round(share, 6), "threshold": PAIR_SHARE,
+                    "reason": "pair-like noise" if chosen == "forward" else "noise spread over classes"}
+
+
+def _labels_flag_scored(table: pa.Table, label: str) -> pa.Table:
+    """``table`` with the ``label`` column replaced by ``original_label`` (what ``clean --mode
+    relabel`` keeps), for ``forward``.
+
+    ``forward``'s noise matrix is flag's estimate of ``P(given | true)`` for the labels flag scored.
+    After relabelling, some labels are flag's own predictions, whose noise the matrix over-states;
+    adjusting the matrix for the relabelled rows or re-estimating it on the new labels did not
+    make up for that: on pair noise ``forward`` on the original labels closed more of the gap in
+    ``benchmarks/retrain.py`` (digits 0.80, the 20k-row table 0.77) than on the relabelled ones
+    (0.78 / 0.70 with flag's matrix, 0.50 / 0.73 adjusted, 0.45 / 0.76 re-estimated).
+    """
+    original = table.column("original_label")
+    return table.set_column(table.schema.get_field_index(label), pa.field(label, original.type), original)
+
+
 def _weights(table: pa.Table, name: str, rows: np.ndarray) -> np.ndarray:
     if name not in table.column_names:
         raise InputError(f"--weight-col '{name}' not found (columns: {', '.join(table.column_names)}); "
@@ -187,10 +277,14 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
     weight_col : str, optional
         Column of per-row weights (>= 0), e.g. ``sample_weight`` from ``clean --mode weight``.
     loss : str, optional
-        A single-label name from :data:`cleanpipe.losses.LOSSES` (see :func:`single_label_losses`);
-        default :data:`DEFAULT_LOSS`, or the multi-label default for a multi-label label (where a
-        single-label name is refused).
-        ``forward`` needs ``noise_matrix``; ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
+        A single-label name from :data:`cleanpipe.losses.LOSSES` (see :func:`single_label_losses`)
+        or ``"auto"``; default :data:`DEFAULT_LOSS` (``"auto"``), or the multi-label default for a
+        multi-label label (where a single-label name is refused). ``auto`` trains with ``forward``
+        when ``noise_matrix`` is pair-like and with ``sce`` otherwise or without one
+        (:func:`choose_loss`; the choice is recorded in ``metrics["settings"]["loss_choice"]``).
+        ``forward`` needs ``noise_matrix`` and, on a table that ``clean --mode relabel`` wrote,
+        trains on ``original_label`` (the labels the matrix describes, see
+        :func:`_labels_flag_scored`); ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
     loss_params : dict, optional
         Loss hyper-parameters (``{"q": 0.7}`` for ``gce``).
     noise_matrix : array-like of shape (n_classes, n_classes), optional
@@ -235,6 +329,9 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
             source=source, on_epoch=on_epoch)
     config.check()
     loss = loss or DEFAULT_LOSS
+    loss_choice = None
+    if loss == AUTO_LOSS:
+        loss, loss_choice = choose_loss(noise_matrix)
     loss_fn = get_loss(loss)
     if is_multilabel_loss(loss):
         raise InputError(f"--loss {loss} is a multi-label loss (it takes a 0/1 target matrix) but "
@@ -244,6 +341,9 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
     if label not in table.column_names:
         raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
                          f"{', '.join(table.column_names)}); pass --label with one of them")
+    labels_from = label
+    if loss == "forward" and "original_label" in table.column_names:
+        table, labels_from = _labels_flag_scored(table, label), "original_label"
     codes, classes_arr = encode_labels(table.column(label), label)
     rows = np.flatnonzero(codes >= 0)
     if len(classes_arr) < 2 or len(rows) < 2:
@@ -284,9 +384,10 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         "preprocessing": pre.to_dict(),
         "loss": {"name": loss, "params": {k: v for k, v in kwargs.items() if k != "noise_matrix"},
                  "noisy_weight": ("online" if online else "column") if loss.startswith("dynamic")
-                 else None},
+                 else None, "auto": loss_choice},
     }
-    settings = dict(config.to_dict(), loss=loss, loss_params=spec["loss"]["params"], label=label,
+    settings = dict(config.to_dict(), loss=loss, loss_choice=loss_choice, labels_from=labels_from,
+                    loss_params=spec["loss"]["params"], label=label,
                     weight_col=weight_col, features=pre.columns, ids=list(ids),
                     noisy_weight=spec["loss"]["noisy_weight"], warmup=warmup if online else None,
                     prior=None if prior is None else np.round(prior, 6).tolist(),

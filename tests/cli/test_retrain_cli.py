@@ -116,6 +116,11 @@ def test_forward_finds_the_sidecar_summary_and_weights_are_used(data, tmp_path):
     res = run("retrain", flags, "--out", tmp_path / "f", "--loss", "forward", "--json", *FAST[:-1])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["settings"]["noise_matrix"] is not None
+    # the default loss (auto) reads the same sidecar summary to choose, and does without one
+    chosen = json.loads(run("retrain", flags, "--out", tmp_path / "a", "--json", *FAST[:-1]).stdout)
+    assert "flip_concentration" in chosen["settings"]["loss_choice"]
+    plain_run = run("retrain", plain, "--label", "kind", "--out", tmp_path / "p", "--json", *FAST[:-1])
+    assert json.loads(plain_run.stdout)["settings"]["loss_choice"]["reason"] == "no noise matrix from flag"
     line = one_error_line(run("retrain", plain, "--label", "kind", "--out", tmp_path / "g", "--loss", "forward", *FAST))
     assert "--loss forward needs the noise matrix" in line
     cleaned = tmp_path / "w.parquet"

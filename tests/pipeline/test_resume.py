@@ -206,3 +206,18 @@ def test_retrain_stage_takes_the_online_mixture_mixup_and_flag_prior(pipe):
     prior = flag_summary["class_prior"]
     assert s["prior"] == pytest.approx([p / sum(prior) for p in prior], abs=1e-5)
     assert [r["epoch"] for r in m["noise_model"]] == [1, 2, 3]
+
+
+def test_retrain_stage_default_loss_chooses_from_the_flag_noise_matrix(pipe):
+    import json
+
+    from cleanpipe.train import choose_loss
+    res = _run(pipe, "--until", "retrain", "--set", 'stages=["oof", "flag", "clean", "retrain"]',
+               "--set", "retrain.epochs=2")
+    assert res.exit_code == 0, res.output
+    run_dir = pipe.parent / "runs" / "tiny" / "r1"
+    s = json.loads((run_dir / "retrain" / "model" / "metrics.json").read_text())["settings"]
+    flag_summary = json.loads((run_dir / "flag" / "summary.json").read_text())
+    # the same choice as auto makes from the flag stage's matrix, which it therefore read
+    assert s["loss_choice"] == choose_loss(flag_summary["noise_matrix"])[1]
+    assert s["loss"] == s["loss_choice"]["chosen"] and "flip_concentration" in s["loss_choice"]

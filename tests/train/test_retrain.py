@@ -13,8 +13,8 @@ from train_tables import make_table
 
 from cleanpipe import flag_table
 from cleanpipe.errors import InputError
-from cleanpipe.train import (TrainConfig, align_noise_matrix, load_model_dir, predict_table, retrain_table,
-                             save_model_dir)
+from cleanpipe.train import (PAIR_SHARE, TrainConfig, align_noise_matrix, choose_loss, flip_concentration,
+                             load_model_dir, predict_table, retrain_table, save_model_dir)
 
 FAST = TrainConfig(epochs=4, batch_size=32, lr=1e-2, hidden=(16,), seed=0, device="cpu", threads=1)
 
@@ -46,6 +46,9 @@ def test_flag_columns_are_never_features(trained):
     m = res.metrics
     assert m["epochs"] == len(m["curve"]["train_loss"]) and 1 <= m["best_epoch"] <= m["epochs"]
     assert m["device"] == "cpu" and m["samples_per_second"] > 0 and m["settings"]["loss"] == "sce"
+    # the default loss is auto, which without a noise matrix falls back to sce and says so
+    assert m["settings"]["loss_choice"]["reason"] == "no noise matrix from flag"
+    assert res.spec["loss"]["auto"] == m["settings"]["loss_choice"]
 
 
 def test_reloaded_model_reproduces_predictions_exactly(trained, flagged):
@@ -90,6 +93,65 @@ def test_forward_needs_and_aligns_the_noise_matrix(flagged):
                                [[1.0, 0.1 / 0.9], [0.0, 0.8 / 0.9]], rtol=1e-6)
     with pytest.raises(InputError, match="no class 'z'"):
         align_noise_matrix(t, ["a", "b", "c"], ["a", "z"])
+
+
+def _noise(kind: str, k: int, rate: float) -> np.ndarray:
+    """``[given][true]`` matrix of symmetric (to a uniform other class) or pair (c -> c + 1) noise."""
+    if kind == "pair":
+        return (1 - rate) * np.eye(k) + rate * np.roll(np.eye(k), 1, axis=0)
+    return (1 - rate) * np.eye(k) + rate / (k - 1) * (1 - np.eye(k))
+
+
+@pytest.mark.parametrize("k", [3, 6, 10])
+def test_flip_concentration_separates_pair_from_spread_noise(k):
+    assert flip_concentration(_noise("pair", k, 0.3)) == pytest.approx(1.0)
+    assert flip_concentration(_noise("symmetric", k, 0.4)) == pytest.approx(0.0)
+    assert flip_concentration(np.eye(k)) == 0.0
+    # half the flips to the next class, half spread evenly: in between, on the same side for every K
+    mixed = 0.5 * _noise("pair", k, 0.3) + 0.5 * _noise("symmetric", k, 0.3)
+    assert 0.3 < flip_concentration(mixed) < 0.7
+
+
+def test_auto_loss_follows_the_noise_matrix(flagged):
+    table, summary = flagged
+    assert choose_loss(_noise("pair", 3, 0.3))[0] == "forward"
+    assert choose_loss(_noise("symmetric", 3, 0.3))[0] == "sce"
+    assert choose_loss(_noise("pair", 2, 0.3)) == ("sce", {"chosen": "sce", "reason": "two classes"})
+    with pytest.raises(InputError, match="not K x K"):
+        choose_loss(np.ones((3, 2)))
+    runs = {kind: retrain_table(table, label="label", noise_matrix=_noise(kind, 3, 0.3).tolist(),
+                                noise_matrix_classes=summary["classes"], config=FAST)
+            for kind in ("pair", "symmetric")}
+    pair, sym = (runs[k].metrics["settings"] for k in ("pair", "symmetric"))
+    assert pair["loss"] == "forward" and pair["noise_matrix"] is not None
+    assert pair["loss_choice"]["flip_concentration"] >= PAIR_SHARE
+    assert sym["loss"] == "sce" and sym["noise_matrix"] is None
+    assert sym["loss_choice"]["flip_concentration"] < PAIR_SHARE
+    # auto forward trains with the noise matrix: the same network as an explicit --loss forward
+    explicit = retrain_table(table, label="label", loss="forward",
+                             noise_matrix=_noise("pair", 3, 0.3).tolist(),
+                             noise_matrix_classes=summary["classes"], config=FAST)
+    for name, value in explicit.state_dict.items():
+        assert torch.equal(value, runs["pair"].state_dict[name])
+
+
+def test_forward_trains_on_the_labels_flag_scored(flagged):
+    from cleanpipe.clean import clean_table
+    table, summary = flagged
+    # evidence thresholds off: every flagged row whose predicted label differs is relabelled
+    cleaned = clean_table(table, mode="relabel", label="label", relabel_p_noisy=0.0, relabel_score=1.0)
+    assert cleaned.counts["relabelled"] > 0
+    nm = dict(noise_matrix=summary["noise_matrix"], noise_matrix_classes=summary["classes"])
+    on_flags = retrain_table(table, label="label", loss="forward", config=FAST, **nm)
+    on_cleaned = retrain_table(cleaned.table, label="label", loss="forward", config=FAST, **nm)
+    assert on_cleaned.metrics["settings"]["labels_from"] == "original_label"
+    assert on_flags.metrics["settings"]["labels_from"] == "label"
+    for name, value in on_flags.state_dict.items():
+        assert torch.equal(value, on_cleaned.state_dict[name])
+    # without original_label the relabelled labels are used: another network
+    relabelled = retrain_table(cleaned.table.drop_columns(["original_label"]), label="label",
+                               loss="forward", config=FAST, **nm)
+    assert any(not torch.equal(v, relabelled.state_dict[k]) for k, v in on_flags.state_dict.items())
 
 
 def test_dynamic_losses_use_p_noisy_or_explain(flagged):
