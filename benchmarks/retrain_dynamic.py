@@ -9,8 +9,8 @@ on the clean test rows at two epochs: the one the (noisy) 10% validation split p
 Rows: ``ce``; Reed's static bootstrapping (soft beta=0.95, hard beta=0.8); ``mixup`` alone (CE);
 ``dynamic-hard`` / ``dynamic-soft`` (online Beta mixture refitted every epoch after warm-up);
 ``dynamic-hard + mixup``; ``dynamic-hard + mixup + prior`` (KL to the label frequencies);
-``flag -> clean -> retrain`` (``flag_table`` defaults, ``clean --mode relabel``, ``retrain --loss sce``:
-the default pipeline); cleanlab's ``CleanLearning`` around scikit-learn's ``MLPClassifier`` with the
+``flag -> clean -> retrain`` (``flag_table`` defaults, ``clean --mode relabel``, then ``retrain`` with
+its default loss ``auto``: the default pipeline; and with ``sce``, the default before it); cleanlab's ``CleanLearning`` around scikit-learn's ``MLPClassifier`` with the
 same layers, batch size, learning rate and L2; ``oracle`` (CE on the true labels). Means over seeds.
 
 ``gap closed = (acc - acc_ce) / (acc_oracle - acc_ce)`` per case, from the seed-mean accuracies.
@@ -70,7 +70,16 @@ ROWS = [
     ("dynamic-hard + mixup + prior 3", dict(loss="dynamic-hard"), {"mixup": MIXUP, "prior_reg": 3.0}),
     ("dynamic-hard + mixup 0.5 + prior 3", dict(loss="dynamic-hard"), {"mixup": 0.5, "prior_reg": 3.0}),
 ]
-PIPELINE = "flag -> clean relabel -> retrain sce (default)"
+#: ``flag -> clean relabel -> retrain LOSS`` rows; the first is the default pipeline (retrain's
+#: ``auto`` loss), the second the default before it. Rows cached under the old default's name are
+#: read as the ``sce`` row.
+PIPELINE_LOSSES = ("auto", "sce")
+PIPELINE = "flag -> clean relabel -> retrain auto (default)"
+_OLD_PIPELINE = "flag -> clean relabel -> retrain sce (default)"
+
+
+def pipeline_name(loss: str) -> str:
+    return PIPELINE if loss == PIPELINE_LOSSES[0] else f"flag -> clean relabel -> retrain {loss}"
 CLEANLAB = "cleanlab CleanLearning (MLPClassifier)"
 ORACLE = "oracle (ce, true labels)"
 
@@ -89,11 +98,12 @@ def _config(n_train: int, seed: int, quick: bool, **over):
 
 def _train(table, test, y_te, config, default_warmup, **kw) -> dict:
     """Test accuracy at the validation-picked epoch and at the last epoch, plus timings."""
-    from cleanpipe.train import Preprocessor, retrain_table
+    from cleanpipe.train import NON_FEATURE_COLUMNS, Preprocessor, retrain_table
     t0 = time.perf_counter()
     # retrain_table fits the same preprocessing inside (it depends on the training rows only);
     # the per-epoch scoring needs it before retrain_table returns
-    pre = Preprocessor.fit(table, [c for c in table.column_names if c != "label"])
+    pre = Preprocessor.fit(table, [c for c in table.column_names
+                                   if c != "label" and c not in NON_FEATURE_COLUMNS])
     classes = np.unique(table.column("label").to_numpy())
     per_epoch = []
 
@@ -111,7 +121,7 @@ def _train(table, test, y_te, config, default_warmup, **kw) -> dict:
 
 def run_case(dataset: str, noise: str, seed: int, *, quick: bool = False, rows=None,
              with_cleanlab: bool = True, with_pipeline: bool = True, with_oracle: bool = True,
-             warmup: int | None = None) -> pd.DataFrame:
+             warmup: int | None = None, pipeline_losses=PIPELINE_LOSSES) -> pd.DataFrame:
     """Every row of :data:`ROWS` (or ``rows``) plus pipeline, CleanLearning and oracle on one case."""
 
     from cleanpipe import flag_table
@@ -136,17 +146,23 @@ def run_case(dataset: str, noise: str, seed: int, *, quick: bool = False, rows=N
     if with_oracle:
         add(ORACLE, **_train(_table(X_tr, y_tr), test, y_te, _config(len(y_tr), seed, quick), warmup,
                              loss="ce"))
-    for name, kw, over in (rows or ROWS):
+    for name, kw, over in (ROWS if rows is None else rows):
         add(name, **_train(noisy, test, y_te, _config(len(y_tr), seed, quick, **over), warmup, **dict(kw)))
-    if with_pipeline:
+    if with_pipeline and pipeline_losses:
         t0 = time.perf_counter()
         flagged = flag_table(noisy, label="label", seed=seed)
         cleaned = clean_table(flagged.table, mode="relabel", label="label").table
+        # what retrain sees from clean: the features, the (relabelled) label and original_label
         cleaned = cleaned.drop_columns([c for c in cleaned.column_names
-                                        if c not in noisy.column_names])
-        res = _train(cleaned, test, y_te, _config(len(y_tr), seed, quick), warmup, loss="sce")
-        res["seconds"] = time.perf_counter() - t0
-        add(PIPELINE, **res)
+                                        if c not in noisy.column_names and c != "original_label"])
+        flag_seconds = time.perf_counter() - t0
+        matrix = dict(noise_matrix=flagged.summary["noise_matrix"],
+                      noise_matrix_classes=flagged.summary["classes"])
+        for loss in pipeline_losses:
+            res = _train(cleaned, test, y_te, _config(len(y_tr), seed, quick), warmup, loss=loss,
+                         **(matrix if loss in ("auto", "forward") else {}))
+            res["seconds"] += flag_seconds
+            add(pipeline_name(loss), **res)
     if with_cleanlab:
         t0 = time.perf_counter()
         # patience 8 as in retrain's default: the MLPClassifier has no epoch choice of its own
@@ -247,6 +263,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", default=None,
                         help="only these rows of ROWS (comma-separated names), merged into the cached "
                              "results of an earlier full run (which provides ce, oracle and the peers)")
+    parser.add_argument("--pipelines", default=None,
+                        help="only these flag -> clean relabel -> retrain LOSS rows (comma-separated "
+                             "losses), merged into the cached results of an earlier full run")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--from-cache", type=float, default=None, metavar="MINUTES",
                         help="only re-render the tables from the cached results of the earlier runs "
@@ -255,7 +274,7 @@ def main(argv=None) -> None:
     if args.refit_cost:
         return _main_refit_cost(args)
     if args.from_cache is not None:
-        return report(pd.read_csv(CACHE_DIR / "retrain_dynamic.csv"), args.from_cache, write=args.write,
+        return report(_read_cache(CACHE_DIR / "retrain_dynamic.csv"), args.from_cache, write=args.write,
                       seeds=args.seeds)
     if args.quick:
         cases = [("digits", "sym50", 0)]
@@ -269,23 +288,34 @@ def main(argv=None) -> None:
         subset = [r for r in ROWS if r[0] in names]
         if len(subset) != len(names):
             parser.error(f"--rows: unknown row in {names}; rows are: {[r[0] for r in ROWS]}")
+    pipes = PIPELINE_LOSSES
+    if args.pipelines:
+        pipes = tuple(p.strip() for p in args.pipelines.split(","))
+        subset = subset or []
     only = subset is not None
     parts = Parallel(n_jobs=args.jobs)(
         delayed(run_case)(d, n, s, quick=args.quick, rows=subset, with_cleanlab=not (args.no_cleanlab or only),
-                          with_pipeline=not only, with_oracle=not only) for d, n, s in cases)
+                          with_pipeline=not only or bool(args.pipelines), with_oracle=not only,
+                          pipeline_losses=pipes if (not only or args.pipelines) else ())
+        for d, n, s in cases)
     df = pd.concat(parts)
     minutes = (time.perf_counter() - t0) / 60
     CACHE_DIR.mkdir(exist_ok=True)
     cache = CACHE_DIR / ("retrain_dynamic_quick.csv" if args.quick else "retrain_dynamic.csv")
     if only:
-        old = pd.read_csv(cache)
+        old = _read_cache(cache)
         df = pd.concat([old[~old.method.isin(df.method.unique())], df])
-        order = [ORACLE] + [r[0] for r in ROWS] + [PIPELINE, CLEANLAB]
+        order = [ORACLE] + [r[0] for r in ROWS] + [pipeline_name(p) for p in PIPELINE_LOSSES] + [CLEANLAB]
         df = df.assign(_o=df.method.map({m: i for i, m in enumerate(order)})).sort_values(
             ["dataset", "noise", "seed", "_o"], kind="stable").drop(columns="_o")
     df.to_csv(cache, index=False)
     report(df, minutes, write=args.write, seeds=args.seeds)
     progress(f"this invocation: {minutes:.1f} min")
+
+
+def _read_cache(path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    return df.assign(method=df.method.replace({_OLD_PIPELINE: pipeline_name("sce")}))
 
 
 def report(df: pd.DataFrame, minutes: float, *, write: bool, seeds: int) -> None:
@@ -307,7 +337,9 @@ def report(df: pd.DataFrame, minutes: float, *, write: bool, seeds: int) -> None
                  f"acc_ce) with CE and oracle at their validation-picked epoch. CleanLearning has no "
                  f"epoch choice (its MLPClassifier stops early on its own split): its one accuracy is "
                  f"in both tables. Run time: {minutes:.0f} min on 2 shared cores (full run, then the two "
-                 f"`+ prior 3` rows added with `--rows`, which reuses the other rows of the full run).")
+                 f"`+ prior 3` rows added with `--rows` and the `retrain auto` pipeline row with "
+                 f"`--pipelines auto`, each reusing the other rows of the full run; the `retrain sce` "
+                 f"pipeline row is the full run's default pipeline, before `auto`).")
         replace_section("Retrain with the noise modelled per epoch",
                         "\n".join([provenance_block(SCRIPT, cleanpipe_version()), setup, ""] + blocks))
         progress("wrote the 'Retrain with the noise modelled per epoch' section of benchmarks/RESULTS.md")
