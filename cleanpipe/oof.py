@@ -72,7 +72,7 @@ def make_model(model, *, categorical=None, seed: int = 0):
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
     cats = np.zeros(0, bool) if categorical is None else np.asarray(categorical, bool)
     if not isinstance(model, str):
@@ -81,7 +81,10 @@ def make_model(model, *, categorical=None, seed: int = 0):
         est = HistGradientBoostingClassifier(
             categorical_features=cats if cats.any() else None, random_state=seed)
     elif model == "logreg":
+        # Scaled in float64: a float32 column whose spread is near float32's smallest normal
+        # (1e-38) overflows when divided by it, where float64 has room to spare.
         numeric = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                                FunctionTransformer(np.asarray, kw_args={"dtype": np.float64}),
                                 StandardScaler())
         if cats.any():
             onehot = make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),

@@ -59,10 +59,11 @@ class ConfidentLearning:
     pair_rows, pair_true, pair_margin : ndarray
         Pruning candidates: the rows whose arg-max ``j`` is not their given label, ``j``, and the
         margin ``p_j - p_given`` (> 0).
-    cell_rows, cell_true, cell_margin : ndarray
-        Candidates of every off-diagonal cell: each ``(row, j)`` with ``p_j > p_given``, ``j``
-        and the margin ``p_j - p_given``; at most :data:`MAX_COMPETITORS` per row (its largest
-        margins), sorted by row then class. See :func:`flags_by_cell_margin`.
+    cell_rows, cell_keys, cell_margin : ndarray
+        Candidates of every off-diagonal cell: each ``(row, j)`` with ``p_j > p_given``, its cell
+        ``given * n_classes + j`` and the margin ``p_j - p_given``; at most
+        :data:`MAX_COMPETITORS` per row (its largest margins), sorted by row then class. Rows and
+        cells are 32-bit where they fit. See :func:`flags_by_cell_margin`.
     """
 
     thresholds: np.ndarray
@@ -78,7 +79,7 @@ class ConfidentLearning:
     pair_true: np.ndarray
     pair_margin: np.ndarray
     cell_rows: np.ndarray
-    cell_true: np.ndarray
+    cell_keys: np.ndarray
     cell_margin: np.ndarray
 
     @property
@@ -290,6 +291,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
 
     predicted = np.empty(n, dtype=np.int32 if k < 2**31 else np.int64)
     row_type = np.int32 if n < 2**31 else np.int64
+    key_type = np.int32 if k * k < 2**31 else np.int64
     thr = np.maximum(thresholds - _THRESHOLD_SLACK, 1e-12)
 
     def count(start, stop, block):
@@ -312,12 +314,16 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
             guess[rest] = g
             counted[rest] = confident[np.arange(rest.size), g]
         rows, cls, margin = competitors(block, given, p_given[start:stop], pred != given)
+        # each candidate's cell, (given, class), as one narrow key: what per-cell pruning groups by
+        keys = given[rows].astype(key_type)
+        keys *= key_type(k)
+        keys += cls
         return (np.bincount(given[counted] * k + guess[counted], minlength=k * k),
-                rows.astype(row_type) + start, cls, margin)
+                rows.astype(row_type) + start, keys, margin)
 
     parts = map_blocks(count, pred_probs, block_rows)
     cj_flat = np.sum([p[0] for p in parts], axis=0, dtype=np.int64)
-    cell_rows, cell_true, cell_margin = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+    cell_rows, cell_keys, cell_margin = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
     del parts
 
     # Each row whose arg-max is not its label competes for pruning in one pair: (given, arg-max).
@@ -333,7 +339,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
         joint=joint, prior=prior, noise_matrix=noise, label_counts=label_counts,
         p_given=p_given, predicted=predicted,
         pair_rows=pair_rows, pair_true=pair_true, pair_margin=pair_margin,
-        cell_rows=cell_rows, cell_true=cell_true, cell_margin=cell_margin,
+        cell_rows=cell_rows, cell_keys=cell_keys, cell_margin=cell_margin,
     )
 
 
@@ -378,7 +384,8 @@ def top_per_group(groups: np.ndarray, scores: np.ndarray, quota: np.ndarray, *,
     if bucket is None:
         return _top_per_group_sorted(groups, scores, quota, ties)
     n_groups = len(quota)
-    cell = groups * np.int64(n_buckets)
+    # groups x buckets is capped far below 2**31: 32-bit cells
+    cell = groups.astype(np.int32) * np.int32(n_buckets)
     cell += bucket
     hist = np.bincount(cell, minlength=n_groups * n_buckets)
     del cell
@@ -487,8 +494,7 @@ def flags_by_cell_margin(cl: ConfidentLearning, labels: np.ndarray, *, min_keep:
             take the n_ij with the largest p[n, j] - p[n, i]
     """
     quota = prune_counts(cl, min_keep=min_keep).ravel()
-    keys = labels[cl.cell_rows] * cl.n_classes + cl.cell_true
-    picked = top_per_group(keys, cl.cell_margin, quota, ties="all_or_none")
+    picked = top_per_group(cl.cell_keys, cl.cell_margin, quota, ties="all_or_none")
     flags = np.zeros(len(labels), dtype=bool)
     flags[cl.cell_rows[picked]] = True
     return flags & (cl.predicted != labels)

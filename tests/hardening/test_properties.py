@@ -179,6 +179,10 @@ OOF_BUGS = {
     "float64_beyond_float32": (np.array([[1e300], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1]), 2),
     "a_fold_trains_on_one_class": (np.zeros((3, 1)), np.array([0, 1, 1]), 2),
     "subnormal_feature": (np.array([[1.4e-45], [0.0], [0.0], [0.0]]), np.array([1, 0, 1, 1]), 2),
+    # a fold whose training spread is ~1e-38 scales a 2.0 past float32's range (found by hypothesis)
+    "spread_at_float32_min": (np.array([[np.nan, 2.0, np.nan], [np.nan, 1.17549435e-38, np.nan],
+                                        [np.nan, np.nan, np.nan], [np.nan, np.nan, np.nan],
+                                        [np.nan, 0.0, np.nan]]), np.array([1, 0, 1, 1, 1]), 2),
 }
 
 
@@ -189,6 +193,7 @@ OOF_BUGS = {
     pytest.param("float64_beyond_float32"),
     pytest.param("a_fold_trains_on_one_class"),
     pytest.param("subnormal_feature"),
+    pytest.param("spread_at_float32_min"),
 ])
 def test_out_of_fold_probs_known_gaps(case):
     X, y, folds = OOF_BUGS[case]
