@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from .clean_multilabel import (DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, SUSPECT_COLUMNS,
                               is_multilabel_flags, relabel_multilabel)
 from .errors import InputError
+from .io import read_json
 
 #: Columns a flags table must hold (what ``cleanpipe flag`` adds).
 FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
@@ -75,16 +76,7 @@ def read_summary(path: str | os.PathLike, *, what: str = "summary") -> dict:
     InputError
         The file is missing, does not parse, or is not a JSON object.
     """
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except FileNotFoundError:
-        raise InputError(f"{what} '{path}' does not exist; pass the .summary.json that "
-                         "cleanpipe flag wrote") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{what} '{path}' is not readable JSON ({exc}); pass the .summary.json "
-                         "that cleanpipe flag wrote") from None
+    obj = read_json(path, what=what, fix="pass the .summary.json that cleanpipe flag wrote")
     if not isinstance(obj, dict):
         raise InputError(f"{what} '{path}' holds a {type(obj).__name__}, not a flag summary object; "
                          "pass the .summary.json that cleanpipe flag wrote")

@@ -190,6 +190,29 @@ def write_parquet(table: pa.Table, path: Path, *, metadata: dict | None = None) 
     pq.write_table(table, path, compression="zstd")
 
 
+def read_json(path: str | os.PathLike, *, what: str, fix: str):
+    """Parse a JSON file a user pointed at, with one-line errors that name it and say ``fix``.
+
+    Raises
+    ------
+    InputError
+        ``"{what} '{path}' does not exist; {fix}"``, ``"... cannot be read (reason); ..."`` or
+        ``"... is not valid JSON (detail); ..."``. The caller checks the shape of the value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' does not exist; {fix}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise InputError(f"{what} '{path}' cannot be read ({reason}); {fix}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{what} '{path}' is not valid JSON ({exc}); {fix}") from None
+
+
 def write_json(obj, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2, ensure_ascii=False, allow_nan=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import block_rows_for, map_blocks
+from ._validate import map_blocks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate)
 from .mixture import LossMixture, fit_loss_mixture

@@ -19,7 +19,6 @@ Training section; :mod:`cleanpipe.report.training` reads and checks that file.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -32,7 +31,7 @@ import pyarrow.compute as pc
 
 from ..clean_multilabel import SUSPECT_COLUMNS
 from ..errors import CleanpipeWarning, InputError
-from ..io import summary_path_for
+from ..io import read_json, summary_path_for
 from . import html as _html
 from .training import Training, check_training, read_training
 
@@ -69,15 +68,8 @@ def read_summary(path: str | os.PathLike) -> dict:
     InputError
         The file is missing, is not JSON, or lacks keys the report needs.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"summary '{path}' not found; cleanpipe flag writes it beside the flags file, "
-                         "pass its path with --summary")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"summary '{path}' is not valid JSON ({exc}); pass the summary JSON that "
-                         "cleanpipe flag wrote") from None
+    summary = read_json(path, what="summary", fix="cleanpipe flag writes it beside the flags file; "
+                                                   "pass its path with --summary")
     _check_summary(summary, f" '{path}'")
     return summary
 

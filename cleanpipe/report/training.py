@@ -9,13 +9,13 @@ is an :class:`~cleanpipe.errors.InputError` naming the key.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import read_json
 
 __all__ = ["Training", "NoiseEpoch", "read_training", "check_training", "METRICS_FILE"]
 
@@ -105,16 +105,7 @@ def read_training(path: str | os.PathLike) -> Training:
         file = path
     else:
         raise InputError(f"--training '{path}' does not exist; {_FIX}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise InputError(f"--training '{file}' cannot be read ({reason}); {_FIX}") from None
-    try:
-        metrics = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"--training '{file}' is not valid JSON ({exc}); {_FIX}") from None
-    return check_training(metrics, source=str(file))
+    return check_training(read_json(file, what="--training", fix=_FIX), source=str(file))
 
 
 def check_training(metrics, *, source: str | None = None) -> Training:
