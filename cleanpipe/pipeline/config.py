@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..clean import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
+from ..clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE
 from ..errors import ConfigError
 from .rules import check_values, example_value
 
@@ -105,12 +106,29 @@ class PostgresSink:
 
 @dataclass(frozen=True)
 class Columns:
-    """``[columns]``: the label, and which columns are features."""
+    """``[columns]``: the label, and which columns are features.
+
+    Multi-label data has either a list ``label`` column (detected from the schema, as ``cleanpipe
+    flag`` does) or several 0/1 columns named by ``labels``; ``multi_label = true`` says so
+    explicitly (then a ``label`` that is not a list column is an error rather than single-label).
+    """
 
     label: str = "label"
+    labels: tuple[str, ...] | None = None
+    multi_label: bool = False
     features: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     ids: tuple[str, ...] = ()
+
+    @property
+    def target(self):
+        """The label as the library takes it: ``label``, or the list ``labels`` of 0/1 columns."""
+        return list(self.labels) if self.labels else self.label
+
+    @property
+    def label_columns(self) -> tuple:
+        """The column(s) holding the label."""
+        return tuple(self.labels) if self.labels else (self.label,)
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,8 @@ class CleanSettings:
     min_weight: float = DEFAULT_MIN_WEIGHT
     relabel_p_noisy: float = DEFAULT_RELABEL_P_NOISY
     relabel_score: float = DEFAULT_RELABEL_SCORE
+    relabel_add: float = DEFAULT_RELABEL_ADD  # multi-label relabel only
+    relabel_remove: float = DEFAULT_RELABEL_REMOVE
     drop_flag_columns: bool = False
 
 

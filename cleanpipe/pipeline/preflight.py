@@ -27,6 +27,7 @@ class Endpoints:
     sink: Sink | None
     schema: pa.Schema
     targets: dict = field(default_factory=dict)  # stage -> sink target
+    multi_label: bool = False
 
     def __enter__(self) -> "Endpoints":
         return self
@@ -107,8 +108,9 @@ def check_columns(p, schema: pa.Schema, origin: str) -> None:
         return ConfigError(f"{origin}: [columns] {key} names '{col}', which is not a column of the "
                            f"source (columns: {columns_hint(names)}); fix [columns] {key}")
 
-    if c.label not in names:
-        raise missing("label", c.label)
+    for col in c.label_columns:
+        if col not in names:
+            raise missing("labels" if c.labels else "label", col)
     for key in ("features", "exclude", "ids"):
         for col in getattr(c, key) or ():
             if col not in names:
@@ -123,6 +125,25 @@ def check_columns(p, schema: pa.Schema, origin: str) -> None:
         raise ConfigError(f"{origin}: stages start at clean, so the source must be a flags table, "
                           f"but it lacks '{lacking[0]}'; add \"flag\" to stages or point [source] at "
                           "the output of cleanpipe flag")
+
+
+def is_multi_label(columns, schema: pa.Schema) -> bool:
+    """Whether the pipeline's label is a set of tags: ``labels``, ``multi_label = true``, or a list
+    ``label`` column (detected as :func:`cleanpipe.multilabel.wants_multilabel` does for the CLI)."""
+    from ..features import is_list_type
+    if columns.labels or columns.multi_label:
+        return True
+    return columns.label in schema.names and is_list_type(schema.field(columns.label).type)
+
+
+def _check_multilabel(p, schema: pa.Schema, origin: str) -> bool:
+    """Check a multi-label pipeline against the schema; return whether it is one."""
+    from .rules import check_multilabel_columns, check_multilabel_settings
+    if not is_multi_label(p.columns, schema):
+        return False
+    check_multilabel_columns(p, schema, origin)
+    check_multilabel_settings(p, origin)
+    return True
 
 
 def _check_model(p, origin: str) -> None:
@@ -167,16 +188,18 @@ def preflight(p, origin: str | None = None) -> Endpoints:
     Raises
     ------
     ConfigError
-        An unreachable or missing source, table or file; a missing column; an unreachable sink;
-        a custom model that cannot be imported.
+        An unreachable or missing source, table or file; a missing column; a multi-label label of
+        the wrong type or a setting multi-label data cannot take; an unreachable sink; a custom
+        model that cannot be imported.
     """
     origin = origin or str(p.file)
     _check_model(p, origin)
     source, schema = _open_source(p, origin)
     try:
         check_columns(p, schema, origin)
+        multi_label = _check_multilabel(p, schema, origin)
         sink, targets = _open_sink(p, origin)
     except BaseException:
         source.close()
         raise
-    return Endpoints(source, sink, schema, targets)
+    return Endpoints(source, sink, schema, targets, multi_label)

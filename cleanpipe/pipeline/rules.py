@@ -21,6 +21,7 @@ _EXAMPLES = {
     "uri": 'uri = "postgresql://user@host:5432/db"', "uri_env": 'uri_env = "CLEANPIPE_PG_URI"',
     "schema": 'schema = "public"', "flags": 'flags = "train_flags"', "cleaned": 'cleaned = "train_cleaned"',
     "s3_endpoint": 's3_endpoint = "http://127.0.0.1:9000"', "s3_region": 's3_region = "us-east-1"',
+    "labels": 'labels = ["cat", "dog", "sky"]',
     "features": 'features = ["x1", "x2"]', "exclude": 'exclude = ["row_id"]', "ids": 'ids = ["row_id"]',
     "scheduler": 'scheduler = "tcp://127.0.0.1:8786"', "threads": "threads = 1",
     "loss_params": "loss_params = { q = 0.7 }", "hidden": "hidden = [256, 128]",
@@ -157,8 +158,11 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     if c.features is not None and not c.features:
         raise ConfigError(f"{origin}: [columns] features is an empty list; list feature columns or "
                           "remove the key to use every other column")
-    if c.label in (c.features or ()):
-        raise ConfigError(f"{origin}: [columns] features includes the label '{c.label}'; remove it")
+    _check_labels(c, origin)
+    for key in ("features", "exclude", "ids"):
+        clash = [col for col in c.label_columns if col in (getattr(c, key) or ())]
+        if clash and (key == "features" or c.labels):
+            raise ConfigError(f"{origin}: [columns] {key} includes the label '{clash[0]}'; remove it")
 
     o = p.oof
     if ":" in o.model:
@@ -183,21 +187,98 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     for key in ("min_weight", "relabel_p_noisy", "relabel_score"):
         v = getattr(cl, key)
         _range(origin, f"[clean] {key}", 0.0 <= v <= 1.0, v, "in [0, 1]")
+    for key in ("relabel_add", "relabel_remove"):
+        v = getattr(cl, key)
+        _range(origin, f"[clean] {key}", 0.0 <= v <= 1.0, v, "in [0, 1]")
     _check_retrain(p, origin)
+    if c.labels or c.multi_label:
+        check_multilabel_settings(p, origin)
     _check_source(p.source, origin)
     if p.sink is not None:
         _check_sink(p, origin)
 
 
-def check_loss(p, origin: str) -> None:
+def check_loss(p, origin: str, *, multi_label: bool = False) -> None:
     """``[retrain] loss`` names a usable loss. Separate from :func:`check_values` because it
-    imports torch (seconds, ~200 MiB): the runner calls it only when the retrain stage will run."""
+    imports torch (seconds, ~200 MiB): the runner calls it only when the retrain stage will run.
+
+    On multi-label data only the multi-label losses are usable (``None`` means their default,
+    ``bce``); a single-label loss there is refused as ``cleanpipe retrain`` refuses it.
+    """
     from ..losses import LOSSES
     from ..train import retrain
+    if p.retrain.loss is None:  # None: retrain's default
+        return
+    if multi_label:
+        from ..train.multilabel import DEFAULT_MULTILABEL_LOSS, multilabel_losses
+        names = multilabel_losses()
+        known = p.retrain.loss in LOSSES or p.retrain.loss == retrain.AUTO_LOSS
+        if known and p.retrain.loss not in names:
+            raise ConfigError(f"{origin}: [retrain] loss = {p.retrain.loss!r} is a single-label "
+                              "loss and the label holds sets of tags; choose one of: "
+                              f"{', '.join(names)}, or remove the key for {DEFAULT_MULTILABEL_LOSS}")
+        _choice(origin, "[retrain] loss", p.retrain.loss, names)
+        return
     usable = getattr(retrain, "single_label_losses", None)
     names = (usable() if usable else [n for n in LOSSES if n != "bce"]) + [retrain.AUTO_LOSS]
-    if p.retrain.loss is not None:  # None: retrain's default
-        _choice(origin, "[retrain] loss", p.retrain.loss, names)
+    _choice(origin, "[retrain] loss", p.retrain.loss, names)
+
+
+def _check_labels(c, origin: str) -> None:
+    """``[columns] labels``: at least two distinct 0/1 columns, and not together with ``label``."""
+    if c.labels is None:
+        return
+    if c.label != "label":
+        raise ConfigError(f"{origin}: [columns] sets both label = {c.label!r} and labels = "
+                          f"{list(c.labels)}; keep label for one list-of-tags column or labels for "
+                          "several 0/1 columns")
+    if len(c.labels) < 2 or not all(c.labels):
+        raise ConfigError(f"{origin}: [columns] labels = {list(c.labels)} must name at least two 0/1 "
+                          "columns, e.g. labels = [\"cat\", \"dog\"]; a single 0/1 column is "
+                          "single-label: write label = \"cat\"")
+    dup = next((col for i, col in enumerate(c.labels) if col in c.labels[:i]), None)
+    if dup is not None:
+        raise ConfigError(f"{origin}: [columns] labels = {list(c.labels)} names '{dup}' twice; list "
+                          "each 0/1 column once")
+
+
+def check_multilabel_settings(p, origin: str) -> None:
+    """The settings that differ for multi-label data (a list label column, ``labels`` or
+    ``multi_label = true``). Called when the file says the data is multi-label, and again by the
+    preflight when the schema shows a list label column."""
+    from ..detect.multilabel import MULTILABEL_METHODS
+    # "combined" is the single-label default and stands for the multi-label default there.
+    method = p.flag.method
+    if "flag" in p.stages and method != "combined" and method not in MULTILABEL_METHODS:
+        raise ConfigError(f"{origin}: [flag] method = {method!r} is single-label only and the label "
+                          f"holds sets of tags; choose one of: {', '.join(MULTILABEL_METHODS)}")
+    if p.stages[0] == "clean" and p.clean.mode == "relabel":
+        raise ConfigError(f"{origin}: [clean] mode = \"relabel\" on multi-label data needs the "
+                          "out-of-fold probabilities of a flag stage; add \"flag\" to stages or "
+                          "use mode = \"drop\" or \"weight\"")
+
+
+def check_multilabel_columns(p, schema, origin: str) -> None:
+    """The multi-label label column(s) have a usable type: one list column, or 0/1 columns."""
+    import pyarrow as pa
+
+    from ..features import is_list_type
+
+    c = p.columns
+    if not c.labels:
+        t = schema.field(c.label).type
+        if not is_list_type(t):
+            raise ConfigError(f"{origin}: [columns] multi_label = true but label '{c.label}' has type "
+                              f"{t}, not a list of tags; name a list column, or 0/1 columns with "
+                              "labels = [\"a\", \"b\"], or remove multi_label")
+        return
+    for col in c.labels:
+        t = schema.field(col).type
+        t = t.value_type if pa.types.is_dictionary(t) else t
+        if not (pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise ConfigError(f"{origin}: [columns] labels names '{col}' of type {t}; each must be a "
+                              "0/1 (or true/false) column, or use label = \"<list column>\" for a "
+                              "list of tags")
 
 
 def _check_retrain(p, origin: str) -> None:

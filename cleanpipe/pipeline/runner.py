@@ -73,17 +73,24 @@ def select_stages(stages, from_stage: str | None = None, until_stage: str | None
     return tuple(stages[i:j + 1])
 
 
-def stage_settings(p: Pipeline, stage: str) -> dict:
-    """The settings a stage's output depends on (not n_jobs or the backend: they change nothing)."""
-    cols = {"label": p.columns.label, "features": p.columns.features, "exclude": p.columns.exclude,
-            "ids": p.columns.ids}
+def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
+    """The settings a stage's output depends on (not n_jobs or the backend: they change nothing).
+
+    Multi-label settings appear only for multi-label data, so single-label keys stay as they were.
+    """
+    c = p.columns
+    cols = {"label": c.label, "features": c.features, "exclude": c.exclude, "ids": c.ids}
+    clean = {k: v for k, v in vars(p.clean).items() if k not in ("relabel_add", "relabel_remove")}
+    if multi_label:
+        cols.update(label=c.target, multi_label=True)
+        clean = vars(p.clean)
     model = {"model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed}
     if stage == "oof":
         return dict(cols, **model)
     if stage == "flag":
         return dict(cols, **vars(p.flag), **({} if "oof" in p.stages else model))
     if stage == "clean":
-        return dict(vars(p.clean), label=p.columns.label)
+        return dict(clean, label=cols["label"], **({"multi_label": True} if multi_label else {}))
     return dict(cols, **{k: v for k, v in vars(p.retrain).items() if k != "threads"})
 
 
@@ -128,9 +135,9 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
     origin = str(p.file)
     selected = select_stages(p.stages, from_stage, until_stage)
     emit = on_event or (lambda *a: None)
-    if "retrain" in selected or (check_only and "retrain" in p.stages):
-        check_loss(p, origin)
     with preflight(p, origin) as ends:
+        if "retrain" in selected or (check_only and "retrain" in p.stages):
+            check_loss(p, origin, multi_label=ends.multi_label)  # the schema tells multi-label
         run_id = run_id or default_run_id(ends.source.identity())
         run_dir = run_directory(runs_dir, p.name, run_id)
         if check_only:
@@ -199,10 +206,10 @@ def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage
                          "fingerprint": snap.fingerprint, "rows": snap.rows,
                          "data": str(snap.path.relative_to(run_dir)) if snap.copied else str(snap.path)}
     save_manifest(run_dir, manifest)
-    ctx = StageContext(p, snap.path, ends.source.describe())
+    ctx = StageContext(p, snap.path, ends.source.describe(), multi_label=ends.multi_label)
     upstream_key, actions = snap.fingerprint, {}
     for stage in p.stages:
-        key = stage_key(stage, upstream_key, stage_settings(p, stage))
+        key = stage_key(stage, upstream_key, stage_settings(p, stage, ctx.multi_label))
         record = manifest["stages"].get(stage)
         if stage not in selected:
             if STAGES.index(stage) > STAGES.index(selected[-1]):
@@ -230,7 +237,7 @@ def _run_one(stage, ctx, ends, manifest, run_dir: Path, key, upstream_key, emit)
     # Marked running first: if the process dies after the folder swap but before "done", the
     # stage is recomputed next time rather than trusted.
     record = {"status": "running", "key": key, "upstream": upstream_key, "started": now(),
-              "settings": stage_settings(ctx.pipeline, stage)}
+              "settings": stage_settings(ctx.pipeline, stage, ctx.multi_label)}
     manifest["stages"][stage] = record
     save_manifest(run_dir, manifest)
     emit(stage, "running", record)

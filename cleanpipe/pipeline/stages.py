@@ -5,7 +5,11 @@ Each function returns ``rows_in``, ``rows_out``, ``outputs`` (name -> file insid
 small JSON ``summary``; the runner renames ``out`` into place and records the rest. The work
 itself is done by the library: :func:`cleanpipe.oof.cross_val_probs`,
 :func:`cleanpipe.flag.flag_dataset`, :func:`cleanpipe.clean.clean_table` and
-:func:`cleanpipe.train.retrain_table`.
+:func:`cleanpipe.train.retrain_table`. Multi-label data (a list label column, or ``labels`` naming
+0/1 columns) takes the paths of ``cleanpipe flag --multi-label``:
+:func:`cleanpipe.oof.cross_val_probs_multilabel`, :func:`cleanpipe.multilabel.flag_multilabel_dataset`
+(which also saves the probabilities, as ``--save-pred-probs`` does, for ``clean``'s relabel), and
+the same ``clean_table`` and ``retrain_table``, which detect multi-label tables themselves.
 """
 
 from __future__ import annotations
@@ -40,12 +44,15 @@ class StageContext:
         The source, described without secrets.
     upstream : dict
         Stage name -> output folder of the stages before this one in this pipeline.
+    multi_label : bool
+        The label is a set of tags (decided by the preflight from the source's schema).
     """
 
     pipeline: object
     data: Path
     source: str
     upstream: dict = field(default_factory=dict)
+    multi_label: bool = False
 
 
 def _read_json(path: Path) -> dict:
@@ -64,6 +71,8 @@ def run_oof(ctx: StageContext, out: Path) -> dict:
     from ..features import encode_labels, select_feature_columns, table_to_features
     from ..oof import check_folds, cross_val_probs
 
+    if ctx.multi_label:
+        return _run_oof_multilabel(ctx, out)
     p, c = ctx.pipeline, ctx.pipeline.columns
     dataset = open_dataset(ctx.data)
     cols = select_feature_columns(dataset.schema, c.label, features=list(c.features or ()) or None,
@@ -96,36 +105,117 @@ def run_oof(ctx: StageContext, out: Path) -> dict:
             "outputs": {"pred_probs": PRED_PROBS, "info": OOF_INFO}}
 
 
+def _encode_tags(dataset, label, where: str):
+    """(0/1 matrix, labelled mask, classes, label columns) of a multi-label ``label``; the classes
+    are the sorted union of the tags (or the 0/1 columns in order), as the flag stage finds them."""
+    from ..features import encode_label_columns, encode_label_lists
+    from ..multilabel import resolve_label_columns
+
+    cols, form = resolve_label_columns(dataset.schema, label, where=where)
+    table = dataset.to_table(columns=cols)
+    if form == "list":
+        return (*encode_label_lists(table.column(cols[0]), cols[0]), cols)
+    return (*encode_label_columns(table, cols), cols)
+
+
+def _run_oof_multilabel(ctx: StageContext, out: Path) -> dict:
+    """One-vs-rest out-of-fold probabilities: ``pred_probs.npy`` has one column per tag (class
+    order of :func:`_encode_tags`); rows need not sum to 1."""
+    from ..features import select_feature_columns, table_to_features
+    from ..flag import oof_all_rows
+    from ..oof import check_folds, cross_val_probs_multilabel
+
+    p, c = ctx.pipeline, ctx.pipeline.columns
+    dataset = open_dataset(ctx.data)
+    Y, labelled, classes, label_cols = _encode_tags(dataset, c.target, ctx.source)
+    n_lab, k = int(labelled.sum()), len(classes)
+    if n_lab == 0 or k < 2:
+        raise InputError(f"label {', '.join(label_cols)} has {k} tag(s) on {n_lab} labelled row(s); "
+                         "multi-label detection needs at least two tags")
+    check_folds(p.oof.folds, n_lab, option="[oof] folds")
+    cols = select_feature_columns(dataset.schema, label_cols, features=list(c.features or ()) or None,
+                                  exclude=c.exclude, ids=c.ids)
+    feats = table_to_features(dataset.to_table(columns=cols), cols)
+    oof = cross_val_probs_multilabel(feats.X[labelled], Y[labelled], model=p.oof.model,
+                                     folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+                                     categorical=feats.categorical, X_extra=feats.X[~labelled],
+                                     class_names=[str(v) for v in classes.to_pylist()])
+    write_npy(oof_all_rows(oof, labelled), out / PRED_PROBS)
+    info = {"label": c.target, "multi_label": True,
+            "classes": [_jsonable(v) for v in classes.to_pylist()],
+            "features": feats.names, "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed,
+            "rows": len(labelled), "labelled_rows": n_lab, "notes": oof.notes}
+    write_json(info, out / OOF_INFO)
+    summary = {k: info[k] for k in ("rows", "labelled_rows", "model", "folds", "notes", "multi_label")}
+    summary["n_classes"] = k
+    return {"rows_in": len(labelled), "rows_out": len(labelled), "summary": summary,
+            "outputs": {"pred_probs": PRED_PROBS, "info": OOF_INFO}}
+
+
+def _multilabel_detector(f) -> dict:
+    """``[flag]`` as :func:`cleanpipe.multilabel.flag_multilabel_dataset` takes it. The single-label
+    defaults (method ``combined``, which multi-label data does not have, and noisy_threshold 0.8)
+    stand for the multi-label ones (``noise_rate``, 0.5), as unset options do for ``cleanpipe flag``."""
+    from .config import FlagSettings
+    given = {"mixture": f.mixture}
+    if f.method != FlagSettings.method:
+        given["method"] = f.method
+    if f.noisy_threshold != FlagSettings.noisy_threshold:
+        given["noisy_threshold"] = f.noisy_threshold
+    return given
+
+
+#: Summary keys of the flag stage recorded in the manifest (multi-label adds the per-tag ones).
+_FLAG_KEEP = ("rows", "labelled_rows", "n_classes", "estimated_noise_rate", "estimated_issues", "flagged")
+_FLAG_KEEP_MULTILABEL = _FLAG_KEEP + ("multi_label", "estimated_wrong_tags", "flagged_tags",
+                                      "noise_rate_per_class", "missing_per_class", "spurious_per_class")
+
+
 def run_flag(ctx: StageContext, out: Path) -> dict:
     """``flags.parquet`` (every input column plus the flag columns) and ``summary.json``.
 
     With an ``oof`` stage before it, its probabilities are used; otherwise the out-of-fold
     probabilities are computed here with the ``[oof]`` settings, as ``cleanpipe flag`` does.
+    Multi-label data also gets ``pred_probs.npy`` (``--save-pred-probs``), which ``clean``'s
+    relabel reads.
     """
     from ..flag import flag_dataset
+    from ..multilabel import flag_multilabel_dataset
 
     p, c = ctx.pipeline, ctx.pipeline.columns
     oof_dir = ctx.upstream.get("oof")
+    common = dict(features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
+                  model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+                  pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None)
+    outputs_written = {"flags": FLAGS, "summary": SUMMARY}
     with AtomicOutputs() as outputs:
-        summary = flag_dataset(
-            ctx.data, out / FLAGS, outputs=outputs, label=c.label,
-            features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
-            model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
-            pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None, method=p.flag.method,
-            mixture=p.flag.mixture, noisy_threshold=p.flag.noisy_threshold)
+        if ctx.multi_label:
+            summary = flag_multilabel_dataset(ctx.data, out / FLAGS, outputs=outputs, label=c.target,
+                                              save_pred_probs=out / PRED_PROBS, **common,
+                                              **_multilabel_detector(p.flag))
+            outputs_written["pred_probs"] = PRED_PROBS
+        else:
+            summary = flag_dataset(ctx.data, out / FLAGS, outputs=outputs, label=c.label, **common,
+                                   method=p.flag.method, mixture=p.flag.mixture,
+                                   noisy_threshold=p.flag.noisy_threshold)
     summary["source"] = ctx.source
     if oof_dir:
         info = _read_json(oof_dir / OOF_INFO)
         summary["oof"] = {k: info.get(k) for k in ("model", "folds", "seed", "features", "notes")}
     write_json(summary, out / SUMMARY)
-    keep = ("rows", "labelled_rows", "n_classes", "estimated_noise_rate", "estimated_issues", "flagged")
+    keep = _FLAG_KEEP_MULTILABEL if ctx.multi_label else _FLAG_KEEP
     return {"rows_in": summary["rows"], "rows_out": summary["rows"],
-            "summary": {k: summary[k] for k in keep}, "outputs": {"flags": FLAGS, "summary": SUMMARY}}
+            "summary": {k: summary[k] for k in keep}, "outputs": outputs_written}
 
 
 def run_clean(ctx: StageContext, out: Path) -> dict:
     """``cleaned.parquet``: the flags table with flagged rows dropped, down-weighted or relabelled,
-    streamed batch by batch (each row is cleaned on its own), and ``summary.json``."""
+    streamed batch by batch (each row is cleaned on its own), and ``summary.json``.
+
+    Multi-label ``relabel`` adds and removes single tags using the flag stage's ``pred_probs.npy``
+    (as ``cleanpipe clean`` uses flag's ``--save-pred-probs`` file); that table is cleaned whole,
+    because the tags are encoded per table and a batch may lack some of the flag stage's classes.
+    """
     from ..clean import clean_table
 
     p, s = ctx.pipeline, ctx.pipeline.clean
@@ -135,17 +225,23 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     dataset = open_dataset(flags_path, what="flags table")
     counts = {"rows_in": 0, "rows_out": 0, "flagged": 0, "null_label": 0, "dropped": 0,
               "down_weighted": 0, "relabelled": 0}
-    writer, settings = None, {}
-    # Bounded readahead keeps one row group decoded at a time (see ParquetSource.reader).
-    batches = dataset.to_batches(batch_size=p.batch_rows, fragment_readahead=1, batch_readahead=1)
+    writer, settings, probs, probs_path = None, {}, None, None
+    if ctx.multi_label and s.mode == "relabel":
+        tables, probs, probs_path = _relabel_input(flag_dir, flags_path, flag_summary)
+    else:
+        # Bounded readahead keeps one row group decoded at a time (see ParquetSource.reader).
+        batches = dataset.to_batches(batch_size=p.batch_rows, fragment_readahead=1, batch_readahead=1)
+        tables = (pa.Table.from_batches([b]) for b in _non_empty(batches, dataset.schema))
+    label = p.columns.target if ctx.multi_label else p.columns.label
     try:
-        for batch in _non_empty(batches, dataset.schema):
-            result = clean_table(pa.Table.from_batches([batch]), mode=s.mode,
-                                 label=p.columns.label, min_weight=s.min_weight,
+        for table in tables:
+            result = clean_table(table, mode=s.mode, label=label, min_weight=s.min_weight,
                                  relabel_p_noisy=s.relabel_p_noisy, relabel_score=s.relabel_score,
-                                 drop_flag_columns=s.drop_flag_columns, source="the flags table")
+                                 drop_flag_columns=s.drop_flag_columns, source="the flags table",
+                                 pred_probs=probs, relabel_add=s.relabel_add,
+                                 relabel_remove=s.relabel_remove)
             for k, v in result.counts.items():
-                counts[k] += v
+                counts[k] = counts.get(k, 0) + v  # multi-label relabel adds tags_added/_removed
             settings = result.settings
             if writer is None:
                 writer = pq.ParquetWriter(out / CLEANED, result.table.schema, compression="zstd")
@@ -155,6 +251,8 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "settings": settings, "counts": counts, "flag_settings": flag_summary.get("settings"),
         }
+        if probs_path is not None:
+            provenance["pred_probs"] = str(probs_path)
         if "noise_matrix" in flag_summary:
             # retrain --loss forward finds the noise matrix here when the file travels alone
             provenance.update(classes=flag_summary.get("classes"), noise_matrix=flag_summary["noise_matrix"])
@@ -166,6 +264,20 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     write_json(dict(counts, settings=settings), out / SUMMARY)
     return {"rows_in": counts["rows_in"], "rows_out": counts["rows_out"], "summary": counts,
             "outputs": {"cleaned": CLEANED, "summary": SUMMARY}}
+
+
+def _relabel_input(flag_dir, flags_path: Path, flag_summary: dict):
+    """([the whole flags table], its out-of-fold probabilities, their file) for multi-label relabel."""
+    from ..flag import load_pred_probs
+
+    path = flag_dir / PRED_PROBS if flag_dir else None
+    if path is None or not path.is_file():  # the preflight refuses a pipeline starting at clean
+        raise InputError("[clean] mode = \"relabel\" on multi-label data needs the flag stage's "
+                         f"{PRED_PROBS}; add \"flag\" to stages or use mode = \"drop\" or \"weight\"")
+    table = read_table(flags_path, what="flags table")
+    probs = load_pred_probs(str(path), table.column, table.column_names,
+                            flag_summary.get("classes") or [])
+    return [table], probs, path
 
 
 def _non_empty(batches, schema):
@@ -192,23 +304,26 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
         path = ctx.data
     table = read_table(path)
     noise_matrix = classes = None
-    if r.loss in (None, "auto", "forward"):
+    # Multi-label: retrain_table takes the multi-label path for the list / 0/1 label (default loss
+    # bce); the noise matrix and class prior of a multi-label flag stage are per tag, not for it.
+    if r.loss in (None, "auto", "forward") and not ctx.multi_label:
         # auto (the default) reads the matrix to pick its loss and does without one; forward needs it
         noise_matrix, classes = _noise_matrix(ctx, table, required=r.loss == "forward")
     config = TrainConfig(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
                          hidden=tuple(r.hidden), dropout=r.dropout, patience=r.patience,
                          val_fraction=r.val_fraction, seed=r.seed, device=r.device,
                          threads=r.threads, mixup=r.mixup, prior_reg=r.prior_reg).check()
-    prior = _class_prior(ctx) if r.prior_reg > 0 else None
-    result = retrain_table(table, label=c.label, features=list(c.features) if c.features else None,
-                           exclude=c.exclude, ids=c.ids,
+    prior = _class_prior(ctx) if r.prior_reg > 0 and not ctx.multi_label else None
+    result = retrain_table(table, label=c.target if ctx.multi_label else c.label,
+                           features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
                            weight_col="sample_weight" if "sample_weight" in table.column_names else None,
                            loss=r.loss, loss_params=dict(r.loss_params), noise_matrix=noise_matrix,
                            noise_matrix_classes=classes, noisy_weight=r.noisy_weight, warmup=r.warmup,
                            class_prior=prior, config=config, source=ctx.source)
     save_model_dir(out / MODEL, result.state_dict, result.spec, result.metrics)
     m = result.metrics
-    summary = {k: m.get(k) for k in ("labelled_rows", "train_rows", "val_rows", "val_accuracy", "epochs",
+    scores = ("val_micro_f1", "val_macro_f1", "val_map") if ctx.multi_label else ("val_accuracy",)
+    summary = {k: m.get(k) for k in ("labelled_rows", "train_rows", "val_rows", *scores, "epochs",
                                      "best_epoch", "device", "samples_per_second")}
     return {"rows_in": table.num_rows, "rows_out": table.num_rows, "summary": summary,
             "outputs": {"model": MODEL}}
