@@ -224,6 +224,15 @@ def _lowest(score: np.ndarray, k: int) -> np.ndarray:
     return at_most if len(at_most) <= k else np.flatnonzero(score < kth)
 
 
+def cross_entropy(p_given: np.ndarray) -> np.ndarray:
+    """Per-row loss ``-log p_given`` as float32 (floored at 1e-12), in chunks of a million rows."""
+    out = np.empty(len(p_given), dtype=np.float32)
+    for s in range(0, len(p_given), 1 << 20):
+        chunk = np.maximum(p_given[s:s + (1 << 20)], _LOSS_FLOOR)
+        out[s:s + len(chunk)] = np.negative(np.log(chunk, out=chunk), out=chunk)
+    return out
+
+
 def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture: str = "beta",
            noisy_threshold: float = NOISY_THRESHOLD, block_rows: int | None = None) -> Detection:
     """Score and flag rows of validated inputs (see :func:`cleanpipe.find_label_issues`).
@@ -245,8 +254,7 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
 
     def from_confident_learning():
         # Needs only `cl`, not label_score: runs on a core of its own during the label_score pass.
-        loss = np.maximum(cl.p_given, _LOSS_FLOOR)
-        loss = np.negative(np.log(loss, out=loss), out=loss).astype(np.float32)
+        loss = cross_entropy(cl.p_given)
         mix = fit_loss_mixture(loss, family=mixture)
         pruned = flags_by_cell_margin(cl, labels) if method == "combined" else None
         return loss, mix, mix.p_noisy(loss), pruned

@@ -241,11 +241,7 @@ def normalise_losses(losses: np.ndarray, *, clip_percentiles=(5.0, 95.0), bounds
     """
     losses = np.asarray(losses, dtype=np.float64)
     if bounds is None:
-        lo, hi = np.percentile(losses, clip_percentiles) if losses.size else (0.0, 0.0)
-        if hi - lo < MIN_SPREAD and losses.size:
-            # Over 90% of the losses are equal: the few others are what the mixture must see.
-            lo, hi = losses.min(), losses.max()
-        bounds = (float(lo), float(hi))
+        bounds = _loss_bounds(losses, clip_percentiles)
     lo, hi = bounds
     span = hi - lo
     if span < MIN_SPREAD:
@@ -253,6 +249,24 @@ def normalise_losses(losses: np.ndarray, *, clip_percentiles=(5.0, 95.0), bounds
     x = losses - lo
     x /= span
     return np.clip(x, EPS, 1 - EPS, out=x), bounds
+
+
+def _loss_bounds(losses: np.ndarray, clip_percentiles) -> tuple[float, float]:
+    """The ``(lo, hi)`` clip bounds of :func:`normalise_losses` (float64 ``losses``)."""
+    lo, hi = np.percentile(losses, clip_percentiles) if losses.size else (0.0, 0.0)
+    if hi - lo < MIN_SPREAD and losses.size:
+        # Over 90% of the losses are equal: the few others are what the mixture must see.
+        lo, hi = losses.min(), losses.max()
+    return float(lo), float(hi)
+
+
+#: Rows per chunk when normalising and scoring losses: the float64 temporaries stay a few MB
+#: whatever the number of rows (a whole-vector pass over 1e7 rows held ~400 MiB at once).
+_CHUNK_ROWS = 1 << 20
+
+
+def _chunks(n: int):
+    return ((s, min(s + _CHUNK_ROWS, n)) for s in range(0, n, _CHUNK_ROWS))
 
 
 def interp_uniform(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -290,10 +304,14 @@ class LossMixture:
 
     def p_noisy(self, losses: np.ndarray) -> np.ndarray:
         """Posterior of the high-loss component for each loss, monotone non-decreasing in the loss."""
-        x, _ = normalise_losses(losses, bounds=self.bounds)
+        losses = np.asarray(losses)
         if self.fit is None:
-            return np.zeros(x.shape)
-        return interp_uniform(x, self.grid, self.grid_posterior)
+            return np.zeros(losses.shape)
+        out = np.empty(losses.shape)
+        for s, e in _chunks(len(losses)):  # element-wise: chunks only bound the temporaries
+            x, _ = normalise_losses(losses[s:e], bounds=self.bounds)
+            out[s:e] = interp_uniform(x, self.grid, self.grid_posterior)
+        return out
 
     def to_dict(self) -> dict:
         edges, counts = self.histogram
@@ -331,10 +349,12 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
     point), then interpolated per row.
     """
     losses = np.asarray(losses, dtype=np.float64)
-    x, bounds = normalise_losses(losses, clip_percentiles=clip_percentiles)
-    # One pass over the rows: a fine histogram on dyadic bins, from which the coarser ones (for
-    # the summary and the isotonic weights) are exact sums of neighbouring bins.
-    fine = _dyadic_histogram(x, _HIST_BINS)
+    bounds = _loss_bounds(losses, clip_percentiles)
+    # One pass over the rows, chunk by chunk: a fine histogram on dyadic bins, from which the
+    # coarser ones (for the summary and the isotonic weights) are exact sums of neighbouring bins.
+    fine = np.zeros(_HIST_BINS, dtype=np.int64)
+    for s, e in _chunks(len(losses)):
+        fine += _dyadic_histogram(normalise_losses(losses[s:e], bounds=bounds)[0], _HIST_BINS)
     hist = (np.linspace(0.0, 1.0, _SUMMARY_BINS + 1), fine.reshape(_SUMMARY_BINS, -1).sum(axis=1))
     grid = np.linspace(EPS, 1 - EPS, _GRID)
     if losses.size < MIN_ROWS or bounds[1] - bounds[0] < MIN_SPREAD:
@@ -345,7 +365,7 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
     # would otherwise sit as point masses at 0 and 1 and pull a Beta component into a U shape.
     below = int(np.count_nonzero(losses < bounds[0]))
     above = int(np.count_nonzero(losses > bounds[1]))
-    if x.size - below - above > _HIST_BINS:
+    if losses.size - below - above > _HIST_BINS:
         # Clipped rows sit at EPS and 1 - EPS, in the first and last bins: take them out of the
         # counts rather than copying the inside rows.
         counts = fine.astype(np.float64)
@@ -355,6 +375,7 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
         keep = counts > 0
         fit = fit_mixture(centres[keep], family=family, sample_weight=counts[keep])
     else:
+        x = normalise_losses(losses, bounds=bounds)[0]  # few rows here
         inside = x[(losses >= bounds[0]) & (losses <= bounds[1])]
         # Sorted, so the EM's sums (and p_noisy) do not depend on row order.
         fit = fit_mixture(np.sort(inside), family=family)
