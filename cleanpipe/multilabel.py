@@ -235,6 +235,17 @@ def _split_label(label) -> list:
     return list(dict.fromkeys(label))
 
 
+def encode_tags(table: pa.Table, cols: list, form: str):
+    """``(Y, labelled, classes)`` of the label column(s) that :func:`resolve_label_columns` found.
+
+    ``Y`` is the 0/1 tag matrix, ``labelled`` marks rows with a (possibly empty) tag set, and the
+    classes are the sorted union of the tags of a list column, or the 0/1 columns in order.
+    """
+    if form == "list":
+        return encode_label_lists(table.column(cols[0]), cols[0])
+    return encode_label_columns(table.select(cols), cols)
+
+
 def resolve_label_columns(schema: pa.Schema, label, *, where: str = "DATA") -> tuple:
     """The multi-label label column(s) of ``schema`` and their form, ``"list"`` or ``"columns"``.
 
@@ -349,15 +360,14 @@ def _flag_multilabel(src: _Source, *, label, features, exclude, ids, model, fold
         raise InputError(f"{where} already has a column '{clash[0]}', which flag writes; "
                          "rename it, or pass the original table rather than earlier flag output")
     label_table = src.read(label_cols)
+    Y, labelled, classes_arr = encode_tags(label_table, label_cols, form)
+    del label_table
     if form == "list":
-        Y, labelled, classes_arr = encode_label_lists(label_table.column(label_cols[0]), label_cols[0])
         value_type = classes_arr.type
         what = f"label column '{label_cols[0]}'"
     else:
-        Y, labelled, classes_arr = encode_label_columns(label_table, label_cols)
         value_type = pa.string()
         what = f"label columns {', '.join(label_cols)}"
-    del label_table
     classes = classes_arr.to_pylist()
     k = len(classes)
     lab_rows = np.flatnonzero(labelled)

@@ -108,14 +108,10 @@ def run_oof(ctx: StageContext, out: Path) -> dict:
 def _encode_tags(dataset, label, where: str):
     """(0/1 matrix, labelled mask, classes, label columns) of a multi-label ``label``; the classes
     are the sorted union of the tags (or the 0/1 columns in order), as the flag stage finds them."""
-    from ..features import encode_label_columns, encode_label_lists
-    from ..multilabel import resolve_label_columns
+    from ..multilabel import encode_tags, resolve_label_columns
 
     cols, form = resolve_label_columns(dataset.schema, label, where=where)
-    table = dataset.to_table(columns=cols)
-    if form == "list":
-        return (*encode_label_lists(table.column(cols[0]), cols[0]), cols)
-    return (*encode_label_columns(table, cols), cols)
+    return (*encode_tags(dataset.to_table(columns=cols), cols, form), cols)
 
 
 def _run_oof_multilabel(ctx: StageContext, out: Path) -> dict:

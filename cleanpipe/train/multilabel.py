@@ -121,14 +121,9 @@ def _probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
 
 
 def _encode(table: pa.Table, label, source: str):
-    from ..features import encode_label_columns, encode_label_lists
-    from ..multilabel import resolve_label_columns
+    from ..multilabel import encode_tags, resolve_label_columns
     cols, form = resolve_label_columns(table.schema, label, where=source)
-    if form == "list":
-        Y, labelled, classes = encode_label_lists(table.column(cols[0]), cols[0])
-    else:
-        Y, labelled, classes = encode_label_columns(table.select(cols), cols)
-    return cols, form, Y, labelled, classes
+    return (cols, form, *encode_tags(table, cols, form))
 
 
 def retrain_multilabel_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
