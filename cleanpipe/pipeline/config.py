@@ -143,13 +143,26 @@ class OofSettings:
     scheduler: str | None = None
 
 
+#: What an unset ``[flag] method`` / ``noisy_threshold`` means on single-label data: the defaults of
+#: ``cleanpipe flag`` (``cleanpipe.detect.METHODS[0]``, ``combine.NOISY_THRESHOLD``; a test keeps
+#: them equal, without importing the detector here). Multi-label data takes the multi-label ones.
+SINGLE_LABEL_FLAG_DEFAULTS = {"method": "combined", "noisy_threshold": 0.8}
+
+
 @dataclass(frozen=True)
 class FlagSettings:
-    """``[flag]``: the detector."""
+    """``[flag]``: the detector. ``method`` and ``noisy_threshold`` left unset (None) take the
+    detector's defaults for the data: single- and multi-label ones differ, as with ``cleanpipe flag``."""
 
-    method: str = "combined"
+    method: str | None = None
     mixture: str = "beta"
-    noisy_threshold: float = 0.8  # cleanpipe.detect.combine.NOISY_THRESHOLD
+    noisy_threshold: float | None = None
+
+    def detector(self, multi_label: bool = False) -> dict:
+        """The detector's keyword arguments: the settings given, plus, for single-label data, the
+        single-label defaults for the unset ones (multi-label data leaves those to its detector)."""
+        given = {k: v for k, v in vars(self).items() if v is not None}
+        return given if multi_label else {**SINGLE_LABEL_FLAG_DEFAULTS, **given}
 
 
 @dataclass(frozen=True)

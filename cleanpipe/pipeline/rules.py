@@ -178,10 +178,12 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     if o.backend == "dask" and not o.scheduler:
         raise ConfigError(f"{origin}: [oof] backend = \"dask\" needs scheduler = \"tcp://HOST:8786\" "
                           "(or --scheduler); start one with `dask scheduler`")
-    _choice(origin, "[flag] method", p.flag.method, METHODS)
+    if p.flag.method is not None:  # the multi-label subset is checked once the data is known
+        _choice(origin, "[flag] method", p.flag.method, METHODS)
     _choice(origin, "[flag] mixture", p.flag.mixture, _MIXTURES)
     t = p.flag.noisy_threshold
-    _range(origin, "[flag] noisy_threshold", 0.0 <= t < 1.0, t, "in [0, 1)")
+    if t is not None:
+        _range(origin, "[flag] noisy_threshold", 0.0 <= t < 1.0, t, "in [0, 1)")
     cl = p.clean
     _choice(origin, "[clean] mode", cl.mode, MODES)
     for key in ("min_weight", "relabel_p_noisy", "relabel_score"):
@@ -247,9 +249,8 @@ def check_multilabel_settings(p, origin: str) -> None:
     ``multi_label = true``). Called when the file says the data is multi-label, and again by the
     preflight when the schema shows a list label column."""
     from ..detect.multilabel import MULTILABEL_METHODS
-    # "combined" is the single-label default and stands for the multi-label default there.
-    method = p.flag.method
-    if "flag" in p.stages and method != "combined" and method not in MULTILABEL_METHODS:
+    method = p.flag.method  # None: the multi-label default
+    if "flag" in p.stages and method is not None and method not in MULTILABEL_METHODS:
         raise ConfigError(f"{origin}: [flag] method = {method!r} is single-label only and the label "
                           f"holds sets of tags; choose one of: {', '.join(MULTILABEL_METHODS)}")
     if p.stages[0] == "clean" and p.clean.mode == "relabel":

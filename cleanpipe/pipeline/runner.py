@@ -88,7 +88,9 @@ def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
     if stage == "oof":
         return dict(cols, **model)
     if stage == "flag":
-        return dict(cols, **vars(p.flag), **({} if "oof" in p.stages else model))
+        # single-label: the unset settings as their defaults, so keys match runs that spelled them out
+        flag = vars(p.flag) if multi_label else p.flag.detector()
+        return dict(cols, **flag, **({} if "oof" in p.stages else model))
     if stage == "clean":
         return dict(clean, label=cols["label"], **({"multi_label": True} if multi_label else {}))
     return dict(cols, **{k: v for k, v in vars(p.retrain).items() if k != "threads"})

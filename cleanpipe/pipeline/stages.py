@@ -148,19 +148,6 @@ def _run_oof_multilabel(ctx: StageContext, out: Path) -> dict:
             "outputs": {"pred_probs": PRED_PROBS, "info": OOF_INFO}}
 
 
-def _multilabel_detector(f) -> dict:
-    """``[flag]`` as :func:`cleanpipe.multilabel.flag_multilabel_dataset` takes it. The single-label
-    defaults (method ``combined``, which multi-label data does not have, and noisy_threshold 0.8)
-    stand for the multi-label ones (``noise_rate``, 0.5), as unset options do for ``cleanpipe flag``."""
-    from .config import FlagSettings
-    given = {"mixture": f.mixture}
-    if f.method != FlagSettings.method:
-        given["method"] = f.method
-    if f.noisy_threshold != FlagSettings.noisy_threshold:
-        given["noisy_threshold"] = f.noisy_threshold
-    return given
-
-
 #: Summary keys of the flag stage recorded in the manifest (multi-label adds the per-tag ones).
 _FLAG_KEEP = ("rows", "labelled_rows", "n_classes", "estimated_noise_rate", "estimated_issues", "flagged")
 _FLAG_KEEP_MULTILABEL = _FLAG_KEEP + ("multi_label", "estimated_wrong_tags", "flagged_tags",
@@ -188,12 +175,11 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
         if ctx.multi_label:
             summary = flag_multilabel_dataset(ctx.data, out / FLAGS, outputs=outputs, label=c.target,
                                               save_pred_probs=out / PRED_PROBS, **common,
-                                              **_multilabel_detector(p.flag))
+                                              **p.flag.detector(multi_label=True))
             outputs_written["pred_probs"] = PRED_PROBS
         else:
             summary = flag_dataset(ctx.data, out / FLAGS, outputs=outputs, label=c.label, **common,
-                                   method=p.flag.method, mixture=p.flag.mixture,
-                                   noisy_threshold=p.flag.noisy_threshold)
+                                   **p.flag.detector())
     summary["source"] = ctx.source
     if oof_dir:
         info = _read_json(oof_dir / OOF_INFO)

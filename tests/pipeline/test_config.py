@@ -146,7 +146,9 @@ def test_defaults_follow_the_library():
     from cleanpipe.detect.combine import NOISY_THRESHOLD
     from cleanpipe.pipeline.config import CleanSettings, FlagSettings, RetrainSettings
     from cleanpipe.train import TrainConfig
-    assert FlagSettings().noisy_threshold == NOISY_THRESHOLD
+    from cleanpipe.detect import METHODS
+    assert FlagSettings().detector() == {"method": METHODS[0], "mixture": "beta",
+                                         "noisy_threshold": NOISY_THRESHOLD}
     c = CleanSettings()
     assert (c.min_weight, c.relabel_p_noisy, c.relabel_score) == (
         DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE)
@@ -200,3 +202,15 @@ def test_stage_defaults_are_the_commands_defaults():
     for f in dataclasses.fields(TrainConfig):
         assert tuple(getattr(r, f.name)) == tuple(f.default) if f.name == "hidden" else \
             getattr(r, f.name) == f.default, f.name
+
+
+def test_unset_flag_settings_take_the_defaults_of_the_data():
+    from cleanpipe.pipeline.config import FlagSettings
+    # single-label: the single-label defaults fill what the file left unset
+    assert FlagSettings(method="both").detector() == {"method": "both", "mixture": "beta",
+                                                       "noisy_threshold": 0.8}
+    # multi-label: only what the file says, so the multi-label detector's defaults apply...
+    assert FlagSettings().detector(multi_label=True) == {"mixture": "beta"}
+    # ...and a value written in the file is used as written, even the single-label default
+    assert FlagSettings(noisy_threshold=0.8).detector(multi_label=True) == {
+        "mixture": "beta", "noisy_threshold": 0.8}
