@@ -84,7 +84,10 @@ def _train_and_score(table, X_test, Y_test, *, loss, params, config):
     P = np.asarray(pred.column("pred_probs").combine_chunks().flatten()).reshape(len(Y_test), -1)
     # the model's classes are the tags seen in training (all 10 here), in sorted order
     cols = np.asarray(res.spec["classes"], dtype=np.int64)
-    return multilabel_metrics(Y_test[:, cols], P, res.spec["threshold"]), res.metrics["epochs"]
+    m = multilabel_metrics(Y_test[:, cols], P, res.spec["threshold"])
+    # what the fixed sigmoid cut of 0.5 would have given (before the cut was tuned on validation)
+    m["micro_f1_half"] = multilabel_metrics(Y_test[:, cols], P, 0.5)["micro_f1"]
+    return m, res.metrics["epochs"]
 
 
 def run_rate(X, Y, rate, *, seed, config):
@@ -99,7 +102,8 @@ def run_rate(X, Y, rate, *, seed, config):
         t0 = time.perf_counter()
         m, epochs = _train_and_score(table, X_te, Y_te, loss=loss, params=params or {}, config=config)
         rows.append({"rate": rate, "method": name, "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"],
-                     "map": m["map"], "epochs": epochs, "seconds": time.perf_counter() - t0,
+                     "map": m["map"], "micro_f1_half": m["micro_f1_half"], "epochs": epochs,
+                     "seconds": time.perf_counter() - t0,
                      **(extra or {})})
         progress(f"  {rate} {name}: micro-F1 {m['micro_f1']:.3f}")
 
@@ -162,6 +166,8 @@ def render(df: pd.DataFrame, minutes: float) -> str:
     mf = wide["micro_f1"]
     gain = {r: mf[r]["flag->relabel->bce"] - mf[r]["bce noisy"] for r in RATES}
     smooth = {r: mf[r]["bce smooth0.1"] - mf[r]["bce noisy"] for r in RATES}
+    by = df.set_index(["rate", "method"])["micro_f1_half"]
+    half = {r: {"bce noisy": by[(r, "bce noisy")], "oracle": by[(r, "bce oracle")]} for r in RATES}
     findings = [
         ("flag -> clean relabel -> bce (the default) vs bce on the noisy tags: micro-F1 "
          + ", ".join(f"{gain[r]:+.3f} at {int(r * 100)}%" for r in RATES)
@@ -170,9 +176,13 @@ def render(df: pd.DataFrame, minutes: float) -> str:
         ("bce with label smoothing 0.1 vs plain bce: micro-F1 "
          + ", ".join(f"{smooth[r]:+.3f} at {int(r * 100)}%" for r in RATES)
          + "; the default multi-label loss is plain `bce`."),
-        ("softmax-labels / abs-kl predict tags at the softmax cut that maximises validation micro-F1 "
-         "(sigmoid models use 0.5), which lifts their F1 (even above the bce oracle's) but not their "
-         "mAP, which does not depend on a threshold."),
+        ("Every model predicts the tags above the cut that maximises validation micro-F1 (sigmoid or "
+         "softmax). Against a fixed sigmoid cut of 0.5 on the same models, test micro-F1 of bce on "
+         "the noisy tags: "
+         + ", ".join(f"{half[r]['bce noisy']:.3f} -> {mf[r]['bce noisy']:.3f} at {int(r * 100)}%" for r in RATES)
+         + f"; of the bce oracle: {half[RATES[0]]['oracle']:.3f} -> {mf[RATES[0]]['bce oracle']:.3f} "
+         "(the tuned cut helps the clean-tag model too: 0.5 is not where micro-F1 peaks). mAP does "
+         "not depend on the cut."),
         "flag -> clean drop removes most rows when the flagger is this weak and loses to training on noise.",
     ]
     return "\n".join([
