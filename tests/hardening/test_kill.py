@@ -209,19 +209,24 @@ def test_retrain_killed_at_any_moment(train_table):
     out = root / "models"
     out.mkdir()
     args = ["retrain", data, "--out", out / "model", *TRAIN]
+    # Timed warm: a first run pays torch's cold import, and kills timed from it landed after the
+    # faster runs that followed had finished (7 of 10 trials killed at worst).
+    run_ok(args, root)
+    shutil.rmtree(out / "model")
     duration = run_ok(args, root)
     print(f"retrain: reference took {duration:.1f} s")
     reference = _model_state(out / "model")
     digest = sha(data)
-    killed = 0
+    killed = []
     for delay, offset in plan(duration):
         shutil.rmtree(out / "model", ignore_errors=True)
-        killed += kill_trial(args, root, delay=delay, watch=out if delay is None else None, offset=offset or 0)
+        killed.append(kill_trial(args, root, delay=delay, watch=out if delay is None else None,
+                                 offset=offset or 0))
         if (out / "model").exists():
             assert _same_state(_model_state(out / "model"), reference)
         assert sha(data) == digest
-    assert killed >= UNIFORM, killed
-    print(f"retrain: {len(plan(duration))} trials, {killed} killed, all met")
+    print(f"retrain: {len(killed)} trials, {sum(killed)} killed ({killed}), all met")
+    assert sum(killed) >= UNIFORM, killed
     # (that the next retrain removes a killed one's staging folder is test_stale_temps.py's job)
 
 
