@@ -19,6 +19,17 @@ BLOCK_BYTES = 8 << 20
 _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 1024, 65536
 
 
+#: Rows per chunk of the per-row vector passes (losses, their normalisation and posterior): the
+#: float64 temporaries stay a few MB whatever the number of rows (a whole-vector pass over 1e7
+#: rows held ~400 MiB at once).
+CHUNK_ROWS = 1 << 20
+
+
+def row_chunks(n: int):
+    """``(start, stop)`` over ``range(n)`` in :data:`CHUNK_ROWS` pieces."""
+    return ((s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS))
+
+
 def block_rows_for(pred_probs, block_rows: int | None = None) -> int:
     """``block_rows`` if given, else the rows that hold about :data:`BLOCK_BYTES` of ``pred_probs``."""
     if block_rows is not None:

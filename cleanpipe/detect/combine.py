@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import map_blocks
+from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate)
 from .mixture import LossMixture, fit_loss_mixture
@@ -84,9 +84,9 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
         num = t[given, given] * cl.p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 
-    side = map_blocks(score, pred_probs, block_rows, alongside=alongside)
+    walked = map_blocks(score, pred_probs, block_rows, alongside=alongside)
     np.clip(out, 0.0, 1.0, out=out)
-    return out if alongside is None else (out, side[1])
+    return out if alongside is None else (out, walked[1])
 
 
 def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
@@ -225,11 +225,11 @@ def _lowest(score: np.ndarray, k: int) -> np.ndarray:
 
 
 def cross_entropy(p_given: np.ndarray) -> np.ndarray:
-    """Per-row loss ``-log p_given`` as float32 (floored at 1e-12), in chunks of a million rows."""
+    """Per-row loss ``-log p_given`` as float32 (floored at 1e-12), chunk by chunk (:func:`row_chunks`)."""
     out = np.empty(len(p_given), dtype=np.float32)
-    for s in range(0, len(p_given), 1 << 20):
-        chunk = np.maximum(p_given[s:s + (1 << 20)], _LOSS_FLOOR)
-        out[s:s + len(chunk)] = np.negative(np.log(chunk, out=chunk), out=chunk)
+    for s, e in row_chunks(len(p_given)):
+        chunk = np.maximum(p_given[s:e], _LOSS_FLOOR)
+        out[s:e] = np.negative(np.log(chunk, out=chunk), out=chunk)
     return out
 
 

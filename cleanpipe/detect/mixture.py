@@ -22,6 +22,8 @@ import numpy as np
 from scipy.special import betaln
 from sklearn.isotonic import isotonic_regression
 
+from ._validate import row_chunks
+
 #: Normalised losses are kept this far from 0 and 1 (the Beta log-density is infinite there).
 EPS = 1e-4
 #: Below this many rows, or this spread of losses, no mixture is fitted and ``p_noisy`` is 0.
@@ -260,15 +262,6 @@ def _loss_bounds(losses: np.ndarray, clip_percentiles) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-#: Rows per chunk when normalising and scoring losses: the float64 temporaries stay a few MB
-#: whatever the number of rows (a whole-vector pass over 1e7 rows held ~400 MiB at once).
-_CHUNK_ROWS = 1 << 20
-
-
-def _chunks(n: int):
-    return ((s, min(s + _CHUNK_ROWS, n)) for s in range(0, n, _CHUNK_ROWS))
-
-
 def interp_uniform(x: np.ndarray, grid: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``np.interp(x, grid, values)`` for an evenly spaced ``grid``, without a search per point.
 
@@ -308,7 +301,7 @@ class LossMixture:
         if self.fit is None:
             return np.zeros(losses.shape)
         out = np.empty(losses.shape)
-        for s, e in _chunks(len(losses)):  # element-wise: chunks only bound the temporaries
+        for s, e in row_chunks(len(losses)):  # element-wise: chunks only bound the temporaries
             x, _ = normalise_losses(losses[s:e], bounds=self.bounds)
             out[s:e] = interp_uniform(x, self.grid, self.grid_posterior)
         return out
@@ -353,7 +346,7 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
     # One pass over the rows, chunk by chunk: a fine histogram on dyadic bins, from which the
     # coarser ones (for the summary and the isotonic weights) are exact sums of neighbouring bins.
     fine = np.zeros(_HIST_BINS, dtype=np.int64)
-    for s, e in _chunks(len(losses)):
+    for s, e in row_chunks(len(losses)):
         fine += _dyadic_histogram(normalise_losses(losses[s:e], bounds=bounds)[0], _HIST_BINS)
     hist = (np.linspace(0.0, 1.0, _SUMMARY_BINS + 1), fine.reshape(_SUMMARY_BINS, -1).sum(axis=1))
     grid = np.linspace(EPS, 1 - EPS, _GRID)
