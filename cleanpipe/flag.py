@@ -24,6 +24,7 @@ from .errors import InputError
 from .features import (_vector, columns_hint, decode_labels, encode_labels, select_feature_columns,
                        table_to_features)
 from .io import open_dataset, with_metadata
+from .limits import check_seed
 from .oof import check_folds, cross_val_probs
 from .rows import ParquetMatrix, TakeRows
 
@@ -176,6 +177,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     notes = []
     k = len(classes)
     if pred_probs is None:
+        check_seed(seed)
         check_folds(folds, n_lab)
         if n_jobs == 0:
             raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")

@@ -34,14 +34,11 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
         Missing path, a file that is not Parquet, files that disagree on schema.
     """
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise InputError(f"{what} path '{path}' does not exist; pass an existing Parquet file or directory")
     try:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-            if not files:
-                raise InputError(f"{what} directory '{path}' holds no Parquet files; pass a directory "
-                                 "that holds .parquet files, or one Parquet file")
+            files = dataset_files(path, what=what)
             schemas = {f: pq.read_schema(f) for f in files}
             first = schemas[files[0]]
             _check_unique_names(first, files[0], what)
@@ -50,7 +47,12 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
                     raise InputError(
                         f"{what} files disagree on schema: '{f}' has ({_schema_str(schema)}) but "
                         f"'{files[0]}' has ({_schema_str(first)}); make the files share one schema")
-            return ds.dataset(path, format="parquet", partitioning="hive")
+            check_partition_keys(files, path, first.names, what=what)
+            return ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
+                              partition_base_dir=str(path))
+        if not path.exists():
+            raise InputError(f"{what} '{path}' is a broken or looping symlink; point it at a Parquet "
+                             "file or pass the file itself")
         _check_unique_names(pq.read_schema(path), path, what)
         return ds.dataset(path, format="parquet")
     except InputError:
@@ -59,6 +61,88 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{what} '{path}' is not a readable Parquet file ({first_line}); "
                          "pass a Parquet file or a directory of Parquet files") from None
+
+
+def _hidden(name: str) -> bool:
+    # What pyarrow's dataset discovery skips: hidden files and _metadata-like ones.
+    return name.startswith((".", "_"))
+
+
+def walk_files(root: str | os.PathLike, *, what: str = "DATA") -> list:
+    """Every data file under ``root``, as paths below ``root`` as given, sorted.
+
+    Symlinks are followed only while they stay inside ``root`` (a link out of it is skipped with
+    a warning), and a file or folder reached twice (two links to one file, a link to a parent
+    folder) is visited once. Names starting with ``.`` or ``_`` are skipped.
+
+    Raises
+    ------
+    InputError
+        A broken or looping symlink.
+    """
+    import warnings
+
+    from .errors import CleanpipeWarning
+    root = os.fspath(root)
+    real_root = os.path.realpath(root)
+    st = os.stat(root)
+    seen = {(st.st_dev, st.st_ino)}
+    out, stack = [], [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        subdirs = []
+        for e in entries:
+            if _hidden(e.name):
+                continue
+            if e.is_symlink():
+                try:
+                    target = os.path.realpath(e.path, strict=True)
+                except OSError:
+                    raise InputError(f"{what} '{e.path}' is a broken or looping symlink; remove it or "
+                                     "point it at a Parquet file") from None
+                if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
+                    warnings.warn(f"{what} '{e.path}' links outside '{root}' and was not followed; "
+                                  "copy the file into the folder to read it", CleanpipeWarning,
+                                  stacklevel=2)
+                    continue
+            try:
+                est = os.stat(e.path)
+            except FileNotFoundError:
+                continue  # vanished while listing
+            key = (est.st_dev, est.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            if e.is_dir():
+                subdirs.append(e.path)
+            elif e.is_file():
+                out.append(e.path)
+        stack.extend(reversed(subdirs))
+    return sorted(out)
+
+
+def dataset_files(path: str | os.PathLike, *, what: str = "DATA") -> list:
+    """The data files of the directory ``path`` (see :func:`walk_files`), at least one."""
+    files = [Path(f) for f in walk_files(path, what=what)]
+    if not files:
+        raise InputError(f"{what} directory '{path}' holds no Parquet files; pass a directory "
+                         "that holds .parquet files, or one Parquet file")
+    return files
+
+
+def check_partition_keys(files, root, names, *, what: str = "DATA") -> None:
+    """Refuse a hive partition key (a ``key=value`` folder) that repeats a column of the files."""
+    root = os.fspath(root).rstrip("/")
+    for f in files:
+        rel = os.fspath(f)[len(root):].strip("/").split("/")[:-1]
+        for part in rel:
+            key = part.split("=", 1)[0] if "=" in part else None
+            if key is not None and key in names:
+                raise InputError(f"{what} folder '{part}' makes '{key}' a partition column, but the "
+                                 f"files already have a column '{key}'; rename the folder or drop "
+                                 "the column from the files")
 
 
 def _check_unique_names(schema: pa.Schema, path, what: str) -> None:
@@ -89,8 +173,11 @@ def summary_path_for(flags_path: str | os.PathLike) -> Path:
     return p.with_suffix(".summary.json") if p.suffix else Path(f"{p}.summary.json")
 
 
-def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike, option: str = "--out") -> Path:
-    """Check that ``out`` can be written: its directory exists and it is none of the inputs."""
+def check_output_path(out: str | os.PathLike, *, option: str = "--out") -> Path:
+    """Check that the file ``out`` can be created: its folder exists and it is not a folder.
+
+    Collisions with inputs and other outputs are :mod:`cleanpipe.safety`'s business.
+    """
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -98,15 +185,6 @@ def check_output_path(out: str | os.PathLike, *inputs: str | os.PathLike, option
                          f"another {option}")
     if out.is_dir():
         raise InputError(f"{option} '{out}' is a directory; pass a file path such as '{out / 'flags.parquet'}'")
-    for inp in inputs:
-        try:
-            same = Path(inp).resolve() == out.resolve()
-            inside = Path(inp).is_dir() and Path(inp).resolve() in out.resolve().parents
-        except OSError:
-            continue
-        if same or inside:
-            raise InputError(f"{option} '{out}' would overwrite the input '{inp}'; inputs are never "
-                             f"modified, choose another {option}")
     return out
 
 

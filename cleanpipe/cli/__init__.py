@@ -56,6 +56,13 @@ class CleanpipeGroup(click.Group):
                 _echo_err(f"error: {exc}")
                 sys.exit(2)
             except Exception as exc:  # noqa: BLE001 - the last line of defence
+                from ..safety import environment_error
+                user = environment_error(exc)  # a full disk, a permission, a corrupt page
+                if user is not None:
+                    if _STATE["verbose"]:
+                        traceback.print_exc()
+                    _echo_err(f"error: {user}")
+                    sys.exit(2)
                 if _STATE["verbose"]:
                     traceback.print_exc()
                 _echo_err(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
@@ -85,6 +92,12 @@ def csv_option(value):
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def overwrite_option(help_text: str = "Replace existing output files that cleanpipe did not write "
+                                        "(its own earlier outputs are always replaced)."):
+    """``--overwrite``: the one switch that lets an output replace a file cleanpipe did not write."""
+    return click.option("--overwrite", is_flag=True, help=help_text)
 
 
 def main() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from pathlib import Path
 
 import click
 
-from . import cli
+from . import cli, overwrite_option
 
 
 @cli.command()
@@ -39,10 +40,11 @@ from . import cli
 @click.option("--drop-flag-columns", is_flag=True,
               help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue "
                    "(and suspect_missing, suspect_spurious).")
+@overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, relabel_score,
-          relabel_add, relabel_remove, pred_probs, drop_flag_columns, as_json, quiet):
+          relabel_add, relabel_remove, pred_probs, drop_flag_columns, overwrite, as_json, quiet):
     """Clean a flags file written by cleanpipe flag.
 
     \b
@@ -74,21 +76,27 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
                          sidecar_summary_path, table_metadata)
     from ..clean_multilabel import is_multilabel_flags
     from ..errors import InputError
-    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_parquet
+    from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
+    from ..safety import guard_files
 
     if mode not in MODES:  # checked before reading so a typo fails fast
         raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
     stem = Path(flags.rstrip("/")).name.split(".")[0] or "data"
     out_path = Path(out) if out else Path.cwd() / f"{stem}.cleaned.parquet"
-    check_output_path(out_path, flags)
-    table = read_table(flags, what="FLAGS")
     side = Path(summary_path) if summary_path else sidecar_summary_path(flags)
+    inputs = {"FLAGS": flags, "--summary": side,
+              "--pred-probs": pred_probs if pred_probs and os.path.lexists(pred_probs) else None}
+    guard_files(inputs, {"--out": out_path}, overwrite=overwrite)
+    table = read_table(flags, what="FLAGS")
     summary = read_summary(side, what="--summary") if summary_path or side.is_file() else None
     if label is None:
         label = label_from_metadata(table, summary)
     probs, probs_path = None, None
     if mode == "relabel" and is_multilabel_flags(table):
         probs, probs_path = _multilabel_probs(pred_probs, summary, side, table)
+        if probs_path is not None and os.path.lexists(probs_path):  # found through the summary
+            guard_files(dict(inputs, **{"--pred-probs": probs_path}), {"--out": out_path},
+                        overwrite=overwrite)
     result = clean_table(table, mode=mode, label=label, min_weight=min_weight,
                          relabel_p_noisy=relabel_p_noisy, relabel_score=relabel_score,
                          drop_flag_columns=drop_flag_columns, source=f"FLAGS '{flags}'",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
-from . import cli, csv_option
+from ..limits import MIN_FOLDS, SEED_MAX, SEED_MIN
+from . import cli, csv_option, overwrite_option
 from ._progress import progress_bar
 
 
@@ -22,8 +24,10 @@ from ._progress import progress_bar
 @click.option("--id", "ids", default=None, help="Comma-separated id columns (kept, not features).")
 @click.option("--model", default="hgb", show_default=True,
               help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it).")
-@click.option("--folds", default=5, show_default=True, type=int, help="Cross-validation folds.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for folds and models.")
+@click.option("--folds", default=5, show_default=True, type=int,
+              help=f"Cross-validation folds (at least {MIN_FOLDS}).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(SEED_MIN, SEED_MAX),
+              help="Seed for folds and models.")
 @click.option("--n-jobs", default=1, show_default=True, type=int, help="Folds fitted in parallel (-1: all cores).")
 @click.option("--backend", default="loky", show_default=True, type=click.Choice(["loky", "dask"]),
               help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
@@ -43,10 +47,12 @@ from ._progress import progress_bar
               help="Output Parquet (default: ./<input stem>.flags.parquet).")
 @click.option("--report", "with_report", is_flag=True,
               help="Also write the HTML report to <out stem>.report.html.")
+@overwrite_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
-         pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, as_json, quiet):
+         pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
+         as_json, quiet):
     """Flag likely mislabeled rows of a Parquet table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
@@ -66,15 +72,19 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     suspect_spurious; its methods are noise_rate (default), mixture and both.
     """
     from ..flag import flag_dataset
-    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, summary_path_for, write_json
+    from ..io import AtomicOutputs, cleanup_stale_temps, summary_path_for, write_json
     from ..oof import joblib_backend
+    from ..safety import guard_files
 
     out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
-    check_output_path(out_path, data)
     summary_path = summary_path_for(out_path)
     report_path = out_path.with_suffix(".report.html")
-    if save_pred_probs:
-        check_output_path(save_pred_probs, data, option="--save-pred-probs")
+    # --pred-probs may name a list column of DATA rather than a file
+    probs_file = pred_probs if pred_probs and os.path.lexists(pred_probs) else None
+    guard_files({"DATA": data, "--pred-probs": probs_file},
+                {"--out": out_path, "--out (its summary)": summary_path,
+                 "--out (its report)": report_path if with_report else None,
+                 "--save-pred-probs": save_pred_probs}, overwrite=overwrite)
     cleanup_stale_temps(out_path.parent)
     with joblib_backend(backend if pred_probs is None else None, scheduler), AtomicOutputs() as outputs, \
             progress_bar(not (quiet or as_json)) as update:

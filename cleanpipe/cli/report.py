@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from . import cli
+from . import cli, overwrite_option
 
 
 @cli.command()
@@ -24,8 +24,9 @@ from . import cli
               type=click.Path(path_type=str),
               help="Model directory of `cleanpipe retrain` (or its metrics.json): adds a Training "
                    "section with the loss curves and the online noise model per epoch.")
+@overwrite_option()
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def report(flags, summary_path, out, max_rows, max_columns, training_path, quiet):
+def report(flags, summary_path, out, max_rows, max_columns, training_path, overwrite, quiet):
     """Write an HTML report of a flags table made by `cleanpipe flag`.
 
     The page shows the loss mixture with its threshold, the estimated noise matrix, flagged
@@ -43,8 +44,9 @@ def report(flags, summary_path, out, max_rows, max_columns, training_path, quiet
       cleanpipe report flags.parquet --summary flags.summary.json --out report.html
       cleanpipe report data.flags.parquet --training model/
     """
-    from ..io import check_output_path, cleanup_stale_temps, open_dataset
+    from ..io import cleanup_stale_temps, open_dataset
     from ..report import read_summary, read_training, summary_path_for, write_report
+    from ..safety import guard_files
 
     stem = Path(flags.rstrip("/")).stem
     out_path = Path(out) if out else Path.cwd() / f"{stem}.report.html"
@@ -52,7 +54,9 @@ def report(flags, summary_path, out, max_rows, max_columns, training_path, quiet
     # The metrics file, not its directory: a report may be written into the model directory.
     training_file = ([Path(training_path) / "metrics.json" if Path(training_path).is_dir()
                       else training_path] if training_path else [])
-    check_output_path(out_path, flags, summary_file, *training_file)
+    guard_files({"FLAGS": flags, "--summary": summary_file,
+                 "--training": training_file[0] if training_file else None},
+                {"--out": out_path}, overwrite=overwrite)
     # Checked before the summary so a mistyped FLAGS is not reported as a missing summary.
     if not Path(flags).exists():
         raise InputError(f"flags '{flags}' does not exist; pass the Parquet file cleanpipe flag wrote")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from . import cli, csv_option
+from ..limits import SEED_MAX, SEED_MIN
+from . import cli, csv_option, overwrite_option
 from ._progress import progress_bar
 
 
@@ -114,11 +115,13 @@ def _class_prior(explicit, data: str, table):
               help="Early-stopping patience in epochs (0: off).")
 @click.option("--val-fraction", default=0.1, show_default=True, type=float,
               help="Stratified validation share for early stopping.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(SEED_MIN, SEED_MAX))
 @click.option("--threads", default=None, type=int,
               help="CPU threads while training (default: torch's choice; 1 is often fastest on a "
                    "busy machine).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an --out directory holding an earlier model (only cleanpipe's own "
+                   "files; a folder holding anything else is refused).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, nothing printed on success.")
 def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, loss, loss_params, noisy_weight,
@@ -146,6 +149,7 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     from ..errors import InputError
     from ..io import cleanup_stale_temps, read_table
     from ..losses import get_loss
+    from ..safety import guard_files
     from ..train import AUTO_LOSS, DEFAULT_LOSS, TrainConfig, check_model_dir, retrain_table, save_model_dir
 
     if loss and loss != AUTO_LOSS:
@@ -156,9 +160,12 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
                          threads=threads, mixup=mixup, prior_reg=prior_reg).check()
     params = _parse_loss_params(loss_params)
     check_model_dir(out, overwrite=overwrite)
+    from ..clean import sidecar_summary_path
+    # Every file retrain may read: DATA, the summary beside it, --noise-matrix.
+    guard_files({"DATA": data, "--noise-matrix": noise_matrix,
+                 "the summary of DATA": sidecar_summary_path(data)}, {},
+                overwrite=overwrite, model_dir=("--out", out))
     cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
-    if Path(out).resolve() == Path(data).resolve():
-        raise InputError(f"--out '{out}' is DATA itself; choose another directory")
     table = read_table(data)
     label = label or label_from_metadata(table) or "label"
     loss, params = _resolve_loss(loss, params, table, label, multi_label, DEFAULT_LOSS)
@@ -221,8 +228,9 @@ def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, defa
 @click.option("--probs", is_flag=True, help="Also write pred_probs, a list<float32> per row in class order.")
 @click.option("--prefix", default="", help="Prefix for the added column names.")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@overwrite_option()
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
-def predict(model_dir, data, out, probs, prefix, device, quiet):
+def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet):
     """Score a Parquet table with a model written by cleanpipe retrain.
 
     Writes every input column plus predicted_label (in the label's own type) and
@@ -237,13 +245,14 @@ def predict(model_dir, data, out, probs, prefix, device, quiet):
       cleanpipe predict model/ data.flags.parquet --prefix model_ --probs
     """
     from .. import __version__
-    from ..io import AtomicOutputs, check_output_path, cleanup_stale_temps, read_table, write_parquet
+    from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
+    from ..safety import guard_files
     from ..train import load_model_dir, predict_table
 
-    loaded = load_model_dir(model_dir)
     stem = Path(data.rstrip("/")).name.split(".")[0] or "data"
     out_path = Path(out) if out else Path.cwd() / f"{stem}.preds.parquet"
-    check_output_path(out_path, data, model_dir)
+    guard_files({"MODEL_DIR": model_dir, "DATA": data}, {"--out": out_path}, overwrite=overwrite)
+    loaded = load_model_dir(model_dir)
     table = read_table(data)
     result = predict_table(loaded, table, probs=probs, prefix=prefix, device=device)
     provenance = {"cleanpipe_version": __version__, "source": str(data), "model_dir": str(model_dir),

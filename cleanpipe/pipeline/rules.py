@@ -8,6 +8,7 @@ checked later by :mod:`cleanpipe.pipeline.preflight`.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from ..limits import MIN_FOLDS, SEED_MAX, SEED_MIN, seed_ok
 
 _STAGES = ("oof", "flag", "clean", "retrain")
 _MIXTURES = ("beta", "gaussian")
@@ -171,7 +172,8 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
                               "cleanpipe would import and run; pass --allow-custom-model to allow it")
     else:
         _choice(origin, "[oof] model", o.model, MODELS)
-    _range(origin, "[oof] folds", o.folds >= 2, o.folds, "at least 2")
+    _range(origin, "[oof] folds", o.folds >= MIN_FOLDS, o.folds, f"at least {MIN_FOLDS}")
+    _range(origin, "[oof] seed", seed_ok(o.seed), o.seed, f"an integer in [{SEED_MIN}, {SEED_MAX}]")
     _range(origin, "[oof] n_jobs", o.n_jobs >= 1 or o.n_jobs == -1, o.n_jobs,
            "a positive count, or -1 for every core")
     _choice(origin, "[oof] backend", o.backend, BACKENDS)
@@ -292,7 +294,8 @@ def _check_retrain(p, origin: str) -> None:
              ("val_fraction", 0 <= r.val_fraction < 1, "in [0, 1)"),
              ("threads", r.threads is None or r.threads >= 1, "a positive integer"),
              ("warmup", r.warmup >= 1, "a positive integer"), ("mixup", r.mixup >= 0, ">= 0 (0: off)"),
-             ("prior_reg", r.prior_reg >= 0, ">= 0 (0: off)")]
+             ("prior_reg", r.prior_reg >= 0, ">= 0 (0: off)"),
+             ("seed", seed_ok(r.seed), f"an integer in [{SEED_MIN}, {SEED_MAX}]")]
     for key, ok, want in rules:
         _range(origin, f"[retrain] {key}", ok, getattr(r, key), want)
     _choice(origin, "[retrain] device", r.device, _DEVICES)

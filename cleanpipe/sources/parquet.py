@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import TMP_PREFIX, cleanup_stale_temps
+from ..io import TMP_PREFIX, check_partition_keys, cleanup_stale_temps, walk_files
 from ._sql import error_line
 from .base import BATCH_ROWS, Sink, Source, digest
 
@@ -113,27 +113,42 @@ class ParquetSource(Source):
         """(files, partition base dir or None) with the FileInfo of every data file."""
         if self._files is not None:
             return self._files
+        local = not is_s3(self.path)
         try:
             if _is_glob(self._inner):
                 cut = min(self._inner.find(c) for c in _GLOB_CHARS if c in self._inner)
                 base = self._inner[:cut].rsplit("/", 1)[0] or "/"
-                infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-                files = [i for i in infos if i.is_file and fnmatch.fnmatchcase(i.path, self._inner)]
+                if local:
+                    # One walk for every local dataset: no link out of the base, no file twice.
+                    paths = [f for f in (walk_files(base, what="[source] path") if os.path.isdir(base)
+                                         else []) if fnmatch.fnmatchcase(f, self._inner)]
+                    files = self._fs.get_file_info(paths) if paths else []
+                else:
+                    infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True,
+                                                                     allow_not_found=True))
+                    files = [i for i in infos if i.is_file and fnmatch.fnmatchcase(i.path, self._inner)]
                 if not files:
                     raise InputError(f"no files match '{self.path}'; check the pattern")
                 self._files = (sorted(files, key=lambda i: i.path), base)
                 return self._files
             info = self._fs.get_file_info(self._inner)
             if info.type == pafs.FileType.NotFound:
+                if local and os.path.islink(self._inner):
+                    raise InputError(f"'{self.path}' is a broken or looping symlink; point it at a "
+                                     "Parquet file, directory or glob")
                 raise InputError(f"'{self.path}' does not exist; pass an existing Parquet file, "
                                  "directory or glob")
             if info.type == pafs.FileType.File:
                 self._files = ([info], None)
                 return self._files
-            infos = self._fs.get_file_info(pafs.FileSelector(self._inner, recursive=True))
-            # Skip what pyarrow's dataset discovery skips: hidden and _metadata-like files.
-            files = [i for i in infos if i.is_file and not any(
-                part.startswith((".", "_")) for part in i.path[len(self._inner):].split("/") if part)]
+            if local:
+                paths = walk_files(self._inner, what="[source] path")
+                files = self._fs.get_file_info(paths) if paths else []
+            else:
+                infos = self._fs.get_file_info(pafs.FileSelector(self._inner, recursive=True))
+                # Skip what pyarrow's dataset discovery skips: hidden and _metadata-like files.
+                files = [i for i in infos if i.is_file and not any(
+                    part.startswith((".", "_")) for part in i.path[len(self._inner):].split("/") if part)]
         except InputError:
             raise
         except (OSError, pa.ArrowException) as exc:
@@ -152,6 +167,9 @@ class ParquetSource(Source):
                 if base is None:
                     self._dataset = ds.dataset(files[0].path, filesystem=self._fs, format="parquet")
                 else:
+                    first = pq.read_schema(files[0].path, filesystem=self._fs)
+                    check_partition_keys([f.path for f in files], base, first.names,
+                                         what="[source] path")
                     self._dataset = ds.dataset([f.path for f in files], filesystem=self._fs,
                                                format="parquet", partitioning="hive",
                                                partition_base_dir=base)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..limits import SEED_MAX, SEED_MIN, seed_ok
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class TrainConfig:
                  ("--device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
                  ("--threads", self.threads is None or self.threads >= 1, "a positive integer"),
                  ("--mixup", 0 <= self.mixup < np.inf, "a number >= 0 (0: off)"),
-                 ("--prior-reg", 0 <= self.prior_reg < np.inf, "a number >= 0 (0: off)")]
+                 ("--prior-reg", 0 <= self.prior_reg < np.inf, "a number >= 0 (0: off)"),
+                 ("--seed", seed_ok(self.seed), f"an integer in [{SEED_MIN}, {SEED_MAX}]")]
         for opt, ok, want in rules:
             if not ok:
                 raise InputError(f"{opt} must be {want}; got {getattr(self, opt[2:].replace('-', '_'))!r}")

@@ -8,6 +8,7 @@ pickled code, and the JSON description must rebuild a network whose shapes match
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -20,9 +21,11 @@ import torch
 
 from ..errors import InputError
 from ..io import TMP_PREFIX, write_json
+from ..safety import MODEL_FILES
+from ..safety import check_model_dir as check_replaceable
 from .model import Preprocessor, TabularMLP, build_model
 
-MODEL_FILE, SPEC_FILE, METRICS_FILE = "model.pt", "model.json", "metrics.json"
+MODEL_FILE, SPEC_FILE, METRICS_FILE = MODEL_FILES
 #: Bumped when ``model.json`` changes incompatibly.
 FORMAT_VERSION = 1
 FORMAT_NAME = "cleanpipe.tabular_mlp"
@@ -64,9 +67,8 @@ def check_model_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"--out '{path}' is a file; pass a directory path for the model")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise InputError(f"--out '{path}' exists and is not empty; pass --overwrite to replace it or "
-                         "choose another directory")
+    if path.is_dir():
+        check_replaceable(path, overwrite=overwrite)  # only ever replaces cleanpipe's own files
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"--out parent directory '{parent}' does not exist; create it first")
@@ -87,7 +89,12 @@ def save_model_dir(path: str | os.PathLike, state_dict: dict, spec: dict, metric
     trash = None
     try:
         tmp.mkdir()
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp / MODEL_FILE)
+        # Serialised in memory, then written by Python: a full disk is an OSError naming the
+        # file, not a message from torch's C++ writer.
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buf)
+        with open(tmp / MODEL_FILE, "wb") as fh:
+            fh.write(buf.getbuffer())
         write_json(spec, tmp / SPEC_FILE)
         write_json(metrics, tmp / METRICS_FILE)
         for f in tmp.iterdir():
@@ -104,8 +111,17 @@ def save_model_dir(path: str | os.PathLike, state_dict: dict, spec: dict, metric
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_model_files(trash)
     return path
+
+
+def _remove_model_files(folder: Path) -> None:
+    """Delete a replaced model directory: cleanpipe's own files only, then the folder if empty."""
+    for name in MODEL_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _bad(path: Path, why: str) -> InputError:

@@ -1,0 +1,498 @@
+"""The one output-safety rule every command and every sink goes through.
+
+Before any work, every input and every output of a run is resolved to a canonical identity, a
+:class:`Place`:
+
+* a local path: its real path, after symlinks and ``..`` (plus device and inode when it exists, so
+  a hard link is the file it links to);
+* an ``s3://`` URI: bucket and key with empty segments and trailing slashes removed;
+* a glob: its real base folder and the pattern below it (an output that matches it would join the
+  input set on the next run);
+* a database table: the engine, the database file (DuckDB, real path) or server (PostgreSQL: host,
+  port, database), the schema with its default filled in (``main``, ``public``) and the name folded
+  as the engine folds it (DuckDB matches names case-insensitively, even quoted ones; cleanpipe
+  quotes every PostgreSQL name, which PostgreSQL then matches exactly). A source *query* counts as
+  reading every table whose name it mentions.
+
+:func:`check_plan` then refuses, with one line, any output that is, contains or lies inside an
+input, or that is or nests with another output of the same run. :func:`check_overwrite` refuses
+to replace an existing file or table that cleanpipe did not write, unless the user passed
+``--overwrite``; nothing but cleanpipe's own files is ever deleted, even then. :func:`check_writable`
+proves that the folder of every local output takes a new file before long work starts.
+
+Failures of the environment found later (a full disk, a read-only file system, a permission, a
+file that vanished, a corrupt Parquet page) are turned into one line by :func:`environment_error`,
+which the CLI calls for any ``OSError`` or Arrow read error that reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import errno
+import fnmatch
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import CleanpipeError, InputError
+
+#: Default schema of each engine, filled in where a pipeline leaves ``schema`` unset.
+DEFAULT_SCHEMA = {"duckdb": "main", "postgres": "public"}
+_GLOB_CHARS = "*?["
+#: Every host name that means "this machine" to libpq.
+_LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]"}
+
+#: The inputs of the command running now, named in messages about a read that failed mid-run.
+_CURRENT_INPUTS: contextvars.ContextVar = contextvars.ContextVar("cleanpipe_inputs", default=())
+_CURRENT_OUTPUTS: contextvars.ContextVar = contextvars.ContextVar("cleanpipe_outputs", default=())
+
+
+@dataclass(frozen=True)
+class Place:
+    """The canonical identity of one input or output.
+
+    Attributes
+    ----------
+    kind : str
+        ``path`` (local file or folder), ``s3``, ``glob`` or ``table``.
+    key : tuple
+        The canonical identity: ``(real path,)``; ``(bucket/key,)``; ``(real base, pattern)``;
+        ``(engine, database or server, schema, folded name)``.
+    option : str
+        Where the user named it (``--out``, ``DATA``, ``[sink] flags``), for messages.
+    given : str
+        How the user wrote it.
+    inode : tuple or None
+        ``(st_dev, st_ino)`` of an existing local path.
+    query : str or None
+        A database source given as a query (``key[3]`` is then empty).
+    """
+
+    kind: str
+    key: tuple
+    option: str
+    given: str
+    inode: tuple | None = None
+    query: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.option} '{self.given}'" if self.option else f"'{self.given}'"
+
+
+def _real(path) -> str:
+    try:
+        return os.path.realpath(os.fspath(path), strict=False)
+    except OSError as exc:  # a symlink loop on some Pythons
+        raise InputError(f"'{path}' cannot be resolved ({exc.strerror or exc}); remove the "
+                         "looping symlink or pass another path") from None
+
+
+def _inode(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def is_glob(path: str) -> bool:
+    return any(c in str(path) for c in _GLOB_CHARS)
+
+
+def path_place(path, option: str) -> Place:
+    """A local path, ``s3://`` URI or glob (of either) as a :class:`Place`."""
+    given = os.fspath(path)
+    if given.startswith("s3://"):
+        parts = [p for p in given[len("s3://"):].split("/") if p and p != "."]
+        inner = "/".join(parts)
+        if is_glob(inner):
+            cut = min(inner.find(c) for c in _GLOB_CHARS if c in inner)
+            return Place("glob", ("s3://" + inner[:cut].rsplit("/", 1)[0], "s3://" + inner),
+                         option, given)
+        return Place("s3", ("s3://" + inner,), option, given)
+    if is_glob(given):
+        absolute = os.path.abspath(given)
+        cut = min(absolute.find(c) for c in _GLOB_CHARS if c in absolute)
+        base = absolute[:cut].rsplit("/", 1)[0] or "/"
+        real_base = _real(base)
+        return Place("glob", (real_base, real_base + absolute[len(base):]), option, given)
+    real = _real(given)
+    return Place("path", (real,), option, given, inode=_inode(real))
+
+
+def fold(engine: str, name: str | None) -> str | None:
+    """``name`` as ``engine`` compares it: DuckDB ignores case (quoted names too); cleanpipe quotes
+    every PostgreSQL name, which PostgreSQL then compares exactly."""
+    if name is None:
+        return None
+    return name.lower() if engine == "duckdb" else name
+
+
+def pg_server(uri: str | None) -> str:
+    """``host:port/database`` of a PostgreSQL URI (``None``: the ``PG*`` environment), with every
+    name for this machine folded to ``local``; the fragment marker ``#`` is not special to libpq."""
+    env = os.environ
+    host, port, db, user = (env.get("PGHOST", ""), env.get("PGPORT", "5432"), env.get("PGDATABASE"),
+                            env.get("PGUSER"))
+    if uri:
+        parts = urlsplit(uri, allow_fragments=False)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        if "@" in parts.netloc:
+            user = unquote(parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]) or user
+        hostport = netloc.rsplit(":", 1) if not netloc.endswith("]") else [netloc]
+        host = unquote(hostport[0]) or host
+        if len(hostport) > 1 and hostport[1]:
+            port = hostport[1]
+        db = unquote(parts.path.lstrip("/")) or db
+        for k, v in parse_qsl(parts.query, keep_blank_values=True):
+            if k == "host":
+                host = v
+            elif k == "port":
+                port = v
+            elif k == "dbname":
+                db = v
+            elif k == "user":
+                user = v
+    host = "local" if host.lower() in _LOCAL_HOSTS or host.startswith("/") else host.lower()
+    return f"{host}:{port}/{db or user or ''}"
+
+
+def table_place(engine: str, where: str, schema: str | None, table: str | None, option: str, *,
+                query: str | None = None) -> Place:
+    """A DuckDB (``where`` = database file) or PostgreSQL (``where`` = URI or None) table."""
+    server = _real(where) if engine == "duckdb" else pg_server(where)
+    schema = fold(engine, schema or DEFAULT_SCHEMA[engine])
+    given = table if table is not None else "query"
+    return Place("table", (engine, server, schema, fold(engine, table)), option,
+                 f"{schema}.{given}" if table is not None else given, query=query)
+
+
+def source_places(source) -> list:
+    """The places a :class:`~cleanpipe.sources.Source` reads."""
+    if source.kind == "parquet":
+        return [path_place(source.path, "[source] path")]
+    where = source.database if source.kind == "duckdb" else source.uri
+    places = [table_place(source.kind, where, source.db_schema, source.table,
+                          "[source] table" if source.table else "[source] query", query=source.query)]
+    if source.kind == "duckdb":
+        places.append(path_place(source.database, "[source] database"))
+    return places
+
+
+def sink_place(sink, target: str, option: str) -> Place:
+    """The place a :class:`~cleanpipe.sources.Sink` writes ``target`` to."""
+    if sink.kind == "parquet":
+        return path_place(target, option)
+    return table_place(sink.kind, sink.database if sink.kind == "duckdb" else sink.uri,
+                       sink.db_schema, target, option)
+
+
+def _inside(child: str, parent: str) -> bool:
+    parent = parent.rstrip("/") or "/"
+    return child != parent and child.startswith(parent if parent == "/" else parent + "/")
+
+
+def relation(out: Place, inp: Place) -> str | None:
+    """How output ``out`` touches input ``inp``: ``is``, ``contains``, ``is inside``, ``matches``,
+    or ``None`` when they are apart."""
+    if out.kind == "table" or inp.kind == "table":
+        if out.kind != inp.kind or out.key[:2] != inp.key[:2]:
+            return None
+        if inp.query is not None:
+            name = out.key[3]
+            if out.key[0] == "duckdb":
+                hit = re.search(rf'(?<![\w$]){re.escape(name)}(?![\w$])', inp.query, re.IGNORECASE)
+            else:
+                hit = re.search(rf'(?<![\w$]){re.escape(name)}(?![\w$])', inp.query,
+                                0 if name != name.lower() else re.IGNORECASE)
+            return "is read by the source query of" if hit else None
+        return "is" if out.key == inp.key else None
+    if out.kind == "glob":
+        return None  # outputs are never globs (refused where they are named)
+    o = out.key[0]
+    if inp.kind == "glob":
+        base, pattern = inp.key
+        if fnmatch.fnmatchcase(o, pattern):
+            return "matches"
+        if o == base or _inside(base, o):
+            return "contains"
+        return None
+    if out.kind != inp.kind:
+        return None
+    i = inp.key[0]
+    if o == i or (out.inode is not None and out.inode == inp.inode):
+        return "is"
+    if _inside(i, o):
+        return "contains"
+    if _inside(o, i):
+        return "is inside"
+    return None
+
+
+def _knob(option: str) -> str:
+    """The option to change for an output named ``option`` (``--out (its summary)`` -> ``--out``)."""
+    return option if option.startswith("[") else option.split(" ")[0]
+
+
+def check_plan(inputs, outputs) -> None:
+    """Refuse an output that is, contains or lies inside an input, or that is or nests with another
+    output; remember both lists for messages about faults found later in the run.
+
+    Parameters
+    ----------
+    inputs, outputs : iterable of Place
+        ``None`` entries are skipped.
+
+    Raises
+    ------
+    InputError
+        One line naming both places and the option to change.
+    """
+    inputs = [p for p in inputs if p is not None]
+    outputs = [p for p in outputs if p is not None]
+    for out in outputs:
+        for inp in inputs:
+            rel = relation(out, inp)
+            if rel:
+                why = {"is": "", "contains": f" (the input lies inside {out.given!r})",
+                       "is inside": f" (it lies inside the input folder)",
+                       "matches": " (it matches the input pattern, so the next run would read it)",
+                       }.get(rel, " (the source query reads that table)")
+                raise InputError(f"{out} would overwrite the input {inp}{why}; inputs are never "
+                                 f"modified, choose another {_knob(out.option)}")
+    for i, a in enumerate(outputs):
+        for b in outputs[i + 1:]:
+            rel = relation(a, b) or relation(b, a)
+            if rel:
+                raise InputError(f"{a} and {b} name the same place; one output would replace the "
+                                 f"other, choose another {_knob(b.option)}")
+    _CURRENT_INPUTS.set(tuple(inputs))
+    _CURRENT_OUTPUTS.set(tuple(outputs))
+
+
+# --- who wrote an existing file ------------------------------------------------------------------
+
+#: Files of a model directory written by ``cleanpipe retrain``.
+MODEL_FILES = ("model.pt", "model.json", "metrics.json")
+
+
+def written_by_cleanpipe(path, *, filesystem=None) -> bool:
+    """Whether the existing file at ``path`` is one cleanpipe wrote.
+
+    A Parquet file with ``cleanpipe.*`` metadata, a JSON summary or model file that records the
+    cleanpipe version, a report page, or a float32 matrix ``.npy`` (what ``--save-pred-probs``
+    writes). Anything else, or anything unreadable, is the user's.
+    """
+    import pyarrow.parquet as pq
+    path = os.fspath(path)
+    try:
+        if filesystem is not None or path.endswith((".parquet", ".pq")) or _has_parquet_magic(path):
+            meta = pq.read_schema(path, filesystem=filesystem).metadata or {}
+            return any(k.startswith(b"cleanpipe.") for k in meta)
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+    except Exception:  # noqa: BLE001 - unreadable: not provably ours
+        return False
+    if head.startswith(b"\x93NUMPY"):
+        return b"'descr': '<f4'" in head and re.search(rb"'shape': \(\d+, \d+\)", head) is not None
+    if head.lstrip().startswith(b"{"):
+        try:
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        versions = obj.get("versions") if isinstance(obj, dict) else None
+        return isinstance(obj, dict) and ("cleanpipe_version" in obj or (
+            isinstance(versions, dict) and "cleanpipe" in versions))
+    return b"<title>cleanpipe report" in head
+
+
+def _has_parquet_magic(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
+def check_overwrite(place: Place, *, overwrite: bool, flag: str = "--overwrite") -> None:
+    """Refuse to replace an existing local file cleanpipe did not write, unless ``overwrite``.
+
+    Folders are never replaced here (a model directory has its own rule, :func:`check_model_dir`).
+    """
+    if place.kind != "path":
+        return
+    path = place.key[0]
+    if os.path.isdir(path):
+        raise InputError(f"{place} is a directory; name a file, such as "
+                         f"'{os.path.join(place.given, 'out' + (Path(place.given).suffix or '.parquet'))}'")
+    if os.path.lexists(place.given) and not overwrite and not written_by_cleanpipe(path):
+        raise InputError(f"{place} exists and was not written by cleanpipe; pass {flag} to "
+                         f"replace it, or choose another {_knob(place.option)}")
+
+
+def check_model_dir(path, *, overwrite: bool) -> None:
+    """An existing model directory is replaced only with ``overwrite``, and only when it holds
+    nothing but cleanpipe's own files: replacing it must not delete anything else."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    entries = [e.name for e in path.iterdir()]
+    if not entries:
+        return
+    foreign = sorted(n for n in entries if n not in MODEL_FILES)
+    if foreign:
+        raise InputError(f"--out '{path}' holds files cleanpipe did not write ('{foreign[0]}'"
+                         f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); "
+                         "they are never deleted, even with --overwrite: choose a new or empty "
+                         "directory")
+    if not overwrite:
+        raise InputError(f"--out '{path}' exists and is not empty; pass --overwrite to replace it or "
+                         "choose another directory")
+
+
+def guard_files(inputs: dict, outputs: dict, *, overwrite: bool = False, model_dir=None) -> None:
+    """The whole rule for a command that reads and writes local files (or ``s3://`` URIs).
+
+    Parameters
+    ----------
+    inputs : dict
+        ``option -> path`` of every input the command reads (``None`` values are skipped).
+    outputs : dict
+        ``option -> path`` of every file the command writes (``None`` values are skipped).
+    overwrite : bool, default=False
+        Replace existing files that cleanpipe did not write.
+    model_dir : (option, path), optional
+        A model directory the command writes (``retrain --out``).
+
+    Raises
+    ------
+    InputError
+        A missing output folder, an output that collides with an input or another output, an
+        existing foreign file without ``overwrite``, an output folder that takes no new file.
+    """
+    from .io import check_output_path
+    outputs = {k: v for k, v in outputs.items() if v is not None}
+    for option, path in outputs.items():
+        if not str(path).startswith("s3://"):
+            check_output_path(path, option=option)
+    out_places = [path_place(path, option) for option, path in outputs.items()]
+    if model_dir is not None:
+        out_places.append(path_place(model_dir[1], model_dir[0]))
+    check_plan([path_place(p, option) for option, p in inputs.items() if p is not None], out_places)
+    for place in out_places:
+        if model_dir is not None and place.given == str(model_dir[1]):
+            check_model_dir(place.given, overwrite=overwrite)
+        else:
+            check_overwrite(place, overwrite=overwrite)
+    check_writable(*(nearest_folder(p.given) for p in out_places if p.kind == "path"))
+
+
+# --- the environment -----------------------------------------------------------------------------
+
+
+def check_writable(*folders) -> None:
+    """Prove that each folder takes a new file (create and remove a temporary), so a read-only
+    folder or file system fails before long work, not after it."""
+    from .io import TMP_PREFIX
+    for folder in dict.fromkeys(os.fspath(f) for f in folders if f is not None):
+        probe = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-probe")
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise environment_error(exc, path=folder) from None
+
+
+def nearest_folder(path) -> str:
+    """The closest existing folder at or above the folder of ``path``."""
+    parent = os.path.dirname(os.path.abspath(os.fspath(path)))
+    while parent and not os.path.isdir(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            break
+        parent = up
+    return parent
+
+
+_FIXES = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write the outputs elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write the outputs elsewhere"),
+    errno.EROFS: ("read-only file system", "write the outputs to a writable folder"),
+    errno.EACCES: ("permission denied", "fix the permissions or choose another path"),
+    errno.EPERM: ("operation not permitted", "fix the permissions or choose another path"),
+    errno.ENOENT: ("no such file or directory", "check that nothing moves or deletes the files "
+                   "while cleanpipe runs, then rerun"),
+    errno.ELOOP: ("too many levels of symbolic links", "remove the looping symlink"),
+    errno.EIO: ("input/output error", "check the disk, then rerun"),
+    errno.EISDIR: ("is a directory", "pass a file path"),
+    errno.ENOTDIR: ("not a directory", "fix the path"),
+    errno.EMFILE: ("too many open files", "raise the open-file limit (ulimit -n), then rerun"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+}
+
+_ERRNO_TEXT = re.compile(r"\[errno (\d+)\]|errno[ =:]+(\d+)", re.IGNORECASE)
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code:
+        return code
+    m = _ERRNO_TEXT.search(str(exc))  # pyarrow and torch put it in the text
+    if m:
+        return int(m.group(1) or m.group(2))
+    text = str(exc).lower()
+    for code, (words, _) in _FIXES.items():
+        if words in text:
+            return code
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None:
+    """One-line :class:`InputError` for a fault of the environment, or ``None`` for a bug.
+
+    An ``OSError`` with a known ``errno`` (also when only its text carries it, as pyarrow's and
+    torch's do) names the path and the fix; any other Arrow read error names the inputs of the run
+    and asks whether a file is truncated or corrupt.
+    """
+    import pyarrow as pa
+    code = _errno_of(exc) if isinstance(exc, (OSError, pa.ArrowException, RuntimeError)) else None
+    where = path or getattr(exc, "filename", None)
+    if code in _FIXES:
+        what, fix = _FIXES[code]
+        if where is None:
+            places = _CURRENT_OUTPUTS.get() if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) \
+                else _CURRENT_INPUTS.get() + _CURRENT_OUTPUTS.get()
+            where = ", ".join(p.given for p in places) or None
+        at = f" at '{where}'" if where else ""
+        return InputError(f"{what}{at}; {fix}")
+    if isinstance(exc, (pa.ArrowInvalid, pa.ArrowIOError)) or (
+            isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException) and code is None
+            and "parquet" in str(exc).lower()):
+        inputs = ", ".join(str(p) for p in _CURRENT_INPUTS.get()) or "an input"
+        return InputError(f"cannot read {inputs} ({_first_line(exc)}); is a Parquet file truncated "
+                          "or corrupt? Rewrite it from its source, or remove the damaged file")
+    return None
+
+
+@contextlib.contextmanager
+def reading(what: str, path):
+    """Turn an Arrow or OS error raised while reading ``path`` into one line naming it."""
+    import pyarrow as pa
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, pa.ArrowException) and not isinstance(exc, (pa.ArrowInvalid, pa.ArrowIOError)):
+            raise
+        err = environment_error(exc, path=None if _errno_of(exc) is None else path)
+        if err is None or _errno_of(exc) is None:
+            raise InputError(f"{what} '{path}' could not be read ({_first_line(exc)}); is the file "
+                             "truncated or corrupt? Rewrite it from its source") from None
+        raise err from None
