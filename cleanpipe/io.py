@@ -160,7 +160,7 @@ def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None) -> 
     except (pa.ArrowInvalid, OSError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{what} '{path}' could not be read ({first_line}); is the file "
-                         "truncated or corrupt?") from None
+                         "truncated or corrupt? Rewrite it from its source") from None
 
 
 def _schema_str(schema: pa.Schema) -> str:

@@ -71,6 +71,8 @@ class Place:
         ``(st_dev, st_ino)`` of an existing local path.
     query : str or None
         A database source given as a query (``key[3]`` is then empty).
+    folder : bool
+        An output folder (a model or run directory): anything below it counts as written.
     """
 
     kind: str
@@ -79,6 +81,7 @@ class Place:
     given: str
     inode: tuple | None = None
     query: str | None = None
+    folder: bool = False
 
     def __str__(self) -> str:
         return f"{self.option} '{self.given}'" if self.option else f"'{self.given}'"
@@ -104,8 +107,9 @@ def is_glob(path: str) -> bool:
     return any(c in str(path) for c in _GLOB_CHARS)
 
 
-def path_place(path, option: str) -> Place:
-    """A local path, ``s3://`` URI or glob (of either) as a :class:`Place`."""
+def path_place(path, option: str, *, folder: bool = False) -> Place:
+    """A local path, ``s3://`` URI or glob (of either) as a :class:`Place`; ``folder`` marks an
+    output folder."""
     given = os.fspath(path)
     if given.startswith("s3://"):
         parts = [p for p in given[len("s3://"):].split("/") if p and p != "."]
@@ -114,7 +118,7 @@ def path_place(path, option: str) -> Place:
             cut = min(inner.find(c) for c in _GLOB_CHARS if c in inner)
             return Place("glob", ("s3://" + inner[:cut].rsplit("/", 1)[0], "s3://" + inner),
                          option, given)
-        return Place("s3", ("s3://" + inner,), option, given)
+        return Place("s3", ("s3://" + inner,), option, given, folder=folder)
     if is_glob(given):
         absolute = os.path.abspath(given)
         cut = min(absolute.find(c) for c in _GLOB_CHARS if c in absolute)
@@ -122,7 +126,7 @@ def path_place(path, option: str) -> Place:
         real_base = _real(base)
         return Place("glob", (real_base, real_base + absolute[len(base):]), option, given)
     real = _real(given)
-    return Place("path", (real,), option, given, inode=_inode(real))
+    return Place("path", (real,), option, given, inode=_inode(real), folder=folder)
 
 
 def fold(engine: str, name: str | None) -> str | None:
@@ -175,12 +179,12 @@ def table_place(engine: str, where: str, schema: str | None, table: str | None, 
 def source_places(source) -> list:
     """The places a :class:`~cleanpipe.sources.Source` reads."""
     if source.kind == "parquet":
-        return [path_place(source.path, "[source] path")]
+        return [path_place(source.path, "the source")]
     where = source.database if source.kind == "duckdb" else source.uri
-    places = [table_place(source.kind, where, source.db_schema, source.table,
-                          "[source] table" if source.table else "[source] query", query=source.query)]
+    places = [table_place(source.kind, where, source.db_schema, source.table, "the source",
+                          query=source.query)]
     if source.kind == "duckdb":
-        places.append(path_place(source.database, "[source] database"))
+        places.append(path_place(source.database, "the source database"))
     return places
 
 
@@ -221,6 +225,8 @@ def relation(out: Place, inp: Place) -> str | None:
             return "matches"
         if o == base or _inside(base, o):
             return "contains"
+        if out.folder and _inside(o, base):
+            return "is inside"
         return None
     if out.kind != inp.kind:
         return None
@@ -263,7 +269,8 @@ def check_plan(inputs, outputs) -> None:
                        "is inside": f" (it lies inside the input folder)",
                        "matches": " (it matches the input pattern, so the next run would read it)",
                        }.get(rel, " (the source query reads that table)")
-                raise InputError(f"{out} would overwrite the input {inp}{why}; inputs are never "
+                the = "" if inp.option.startswith("the ") else "the input "
+                raise InputError(f"{out} would overwrite {the}{inp}{why}; inputs are never "
                                  f"modified, choose another {_knob(out.option)}")
     for i, a in enumerate(outputs):
         for b in outputs[i + 1:]:
@@ -379,7 +386,7 @@ def guard_files(inputs: dict, outputs: dict, *, overwrite: bool = False, model_d
             check_output_path(path, option=option)
     out_places = [path_place(path, option) for option, path in outputs.items()]
     if model_dir is not None:
-        out_places.append(path_place(model_dir[1], model_dir[0]))
+        out_places.append(path_place(model_dir[1], model_dir[0], folder=True))
     check_plan([path_place(p, option) for option, p in inputs.items() if p is not None], out_places)
     for place in out_places:
         if model_dir is not None and place.given == str(model_dir[1]):
@@ -387,6 +394,43 @@ def guard_files(inputs: dict, outputs: dict, *, overwrite: bool = False, model_d
         else:
             check_overwrite(place, overwrite=overwrite)
     check_writable(*(nearest_folder(p.given) for p in out_places if p.kind == "path"))
+
+
+#: The comment cleanpipe puts on every table it writes: a table without it is the user's.
+TABLE_COMMENT = "written by cleanpipe"
+
+
+def guard_pipeline(p, ends, run_dir, *, overwrite: bool = False) -> None:
+    """The rule for ``cleanpipe run``: the run directory and every sink target against the source
+    and the pipeline file, and each other; existing sink files or tables that cleanpipe did not
+    write are replaced only with ``overwrite``.
+
+    Parameters
+    ----------
+    p : Pipeline
+    ends : Endpoints
+        The opened source and sink (:func:`~cleanpipe.pipeline.preflight.preflight`).
+    run_dir : path-like
+    overwrite : bool, default=False
+
+    Raises
+    ------
+    InputError
+    """
+    inputs = [path_place(p.file, "the pipeline file"), *source_places(ends.source)]
+    outputs = [path_place(run_dir, "--runs-dir (the run directory)", folder=True)]
+    for stage, target in ends.targets.items():
+        key = "flags" if stage == "flag" else "cleaned"
+        outputs.append(sink_place(ends.sink, target, f"[sink] {key}"))
+    check_plan(inputs, outputs)
+    for place, target in zip(outputs[1:], ends.targets.values()):
+        if place.kind == "path" and os.path.isdir(place.key[0]):
+            raise InputError(f"{place} is a directory; name a .parquet file")
+        if not overwrite and ends.sink.written_by_cleanpipe(target) is False:
+            what = "table" if place.kind == "table" else "file"
+            raise InputError(f"{place} names an existing {what} that cleanpipe did not write; pass "
+                             f"--overwrite to replace it, or choose another {_knob(place.option)}")
+    check_writable(*(nearest_folder(o.given) for o in outputs if o.kind == "path"))
 
 
 # --- the environment -----------------------------------------------------------------------------
@@ -476,7 +520,8 @@ def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None
     if isinstance(exc, (pa.ArrowInvalid, pa.ArrowIOError)) or (
             isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException) and code is None
             and "parquet" in str(exc).lower()):
-        inputs = ", ".join(str(p) for p in _CURRENT_INPUTS.get()) or "an input"
+        inputs = ", ".join(str(p) for p in _CURRENT_INPUTS.get()
+                           if not p.given.endswith((".json", ".npy", ".toml"))) or "an input"
         return InputError(f"cannot read {inputs} ({_first_line(exc)}); is a Parquet file truncated "
                           "or corrupt? Rewrite it from its source, or remove the damaged file")
     return None

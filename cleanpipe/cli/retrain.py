@@ -159,12 +159,12 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
                          val_fraction=val_fraction, seed=seed, device=device,
                          threads=threads, mixup=mixup, prior_reg=prior_reg).check()
     params = _parse_loss_params(loss_params)
-    check_model_dir(out, overwrite=overwrite)
     from ..clean import sidecar_summary_path
     # Every file retrain may read: DATA, the summary beside it, --noise-matrix.
     guard_files({"DATA": data, "--noise-matrix": noise_matrix,
                  "the summary of DATA": sidecar_summary_path(data)}, {},
                 overwrite=overwrite, model_dir=("--out", out))
+    check_model_dir(out, overwrite=overwrite)
     cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
     table = read_table(data)
     label = label or label_from_metadata(table) or "label"

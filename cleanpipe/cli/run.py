@@ -6,7 +6,7 @@ import json
 
 import click
 
-from . import cli
+from . import cli, overwrite_option
 
 _STAGES = ("oof", "flag", "clean", "retrain")
 
@@ -33,10 +33,12 @@ _STAGES = ("oof", "flag", "clean", "retrain")
               help="Override a pipeline key, repeatable (e.g. --set oof.folds=3).")
 @click.option("--check", "check_only", is_flag=True,
               help="Validate the file, source, columns and sink, then stop.")
+@overwrite_option("Let a [sink] target replace an existing file or table that cleanpipe did not "
+                  "write (its own earlier outputs are always replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 def run(pipeline_file, runs_dir, run_id, force, from_stage, until_stage, backend, scheduler,
-        allow_custom_model, overrides, check_only, as_json, quiet):
+        allow_custom_model, overrides, check_only, overwrite, as_json, quiet):
     """Run a pipeline file: the stages oof -> flag -> clean -> retrain, or a contiguous part.
 
     Every run writes RUNS-DIR/<pipeline>/<run-id>/ with one folder per stage and a
@@ -75,7 +77,7 @@ def run(pipeline_file, runs_dir, run_id, force, from_stage, until_stage, backend
     try:
         result = run_pipeline(pipeline, runs_dir=runs_dir, run_id=run_id, force=force,
                               from_stage=from_stage, until_stage=until_stage, check_only=check_only,
-                              on_event=on_event)
+                              on_event=on_event, overwrite=overwrite)
     except Exception as exc:
         # A driver message could quote a connection string: never let a secret reach the terminal.
         text = str(exc)

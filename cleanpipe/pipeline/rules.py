@@ -121,20 +121,8 @@ def _check_sink(p, origin: str) -> None:
     if sink.type != "parquet" and sink.schema is not None:
         quote_ident(sink.schema, key=f"{origin}: [sink] schema")
     _check_connection(sink, "sink", origin, check_uri)
-    src = p.source
-    targets = (sink.flags, sink.cleaned)
-    if src.type == sink.type == "parquet":
-        same = src.path in targets
-    elif src.type == sink.type == "duckdb":
-        same = src.database == sink.database and src.schema == sink.schema and src.table in targets
-    elif src.type == sink.type == "postgres":
-        same = (src.uri, src.uri_env, src.schema) == (sink.uri, sink.uri_env, sink.schema) and src.table in targets
-    else:
-        same = False
-    if same:
-        what = getattr(src, "table", None) or getattr(src, "path", None)
-        raise ConfigError(f"{origin}: [sink] would overwrite the source {what!r}; "
-                          "inputs are never modified, choose another target")
+    # Whether a target collides with the source is decided on canonical identities, once the
+    # source and sink are open: cleanpipe.safety.guard_pipeline.
 
 
 def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CleanpipeError, ConfigError, InputError
+from ..safety import guard_pipeline
 from ..sources import redact
 from ..sources._sql import error_line
 from .config import STAGES, Pipeline
@@ -102,7 +103,7 @@ def _needs_folds(p: Pipeline, selected) -> bool:
 
 def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, force: bool = False,
                  from_stage: str | None = None, until_stage: str | None = None,
-                 check_only: bool = False, on_event=None) -> RunResult:
+                 check_only: bool = False, on_event=None, overwrite: bool = False) -> RunResult:
     """Run (or resume) pipeline ``p``.
 
     Parameters
@@ -121,6 +122,8 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
         Validate and open the source and sink, then stop (nothing is written).
     on_event : callable, optional
         Called as ``on_event(stage, action, record)`` when a stage starts, is reused or ends.
+    overwrite : bool, default=False
+        Let a sink target replace an existing file or table that cleanpipe did not write.
 
     Returns
     -------
@@ -142,6 +145,10 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
             check_loss(p, origin, multi_label=ends.multi_label)  # the schema tells multi-label
         run_id = run_id or default_run_id(ends.source.identity())
         run_dir = run_directory(runs_dir, p.name, run_id)
+        try:
+            guard_pipeline(p, ends, run_dir, overwrite=overwrite)
+        except InputError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
         if check_only:
             return RunResult(run_dir, {}, {})
         # Checked before the directory is created (a refused run leaves nothing behind) and again

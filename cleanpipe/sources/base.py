@@ -87,6 +87,10 @@ class Sink(abc.ABC):
     def write(self, target: str, reader: pa.RecordBatchReader) -> int:
         """Replace ``target`` by the rows of ``reader`` atomically; return the row count."""
 
+    def written_by_cleanpipe(self, target: str) -> bool | None:
+        """Whether ``target`` exists and cleanpipe wrote it (``None``: it does not exist)."""
+        return None
+
     def close(self) -> None:
         """Release connections."""
 

@@ -154,7 +154,25 @@ class DuckDBSink(Sink):
         if Path(self.database).exists():
             connect(self.database, read_only=True).close()
 
+    def written_by_cleanpipe(self, target: str) -> bool | None:
+        from ..safety import TABLE_COMMENT
+        if not Path(self.database).exists():
+            return None
+        con = connect(self.database, read_only=True)
+        try:
+            # DuckDB matches names case-insensitively, quoted ones too
+            rows = con.execute("SELECT comment FROM duckdb_tables() WHERE database_name = "
+                               "current_database() AND lower(schema_name) = lower(coalesce(?, "
+                               "current_schema())) AND lower(table_name) = lower(?)",
+                               [self.db_schema, target]).fetchall()
+        finally:
+            con.close()
+        if not rows:
+            return None
+        return any(r[0] == TABLE_COMMENT for r in rows)
+
     def write(self, target: str, reader: pa.RecordBatchReader) -> int:
+        from ..safety import TABLE_COMMENT
         duckdb = _duckdb()
         con = connect(self.database, read_only=False)
         token = uuid.uuid4().hex[:12]
@@ -167,6 +185,7 @@ class DuckDBSink(Sink):
                 rows = con.execute(f"SELECT count(*) FROM {qualified(stage, self.db_schema)}").fetchone()[0]
                 con.execute(f"DROP TABLE IF EXISTS {qualified(target, self.db_schema)}")
                 con.execute(f"ALTER TABLE {qualified(stage, self.db_schema)} RENAME TO {quote_ident(target)}")
+                con.execute(f"COMMENT ON TABLE {qualified(target, self.db_schema)} IS '{TABLE_COMMENT}'")
                 con.commit()
             except BaseException:
                 con.rollback()

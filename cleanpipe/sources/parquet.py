@@ -240,6 +240,16 @@ class ParquetSink(Sink):
         if not parent.is_dir() or not os.access(parent, os.W_OK):
             raise InputError(f"cannot create '{target}': '{parent}' is not a writable directory")
 
+    def written_by_cleanpipe(self, target: str) -> bool | None:
+        from ..safety import written_by_cleanpipe
+        fs, inner = filesystem_for(target, **self._opts)
+        try:
+            if fs.get_file_info(inner).type == pafs.FileType.NotFound:
+                return None
+        except (OSError, pa.ArrowException) as exc:
+            raise _arrow_error(f"cannot reach '{target}'", exc) from None
+        return written_by_cleanpipe(inner, filesystem=fs if is_s3(target) else None)
+
     def write(self, target: str, reader: pa.RecordBatchReader) -> int:
         fs, inner = filesystem_for(target, **self._opts)
         parent, _, name = inner.rpartition("/")

@@ -46,7 +46,8 @@ def check_uri(uri: str, *, key: str = "uri") -> None:
     if not uri.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{key} must be a postgresql:// URI such as postgresql://user@host:5432/db; "
                           f"got {redact(uri)!r}")
-    parts = urlsplit(uri)
+    # libpq gives '#' no meaning in a URI: split without fragments, or "u#:pw@h" would hide pw.
+    parts = urlsplit(uri, allow_fragments=False)
     has_password = parts.password is not None or any(
         k.lower() == "password" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
     if has_password:
@@ -213,7 +214,25 @@ class PostgresSink(Sink):
             con.rollback()
             con.close()
 
+    def written_by_cleanpipe(self, target: str) -> bool | None:
+        from ..safety import TABLE_COMMENT
+        con = connect(self.uri)
+        try:
+            cur = con.cursor()
+            cur.execute("SELECT obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = coalesce($1, current_schema()) "
+                        "AND c.relname = $2", (self.db_schema, target))
+            rows = cur.fetchall()
+            cur.close()
+        finally:
+            con.rollback()
+            con.close()
+        if not rows:
+            return None
+        return rows[0][0] == TABLE_COMMENT
+
     def write(self, target: str, reader: pa.RecordBatchReader) -> int:
+        from ..safety import TABLE_COMMENT
         dbapi = _dbapi()
         con = connect(self.uri)
         # A generated staging name: the driver's own SQL never sees a user-supplied identifier.
@@ -226,6 +245,7 @@ class PostgresSink(Sink):
             rows = cur.fetchone()[0]
             cur.execute(f"DROP TABLE IF EXISTS {qualified(target, self.db_schema)}")
             cur.execute(f"ALTER TABLE {qualified(stage, self.db_schema)} RENAME TO {quote_ident(target)}")
+            cur.execute(f"COMMENT ON TABLE {qualified(target, self.db_schema)} IS '{TABLE_COMMENT}'")
             con.commit()
             cur.close()
         except dbapi.Error as exc:
