@@ -263,8 +263,13 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     multilabel = is_multilabel_flags(table)
     added = CLEAN_COLUMNS[0] if mode == "weight" else CLEAN_COLUMNS[1] if mode == "relabel" else None
     if added and added in table.column_names:
-        raise InputError(f"{source} already has a column '{added}'; clean the output of cleanpipe "
-                         "flag, not an already cleaned table")
+        if table_metadata(table, "cleanpipe.clean"):
+            raise InputError(f"{source} already has a column '{added}'; clean the output of "
+                             "cleanpipe flag, not an already cleaned table")
+        raise InputError(f"{source} already has a column '{added}', which --mode {mode} writes; "
+                         "if it is a column of the data's own, rename or drop it before flag (or "
+                         "choose another --mode); if the table was cleaned before, clean the output "
+                         "of cleanpipe flag instead")
 
     issue = _bools(table, "is_label_issue")
     score, p_noisy = _floats(table, "label_score"), _floats(table, "p_noisy")
@@ -320,6 +325,8 @@ def _relabel(table, label, source, score, p_noisy, issue, min_p_noisy, max_score
                          f"{', '.join(table.column_names)}); pass --label with one of them")
     old = table.column(label)
     decoded = old.cast(old.type.value_type) if pa.types.is_dictionary(old.type) else old
+    if pa.types.is_float16(decoded.type):  # no comparison kernel for half floats; float32 is exact
+        decoded = decoded.cast(pa.float32())
     try:
         predicted = table.column("predicted_label").cast(decoded.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -328,6 +335,8 @@ def _relabel(table, label, source, score, p_noisy, issue, min_p_noisy, max_score
     differs = pc.fill_null(pc.not_equal(predicted, decoded), False).to_numpy(zero_copy_only=False)
     mask = relabel_mask(score, p_noisy, issue, differs, min_p_noisy=min_p_noisy, max_score=max_score)
     new = pc.if_else(pa.array(mask), predicted, decoded)
+    if pa.types.is_float16(old.type):
+        new = new.cast(pa.float16())
     if pa.types.is_dictionary(old.type):
         new = new.dictionary_encode().cast(old.type)
     out = table.set_column(table.schema.get_field_index(label), table.schema.field(label), new)

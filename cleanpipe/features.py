@@ -59,7 +59,9 @@ def _is_label_type(t: pa.DataType) -> bool:
 
 def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_dictionary(col.type):
-        return col.cast(col.type.value_type)
+        col = col.cast(col.type.value_type)
+    if pa.types.is_float16(col.type):  # few Arrow kernels take half floats; float32 holds them exactly
+        col = col.cast(pa.float32())
     return col
 
 
@@ -76,7 +78,15 @@ def encode_labels(col: pa.ChunkedArray, name: str):
     if not _is_label_type(col.type):
         raise InputError(f"label column '{name}' has type {col.type}; labels must be integers, "
                          "strings, bools or categories (pass another column with --label)")
-    values = _decoded(col)
+    try:
+        return _encode_labels(_decoded(col), name)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"label column '{name}' of type {col.type} cannot be used as a label "
+                         f"({first}); cast it to integers or strings, or pass another --label") from None
+
+
+def _encode_labels(values: pa.ChunkedArray, name: str):
     if pa.types.is_floating(values.type):
         finite = pc.is_finite(values)
         if pc.any(pc.invert(pc.fill_null(finite, True))).as_py():
@@ -161,19 +171,41 @@ def _vector(col: pa.ChunkedArray, name: str) -> np.ndarray:
 
 def _kind(t: pa.DataType) -> str | None:
     if pa.types.is_dictionary(t):
-        return "categorical"
+        # categories of any index type; their values must be something a category can be
+        return "categorical" if _kind(t.value_type) in ("numeric", "categorical", "temporal") else None
     if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return "numeric"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "categorical"
     if pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_duration(t) or pa.types.is_time(t):
         return "temporal"
-    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and (
-            pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+    if is_list_type(t) and (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
+                            or pa.types.is_boolean(t.value_type)):
         return "vector"
     if pa.types.is_null(t):
         return "null"
     return None
+
+
+def _temporal(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A date, time, timestamp or duration column as its integer count (days, units of the day,
+    units since the epoch, units)."""
+    t = col.type
+    if pa.types.is_date(t):
+        return col.cast(pa.date32()).cast(pa.int32())
+    return col.cast(pa.int32() if pa.types.is_time32(t) else pa.int64())
+
+
+def _column_block(col: pa.ChunkedArray, kind: str, name: str):
+    """The float32 block of one feature column and which of its columns are categorical."""
+    if kind == "numeric":
+        return _numeric(_decoded(col))[:, None], [False]
+    if kind == "temporal":
+        return _numeric(_temporal(col))[:, None], [False]
+    if kind == "categorical":
+        return _categorical(col)[:, None], [True]
+    block = _vector(col, name)
+    return block, [False] * block.shape[1]
 
 
 def table_to_features(table: pa.Table, columns: list) -> Features:
@@ -199,16 +231,15 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
         if kind == "null" or col.null_count == len(col):
             null_cols.append(name)  # warned about below, unless nothing usable is left
             continue
-        if kind == "numeric":
-            block, cat = _numeric(col)[:, None], [False]
-        elif kind == "temporal":
-            block, cat = _numeric(col.cast(pa.int64()) if not pa.types.is_date(col.type)
-                                  else col.cast(pa.date32()).cast(pa.int32()))[:, None], [False]
-        elif kind == "categorical":
-            block, cat = _categorical(col)[:, None], [True]
-        else:
-            block = _vector(col, name)
-            cat = [False] * block.shape[1]
+        try:
+            block, cat = _column_block(col, kind, name)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # A type that passed _kind but that some kernel cannot convert: the column, not a bug
+            # report, is what the user can act on.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"feature column '{name}' of type {col.type} cannot be converted to "
+                             f"numbers ({first}); cast it to a number or string, or --exclude "
+                             f"{name}") from None
         infinite = np.isinf(block)
         if infinite.any():
             warnings.warn(f"feature column '{name}' holds {int(infinite.sum())} +/-inf value(s) (or "

@@ -403,7 +403,11 @@ def _flag_multilabel(src: _Source, *, label, features, exclude, ids, model, fold
         probs_all = (load_pred_probs(pred_probs, lambda c: src.read([c]).column(c), src.column_names,
                                      classes)
                      if isinstance(pred_probs, (str, os.PathLike)) else np.asarray(pred_probs))
-        if len(probs_all.shape) != 2 or probs_all.shape[0] != src.n_rows:
+        if len(probs_all.shape) != 2:
+            raise InputError(f"--pred-probs has shape {tuple(probs_all.shape)}, {len(probs_all.shape)}-D; "
+                             "pass a 2-D array with one row per row of DATA and one column per "
+                             "class (for two classes: numpy.column_stack([1 - p, p]))")
+        if probs_all.shape[0] != src.n_rows:
             raise InputError(f"--pred-probs has shape {tuple(probs_all.shape)} but DATA has "
                              f"{src.n_rows} rows; pass one row of probabilities per row of DATA")
         if probs_all.shape[1] != k:

@@ -393,7 +393,7 @@ def guard_files(inputs: dict, outputs: dict, *, overwrite: bool = False, model_d
             check_model_dir(place.given, overwrite=overwrite)
         else:
             check_overwrite(place, overwrite=overwrite)
-    check_writable(*(nearest_folder(p.given) for p in out_places if p.kind == "path"))
+    check_writable(*out_places)
 
 
 #: The comment cleanpipe puts on every table it writes: a table without it is the user's.
@@ -430,24 +430,45 @@ def guard_pipeline(p, ends, run_dir, *, overwrite: bool = False) -> None:
             what = "table" if place.kind == "table" else "file"
             raise InputError(f"{place} names an existing {what} that cleanpipe did not write; pass "
                              f"--overwrite to replace it, or choose another {_knob(place.option)}")
-    check_writable(*(nearest_folder(o.given) for o in outputs if o.kind == "path"))
+    check_writable(*outputs)
 
 
 # --- the environment -----------------------------------------------------------------------------
 
 
-def check_writable(*folders) -> None:
-    """Prove that each folder takes a new file (create and remove a temporary), so a read-only
-    folder or file system fails before long work, not after it."""
+def check_writable(*places) -> None:
+    """Prove that the folder of each output takes a new file (create and remove a temporary), so a
+    read-only folder or file system, or a full disk, fails before long work, not after it.
+
+    Parameters
+    ----------
+    *places : Place
+        Local outputs; the closest existing folder at or above each is probed.
+    """
     from .io import TMP_PREFIX
-    for folder in dict.fromkeys(os.fspath(f) for f in folders if f is not None):
+    done = set()
+    for place in places:
+        if place is None or place.kind != "path":
+            continue
+        folder = nearest_folder(place.given)
+        if folder in done:
+            continue
+        done.add(folder)
         probe = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-probe")
         try:
             fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
             os.unlink(probe)
         except OSError as exc:
-            raise environment_error(exc, path=folder) from None
+            what = _FIXES.get(exc.errno, (exc.strerror or "cannot write",))[0]
+            knob = _knob(place.option)
+            fix = {errno.EACCES: f"fix the folder's permissions or choose another {knob}",
+                   errno.EPERM: f"fix the folder's permissions or choose another {knob}",
+                   errno.ENOSPC: f"free some space or choose another {knob}",
+                   errno.EDQUOT: f"free some space or choose another {knob}",
+                   }.get(exc.errno, f"choose another {knob} on a writable file system")
+            raise InputError(f"cannot write {place}: folder '{folder}' refuses new files ({what}); "
+                             f"{fix}") from None
 
 
 def nearest_folder(path) -> str:
@@ -488,8 +509,8 @@ def _errno_of(exc: BaseException) -> int | None:
     if m:
         return int(m.group(1) or m.group(2))
     text = str(exc).lower()
-    for code, (words, _) in _FIXES.items():
-        if words in text:
+    for code in _FIXES:
+        if os.strerror(code).lower() in text:
             return code
     return None
 

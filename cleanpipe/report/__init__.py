@@ -83,6 +83,50 @@ def _check_summary(summary, where: str) -> None:
     if missing:
         raise InputError(f"summary{where} lacks {', '.join(missing)}; pass the summary JSON that "
                          "cleanpipe flag wrote for this flags file")
+    _check_summary_values(summary, where)
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _check_summary_values(summary: dict, where: str) -> None:
+    """The values the report computes with have the types and shapes flag writes."""
+    def bad(key: str, want: str):
+        return InputError(f"summary{where}: {key} = {str(summary.get(key))[:60]!r} is not {want}; "
+                          "pass the summary JSON that cleanpipe flag wrote for this flags file")
+
+    for key in ("rows", "flagged"):
+        if not _is_count(summary[key]):
+            raise bad(key, "a count")
+    if not _is_number(summary["estimated_noise_rate"]):
+        raise bad("estimated_noise_rate", "a number")
+    if not isinstance(summary["classes"], list):
+        raise bad("classes", "a list of class names")
+    if not isinstance(summary["mixture"], dict):
+        raise bad("mixture", "an object")
+    names = summary["rows_per_class"]
+    if not isinstance(names, dict):
+        raise bad("rows_per_class", "an object of counts per class")
+    per_class = {"rows_per_class": _is_count, "flagged_per_class": _is_count,
+                 "noise_rate_per_class": _is_number}
+    if summary.get("multi_label"):
+        per_class.update(missing_per_class=_is_count, spurious_per_class=_is_count)
+    for key, ok in per_class.items():
+        value = summary[key]
+        if not isinstance(value, dict) or set(value) != set(names) or not all(map(ok, value.values())):
+            raise bad(key, f"an object of {'counts' if ok is _is_count else 'numbers'} for the classes "
+                           "of rows_per_class")
+    m = summary["noise_matrix"]
+    if m is not None and not summary.get("multi_label"):
+        k = len(names)
+        if not (isinstance(m, list) and len(m) == k and all(
+                isinstance(r, list) and len(r) == k and all(map(_is_number, r)) for r in m)):
+            raise bad("noise_matrix", f"a {k} x {k} matrix of numbers (one row and column per class)")
 
 
 @dataclass(frozen=True)

@@ -225,8 +225,11 @@ def test_cli_failed_write_keeps_the_old_report(flagged, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", half_write)
     monkeypatch.setattr("cleanpipe.report.build_report", lambda *a, **k: "<!DOCTYPE html>" + "x" * 500)
-    res = run("report", path, "--out", out)
-    assert res.exit_code == 1 and "No space left on device" in res.stderr
+    res = run("report", path, "--out", out)  # not a report cleanpipe wrote: kept without --overwrite
+    assert res.exit_code == 2 and "--overwrite" in res.stderr and out.read_text() == "old report"
+    res = run("report", path, "--out", out, "--overwrite")
+    # A full disk is an environment fault: exit 2, one line naming the file
+    assert res.exit_code == 2 and "no space left" in res.stderr and str(out) in res.stderr
     assert out.read_text() == "old report"
     assert not list(tmp_path.glob(f"{TMP_PREFIX}*"))
 

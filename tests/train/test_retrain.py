@@ -241,9 +241,14 @@ def test_save_refuses_a_non_empty_dir_unless_overwrite(trained, tmp_path):
     res, _ = trained
     target = tmp_path / "m"
     target.mkdir()
-    (target / "old.txt").write_text("x")
+    save_model_dir(target, res.state_dict, res.spec, res.metrics)  # an empty folder is fine
     with pytest.raises(InputError, match="exists and is not empty"):
         save_model_dir(target, res.state_dict, res.spec, res.metrics)
     save_model_dir(target, res.state_dict, res.spec, res.metrics, overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == ["metrics.json", "model.json", "model.pt"]
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporaries left behind
+    # A file cleanpipe did not write is never deleted, even with overwrite: the save is refused.
+    (target / "old.txt").write_text("x")
+    with pytest.raises(InputError, match="never deleted, even with --overwrite"):
+        save_model_dir(target, res.state_dict, res.spec, res.metrics, overwrite=True)
+    assert (target / "old.txt").read_text() == "x" and (target / "model.pt").is_file()
