@@ -94,7 +94,9 @@ def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
         return dict(cols, **flag, **({} if "oof" in p.stages else model))
     if stage == "clean":
         return dict(clean, label=cols["label"], **({"multi_label": True} if multi_label else {}))
-    return dict(cols, **{k: v for k, v in vars(p.retrain).items() if k != "threads"})
+    # threads stays in the key: torch's CPU kernels split sums and matrix products by thread count,
+    # so the weights are only guaranteed bit-identical for one thread setting (docs/RELIABILITY.md).
+    return dict(cols, **vars(p.retrain))
 
 
 def _needs_folds(p: Pipeline, selected) -> bool:
