@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 from hardening_helpers import FAST_TRAIN, base_table, run_cli
+
+
+def _servers():
+    """``tests/sources/servers.py`` (the PostgreSQL test server), loaded once under its shared name."""
+    name = "cleanpipe_test_servers"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "sources" / "servers.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+pg_server, pg_env = _servers().pg_server, _servers().pg_env
 
 
 @pytest.fixture(scope="session")
