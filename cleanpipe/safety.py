@@ -37,7 +37,6 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import CleanpipeError, InputError
 
@@ -144,24 +143,13 @@ def pg_server(uri: str | None) -> str:
     host, port, db, user = (env.get("PGHOST", ""), env.get("PGPORT", "5432"), env.get("PGDATABASE"),
                             env.get("PGUSER"))
     if uri:
-        parts = urlsplit(uri, allow_fragments=False)
-        netloc = parts.netloc.rsplit("@", 1)[-1]
-        if "@" in parts.netloc:
-            user = unquote(parts.netloc.rsplit("@", 1)[0].split(":", 1)[0]) or user
-        hostport = netloc.rsplit(":", 1) if not netloc.endswith("]") else [netloc]
-        host = unquote(hostport[0]) or host
-        if len(hostport) > 1 and hostport[1]:
-            port = hostport[1]
-        db = unquote(parts.path.lstrip("/")) or db
-        for k, v in parse_qsl(parts.query, keep_blank_values=True):
-            if k == "host":
-                host = v
-            elif k == "port":
-                port = v
-            elif k == "dbname":
-                db = v
-            elif k == "user":
-                user = v
+        from .sources.postgres import split_uri
+        parts = split_uri(uri)
+        params = parts["params"]
+        host = params.get("host") or parts["host"] or host
+        port = params.get("port") or parts["port"] or port
+        db = params.get("dbname") or parts["dbname"] or db
+        user = params.get("user") or parts["user"] or user
     host = "local" if host.lower() in _LOCAL_HOSTS or host.startswith("/") else host.lower()
     return f"{host}:{port}/{db or user or ''}"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import pyarrow as pa
 
@@ -46,13 +46,37 @@ def check_uri(uri: str, *, key: str = "uri") -> None:
     if not uri.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"{key} must be a postgresql:// URI such as postgresql://user@host:5432/db; "
                           f"got {redact(uri)!r}")
-    # libpq gives '#' no meaning in a URI: split without fragments, or "u#:pw@h" would hide pw.
-    parts = urlsplit(uri, allow_fragments=False)
-    has_password = parts.password is not None or any(
-        k.lower() == "password" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    has_password = split_uri(uri)["password"] is not None
     if has_password:
         raise ConfigError(f"{key} holds a password ({redact(uri)}); remove it and set PGPASSWORD "
                           "in the environment or put it in ~/.pgpass")
+
+
+def split_uri(uri: str) -> dict:
+    """The parts of a ``postgresql://`` URI as libpq reads them.
+
+    ``#`` has no special meaning to libpq, so this does not use :func:`urllib.parse.urlsplit`,
+    which would end the user info at a ``#`` and hide a password behind it (``u#:pw@host``).
+
+    Returns
+    -------
+    dict
+        ``user``, ``password`` (``None`` when absent), ``host``, ``port``, ``dbname`` (``""`` when
+        absent) and ``params`` (the query parameters, keys lower-cased).
+    """
+    rest = uri.split("://", 1)[1] if "://" in uri else uri
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    path, _, query = tail.partition("?")
+    params = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
+    host, port = hostport, ""
+    if not hostport.endswith("]") and ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+    password = unquote(password) if sep else params.get("password")
+    return {"user": unquote(user), "password": password, "host": unquote(host), "port": port,
+            "dbname": unquote(path.lstrip("/")), "params": params}
 
 
 def check_identifier(name: str, *, key: str = "table") -> None:
