@@ -35,22 +35,26 @@ def seven_rows():
 
 
 def test_label_score_known_answer(seven_rows):
-    # label_score = T[g, g] p_g / sum_j T[g, j] p_j:
-    #   r0: 0.9 / (0.9 + 0.05 / 3) ; r1: 0.8 / (0.8 + 0.1 / 3) ; r2: 0.05 / (0.05 + 0.9 / 3) = 1/7
-    #   r3..r6: T[1] = [0, 2/3, 0] and T[2] = [0, 0, 1] put all weight on the given class -> 1.
+    # label_score's noise matrix (posterior_noise_matrix): calibrated joint [[2,1,0],[0,2,0],[0,0,2]],
+    # N = 7, one off-diagonal row. The symmetric fit (r = 1/7) expects per column (true 0, 1, 2;
+    # 2, 3, 2 rows) 2*6/7, 3*6/7, 2*6/7 on the diagonal and 3/14 in cell (0, 1):
+    #   G = 2 [2 log(2 / (12/7)) + 2 log(2 / (18/7)) + log(1 / (3/14)) + 2 log(2 / (12/7))] = 3.31
+    # below df log N = 5 log 7 = 9.73: symmetric, smoothed rate r = (1 + 1) / (7 + 2) = 2/9, so
+    # T = 7/9 on the diagonal and 1/9 elsewhere, and label_score = 7 p / (7 p + (1 - p)).
     labels, pred_probs = seven_rows
     det = detect(labels, pred_probs)
     np.testing.assert_array_equal(det.confident.confident_joint, [[2, 1, 0], [0, 1, 0], [0, 0, 1]])
+    # the reported noise matrix is confident learning's own estimate, unsmoothed
     np.testing.assert_allclose(det.confident.noise_matrix,
                                [[1, 1 / 3, 0], [0, 2 / 3, 0], [0, 0, 1]], atol=1e-12)
-    expected = [0.9 / (0.9 + 0.05 / 3), 0.8 / (0.8 + 0.1 / 3), 1 / 7, 1, 1, 1, 1]
-    np.testing.assert_allclose(det.label_score, expected, atol=1e-12)
+    p = pred_probs[np.arange(7), labels]
+    np.testing.assert_allclose(det.label_score, 7 * p / (7 * p + 1 - p), atol=1e-12)
     np.testing.assert_array_equal(det.p_noisy, 0.0)
     np.testing.assert_allclose(det.loss, -np.log(pred_probs[np.arange(7), labels]))
 
 
 @pytest.mark.parametrize("method, expected", [
-    # combined: k = max(off-diagonal of C = 1, #p_noisy > thr = 0) = 1 -> lowest score, r2.
+    # combined: only r2 disagrees (q = 1 - 0.35/1.3 = 0.73): expected-F1 count 1 -> r2.
     ("combined", [2]),
     # noise_rate: pair (0, 1) has quota 1 and one candidate, r2. per_class: lowest p_given in 0.
     ("noise_rate", [2]), ("per_class", [2]), ("both", [2]),
@@ -63,20 +67,22 @@ def test_flags_known_answer(seven_rows, method, expected):
 
 
 def test_flags_known_answer_eleven_rows():
-    # The 11-row example of test_confident.py: noise matrix [[1, .25, 0], [0, .5, 1/3],
-    # [0, .25, 2/3]]. label_score: r2 = .2 / (.2 + .25 * .7) = .533, r7 = 0 (p_given = 0),
-    # r10 = (2/3 * .18) / (.25 * .8 + 2/3 * .18) = .375, r8 = 1 (T[2, 0] = 0), every other row
-    # >= .84 and agrees with its arg-max. combined flags the k >= 3 (off-diagonal of C) lowest
-    # scores among disagreeing rows: r7, r10, r2, and r8 only if k reached 11.
+    # The 11-row example of test_confident.py: calibrated joint [[4, 1, 0], [0, 2, 1], [0, 1, 2]].
+    # Too few rows for a class-conditional pattern (G = 2 [4 log(4 / (4 * 8/11)) + ...] < 5 log 11),
+    # so label_score's noise matrix is symmetric with r = (3 + 1) / (11 + 2) = 4/13:
+    # label_score = 9 p / (9 p + 2 (1 - p)). r2 (.2) = .529, r7 (0) = 0, r10 (.18) = .497, r8 (.42)
+    # = .765 (not 1: no zero cell), every other row agrees with its arg-max. combined flags the
+    # k >= 3 (off-diagonal of C) lowest scores among disagreeing rows: r7, r10, r2, and r8 only
+    # if k reached 11.
     labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     pred_probs = np.array([[0.90, 0.10, 0.00], [0.80, 0.10, 0.10], [0.20, 0.70, 0.10],
                            [0.60, 0.00, 0.40], [0.50, 0.30, 0.20], [0.10, 0.80, 0.10],
                            [0.10, 0.70, 0.20], [0.58, 0.00, 0.42], [0.58, 0.00, 0.42],
                            [0.10, 0.30, 0.60], [0.02, 0.80, 0.18]])
     det = detect(labels, pred_probs)
-    np.testing.assert_allclose(det.label_score[[2, 7, 8, 10]], [0.2 / 0.375, 0.0, 1.0, 0.12 / 0.32],
-                               atol=1e-12)
-    assert np.all(np.delete(det.label_score, [2, 7, 10]) >= 0.84)
+    np.testing.assert_array_equal(det.confident.calibrated_joint, [[4, 1, 0], [0, 2, 1], [0, 1, 2]])
+    p = pred_probs[np.arange(11), labels]
+    np.testing.assert_allclose(det.label_score, 9 * p / (9 * p + 2 * (1 - p)), atol=1e-12)
     flagged = set(np.flatnonzero(det.is_label_issue).tolist())
     assert {2, 7, 10} <= flagged <= {2, 7, 8, 10}
     assert np.flatnonzero(detect(labels, pred_probs, method="noise_rate").is_label_issue).tolist() == [2, 10]
