@@ -601,6 +601,54 @@ def check_targets(df: pd.DataFrame, candidate: str = CANDIDATE) -> list[Target]:
     return targets
 
 
+def check_issue15_targets(df: pd.DataFrame, candidate: str = CANDIDATE) -> list[Target]:
+    """Issue 15's synthetic targets for ``candidate`` on the cases in ``df``.
+
+    (d) clean labels: at most 1% of rows flagged; (e) every noisy case: at most 2x as many flags as
+    wrong rows; (f) per noise family, mean ``label_score`` AUPRC >= self-confidence's; (g) mean F1
+    over the noisy cases >= cleanlab's best ``filter_by`` + 0.03 (clean cases have no F1).
+    """
+    out = []
+    if candidate not in set(df["name"]):
+        return [Target("(d-g) issue 15", None, "missing results")]
+    ours = df[df["name"] == candidate].set_index(["dataset", "noise", "model"])
+    clean = ours[ours.index.get_level_values("noise").map(lambda z: NOISES[z][0] == "none")]
+    if len(clean):
+        rate = clean["n_flagged"] / clean["n"]
+        worst = rate.idxmax()
+        out.append(Target("(d) clean labels: <= 1% of rows flagged", bool((rate <= 0.01).all()),
+                          f"worst {rate.max():.2%} ({int(clean.loc[worst, 'n_flagged'])} of "
+                          f"{int(clean.loc[worst, 'n'])}) at {'/'.join(worst)}; mean {rate.mean():.2%}"))
+    noisy = ours.drop(clean.index)
+    if len(noisy):
+        ratio = noisy["n_flagged"] / (noisy["noise_rate"] * noisy["n"]).round()
+        bad = ratio[ratio > 2]
+        out.append(Target("(e) every noisy case: flags <= 2x wrong rows", bool(len(bad) == 0),
+                          f"max ratio {ratio.max():.2f} at {'/'.join(ratio.idxmax())}; "
+                          f"{len(bad)} of {len(ratio)} case(s) above 2"))
+    sc = f"cleanlab:rank:{CLEANLAB_RANKINGS[0]}"
+    if sc in set(df["name"]):
+        auprc = pivot(df, "auprc")
+        fam = auprc.index.get_level_values("noise").map(lambda z: FAMILY[NOISES[z][0]])
+        for family in sorted(set(fam) - {"none"}):
+            part = auprc[fam == family]
+            a, b = part[candidate].mean(), part[sc].mean()
+            n_worse = int((part[candidate] < part[sc] - 1e-12).sum())
+            out.append(Target(f"(f) {family} noise: mean label_score AUPRC >= self-confidence's",
+                              bool(a >= b - 1e-12),
+                              f"{a:.4f} vs {b:.4f}; {n_worse} of {len(part)} case(s) lower"))
+    noisy_rows = df[~df["noise"].map(lambda z: NOISES[z][0] == "none")]
+    means = noisy_rows.groupby("name")["f1"].mean()
+    filters = [f"cleanlab:{m}" for m in CLEANLAB_FILTERS if f"cleanlab:{m}" in means.index]
+    if filters:
+        best = means[filters].idxmax()
+        out.append(Target("(g) mean F1 over noisy cases >= best cleanlab filter_by + 0.03",
+                          bool(means[candidate] >= means[best] + 0.03),
+                          f"{means[candidate]:.4f} vs {means[best]:.4f} ({best}); margin "
+                          f"{means[candidate] - means[best] - 0.03:+.4f}"))
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------
@@ -657,6 +705,7 @@ def render_text(df: pd.DataFrame, candidate: str = CANDIDATE) -> str:
             legend(), "",
             "== Aggregate (mean over cases) ==", summarize(df).to_string(), "",
             "== Targets ==", *map(str, check_targets(df, candidate)), "",
+            "== Issue 15 targets ==", *map(str, check_issue15_targets(df, candidate)), "",
         ]
         if candidate in set(df["name"]) and CLEANLAB_DEFAULT in set(df["name"]):
             parts += [f"== Worst 5 cases for (b): {candidate} F1 - {CLEANLAB_DEFAULT} F1 ==",
@@ -678,6 +727,7 @@ def render_markdown(df: pd.DataFrame, command_info: str, candidate: str = CANDID
         "### Targets",
         "",
         *(f"- {t}" for t in check_targets(df, candidate)),
+        *(f"- {t}" for t in check_issue15_targets(df, candidate)),
         "",
         "### Aggregate (mean over cases)",
         "",
