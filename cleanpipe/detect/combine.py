@@ -29,21 +29,29 @@ _Z = 2.0
 #: The high-loss component counts as a population of wrong labels only if its mean cross-entropy
 #: exceeds this: ``p_given < 1/2`` for its typical row, i.e. the model does not back the label.
 NOISY_COMPONENT_MIN_LOSS = float(np.log(2.0))
+#: ... and only if it holds at least this share of the rows the EM saw: twice the share the
+#: mixture clips off the top (5%). A smaller noisy population lies mostly above the upper clip
+#: bound, out of the fit, and what the EM calls "noisy" inside is the tail of the correct rows.
+NOISY_COMPONENT_MIN_SHARE = 0.10
 
 
 def noisy_component_present(mix: LossMixture) -> bool:
     """The component test: is the high-loss mixture component a population of wrong labels?
 
-    It is when its mean cross-entropy is above ``log 2``: its typical row has ``p_given < 1/2``,
-    the model does not back the label. Only then may the mixture's count raise the number of
-    flags.
+    Only then may the mixture's count raise the number of flags. Two conditions, both needed:
+
+    1. its mean cross-entropy is above ``log 2``: its typical row has ``p_given < 1/2``, the model
+       does not back the label (:data:`NOISY_COMPONENT_MIN_LOSS`);
+    2. it holds at least 10% of the rows the EM saw, twice the 5% the fit clips off the top
+       (:data:`NOISY_COMPONENT_MIN_SHARE`): a prior that a noisy population is either big enough
+       to be seen inside the fitted range or is left to the noise-matrix posterior.
 
     A two-component fit always finds a "noisy" component: on a clean table it fits the upper
     tail of correct rows (mean ``p_given`` ~0.8 on the benchmark's clean tables, 0.99 on near-clean
-    MNIST), and its count then flags 5% of the rows or more. A likelihood-ratio or BIC test against
-    one component does not tell the two apart: clean losses are J-shaped, not Beta, so thousands of
-    rows always favour two components, and the moment-matched EM's likelihood is not a maximum
-    to test with.
+    MNIST), and its count, ``#{p_noisy > 0.8}``, then takes in every clipped row: 5% of the table
+    or more. A likelihood-ratio or BIC test against one component does not tell the two apart:
+    clean losses are J-shaped, not Beta, so thousands of rows always favour two components, and
+    the moment-matched EM's likelihood is not a maximum to test with.
 
     Examples
     --------
@@ -53,7 +61,8 @@ def noisy_component_present(mix: LossMixture) -> bool:
     >>> noisy_component_present(fit_loss_mixture(clean)), noisy_component_present(fit_loss_mixture(noisy))
     (False, True)
     """
-    return bool(mix.fit is not None and mix.noisy_mean_loss > NOISY_COMPONENT_MIN_LOSS)
+    return bool(mix.fit is not None and mix.noisy_mean_loss > NOISY_COMPONENT_MIN_LOSS
+                and mix.fit.weights[mix.fit.noisy] >= NOISY_COMPONENT_MIN_SHARE)
 
 
 @dataclass(frozen=True)
