@@ -179,10 +179,11 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
                     pruned: np.ndarray | None = None, mixture_counts: bool = True) -> np.ndarray:
     """The default rule: how many from three estimates, which from ``label_score``.
 
-    1. ``k0 = max(expected_f1_count(1 - label_score), #{p_noisy > noisy_threshold})``: the
-       count that maximises the expected F1 under the noise-matrix posterior, or the loss
-       mixture's count when it is larger (instance-dependent errors look plausible to the model,
-       so the posterior misses them, but their loss gives them away).
+    1. ``k0 = expected_f1_count(1 - label_score)``: the count that maximises the expected F1
+       under the noise-matrix posterior, or the loss mixture's count ``#{p_noisy >
+       noisy_threshold}`` when it is larger and the mixture passes :func:`noisy_component_present`
+       (sizeable instance-dependent errors look plausible to the model, so the posterior misses
+       them, but their loss gives them away).
     2. ``P``, the rows cleanlab's per-cell rule prunes (:func:`flags_by_cell_margin`). Both are
        estimates with sampling error of order ``sqrt(k0)``: when ``|P| > k0``, ``k = min(|P|, k0 +
        Z sqrt(k0))`` with ``Z = 2``, otherwise ``k = k0``.
@@ -284,8 +285,9 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     The default ``"combined"`` rule ranks rows by ``label_score`` (the posterior that the given
     label is true under the estimated noise matrix, :func:`label_quality`) and flags the ``k``
     lowest, except rows whose arg-max class is their given label; ``k`` is the count that
-    maximises the expected F1 under that posterior or the number of rows with ``p_noisy >
-    noisy_threshold``, whichever is larger, moved up towards cleanlab's per-cell count within two
+    maximises the expected F1 under that posterior or, when the mixture passes its component test
+    (:func:`noisy_component_present`), the number of rows with ``p_noisy > noisy_threshold`` if
+    larger, moved up towards cleanlab's per-cell count within two
     standard errors; rows cleanlab's per-cell rule also prunes rank up to two standard errors of
     their score earlier (see :func:`_combined_flags`). Other methods: ``noise_rate`` (confident
     learning, prune by noise rate, each row in its arg-max cell), ``per_class`` (prune by class,
