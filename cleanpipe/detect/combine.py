@@ -13,7 +13,7 @@ import numpy as np
 
 from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
-                         flags_by_noise_rate)
+                         flags_by_noise_rate, posterior_noise_matrix)
 from .mixture import LossMixture, fit_loss_mixture
 
 #: Method names accepted by :func:`detect`; the first is the default.
@@ -26,6 +26,43 @@ _LOSS_FLOOR = 1e-12
 NOISY_THRESHOLD = 0.8
 #: Standard errors within which the combined rule defers to cleanlab's per-cell pruning.
 _Z = 2.0
+#: The high-loss component counts as a population of wrong labels only if its mean cross-entropy
+#: exceeds this: ``p_given < 1/2`` for its typical row, i.e. the model does not back the label.
+NOISY_COMPONENT_MIN_LOSS = float(np.log(2.0))
+#: ... and only if it holds at least this share of the rows the EM saw: twice the share the
+#: mixture clips off the top (5%). A smaller noisy population lies mostly above the upper clip
+#: bound, out of the fit, and what the EM calls "noisy" inside is the tail of the correct rows.
+NOISY_COMPONENT_MIN_SHARE = 0.10
+
+
+def noisy_component_present(mix: LossMixture) -> bool:
+    """The component test: is the high-loss mixture component a population of wrong labels?
+
+    Only then may the mixture's count raise the number of flags. Two conditions, both needed:
+
+    1. its mean cross-entropy is above ``log 2``: its typical row has ``p_given < 1/2``, the model
+       does not back the label (:data:`NOISY_COMPONENT_MIN_LOSS`);
+    2. it holds at least 10% of the rows the EM saw, twice the 5% the fit clips off the top
+       (:data:`NOISY_COMPONENT_MIN_SHARE`): a prior that a noisy population is either big enough
+       to be seen inside the fitted range or is left to the noise-matrix posterior.
+
+    A two-component fit always finds a "noisy" component: on a clean table it fits the upper
+    tail of correct rows (mean ``p_given`` ~0.8 on the benchmark's clean tables, 0.99 on near-clean
+    MNIST), and its count, ``#{p_noisy > 0.8}``, then takes in every clipped row: 5% of the table
+    or more. A likelihood-ratio or BIC test against one component does not tell the two apart:
+    clean losses are J-shaped, not Beta, so thousands of rows always favour two components, and
+    the moment-matched EM's likelihood is not a maximum to test with.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> clean = -np.log(rng.beta(30, 1, 5000))                          # p_given near 1
+    >>> noisy = np.concatenate([clean, -np.log(rng.beta(1, 6, 1500))])  # + rows the model rejects
+    >>> noisy_component_present(fit_loss_mixture(clean)), noisy_component_present(fit_loss_mixture(noisy))
+    (False, True)
+    """
+    return bool(mix.fit is not None and mix.noisy_mean_loss > NOISY_COMPONENT_MIN_LOSS
+                and mix.fit.weights[mix.fit.noisy] >= NOISY_COMPONENT_MIN_SHARE)
 
 
 @dataclass(frozen=True)
@@ -61,18 +98,21 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
                   block_rows: int | None = None, alongside=None):
     """The default ``label_score``: posterior that the given label is the true one.
 
-    Under the class-conditional noise model with the noise matrix ``T = P(given | true)`` that
-    confident learning estimated, and the out-of-fold probabilities standing in for ``P(true | x)``:
+    Under a noise model ``T = P(given | true)`` estimated from confident learning's calibrated
+    joint (:func:`~cleanpipe.detect.confident.posterior_noise_matrix`: smoothed, and symmetric
+    unless the data support a class-conditional pattern), with the out-of-fold probabilities
+    standing in for ``P(true | x)``:
 
     ``P(true = given | x, given) = T[given, given] p_given / sum_j T[given, j] p_j``.
 
     It is 1 when the model and the noise estimate agree that the label is right and falls as the
-    other classes, weighted by how often they are mislabeled as the given one, take over.
+    other classes, weighted by how often they are mislabeled as the given one, take over. Under
+    the symmetric matrix it is a monotone function of ``p_given`` (self-confidence's order).
 
     With ``alongside`` (a callable), it runs during the pass (see :func:`map_blocks`) and
     ``(label_score, alongside())`` is returned.
     """
-    t = cl.noise_matrix
+    t, _ = posterior_noise_matrix(cl.calibrated_joint)
     t_cast = {np.dtype(np.float32): t.astype(np.float32), np.dtype(np.float64): t}
     out = np.empty(len(labels), dtype=np.float64)
 
@@ -136,13 +176,14 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
 
 def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray, score: np.ndarray,
                     disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD, *,
-                    pruned: np.ndarray | None = None) -> np.ndarray:
+                    pruned: np.ndarray | None = None, mixture_counts: bool = True) -> np.ndarray:
     """The default rule: how many from three estimates, which from ``label_score``.
 
-    1. ``k0 = max(expected_f1_count(1 - label_score), #{p_noisy > noisy_threshold})``: the
-       count that maximises the expected F1 under the noise-matrix posterior, or the loss
-       mixture's count when it is larger (instance-dependent errors look plausible to the model,
-       so the posterior misses them, but their loss gives them away).
+    1. ``k0 = expected_f1_count(1 - label_score)``: the count that maximises the expected F1
+       under the noise-matrix posterior, or the loss mixture's count ``#{p_noisy >
+       noisy_threshold}`` when it is larger and the mixture passes :func:`noisy_component_present`
+       (sizeable instance-dependent errors look plausible to the model, so the posterior misses
+       them, but their loss gives them away).
     2. ``P``, the rows cleanlab's per-cell rule prunes (:func:`flags_by_cell_margin`). Both are
        estimates with sampling error of order ``sqrt(k0)``: when ``|P| > k0``, ``k = min(|P|, k0 +
        Z sqrt(k0))`` with ``Z = 2``, otherwise ``k = k0``.
@@ -154,7 +195,7 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
        arg-max class is their given label.
     """
     k, rank_by = combined_count_and_rank(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                         pruned=pruned)
+                                         pruned=pruned, mixture_counts=mixture_counts)
     flags = np.zeros(len(score), dtype=bool)
     if k > 0:
         flags[_lowest(rank_by, k)] = True
@@ -164,10 +205,11 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
 def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray,
                             score: np.ndarray, disagrees: np.ndarray,
                             noisy_threshold: float = NOISY_THRESHOLD, *,
-                            pruned: np.ndarray | None = None):
+                            pruned: np.ndarray | None = None, mixture_counts: bool = True):
     """The number of rows ``k`` the combined rule flags and the order it takes them in.
 
-    ``pruned``, if given, is :func:`flags_by_cell_margin` already computed.
+    ``pruned``, if given, is :func:`flags_by_cell_margin` already computed. ``mixture_counts``:
+    whether the mixture's count may raise ``k`` (the outcome of :func:`noisy_component_present`).
 
     Returns
     -------
@@ -176,8 +218,9 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
         Lowest first; ``label_score`` minus the standard-error shift of the rows in cleanlab's
         per-cell pruning (see :func:`_combined_flags`).
     """
-    k0 = max(expected_f1_count(1.0 - score, disagrees),
-             int(np.count_nonzero(p_noisy > noisy_threshold)))
+    k0 = expected_f1_count(1.0 - score, disagrees)
+    if mixture_counts:
+        k0 = max(k0, int(np.count_nonzero(p_noisy > noisy_threshold)))
     if pruned is None:
         pruned = flags_by_cell_margin(cl, labels)
     n_pruned = int(np.count_nonzero(pruned))
@@ -242,8 +285,9 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     The default ``"combined"`` rule ranks rows by ``label_score`` (the posterior that the given
     label is true under the estimated noise matrix, :func:`label_quality`) and flags the ``k``
     lowest, except rows whose arg-max class is their given label; ``k`` is the count that
-    maximises the expected F1 under that posterior or the number of rows with ``p_noisy >
-    noisy_threshold``, whichever is larger, moved up towards cleanlab's per-cell count within two
+    maximises the expected F1 under that posterior or, when the mixture passes its component test
+    (:func:`noisy_component_present`), the number of rows with ``p_noisy > noisy_threshold`` if
+    larger, moved up towards cleanlab's per-cell count within two
     standard errors; rows cleanlab's per-cell rule also prunes rank up to two standard errors of
     their score earlier (see :func:`_combined_flags`). Other methods: ``noise_rate`` (confident
     learning, prune by noise rate, each row in its arg-max cell), ``per_class`` (prune by class,
@@ -264,7 +308,7 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture:
     disagrees = cl.predicted != labels
     if method == "combined":
         flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                pruned=pruned)
+                                pruned=pruned, mixture_counts=noisy_component_present(mix))
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":

@@ -257,6 +257,72 @@ def joint_prior_noise(calibrated_joint: np.ndarray):
     return joint, prior, noise
 
 
+def posterior_noise_matrix(calibrated_joint: np.ndarray):
+    """The noise matrix that ``label_score`` conditions on, and whether its pattern is supported.
+
+    Two models of ``P(given | true)`` compete for the calibrated joint ``C``:
+
+    - *symmetric*: one noise rate ``r``, spread evenly over the other classes (1 parameter);
+    - *class-conditional*: every column its own off-diagonal pattern (``K (K - 1)`` parameters).
+
+    The class-conditional one is kept only when its multinomial log-likelihood gain over the
+    symmetric one, ``G / 2`` (the G-test statistic), beats the BIC penalty ``df / 2 log N``. Under the
+    symmetric matrix the posterior of the given label is a monotone function of ``p_given``, so
+    ``label_score`` then ranks exactly as self-confidence does: the noise matrix only reorders rows
+    when the data support a pattern (pair flips between classes, say). Real label errors are
+    rarely class-conditional, and a pattern read from a handful of off-diagonal counts otherwise
+    reweights rows by noise.
+
+    Both estimates are smoothed (a Dirichlet prior worth one row per column, rule of succession
+    for the rates), so no off-diagonal cell is exactly 0: a zero cell would make the posterior 1
+    for a row the model says belongs to that class.
+
+    Parameters
+    ----------
+    calibrated_joint : ndarray of shape (n_classes, n_classes)
+        Indexed ``[given, true]``.
+
+    Returns
+    -------
+    noise_matrix : ndarray of shape (n_classes, n_classes)
+        ``P(given | true)``, columns sum to 1, every entry > 0 for ``K >= 2``.
+    class_conditional : bool
+        Whether the class-conditional model won.
+
+    Examples
+    --------
+    >>> t, cc = posterior_noise_matrix(np.array([[90, 0, 30], [5, 100, 0], [5, 0, 70]]))
+    >>> bool(cc), bool(t[0, 2] > t[1, 2])
+    (True, True)
+    """
+    c = np.asarray(calibrated_joint, dtype=np.float64)
+    k = len(c)
+    n_true = c.sum(axis=0)
+    total = max(n_true.sum(), 1.0)
+    off = c.copy()
+    np.fill_diagonal(off, 0.0)
+    m_true = off.sum(axis=0)
+    eye = np.eye(k, dtype=bool)
+    # symmetric: one rate, fitted by maximum likelihood, then smoothed
+    rate = (m_true.sum() + 1.0) / (total + 2.0)
+    sym = np.where(eye, 1.0 - rate, rate / max(k - 1, 1))
+    if k < 2:
+        return sym, False
+    # class-conditional: per-column rate and off-diagonal shares, each with a one-row prior
+    col_rate = (m_true + 1.0) / (n_true + 2.0)
+    share = (off + 1.0 / (k - 1)) / (m_true + 1.0)[None, :]
+    cond = np.where(eye, 1.0 - col_rate[None, :], share * col_rate[None, :])
+    # G-test of the maximum-likelihood fits: G = 2 sum O log(O / E_sym), E_sym the symmetric fit
+    r_ml = m_true.sum() / total
+    expected = n_true[None, :] * np.where(eye, 1.0 - r_ml, r_ml / (k - 1))
+    seen = (c > 0) & (expected > 0)
+    g = 2.0 * float(np.sum(c[seen] * np.log(c[seen] / expected[seen])))
+    df = k * (k - 1) - 1
+    if g > df * np.log(total):
+        return cond, True
+    return sym, False
+
+
 def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = None, *,
                        block_rows: int | None = None) -> ConfidentLearning:
     """Run confident learning over validated inputs (two passes over ``pred_probs``).

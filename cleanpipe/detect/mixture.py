@@ -295,6 +295,14 @@ class LossMixture:
     histogram: tuple = field(repr=False)
     reason: str = ""
 
+    @property
+    def noisy_mean_loss(self) -> float:
+        """Mean of the high-loss component in the losses' own units (NaN without a fit)."""
+        if self.fit is None:
+            return float("nan")
+        lo, hi = self.bounds
+        return float(lo + self.fit.means[self.fit.noisy] * (hi - lo))
+
     def p_noisy(self, losses: np.ndarray) -> np.ndarray:
         """Posterior of the high-loss component for each loss, monotone non-decreasing in the loss."""
         losses = np.asarray(losses)
@@ -312,6 +320,7 @@ class LossMixture:
                "histogram": {"edges": edges.tolist(), "counts": counts.tolist()}}
         if self.fit is not None:
             out.update(self.fit.to_dict())
+            out["noisy_mean_loss"] = self.noisy_mean_loss
             above = np.flatnonzero(self.grid_posterior >= 0.5)
             out["threshold"] = float(self.grid[above[0]]) if above.size else None
         return out
