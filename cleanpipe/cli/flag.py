@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..oof import DEFAULT_MODEL
 from . import cli, csv_option
 from ._progress import progress_bar
 
@@ -20,8 +21,9 @@ from ._progress import progress_bar
 @click.option("--features", default=None, help="Comma-separated feature columns (default: all others).")
 @click.option("--exclude", default=None, help="Comma-separated columns that are not features.")
 @click.option("--id", "ids", default=None, help="Comma-separated id columns (kept, not features).")
-@click.option("--model", default="hgb", show_default=True,
-              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it); "
+                   "several comma-separated (hgb,logreg) average their out-of-fold probabilities.")
 @click.option("--folds", default=5, show_default=True, type=int, help="Cross-validation folds.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for folds and models.")
 @click.option("--n-jobs", default=1, show_default=True, type=int, help="Folds fitted in parallel (-1: all cores).")
@@ -57,6 +59,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     Examples:
       cleanpipe flag data.parquet --label target
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
+      cleanpipe flag data.parquet --model hgb,logreg   # average two model families
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
