@@ -11,12 +11,15 @@ costs the sum of its members when fitted in turn, ``n_jobs=1``).
 Decision rule, fixed before any run: an ensemble replaces ``hgb`` as the default only if, on the
 held-out seed, its mean F1 (cleanpipe default rule) and mean AUPRC are both higher than hgb's and
 its out-of-fold time is at most 2x hgb's. The tuning seed is the one looked at while choosing.
+Added after the tuning seed and before the held-out seed was read, because most real tables have
+0-5% wrong labels and there the tuning seed showed every ensemble with logreg ranking worse than hgb
+alone: the ensemble must also not lose more than 0.01 mean AUPRC on the 5% noise cases (``sym5``).
 
 Run from the repository root (model threads pinned to 1: on a shared 2-core machine OpenMP
 spin-waiting made hgb 9x slower)::
 
-    OMP_NUM_THREADS=1 python benchmarks/ensembles.py --seed 0            # tuning seed
-    OMP_NUM_THREADS=1 python benchmarks/ensembles.py --seed 1 --write    # held-out seed
+    OMP_NUM_THREADS=1 python benchmarks/ensembles.py --seeds 0          # the tuning seed only
+    OMP_NUM_THREADS=1 python benchmarks/ensembles.py --seeds 0,1 --write  # and the held-out seed
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ FAMILIES = {"hgb": "hgb", "logreg": "logreg", "et": "sklearn.ensemble:ExtraTrees
 #: Probability sets compared: each family alone and every ensemble of two or three.
 SETS = [(f,) for f in FAMILIES] + [c for r in (2, 3) for c in combinations(FAMILIES, r)]
 BASELINE = ("hgb",)
+#: The noise setting of the low-noise condition of the decision rule.
+LOW_NOISE = "sym5"
 
 #: The suite's small real tables plus a 4,000-row version of its synth6 (the 20,000-row tables
 #: would take tens of minutes per seed on a shared 2-core machine).
@@ -137,6 +142,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         best = means.idxmax()
         sc = g[g["name"] == "cleanlab:rank:self_confidence"]
         out.append({"models": models, "cp_f1": cp["f1"].mean(), "cp_auprc": cp["auprc"].mean(),
+                    "low_auprc": cp.loc[cp["noise"] == LOW_NOISE, "auprc"].mean(),
                     "cl_best_f1": means.max(), "cl_best": best.split(":", 1)[1],
                     "cl_default_f1": means.get(dq.CLEANLAB_DEFAULT, np.nan),
                     "cl_sc_auprc": sc["auprc"].mean(), "oof_acc": cp["oof_acc"].mean(),
@@ -151,42 +157,80 @@ def per_case(df: pd.DataFrame, metric: str = "f1") -> pd.DataFrame:
     return cp.pivot_table(index=["dataset", "noise"], columns="models", values=metric, sort=False)
 
 
+def by_noise(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean F1 and AUPRC of cleanpipe's default rule per noise setting (rows) and probability set."""
+    cp = df[df["name"] == "cleanpipe:combined"]
+    table = cp.pivot_table(index="noise", columns="models", values=["f1", "auprc"], sort=False)
+    table.columns = [f"{metric}:{models}" for metric, models in table.columns]
+    return table
+
+
 def decide(res: pd.DataFrame) -> str:
     base = res.loc["+".join(BASELINE)]
     lines = []
     for models, r in res.drop(index="+".join(BASELINE)).iterrows():
         if "+" not in models:
             continue
-        ok = r["cp_f1"] > base["cp_f1"] and r["cp_auprc"] > base["cp_auprc"] and r["oof_x_hgb"] <= 2.0
+        low = r["low_auprc"] - base["low_auprc"]
+        ok = (r["cp_f1"] > base["cp_f1"] and r["cp_auprc"] > base["cp_auprc"]
+              and r["oof_x_hgb"] <= 2.0 and not low < -0.01)
         lines.append(f"{models}: F1 {r['cp_f1'] - base['cp_f1']:+.4f}, AUPRC "
-                     f"{r['cp_auprc'] - base['cp_auprc']:+.4f}, time x{r['oof_x_hgb']:.2f} vs hgb "
-                     f"-> {'meets' if ok else 'fails'} the rule")
+                     f"{r['cp_auprc'] - base['cp_auprc']:+.4f}, AUPRC at {LOW_NOISE} {low:+.4f}, "
+                     f"time x{r['oof_x_hgb']:.2f} vs hgb -> {'meets' if ok else 'fails'} the rule")
     return "\n".join(lines)
+
+
+def report(seed: int, role: str, df: pd.DataFrame) -> tuple[str, str]:
+    """(terminal text, Markdown) of one seed's results."""
+    res = summary(df)
+    n_cases = df.groupby(["dataset", "noise"]).ngroups
+    title = f"seed {seed} ({role}): means over {n_cases} cases"
+    with pd.option_context("display.width", 250, "display.max_columns", 40,
+                           "display.float_format", "{:.3f}".format):
+        text = "\n".join([f"== {title} ==", res.to_string(), "",
+                          f"== seed {seed}: per-case F1 of cleanpipe's default rule ==",
+                          per_case(df).to_string(), "",
+                          f"== seed {seed}: cleanpipe's default rule by noise (mean over datasets) ==",
+                          by_noise(df).to_string(), "", f"== seed {seed}: decision rule ==",
+                          decide(res), ""])
+    md = "\n".join([f"### {title[0].upper()}{title[1:]}", "", markdown_table(res.reset_index()), "",
+                    "```", decide(res), "```", "",
+                    "Mean F1 / AUPRC of cleanpipe's default rule per noise setting:", "",
+                    markdown_table(by_noise(df).reset_index()), "",
+                    "Per-case F1 of cleanpipe's default rule:", "",
+                    markdown_table(per_case(df).reset_index()), ""])
+    return text, md
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1",
+                        help="comma list: the first is the tuning seed, the others are held out")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--noises", default=",".join(NOISES))
     parser.add_argument("--write", action="store_true",
-                        help="write the table of this seed into benchmarks/RESULTS.md")
+                        help="replace the 'Ensembles of model families' section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
-    df = run(args.seed, args.datasets.split(","), args.noises.split(","))
-    res = summary(df)
-    with pd.option_context("display.width", 250, "display.max_columns", 40,
-                           "display.float_format", "{:.3f}".format):
-        print(f"== seed {args.seed}: means over {df.groupby(['dataset', 'noise']).ngroups} cases ==")
-        print(res.to_string())
-        print("\n== per-case F1 of cleanpipe's default rule ==")
-        print(per_case(df).to_string())
-        print("\n== decision rule ==")
-        print(decide(res))
+    seeds = [int(v) for v in args.seeds.split(",")]
+    parts = []
+    for i, seed in enumerate(seeds):
+        df = run(seed, args.datasets.split(","), args.noises.split(","))
+        text, md = report(seed, "tuning" if i == 0 else "held out", df)
+        print(text, flush=True)
+        parts.append(md)
     if args.write:
-        body = "\n".join([
-            provenance_block("ensembles.py", cleanpipe_version()),
-            markdown_table(res.reset_index()), "", "```", decide(res), "```"])
-        replace_section(f"Ensembles of model families (seed {args.seed})", body)
+        legend = ("Columns: `cp_f1` / `cp_auprc` = cleanpipe's default rule (F1 of its flags, AUPRC of "
+                  "1 - label_score), `low_auprc` = that AUPRC on the sym5 cases only; `cl_best_f1` = cleanlab's best `filter_by` by mean F1 on the same "
+                  "probabilities (`cl_best` names it), `cl_default_f1` = cleanlab's default "
+                  "(prune_by_noise_rate), `cl_sc_auprc` = cleanlab's self-confidence ranking; `oof_acc` = "
+                  "accuracy of the arg-max against the true labels; `oof_s` = seconds computing the "
+                  "out-of-fold probabilities over all cases (n_jobs=1, one thread per fit), `oof_x_hgb` "
+                  "= that over hgb's. Datasets: " + ", ".join(args.datasets.split(",")) + "; noises: "
+                  + ", ".join(args.noises.split(",")) + ".")
+        replace_section("Ensembles of model families",
+                        "\n".join([provenance_block("ensembles.py", cleanpipe_version()), __doc__.split(
+                            "\n\n")[2].replace("\n", " "), "", legend, "", *parts]))
+        progress("wrote the 'Ensembles of model families' section of benchmarks/RESULTS.md")
     return 0
 
 
