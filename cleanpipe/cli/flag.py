@@ -59,7 +59,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     Examples:
       cleanpipe flag data.parquet --label target
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
-      cleanpipe flag data.parquet --model hgb,logreg   # average two model families
+      cleanpipe flag data.parquet --model hgb   # one model family, not the hgb,logreg average
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
