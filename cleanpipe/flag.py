@@ -25,7 +25,7 @@ from .features import (_vector, columns_hint, decode_labels, encode_labels, sele
                        table_to_features)
 from .io import open_dataset, with_metadata
 from .limits import check_seed
-from .oof import check_folds, cross_val_probs
+from .oof import DEFAULT_MODEL, check_folds, cross_val_probs, model_label, model_list
 from .rows import ParquetMatrix, TakeRows
 
 #: Columns ``flag`` adds to the input table.
@@ -179,6 +179,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     if pred_probs is None:
         check_seed(seed)
         check_folds(folds, n_lab)
+        model = model_list(model)
         if n_jobs == 0:
             raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")
         cols = select_feature_columns(src.schema, label, features=features, exclude=exclude, ids=ids)
@@ -235,8 +236,8 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
     out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
     columns = FlagColumns(codes, classes_arr, out_type, predicted, score, p_noisy, issue)
 
-    settings = {"label": label, "features": feature_names, "model": model if isinstance(model, str)
-                else type(model).__name__, "folds": folds if oof_features else None, "seed": seed,
+    settings = {"label": label, "features": feature_names, "model": model_label(model),
+                "folds": folds if oof_features else None, "seed": seed,
                 "n_jobs": n_jobs, "pred_probs": os.fspath(pred_probs) if isinstance(
                     pred_probs, (str, os.PathLike)) else ("array" if pred_probs is not None else None),
                 "method": method, "mixture": mixture, "noisy_threshold": noisy_threshold}
@@ -253,7 +254,7 @@ def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_
 
 
 def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=(), ids=(),
-               model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1, pred_probs=None,
+               model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1, pred_probs=None,
                method: str = "combined", mixture: str = "beta", source: str | None = None,
                progress=None, noisy_threshold: float = NOISY_THRESHOLD) -> FlagResult:
     """Run the flag stage on an Arrow table.
@@ -266,7 +267,8 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     features, exclude, ids : sequence of str
         Feature columns (default: all but label, ids and excluded).
     model, folds, seed, n_jobs
-        Cross-validation settings (see :func:`cleanpipe.out_of_fold_probs`).
+        Cross-validation settings (see :func:`cleanpipe.out_of_fold_probs`); ``model`` may name
+        several families (``"hgb,logreg"`` or a list), whose probabilities are averaged.
     pred_probs : str or ndarray, optional
         Skip cross-validation: a path (``.npy`` / Parquet), a list column of ``table``, or an
         array with one row per table row.
@@ -300,7 +302,7 @@ def run_on_table(flagger, table: pa.Table, source, **settings) -> FlagResult:
 
 
 def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None, exclude=(),
-                 ids=(), model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
+                 ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                  pred_probs=None, method: str = "combined", mixture: str = "beta",
                  noisy_threshold: float = NOISY_THRESHOLD, save_pred_probs=None,
                  progress=None) -> dict:

@@ -29,7 +29,7 @@ from .features import (columns_hint, decode_label_lists, encode_label_columns, e
 from .flag import (OUTPUT_COLUMNS, FlagResult, _jsonable, _Source, load_pred_probs, oof_all_rows,
                    open_source, run_fields, run_on_table, write_streamed)
 from .io import open_dataset
-from .oof import check_folds, cross_val_probs_multilabel
+from .oof import DEFAULT_MODEL, check_folds, cross_val_probs_multilabel, model_label
 from .rows import TakeRows
 
 #: Columns ``flag`` adds to the input table for multi-label data.
@@ -430,7 +430,7 @@ def _flag_multilabel(src: _Source, *, label, features, exclude, ids, model, fold
     columns = _output_columns(Y, labelled, classes_arr, value_type, predicted, det, src.n_rows)
     settings = {"label": label_cols if form == "columns" else label_cols[0], "multi_label": True,
                 "label_format": form, "features": feature_names,
-                "model": model if isinstance(model, str) else type(model).__name__,
+                "model": model_label(model),
                 "folds": folds if computed else None, "seed": seed, "n_jobs": n_jobs,
                 "pred_probs": os.fspath(pred_probs) if isinstance(pred_probs, (str, os.PathLike))
                 else ("array" if pred_probs is not None else None),
@@ -510,7 +510,7 @@ def build_multilabel_summary(det: MultilabelDetection, labels: np.ndarray, class
 
 
 def flag_multilabel_table(table: pa.Table, *, label="label", features=None, exclude=(), ids=(),
-                          model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
+                          model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                           pred_probs=None, method: str = "noise_rate", mixture: str = "beta",
                           noisy_threshold: float = 0.5, source: str | None = None,
                           progress=None) -> FlagResult:
@@ -541,7 +541,7 @@ def flag_multilabel_table(table: pa.Table, *, label="label", features=None, excl
 
 
 def flag_multilabel_dataset(path, out_path, *, outputs, label="label", features=None, exclude=(),
-                            ids=(), model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
+                            ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                             pred_probs=None, method: str = "noise_rate", mixture: str = "beta",
                             noisy_threshold: float = 0.5, save_pred_probs=None,
                             progress=None) -> dict:

@@ -1,8 +1,9 @@
 """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
 
-Each fold's model is fitted in its own joblib task (``n_jobs`` workers; any joblib backend, Dask
-included, through ``joblib.parallel_config``). The fold models also predict the rows that have no
-label, averaged over folds, so every row of the table gets a predicted class.
+Each (model, fold) pair is fitted in its own joblib task (``n_jobs`` workers; any joblib backend,
+Dask included, through ``joblib.parallel_config``). Several model families (``model="hgb,logreg"``)
+share the same folds and their probabilities are averaged. The fold models also predict the rows
+that have no label, averaged over folds, so every row of the table gets a predicted class.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 
 #: Names accepted by ``model=`` besides ``"package.module:Class"``.
 MODELS = ("hgb", "logreg")
+#: The model families of ``flag``, pipelines and the API: their out-of-fold probabilities are
+#: averaged. Chosen on ``benchmarks/ensembles.py`` (held-out seed: mean F1 +0.030, AUPRC +0.053 over
+#: hgb alone, for 2% more fitting time); see ``benchmarks/RESULTS.md``.
+DEFAULT_MODEL = "hgb,logreg"
 #: joblib backends the fold fits can run on (``backend=``).
 BACKENDS = ("loky", "dask")
 #: Seconds to wait for a Dask scheduler to answer before giving up.
@@ -50,6 +55,52 @@ class OutOfFold:
     extra_probs: np.ndarray
     folds: int
     notes: list = field(default_factory=list)
+
+
+def model_list(model) -> tuple:
+    """The model families of ``model``, checked: a tuple of names, specs or estimators.
+
+    Parameters
+    ----------
+    model : str, estimator, or sequence of them
+        ``"hgb"``, ``"hgb,logreg"`` (comma-separated: an ensemble), ``["hgb", "logreg"]``,
+        ``"package.module:Class"`` or an unfitted scikit-learn classifier.
+
+    Returns
+    -------
+    tuple
+        One entry per family, in the order given; ``model_list`` of it is itself.
+
+    Raises
+    ------
+    InputError
+        An empty list, an unknown name, or a family named twice.
+    """
+    if isinstance(model, str):
+        items = [m.strip() for m in model.split(",")]
+    elif isinstance(model, (list, tuple)):
+        items = [m.strip() if isinstance(m, str) else m for m in model]
+    else:
+        items = [model]
+    if not items or any(m == "" for m in items):
+        raise InputError(f"--model {model!r} names no model (or an empty one); pass one or more of "
+                         f"{', '.join(MODELS)} or package.module:Class, comma-separated")
+    for m in items:
+        if isinstance(m, str) and m not in MODELS and ":" not in m:
+            raise InputError(f"--model '{m}' is not known; use {', '.join(MODELS)} or "
+                             "package.module:Class, comma-separated for an ensemble (hgb,logreg)")
+    names = [m for m in items if isinstance(m, str)]
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise InputError(f"--model names '{twice[0]}' twice; list each model family once")
+    return tuple(items)
+
+
+def model_label(model) -> str:
+    """How the settings record ``model``: names comma-separated, estimators by class name."""
+    items = model.split(",") if isinstance(model, str) else (
+        model if isinstance(model, (list, tuple)) else [model])
+    return ",".join(m.strip() if isinstance(m, str) else type(m).__name__ for m in items)
 
 
 def make_model(model, *, categorical=None, seed: int = 0):
@@ -211,16 +262,27 @@ def joblib_backend(backend: str | None = "loky", scheduler: str | None = None, *
         client.close()
 
 
-def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None, model="hgb",
-                    folds: int = 5, seed: int = 0, n_jobs: int = 1, categorical=None,
-                    X_extra: np.ndarray | None = None, class_names=None,
+def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None,
+                    model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
+                    categorical=None, X_extra: np.ndarray | None = None, class_names=None,
                     progress=None, backend: str | None = None,
                     scheduler: str | None = None) -> OutOfFold:
     """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
 
-    ``progress``, if given, is called with ``(done, total)`` as folds finish. ``backend`` and
-    ``scheduler`` are passed to :func:`joblib_backend` (``None``: joblib's active configuration).
+    ``progress``, if given, is called with ``(done, total)`` as (model, fold) fits finish.
+    ``backend`` and ``scheduler`` are passed to :func:`joblib_backend` (``None``: joblib's active
+    configuration).
+
+    Notes
+    -----
+    Every model family of ``model`` (see :func:`model_list`) is fitted on the same folds, one
+    joblib task per (model, fold) pair; a row's probabilities are the mean over families of the
+    probabilities of the fold model that left it out. One family is the same path with one member.
+    Inside loky workers joblib caps each task's BLAS/OpenMP threads at ``cpu_count // n_jobs``, so
+    the threads of a model (hgb's OpenMP trees) and the fold workers share the cores rather than
+    oversubscribe them; with ``n_jobs=1`` the tasks run in turn and each may use every core.
     """
+    models = model_list(model)
     k = int(y.max()) + 1 if n_classes is None else n_classes
     names = class_names if class_names is not None else [str(i) for i in range(k)]
     counts = np.bincount(y, minlength=k)
@@ -243,28 +305,33 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         folds = int(counts.max())
     for note in notes:
         warnings.warn(note, CleanpipeWarning, stacklevel=2)
-    est = make_model(model, categorical=categorical, seed=seed)
+    ests = [make_model(m, categorical=categorical, seed=seed) for m in models]
     X_extra = np.zeros((0, X.shape[1]), X.dtype) if X_extra is None else X_extra
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         splits = list(cv.split(np.zeros(len(y)), y))
-    log.info("fitting %d folds on %d rows with %s", folds, len(y), type(est).__name__)
-    pred_probs = np.empty((len(y), k), dtype=np.float32)
+    tasks = [(est, train, test) for train, test in splits for est in ests]
+    log.info("fitting %d folds x %d model(s) on %d rows with %s", folds, len(ests), len(y),
+             ", ".join(type(e).__name__ for e in ests))
+    # Summed in float32 (a single model's rows are then copied exactly), divided once at the end.
+    pred_probs = np.zeros((len(y), k), dtype=np.float32)
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
     if progress:
-        progress(0, folds)
+        progress(0, len(tasks))
     with joblib_backend(backend, scheduler):
-        # An ordered generator: results arrive as folds finish, and are summed in fold order so
+        # An ordered generator: results arrive as fits finish, and are summed in task order so
         # the output depends neither on n_jobs nor on the backend.
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for train, test in splits)
+            delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for est, train, test in tasks)
         for done, (test, probs, extra_probs) in enumerate(results, 1):
-            pred_probs[test] = probs
+            pred_probs[test] += probs
             extra += extra_probs
             if progress:
-                progress(done, folds)
-    extra = (extra / folds).astype(np.float32)
+                progress(done, len(tasks))
+    if len(ests) > 1:
+        pred_probs /= len(ests)
+    extra = (extra / len(tasks)).astype(np.float32)
     _renormalise(pred_probs)
     _renormalise(extra)
     return OutOfFold(pred_probs, extra, folds, notes)
@@ -276,7 +343,7 @@ def _renormalise(P: np.ndarray) -> None:
     np.divide(P, np.where(sums > 0, sums, 1.0).astype(P.dtype), out=P)
 
 
-def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_jobs: int = 1,
+def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                       categorical=None, backend: str | None = None,
                       scheduler: str | None = None) -> np.ndarray:
     """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
@@ -287,13 +354,14 @@ def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_job
         Features; NaN allowed with the default model.
     y : array-like of shape (n_samples,)
         Class indices ``0..K-1``.
-    model : str or estimator, default="hgb"
-        See :func:`make_model`.
+    model : str, estimator, or list of them, default="hgb,logreg"
+        A model family (see :func:`make_model`), or several: ``"hgb,logreg"`` or
+        ``["hgb", "logreg"]`` fits each on the same folds and averages their probabilities.
     folds : int, default=5
         Number of stratified folds (shuffled with ``seed``).
     seed : int, default=0
     n_jobs : int, default=1
-        Folds fitted in parallel through joblib; ``-1`` uses every core.
+        (model, fold) pairs fitted in parallel through joblib; ``-1`` uses every core.
     categorical : array-like of bool, optional
         Columns of ``X`` holding category codes.
     backend : {"loky", "dask"}, optional
@@ -305,12 +373,14 @@ def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_job
     Returns
     -------
     ndarray of shape (n_samples, K), float32
-        Row ``n`` holds the probabilities of the model that did not see row ``n``.
+        Row ``n`` holds the probabilities of the model that did not see row ``n`` (the mean over
+        the model families, each fitted without row ``n``).
 
     Raises
     ------
     InputError
-        Fewer than two classes, ``folds`` outside ``[2, n_samples]``, mismatched lengths.
+        Fewer than two classes, ``folds`` outside ``[2, n_samples]``, mismatched lengths, an
+        unknown model name.
 
     Examples
     --------
@@ -318,7 +388,10 @@ def out_of_fold_probs(X, y, *, model="hgb", folds: int = 5, seed: int = 0, n_job
     >>> X, y = load_iris(return_X_y=True)
     >>> out_of_fold_probs(X, y, model="logreg").shape
     (150, 3)
+    >>> out_of_fold_probs(X, y, model=["hgb", "logreg"]).shape
+    (150, 3)
     """
+    model = model_list(model)
     try:
         X = np.asarray(X, dtype=np.float64)
     except (ValueError, TypeError):
@@ -390,7 +463,7 @@ def _fit_binary(est, X, y, train, test, X_extra):
     return proba(X[test]), proba(X_extra)
 
 
-def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model="hgb", folds: int = 5,
+def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MODEL, folds: int = 5,
                                seed: int = 0, n_jobs: int = 1, categorical=None,
                                X_extra: np.ndarray | None = None, class_names=None,
                                progress=None) -> OutOfFold:
@@ -402,8 +475,8 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model="hgb", fol
     Y : ndarray of shape (n_samples, n_classes)
         0/1 (or bool) tag matrix.
     model, folds, seed, n_jobs, categorical
-        As in :func:`cross_val_probs`; ``model`` is fitted once per (fold, class) to that class's
-        0/1 column, each fit a joblib task.
+        As in :func:`cross_val_probs`; each model family of ``model`` is fitted once per (fold,
+        class) to that class's 0/1 column, each fit a joblib task; families are averaged.
     X_extra : ndarray of shape (n_extra, n_features), optional
         Rows without labels, predicted by every fold model and averaged.
     class_names : list of str, optional
@@ -450,21 +523,24 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model="hgb", fol
                      "those rows' tags may look wrong; check them by hand")
     for note in notes:
         warnings.warn(note, CleanpipeWarning, stacklevel=2)
-    est = make_model(model, categorical=categorical, seed=seed)
+    ests = [make_model(m, categorical=categorical, seed=seed) for m in model_list(model)]
     X_extra = np.zeros((0, X.shape[1]), X.dtype) if X_extra is None else X_extra
     splits = multilabel_folds(Y, folds, seed)
-    tasks = [(f, c) for f in range(folds) for c in range(k)]
-    log.info("fitting %d one-vs-rest models (%d folds x %d classes) on %d rows with %s",
-             len(tasks), folds, k, n, type(est).__name__)
+    tasks = [(f, c, est) for f in range(folds) for c in range(k) for est in ests]
+    log.info("fitting %d one-vs-rest models (%d folds x %d classes x %d model(s)) on %d rows with %s",
+             len(tasks), folds, k, len(ests), n, ", ".join(type(e).__name__ for e in ests))
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fit_binary)(est, X, Y[:, c], splits[f][0], splits[f][1], X_extra) for f, c in tasks)
-    pred_probs = np.empty((n, k), dtype=np.float32)
+        delayed(_fit_binary)(est, X, Y[:, c], splits[f][0], splits[f][1], X_extra)
+        for f, c, est in tasks)
+    pred_probs = np.zeros((n, k), dtype=np.float32)
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
     if progress:
         progress(0, len(tasks))
-    for done, ((f, c), (probs, extra_probs)) in enumerate(zip(tasks, results), 1):
-        pred_probs[splits[f][1], c] = probs
+    for done, ((f, c, _), (probs, extra_probs)) in enumerate(zip(tasks, results), 1):
+        pred_probs[splits[f][1], c] += probs
         extra[:, c] += extra_probs
         if progress:
             progress(done, len(tasks))
-    return OutOfFold(pred_probs, (extra / folds).astype(np.float32), folds, notes)
+    if len(ests) > 1:
+        pred_probs /= len(ests)
+    return OutOfFold(pred_probs, (extra / (folds * len(ests))).astype(np.float32), folds, notes)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..limits import MIN_FOLDS, SEED_MAX, SEED_MIN
+from ..oof import DEFAULT_MODEL
 from . import cli, csv_option, overwrite_option
 from ._progress import progress_bar
 
@@ -22,8 +23,9 @@ from ._progress import progress_bar
 @click.option("--features", default=None, help="Comma-separated feature columns (default: all others).")
 @click.option("--exclude", default=None, help="Comma-separated columns that are not features.")
 @click.option("--id", "ids", default=None, help="Comma-separated id columns (kept, not features).")
-@click.option("--model", default="hgb", show_default=True,
-              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it); "
+                   "several comma-separated (hgb,logreg) average their out-of-fold probabilities.")
 @click.option("--folds", default=5, show_default=True, type=int,
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(SEED_MIN, SEED_MAX),
@@ -63,6 +65,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     Examples:
       cleanpipe flag data.parquet --label target
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
+      cleanpipe flag data.parquet --model hgb   # one model family, not the hgb,logreg average
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
       cleanpipe flag photos.parquet --label tags        # list column: multi-label

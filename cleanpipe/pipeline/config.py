@@ -19,6 +19,7 @@ from pathlib import Path
 from ..clean import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 from ..clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE
 from ..errors import ConfigError
+from ..oof import DEFAULT_MODEL
 from .rules import check_values, example_value
 
 try:
@@ -133,9 +134,10 @@ class Columns:
 
 @dataclass(frozen=True)
 class OofSettings:
-    """``[oof]``: cross-validated probabilities."""
+    """``[oof]``: cross-validated probabilities. ``model`` is one family or several: the TOML list
+    ``["hgb", "logreg"]`` is kept as ``"hgb,logreg"``, the spelling of ``cleanpipe flag --model``."""
 
-    model: str = "hgb"
+    model: str = field(default=DEFAULT_MODEL, metadata={"list_as_csv": True})
     folds: int = 5
     seed: int = 0
     n_jobs: int = 1
@@ -304,7 +306,11 @@ def _build(cls, raw, section: str, origin: str):
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:
-            kwargs[f.name] = _coerce(raw[f.name], hints[f.name], f"{origin}: [{section}] {f.name}",
+            value = raw[f.name]
+            if f.metadata.get("list_as_csv") and isinstance(value, list):
+                value = ",".join(_coerce(value, tuple[str, ...], f"{origin}: [{section}] {f.name}",
+                                         example_value(f.name, ())))
+            kwargs[f.name] = _coerce(value, hints[f.name], f"{origin}: [{section}] {f.name}",
                                      example_value(f.name, f.default))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{origin}: [{section}] {f.name} is missing; add "

@@ -149,9 +149,11 @@ def _check_multilabel(p, schema: pa.Schema, origin: str) -> bool:
 def _check_model(p, origin: str) -> None:
     if ":" not in p.oof.model or not {"oof", "flag"} & set(p.stages):
         return
-    from ..oof import make_model
+    from ..oof import make_model, model_list
     try:
-        make_model(p.oof.model)
+        for spec in model_list(p.oof.model):
+            if ":" in spec:
+                make_model(spec)
     except InputError as exc:
         raise ConfigError(f"{origin}: [oof] model: {exc}") from None
 

@@ -26,6 +26,7 @@ _EXAMPLES = {
     "features": 'features = ["x1", "x2"]', "exclude": 'exclude = ["row_id"]', "ids": 'ids = ["row_id"]',
     "scheduler": 'scheduler = "tcp://127.0.0.1:8786"', "threads": "threads = 1",
     "loss_params": "loss_params = { q = 0.7 }", "hidden": "hidden = [256, 128]",
+    "model": 'model = ["hgb", "logreg"]',
 }
 
 
@@ -154,12 +155,20 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
             raise ConfigError(f"{origin}: [columns] {key} includes the label '{clash[0]}'; remove it")
 
     o = p.oof
-    if ":" in o.model:
-        if not allow_custom_model:
-            raise ConfigError(f"{origin}: [oof] model = {o.model!r} names custom code, which "
-                              "cleanpipe would import and run; pass --allow-custom-model to allow it")
-    else:
-        _choice(origin, "[oof] model", o.model, MODELS)
+    names = [m.strip() for m in o.model.split(",")]
+    if "" in names:
+        raise ConfigError(f"{origin}: [oof] model = {o.model!r} has an empty name; write e.g. "
+                          'model = "hgb" or model = ["hgb", "logreg"]')
+    for name in names:
+        if ":" in name:
+            if not allow_custom_model:
+                raise ConfigError(f"{origin}: [oof] model = {o.model!r} names custom code, which "
+                                  "cleanpipe would import and run; pass --allow-custom-model to allow it")
+        else:
+            _choice(origin, "[oof] model", name, MODELS)
+    if len(set(names)) < len(names):
+        raise ConfigError(f"{origin}: [oof] model = {o.model!r} names a model family twice; list "
+                          "each once")
     _range(origin, "[oof] folds", o.folds >= MIN_FOLDS, o.folds, f"at least {MIN_FOLDS}")
     _range(origin, "[oof] seed", seed_ok(o.seed), o.seed, f"an integer in [{SEED_MIN}, {SEED_MAX}]")
     _range(origin, "[oof] n_jobs", o.n_jobs >= 1 or o.n_jobs == -1, o.n_jobs,
