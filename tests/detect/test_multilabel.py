@@ -114,7 +114,7 @@ def test_vectorised_equals_reference_loop(seed):
     Y = (rng.random((n, k)) < rng.uniform(0.1, 0.6, k)).astype(np.int64)
     P = np.clip(0.7 * Y + rng.normal(0.15, 0.25, (n, k)), 0, 1)
     cj, flagged = _reference(Y, P)
-    det = detect_multilabel(Y, P, block_rows=7)  # several blocks, as for a memmap
+    det = detect_multilabel(Y, P, method="noise_rate", block_rows=7)  # several blocks, as for a memmap
     np.testing.assert_array_equal(det.confident.confident_joint, cj)
     got = np.zeros((n, k), dtype=bool)
     got[det.issue_rows, det.issue_classes] = True
