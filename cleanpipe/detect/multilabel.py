@@ -445,21 +445,27 @@ def row_error_posterior(post: np.ndarray) -> np.ndarray:
 
 
 def flag_top_expected(p_error: np.ndarray) -> np.ndarray:
-    """Flag the ``round(sum(p_error))`` rows of highest ``p_error``: as many as are expected wrong.
+    """Flag the ``m = round(sum(p_error))`` rows of highest ``p_error``: as many as are expected wrong.
 
-    Rows tied with the last one flagged are flagged too (so the result does not depend on row
-    order); a row with ``p_error == 0`` never is.
+    Rows tied at the cut are flagged all together or not at all, whichever count is nearer ``m``
+    (so the result does not depend on row order); a row with ``p_error == 0`` never is.
 
     Examples
     --------
     >>> flag_top_expected(np.array([0.9, 0.1, 0.7, 0.2, 0.0])).tolist()
     [True, False, True, False, False]
+    >>> flag_top_expected(np.full(8, 0.2)).tolist()  # m = 2 of 8 tied rows: none
+    [False, False, False, False, False, False, False, False]
     """
     m = int(round(float(p_error.sum())))
     if m == 0:
         return np.zeros(len(p_error), dtype=bool)
     cut = np.partition(p_error, len(p_error) - m)[len(p_error) - m]
-    return (p_error >= cut) & (p_error > 0)
+    above = p_error > cut
+    with_tied = p_error >= cut
+    if abs(int(with_tied.sum()) - m) <= abs(int(above.sum()) - m):
+        above = with_tied
+    return above & (p_error > 0)
 
 
 @dataclass(frozen=True)
