@@ -243,10 +243,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         folds = int(counts.max())
     for note in notes:
         warnings.warn(note, CleanpipeWarning, stacklevel=2)
-    est = est_x = make_model(model, categorical=categorical, seed=seed)
-    if condition_on_tags and k > 1:
-        cats = np.zeros(X.shape[1], bool) if categorical is None else np.asarray(categorical, bool)
-        est = make_model(model, categorical=np.concatenate([cats, np.zeros(k - 1, bool)]), seed=seed)
+    est = make_model(model, categorical=categorical, seed=seed)
     X_extra = np.zeros((0, X.shape[1]), X.dtype) if X_extra is None else X_extra
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
@@ -446,8 +443,8 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model="hgb", fol
     tags per row); the same folds serve every class. Results are assembled in task order, so the
     output does not depend on ``n_jobs``. Conditioning on the other given tags (the
     pseudo-likelihood of the given tag set, one tag at a time) lifted the AUPRC of the error rows by
-    0.04-0.13 over features alone on ``benchmarks/multilabel.py``'s development cases, where a
-    classifier chain (:class:`sklearn.multioutput.ClassifierChain`, 3 random orders) and stacking
+    0.08-0.12 over features alone on three development cases of ``benchmarks/multilabel.py``, where
+    a classifier chain (:class:`sklearn.multioutput.ClassifierChain`, 3 random orders) and stacking
     the first-level probabilities did not help (see benchmarks/RESULTS.md).
     """
     Y = np.asarray(Y).astype(np.int8, copy=False)
