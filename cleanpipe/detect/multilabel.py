@@ -6,17 +6,27 @@ need not sum to 1). Per-class binary arrays are indexed ``[class, given, true]``
 and 1 = tag present, so ``[k, 0, 1]`` counts *missing* tags (given absent, truly present) and
 ``[k, 1, 0]`` *spurious* ones (given present, truly absent).
 
-Confident learning runs on the ``n_classes`` binary problems ``(labels[:, k], [1 - p_k, p_k])`` at
-once: thresholds, the confident joint and its calibration are computed for every class in one pass
-over row blocks, reusing :func:`~cleanpipe.detect.confident.calibrate_confident_joint` and
-:func:`~cleanpipe.detect.confident.top_per_group`. The per-row loss mixture is the single-label one,
-:func:`~cleanpipe.detect.mixture.fit_loss_mixture`, fitted to each row's binary cross-entropy.
+The default rule is a posterior one: each class's missing and spurious rates are read off
+anchor rows (:func:`anchor_noise_rates`), Bayes' rule under class-conditional noise gives every
+cell the posterior that its tag is wrong (:func:`flip_posteriors`), a row's cells combine into
+``p_error = 1 - prod(1 - post)`` (:func:`row_error_posterior`), and the ``round(sum(p_error))``
+likeliest rows are flagged (:func:`flag_top_expected`). Confident learning (cleanlab's rule, kept
+as ``method="noise_rate"`` and as diagnostics) runs on the ``n_classes`` binary problems
+``(labels[:, k], [1 - p_k, p_k])`` at once: thresholds, the confident joint and its calibration
+are computed for every class in one pass over row blocks, reusing
+:func:`~cleanpipe.detect.confident.calibrate_confident_joint` and
+:func:`~cleanpipe.detect.confident.top_per_group`. The per-row loss mixture is the single-label
+one, :func:`~cleanpipe.detect.mixture.fit_loss_mixture`, fitted to each row's binary
+cross-entropy.
 
 References
 ----------
 Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021.
 Thyagarajan, Snorrason, Northcutt & Mueller, "Identifying Incorrect Annotations in Multi-Label
 Classification Data", ICLR 2023 workshop (the one-vs-rest reduction, aggregated over classes).
+Scott, Blanchard & Handy, "Classification with Asymmetric Label Noise: Consistency and Maximal
+Denoising", COLT 2013; Patrini et al., "Making Deep Neural Networks Robust to Label Noise: a Loss
+Correction Approach", CVPR 2017 (noise rates from anchor points).
 """
 
 from __future__ import annotations
