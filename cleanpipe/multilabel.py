@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 from . import __version__
 from .detect import check_pred_probs, iter_blocks
 from .detect._validate import SUM_TOLERANCE
-from .detect.multilabel import MULTILABEL_METHODS, MultilabelDetection, detect_multilabel
+from .detect.multilabel import (DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS, MultilabelDetection,
+                               detect_multilabel)
 from .errors import InputError
 from .features import (columns_hint, decode_label_lists, encode_label_columns, encode_label_lists,
                        is_list_type, select_feature_columns, table_to_features)
@@ -103,7 +104,7 @@ def check_label_matrix(labels, n_rows: int, n_classes: int) -> np.ndarray:
     return Y
 
 
-def validate_multilabel(labels, pred_probs, *, method: str = "noise_rate", mixture: str = "beta",
+def validate_multilabel(labels, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = "beta",
                         noisy_threshold: float = 0.5):
     """Check inputs once at the boundary; return the 0/1 label matrix and ``pred_probs`` unchanged."""
     _check_threshold(noisy_threshold)
@@ -151,7 +152,7 @@ def _matrix_lists(M: np.ndarray):
     return offsets, np.nonzero(M)[1]
 
 
-def find_multilabel_issues(labels, pred_probs, *, method: str = "noise_rate", mixture: str = "beta",
+def find_multilabel_issues(labels, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = "beta",
                            noisy_threshold: float = 0.5) -> pd.DataFrame:
     """Score every row of multi-label data and flag the likely mislabeled ones.
 
@@ -163,7 +164,7 @@ def find_multilabel_issues(labels, pred_probs, *, method: str = "noise_rate", mi
     pred_probs : array-like of shape (n_samples, n_classes)
         Out-of-fold probability of each tag, e.g. one-vs-rest sigmoid outputs; rows need not sum to
         1. A ``np.memmap`` works: it is walked in row blocks.
-    method : {"noise_rate", "mixture", "both"}, default="noise_rate"
+    method : {"posterior", "noise_rate", "mixture", "both"}, default="posterior"
         Which rule sets ``is_label_issue`` (see Notes). The scores do not depend on it.
     mixture : {"beta", "gaussian"}, default="beta"
         Family of the two-component mixture fitted to the per-row losses.
@@ -175,7 +176,7 @@ def find_multilabel_issues(labels, pred_probs, *, method: str = "noise_rate", mi
     pandas.DataFrame
         One row per input row, in order: ``given_label`` and ``predicted_label`` (lists of class
         indices; predicted = ``p > 0.5``), ``label_score`` (in [0, 1], higher = more likely
-        correct), ``p_noisy`` (posterior of the high-loss mixture component), ``is_label_issue``
+        correct: one minus the posterior that the row holds a wrong tag), ``p_noisy`` (posterior of the high-loss mixture component), ``is_label_issue``
         (bool), ``suspect_missing`` and ``suspect_spurious`` (lists of class indices likely missing
         from / wrongly present in the row's tags; empty unless the row is flagged).
 
@@ -187,29 +188,34 @@ def find_multilabel_issues(labels, pred_probs, *, method: str = "noise_rate", mi
 
     Notes
     -----
-    Each class ``k`` is a binary problem with probabilities ``(1 - p_k, p_k)``. Confident learning
-    runs on all of them at once: thresholds ``t[k, 1] = mean(p_k | tag given)`` and
-    ``t[k, 0] = mean(1 - p_k | tag not given)``, the confident joint ``C[k, given, true]``, its
-    calibration to the tag counts and the per-class noise estimates (``C[k, 0, 1]`` missing tags,
-    ``C[k, 1, 0]`` spurious tags). ``noise_rate`` flags, per class and given side, that many cells
-    whose ``p > 0.5`` disagrees with the given tag, most confident first, and every row that holds
-    one. ``label_score`` is the minimum over classes of the cell score ``min(q_given, (1 + m) / 2)``
-    (self-confidence ``q_given`` and threshold-adjusted margin ``m``, see
-    :func:`cleanpipe.detect.multilabel.pair_scores`). ``p_noisy`` comes from the two-component
-    mixture fitted to the per-row binary cross-entropy ``-sum_k [y_k log p_k + (1 - y_k) log(1 - p_k)]``;
-    ``mixture`` flags rows with ``p_noisy >= noisy_threshold`` holding a disagreeing cell and
-    ``both`` requires the two rules.
+    Each class ``k`` is a binary problem with probabilities ``(1 - p_k, p_k)``. Its noise rates,
+    ``rho0 = P(given 1 | true 0)`` (spurious) and ``rho1 = P(given 0 | true 1)`` (missing), are
+    read off anchor rows: the given tags of the 5% of rows the model is surest lack (or have) the
+    tag (:func:`cleanpipe.detect.multilabel.anchor_noise_rates`). Bayes' rule under
+    class-conditional noise turns each cell's ``p`` into the posterior that its given tag is wrong,
+    and a row's cells combine into ``p_error = 1 - prod_k (1 - post_k)``; ``label_score =
+    1 - p_error``. ``posterior`` (default) flags the ``round(sum(p_error))`` rows of highest
+    ``p_error``, as many as are expected wrong; a flagged row's suspects are its cells with a flip
+    posterior >= 0.5 (or its likeliest flip). ``noise_rate`` is cleanlab's one-vs-rest rule:
+    confident learning per class (thresholds ``t[k, 1] = mean(p_k | tag given)``,
+    ``t[k, 0] = mean(1 - p_k | tag not given)``, the calibrated confident joint), that many cells
+    per class and given side whose ``p > 0.5`` disagrees with the tag, and every row holding one.
+    ``p_noisy`` comes from the two-component mixture fitted to the per-row binary cross-entropy
+    ``-sum_k [y_k log p_k + (1 - y_k) log(1 - p_k)]``; ``mixture`` flags rows with
+    ``p_noisy >= noisy_threshold`` holding a disagreeing cell and ``both`` requires that and the
+    ``noise_rate`` rule.
 
     Examples
     --------
     >>> import numpy as np
-    >>> labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0]])
-    >>> pred_probs = np.array([[.9, .1], [.8, .2], [.1, .9], [.2, .8], [.05, .95]])
+    >>> labels = np.tile([[1, 0], [0, 1]], (10, 1))
+    >>> pred_probs = np.tile([[.9, .1], [.1, .9]], (10, 1))
+    >>> labels[0] = [0, 1]  # row 0's tags were swapped
     >>> out = find_multilabel_issues(labels, pred_probs)
-    >>> out["is_label_issue"].tolist()
-    [False, False, False, False, True]
-    >>> out.loc[4, ["suspect_missing", "suspect_spurious"]].tolist()
-    [[1], [0]]
+    >>> np.flatnonzero(out["is_label_issue"]).tolist()
+    [0]
+    >>> out.loc[0, ["suspect_missing", "suspect_spurious"]].tolist()
+    [[0], [1]]
     """
     Y, pred_probs = validate_multilabel(labels, pred_probs, method=method, mixture=mixture,
                                         noisy_threshold=noisy_threshold)
@@ -473,11 +479,14 @@ def build_multilabel_summary(det: MultilabelDetection, labels: np.ndarray, class
     """
     cl = det.confident
     names = [str(_jsonable(c)) for c in classes]
+    n_rows_lab = max(len(labels), 1)
     n_lab = len(labels)
     suspect_classes = np.zeros(len(classes), dtype=np.int64)
     pairs = np.unique(det.issue_rows * len(classes) + det.issue_classes)
     np.add.at(suspect_classes, pairs % len(classes), 1)
-    missing, spurious = cl.missing_per_class, cl.spurious_per_class
+    # The estimates come from the flip posteriors (the calibrated confident joint over-counts
+    # when the model is weak; its joint stays in the summary as a diagnostic).
+    missing, spurious = det.expected_wrong[:, 0], det.expected_wrong[:, 1]
     return {
         "cleanpipe_version": __version__,
         "source": None if source is None else os.fspath(source),
@@ -487,20 +496,20 @@ def build_multilabel_summary(det: MultilabelDetection, labels: np.ndarray, class
         "unlabelled_rows": int(n_rows - n_lab),
         "classes": [_jsonable(c) for c in classes],
         "n_classes": len(classes),
-        "estimated_noise_rate": cl.row_noise_rate,
-        "estimated_issues": round(cl.row_noise_rate * n_lab),
-        "estimated_wrong_tags": int(missing.sum() + spurious.sum()),
-        "noise_rate_per_class": dict(zip(names, map(float, cl.noise_rate_per_class))),
-        "missing_per_class": dict(zip(names, map(int, missing))),
-        "spurious_per_class": dict(zip(names, map(int, spurious))),
-        "missing_rate_per_class": dict(zip(names, map(float, np.round(cl.noise_matrix[:, 0, 1], 6)))),
-        "spurious_rate_per_class": dict(zip(names, map(float, np.round(cl.noise_matrix[:, 1, 0], 6)))),
+        "estimated_noise_rate": det.expected_issues / n_rows_lab,
+        "estimated_issues": round(det.expected_issues),
+        "estimated_wrong_tags": round(float(missing.sum() + spurious.sum())),
+        "noise_rate_per_class": dict(zip(names, map(float, (missing + spurious) / n_rows_lab))),
+        "missing_per_class": dict(zip(names, map(round, missing))),
+        "spurious_per_class": dict(zip(names, map(round, spurious))),
+        "missing_rate_per_class": dict(zip(names, map(float, np.round(det.noise_matrix[:, 0, 1], 6)))),
+        "spurious_rate_per_class": dict(zip(names, map(float, np.round(det.noise_matrix[:, 1, 0], 6)))),
         "rows_per_class": dict(zip(names, map(int, cl.label_counts[:, 1]))),
         "flagged": int(det.is_label_issue.sum()),
         "flagged_per_class": dict(zip(names, map(int, suspect_classes))),
         "flagged_tags": {"missing": int((~det.issue_given).sum()),
                          "spurious": int(det.issue_given.sum())},
-        "noise_matrix": np.round(cl.noise_matrix, 6).tolist(),
+        "noise_matrix": np.round(det.noise_matrix, 6).tolist(),
         "noise_matrix_axes": "[class][given][true]: P(given | true) with 0 = tag absent, 1 = present",
         "class_prior": np.round(cl.prior[:, 1], 6).tolist(),
         "thresholds": np.round(cl.thresholds, 6).tolist(),
@@ -511,7 +520,7 @@ def build_multilabel_summary(det: MultilabelDetection, labels: np.ndarray, class
 
 def flag_multilabel_table(table: pa.Table, *, label="label", features=None, exclude=(), ids=(),
                           model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
-                          pred_probs=None, method: str = "noise_rate", mixture: str = "beta",
+                          pred_probs=None, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = "beta",
                           noisy_threshold: float = 0.5, source: str | None = None,
                           progress=None) -> FlagResult:
     """Run the multi-label flag stage on an Arrow table.
@@ -542,7 +551,7 @@ def flag_multilabel_table(table: pa.Table, *, label="label", features=None, excl
 
 def flag_multilabel_dataset(path, out_path, *, outputs, label="label", features=None, exclude=(),
                             ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
-                            pred_probs=None, method: str = "noise_rate", mixture: str = "beta",
+                            pred_probs=None, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = "beta",
                             noisy_threshold: float = 0.5, save_pred_probs=None,
                             progress=None) -> dict:
     """Run the multi-label flag stage on a Parquet file or dataset, streaming it to ``out_path``.

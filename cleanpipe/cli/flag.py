@@ -39,7 +39,7 @@ from ._progress import progress_bar
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
               help="Also write the out-of-fold probabilities to this .npy file.")
 @click.option("--method", default="combined", show_default=True,
-              type=click.Choice(["combined", "noise_rate", "per_class", "both", "mixture"]),
+              type=click.Choice(["combined", "noise_rate", "per_class", "both", "mixture", "posterior"]),
               help="Rule that sets is_label_issue.")
 @click.option("--mixture", default="beta", show_default=True, type=click.Choice(["beta", "gaussian"]),
               help="Loss-mixture family.")
@@ -71,8 +71,9 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
       cleanpipe flag photos.parquet --label cat,dog,sky # 0/1 columns: multi-label
 
-    Multi-label data gets one-vs-rest models and two more list columns, suspect_missing and
-    suspect_spurious; its methods are noise_rate (default), mixture and both.
+    Multi-label data gets one model per tag (also given the row's other tags) and two more
+    list columns, suspect_missing and
+    suspect_spurious; its methods are posterior (default), noise_rate, mixture and both.
     """
     from ..flag import flag_dataset
     from ..io import AtomicOutputs, cleanup_stale_temps, summary_path_for, write_json

@@ -10,11 +10,13 @@ from .combine import METHODS, Detection, detect
 from .confident import ConfidentLearning, confident_learning
 from .mixture import LossMixture, MixtureFit, fit_loss_mixture, fit_mixture, normalise_losses
 from .multilabel import (MULTILABEL_METHODS, MultilabelConfident, MultilabelDetection,
-                         detect_multilabel, multilabel_confident_learning, pair_scores)
+                         anchor_noise_rates, detect_multilabel, flip_posteriors,
+                         multilabel_confident_learning, pair_scores, row_error_posterior)
 
 __all__ = [
     "METHODS", "Detection", "detect", "ConfidentLearning", "confident_learning", "LossMixture",
     "MixtureFit", "fit_loss_mixture", "fit_mixture", "normalise_losses", "check_labels",
     "check_pred_probs", "iter_blocks", "MULTILABEL_METHODS", "MultilabelConfident",
     "MultilabelDetection", "detect_multilabel", "multilabel_confident_learning", "pair_scores",
+    "anchor_noise_rates", "flip_posteriors", "row_error_posterior",
 ]

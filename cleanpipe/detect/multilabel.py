@@ -6,17 +6,27 @@ need not sum to 1). Per-class binary arrays are indexed ``[class, given, true]``
 and 1 = tag present, so ``[k, 0, 1]`` counts *missing* tags (given absent, truly present) and
 ``[k, 1, 0]`` *spurious* ones (given present, truly absent).
 
-Confident learning runs on the ``n_classes`` binary problems ``(labels[:, k], [1 - p_k, p_k])`` at
-once: thresholds, the confident joint and its calibration are computed for every class in one pass
-over row blocks, reusing :func:`~cleanpipe.detect.confident.calibrate_confident_joint` and
-:func:`~cleanpipe.detect.confident.top_per_group`. The per-row loss mixture is the single-label one,
-:func:`~cleanpipe.detect.mixture.fit_loss_mixture`, fitted to each row's binary cross-entropy.
+The default rule is a posterior one: each class's missing and spurious rates are read off
+anchor rows (:func:`anchor_noise_rates`), Bayes' rule under class-conditional noise gives every
+cell the posterior that its tag is wrong (:func:`flip_posteriors`), a row's cells combine into
+``p_error = 1 - prod(1 - post)`` (:func:`row_error_posterior`), and the ``round(sum(p_error))``
+likeliest rows are flagged (:func:`flag_top_expected`). Confident learning (cleanlab's rule, kept
+as ``method="noise_rate"`` and as diagnostics) runs on the ``n_classes`` binary problems
+``(labels[:, k], [1 - p_k, p_k])`` at once: thresholds, the confident joint and its calibration
+are computed for every class in one pass over row blocks, reusing
+:func:`~cleanpipe.detect.confident.calibrate_confident_joint` and
+:func:`~cleanpipe.detect.confident.top_per_group`. The per-row loss mixture is the single-label
+one, :func:`~cleanpipe.detect.mixture.fit_loss_mixture`, fitted to each row's binary
+cross-entropy.
 
 References
 ----------
 Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021.
 Thyagarajan, Snorrason, Northcutt & Mueller, "Identifying Incorrect Annotations in Multi-Label
 Classification Data", ICLR 2023 workshop (the one-vs-rest reduction, aggregated over classes).
+Scott, Blanchard & Handy, "Classification with Asymmetric Label Noise: Consistency and Maximal
+Denoising", COLT 2013; Patrini et al., "Making Deep Neural Networks Robust to Label Noise: a Loss
+Correction Approach", CVPR 2017 (noise rates from anchor points).
 """
 
 from __future__ import annotations
@@ -30,7 +40,11 @@ from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_grou
 from .mixture import LossMixture, fit_loss_mixture
 
 #: Method names accepted by :func:`detect_multilabel`; the first is the default.
-MULTILABEL_METHODS = ("noise_rate", "mixture", "both")
+MULTILABEL_METHODS = ("posterior", "noise_rate", "mixture", "both")
+DEFAULT_MULTILABEL_METHOD = MULTILABEL_METHODS[0]
+#: Share of each class's rows given (or not given) the tag that anchor its noise rates: the rows
+#: the model is most sure truly have (or lack) the tag (see :func:`anchor_noise_rates`).
+ANCHOR_SHARE = 0.05
 
 #: Probabilities are kept this far from 0 and 1 in the binary cross-entropy.
 _PROB_FLOOR = 1e-12
@@ -310,6 +324,160 @@ def flag_pairs_by_noise_rate(cl: MultilabelConfident, *, min_keep: int = 1) -> n
     return top_per_group(groups, cl.pair_margin, quota)
 
 
+def _tail_rate(p: np.ndarray, y: np.ndarray, m: int) -> float:
+    """Rate of ``y`` over the ``m`` rows of smallest ``p``, Jeffreys-smoothed: ``(s + 1/2) / (m + 1)``.
+
+    Rows tied at the cut count pro rata, so the result does not depend on the row order. The
+    smoothing keeps a rate seen 0 times in a small anchor set above 0 (a zero rate would make
+    every flip of that kind impossible).
+    """
+    v = np.partition(p, m - 1)[m - 1]
+    below, at = p < v, p == v
+    s = y[below].sum() + (m - below.sum()) * y[at].mean()
+    return float((s + 0.5) / (m + 1))
+
+
+def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_SHARE,
+                       pooled: bool = True, block_rows: int | None = None) -> np.ndarray:
+    """Per-class noise rates from anchor rows: how often the given tag disagrees where the model is surest.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples, n_classes), 0/1 or bool
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Out-of-fold tag probabilities (fitted to the given, noisy tags).
+    share : float, default=ANCHOR_SHARE
+        Size of each anchor set as a share of the rows on that side (given absent / present).
+    pooled : bool, default=True
+        One spurious and one missing rate for every class: the per-class rates averaged with
+        weights ``n0`` and ``n1`` (see Notes).
+    block_rows : int, optional
+
+    Returns
+    -------
+    ndarray of shape (n_classes, 2, 2)
+        ``P(given = g | true = j)`` indexed ``[k, g, j]`` (the layout of
+        :attr:`MultilabelConfident.noise_matrix`); ``[k, 1, 0]`` is the spurious rate,
+        ``[k, 0, 1]`` the missing rate.
+
+    Notes
+    -----
+    Under class-conditional noise the probability of the given tag is
+    ``P(given = 1 | x) = rho0 + (1 - rho0 - rho1) pi(x)`` with ``pi(x) = P(true = 1 | x)``,
+    ``rho0 = P(given 1 | true 0)`` and ``rho1 = P(given 0 | true 1)``: its infimum is ``rho0`` and
+    its supremum ``1 - rho1`` (the anchor-point estimators of Scott et al. 2013; Patrini et al.
+    2017 take a high percentile of the model's probability). Here ``rho0`` is the *observed*
+    frequency of the given tag among the ``m0 = share * n0`` rows of lowest ``p_k`` (``n0`` rows
+    lack the tag) and ``rho1`` the frequency of its absence among the ``m1 = share * n1`` rows of
+    highest ``p_k``, each smoothed as ``(count + 1/2) / (m + 1)`` (the posterior mean under a
+    Jeffreys prior): the given tags of the anchor rows, not the model's own extreme probabilities, whose
+    sigmoid tails undershoot a floor of ``rho0``. Each rate is capped by the frequency of that
+    given side (``rho0 <= P(given 1)``, ``rho1 <= P(given 0)``), which holds whenever
+    ``rho0 + rho1 < 1``. An anchor set holds only a few dozen rows on a small table, so a single
+    class's rates are noisy and a wrong one reorders the rows across classes; pooling treats the
+    errors as coming from one tagging process (one rate of dropped and one of added tags), which
+    ranked better on every development case of ``benchmarks/multilabel.py``.
+
+    Examples
+    --------
+    >>> Y = np.array([[1], [1], [0], [0], [1], [0], [0], [1]])
+    >>> P = np.array([[.9], [.8], [.1], [.2], [.05], [.3], [.7], [.6]])
+    >>> # anchors of one row: the lowest p (.05) is given the tag, rho0 = (1 + 1/2) / 2, capped at
+    >>> # P(given 1) = 0.5; the highest (.9) is given it too, rho1 = (0 + 1/2) / 2
+    >>> anchor_noise_rates(Y, P, share=0.25, pooled=False)[0]
+    array([[0.5 , 0.25],
+           [0.5 , 0.75]])
+    """
+    n, k = labels.shape
+    block_rows = block_rows or _block_rows(k)
+    y = np.asarray(labels).astype(np.float64)
+    pos = y.sum(axis=0)
+    noise = np.broadcast_to(np.eye(2), (k, 2, 2)).copy()
+    for c in range(k):  # one column at a time keeps memory at one column of a memmap
+        p = np.concatenate([b[:, c] for _, _, b in iter_blocks(pred_probs, block_rows)]).astype(np.float64)
+        n1, n0 = pos[c], n - pos[c]
+        rho0 = _tail_rate(p, y[:, c], max(1, int(share * n0))) if n0 else 0.0
+        rho1 = _tail_rate(-p, 1.0 - y[:, c], max(1, int(share * n1))) if n1 else 0.0
+        rho0, rho1 = min(rho0, n1 / n), min(rho1, n0 / n)
+        noise[c] = [[1.0 - rho0, rho1], [rho0, 1.0 - rho1]]
+    if pooled:
+        rho0 = np.average(noise[:, 1, 0], weights=np.maximum(n - pos, 1e-12))
+        rho1 = np.average(noise[:, 0, 1], weights=np.maximum(pos, 1e-12))
+        noise[:] = [[1.0 - rho0, rho1], [rho0, 1.0 - rho1]]
+    return noise
+
+
+def flip_posteriors(labels: np.ndarray, p: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Posterior that each given tag is wrong, ``P(true_k != given_k | x, given)``, in [0, 1].
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n, n_classes), 0/1 or bool
+    p : ndarray of shape (n, n_classes)
+        Probability of the given tag being present, as fitted to the noisy tags.
+    noise : ndarray of shape (n_classes, 2, 2)
+        ``P(given | true)``, e.g. from :func:`anchor_noise_rates`.
+
+    Notes
+    -----
+    With ``p = rho0 + (1 - rho0 - rho1) pi`` (see :func:`anchor_noise_rates`),
+    ``pi = (p - rho0) / (1 - rho0 - rho1)`` clipped to [0, 1], and Bayes' rule gives
+    ``P(true 0 | given 1) = rho0 (1 - pi) / p`` and ``P(true 1 | given 0) = rho1 pi / (1 - p)``.
+
+    Examples
+    --------
+    >>> noise = np.array([[[0.9, 0.2], [0.1, 0.8]]])  # rho0 = 0.1, rho1 = 0.2
+    >>> flip_posteriors(np.array([[1], [0]]), np.array([[0.5], [0.5]]), noise).round(4)
+    array([[0.0857],
+           [0.2286]])
+    """
+    y = np.asarray(labels).astype(bool)
+    p = np.clip(np.asarray(p, dtype=np.float64), _PROB_FLOOR, 1.0 - _PROB_FLOOR)
+    rho0, rho1 = noise[:, 1, 0], noise[:, 0, 1]
+    pi = np.clip((p - rho0) / np.maximum(1.0 - rho0 - rho1, _PROB_FLOOR), 0.0, 1.0)
+    post = np.where(y, rho0 * (1.0 - pi) / p, rho1 * pi / (1.0 - p))
+    return np.clip(post, 0.0, 1.0)
+
+
+def row_error_posterior(post: np.ndarray) -> np.ndarray:
+    """``1 - prod_k (1 - post_k)``: the posterior that a row holds at least one wrong tag.
+
+    Treats the tags' errors as independent given the row (each posterior already conditions on
+    the row's features and, through the model, on its other given tags).
+
+    Examples
+    --------
+    >>> row_error_posterior(np.array([[0.5, 0.5], [0.0, 1.0]]))
+    array([0.75, 1.  ])
+    """
+    with np.errstate(divide="ignore"):
+        return np.clip(-np.expm1(np.log1p(-post).sum(axis=1)), 0.0, 1.0)
+
+
+def flag_top_expected(p_error: np.ndarray) -> np.ndarray:
+    """Flag the ``m = round(sum(p_error))`` rows of highest ``p_error``: as many as are expected wrong.
+
+    Rows tied at the cut are flagged all together or not at all, whichever count is nearer ``m``
+    (so the result does not depend on row order); a row with ``p_error == 0`` never is.
+
+    Examples
+    --------
+    >>> flag_top_expected(np.array([0.9, 0.1, 0.7, 0.2, 0.0])).tolist()
+    [True, False, True, False, False]
+    >>> flag_top_expected(np.full(8, 0.2)).tolist()  # m = 2 of 8 tied rows: none
+    [False, False, False, False, False, False, False, False]
+    """
+    m = int(round(float(p_error.sum())))
+    if m == 0:
+        return np.zeros(len(p_error), dtype=bool)
+    cut = np.partition(p_error, len(p_error) - m)[len(p_error) - m]
+    above = p_error > cut
+    with_tied = p_error >= cut
+    if abs(int(with_tied.sum()) - m) <= abs(int(above.sum()) - m):
+        above = with_tied
+    return above & (p_error > 0)
+
+
 @dataclass(frozen=True)
 class MultilabelDetection:
     """Per-row results, the flagged (row, class) cells and the estimates behind them.
@@ -318,7 +486,14 @@ class MultilabelDetection:
     ----------
     is_label_issue : ndarray of shape (n_samples,), bool
     label_score : ndarray of shape (n_samples,)
-        In [0, 1]; higher = more likely correct.
+        In [0, 1]; higher = more likely correct: ``1 - p_error``.
+    p_error : ndarray of shape (n_samples,)
+        Posterior that the row holds at least one wrong tag (:func:`row_error_posterior`).
+    noise_matrix : ndarray of shape (n_classes, 2, 2)
+        The anchor noise rates behind ``p_error`` (:func:`anchor_noise_rates`), ``[k, given, true]``.
+    expected_wrong : ndarray of shape (n_classes, 2)
+        Sum of the flip posteriors per class and given side: ``[k, 0]`` expected missing tags,
+        ``[k, 1]`` expected spurious tags.
     p_noisy : ndarray of shape (n_samples,)
         Posterior of the high-loss component of the mixture fitted to the per-row BCE.
     loss : ndarray of shape (n_samples,)
@@ -336,6 +511,9 @@ class MultilabelDetection:
 
     is_label_issue: np.ndarray
     label_score: np.ndarray
+    p_error: np.ndarray
+    noise_matrix: np.ndarray
+    expected_wrong: np.ndarray
     p_noisy: np.ndarray
     loss: np.ndarray
     predicted: np.ndarray
@@ -356,8 +534,43 @@ class MultilabelDetection:
         offsets = np.searchsorted(self.issue_rows[keep], np.arange(len(self.is_label_issue) + 1))
         return offsets.astype(np.int64), self.issue_classes[keep]
 
+    @property
+    def expected_issues(self) -> float:
+        """Expected number of rows with at least one wrong tag, ``sum(p_error)``."""
+        return float(self.p_error.sum())
 
-def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = "noise_rate",
+
+def _posterior_pass(labels, pred_probs, noise, block_rows):
+    """Row posteriors ``p_error`` and the per-class sums of the flip posteriors, block by block."""
+    n, k = labels.shape
+    p_error = np.empty(n)
+    sums = np.zeros((k, 2))
+    for start, stop, block in iter_blocks(pred_probs, block_rows):
+        y = labels[start:stop].astype(bool)
+        post = flip_posteriors(y, block, noise)
+        p_error[start:stop] = row_error_posterior(post)
+        sums[:, 1] += np.where(y, post, 0.0).sum(axis=0)
+        sums[:, 0] += np.where(y, 0.0, post).sum(axis=0)
+    return p_error, sums
+
+
+def _posterior_suspects(labels, pred_probs, noise, flags, block_rows):
+    """The suspect cells of the flagged rows: flip posterior >= 0.5, or the row's most likely flip."""
+    rows, classes, givens = [], [], []
+    for start, stop, block in iter_blocks(pred_probs, block_rows):
+        sel = np.flatnonzero(flags[start:stop])
+        y = labels[start:stop][sel].astype(bool)
+        post = flip_posteriors(y, block[sel], noise)
+        top = (post == post.max(axis=1, keepdims=True)) & (post > 0)
+        r, c = np.nonzero((post >= 0.5) | top)
+        rows.append(sel[r] + start)
+        classes.append(c)
+        givens.append(y[r, c])
+    return (np.concatenate(rows).astype(np.int64), np.concatenate(classes).astype(np.int64),
+            np.concatenate(givens).astype(bool))
+
+
+def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD,
                       mixture: str = "beta", noisy_threshold: float = 0.5, min_keep: int = 1,
                       block_rows: int | None = None) -> MultilabelDetection:
     """Score and flag rows of validated multi-label inputs (see :func:`cleanpipe.find_multilabel_issues`).
@@ -367,7 +580,7 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = "noise_ra
     labels : ndarray of shape (n_samples, n_classes), 0/1 or bool
     pred_probs : array-like of shape (n_samples, n_classes)
         Tag probabilities in [0, 1]; an ndarray, memmap or any row-sliceable array.
-    method : {"noise_rate", "mixture", "both"}, default="noise_rate"
+    method : {"posterior", "noise_rate", "mixture", "both"}, default="posterior"
     mixture : {"beta", "gaussian"}, default="beta"
         Family of the mixture fitted to the per-row binary cross-entropy.
     noisy_threshold : float, default=0.5
@@ -383,16 +596,34 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = "noise_ra
 
     Notes
     -----
-    ``noise_rate`` (default) flags every cell chosen by :func:`flag_pairs_by_noise_rate` and every row
-    holding one: the one-vs-rest confident-learning rule, aggregated with "any". ``mixture`` flags
-    rows with ``p_noisy >= noisy_threshold`` that hold at least one candidate cell (its suspects are
-    those cells); ``both`` keeps the ``noise_rate`` cells of rows that also have
-    ``p_noisy >= noisy_threshold``. The scores do not depend on the method.
+    ``posterior`` (default) estimates each class's missing and spurious rates from anchor rows
+    (:func:`anchor_noise_rates`), turns every cell's probability into the posterior that its given
+    tag is wrong (:func:`flip_posteriors`), combines a row's cells into ``p_error = 1 - prod(1 -
+    post)`` and flags the ``round(sum(p_error))`` rows of highest ``p_error``
+    (:func:`flag_top_expected`): the expected number of wrong rows. A flagged row's suspects are
+    its cells with a flip posterior >= 0.5, or else its most likely flip. ``noise_rate`` flags every
+    cell chosen by :func:`flag_pairs_by_noise_rate` and every row holding one: the one-vs-rest
+    confident-learning rule of cleanlab, aggregated with "any". ``mixture`` flags rows with
+    ``p_noisy >= noisy_threshold`` that hold at least one candidate cell (its suspects are those
+    cells); ``both`` keeps the ``noise_rate`` cells of rows that also have
+    ``p_noisy >= noisy_threshold``. The scores (``label_score = 1 - p_error``, ``p_noisy``) do not
+    depend on the method.
     """
     cl = multilabel_confident_learning(labels, pred_probs, block_rows=block_rows)
     mix = fit_loss_mixture(cl.loss, family=mixture)
     p_noisy = mix.p_noisy(cl.loss)
-    n = len(labels)
+    n, k = labels.shape
+    block_rows = block_rows or _block_rows(k)
+    noise = anchor_noise_rates(labels, pred_probs, block_rows=block_rows)
+    p_error, expected_wrong = _posterior_pass(labels, pred_probs, noise, block_rows)
+    common = dict(label_score=1.0 - p_error, p_error=p_error, noise_matrix=noise,
+                  expected_wrong=expected_wrong, p_noisy=p_noisy, loss=cl.loss, predicted=cl.predicted,
+                  confident=cl, mixture=mix, method=method)
+    if method == "posterior":
+        flags = flag_top_expected(p_error)
+        rows, classes, givens = _posterior_suspects(labels, pred_probs, noise, flags, block_rows)
+        return MultilabelDetection(is_label_issue=flags, issue_rows=rows, issue_classes=classes,
+                                   issue_given=givens, **common)
     if method in ("noise_rate", "both"):
         cells = flag_pairs_by_noise_rate(cl, min_keep=min_keep)
         if method == "both":
@@ -404,6 +635,5 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = "noise_ra
     flags = np.zeros(n, dtype=bool)
     flags[cl.pair_rows[cells]] = True
     return MultilabelDetection(
-        is_label_issue=flags, label_score=cl.label_score, p_noisy=p_noisy, loss=cl.loss,
-        predicted=cl.predicted, issue_rows=cl.pair_rows[cells], issue_classes=cl.pair_classes[cells],
-        issue_given=cl.pair_given[cells], confident=cl, mixture=mix, method=method)
+        is_label_issue=flags, issue_rows=cl.pair_rows[cells], issue_classes=cl.pair_classes[cells],
+        issue_given=cl.pair_given[cells], **common)

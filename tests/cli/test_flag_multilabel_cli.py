@@ -75,6 +75,17 @@ def test_injected_tag_errors_found_with_f1_above_07(tagged, flagged):
     assert {"row_id", "suspect_missing", "suspect_spurious"} <= set(summary["top_suspicious"][0])
 
 
+def test_flags_within_one_and_a_half_times_the_wrong_rows(tagged, flagged):
+    _, _, err, _ = tagged
+    _, flags, summary, _ = flagged
+    issue = flags.column("is_label_issue").to_numpy()[N_NULL:]
+    wrong = int(err[N_NULL:].sum())
+    assert wrong / 1.5 <= issue.sum() <= 1.5 * wrong, (int(issue.sum()), wrong)
+    # the summary's estimate is the count the default rule flags
+    assert abs(summary["estimated_issues"] - issue.sum()) <= 1
+    assert summary["settings"]["method"] == "posterior"
+
+
 def test_output_lists_nulls_and_suspects(tagged, flagged):
     *_, table = tagged
     _, flags, summary, _ = flagged

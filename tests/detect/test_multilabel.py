@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from cleanpipe import InputError, find_multilabel_issues
 from cleanpipe.detect.confident import calibrate_confident_joint
-from cleanpipe.detect.multilabel import (binary_cross_entropy, binary_thresholds, detect_multilabel,
+from cleanpipe.detect.multilabel import (anchor_noise_rates, binary_cross_entropy, binary_thresholds,
+                                         detect_multilabel, flip_posteriors, row_error_posterior,
                                          multilabel_confident_learning, pair_scores)
 from cleanpipe.errors import CleanpipeWarning
 from cleanpipe.oof import cross_val_probs_multilabel, multilabel_folds
@@ -114,7 +115,7 @@ def test_vectorised_equals_reference_loop(seed):
     Y = (rng.random((n, k)) < rng.uniform(0.1, 0.6, k)).astype(np.int64)
     P = np.clip(0.7 * Y + rng.normal(0.15, 0.25, (n, k)), 0, 1)
     cj, flagged = _reference(Y, P)
-    det = detect_multilabel(Y, P, block_rows=7)  # several blocks, as for a memmap
+    det = detect_multilabel(Y, P, method="noise_rate", block_rows=7)  # several blocks, as for a memmap
     np.testing.assert_array_equal(det.confident.confident_joint, cj)
     got = np.zeros((n, k), dtype=bool)
     got[det.issue_rows, det.issue_classes] = True
@@ -150,8 +151,10 @@ def _planted(seed, n=2000, k=8, rate=0.1):
 
 
 def test_planted_missing_and_spurious_tags_are_found():
+    # P here is a model of the *true* tags (sharper than one fitted to the noisy tags): the
+    # setting confident learning's rule is built for; the posterior rule has its own tests below.
     Y, P, flip = _planted(0)
-    out = find_multilabel_issues(Y, P)
+    out = find_multilabel_issues(Y, P, method="noise_rate")
     err = flip.any(axis=1)
     flags = out["is_label_issue"].to_numpy()
     precision = (flags & err).sum() / flags.sum()
@@ -165,7 +168,7 @@ def test_planted_missing_and_spurious_tags_are_found():
     cols = np.concatenate(out["suspect_spurious"].to_numpy()).astype(int)
     assert (Y[rows, cols] == 1).all() and flip[rows, cols].mean() > 0.8
     # the estimated noise is of the right size
-    det = detect_multilabel(Y, P)
+    det = detect_multilabel(Y, P, method="noise_rate")
     assert abs(det.confident.row_noise_rate - err.mean()) < 0.1
     # a higher label score means fewer errors
     score = out["label_score"].to_numpy()
@@ -231,7 +234,8 @@ def test_permuting_classes_permutes_the_suspects(case):
 def test_no_flags_when_the_probabilities_match_the_labels(case, confidence):
     Y, _, _ = _random(*case)
     P = np.where(Y == 1, confidence, 1 - confidence)
-    out = find_multilabel_issues(Y, P)
+    # confident learning's rule: only cells whose p > 0.5 disagrees with the tag can be flagged
+    out = find_multilabel_issues(Y, P, method="noise_rate")
     assert not out["is_label_issue"].any()
     assert out["suspect_missing"].str.len().sum() == out["suspect_spurious"].str.len().sum() == 0
     assert out["predicted_label"].tolist() == out["given_label"].tolist()
@@ -286,7 +290,7 @@ def test_bad_input_raises_one_line_input_error(labels, probs, match):
 
 
 def test_bad_options():
-    with pytest.raises(InputError, match="choose one of: noise_rate, mixture, both"):
+    with pytest.raises(InputError, match="choose one of: posterior, noise_rate, mixture, both"):
         find_multilabel_issues(TINY_Y, TINY_P, method="combined")
     with pytest.raises(InputError, match="mixture 'poisson'"):
         find_multilabel_issues(TINY_Y, TINY_P, mixture="poisson")
@@ -328,3 +332,91 @@ def test_one_vs_rest_probabilities_constant_class_and_n_jobs():
         two = cross_val_probs_multilabel(X, Y, model="logreg", folds=3, X_extra=X[:5], n_jobs=2)
     np.testing.assert_array_equal(oof.pred_probs, two.pred_probs)
     np.testing.assert_array_equal(oof.extra_probs, two.extra_probs)
+
+
+# --- the posterior rule: anchor noise rates, flip posteriors, the expected count -----------------------
+
+
+def test_flip_posteriors_known_values():
+    # rho0 = 0.1 (spurious), rho1 = 0.2 (missing); p = 0.5 -> pi = (0.5 - 0.1) / 0.7 = 4/7
+    noise = np.array([[[0.9, 0.2], [0.1, 0.8]]])
+    post = flip_posteriors(np.array([[1], [0], [1], [0]]), np.array([[.5], [.5], [.05], [.99]]), noise)
+    pi = 0.4 / 0.7
+    np.testing.assert_allclose(post[:2, 0], [0.1 * (1 - pi) / 0.5, 0.2 * pi / 0.5])
+    # below the floor rho0 / above the ceiling 1 - rho1 the given tag is surely wrong
+    np.testing.assert_allclose(post[2:, 0], [1.0, 1.0])
+    np.testing.assert_allclose(row_error_posterior(np.array([[.5, .5, 0.], [.2, 1., .3]])), [.75, 1.])
+
+
+def test_anchor_noise_rates_known_answer_and_recovery():
+    Y = np.array([[1], [1], [0], [0], [1], [0], [0], [1]])
+    P = np.array([[.9], [.8], [.1], [.2], [.05], [.3], [.7], [.6]])
+    # one-row anchors: p .05 is given the tag (rate (1 + .5) / 2, capped at P(given 1) = .5);
+    # p .9 is given it too (missing rate (0 + .5) / 2)
+    np.testing.assert_allclose(anchor_noise_rates(Y, P, share=0.25, pooled=False)[0],
+                               [[.5, .25], [.5, .75]])
+    # tied probabilities count pro rata: the result does not depend on row order
+    Yt, Pt = np.array([[0], [1], [1], [0]]), np.array([[.1], [.1], [.9], [.9]])
+    a = anchor_noise_rates(Yt, Pt, share=0.5, pooled=False)
+    assert a[0, 1, 0] == pytest.approx((.5 + .5) / 2)
+    np.testing.assert_array_equal(anchor_noise_rates(Yt[::-1], Pt[::-1], share=0.5, pooled=False), a)
+    # probabilities fitted to noisy tags: rho0 + (1 - rho0 - rho1) pi(x), pi(x) reaching 0 and 1
+    rng = np.random.default_rng(0)
+    n, rho0, rho1 = 40_000, 0.04, 0.15
+    pi = rng.beta(0.3, 0.3, (n, 3))
+    p = rho0 + (1 - rho0 - rho1) * pi
+    Y = (rng.random((n, 3)) < p).astype(np.uint8)
+    noise = anchor_noise_rates(Y, p)
+    assert abs(noise[0, 1, 0] - rho0) < 0.015 and abs(noise[0, 0, 1] - rho1) < 0.03, noise[0]
+    assert np.allclose(noise, noise[0])  # pooled over classes
+
+
+def _noisy_calibrated(seed, n=3000, k=5, rho0=0.03, rho1=0.15):
+    """Tags drawn from pi(x), then dropped / added; p is P(given tag | x) as a model fitted to the
+    noisy tags estimates it. Returns (given tags, p, rows with a changed tag)."""
+    rng = np.random.default_rng(seed)
+    pi = rng.beta(0.4, 0.6, (n, k))
+    true = rng.random((n, k)) < pi
+    flip = rng.random((n, k)) < np.where(true, rho1, rho0)
+    p = rho0 + (1 - rho0 - rho1) * pi
+    return (true ^ flip).astype(np.uint8), p, flip.any(axis=1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_posterior_count_tracks_the_wrong_rows_and_beats_the_union(seed):
+    Y, P, err = _noisy_calibrated(seed)
+    det = detect_multilabel(Y, P)
+    flags = det.is_label_issue
+    assert 1 / 1.5 <= flags.sum() / err.sum() <= 1.5, (flags.sum(), err.sum())
+    # the expected count from the posteriors is near the truth (the model is exact here; the anchor
+    # rows' pi is near, not at, 0 and 1, which biases the rates up a little)
+    assert abs(det.expected_issues - err.sum()) < 0.3 * err.sum()
+    f1 = 2 * (flags & err).sum() / (flags.sum() + err.sum())
+    union = detect_multilabel(Y, P, method="noise_rate").is_label_issue
+    f1_union = 2 * (union & err).sum() / (union.sum() + err.sum())
+    assert f1 > f1_union, (f1, f1_union)
+    # every flagged row names a suspect tag, and only flagged rows do
+    assert set(det.issue_rows.tolist()) == set(np.flatnonzero(flags).tolist())
+
+
+@settings(max_examples=25, deadline=None)
+@given(cases, st.floats(0.9, 0.999))
+def test_posterior_flags_at_most_a_handful_on_clean_well_separated_tags(case, confidence):
+    Y, _, _ = _random(*case)
+    P = np.where(Y == 1, confidence, 1 - confidence)
+    det = detect_multilabel(Y, P)
+    assert det.is_label_issue.sum() <= max(2, 0.01 * len(Y))
+    assert ((det.label_score >= 0) & (det.label_score <= 1)).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(cases)
+def test_posterior_outputs_are_in_range_and_permute_with_rows(case):
+    Y, P, _ = _random(*case)
+    perm = np.random.default_rng(case[0]).permutation(len(Y))
+    a, b = detect_multilabel(Y, P), detect_multilabel(Y[perm], P[perm])
+    for det in (a, b):
+        assert np.isfinite(det.p_error).all() and ((det.p_error >= 0) & (det.p_error <= 1)).all()
+    np.testing.assert_allclose(b.p_error, a.p_error[perm], atol=1e-12)
+    np.testing.assert_array_equal(b.is_label_issue, a.is_label_issue[perm])
+    np.testing.assert_allclose(b.noise_matrix, a.noise_matrix, atol=1e-12)
