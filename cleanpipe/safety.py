@@ -27,7 +27,6 @@ which the CLI calls for any ``OSError`` or Arrow read error that reaches it.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import errno
 import fnmatch
@@ -410,6 +409,11 @@ def guard_pipeline(p, ends, run_dir, *, overwrite: bool = False) -> None:
     for stage, target in ends.targets.items():
         key = "flags" if stage == "flag" else "cleaned"
         outputs.append(sink_place(ends.sink, target, f"[sink] {key}"))
+    if ends.sink is not None and ends.sink.kind == "duckdb":
+        # The database file a DuckDB sink creates must not land in a source folder or on an input
+        # file; sharing the source's own database file is fine (other tables).
+        check_plan([i for i in inputs if i.option != "the source database"],
+                   [path_place(ends.sink.database, "[sink] database")])
     check_plan(inputs, outputs)
     for place, target in zip(outputs[1:], ends.targets.values()):
         if place.kind == "path" and os.path.isdir(place.key[0]):
@@ -534,19 +538,3 @@ def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None
         return InputError(f"cannot read {inputs} ({_first_line(exc)}); is a Parquet file truncated "
                           "or corrupt? Rewrite it from its source, or remove the damaged file")
     return None
-
-
-@contextlib.contextmanager
-def reading(what: str, path):
-    """Turn an Arrow or OS error raised while reading ``path`` into one line naming it."""
-    import pyarrow as pa
-    try:
-        yield
-    except (OSError, pa.ArrowException) as exc:
-        if isinstance(exc, pa.ArrowException) and not isinstance(exc, (pa.ArrowInvalid, pa.ArrowIOError)):
-            raise
-        err = environment_error(exc, path=None if _errno_of(exc) is None else path)
-        if err is None or _errno_of(exc) is None:
-            raise InputError(f"{what} '{path}' could not be read ({_first_line(exc)}); is the file "
-                             "truncated or corrupt? Rewrite it from its source") from None
-        raise err from None

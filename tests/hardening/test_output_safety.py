@@ -123,6 +123,8 @@ CASES = [
     ("run-duckdb_sink_spells_default_schema",
      lambda w: (w.duckdb(), ["run", w.pipeline(_dd(), _dd_sink("src", schema="MAIN", database="./w.duckdb"))])[1],
      ("source",)),
+    ("run-duckdb_sink_database_inside_source_folder",
+     lambda w: ["run", w.pipeline(_pq("dir"), _dd_sink("f", database="dir/w.duckdb"))], ("[sink] database",)),
     ("run-duckdb_sink_read_by_source_query",
      lambda w: (w.duckdb(), ["run", w.pipeline(_dd(query="SELECT * FROM Src"), _dd_sink("src"))])[1], ("query",)),
 ]
