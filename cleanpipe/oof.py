@@ -21,6 +21,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from .errors import CleanpipeWarning, InputError
+from .limits import MIN_FOLDS
 
 log = logging.getLogger(__name__)
 
@@ -418,11 +419,12 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
 
 
 def check_folds(folds: int, n_rows: int, *, option: str = "--folds") -> None:
-    if folds < 2:
-        raise InputError(f"{option} {folds} is too small; cross-validation needs at least 2 folds")
+    if folds < MIN_FOLDS:
+        raise InputError(f"{option} {folds} is too small; cross-validation needs at least "
+                         f"{MIN_FOLDS} folds")
     if folds > n_rows:
         raise InputError(f"{option} {folds} is more than the {n_rows} labelled rows; pass "
-                         f"{option} between 2 and {n_rows}")
+                         f"{option} between {MIN_FOLDS} and {n_rows}")
 
 
 # --- multi-label: one-vs-rest ----------------------------------------------------------------------
