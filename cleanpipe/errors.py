@@ -21,3 +21,9 @@ class ConfigError(CleanpipeError, ValueError):
 
 class CleanpipeWarning(UserWarning):
     """Something the user should know about; the message names the knob to turn."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (its type's name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .errors import InputError
+from .errors import InputError, first_line
+from .safety import is_inside
 
 TMP_PREFIX = ".cleanpipe-tmp-"
 
@@ -58,8 +59,7 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
     except InputError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what} '{path}' is not a readable Parquet file ({first_line}); "
+        raise InputError(f"{what} '{path}' is not a readable Parquet file ({first_line(exc)}); "
                          "pass a Parquet file or a directory of Parquet files") from None
 
 
@@ -102,7 +102,7 @@ def walk_files(root: str | os.PathLike, *, what: str = "DATA") -> list:
                 except OSError:
                     raise InputError(f"{what} '{e.path}' is a broken or looping symlink; remove it or "
                                      "point it at a Parquet file") from None
-                if target != real_root and not target.startswith(real_root.rstrip("/") + "/"):
+                if target != real_root and not is_inside(target, real_root):
                     warnings.warn(f"{what} '{e.path}' links outside '{root}' and was not followed; "
                                   "copy the file into the folder to read it", CleanpipeWarning,
                                   stacklevel=2)
@@ -158,8 +158,7 @@ def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None) -> 
     try:
         return dataset.to_table(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what} '{path}' could not be read ({first_line}); is the file "
+        raise InputError(f"{what} '{path}' could not be read ({first_line(exc)}); is the file "
                          "truncated or corrupt? Rewrite it from its source") from None
 
 

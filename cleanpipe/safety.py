@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CleanpipeError, InputError
+from .errors import CleanpipeError, InputError, first_line
 
 #: Default schema of each engine, filled in where a pipeline leaves ``schema`` unset.
 DEFAULT_SCHEMA = {"duckdb": "main", "postgres": "public"}
@@ -183,7 +183,8 @@ def sink_place(sink, target: str, option: str) -> Place:
                        sink.db_schema, target, option)
 
 
-def _inside(child: str, parent: str) -> bool:
+def is_inside(child: str, parent: str) -> bool:
+    """Whether the path ``child`` lies strictly below the folder ``parent`` (both real paths)."""
     parent = parent.rstrip("/") or "/"
     return child != parent and child.startswith(parent if parent == "/" else parent + "/")
 
@@ -196,11 +197,10 @@ def relation(out: Place, inp: Place) -> str | None:
             return None
         if inp.query is not None:
             name = out.key[3]
-            if out.key[0] == "duckdb":
-                hit = re.search(rf'(?<![\w$]){re.escape(name)}(?![\w$])', inp.query, re.IGNORECASE)
-            else:
-                hit = re.search(rf'(?<![\w$]){re.escape(name)}(?![\w$])', inp.query,
-                                0 if name != name.lower() else re.IGNORECASE)
+            # DuckDB folds every name; PostgreSQL folds unquoted ones, and a folded name is lower case.
+            folds = out.key[0] == "duckdb" or name == name.lower()
+            hit = re.search(rf'(?<![\w$]){re.escape(name)}(?![\w$])', inp.query,
+                            re.IGNORECASE if folds else 0)
             return "is read by the source query of" if hit else None
         return "is" if out.key == inp.key else None
     if out.kind == "glob":
@@ -210,9 +210,9 @@ def relation(out: Place, inp: Place) -> str | None:
         base, pattern = inp.key
         if fnmatch.fnmatchcase(o, pattern):
             return "matches"
-        if o == base or _inside(base, o):
+        if o == base or is_inside(base, o):
             return "contains"
-        if out.folder and _inside(o, base):
+        if out.folder and is_inside(o, base):
             return "is inside"
         return None
     if out.kind != inp.kind:
@@ -220,9 +220,9 @@ def relation(out: Place, inp: Place) -> str | None:
     i = inp.key[0]
     if o == i or (out.inode is not None and out.inode == inp.inode):
         return "is"
-    if _inside(i, o):
+    if is_inside(i, o):
         return "contains"
-    if _inside(o, i):
+    if is_inside(o, i):
         return "is inside"
     return None
 
@@ -507,11 +507,6 @@ def _errno_of(exc: BaseException) -> int | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
-
-
 def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None:
     """One-line :class:`InputError` for a fault of the environment, or ``None`` for a bug.
 
@@ -535,6 +530,6 @@ def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None
             and "parquet" in str(exc).lower()):
         inputs = ", ".join(str(p) for p in _CURRENT_INPUTS.get()
                            if not p.given.endswith((".json", ".npy", ".toml"))) or "an input"
-        return InputError(f"cannot read {inputs} ({_first_line(exc)}); is a Parquet file truncated "
+        return InputError(f"cannot read {inputs} ({first_line(exc)}); is a Parquet file truncated "
                           "or corrupt? Rewrite it from its source, or remove the damaged file")
     return None
