@@ -6,8 +6,7 @@ probabilities; :func:`find_multilabel_issues` for rows with sets of tags),
 (the whole ``cleanpipe flag`` job on an Arrow table) and the project's exceptions.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import find_label_issues
 from .errors import CleanpipeError, CleanpipeWarning, ConfigError, InputError
 from .flag import FlagResult, flag_table

@@ -22,24 +22,12 @@ from .clean_multilabel import (DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, SUSP
                               is_multilabel_flags, relabel_multilabel)
 from .errors import InputError
 from .io import read_json
+from .settings import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 
 #: Columns a flags table must hold (what ``cleanpipe flag`` adds).
 FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
 #: Columns ``clean`` may add.
 CLEAN_COLUMNS = ("sample_weight", "original_label")
-#: Cleaning modes; the first is the default. ``benchmarks/retrain.py`` chose it: with a strong
-#: flagger (digits) ``drop`` helps most, but with a weak one (a 20k-row synthetic table, where the
-#: out-of-fold model is far below the retrained MLP) dropping or down-weighting its false flags
-#: costs more than the noise does, while ``relabel`` acts only on strong evidence and never hurt
-#: (mean gap closed with retrain's default loss: relabel 0.69, weight 0.52, drop 0.36).
-MODES = ("relabel", "drop", "weight")
-
-#: Default floor of ``sample_weight`` for flagged rows.
-DEFAULT_MIN_WEIGHT = 0.05
-#: Default relabel evidence: a flagged row is relabelled when ``p_noisy >= 0.5`` and
-#: ``label_score <= 0.25``.
-DEFAULT_RELABEL_P_NOISY = 0.5
-DEFAULT_RELABEL_SCORE = 0.25
 
 
 @dataclass(frozen=True)

@@ -15,23 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import InputError
+from .settings import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE
 
 #: Columns a multi-label flags table holds beyond :data:`cleanpipe.clean.FLAG_COLUMNS`.
 SUSPECT_COLUMNS = ("suspect_missing", "suspect_spurious")
 
-#: Default evidence to *add* a suspect-missing tag: its out-of-fold probability ``p >= 0.9``.
-#: Chosen with ``benchmarks/multilabel_retrain.py --measure-relabel``: over the 18 cases of
-#: ``benchmarks/multilabel.py`` (synth10, synth20, digits6 x missing/spurious/mixed tag noise at 10%
-#: and 30%; flags from ``flag`` defaults, HistGradientBoosting, 5 folds), 0.9 fixed the most tags net
-#: of those it broke: +1184 (0.8: +307, 0.85: +939, 0.93: +1111, 0.95: +975, 0.99: +373).
-DEFAULT_RELABEL_ADD = 0.9
-#: Default evidence to *remove* a suspect-spurious tag: ``p <= 1 - 0.999``. Removal is riskier: on
-#: the synthetic sets a one-vs-rest model trained on noisy tags confidently contradicts many present
-#: tags that are right (tags barely visible in the features), so on the same 18 cases removals broke
-#: more tags than they fixed at every threshold below 0.999 (0.9: -17041, 0.98: -1887, 0.995: -44);
-#: 0.999 is the only one measured with a net gain (+49). Digits6, where the flagger is strong,
-#: would gain from a laxer one (+1066 at 0.95): pass ``--relabel-remove`` for such data.
-DEFAULT_RELABEL_REMOVE = 0.999
 
 
 def is_multilabel_flags(table: pa.Table) -> bool:

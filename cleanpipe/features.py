@@ -265,6 +265,16 @@ def table_to_features(table: pa.Table, columns: list) -> Features:
 # --- multi-label: a list-of-tags column, or several 0/1 columns ------------------------------------
 
 
+def is_multilabel_label(schema: pa.Schema, label) -> bool:
+    """Whether ``label`` names a multi-label target in ``schema``: a list column, or several columns
+    (a list, or ``"a,b,c"`` that is not itself a column)."""
+    if not isinstance(label, str):
+        return len(list(label)) > 1
+    if label in schema.names:
+        return is_list_type(schema.field(label).type)
+    return "," in label
+
+
 def is_list_type(t: pa.DataType) -> bool:
     """A list, large list or fixed-size list type."""
     return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from ._version import __version__
 from .api import validate
 from .detect import Detection, check_pred_probs, detect
 from .detect.combine import NOISY_THRESHOLD
@@ -24,7 +24,7 @@ from .errors import InputError
 from .features import (_vector, columns_hint, decode_labels, encode_labels, select_feature_columns,
                        table_to_features)
 from .io import open_dataset, with_metadata
-from .limits import check_seed
+from .settings import check_seed
 from .oof import DEFAULT_MODEL, check_folds, cross_val_probs, model_label, model_list
 from .rows import ParquetMatrix, TakeRows
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__
+from ._version import __version__
 from .detect import check_pred_probs, iter_blocks
 from .detect._validate import SUM_TOLERANCE
 from .detect.multilabel import (DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS, MultilabelDetection,

@@ -21,18 +21,10 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from .errors import CleanpipeWarning, InputError
-from .limits import MIN_FOLDS
+from .settings import BACKENDS, DEFAULT_MODEL, MIN_FOLDS, MODELS
 
 log = logging.getLogger(__name__)
 
-#: Names accepted by ``model=`` besides ``"package.module:Class"``.
-MODELS = ("hgb", "logreg")
-#: The model families of ``flag``, pipelines and the API: their out-of-fold probabilities are
-#: averaged. Chosen on ``benchmarks/ensembles.py`` (held-out seed: mean F1 +0.030, AUPRC +0.053 over
-#: hgb alone, for 2% more fitting time); see ``benchmarks/RESULTS.md``.
-DEFAULT_MODEL = "hgb,logreg"
-#: joblib backends the fold fits can run on (``backend=``).
-BACKENDS = ("loky", "dask")
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT = 10.0
 

@@ -1,103 +1,15 @@
 """The ``cleanpipe`` command line: parse options, call the API, print results. Nothing else.
 
-One module per command; each registers itself on :data:`cli`.
+One module per command; each registers itself on :data:`cli` (defined in ``_group``); options that
+several commands share are in ``options``.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-import traceback
-import warnings
-
 import click
 
-from .. import __version__
-from ..errors import CleanpipeError, CleanpipeWarning
-
-log = logging.getLogger("cleanpipe")
-_STATE = {"verbose": 0}
-
-
-def _echo_err(msg: str) -> None:
-    click.echo(msg, err=True)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if issubclass(category, CleanpipeWarning):
-        _echo_err(f"warning: {message}")
-    else:
-        log.debug("%s: %s", category.__name__, message)
-
-
-class CleanpipeGroup(click.Group):
-    """Maps project errors to exit 2 with one line, internal errors to exit 1."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", CleanpipeWarning)
-            warnings.showwarning = _show_warning
-            try:
-                rv = super().main(args, prog_name or "cleanpipe", complete_var,
-                                  standalone_mode=False, **extra)
-            except click.exceptions.Abort:
-                _echo_err("aborted")
-                sys.exit(130)
-            except click.UsageError as exc:
-                hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-                _echo_err(f"error: {exc.format_message()}{hint}")
-                sys.exit(2)
-            except click.ClickException as exc:
-                _echo_err(f"error: {exc.format_message()}")
-                sys.exit(exc.exit_code)
-            except CleanpipeError as exc:
-                _echo_err(f"error: {exc}")
-                sys.exit(2)
-            except Exception as exc:  # noqa: BLE001 - the last line of defence
-                from ..safety import environment_error
-                user = environment_error(exc)  # a full disk, a permission, a corrupt page
-                if user is not None:
-                    if _STATE["verbose"]:
-                        traceback.print_exc()
-                    _echo_err(f"error: {user}")
-                    sys.exit(2)
-                if _STATE["verbose"]:
-                    traceback.print_exc()
-                _echo_err(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for the "
-                          "traceback and please report it)")
-                sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-@click.group(cls=CleanpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="cleanpipe")
-@click.option("-v", "--verbose", count=True, help="Log progress (-v) and debug details (-vv).")
-def cli(verbose: int) -> None:
-    """Find and fix label errors in tabular training data.
-
-    \b
-    Stages: flag (find likely mislabeled rows), then clean and retrain.
-    Exit status: 0 ok, 1 internal error, 2 user error (bad input or option).
-    """
-    _STATE["verbose"] = verbose
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("cleanpipe").setLevel(level)
-
-
-def csv_option(value):
-    """Split a comma-separated option value; ``None`` stays ``None``."""
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def overwrite_option(help_text: str = "Replace existing output files that cleanpipe did not write "
-                                        "(its own earlier outputs are always replaced)."):
-    """``--overwrite``: the one switch that lets an output replace a file cleanpipe did not write."""
-    return click.option("--overwrite", is_flag=True, help=help_text)
+from . import clean, flag, report, retrain, run  # noqa: F401  (each registers its command on cli)
+from ._group import cli
 
 
 def main() -> None:
@@ -113,8 +25,5 @@ def _environment_variables(group: click.Group) -> None:
                 param.envvar = f"CLEANPIPE_{long.upper().replace('-', '_')}"
                 param.show_envvar = True
 
-
-# Commands register themselves on ``cli`` when imported.
-from . import clean, flag, report, retrain, run  # noqa: E402,F401
 
 _environment_variables(cli)

@@ -9,31 +9,36 @@ from pathlib import Path
 
 import click
 
-from . import cli, overwrite_option
+from .._version import __version__
+from ..clean import clean_table, label_from_metadata, read_summary, sidecar_summary_path, table_metadata
+from ..clean_multilabel import is_multilabel_flags
+from ..errors import InputError
+from ..flag import load_pred_probs
+from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
+from ..safety import guard_files
+from ..settings import CLEAN, MODES
+from ._group import cli
+from .options import json_option, label_option, overwrite_option, quiet_option, setting_option
 
 
 @cli.command()
 @click.argument("flags", type=click.Path(path_type=str))
-@click.option("--mode", default="relabel", show_default=True,
+@click.option("--mode", default=CLEAN["mode"].default, show_default=True,
               help="relabel (label := predicted_label where the evidence is strong), drop (remove "
                    "flagged rows) or weight (add sample_weight).")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.cleaned.parquet).")
-@click.option("--label", default=None,
-              help="Label column (default: the one cleanpipe flag used, from its summary).")
+@label_option("Label column (default: the one cleanpipe flag used, from its summary).")
 @click.option("--summary", "summary_path", default=None, type=click.Path(path_type=str),
               help="The flag summary JSON (default: <FLAGS stem>.summary.json beside FLAGS).")
-@click.option("--min-weight", default=0.05, show_default=True, type=float,
-              help="weight: floor of a flagged row's sample_weight.")
-@click.option("--relabel-p-noisy", default=0.5, show_default=True, type=float,
-              help="relabel: a row needs p_noisy at least this.")
-@click.option("--relabel-score", default=0.25, show_default=True, type=float,
-              help="relabel: a row needs label_score at most this.")
-@click.option("--relabel-add", default=0.9, show_default=True, type=float,
-              help="relabel, multi-label: add a suspect missing tag when its probability is at least this.")
-@click.option("--relabel-remove", default=0.999, show_default=True, type=float,
-              help="relabel, multi-label: remove a suspect spurious tag when its probability is at "
-                   "most 1 - this.")
+@setting_option("--min-weight", CLEAN["min_weight"], help="weight: floor of a flagged row's sample_weight.")
+@setting_option("--relabel-p-noisy", CLEAN["relabel_p_noisy"], help="relabel: a row needs p_noisy at least this.")
+@setting_option("--relabel-score", CLEAN["relabel_score"], help="relabel: a row needs label_score at most this.")
+@setting_option("--relabel-add", CLEAN["relabel_add"],
+                help="relabel, multi-label: add a suspect missing tag when its probability is at least this.")
+@setting_option("--relabel-remove", CLEAN["relabel_remove"],
+                help="relabel, multi-label: remove a suspect spurious tag when its probability is at "
+                     "most 1 - this.")
 @click.option("--pred-probs", default=None,
               help="relabel, multi-label: the out-of-fold probabilities flag used (default: its "
                    "--save-pred-probs file, from the summary).")
@@ -41,8 +46,8 @@ from . import cli, overwrite_option
               help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue "
                    "(and suspect_missing, suspect_spurious).")
 @overwrite_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@json_option("Print the counts as one JSON object.")
+@quiet_option()
 def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, relabel_score,
           relabel_add, relabel_remove, pred_probs, drop_flag_columns, overwrite, as_json, quiet):
     """Clean a flags file written by cleanpipe flag.
@@ -71,14 +76,6 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
       cleanpipe flag photos.parquet --label tags --save-pred-probs photos.oof.npy
       cleanpipe clean photos.flags.parquet             # multi-label: adds/removes tags
     """
-    from .. import __version__
-    from ..clean import (MODES, clean_table, label_from_metadata, read_summary,
-                         sidecar_summary_path, table_metadata)
-    from ..clean_multilabel import is_multilabel_flags
-    from ..errors import InputError
-    from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
-    from ..safety import guard_files
-
     if mode not in MODES:  # checked before reading so a typo fails fast
         raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
     stem = Path(flags.rstrip("/")).name.split(".")[0] or "data"
@@ -139,8 +136,6 @@ def _multilabel_probs(explicit, summary, summary_file: Path, table):
     written, then beside the summary); ``(None, None)`` when there is none, which clean_table
     turns into a one-line error.
     """
-    from ..flag import load_pred_probs
-
     spec = explicit
     if spec is None:
         recorded = ((summary or {}).get("outputs") or {}).get("pred_probs")

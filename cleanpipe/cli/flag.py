@@ -8,50 +8,46 @@ from pathlib import Path
 
 import click
 
-from ..limits import MIN_FOLDS, SEED_MAX, SEED_MIN
-from ..oof import DEFAULT_MODEL
-from . import cli, csv_option, overwrite_option
+from ..settings import ALL_METHODS, DEFAULT_METHOD, DEFAULT_MODEL, FLAG, MIN_FOLDS, OOF
+from ._group import cli
+from .options import (csv_option, exclude_option, features_option, ids_option, json_option, label_option,
+                      multi_label_option, overwrite_option, quiet_option, seed_option, setting_option)
 from ._progress import progress_bar
 
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
-@click.option("--label", default="label", show_default=True,
-              help="Label column (a list column, or a,b,c for 0/1 columns, means multi-label).")
-@click.option("--multi-label", is_flag=True,
-              help="Rows hold sets of tags: a list column, or several 0/1 columns (--label a,b,c).")
-@click.option("--features", default=None, help="Comma-separated feature columns (default: all others).")
-@click.option("--exclude", default=None, help="Comma-separated columns that are not features.")
-@click.option("--id", "ids", default=None, help="Comma-separated id columns (kept, not features).")
+@label_option("Label column (a list column, or a,b,c for 0/1 columns, means multi-label).", default="label")
+@multi_label_option("Rows hold sets of tags: a list column, or several 0/1 columns (--label a,b,c).")
+@features_option
+@exclude_option
+@ids_option()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
               help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it); "
                    "several comma-separated (hgb,logreg) average their out-of-fold probabilities.")
-@click.option("--folds", default=5, show_default=True, type=int,
+@click.option("--folds", default=OOF["folds"].default, show_default=True, type=int,
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(SEED_MIN, SEED_MAX),
-              help="Seed for folds and models.")
-@click.option("--n-jobs", default=1, show_default=True, type=int, help="Folds fitted in parallel (-1: all cores).")
-@click.option("--backend", default="loky", show_default=True, type=click.Choice(["loky", "dask"]),
-              help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
+@seed_option("Seed for folds and models.")
+@setting_option("--n-jobs", OOF["n_jobs"], help="Folds fitted in parallel (-1: all cores).")
+@setting_option("--backend", OOF["backend"],
+                help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
 @click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
 @click.option("--pred-probs", default=None,
               help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
               help="Also write the out-of-fold probabilities to this .npy file.")
-@click.option("--method", default="combined", show_default=True,
-              type=click.Choice(["combined", "noise_rate", "per_class", "both", "mixture", "posterior"]),
+@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(ALL_METHODS),
               help="Rule that sets is_label_issue.")
-@click.option("--mixture", default="beta", show_default=True, type=click.Choice(["beta", "gaussian"]),
-              help="Loss-mixture family.")
-@click.option("--noisy-threshold", default=0.8, show_default=True, type=click.FloatRange(0, 1, max_open=True),
-              help="p_noisy above which the mixture counts a row as noisy.")
+@setting_option("--mixture", FLAG["mixture"], help="Loss-mixture family.")
+@setting_option("--noisy-threshold", FLAG["noisy_threshold"],
+                help="p_noisy above which the mixture counts a row as noisy.")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.flags.parquet).")
 @click.option("--report", "with_report", is_flag=True,
               help="Also write the HTML report to <out stem>.report.html.")
 @overwrite_option()
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@json_option("Print the summary as one JSON object.")
+@quiet_option()
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
          pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
          as_json, quiet):

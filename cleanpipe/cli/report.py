@@ -7,7 +7,11 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from . import cli, overwrite_option
+from ..io import cleanup_stale_temps, open_dataset
+from ..report import read_summary, read_training, summary_path_for, write_report
+from ..safety import guard_files
+from ._group import cli
+from .options import overwrite_option, quiet_option
 
 
 @cli.command()
@@ -25,7 +29,7 @@ from . import cli, overwrite_option
               help="Model directory of `cleanpipe retrain` (or its metrics.json): adds a Training "
                    "section with the loss curves and the online noise model per epoch.")
 @overwrite_option()
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@quiet_option()
 def report(flags, summary_path, out, max_rows, max_columns, training_path, overwrite, quiet):
     """Write an HTML report of a flags table made by `cleanpipe flag`.
 
@@ -44,10 +48,6 @@ def report(flags, summary_path, out, max_rows, max_columns, training_path, overw
       cleanpipe report flags.parquet --summary flags.summary.json --out report.html
       cleanpipe report data.flags.parquet --training model/
     """
-    from ..io import cleanup_stale_temps, open_dataset
-    from ..report import read_summary, read_training, summary_path_for, write_report
-    from ..safety import guard_files
-
     stem = Path(flags.rstrip("/")).stem
     out_path = Path(out) if out else Path.cwd() / f"{stem}.report.html"
     summary_file = Path(summary_path) if summary_path else summary_path_for(flags.rstrip("/"))

@@ -6,15 +6,27 @@ import datetime
 import json
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import click
 
-from ..limits import SEED_MAX, SEED_MIN
-from . import cli, csv_option, overwrite_option
+from .._version import __version__
+from ..clean import label_from_metadata, read_summary, sidecar_summary_path, table_metadata
+from ..errors import InputError
+from ..features import is_multilabel_label
+from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
+from ..loss_kinds import is_multilabel_loss, loss_kind, multilabel_losses
+from ..multilabel import resolve_label_columns
+from ..safety import guard_files
+from ..settings import AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, RETRAIN, TRAIN, TrainConfig
+from ._group import cli
 from ._progress import progress_bar
+from .options import (csv_option, device_option, exclude_option, features_option, ids_option, json_option,
+                      label_option, multi_label_option, overwrite_option, quiet_option, seed_option,
+                      setting_option)
 
 
 def _parse_hidden(value: str) -> tuple:
-    from ..errors import InputError
     try:
         hidden = tuple(int(v) for v in csv_option(value) or ())
     except ValueError:
@@ -26,7 +38,6 @@ def _parse_hidden(value: str) -> tuple:
 
 
 def _parse_loss_params(pairs) -> dict:
-    from ..errors import InputError
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -41,8 +52,6 @@ def _parse_loss_params(pairs) -> dict:
 
 def _flag_summary(explicit, data: str, table, key: str) -> dict | None:
     """The flag summary holding ``key``: --noise-matrix, the sidecar summary, or the cleaned file's metadata."""
-    from ..clean import read_summary, sidecar_summary_path, table_metadata
-    from ..errors import InputError
     if explicit:
         s = read_summary(explicit, what="--noise-matrix")
         if key not in s:
@@ -76,13 +85,12 @@ def _class_prior(explicit, data: str, table):
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Model directory to create.")
-@click.option("--label", default=None, help="Label column (default: the one flag used, else 'label').")
-@click.option("--multi-label", is_flag=True,
-              help="Rows hold sets of tags (implied by a list --label or --label a,b,c): K sigmoid "
-                   "outputs, loss bce by default.")
-@click.option("--features", default=None, help="Comma-separated feature columns (default: all others).")
-@click.option("--exclude", default=None, help="Comma-separated columns that are not features.")
-@click.option("--id", "ids", default=None, help="Comma-separated id columns (not features).")
+@label_option("Label column (default: the one flag used, else 'label').")
+@multi_label_option("Rows hold sets of tags (implied by a list --label or --label a,b,c): K sigmoid "
+                    "outputs, loss bce by default.")
+@features_option
+@exclude_option
+@ids_option("Comma-separated id columns (not features).")
 @click.option("--weight-col", default="auto", show_default=True,
               help="Row-weight column; 'auto' uses sample_weight when DATA has it, 'none' ignores it.")
 @click.option("--loss", default=None,
@@ -91,42 +99,38 @@ def _class_prior(explicit, data: str, table):
                    "to one other class), else sce [default: auto].")
 @click.option("--loss-param", "loss_params", multiple=True, metavar="KEY=VALUE",
               help="Loss hyper-parameter, repeatable (e.g. --loss gce --loss-param q=0.7).")
-@click.option("--noisy-weight", default="online", show_default=True, type=click.Choice(["online", "column"]),
-              help="dynamic-* losses: per-row noise posterior online, from a Beta mixture refitted to "
-                   "the network's own losses after every epoch, or fixed from the p_noisy column.")
-@click.option("--warmup", default=5, show_default=True, type=int,
-              help="--noisy-weight online: epochs of plain cross-entropy first.")
-@click.option("--mixup", default=0.0, show_default=True, type=float, metavar="ALPHA",
-              help="Mixup with lambda ~ Beta(ALPHA, ALPHA), any loss (0: off).")
-@click.option("--prior-reg", default=0.0, show_default=True, type=float, metavar="WEIGHT",
-              help="Weight of KL(class prior || mean batch prediction); the prior is flag's estimate "
-                   "when its summary is found, else the label frequencies (0: off).")
+@setting_option("--noisy-weight", RETRAIN["noisy_weight"],
+                help="dynamic-* losses: per-row noise posterior online, from a Beta mixture refitted to "
+                     "the network's own losses after every epoch, or fixed from the p_noisy column.")
+@setting_option("--warmup", RETRAIN["warmup"], help="--noisy-weight online: epochs of plain cross-entropy first.")
+@setting_option("--mixup", TRAIN["mixup"], metavar="ALPHA",
+                help="Mixup with lambda ~ Beta(ALPHA, ALPHA), any loss (0: off).")
+@setting_option("--prior-reg", TRAIN["prior_reg"], metavar="WEIGHT",
+                help="Weight of KL(class prior || mean batch prediction); the prior is flag's estimate "
+                     "when its summary is found, else the label frequencies (0: off).")
 @click.option("--noise-matrix", default=None, type=click.Path(path_type=str),
               help="summary.json of the flag run, for the noise matrix of --loss forward / auto and "
                    "--prior-reg's class prior (default: beside DATA, or the cleaned file's metadata).")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--epochs", default=40, show_default=True, type=int)
-@click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--lr", default=2e-3, show_default=True, type=float, help="AdamW learning rate.")
-@click.option("--weight-decay", default=1e-4, show_default=True, type=float)
-@click.option("--hidden", default="256,128", show_default=True, help="Hidden layer widths.")
-@click.option("--dropout", default=0.1, show_default=True, type=float)
-@click.option("--patience", default=8, show_default=True, type=int,
-              help="Early-stopping patience in epochs (0: off).")
-@click.option("--val-fraction", default=0.1, show_default=True, type=float,
-              help="Stratified validation share for early stopping.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(SEED_MIN, SEED_MAX))
-@click.option("--threads", default=None, type=int,
-              help="CPU threads while training (default: torch's choice; 1 is often fastest on a "
-                   "busy machine).")
-@click.option("--overwrite", is_flag=True,
-              help="Replace an --out directory holding an earlier model (only cleanpipe's own "
-                   "files; a folder holding anything else is refused).")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, nothing printed on success.")
+@device_option()
+@setting_option("--epochs", TRAIN["epochs"])
+@setting_option("--batch-size", TRAIN["batch_size"])
+@setting_option("--lr", TRAIN["lr"], help="AdamW learning rate.")
+@setting_option("--weight-decay", TRAIN["weight_decay"])
+@click.option("--hidden", default=",".join(map(str, TRAIN["hidden"].default)), show_default=True,
+              help="Hidden layer widths.")
+@setting_option("--dropout", TRAIN["dropout"])
+@setting_option("--patience", TRAIN["patience"], help="Early-stopping patience in epochs (0: off).")
+@setting_option("--val-fraction", TRAIN["val_fraction"], help="Stratified validation share for early stopping.")
+@seed_option()
+@setting_option("--threads", TRAIN["threads"],
+                help="CPU threads while training (default: torch's choice; 1 is often fastest on a "
+                     "busy machine).")
+@overwrite_option("Replace an --out directory holding an earlier model (only cleanpipe's own "
+                  "files; a folder holding anything else is refused).")
+@json_option("Print the metrics as one JSON object.")
+@quiet_option("No progress bar, nothing printed on success.")
 def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, loss, loss_params, noisy_weight,
-            warmup, mixup, prior_reg, noise_matrix, device, epochs, batch_size, lr, weight_decay, hidden, dropout, patience,
-            val_fraction, seed, threads, overwrite, as_json, quiet):
+            warmup, noise_matrix, overwrite, as_json, quiet, **train):
     """Train a tabular MLP on a flags or cleaned Parquet table.
 
     The flag/clean columns (given_label, predicted_label, label_score, p_noisy,
@@ -145,21 +149,13 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
       cleanpipe retrain photos.cleaned.parquet --label tags --out tags_model/
       cleanpipe retrain data.parquet --loss dynamic-hard --mixup 1 --out model/
     """
-    from ..clean import label_from_metadata
-    from ..errors import InputError
-    from ..io import cleanup_stale_temps, read_table
-    from ..losses import get_loss
-    from ..safety import guard_files
-    from ..train import AUTO_LOSS, DEFAULT_LOSS, TrainConfig, check_model_dir, retrain_table, save_model_dir
+    # torch (seconds to import) only for the commands that train or predict
+    from ..train import check_model_dir, retrain_table, save_model_dir
 
     if loss and loss != AUTO_LOSS:
-        get_loss(loss)  # an unknown name fails before the data is read
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         hidden=_parse_hidden(hidden), dropout=dropout, patience=patience,
-                         val_fraction=val_fraction, seed=seed, device=device,
-                         threads=threads, mixup=mixup, prior_reg=prior_reg).check()
+        loss_kind(loss)  # an unknown name fails before the data is read
+    config = TrainConfig.take(SimpleNamespace(**dict(train, hidden=_parse_hidden(train["hidden"])))).check()
     params = _parse_loss_params(loss_params)
-    from ..clean import sidecar_summary_path
     # Every file retrain may read: DATA, the summary beside it, --noise-matrix.
     guard_files({"DATA": data, "--noise-matrix": noise_matrix,
                  "the summary of DATA": sidecar_summary_path(data)}, {},
@@ -176,9 +172,9 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     # auto (the default) picks its loss from the noise matrix when flag's summary is found
     nm, nm_classes = (_noise_matrix(noise_matrix, data, table) if loss in ("forward", AUTO_LOSS)
                       else (None, None))
-    prior = _class_prior(noise_matrix, data, table) if prior_reg > 0 else None
+    prior = _class_prior(noise_matrix, data, table) if config.prior_reg > 0 else None
     with progress_bar(not quiet) as update:
-        on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, epochs))
+        on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, config.epochs))
         result = retrain_table(table, label=label, features=csv_option(features),
                                exclude=csv_option(exclude) or (), ids=csv_option(ids) or (),
                                weight_col=weight_col, loss=loss, loss_params=params,
@@ -203,17 +199,12 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
 def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, default: str):
     """The loss name and parameters: the multi-label default for multi-label data, and a one-line
     error for a single-label loss on multi-label data (the reverse is refused by retrain_table)."""
-    from ..errors import InputError
-    from ..multilabel import resolve_label_columns
-    from ..train import is_multilabel_loss
-    from ..train.multilabel import (DEFAULT_MULTILABEL_LOSS, DEFAULT_MULTILABEL_LOSS_PARAMS,
-                                    is_multilabel_label, multilabel_losses)
     if multi_label and not is_multilabel_label(table.schema, label):
         resolve_label_columns(table.schema, label)  # raises: names what is wrong with --label
     if not (multi_label or is_multilabel_label(table.schema, label)):
         return loss or default, params
     if loss is None:
-        return DEFAULT_MULTILABEL_LOSS, dict(DEFAULT_MULTILABEL_LOSS_PARAMS, **params)
+        return DEFAULT_MULTILABEL_LOSS, params
     if not is_multilabel_loss(loss):
         raise InputError(f"--loss {loss} is a single-label loss and label '{label}' holds sets of tags; "
                          f"choose one of: {', '.join(multilabel_losses())}")
@@ -227,9 +218,9 @@ def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, defa
               help="Output Parquet (default: ./<DATA stem>.preds.parquet).")
 @click.option("--probs", is_flag=True, help="Also write pred_probs, a list<float32> per row in class order.")
 @click.option("--prefix", default="", help="Prefix for the added column names.")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@device_option()
 @overwrite_option()
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@quiet_option()
 def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet):
     """Score a Parquet table with a model written by cleanpipe retrain.
 
@@ -244,9 +235,7 @@ def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet):
       cleanpipe predict model/ new.parquet --out new.preds.parquet
       cleanpipe predict model/ data.flags.parquet --prefix model_ --probs
     """
-    from .. import __version__
-    from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
-    from ..safety import guard_files
+    # torch (seconds to import) only for the commands that train or predict
     from ..train import load_model_dir, predict_table
 
     stem = Path(data.rstrip("/")).name.split(".")[0] or "data"

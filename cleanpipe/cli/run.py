@@ -6,9 +6,12 @@ import json
 
 import click
 
-from . import cli, overwrite_option
-
-_STAGES = ("oof", "flag", "clean", "retrain")
+from ..errors import CleanpipeError
+from ..pipeline import STAGES, load_pipeline, run_pipeline
+from ..settings import BACKENDS
+from ..sources import redact
+from ._group import cli
+from .options import json_option, overwrite_option, quiet_option
 
 
 @cli.command("run")
@@ -18,11 +21,11 @@ _STAGES = ("oof", "flag", "clean", "retrain")
 @click.option("--run-id", default=None,
               help="Run directory name (default: src-<hash of where the source is>, so reruns resume).")
 @click.option("--force", is_flag=True, help="Recompute every selected stage, even current ones.")
-@click.option("--from", "from_stage", default=None, type=click.Choice(_STAGES),
+@click.option("--from", "from_stage", default=None, type=click.Choice(STAGES),
               help="Start at this stage (recomputed with the ones after it; earlier ones are reused).")
-@click.option("--until", "until_stage", default=None, type=click.Choice(_STAGES),
+@click.option("--until", "until_stage", default=None, type=click.Choice(STAGES),
               help="Stop after this stage.")
-@click.option("--backend", default=None, type=click.Choice(["loky", "dask"]),
+@click.option("--backend", default=None, type=click.Choice(BACKENDS),
               help="Where cross-validation folds are fitted (overrides [oof] backend).")
 @click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")
 # envvar=[]: opting in to importing code must be typed on the command line, never inherited
@@ -35,8 +38,8 @@ _STAGES = ("oof", "flag", "clean", "retrain")
               help="Validate the file, source, columns and sink, then stop.")
 @overwrite_option("Let a [sink] target replace an existing file or table that cleanpipe did not "
                   "write (its own earlier outputs are always replaced).")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
-@click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
+@json_option("Print the outcome as one JSON object.")
+@quiet_option()
 def run(pipeline_file, runs_dir, run_id, force, from_stage, until_stage, backend, scheduler,
         allow_custom_model, overrides, check_only, overwrite, as_json, quiet):
     """Run a pipeline file: the stages oof -> flag -> clean -> retrain, or a contiguous part.
@@ -52,10 +55,6 @@ def run(pipeline_file, runs_dir, run_id, force, from_stage, until_stage, backend
       cleanpipe run pipelines/digits_postgres.toml --backend dask --scheduler tcp://127.0.0.1:8786
       cleanpipe run pipelines/digits_parquet.toml --from clean --set clean.mode=weight
     """
-    from ..errors import CleanpipeError
-    from ..pipeline import load_pipeline, run_pipeline
-    from ..sources import redact
-
     extra = list(overrides)
     if backend:
         extra.append(f"oof.backend={json.dumps(backend)}")

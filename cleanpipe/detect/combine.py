@@ -11,19 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# METHODS: the names accepted by detect (the first is the default)
+from ..settings import DEFAULT_METHOD, METHODS, NOISY_THRESHOLD
 from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)
 from .mixture import LossMixture, fit_loss_mixture
 
-#: Method names accepted by :func:`detect`; the first is the default.
-METHODS = ("combined", "noise_rate", "per_class", "both", "mixture")
-
 _LOSS_FLOOR = 1e-12
-#: ``p_noisy`` above this counts a row as noisy for the mixture's estimate of the number of issues.
-#: Chosen on benchmarks/detection_quality.py: 0.5 over-counts when the noise rate is low and the
-#: noisy component overlaps the clean tail (mean F1 0.792 at 0.5, 0.795 at 0.8).
-NOISY_THRESHOLD = 0.8
 #: Standard errors within which the combined rule defers to cleanlab's per-cell pruning.
 _Z = 2.0
 #: The high-loss component counts as a population of wrong labels only if its mean cross-entropy
@@ -276,7 +271,7 @@ def cross_entropy(p_given: np.ndarray) -> np.ndarray:
     return out
 
 
-def detect(labels: np.ndarray, pred_probs, *, method: str = "combined", mixture: str = "beta",
+def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = "beta",
            noisy_threshold: float = NOISY_THRESHOLD, block_rows: int | None = None) -> Detection:
     """Score and flag rows of validated inputs (see :func:`cleanpipe.find_label_issues`).
 

@@ -35,13 +35,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# MULTILABEL_METHODS: the names accepted by detect_multilabel (the first is the default)
+from ..settings import DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS, MULTILABEL_NOISY_THRESHOLD
 from ._validate import iter_blocks
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
 from .mixture import LossMixture, fit_loss_mixture
 
-#: Method names accepted by :func:`detect_multilabel`; the first is the default.
-MULTILABEL_METHODS = ("posterior", "noise_rate", "mixture", "both")
-DEFAULT_MULTILABEL_METHOD = MULTILABEL_METHODS[0]
 #: Share of each class's rows given (or not given) the tag that anchor its noise rates: the rows
 #: the model is most sure truly have (or lack) the tag (see :func:`anchor_noise_rates`).
 ANCHOR_SHARE = 0.05
@@ -571,7 +570,7 @@ def _posterior_suspects(labels, pred_probs, noise, flags, block_rows):
 
 
 def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD,
-                      mixture: str = "beta", noisy_threshold: float = 0.5, min_keep: int = 1,
+                      mixture: str = "beta", noisy_threshold: float = MULTILABEL_NOISY_THRESHOLD, min_keep: int = 1,
                       block_rows: int | None = None) -> MultilabelDetection:
     """Score and flag rows of validated multi-label inputs (see :func:`cleanpipe.find_multilabel_issues`).
 

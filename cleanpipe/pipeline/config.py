@@ -16,10 +16,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..clean import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
-from ..clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE
+from .. import settings as S
 from ..errors import ConfigError
-from ..oof import DEFAULT_MODEL
 from .rules import check_values, example_value
 
 try:
@@ -137,18 +135,17 @@ class OofSettings:
     """``[oof]``: cross-validated probabilities. ``model`` is one family or several: the TOML list
     ``["hgb", "logreg"]`` is kept as ``"hgb,logreg"``, the spelling of ``cleanpipe flag --model``."""
 
-    model: str = field(default=DEFAULT_MODEL, metadata={"list_as_csv": True})
-    folds: int = 5
-    seed: int = 0
-    n_jobs: int = 1
-    backend: str = "loky"
+    model: str = field(default=S.DEFAULT_MODEL, metadata={"list_as_csv": True})
+    folds: int = S.OOF["folds"].default
+    seed: int = S.OOF["seed"].default
+    n_jobs: int = S.OOF["n_jobs"].default
+    backend: str = S.OOF["backend"].default
     scheduler: str | None = None
 
 
 #: What an unset ``[flag] method`` / ``noisy_threshold`` means on single-label data: the defaults of
-#: ``cleanpipe flag`` (``cleanpipe.detect.METHODS[0]``, ``combine.NOISY_THRESHOLD``; a test keeps
-#: them equal, without importing the detector here). Multi-label data takes the multi-label ones.
-SINGLE_LABEL_FLAG_DEFAULTS = {"method": "combined", "noisy_threshold": 0.8}
+#: ``cleanpipe flag``. Multi-label data takes the multi-label ones.
+SINGLE_LABEL_FLAG_DEFAULTS = {"method": S.DEFAULT_METHOD, "noisy_threshold": S.NOISY_THRESHOLD}
 
 
 @dataclass(frozen=True)
@@ -157,7 +154,7 @@ class FlagSettings:
     detector's defaults for the data: single- and multi-label ones differ, as with ``cleanpipe flag``."""
 
     method: str | None = None
-    mixture: str = "beta"
+    mixture: str = S.FLAG["mixture"].default
     noisy_threshold: float | None = None
 
     def detector(self, multi_label: bool = False) -> dict:
@@ -171,12 +168,12 @@ class FlagSettings:
 class CleanSettings:
     """``[clean]``: what happens to flagged rows."""
 
-    mode: str = MODES[0]  # the defaults of ``cleanpipe clean``
-    min_weight: float = DEFAULT_MIN_WEIGHT
-    relabel_p_noisy: float = DEFAULT_RELABEL_P_NOISY
-    relabel_score: float = DEFAULT_RELABEL_SCORE
-    relabel_add: float = DEFAULT_RELABEL_ADD  # multi-label relabel only
-    relabel_remove: float = DEFAULT_RELABEL_REMOVE
+    mode: str = S.CLEAN["mode"].default  # the defaults of ``cleanpipe clean``
+    min_weight: float = S.CLEAN["min_weight"].default
+    relabel_p_noisy: float = S.CLEAN["relabel_p_noisy"].default
+    relabel_score: float = S.CLEAN["relabel_score"].default
+    relabel_add: float = S.CLEAN["relabel_add"].default  # multi-label relabel only
+    relabel_remove: float = S.CLEAN["relabel_remove"].default
     drop_flag_columns: bool = False
 
 
@@ -184,28 +181,32 @@ class CleanSettings:
 class RetrainSettings:
     """``[retrain]``: the noise-robust model trained on the cleaned (or flagged) table.
 
-    The defaults are those of ``cleanpipe retrain`` (``loss = None``: its default loss); the
-    optimisation settings mirror :class:`cleanpipe.train.TrainConfig`, spelled out here because
-    importing it would load torch (a test keeps the two equal).
+    The defaults are those of ``cleanpipe retrain`` (``loss = None``: its default loss), read from
+    :mod:`cleanpipe.settings`; the optimisation settings are the fields of
+    :class:`cleanpipe.settings.TrainConfig` (:meth:`train_config` builds it).
     """
 
     loss: str | None = None
     loss_params: dict = field(default_factory=dict)
-    noisy_weight: str = "online"
-    warmup: int = 5
-    mixup: float = 0.0
-    prior_reg: float = 0.0
-    epochs: int = 40
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.1
-    patience: int = 8
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
+    noisy_weight: str = S.RETRAIN["noisy_weight"].default
+    warmup: int = S.RETRAIN["warmup"].default
+    mixup: float = S.TRAIN["mixup"].default
+    prior_reg: float = S.TRAIN["prior_reg"].default
+    epochs: int = S.TRAIN["epochs"].default
+    batch_size: int = S.TRAIN["batch_size"].default
+    lr: float = S.TRAIN["lr"].default
+    weight_decay: float = S.TRAIN["weight_decay"].default
+    hidden: tuple[int, ...] = S.TRAIN["hidden"].default
+    dropout: float = S.TRAIN["dropout"].default
+    patience: int = S.TRAIN["patience"].default
+    val_fraction: float = S.TRAIN["val_fraction"].default
+    seed: int = S.TRAIN["seed"].default
+    device: str = S.TRAIN["device"].default
+    threads: int | None = S.TRAIN["threads"].default
+
+    def train_config(self) -> S.TrainConfig:
+        """The training loop's settings, checked."""
+        return S.TrainConfig.take(self).check()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import resource
 import uuid
 from pathlib import Path
 
-from .. import __version__
+from .._version import __version__
 from ..io import TMP_PREFIX, write_json
 from ..sources import digest
 from .rundir import fsync_dir

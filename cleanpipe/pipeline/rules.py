@@ -7,12 +7,19 @@ checked later by :mod:`cleanpipe.pipeline.preflight`.
 
 from __future__ import annotations
 
+import difflib
+
+import pyarrow as pa
+
+from .. import settings as S
 from ..errors import ConfigError
-from ..limits import MIN_FOLDS, SEED_MAX, SEED_MIN, seed_ok
+from ..features import is_list_type
+from ..loss_kinds import LOSS_KINDS, loss_choices
+from ..sources._sql import quote_ident
+from ..sources.postgres import check_identifier, check_uri
+from .rundir import check_name
 
 _STAGES = ("oof", "flag", "clean", "retrain")
-_MIXTURES = ("beta", "gaussian")
-_DEVICES = ("auto", "cpu", "cuda")
 
 _EXAMPLES = {
     "name": 'name = "digits"', "stages": 'stages = ["oof", "flag", "clean", "retrain"]',
@@ -46,7 +53,6 @@ def example_value(key: str, default) -> str:
 
 def _choice(origin: str, key: str, value, choices) -> None:
     if value not in choices:
-        import difflib
         close = difflib.get_close_matches(str(value), list(choices), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(f"{origin}: {key} = {value!r} is not known; {hint}choose one of: "
@@ -72,9 +78,6 @@ def check_stages(stages, origin: str) -> None:
 
 
 def _check_source(src, origin: str) -> None:
-    from ..sources._sql import quote_ident
-    from ..sources.postgres import check_identifier, check_uri
-
     if src.type in ("duckdb", "postgres"):
         if (src.table is None) == (src.query is None):
             raise ConfigError(f"{origin}: [source] needs exactly one of table and query; write "
@@ -97,9 +100,6 @@ def _check_connection(cfg, section: str, origin: str, check_uri) -> None:
 
 
 def _check_sink(p, origin: str) -> None:
-    from ..sources._sql import quote_ident
-    from ..sources.postgres import check_identifier, check_uri
-
     sink = p.sink
     if sink.flags is None and sink.cleaned is None:
         raise ConfigError(f"{origin}: [sink] names no target; add flags = ... and/or cleaned = ...")
@@ -134,11 +134,6 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     ConfigError
         The first problem found, naming ``origin`` (the file) and the key.
     """
-    from ..clean import MODES
-    from ..detect import METHODS
-    from ..oof import BACKENDS, MODELS
-    from .rundir import check_name
-
     check_name(p.name, what=f"{origin}: name")
     check_stages(p.stages, origin)
     _range(origin, "batch_rows", p.batch_rows >= 1, p.batch_rows, "a positive integer")
@@ -165,32 +160,18 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
                 raise ConfigError(f"{origin}: [oof] model = {o.model!r} names custom code, which "
                                   "cleanpipe would import and run; pass --allow-custom-model to allow it")
         else:
-            _choice(origin, "[oof] model", name, MODELS)
+            _choice(origin, "[oof] model", name, S.MODELS)
     if len(set(names)) < len(names):
         raise ConfigError(f"{origin}: [oof] model = {o.model!r} names a model family twice; list "
                           "each once")
-    _range(origin, "[oof] folds", o.folds >= MIN_FOLDS, o.folds, f"at least {MIN_FOLDS}")
-    _range(origin, "[oof] seed", seed_ok(o.seed), o.seed, f"an integer in [{SEED_MIN}, {SEED_MAX}]")
-    _range(origin, "[oof] n_jobs", o.n_jobs >= 1 or o.n_jobs == -1, o.n_jobs,
-           "a positive count, or -1 for every core")
-    _choice(origin, "[oof] backend", o.backend, BACKENDS)
+    _check_group(origin, "oof", S.OOF, o)
     if o.backend == "dask" and not o.scheduler:
         raise ConfigError(f"{origin}: [oof] backend = \"dask\" needs scheduler = \"tcp://HOST:8786\" "
                           "(or --scheduler); start one with `dask scheduler`")
-    if p.flag.method is not None:  # the multi-label subset is checked once the data is known
-        _choice(origin, "[flag] method", p.flag.method, METHODS)
-    _choice(origin, "[flag] mixture", p.flag.mixture, _MIXTURES)
-    t = p.flag.noisy_threshold
-    if t is not None:
-        _range(origin, "[flag] noisy_threshold", 0.0 <= t < 1.0, t, "in [0, 1)")
-    cl = p.clean
-    _choice(origin, "[clean] mode", cl.mode, MODES)
-    for key in ("min_weight", "relabel_p_noisy", "relabel_score"):
-        v = getattr(cl, key)
-        _range(origin, f"[clean] {key}", 0.0 <= v <= 1.0, v, "in [0, 1]")
-    for key in ("relabel_add", "relabel_remove"):
-        v = getattr(cl, key)
-        _range(origin, f"[clean] {key}", 0.0 <= v <= 1.0, v, "in [0, 1]")
+    # an unset method / noisy_threshold takes the default of the data's kind; the multi-label
+    # subset of methods is checked once the data is known
+    _check_group(origin, "flag", S.FLAG, p.flag, skip_none=True)
+    _check_group(origin, "clean", S.CLEAN, p.clean)
     _check_retrain(p, origin)
     if c.labels or c.multi_label:
         check_multilabel_settings(p, origin)
@@ -200,29 +181,21 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
 
 
 def check_loss(p, origin: str, *, multi_label: bool = False) -> None:
-    """``[retrain] loss`` names a usable loss. Separate from :func:`check_values` because it
-    imports torch (seconds, ~200 MiB): the runner calls it only when the retrain stage will run.
+    """``[retrain] loss`` names a usable loss (from :mod:`cleanpipe.loss_kinds`, no torch). Separate
+    from :func:`check_values` because the kind of label may only be known from the data.
 
     On multi-label data only the multi-label losses are usable (``None`` means their default,
     ``bce``); a single-label loss there is refused as ``cleanpipe retrain`` refuses it.
     """
-    from ..losses import LOSSES
-    from ..train import retrain
-    if p.retrain.loss is None:  # None: retrain's default
+    loss = p.retrain.loss
+    if loss is None:  # None: retrain's default
         return
-    if multi_label:
-        from ..train.multilabel import DEFAULT_MULTILABEL_LOSS, multilabel_losses
-        names = multilabel_losses()
-        known = p.retrain.loss in LOSSES or p.retrain.loss == retrain.AUTO_LOSS
-        if known and p.retrain.loss not in names:
-            raise ConfigError(f"{origin}: [retrain] loss = {p.retrain.loss!r} is a single-label "
-                              "loss and the label holds sets of tags; choose one of: "
-                              f"{', '.join(names)}, or remove the key for {DEFAULT_MULTILABEL_LOSS}")
-        _choice(origin, "[retrain] loss", p.retrain.loss, names)
-        return
-    usable = getattr(retrain, "single_label_losses", None)
-    names = (usable() if usable else [n for n in LOSSES if n != "bce"]) + [retrain.AUTO_LOSS]
-    _choice(origin, "[retrain] loss", p.retrain.loss, names)
+    names = loss_choices(multi_label)
+    if multi_label and (loss in LOSS_KINDS or loss == S.AUTO_LOSS) and loss not in names:
+        raise ConfigError(f"{origin}: [retrain] loss = {loss!r} is a single-label "
+                          "loss and the label holds sets of tags; choose one of: "
+                          f"{', '.join(names)}, or remove the key for {S.DEFAULT_MULTILABEL_LOSS}")
+    _choice(origin, "[retrain] loss", loss, names)
 
 
 def _check_labels(c, origin: str) -> None:
@@ -247,11 +220,10 @@ def check_multilabel_settings(p, origin: str) -> None:
     """The settings that differ for multi-label data (a list label column, ``labels`` or
     ``multi_label = true``). Called when the file says the data is multi-label, and again by the
     preflight when the schema shows a list label column."""
-    from ..detect.multilabel import MULTILABEL_METHODS
     method = p.flag.method  # None: the multi-label default
-    if "flag" in p.stages and method is not None and method not in MULTILABEL_METHODS:
+    if "flag" in p.stages and method is not None and method not in S.MULTILABEL_METHODS:
         raise ConfigError(f"{origin}: [flag] method = {method!r} is single-label only and the label "
-                          f"holds sets of tags; choose one of: {', '.join(MULTILABEL_METHODS)}")
+                          f"holds sets of tags; choose one of: {', '.join(S.MULTILABEL_METHODS)}")
     if p.stages[0] == "clean" and p.clean.mode == "relabel":
         raise ConfigError(f"{origin}: [clean] mode = \"relabel\" on multi-label data needs the "
                           "out-of-fold probabilities of a flag stage; add \"flag\" to stages or "
@@ -260,10 +232,6 @@ def check_multilabel_settings(p, origin: str) -> None:
 
 def check_multilabel_columns(p, schema, origin: str) -> None:
     """The multi-label label column(s) have a usable type: one list column, or 0/1 columns."""
-    import pyarrow as pa
-
-    from ..features import is_list_type
-
     c = p.columns
     if not c.labels:
         t = schema.field(c.label).type
@@ -281,19 +249,19 @@ def check_multilabel_columns(p, schema, origin: str) -> None:
                               "list of tags")
 
 
+def _check_group(origin: str, section: str, group: dict, values, *, skip_none: bool = False) -> None:
+    """Every setting of ``group`` (:mod:`cleanpipe.settings`) in the ``[section]`` dataclass ``values``."""
+    for key, setting in group.items():
+        value = getattr(values, key)
+        if skip_none and value is None:
+            continue
+        where = f"[{section}] {key}"
+        if setting.choices is not None:
+            _choice(origin, where, value, setting.choices)
+        else:
+            _range(origin, where, setting.ok(value), value, setting.want)
+
+
 def _check_retrain(p, origin: str) -> None:
-    r = p.retrain
-    rules = [("epochs", r.epochs >= 1, "a positive integer"),
-             ("batch_size", r.batch_size >= 1, "a positive integer"),
-             ("lr", r.lr > 0, "a positive number"), ("weight_decay", r.weight_decay >= 0, ">= 0"),
-             ("hidden", bool(r.hidden) and min(r.hidden) >= 1, "a non-empty list of positive widths"),
-             ("dropout", 0 <= r.dropout < 1, "in [0, 1)"), ("patience", r.patience >= 0, ">= 0"),
-             ("val_fraction", 0 <= r.val_fraction < 1, "in [0, 1)"),
-             ("threads", r.threads is None or r.threads >= 1, "a positive integer"),
-             ("warmup", r.warmup >= 1, "a positive integer"), ("mixup", r.mixup >= 0, ">= 0 (0: off)"),
-             ("prior_reg", r.prior_reg >= 0, ">= 0 (0: off)"),
-             ("seed", seed_ok(r.seed), f"an integer in [{SEED_MIN}, {SEED_MAX}]")]
-    for key, ok, want in rules:
-        _range(origin, f"[retrain] {key}", ok, getattr(r, key), want)
-    _choice(origin, "[retrain] device", r.device, _DEVICES)
-    _choice(origin, "[retrain] noisy_weight", r.noisy_weight, ("online", "column"))
+    _check_group(origin, "retrain", S.TRAIN, p.retrain)
+    _check_group(origin, "retrain", S.RETRAIN, p.retrain)

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InputError
 from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
 
@@ -275,7 +275,7 @@ def _non_empty(batches, schema):
 def run_retrain(ctx: StageContext, out: Path) -> dict:
     """``model/`` (``model.pt``, ``model.json``, ``metrics.json``) trained on the cleaned table
     (or the flags table, or the input when the pipeline starts here)."""
-    from ..train import TrainConfig, retrain_table, save_model_dir
+    from ..train import retrain_table, save_model_dir  # torch: only when the retrain stage runs
 
     c, r = ctx.pipeline.columns, ctx.pipeline.retrain
     if "clean" in ctx.upstream:
@@ -291,10 +291,7 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
     if r.loss in (None, "auto", "forward") and not ctx.multi_label:
         # auto (the default) reads the matrix to pick its loss and does without one; forward needs it
         noise_matrix, classes = _noise_matrix(ctx, table, required=r.loss == "forward")
-    config = TrainConfig(epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, weight_decay=r.weight_decay,
-                         hidden=tuple(r.hidden), dropout=r.dropout, patience=r.patience,
-                         val_fraction=r.val_fraction, seed=r.seed, device=r.device,
-                         threads=r.threads, mixup=r.mixup, prior_reg=r.prior_reg).check()
+    config = r.train_config()
     prior = _class_prior(ctx) if r.prior_reg > 0 and not ctx.multi_label else None
     result = retrain_table(table, label=c.target if ctx.multi_label else c.label,
                            features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,

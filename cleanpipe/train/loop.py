@@ -13,90 +13,19 @@ import contextlib
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..limits import SEED_MAX, SEED_MIN, seed_ok
+from ..settings import TrainConfig
+from .model import predict_logits
+from .noise import refit
 
 log = logging.getLogger(__name__)
 
-#: Rows per forward pass when evaluating (no gradients, so much larger than a training batch).
-EVAL_BATCH = 8192
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings of :func:`fit`.
-
-    Attributes
-    ----------
-    epochs : int, default=40
-    batch_size : int, default=256
-    lr : float, default=2e-3
-        AdamW learning rate.
-    weight_decay : float, default=1e-4
-    hidden : tuple of int, default=(256, 128)
-    dropout : float, default=0.1
-    patience : int, default=8
-        Stop after this many epochs without a better validation score (0: never stop early).
-    val_fraction : float, default=0.1
-        Stratified share of labelled rows held out for early stopping (0: no validation, train
-        for ``epochs``).
-    seed : int, default=0
-    device : {"auto", "cpu", "cuda"}, default="auto"
-    threads : int, optional
-        CPU threads for the run (restored afterwards); default: torch's setting. Small networks
-        gain little from more threads, and on a busy machine extra OpenMP threads spin against
-        other processes (1 thread was 25x faster than 2 on a loaded 2-core box).
-    mixup : float, default=0.0
-        Mixup's ``alpha``: each batch is mixed with a permutation of itself with
-        ``lambda ~ Beta(alpha, alpha)`` (numeric features directly, categoricals in embedding
-        space) and the loss is ``lambda L(target_p) + (1 - lambda) L(target_q)``; 0 is off.
-    prior_reg : float, default=0.0
-        Weight of ``KL(prior || mean prediction over the batch)``, which keeps a network trained on
-        heavy noise from collapsing onto a few classes; 0 is off.
-    """
-
-    epochs: int = 40
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    hidden: tuple = (256, 128)
-    dropout: float = 0.1
-    patience: int = 8
-    val_fraction: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    mixup: float = 0.0
-    prior_reg: float = 0.0
-
-    def check(self) -> "TrainConfig":
-        """Raise :class:`InputError` on an out-of-range setting; return self."""
-        rules = [("--epochs", self.epochs >= 1, "a positive integer"),
-                 ("--batch-size", self.batch_size >= 1, "a positive integer"),
-                 ("--lr", self.lr > 0 and np.isfinite(self.lr), "a positive number"),
-                 ("--weight-decay", self.weight_decay >= 0, "a number >= 0"),
-                 ("--hidden", all(h >= 1 for h in self.hidden), "comma-separated positive widths"),
-                 ("--dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-                 ("--patience", self.patience >= 0, "an integer >= 0"),
-                 ("--val-fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
-                 ("--device", self.device in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
-                 ("--threads", self.threads is None or self.threads >= 1, "a positive integer"),
-                 ("--mixup", 0 <= self.mixup < np.inf, "a number >= 0 (0: off)"),
-                 ("--prior-reg", 0 <= self.prior_reg < np.inf, "a number >= 0 (0: off)"),
-                 ("--seed", seed_ok(self.seed), f"an integer in [{SEED_MIN}, {SEED_MAX}]")]
-        for opt, ok, want in rules:
-            if not ok:
-                raise InputError(f"{opt} must be {want}; got {getattr(self, opt[2:].replace('-', '_'))!r}")
-        return self
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), hidden=list(self.hidden))
 
 
 @dataclass
@@ -176,21 +105,6 @@ def _seeded(seed: int, device: torch.device, threads: int | None = None):
         finally:
             torch.use_deterministic_algorithms(was)
             torch.set_num_threads(was_threads)
-
-
-def predict_logits(model: torch.nn.Module, x_num: torch.Tensor, x_cat: torch.Tensor,
-                   rows: torch.Tensor | None = None) -> torch.Tensor:
-    """float32 logits of ``rows`` (default all) in evaluation mode, in blocks of :data:`EVAL_BATCH`."""
-    was_training = model.training
-    model.eval()
-    n = x_num.shape[0] if rows is None else rows.shape[0]
-    out = []
-    with torch.no_grad():
-        for start in range(0, n, EVAL_BATCH):
-            idx = slice(start, start + EVAL_BATCH) if rows is None else rows[start:start + EVAL_BATCH]
-            out.append(model(x_num[idx], x_cat[idx]).float())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros((0, 0), device=x_num.device)
 
 
 def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, *,
@@ -291,7 +205,6 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
             hist.train_seconds += epoch_seconds
             hist.train_loss.append(float(total) / max(len(tr), 1))
             if online_warmup is not None and epoch >= online_warmup:
-                from .noise import refit
                 t_rows["noisy_weight"][tr], record = refit(model, t_num, t_cat, t_y, tr, epoch=epoch,
                                                            reference=ref_tr)
                 record["epoch_seconds"] = round(epoch_seconds, 4)  # the refit's cost is seconds / this

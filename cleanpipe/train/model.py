@@ -222,3 +222,22 @@ def build_model(arch: dict) -> TabularMLP:
         raise ValueError(f"unknown architecture kind {arch.get('kind')!r}")
     return TabularMLP(int(arch["n_numeric"]), [int(c) for c in arch["cardinalities"]],
                       [int(h) for h in arch["hidden"]], int(arch["n_classes"]), float(arch["dropout"]))
+
+
+#: Rows per forward pass when evaluating (no gradients, so much larger than a training batch).
+EVAL_BATCH = 8192
+
+
+def predict_logits(model: torch.nn.Module, x_num: torch.Tensor, x_cat: torch.Tensor,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 logits of ``rows`` (default all) in evaluation mode, in blocks of :data:`EVAL_BATCH`."""
+    was_training = model.training
+    model.eval()
+    n = x_num.shape[0] if rows is None else rows.shape[0]
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, EVAL_BATCH):
+            idx = slice(start, start + EVAL_BATCH) if rows is None else rows[start:start + EVAL_BATCH]
+            out.append(model(x_num[idx], x_cat[idx]).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros((0, 0), device=x_num.device)

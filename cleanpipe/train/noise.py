@@ -16,8 +16,10 @@ import time
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
-from ..detect.mixture import LossMixture, fit_loss_mixture
+from ..detect.mixture import EPS, LossMixture, fit_loss_mixture
+from .model import predict_logits
 
 
 def bf16_helps(device: torch.device) -> bool:
@@ -41,7 +43,6 @@ def per_row_losses(model: torch.nn.Module, t_num: torch.Tensor, t_cat: torch.Ten
     fitted to a 2048-bin histogram of clipped losses, does not need float32 logits. The loss
     itself is computed in float32.
     """
-    from .loop import predict_logits
     device = t_num.device
     use = bf16_helps(device) if bf16 is None else bf16
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use):
@@ -53,7 +54,6 @@ def posterior_on_device(mixture: LossMixture, losses: torch.Tensor) -> torch.Ten
     """``mixture.p_noisy(losses)`` computed on ``losses``' device (float32): only the grid moves."""
     if mixture.fit is None:
         return torch.zeros_like(losses, dtype=torch.float32)
-    from ..detect.mixture import EPS
     lo, hi = mixture.bounds
     x = ((losses.float() - lo) / (hi - lo)).clamp(EPS, 1 - EPS)
     grid = torch.as_tensor(mixture.grid, dtype=torch.float32, device=losses.device)
@@ -117,5 +117,4 @@ def _auroc(reference: np.ndarray, w: np.ndarray) -> float | None:
     positive = np.asarray(reference) >= 0.5
     if positive.all() or not positive.any():
         return None
-    from sklearn.metrics import roc_auc_score
     return round(float(roc_auc_score(positive, w)), 6)

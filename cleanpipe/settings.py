@@ -1,0 +1,304 @@
+"""Every option's default and range, declared once, side by side (no torch, no numpy).
+
+The CLI builds its click types and ``--help`` defaults from these declarations
+(:func:`cleanpipe.cli.options.click_type`), the pipeline loader checks a TOML file against them
+(:meth:`Setting.ok`, :attr:`Setting.want`), and the library reads its defaults from them:
+:class:`TrainConfig` (the training loop's settings) lives here so that neither the CLI's
+``--help`` nor a pipeline check has to import torch to know it.
+
+Each group is a dict ``name -> Setting`` named for the command or pipeline section it belongs to:
+:data:`OOF`, :data:`FLAG`, :data:`CLEAN`, :data:`TRAIN` (the fields of :class:`TrainConfig`) and
+:data:`RETRAIN` (what ``retrain`` adds around the loop).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option: its default and the values it accepts.
+
+    Attributes
+    ----------
+    default : object
+    kind : type
+        ``int``, ``float``, ``str`` or ``tuple`` (a tuple of positive ints: layer widths).
+    lo, hi : float, optional
+        Bounds of a number (inclusive unless ``lo_open`` / ``hi_open``); numbers must be finite.
+    choices : tuple of str, optional
+        The accepted values of a string.
+    also : tuple, default=()
+        Values accepted outside the range (``None`` for "unset", ``-1`` for "every core").
+    want : str
+        What a good value is, for error messages ("a positive integer").
+    """
+
+    default: object
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple | None = None
+    also: tuple = ()
+    want: str = ""
+
+    def ok(self, value) -> bool:
+        """Whether ``value`` is accepted (the type is checked too: bools are not numbers)."""
+        if any(value is a or (a is not None and value == a and type(value) is type(a)) for a in self.also):
+            return True
+        if self.choices is not None:
+            return value in self.choices
+        if self.kind is tuple:
+            return (isinstance(value, (tuple, list)) and len(value) > 0
+                    and all(self._number(v, int) for v in value))
+        return self._number(value, self.kind)
+
+    def _number(self, value, kind) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            return False
+        if not math.isfinite(value):
+            return False
+        lo_ok = self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+        hi_ok = self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+        return lo_ok and hi_ok
+
+
+def _int(default, lo=None, hi=None, *, want, also=()):
+    return Setting(default, int, lo=lo, hi=hi, want=want, also=also)
+
+
+def _float(default, lo=None, hi=None, *, lo_open=False, hi_open=False, want):
+    return Setting(default, float, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, want=want)
+
+
+def _choice(default, choices):
+    return Setting(default, str, choices=tuple(choices), want=f"one of: {', '.join(choices)}")
+
+
+#: Seeds are handed to numpy and torch generators, which take unsigned 32-bit values.
+SEED_MIN, SEED_MAX = 0, 2**32 - 1
+#: Cross-validation needs at least two folds.
+MIN_FOLDS = 2
+SEED = _int(0, SEED_MIN, SEED_MAX, want=f"an integer in [{SEED_MIN}, {SEED_MAX}]")
+
+
+def seed_ok(seed) -> bool:
+    return SEED.ok(seed)
+
+
+def check_seed(seed, *, option: str = "--seed") -> int:
+    """Return ``seed`` if it is an integer in [SEED_MIN, SEED_MAX]; else raise one line."""
+    if not seed_ok(seed):
+        raise InputError(f"{option} {seed!r} is out of range; pass an integer in "
+                         f"[{SEED_MIN}, {SEED_MAX}]")
+    return seed
+
+DEVICES = ("auto", "cpu", "cuda")
+MIXTURES = ("beta", "gaussian")
+
+# --- oof: cross-validated probabilities --------------------------------------------------------------
+
+#: Names accepted by ``model=`` besides ``"package.module:Class"``.
+MODELS = ("hgb", "logreg")
+#: The model families of ``flag``, pipelines and the API: their out-of-fold probabilities are
+#: averaged. Chosen on ``benchmarks/ensembles.py`` (held-out seed: mean F1 +0.030, AUPRC +0.053 over
+#: hgb alone, for 2% more fitting time); see ``benchmarks/RESULTS.md``.
+DEFAULT_MODEL = "hgb,logreg"
+#: joblib backends the fold fits can run on (``backend=``).
+BACKENDS = ("loky", "dask")
+
+OOF = {
+    "folds": _int(5, MIN_FOLDS, want=f"at least {MIN_FOLDS}"),
+    "seed": SEED,
+    "n_jobs": _int(1, 1, want="a positive count, or -1 for every core", also=(-1,)),
+    "backend": _choice("loky", BACKENDS),
+}
+
+# --- flag: the detectors -----------------------------------------------------------------------------
+
+#: Single-label rules that set ``is_label_issue``; the first is the default.
+METHODS = ("combined", "noise_rate", "per_class", "both", "mixture")
+DEFAULT_METHOD = METHODS[0]
+#: Multi-label rules; the first is the default.
+MULTILABEL_METHODS = ("posterior", "noise_rate", "mixture", "both")
+DEFAULT_MULTILABEL_METHOD = MULTILABEL_METHODS[0]
+#: Every method name, single-label ones first (what ``cleanpipe flag --method`` accepts).
+ALL_METHODS = tuple(dict.fromkeys(METHODS + MULTILABEL_METHODS))
+#: ``p_noisy`` above this counts a row as noisy for the mixture's estimate of the number of issues.
+#: Chosen on benchmarks/detection_quality.py: 0.5 over-counts when the noise rate is low and the
+#: noisy component overlaps the clean tail (mean F1 0.792 at 0.5, 0.795 at 0.8).
+NOISY_THRESHOLD = 0.8
+#: The same for multi-label rows (their ``p_noisy`` is the posterior of the per-row tag loss).
+MULTILABEL_NOISY_THRESHOLD = 0.5
+
+FLAG = {
+    "method": Setting(DEFAULT_METHOD, str, choices=METHODS, want=f"one of: {', '.join(METHODS)}"),
+    "mixture": _choice("beta", MIXTURES),
+    "noisy_threshold": _float(NOISY_THRESHOLD, 0.0, 1.0, hi_open=True, want="in [0, 1)"),
+}
+
+# --- clean -------------------------------------------------------------------------------------------
+
+#: Cleaning modes; the first is the default. ``benchmarks/retrain.py`` chose it: with a strong
+#: flagger (digits) ``drop`` helps most, but with a weak one (a 20k-row synthetic table, where the
+#: out-of-fold model is far below the retrained MLP) dropping or down-weighting its false flags
+#: costs more than the noise does, while ``relabel`` acts only on strong evidence and never hurt
+#: (mean gap closed with retrain's default loss: relabel 0.69, weight 0.52, drop 0.36).
+MODES = ("relabel", "drop", "weight")
+#: Default floor of ``sample_weight`` for flagged rows.
+DEFAULT_MIN_WEIGHT = 0.05
+#: Default relabel evidence: a flagged row is relabelled when ``p_noisy >= 0.5`` and
+#: ``label_score <= 0.25``.
+DEFAULT_RELABEL_P_NOISY = 0.5
+DEFAULT_RELABEL_SCORE = 0.25
+#: Default evidence to *add* a suspect-missing tag: its out-of-fold probability ``p >= 0.9``.
+#: Chosen with ``benchmarks/multilabel_retrain.py --measure-relabel``: over the 18 cases of
+#: ``benchmarks/multilabel.py`` (synth10, synth20, digits6 x missing/spurious/mixed tag noise at 10%
+#: and 30%; flags from ``flag`` defaults, HistGradientBoosting, 5 folds), 0.9 fixed the most tags net
+#: of those it broke: +1184 (0.8: +307, 0.85: +939, 0.93: +1111, 0.95: +975, 0.99: +373).
+DEFAULT_RELABEL_ADD = 0.9
+#: Default evidence to *remove* a suspect-spurious tag: ``p <= 1 - 0.999``. Removal is riskier: on
+#: the synthetic sets a one-vs-rest model trained on noisy tags confidently contradicts many present
+#: tags that are right (tags barely visible in the features), so on the same 18 cases removals broke
+#: more tags than they fixed at every threshold below 0.999 (0.9: -17041, 0.98: -1887, 0.995: -44);
+#: 0.999 is the only one measured with a net gain (+49). Digits6, where the flagger is strong,
+#: would gain from a laxer one (+1066 at 0.95): pass ``--relabel-remove`` for such data.
+DEFAULT_RELABEL_REMOVE = 0.999
+
+_UNIT = "in [0, 1]"
+CLEAN = {
+    "mode": _choice(MODES[0], MODES),
+    "min_weight": _float(DEFAULT_MIN_WEIGHT, 0.0, 1.0, want=_UNIT),
+    "relabel_p_noisy": _float(DEFAULT_RELABEL_P_NOISY, 0.0, 1.0, want=_UNIT),
+    "relabel_score": _float(DEFAULT_RELABEL_SCORE, 0.0, 1.0, want=_UNIT),
+    "relabel_add": _float(DEFAULT_RELABEL_ADD, 0.0, 1.0, want=_UNIT),
+    "relabel_remove": _float(DEFAULT_RELABEL_REMOVE, 0.0, 1.0, want=_UNIT),
+}
+
+# --- retrain -----------------------------------------------------------------------------------------
+
+#: The optimisation settings of the training loop: the fields of :class:`TrainConfig`, in order.
+TRAIN = {
+    "epochs": _int(40, 1, want="a positive integer"),
+    "batch_size": _int(256, 1, want="a positive integer"),
+    "lr": _float(2e-3, 0.0, lo_open=True, want="a positive number"),
+    "weight_decay": _float(1e-4, 0.0, want="a number >= 0"),
+    "hidden": Setting((256, 128), tuple, lo=1, want="a non-empty list of positive widths"),
+    "dropout": _float(0.1, 0.0, 1.0, hi_open=True, want="in [0, 1)"),
+    "patience": _int(8, 0, want="an integer >= 0"),
+    "val_fraction": _float(0.1, 0.0, 1.0, hi_open=True, want="in [0, 1)"),
+    "seed": SEED,
+    "device": _choice("auto", DEVICES),
+    "threads": _int(None, 1, want="a positive integer", also=(None,)),
+    "mixup": _float(0.0, 0.0, want="a number >= 0 (0: off)"),
+    "prior_reg": _float(0.0, 0.0, want="a number >= 0 (0: off)"),
+}
+
+#: ``loss="auto"``: pick the loss from the noise matrix ``flag`` estimated
+#: (:func:`cleanpipe.train.choose_loss`).
+AUTO_LOSS = "auto"
+#: Default loss of ``cleanpipe retrain``, chosen from ``benchmarks/retrain.py``: after ``clean
+#: --mode relabel``, ``auto`` closed 0.69 of the noisy-to-oracle gap on average against 0.56 for
+#: ``sce`` (the default before it) and 0.46 for ``dynamic-hard``.
+DEFAULT_LOSS = AUTO_LOSS
+#: Default multi-label loss, chosen with ``benchmarks/multilabel_retrain.py`` (synth10, mixed tag
+#: noise at 10% / 30%): plain sigmoid binary cross-entropy. Label smoothing 0.1 lost 0.006 / 0.027
+#: test micro-F1 against it; bootstrapping 0.2 gained 0.002 / 0.003 (within one seed's spread).
+DEFAULT_MULTILABEL_LOSS = "bce"
+#: Where ``dynamic-*`` losses get each row's noise posterior; the first is the default.
+NOISY_WEIGHTS = ("online", "column")
+#: Default epochs of plain cross-entropy before the first online mixture fit.
+DEFAULT_WARMUP = 5
+
+#: What ``retrain`` adds around the loop (the loss is checked against :mod:`cleanpipe.loss_kinds`).
+RETRAIN = {
+    "noisy_weight": _choice(NOISY_WEIGHTS[0], NOISY_WEIGHTS),
+    "warmup": _int(DEFAULT_WARMUP, 1, want="a positive integer"),
+}
+
+
+def option_name(name: str) -> str:
+    """The CLI spelling of a setting: ``val_fraction`` -> ``--val-fraction``."""
+    return "--" + name.replace("_", "-")
+
+
+def check(group: dict, values, *, name=option_name, error=InputError) -> None:
+    """Raise ``error`` naming the first setting of ``group`` whose value in ``values`` is refused.
+
+    ``values`` is an object with one attribute per setting (a dataclass); ``name`` spells the
+    setting in the message (the CLI option by default, ``[retrain] lr`` for a pipeline file).
+    """
+    for key, setting in group.items():
+        value = getattr(values, key)
+        if not setting.ok(value):
+            raise error(f"{name(key)} must be {setting.want}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of :func:`cleanpipe.train.fit`; defaults and ranges from :data:`TRAIN`.
+
+    Attributes
+    ----------
+    epochs : int, default=TRAIN["epochs"]
+    batch_size : int
+    lr : float
+        AdamW learning rate.
+    weight_decay : float
+    hidden : tuple of int
+    dropout : float
+    patience : int
+        Stop after this many epochs without a better validation score (0: never stop early).
+    val_fraction : float
+        Stratified share of labelled rows held out for early stopping (0: no validation, train
+        for ``epochs``).
+    seed : int
+    device : {"auto", "cpu", "cuda"}
+    threads : int, optional
+        CPU threads for the run (restored afterwards); default: torch's setting. Small networks
+        gain little from more threads, and on a busy machine extra OpenMP threads spin against
+        other processes (1 thread was 25x faster than 2 on a loaded 2-core box).
+    mixup : float
+        Mixup's ``alpha``: each batch is mixed with a permutation of itself with
+        ``lambda ~ Beta(alpha, alpha)`` (numeric features directly, categoricals in embedding
+        space) and the loss is ``lambda L(target_p) + (1 - lambda) L(target_q)``; 0 is off.
+    prior_reg : float
+        Weight of ``KL(prior || mean prediction over the batch)``, which keeps a network trained on
+        heavy noise from collapsing onto a few classes; 0 is off.
+    """
+
+    epochs: int = TRAIN["epochs"].default
+    batch_size: int = TRAIN["batch_size"].default
+    lr: float = TRAIN["lr"].default
+    weight_decay: float = TRAIN["weight_decay"].default
+    hidden: tuple = TRAIN["hidden"].default
+    dropout: float = TRAIN["dropout"].default
+    patience: int = TRAIN["patience"].default
+    val_fraction: float = TRAIN["val_fraction"].default
+    seed: int = TRAIN["seed"].default
+    device: str = TRAIN["device"].default
+    threads: int | None = TRAIN["threads"].default
+    mixup: float = TRAIN["mixup"].default
+    prior_reg: float = TRAIN["prior_reg"].default
+
+    @classmethod
+    def take(cls, values) -> "TrainConfig":
+        """The config whose fields are the same-named attributes of ``values`` (pipeline settings,
+        the CLI's parsed options as a namespace); ``hidden`` becomes a tuple."""
+        kwargs = {f.name: getattr(values, f.name) for f in fields(cls)}
+        kwargs["hidden"] = tuple(kwargs["hidden"])
+        return cls(**kwargs)
+
+    def check(self) -> "TrainConfig":
+        """Raise :class:`InputError` on an out-of-range setting; return self."""
+        check(TRAIN, self)
+        return self
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), hidden=list(self.hidden))
