@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .errors import InputError, first_line
-from .safety import is_inside
+from .errors import CleanpipeWarning, InputError, first_line
 
 TMP_PREFIX = ".cleanpipe-tmp-"
 
@@ -80,9 +81,6 @@ def walk_files(root: str | os.PathLike, *, what: str = "DATA") -> list:
     InputError
         A broken or looping symlink.
     """
-    import warnings
-
-    from .errors import CleanpipeWarning
     root = os.fspath(root)
     real_root = os.path.realpath(root)
     st = os.stat(root)
@@ -299,3 +297,43 @@ def write_json(obj, path: Path) -> None:
 def write_npy(array: np.ndarray, path: Path) -> None:
     with open(path, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
+
+
+def is_inside(child: str, parent: str) -> bool:
+    """Whether the path ``child`` lies strictly below the folder ``parent`` (both real paths)."""
+    parent = parent.rstrip("/") or "/"
+    return child != parent and child.startswith(parent if parent == "/" else parent + "/")
+
+
+def written_by_cleanpipe(path, *, filesystem=None) -> bool:
+    """Whether the existing file at ``path`` is one cleanpipe wrote.
+
+    A Parquet file with ``cleanpipe.*`` metadata, a JSON summary or model file that records the
+    cleanpipe version, a report page, or a float32 matrix ``.npy`` (what ``--save-pred-probs``
+    writes). Anything else, or anything unreadable, is the user's.
+    """
+    path = os.fspath(path)
+    try:
+        if filesystem is not None or path.endswith((".parquet", ".pq")) or _has_parquet_magic(path):
+            meta = pq.read_schema(path, filesystem=filesystem).metadata or {}
+            return any(k.startswith(b"cleanpipe.") for k in meta)
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+    except Exception:  # noqa: BLE001 - unreadable: not provably ours
+        return False
+    if head.startswith(b"\x93NUMPY"):
+        return b"'descr': '<f4'" in head and re.search(rb"'shape': \(\d+, \d+\)", head) is not None
+    if head.lstrip().startswith(b"{"):
+        try:
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        versions = obj.get("versions") if isinstance(obj, dict) else None
+        return isinstance(obj, dict) and ("cleanpipe_version" in obj or (
+            isinstance(versions, dict) and "cleanpipe" in versions))
+    return b"<title>cleanpipe report" in head
+
+
+def _has_parquet_magic(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"

@@ -30,14 +30,18 @@ from __future__ import annotations
 import contextvars
 import errno
 import fnmatch
-import json
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from .errors import CleanpipeError, InputError, first_line
+from .io import TMP_PREFIX, check_output_path, is_inside, written_by_cleanpipe
+from .sources._sql import split_uri
+from .sources.base import TABLE_COMMENT  # noqa: F401  (the sinks' mark, checked by guard_pipeline)
 
 #: Default schema of each engine, filled in where a pipeline leaves ``schema`` unset.
 DEFAULT_SCHEMA = {"duckdb": "main", "postgres": "public"}
@@ -142,7 +146,6 @@ def pg_server(uri: str | None) -> str:
     host, port, db, user = (env.get("PGHOST", ""), env.get("PGPORT", "5432"), env.get("PGDATABASE"),
                             env.get("PGUSER"))
     if uri:
-        from .sources.postgres import split_uri
         parts = split_uri(uri)
         params = parts["params"]
         host = params.get("host") or parts["host"] or host
@@ -181,12 +184,6 @@ def sink_place(sink, target: str, option: str) -> Place:
         return path_place(target, option)
     return table_place(sink.kind, sink.database if sink.kind == "duckdb" else sink.uri,
                        sink.db_schema, target, option)
-
-
-def is_inside(child: str, parent: str) -> bool:
-    """Whether the path ``child`` lies strictly below the folder ``parent`` (both real paths)."""
-    parent = parent.rstrip("/") or "/"
-    return child != parent and child.startswith(parent if parent == "/" else parent + "/")
 
 
 def relation(out: Place, inp: Place) -> str | None:
@@ -275,41 +272,6 @@ def check_plan(inputs, outputs) -> None:
 MODEL_FILES = ("model.pt", "model.json", "metrics.json")
 
 
-def written_by_cleanpipe(path, *, filesystem=None) -> bool:
-    """Whether the existing file at ``path`` is one cleanpipe wrote.
-
-    A Parquet file with ``cleanpipe.*`` metadata, a JSON summary or model file that records the
-    cleanpipe version, a report page, or a float32 matrix ``.npy`` (what ``--save-pred-probs``
-    writes). Anything else, or anything unreadable, is the user's.
-    """
-    import pyarrow.parquet as pq
-    path = os.fspath(path)
-    try:
-        if filesystem is not None or path.endswith((".parquet", ".pq")) or _has_parquet_magic(path):
-            meta = pq.read_schema(path, filesystem=filesystem).metadata or {}
-            return any(k.startswith(b"cleanpipe.") for k in meta)
-        with open(path, "rb") as fh:
-            head = fh.read(65536)
-    except Exception:  # noqa: BLE001 - unreadable: not provably ours
-        return False
-    if head.startswith(b"\x93NUMPY"):
-        return b"'descr': '<f4'" in head and re.search(rb"'shape': \(\d+, \d+\)", head) is not None
-    if head.lstrip().startswith(b"{"):
-        try:
-            obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        versions = obj.get("versions") if isinstance(obj, dict) else None
-        return isinstance(obj, dict) and ("cleanpipe_version" in obj or (
-            isinstance(versions, dict) and "cleanpipe" in versions))
-    return b"<title>cleanpipe report" in head
-
-
-def _has_parquet_magic(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PAR1"
-
-
 def check_overwrite(place: Place, *, overwrite: bool, flag: str = "--overwrite") -> None:
     """Refuse to replace an existing local file cleanpipe did not write, unless ``overwrite``.
 
@@ -366,7 +328,6 @@ def guard_files(inputs: dict, outputs: dict, *, overwrite: bool = False, model_d
         A missing output folder, an output that collides with an input or another output, an
         existing foreign file without ``overwrite``, an output folder that takes no new file.
     """
-    from .io import check_output_path
     outputs = {k: v for k, v in outputs.items() if v is not None}
     for option, path in outputs.items():
         if not str(path).startswith("s3://"):
@@ -381,10 +342,6 @@ def guard_files(inputs: dict, outputs: dict, *, overwrite: bool = False, model_d
         else:
             check_overwrite(place, overwrite=overwrite)
     check_writable(*out_places)
-
-
-#: The comment cleanpipe puts on every table it writes: a table without it is the user's.
-TABLE_COMMENT = "written by cleanpipe"
 
 
 def guard_pipeline(p, ends, run_dir, *, overwrite: bool = False) -> None:
@@ -437,7 +394,6 @@ def check_writable(*places) -> None:
     *places : Place
         Local outputs; the closest existing folder at or above each is probed.
     """
-    from .io import TMP_PREFIX
     done = set()
     for place in places:
         if place is None or place.kind != "path":
@@ -514,7 +470,6 @@ def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None
     torch's do) names the path and the fix; any other Arrow read error names the inputs of the run
     and asks whether a file is truncated or corrupt.
     """
-    import pyarrow as pa
     code = _errno_of(exc) if isinstance(exc, (OSError, pa.ArrowException, RuntimeError)) else None
     where = path or getattr(exc, "filename", None)
     if code in _FIXES:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # METHODS: the names accepted by detect (the first is the default)
-from ..settings import DEFAULT_METHOD, METHODS, NOISY_THRESHOLD
+from ..settings import DEFAULT_METHOD, METHODS, NOISY_THRESHOLD  # noqa: F401  (METHODS: API here)
 from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # MULTILABEL_METHODS: the names accepted by detect_multilabel (the first is the default)
-from ..settings import DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS, MULTILABEL_NOISY_THRESHOLD
+from ..settings import (DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS,  # noqa: F401  (API here)
+                        MULTILABEL_NOISY_THRESHOLD)
 from ._validate import iter_blocks
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
 from .mixture import LossMixture, fit_loss_mixture

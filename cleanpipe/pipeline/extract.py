@@ -11,6 +11,7 @@ skips the download on a rerun).
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,6 @@ def extract(source: Source, run_dir: Path, previous: dict, *, batch_rows: int) -
                 writer.write_batch(batch)
         swap_in(tmp, snap.parent)
     except BaseException as exc:
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, (OSError, pa.ArrowException)):
             raise InputError(f"reading {source.describe()} failed ({error_line(exc)})") from None

@@ -19,6 +19,7 @@ import os
 import platform
 import resource
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 from .._version import __version__
@@ -39,8 +40,6 @@ def now() -> str:
 
 def versions() -> dict:
     """Versions of the packages that shape the results (optional ones only when installed)."""
-    from importlib import metadata
-
     out = {"cleanpipe": __version__, "python": platform.python_version()}
     for dist in ("numpy", "scipy", "scikit-learn", "pyarrow", "joblib", "torch", "duckdb",
                  "adbc-driver-postgresql", "distributed"):

@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from ..errors import ConfigError, InputError
-from ..features import columns_hint
+from ..features import columns_hint, is_list_type
+from ..oof import make_model, model_list
 from ..sources import (DuckDBSink, DuckDBSource, ParquetSink, ParquetSource, PostgresSink,
                        PostgresSource, Sink, Source)
+from ..sources.postgres import connect
+from .rules import check_multilabel_columns, check_multilabel_settings
 
 _FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
 
@@ -84,7 +87,6 @@ def _open_source(p, origin: str):
             raise ConfigError(f"{origin}: [source] database: DuckDB file '{cfg.database}' does not "
                               "exist; fix the path (relative paths start at the pipeline file's folder)")
         if cfg.type == "postgres":
-            from ..sources.postgres import connect
             try:
                 connect(source.uri).close()
             except InputError as exc:
@@ -130,7 +132,6 @@ def check_columns(p, schema: pa.Schema, origin: str) -> None:
 def is_multi_label(columns, schema: pa.Schema) -> bool:
     """Whether the pipeline's label is a set of tags: ``labels``, ``multi_label = true``, or a list
     ``label`` column (detected as :func:`cleanpipe.multilabel.wants_multilabel` does for the CLI)."""
-    from ..features import is_list_type
     if columns.labels or columns.multi_label:
         return True
     return columns.label in schema.names and is_list_type(schema.field(columns.label).type)
@@ -138,7 +139,6 @@ def is_multi_label(columns, schema: pa.Schema) -> bool:
 
 def _check_multilabel(p, schema: pa.Schema, origin: str) -> bool:
     """Check a multi-label pipeline against the schema; return whether it is one."""
-    from .rules import check_multilabel_columns, check_multilabel_settings
     if not is_multi_label(p.columns, schema):
         return False
     check_multilabel_columns(p, schema, origin)
@@ -149,7 +149,6 @@ def _check_multilabel(p, schema: pa.Schema, origin: str) -> bool:
 def _check_model(p, origin: str) -> None:
     if ":" not in p.oof.model or not {"oof", "flag"} & set(p.stages):
         return
-    from ..oof import make_model, model_list
     try:
         for spec in model_list(p.oof.model):
             if ":" in spec:

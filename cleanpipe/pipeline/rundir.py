@@ -77,7 +77,7 @@ class RunLock:
         self._fd = None
 
     def __enter__(self) -> "RunLock":
-        import fcntl
+        import fcntl  # POSIX only: imported where the lock is taken, not on import
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

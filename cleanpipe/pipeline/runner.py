@@ -16,7 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ..errors import CleanpipeError, ConfigError, InputError
+from ..oof import joblib_backend
 from ..safety import guard_pipeline
 from ..sources import redact
 from ..sources._sql import error_line
@@ -196,7 +200,6 @@ def _check_earlier_done(p: Pipeline, selected, manifest: dict, run_dir: Path) ->
 
 @contextlib.contextmanager
 def _backend(p: Pipeline, origin: str):
-    from ..oof import joblib_backend
     try:
         ctx = joblib_backend(p.oof.backend, p.oof.scheduler)
         ctx.__enter__()
@@ -297,7 +300,5 @@ def _publish(stage, ends, manifest, run_dir: Path, key) -> None:
 
 def _parquet_reader(path: Path):
     """A record batch reader over a Parquet file, one batch at a time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     parquet = pq.ParquetFile(path)
     return pa.RecordBatchReader.from_batches(parquet.schema_arrow, parquet.iter_batches())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigError
 
@@ -91,3 +92,30 @@ def error_line(exc: BaseException, secrets=()) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0].strip() if text else type(exc).__name__
     return redact(line, secrets)
+
+
+def split_uri(uri: str) -> dict:
+    """The parts of a ``postgresql://`` URI as libpq reads them.
+
+    ``#`` has no special meaning to libpq, so this does not use :func:`urllib.parse.urlsplit`,
+    which would end the user info at a ``#`` and hide a password behind it (``u#:pw@host``).
+
+    Returns
+    -------
+    dict
+        ``user``, ``password`` (``None`` when absent), ``host``, ``port``, ``dbname`` (``""`` when
+        absent) and ``params`` (the query parameters, keys lower-cased).
+    """
+    rest = uri.split("://", 1)[1] if "://" in uri else uri
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, _, hostport = netloc.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    path, _, query = tail.partition("?")
+    params = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
+    host, port = hostport, ""
+    if not hostport.endswith("]") and ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+    password = unquote(password) if sep else params.get("password")
+    return {"user": unquote(user), "password": password, "host": unquote(host), "port": port,
+            "dbname": unquote(path.lstrip("/")), "params": params}

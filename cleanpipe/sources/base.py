@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+#: The comment cleanpipe puts on every table it writes: a table without it is the user's.
+TABLE_COMMENT = "written by cleanpipe"
+
+
 #: Rows per record batch when a source is read in batches.
 BATCH_ROWS = 65536
 

@@ -14,14 +14,14 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ._sql import error_line, qualified, quote_ident, strip_query
-from .base import BATCH_ROWS, Sink, Source
+from .base import BATCH_ROWS, TABLE_COMMENT, Sink, Source
 
 _HINT = "pip install 'cleanpipe[warehouse]' (or: pip install duckdb)"
 
 
 def _duckdb():
     try:
-        import duckdb
+        import duckdb  # optional dependency (cleanpipe[duckdb]): only DuckDB sources and sinks need it
     except ImportError:
         raise InputError(f"DuckDB sources need the duckdb package; {_HINT}") from None
     return duckdb
@@ -155,7 +155,6 @@ class DuckDBSink(Sink):
             connect(self.database, read_only=True).close()
 
     def written_by_cleanpipe(self, target: str) -> bool | None:
-        from ..safety import TABLE_COMMENT
         if not Path(self.database).exists():
             return None
         con = connect(self.database, read_only=True)
@@ -172,7 +171,6 @@ class DuckDBSink(Sink):
         return any(r[0] == TABLE_COMMENT for r in rows)
 
     def write(self, target: str, reader: pa.RecordBatchReader) -> int:
-        from ..safety import TABLE_COMMENT
         duckdb = _duckdb()
         con = connect(self.database, read_only=False)
         token = uuid.uuid4().hex[:12]

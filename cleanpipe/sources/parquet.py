@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import TMP_PREFIX, check_partition_keys, cleanup_stale_temps, walk_files
+from ..io import TMP_PREFIX, check_partition_keys, cleanup_stale_temps, walk_files, written_by_cleanpipe
 from ._sql import error_line
 from .base import BATCH_ROWS, Sink, Source, digest
 
@@ -241,7 +241,6 @@ class ParquetSink(Sink):
             raise InputError(f"cannot create '{target}': '{parent}' is not a writable directory")
 
     def written_by_cleanpipe(self, target: str) -> bool | None:
-        from ..safety import written_by_cleanpipe
         fs, inner = filesystem_for(target, **self._opts)
         try:
             if fs.get_file_info(inner).type == pafs.FileType.NotFound:

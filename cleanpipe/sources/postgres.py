@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from urllib.parse import parse_qsl, unquote
 
 import pyarrow as pa
 
 from ..errors import ConfigError, InputError
-from ._sql import error_line, qualified, quote_ident, redact, strip_query
-from .base import BATCH_ROWS, Sink, Source
+from ._sql import error_line, qualified, quote_ident, redact, split_uri, strip_query
+from .base import BATCH_ROWS, TABLE_COMMENT, Sink, Source
 
 _HINT = "pip install 'cleanpipe[warehouse]' (or: pip install adbc-driver-postgresql)"
 #: PostgreSQL truncates longer identifiers silently (NAMEDATALEN - 1 bytes).
@@ -29,7 +28,7 @@ MAX_IDENT_BYTES = 63
 
 def _dbapi():
     try:
-        import adbc_driver_postgresql.dbapi as dbapi
+        import adbc_driver_postgresql.dbapi as dbapi  # optional dependency: only PostgreSQL needs it
     except ImportError:
         raise InputError(f"PostgreSQL sources need the ADBC driver; {_HINT}") from None
     return dbapi
@@ -50,33 +49,6 @@ def check_uri(uri: str, *, key: str = "uri") -> None:
     if has_password:
         raise ConfigError(f"{key} holds a password ({redact(uri)}); remove it and set PGPASSWORD "
                           "in the environment or put it in ~/.pgpass")
-
-
-def split_uri(uri: str) -> dict:
-    """The parts of a ``postgresql://`` URI as libpq reads them.
-
-    ``#`` has no special meaning to libpq, so this does not use :func:`urllib.parse.urlsplit`,
-    which would end the user info at a ``#`` and hide a password behind it (``u#:pw@host``).
-
-    Returns
-    -------
-    dict
-        ``user``, ``password`` (``None`` when absent), ``host``, ``port``, ``dbname`` (``""`` when
-        absent) and ``params`` (the query parameters, keys lower-cased).
-    """
-    rest = uri.split("://", 1)[1] if "://" in uri else uri
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
-    userinfo, _, hostport = netloc.rpartition("@")
-    user, sep, password = userinfo.partition(":")
-    path, _, query = tail.partition("?")
-    params = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
-    host, port = hostport, ""
-    if not hostport.endswith("]") and ":" in hostport:
-        host, _, port = hostport.rpartition(":")
-    password = unquote(password) if sep else params.get("password")
-    return {"user": unquote(user), "password": password, "host": unquote(host), "port": port,
-            "dbname": unquote(path.lstrip("/")), "params": params}
 
 
 def check_identifier(name: str, *, key: str = "table") -> None:
@@ -239,7 +211,6 @@ class PostgresSink(Sink):
             con.close()
 
     def written_by_cleanpipe(self, target: str) -> bool | None:
-        from ..safety import TABLE_COMMENT
         con = connect(self.uri)
         try:
             cur = con.cursor()
@@ -256,7 +227,6 @@ class PostgresSink(Sink):
         return rows[0][0] == TABLE_COMMENT
 
     def write(self, target: str, reader: pa.RecordBatchReader) -> int:
-        from ..safety import TABLE_COMMENT
         dbapi = _dbapi()
         con = connect(self.uri)
         # A generated staging name: the driver's own SQL never sees a user-supplied identifier.
