@@ -7,10 +7,10 @@ import pandas as pd
 
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .errors import InputError
-from .settings import DEFAULT_METHOD, METHODS, MIXTURES, NOISY_THRESHOLD
+from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, NOISY_THRESHOLD
 
 
-def validate(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = "beta"):
+def validate(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE):
     """Check inputs once at the boundary; return ``labels`` as int64 and ``pred_probs`` unchanged."""
     if method not in METHODS:
         raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
@@ -49,7 +49,7 @@ def detection_frame(det: Detection, labels: np.ndarray) -> pd.DataFrame:
     }, copy=False)
 
 
-def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = "beta",
+def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
                       noisy_threshold: float = NOISY_THRESHOLD) -> pd.DataFrame:
     """Score every row and flag the likely mislabeled ones.
 

@@ -100,7 +100,9 @@ def check_seed(seed, *, option: str = "--seed") -> int:
     return seed
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Loss-mixture families; the first is the default.
 MIXTURES = ("beta", "gaussian")
+DEFAULT_MIXTURE = MIXTURES[0]
 
 # --- oof: cross-validated probabilities --------------------------------------------------------------
 
@@ -139,7 +141,7 @@ MULTILABEL_NOISY_THRESHOLD = 0.5
 
 FLAG = {
     "method": Setting(DEFAULT_METHOD, str, choices=METHODS, want=f"one of: {', '.join(METHODS)}"),
-    "mixture": _choice("beta", MIXTURES),
+    "mixture": _choice(DEFAULT_MIXTURE, MIXTURES),
     "noisy_threshold": _float(NOISY_THRESHOLD, 0.0, 1.0, hi_open=True, want="in [0, 1)"),
 }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # METHODS: the names accepted by detect (the first is the default)
-from ..settings import DEFAULT_METHOD, METHODS, NOISY_THRESHOLD  # noqa: F401  (METHODS: API here)
+from ..settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, NOISY_THRESHOLD  # noqa: F401  (METHODS: API here)
 from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)
@@ -271,7 +271,7 @@ def cross_entropy(p_given: np.ndarray) -> np.ndarray:
     return out
 
 
-def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = "beta",
+def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
            noisy_threshold: float = NOISY_THRESHOLD, block_rows: int | None = None) -> Detection:
     """Score and flag rows of validated inputs (see :func:`cleanpipe.find_label_issues`).
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # MULTILABEL_METHODS: the names accepted by detect_multilabel (the first is the default)
-from ..settings import (DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS,  # noqa: F401  (API here)
+from ..settings import (DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS,  # noqa: F401
                         MULTILABEL_NOISY_THRESHOLD)
 from ._validate import iter_blocks
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
@@ -571,7 +571,8 @@ def _posterior_suspects(labels, pred_probs, noise, flags, block_rows):
 
 
 def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD,
-                      mixture: str = "beta", noisy_threshold: float = MULTILABEL_NOISY_THRESHOLD, min_keep: int = 1,
+                      mixture: str = DEFAULT_MIXTURE, noisy_threshold: float = MULTILABEL_NOISY_THRESHOLD,
+                      min_keep: int = 1,
                       block_rows: int | None = None) -> MultilabelDetection:
     """Score and flag rows of validated multi-label inputs (see :func:`cleanpipe.find_multilabel_issues`).
 
