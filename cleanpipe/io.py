@@ -221,7 +221,7 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -240,7 +240,7 @@ def cleanup_stale_temps(directory: str | os.PathLike) -> int:
     removed = 0
     for p in Path(directory).glob(f"{TMP_PREFIX}*"):
         pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             if p.is_dir() and not p.is_symlink():  # a staged folder (a model directory)

@@ -248,7 +248,7 @@ class TrainConfig:
 
     Attributes
     ----------
-    epochs : int, default=TRAIN["epochs"]
+    epochs : int
     batch_size : int
     lr : float
         AdamW learning rate.

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import TMP_PREFIX, _pid_alive
+from ..io import TMP_PREFIX, pid_alive
 from ..sources import digest
 
 #: Pipeline names and run ids: letters, digits, ``.``, ``_``, ``-``; no path separators, no
@@ -145,7 +145,7 @@ def remove_stale(run_dir: Path) -> int:
     removed = 0
     for p in Path(run_dir).glob(f"{TMP_PREFIX}*"):
         pid = p.name[len(TMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

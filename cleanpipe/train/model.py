@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..features import MAX_CATEGORIES, table_to_features
+from ..settings import TRAIN
 
 
 def embedding_dim(cardinality: int) -> int:
@@ -180,10 +181,11 @@ class TabularMLP(nn.Module):
     hidden : sequence of int
         Hidden layer widths; each is Linear -> ReLU -> Dropout.
     n_classes : int
-    dropout : float, default=0.1
+    dropout : float, default: ``TRAIN["dropout"]`` of :mod:`cleanpipe.settings`
     """
 
-    def __init__(self, n_numeric: int, cardinalities, hidden, n_classes: int, dropout: float = 0.1):
+    def __init__(self, n_numeric: int, cardinalities, hidden, n_classes: int,
+                 dropout: float = TRAIN["dropout"].default):
         super().__init__()
         self.embeddings = nn.ModuleList(nn.Embedding(c, embedding_dim(c)) for c in cardinalities)
         width = n_numeric + sum(e.embedding_dim for e in self.embeddings)
