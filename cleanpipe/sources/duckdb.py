@@ -21,7 +21,7 @@ _HINT = "pip install 'cleanpipe[warehouse]' (or: pip install duckdb)"
 
 def _duckdb():
     try:
-        import duckdb  # optional dependency (cleanpipe[duckdb]): only DuckDB sources and sinks need it
+        import duckdb  # optional (cleanpipe[warehouse])
     except ImportError:
         raise InputError(f"DuckDB sources need the duckdb package; {_HINT}") from None
     return duckdb

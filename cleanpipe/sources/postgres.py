@@ -28,7 +28,7 @@ MAX_IDENT_BYTES = 63
 
 def _dbapi():
     try:
-        import adbc_driver_postgresql.dbapi as dbapi  # optional dependency: only PostgreSQL needs it
+        import adbc_driver_postgresql.dbapi as dbapi  # optional (cleanpipe[warehouse])
     except ImportError:
         raise InputError(f"PostgreSQL sources need the ADBC driver; {_HINT}") from None
     return dbapi

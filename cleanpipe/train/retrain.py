@@ -1,9 +1,11 @@
-"""Retrain on a (flagged or cleaned) table and predict with the result: Arrow tables in and out.
+"""Retrain on a (flagged or cleaned) table: Arrow table in, weights, description and metrics out.
 
 :func:`retrain_table` picks the features and the label, sets up the loss (noise matrix, per-row
 noisy weights, row weights), trains a :class:`~cleanpipe.train.model.TabularMLP` and returns the
-state dict with its JSON description and metrics; :func:`predict_table` scores a table with a
-loaded model. Files are the CLI's business (see :mod:`cleanpipe.train.store`).
+state dict with its JSON description and metrics. One path serves both kinds of label: the kind
+(one class per row, or a set of tags) is decided once and changes only the targets, the loss's
+set-up, the early-stopping score and the tag cut (:mod:`cleanpipe.train.multilabel`). Scoring is in
+:mod:`cleanpipe.train.predict`; files are the CLI's business (see :mod:`cleanpipe.train.store`).
 """
 
 from __future__ import annotations
