@@ -39,40 +39,6 @@ def _parse_loss_params(pairs) -> dict:
     return out
 
 
-def _flag_summary(explicit, data: str, table, key: str) -> dict | None:
-    """The flag summary holding ``key``: --noise-matrix, the sidecar summary, or the cleaned file's metadata."""
-    from ..clean import read_summary, sidecar_summary_path, table_metadata
-    from ..errors import InputError
-    if explicit:
-        s = read_summary(explicit, what="--noise-matrix")
-        if key not in s:
-            raise InputError(f"--noise-matrix '{explicit}' has no {key!r} key; pass the "
-                             ".summary.json that cleanpipe flag wrote")
-        return s
-    meta = table_metadata(table, "cleanpipe.clean")
-    candidates = [sidecar_summary_path(data)]
-    if meta.get("flag_summary"):
-        candidates.append(Path(meta["flag_summary"]))
-    for path in candidates:
-        if path.is_file():
-            s = read_summary(path, what="summary")
-            if key in s:
-                return s
-    return meta if key in meta else None
-
-
-def _noise_matrix(explicit, data: str, table):
-    """(matrix, classes) of the flag run behind DATA, or (None, None)."""
-    s = _flag_summary(explicit, data, table, "noise_matrix")
-    return (None, None) if s is None else (s["noise_matrix"], s.get("classes"))
-
-
-def _class_prior(explicit, data: str, table):
-    """(prior, classes) that flag estimated for DATA, or None (then the label frequencies are used)."""
-    s = _flag_summary(explicit, data, table, "class_prior")
-    return None if s is None else (s["class_prior"], s.get("classes"))
-
-
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Model directory to create.")
@@ -145,8 +111,7 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
       cleanpipe retrain photos.cleaned.parquet --label tags --out tags_model/
       cleanpipe retrain data.parquet --loss dynamic-hard --mixup 1 --out model/
     """
-    from ..clean import label_from_metadata
-    from ..errors import InputError
+    from ..flagsfile import flag_estimate, label_from_metadata, summary_path_for
     from ..io import cleanup_stale_temps, read_table
     from ..losses import get_loss
     from ..safety import guard_files
@@ -159,10 +124,9 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
                          val_fraction=val_fraction, seed=seed, device=device,
                          threads=threads, mixup=mixup, prior_reg=prior_reg).check()
     params = _parse_loss_params(loss_params)
-    from ..clean import sidecar_summary_path
     # Every file retrain may read: DATA, the summary beside it, --noise-matrix.
     guard_files({"DATA": data, "--noise-matrix": noise_matrix,
-                 "the summary of DATA": sidecar_summary_path(data)}, {},
+                 "the summary of DATA": summary_path_for(data)}, {},
                 overwrite=overwrite, model_dir=("--out", out))
     check_model_dir(out, overwrite=overwrite)
     cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
@@ -174,9 +138,11 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     elif weight_col == "none":
         weight_col = None
     # auto (the default) picks its loss from the noise matrix when flag's summary is found
-    nm, nm_classes = (_noise_matrix(noise_matrix, data, table) if loss in ("forward", AUTO_LOSS)
-                      else (None, None))
-    prior = _class_prior(noise_matrix, data, table) if prior_reg > 0 else None
+    summaries = [summary_path_for(data)]
+    nm, nm_classes = ((flag_estimate("noise_matrix", table, explicit=noise_matrix, summaries=summaries)
+                       or (None, None)) if loss in ("forward", AUTO_LOSS) else (None, None))
+    prior = (flag_estimate("class_prior", table, explicit=noise_matrix, summaries=summaries)
+             if prior_reg > 0 else None)
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, epochs))
         result = retrain_table(table, label=label, features=csv_option(features),
@@ -204,13 +170,13 @@ def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, defa
     """The loss name and parameters: the multi-label default for multi-label data, and a one-line
     error for a single-label loss on multi-label data (the reverse is refused by retrain_table)."""
     from ..errors import InputError
-    from ..multilabel import resolve_label_columns
+    from ..target import is_multilabel, resolve_label_columns
     from ..train import is_multilabel_loss
-    from ..train.multilabel import (DEFAULT_MULTILABEL_LOSS, DEFAULT_MULTILABEL_LOSS_PARAMS,
-                                    is_multilabel_label, multilabel_losses)
-    if multi_label and not is_multilabel_label(table.schema, label):
+    from ..train.multilabel import DEFAULT_MULTILABEL_LOSS, DEFAULT_MULTILABEL_LOSS_PARAMS, multilabel_losses
+    labelled_as_tags = is_multilabel(table.schema, label)
+    if multi_label and not labelled_as_tags:
         resolve_label_columns(table.schema, label)  # raises: names what is wrong with --label
-    if not (multi_label or is_multilabel_label(table.schema, label)):
+    if not (multi_label or labelled_as_tags):
         return loss or default, params
     if loss is None:
         return DEFAULT_MULTILABEL_LOSS, dict(DEFAULT_MULTILABEL_LOSS_PARAMS, **params)

@@ -42,6 +42,8 @@ from .mixture import LossMixture, fit_loss_mixture
 #: Method names accepted by :func:`detect_multilabel`; the first is the default.
 MULTILABEL_METHODS = ("posterior", "noise_rate", "mixture", "both")
 DEFAULT_MULTILABEL_METHOD = MULTILABEL_METHODS[0]
+#: Default ``p_noisy`` from which the ``mixture`` and ``both`` rules count a row as noisy.
+DEFAULT_MULTILABEL_NOISY_THRESHOLD = 0.5
 #: Share of each class's rows given (or not given) the tag that anchor its noise rates: the rows
 #: the model is most sure truly have (or lack) the tag (see :func:`anchor_noise_rates`).
 ANCHOR_SHARE = 0.05
@@ -571,7 +573,8 @@ def _posterior_suspects(labels, pred_probs, noise, flags, block_rows):
 
 
 def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD,
-                      mixture: str = "beta", noisy_threshold: float = 0.5, min_keep: int = 1,
+                      mixture: str = "beta", noisy_threshold: float = DEFAULT_MULTILABEL_NOISY_THRESHOLD,
+                      min_keep: int = 1,
                       block_rows: int | None = None) -> MultilabelDetection:
     """Score and flag rows of validated multi-label inputs (see :func:`cleanpipe.find_multilabel_issues`).
 

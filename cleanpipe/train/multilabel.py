@@ -17,6 +17,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError
+from ..target import resolve_target
 from .loop import TrainConfig, fit, predict_logits, random_split, resolve_device
 from .model import Preprocessor, architecture, build_model
 from .store import FORMAT_NAME, FORMAT_VERSION, LoadedModel
@@ -31,17 +32,6 @@ DEFAULT_MULTILABEL_LOSS_PARAMS: dict = {}
 SOFTMAX_LOSSES = ("softmax-labels", "abs-kl")
 #: Probability above which a sigmoid output predicts its tag.
 SIGMOID_THRESHOLD = 0.5
-
-
-def is_multilabel_label(schema: pa.Schema, label) -> bool:
-    """Whether ``label`` names a multi-label target in ``schema``: a list column, or several columns
-    (a list, or ``"a,b,c"`` that is not itself a column)."""
-    from ..features import is_list_type
-    if not isinstance(label, str):
-        return len(list(label)) > 1
-    if label in schema.names:
-        return is_list_type(schema.field(label).type)
-    return "," in label
 
 
 def multilabel_losses() -> list:
@@ -121,9 +111,9 @@ def _probabilities(logits: torch.Tensor, output: str) -> torch.Tensor:
 
 
 def _encode(table: pa.Table, label, source: str):
-    from ..multilabel import encode_tags, resolve_label_columns
-    cols, form = resolve_label_columns(table.schema, label, where=source)
-    return (cols, form, *encode_tags(table, cols, form))
+    target = resolve_target(table.schema, label, multi_label=True, where=source)
+    enc = target.encode(table)
+    return list(target.columns), target.form, enc.values, enc.labelled, enc.classes
 
 
 def retrain_multilabel_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
@@ -172,8 +162,8 @@ def retrain_multilabel_table(table: pa.Table, *, label, features=None, exclude=(
     micro-F1 of sigmoid models from 0.49-0.56 (a fixed 0.5) to 0.60-0.61, with noisy and with clean
     training tags.
     """
-    from ..clean import CLEAN_COLUMNS, FLAG_COLUMNS
-    from ..clean_multilabel import SUSPECT_COLUMNS
+    from ..clean import CLEAN_COLUMNS
+    from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
     from ..features import select_feature_columns
     from ..losses import get_loss
     from .retrain import RetrainResult, _metrics, _weights, is_multilabel_loss, single_label_losses

@@ -20,10 +20,11 @@ import pyarrow.compute as pc
 import torch
 
 from .. import __version__
-from ..clean import CLEAN_COLUMNS, FLAG_COLUMNS
-from ..clean_multilabel import SUSPECT_COLUMNS
+from ..clean import CLEAN_COLUMNS
 from ..errors import InputError
 from ..features import encode_labels, select_feature_columns
+from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
+from ..target import is_multilabel
 from .loop import TrainConfig, fit, predict_logits, resolve_device
 from .model import Preprocessor, architecture, build_model
 from .store import FORMAT_NAME, FORMAT_VERSION, LoadedModel
@@ -319,9 +320,9 @@ def retrain_table(table: pa.Table, *, label: str, features=None, exclude=(), ids
         ``p_noisy``, bad weights, bad settings.
     """
     from ..losses import get_loss
-    from .multilabel import is_multilabel_label, retrain_multilabel_table
+    from .multilabel import retrain_multilabel_table
 
-    if is_multilabel_label(table.schema, label):
+    if is_multilabel(table.schema, label):
         # a list column or "a,b,c": multi-label (the single-label default loss means its default)
         return retrain_multilabel_table(
             table, label=label, features=features, exclude=exclude, ids=ids, weight_col=weight_col,
