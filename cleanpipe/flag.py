@@ -256,18 +256,19 @@ def _given_probs(src: Source, pred_probs, target: Target, classes: list):
     return probs
 
 
-def _spread(values: np.ndarray, labelled: np.ndarray, fill, everything: bool) -> np.ndarray:
-    """A vector over the labelled rows spread over every row, ``fill`` elsewhere."""
+def _spread(values: np.ndarray, labelled: np.ndarray, fill, everything: bool, dtype=None) -> np.ndarray:
+    """A vector over the labelled rows spread over every row, ``fill`` elsewhere (``values``
+    itself when every row is labelled)."""
     if everything:
         return values
-    out = np.full(len(labelled), fill, dtype=np.asarray(values).dtype if fill is not np.nan else float)
+    out = np.full(len(labelled), fill, dtype=values.dtype if dtype is None else dtype)
     out[labelled] = values
     return out
 
 
 def _detect_single(enc, probs_all, lab_probs, *, given: bool, everything: bool, **options):
     """Single-label detection; returns the detection, the output columns and the score vector."""
-    labelled, n_rows = enc.labelled, len(enc.labelled)
+    labelled = enc.labelled
     y = enc.values if everything else enc.values[labelled]
     if not given:  # given probabilities were checked whole, unlabelled rows too
         check_pred_probs(lab_probs, len(y))
@@ -277,9 +278,9 @@ def _detect_single(enc, probs_all, lab_probs, *, given: bool, everything: bool, 
     if not everything:
         unl = np.flatnonzero(~labelled)
         predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]).argmax(axis=1)
-    score = _spread(det.label_score, labelled, np.nan, everything)
+    score = _spread(det.label_score, labelled, np.nan, everything, float)
     columns = FlagColumns(enc.values, enc.classes, enc.value_type, predicted, score,
-                          _spread(det.p_noisy, labelled, np.nan, everything),
+                          _spread(det.p_noisy, labelled, np.nan, everything, float),
                           _spread(det.is_label_issue, labelled, False, everything))
     return det, columns, score
 
@@ -306,12 +307,12 @@ def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options
         return decode_label_lists(np.concatenate([[0], np.cumsum(counts)]), codes, classes,
                                   value_type, unl)
 
-    score = _spread(det.label_score, labelled, np.nan, False)
+    score = _spread(det.label_score, labelled, np.nan, False, float)
     columns = TagFlagColumns({
         "given_label": decode_label_lists(*matrix_lists(enc.values), classes, value_type, unl),
         "predicted_label": decode_label_lists(*matrix_lists(predicted), classes, value_type),
         "label_score": pa.array(score, mask=unl),
-        "p_noisy": pa.array(_spread(det.p_noisy, labelled, np.nan, False), mask=unl),
+        "p_noisy": pa.array(_spread(det.p_noisy, labelled, np.nan, False, float), mask=unl),
         "is_label_issue": pa.array(_spread(det.is_label_issue, labelled, False, False)),
         "suspect_missing": suspects(False),
         "suspect_spurious": suspects(True),
