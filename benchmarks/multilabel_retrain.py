@@ -65,7 +65,7 @@ def _table(X, Y):
 
 
 def _flag(table, seed):
-    from cleanpipe.multilabel import flag_multilabel_table
+    from cleanpipe.flag import flag_multilabel_table
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return flag_multilabel_table(table, label="tags", seed=seed)

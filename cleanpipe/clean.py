@@ -9,23 +9,17 @@ path; only their ``relabel`` differs (per tag, see :mod:`cleanpipe.clean_multila
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .clean_multilabel import (DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, SUSPECT_COLUMNS,
-                              is_multilabel_flags, relabel_multilabel)
+from .clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, relabel_multilabel
 from .errors import InputError
-from .io import read_json
 from .settings import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
-
-#: Columns a flags table must hold (what ``cleanpipe flag`` adds).
-FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
+from .flagsfile import CLEAN_METADATA, FLAG_COLUMNS, SUSPECT_COLUMNS, table_metadata
+from .target import is_multilabel_flags
 #: Columns ``clean`` may add.
 CLEAN_COLUMNS = ("sample_weight", "original_label")
 
@@ -48,54 +42,6 @@ class CleanResult:
     table: pa.Table
     counts: dict
     settings: dict
-
-
-def sidecar_summary_path(path: str | os.PathLike) -> Path:
-    """Where ``cleanpipe flag`` puts ``path``'s summary: ``x.flags.parquet`` -> ``x.flags.summary.json``."""
-    path = Path(str(path).rstrip("/"))
-    return path.with_suffix(".summary.json") if path.suffix else Path(f"{path}.summary.json")
-
-
-def read_summary(path: str | os.PathLike, *, what: str = "summary") -> dict:
-    """Read a ``flag`` summary JSON file.
-
-    Raises
-    ------
-    InputError
-        The file is missing, does not parse, or is not a JSON object.
-    """
-    obj = read_json(path, what=what, fix="pass the .summary.json that cleanpipe flag wrote")
-    if not isinstance(obj, dict):
-        raise InputError(f"{what} '{path}' holds a {type(obj).__name__}, not a flag summary object; "
-                         "pass the .summary.json that cleanpipe flag wrote")
-    return obj
-
-
-def table_metadata(table: pa.Table, key: str) -> dict:
-    """The JSON value stored under ``key`` in the table's schema metadata (``{}`` if absent or bad)."""
-    raw = (table.schema.metadata or {}).get(key.encode())
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def label_from_metadata(table: pa.Table, summary: dict | None = None) -> str | None:
-    """The label column ``flag`` used, from a summary's settings or the table's provenance metadata.
-
-    Several 0/1 label columns (multi-label) come back comma-separated, ``"a,b,c"``, as ``--label``
-    takes them.
-    """
-    for source in (summary or {}, table_metadata(table, "cleanpipe.flag")):
-        label = (source.get("settings") or {}).get("label")
-        if isinstance(label, str):
-            return label
-        if isinstance(label, list) and label and all(isinstance(c, str) for c in label):
-            return ",".join(label)
-    return None
 
 
 def check_flags_table(table: pa.Table, source: str = "FLAGS") -> None:
@@ -195,7 +141,7 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     ----------
     table : pyarrow.Table
         Output of ``cleanpipe flag`` (every :data:`FLAG_COLUMNS` present), single- or multi-label
-        (detected by :func:`~cleanpipe.clean_multilabel.is_multilabel_flags`).
+        (detected by :func:`~cleanpipe.target.is_multilabel_flags`).
     mode : {"relabel", "drop", "weight"}, default="relabel"
         ``drop`` removes the flagged rows; ``weight`` keeps every row and appends ``sample_weight``
         (see :func:`sample_weights`); ``relabel`` replaces the label of the rows selected by
@@ -251,7 +197,7 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     multilabel = is_multilabel_flags(table)
     added = CLEAN_COLUMNS[0] if mode == "weight" else CLEAN_COLUMNS[1] if mode == "relabel" else None
     if added and added in table.column_names:
-        if table_metadata(table, "cleanpipe.clean"):
+        if table_metadata(table, CLEAN_METADATA):
             raise InputError(f"{source} already has a column '{added}'; clean the output of "
                              "cleanpipe flag, not an already cleaned table")
         raise InputError(f"{source} already has a column '{added}', which --mode {mode} writes; "

@@ -15,22 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import InputError
+from .features import decode_label_lists
 from .settings import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE
-
-#: Columns a multi-label flags table holds beyond :data:`cleanpipe.clean.FLAG_COLUMNS`.
-SUSPECT_COLUMNS = ("suspect_missing", "suspect_spurious")
+from .target import resolve_target
 
 
-
-def is_multilabel_flags(table: pa.Table) -> bool:
-    """Whether ``table`` is the output of ``cleanpipe flag`` on multi-label data.
-
-    True when it holds the suspect columns or its ``given_label`` is a list column.
-    """
-    from .features import is_list_type
-    if all(c in table.column_names for c in SUSPECT_COLUMNS):
-        return True
-    return "given_label" in table.column_names and is_list_type(table.schema.field("given_label").type)
 
 
 def relabel_cells(given: np.ndarray, p: np.ndarray, *, add_threshold: float = DEFAULT_RELABEL_ADD,
@@ -136,18 +125,15 @@ def relabel_multilabel(table: pa.Table, *, label, pred_probs, issue: np.ndarray,
     InputError
         A missing or non-multi-label label, probabilities of the wrong shape or outside [0, 1].
     """
-    from .features import decode_label_lists, encode_label_columns, encode_label_lists
-    from .multilabel import resolve_label_columns
-
     if label is None:
         raise InputError(f"--mode relabel needs the label column and none was found in the flag "
                          f"summary of {source}; pass --label")
-    cols, form = resolve_label_columns(table.schema, label, where=source)
+    target = resolve_target(table.schema, label, multi_label=True, where=source)
+    cols, form = list(target.columns), target.form
+    enc = target.encode(table)
+    Y, labelled, classes = enc.values, enc.labelled, enc.classes
     if form == "list":
         old = table.column(cols[0])
-        Y, labelled, classes = encode_label_lists(old, cols[0])
-    else:
-        Y, labelled, classes = encode_label_columns(table.select(cols), cols)
     n, k = Y.shape
     shape = tuple(getattr(pred_probs, "shape", ()))
     if shape != (n, k):

@@ -146,7 +146,8 @@ def _categorical(col: pa.ChunkedArray) -> np.ndarray:
     return out
 
 
-def _vector(col: pa.ChunkedArray, name: str) -> np.ndarray:
+def list_column_matrix(col: pa.ChunkedArray, name: str) -> np.ndarray:
+    """A list-of-numbers column (embeddings, probabilities) as an (n_rows, dim) matrix."""
     arr = col.combine_chunks()
     n = len(arr)
     valid = arr.is_valid().to_numpy(zero_copy_only=False)
@@ -204,7 +205,7 @@ def _column_block(col: pa.ChunkedArray, kind: str, name: str):
         return _numeric(_temporal(col))[:, None], [False]
     if kind == "categorical":
         return _categorical(col)[:, None], [True]
-    block = _vector(col, name)
+    block = list_column_matrix(col, name)
     return block, [False] * block.shape[1]
 
 

@@ -1,13 +1,15 @@
 """The ``flag`` stage on a table: features -> out-of-fold probabilities -> detection -> output table.
 
-This is what ``cleanpipe flag`` runs; it takes and returns Arrow tables and plain dicts, so the CLI
-and the pipeline runner only read inputs and write outputs around it.
+This is what ``cleanpipe flag`` and the pipeline's flag stage run, for single- and multi-label
+data alike: the kind of label is resolved once (:func:`cleanpipe.target.resolve_target`) and the
+stage branches on it only where the maths differ (the cross-validated model, the detector, the
+output columns and the summary). It takes and returns Arrow tables and plain dicts, so the CLI and
+the pipeline runner only read inputs and write outputs around it.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,21 +19,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
-from .api import validate
-from .detect import Detection, check_pred_probs, detect
-from .detect.combine import NOISY_THRESHOLD
+from .detect import Detection, check_labels, check_pred_probs, detect
+from .detect.multilabel import detect_multilabel
 from .errors import InputError
-from .features import (_vector, columns_hint, decode_labels, encode_labels, select_feature_columns,
+from .features import (decode_label_lists, decode_labels, list_column_matrix, select_feature_columns,
                        table_to_features)
+from .flagsfile import flag_provenance, jsonable, run_fields
 from .io import open_dataset, with_metadata
-from .settings import check_seed
-from .oof import DEFAULT_MODEL, check_folds, cross_val_probs, model_label, model_list
+from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold, matrix_lists
+from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
+                  model_list)
 from .rows import ParquetMatrix, TakeRows
+from .settings import (DEFAULT_MULTILABEL_METHOD, METHODS, MIXTURES, MULTILABEL_METHODS,
+                       MULTILABEL_NOISY_THRESHOLD, NOISY_THRESHOLD, check_seed)
+from .target import Target, is_multilabel, resolve_target
 
-#: Columns ``flag`` adds to the input table.
-OUTPUT_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
 #: Rows per record batch when streaming DATA to the output.
 BATCH_ROWS = 65536
+#: Rows the summary lists as the most suspicious.
+TOP_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,12 @@ class FlagResult:
     Attributes
     ----------
     table : pyarrow.Table
-        Every input column unchanged plus :data:`OUTPUT_COLUMNS`.
+        Every input column unchanged plus the flag columns (:attr:`cleanpipe.target.Target.output_columns`).
     summary : dict
         JSON-ready summary (noise estimates, counts, settings, versions, timings).
     pred_probs : array-like of shape (n_rows, n_classes)
         Out-of-fold probabilities of labelled rows; fold-averaged predictions for unlabelled rows.
-    detection : Detection
+    detection : Detection or MultilabelDetection
         The detector's output for the labelled rows.
     """
 
@@ -71,7 +77,7 @@ def load_pred_probs(spec: str, list_column, column_names: list, classes: list):
                 or pa.types.is_fixed_size_list(col.type)):
             raise InputError(f"--pred-probs column '{spec}' has type {col.type}; it must be a list "
                              "of floats, one per class")
-        return _vector(col, spec).astype(np.float64)
+        return list_column_matrix(col, spec).astype(np.float64)
     if not path.exists():
         raise InputError(f"--pred-probs '{spec}' is neither a file nor a column of DATA; pass a .npy "
                          "file, a Parquet file or a list-of-float column name")
@@ -101,15 +107,9 @@ def oof_all_rows(oof, labelled: np.ndarray) -> np.ndarray:
     return probs
 
 
-def _versions() -> dict:
-    import sklearn
-    return {"cleanpipe": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__, "pyarrow": pa.__version__}
-
-
 @dataclass(frozen=True)
 class FlagColumns:
-    """The per-row results of the flag stage for every row of DATA, ready to append in slices."""
+    """The per-row results of single-label flagging for every row of DATA, ready to append in slices."""
 
     codes: np.ndarray
     classes: pa.Array
@@ -138,7 +138,26 @@ class FlagColumns:
 
 
 @dataclass(frozen=True)
-class _Source:
+class TagFlagColumns:
+    """The per-row results of multi-label flagging for every row of DATA, as whole Arrow arrays."""
+
+    columns: dict
+
+    def arrays(self, start: int = 0, stop: int | None = None, *, rows=None) -> dict:
+        """The output columns for rows ``start..stop`` (or the indices ``rows``)."""
+        if rows is not None:
+            idx = pa.array(np.asarray(rows, dtype=np.int64))
+            return {k: v.take(idx) for k, v in self.columns.items()}
+        n = len(next(iter(self.columns.values())))
+        stop = n if stop is None else stop
+        return {k: v.slice(start, stop - start) for k, v in self.columns.items()}
+
+    def fields(self) -> list:
+        return [pa.field(k, v.type) for k, v in self.columns.items()]
+
+
+@dataclass(frozen=True)
+class Source:
     """What the flag stage needs from DATA, so a table in memory and a dataset on disk share it."""
 
     column_names: list
@@ -148,122 +167,259 @@ class _Source:
     name: str
 
 
-def _flag(src: _Source, *, label, features, exclude, ids, model, folds, seed, n_jobs, pred_probs,
-          method, mixture, progress, noisy_threshold=NOISY_THRESHOLD):
+def detector_options(multi_label: bool, method, mixture: str, noisy_threshold) -> tuple:
+    """``(method, noisy_threshold)`` for the kind of label, None taking its default; checked."""
+    if multi_label:
+        method = DEFAULT_MULTILABEL_METHOD if method is None else method
+        if method not in MULTILABEL_METHODS:
+            raise InputError(f"--method {method} is not available for multi-label data; choose one "
+                             f"of: {', '.join(MULTILABEL_METHODS)}")
+        noisy_threshold = (MULTILABEL_NOISY_THRESHOLD if noisy_threshold is None
+                           else noisy_threshold)
+        check_threshold(noisy_threshold)
+    else:
+        method = METHODS[0] if method is None else method
+        if method not in METHODS:
+            raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
+        noisy_threshold = NOISY_THRESHOLD if noisy_threshold is None else noisy_threshold
+    if mixture not in MIXTURES:
+        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
+    return method, noisy_threshold
+
+
+def _check_classes(target: Target, classes: list, n_lab: int) -> None:
+    what = target.described
+    if n_lab == 0:
+        fix = "" if target.multi_label else " (pass --label with the column that holds the labels)"
+        raise InputError(f"{what} is entirely null; there is nothing to check{fix}")
+    if not target.multi_label and len(classes) < 2:
+        raise InputError(f"{what} holds a single class ({classes[0]!r}); label-error "
+                         "detection needs at least two classes")
+    if target.multi_label and len(classes) == 0:
+        raise InputError(f"{what} holds no tags (every list is empty); there is nothing to check")
+    if target.multi_label and len(classes) == 1:
+        raise InputError(f"{what} holds a single tag ({classes[0]!r}); that is a binary problem: "
+                         "flag a 0/1 or bool column of it without --multi-label")
+
+
+def out_of_fold(src: Source, target: Target, enc, *, features, exclude, ids, model, folds, seed,
+                n_jobs, progress=None, timings=None):
+    """Cross-validated probabilities of every row of ``src`` (see :func:`oof_all_rows`), with the
+    feature names and the fold notes: what ``flag`` computes when no ``pred_probs`` are given and
+    the pipeline's oof stage saves. ``timings`` (a dict) gets ``features_s`` and ``oof_s``."""
+    t0 = time.perf_counter()
+    timings = {} if timings is None else timings
+    labelled = enc.labelled
+    check_seed(seed)
+    check_folds(folds, int(np.count_nonzero(labelled)))
+    model = model_list(model)
+    if n_jobs == 0:
+        raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")
+    label = list(target.columns) if target.multi_label else target.columns[0]
+    cols = select_feature_columns(src.schema, label, features=features, exclude=exclude, ids=ids)
+    feats = table_to_features(src.read(cols), cols)
+    timings["features_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    names = [str(c) for c in enc.classes.to_pylist()]
+    fold_progress = (lambda d, t: progress("folds", d, t)) if progress else None
+    common = dict(model=model, folds=folds, seed=seed, n_jobs=n_jobs, categorical=feats.categorical,
+                  X_extra=feats.X[~labelled], class_names=names, progress=fold_progress)
+    if target.multi_label:
+        oof = cross_val_probs_multilabel(feats.X[labelled], enc.values[labelled], **common)
+    else:
+        oof = cross_val_probs(feats.X[labelled], enc.values[labelled], n_classes=len(names), **common)
+    probs = oof_all_rows(oof, labelled)
+    timings["oof_s"] = time.perf_counter() - t1
+    return probs, feats.names, oof.notes
+
+
+def _given_probs(src: Source, pred_probs, target: Target, classes: list):
+    """``pred_probs`` as given (path, column name or array), its shape checked against DATA."""
+    probs = (load_pred_probs(pred_probs, lambda c: src.read([c]).column(c), src.column_names, classes)
+             if isinstance(pred_probs, (str, os.PathLike)) else np.asarray(pred_probs))
+    shape, k = tuple(probs.shape), len(classes)
+    if len(shape) != 2:
+        raise InputError(f"--pred-probs has shape {shape}, {len(shape)}-D; "
+                         "pass a 2-D array with one row per row of DATA and one column per "
+                         "class (for two classes: numpy.column_stack([1 - p, p]))")
+    if shape[0] != src.n_rows:
+        raise InputError(f"--pred-probs has shape {shape} but DATA has "
+                         f"{src.n_rows} rows; pass one row of probabilities per row of DATA")
+    if shape[1] != k:
+        if target.multi_label:
+            raise InputError(f"--pred-probs has {shape[1]} columns but {target.described} has {k} "
+                             "classes; pass one column per class, in class order")
+        raise InputError(f"--pred-probs has {shape[1]} columns but label '{target.columns[0]}' has "
+                         f"{k} classes; pass one column per class, in sorted class order")
+    return probs
+
+
+def _spread(values: np.ndarray, labelled: np.ndarray, fill, everything: bool, dtype=None) -> np.ndarray:
+    """A vector over the labelled rows spread over every row, ``fill`` elsewhere (``values``
+    itself when every row is labelled)."""
+    if everything:
+        return values
+    out = np.full(len(labelled), fill, dtype=values.dtype if dtype is None else dtype)
+    out[labelled] = values
+    return out
+
+
+def _detect_single(enc, probs_all, lab_probs, *, given: bool, everything: bool, **options):
+    """Single-label detection; returns the detection, the output columns and the score vector."""
+    labelled = enc.labelled
+    y = enc.values if everything else enc.values[labelled]
+    if not given:  # given probabilities were checked whole, unlabelled rows too
+        check_pred_probs(lab_probs, len(y))
+    y = check_labels(y, lab_probs.shape[1])
+    det = detect(y, lab_probs, **options)
+    predicted = _spread(det.predicted, labelled, 0, everything)
+    if not everything:
+        unl = np.flatnonzero(~labelled)
+        predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]).argmax(axis=1)
+    score = _spread(det.label_score, labelled, np.nan, everything, float)
+    columns = FlagColumns(enc.values, enc.classes, enc.value_type, predicted, score,
+                          _spread(det.p_noisy, labelled, np.nan, everything, float),
+                          _spread(det.is_label_issue, labelled, False, everything))
+    return det, columns, score
+
+
+def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options):
+    """Multi-label detection; returns the detection, the output columns and the score vector."""
+    labelled, n_rows = enc.labelled, len(enc.labelled)
+    check_pred_probs(lab_probs, int(labelled.sum()), require_sum_one=False, name="--pred-probs",
+                     range_hint=SIGMOID_HINT)
+    det = detect_multilabel(enc.values[labelled], lab_probs, **options)
+    predicted = np.zeros((n_rows, len(enc.classes)), dtype=bool)
+    predicted[labelled] = det.predicted
+    if not everything:
+        unl = np.flatnonzero(~labelled)
+        predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]) > 0.5
+    lab_rows, unl = np.flatnonzero(labelled), ~labelled
+    classes, value_type = enc.classes, enc.value_type
+
+    def suspects(spurious):
+        # Detection rows are the labelled rows; spread them over DATA (null on unlabelled rows).
+        off, codes = det.suspects(spurious=spurious)
+        counts = np.zeros(n_rows, dtype=np.int64)
+        counts[lab_rows] = np.diff(off)
+        return decode_label_lists(np.concatenate([[0], np.cumsum(counts)]), codes, classes,
+                                  value_type, unl)
+
+    score = _spread(det.label_score, labelled, np.nan, False, float)
+    columns = TagFlagColumns({
+        "given_label": decode_label_lists(*matrix_lists(enc.values), classes, value_type, unl),
+        "predicted_label": decode_label_lists(*matrix_lists(predicted), classes, value_type),
+        "label_score": pa.array(score, mask=unl),
+        "p_noisy": pa.array(_spread(det.p_noisy, labelled, np.nan, False, float), mask=unl),
+        "is_label_issue": pa.array(_spread(det.is_label_issue, labelled, False, False)),
+        "suspect_missing": suspects(False),
+        "suspect_spurious": suspects(True),
+    })
+    return det, columns, score
+
+
+def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, model, folds, seed,
+          n_jobs, pred_probs, method=None, mixture="beta", noisy_threshold=None, progress=None):
     timings = {}
     t0 = time.perf_counter()
     where = src.name
     if src.n_rows == 0:
         raise InputError(f"{where} has no rows; pass a table with labelled rows")
-    if label not in src.column_names:
-        raise InputError(f"label column '{label}' not found in {where} (columns: "
-                         f"{columns_hint(src.column_names)}); pass --label with one of them")
-    clash = [c for c in OUTPUT_COLUMNS if c in src.column_names]
+    multi = is_multilabel(src.schema, label, multi_label)
+    method, noisy_threshold = detector_options(multi, method, mixture, noisy_threshold)
+    target = resolve_target(src.schema, label, multi_label=multi, where=where)
+    clash = [c for c in target.output_columns if c in src.column_names]
     if clash:
         raise InputError(f"{where} already has a column '{clash[0]}', which flag writes; "
                          "rename it, or pass the original table rather than earlier flag output")
-    codes, classes_arr = encode_labels(src.read([label]).column(label), label)
-    classes = classes_arr.to_pylist()
-    labelled = codes >= 0
+    enc = target.encode(src.read(list(target.columns)))
+    labelled = enc.labelled
+    classes = enc.classes.to_pylist()
     n_lab = int(np.count_nonzero(labelled))
     everything = n_lab == src.n_rows  # the common case: no copies of per-row vectors
-    if n_lab == 0:
-        raise InputError(f"label column '{label}' is entirely null; there is nothing to check (pass "
-                         "--label with the column that holds the labels)")
-    if len(classes) < 2:
-        raise InputError(f"label column '{label}' holds a single class ({classes[0]!r}); label-error "
-                         "detection needs at least two classes")
-    y = codes if everything else codes[labelled]
-    notes = []
-    k = len(classes)
-    if pred_probs is None:
-        check_seed(seed)
-        check_folds(folds, n_lab)
-        model = model_list(model)
-        if n_jobs == 0:
-            raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")
-        cols = select_feature_columns(src.schema, label, features=features, exclude=exclude, ids=ids)
-        feats = table_to_features(src.read(cols), cols)
-        timings["features_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        oof = cross_val_probs(feats.X[labelled], y, n_classes=k, model=model, folds=folds,
-                              seed=seed, n_jobs=n_jobs, categorical=feats.categorical,
-                              X_extra=feats.X[~labelled], class_names=[str(c) for c in classes],
-                              progress=(lambda d, t: progress("folds", d, t)) if progress else None)
-        feature_names = oof_features = feats.names
-        del feats
-        notes.extend(oof.notes)
-        probs_all = oof_all_rows(oof, labelled)
-        timings["oof_s"] = time.perf_counter() - t1
+    _check_classes(target, classes, n_lab)
+    notes, given = [], pred_probs is not None
+    if not given:
+        probs_all, feature_names, oof_notes = out_of_fold(
+            src, target, enc, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
+            seed=seed, n_jobs=n_jobs, progress=progress, timings=timings)
+        notes.extend(oof_notes)
     else:
-        probs_all = (load_pred_probs(pred_probs, lambda c: src.read([c]).column(c),
-                                     src.column_names, classes)
-                     if isinstance(pred_probs, (str, os.PathLike)) else np.asarray(pred_probs))
-        if len(probs_all.shape) != 2:
-            raise InputError(f"--pred-probs has shape {tuple(probs_all.shape)}, {len(probs_all.shape)}-D; "
-                             "pass a 2-D array with one row per row of DATA and one column per "
-                             "class (for two classes: numpy.column_stack([1 - p, p]))")
-        if probs_all.shape[0] != src.n_rows:
-            raise InputError(f"--pred-probs has shape {tuple(probs_all.shape)} but DATA has "
-                             f"{src.n_rows} rows; pass one row of probabilities per row of DATA")
-        if probs_all.shape[1] != k:
-            raise InputError(f"--pred-probs has {probs_all.shape[1]} columns but label '{label}' has "
-                             f"{k} classes; pass one column per class, in sorted class order")
-        # Every row, unlabelled ones too, under the name the user gave (row numbers are DATA rows).
-        check_pred_probs(probs_all, src.n_rows, name=f"--pred-probs '{os.fspath(pred_probs)}'"
-                         if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
-        feature_names, oof_features = [], None
+        probs_all = _given_probs(src, pred_probs, target, classes)
+        if not multi:  # every row, unlabelled ones too, under the name the user gave
+            check_pred_probs(probs_all, src.n_rows, name=f"--pred-probs '{os.fspath(pred_probs)}'"
+                             if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
+        feature_names = []
     t2 = time.perf_counter()
     lab_probs = probs_all if everything else TakeRows(probs_all, np.flatnonzero(labelled))
-    y, lab_probs = validate(y, lab_probs, method=method, mixture=mixture)
-    det = detect(y, lab_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    options = dict(method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    if multi:
+        det, columns, score = _detect_multilabel(enc, probs_all, lab_probs, everything=everything,
+                                                 **options)
+    else:
+        det, columns, score = _detect_single(enc, probs_all, lab_probs, given=given,
+                                             everything=everything, **options)
     timings["detect_s"] = time.perf_counter() - t2
 
-    if everything:
-        predicted, score, p_noisy, issue = det.predicted, det.label_score, det.p_noisy, det.is_label_issue
-    else:
-        predicted = np.empty(src.n_rows, dtype=det.predicted.dtype)
-        predicted[labelled] = det.predicted
-        unl = np.flatnonzero(~labelled)
-        predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]).argmax(axis=1)
-        score = np.full(src.n_rows, np.nan)
-        score[labelled] = det.label_score
-        p_noisy = np.full(src.n_rows, np.nan)
-        p_noisy[labelled] = det.p_noisy
-        issue = np.zeros(src.n_rows, dtype=bool)
-        issue[labelled] = det.is_label_issue
-    label_type = src.schema.field(label).type
-    out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
-    columns = FlagColumns(codes, classes_arr, out_type, predicted, score, p_noisy, issue)
-
-    settings = {"label": label, "features": feature_names, "model": model_label(model),
-                "folds": folds if oof_features else None, "seed": seed,
-                "n_jobs": n_jobs, "pred_probs": os.fspath(pred_probs) if isinstance(
-                    pred_probs, (str, os.PathLike)) else ("array" if pred_probs is not None else None),
-                "method": method, "mixture": mixture, "noisy_threshold": noisy_threshold}
+    settings = {"label": target.setting,
+                **({"multi_label": True, "label_format": target.form} if multi else {}),
+                "features": feature_names, "model": model_label(model),
+                "folds": None if given else folds, "seed": seed, "n_jobs": n_jobs,
+                "pred_probs": os.fspath(pred_probs) if isinstance(pred_probs, (str, os.PathLike))
+                else ("array" if given else None), **options}
     timings["total_s"] = time.perf_counter() - t0
-    summary = build_summary(det, y, classes, n_rows=src.n_rows, source=src.name,
-                            settings=settings, timings=timings, notes=notes)
-    ranked = np.where(labelled, score, np.inf)
-    top = np.argpartition(ranked, min(10, len(ranked) - 1))[:10] if len(ranked) > 10 else np.arange(len(ranked))
-    top = top[np.lexsort((top, ranked[top]))]  # lowest score first, ties by row: O(N), no full sort
+    build = build_multilabel_summary if multi else build_summary
+    y = enc.values if everything else enc.values[labelled]
+    summary = build(det, y, classes, n_rows=src.n_rows, source=src.name, settings=settings,
+                    timings=timings, notes=notes)
+    top = lowest(np.where(labelled, score, np.inf), TOP_ROWS)
     top = top[labelled[top]]
     id_table = src.read(list(ids)).take(pa.array(top)) if ids else None
-    summary["top_suspicious"] = _top_rows(columns, top, id_table, ids)
+    summary["top_suspicious"] = top_rows(columns, top, id_table, ids)
     return columns, summary, probs_all, det
 
 
-def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=(), ids=(),
-               model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1, pred_probs=None,
-               method: str = "combined", mixture: str = "beta", source: str | None = None,
-               progress=None, noisy_threshold: float = NOISY_THRESHOLD) -> FlagResult:
+def lowest(values: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` lowest ``values``, lowest first, ties by position: what
+    ``np.argsort(values, kind="stable")[:n]`` gives, in O(N)."""
+    if len(values) <= n:
+        return np.argsort(values, kind="stable")
+    kth = np.partition(values, n - 1)[n - 1]
+    below = np.flatnonzero(values < kth)
+    top = np.concatenate([below, np.flatnonzero(values == kth)[:n - len(below)]])
+    return top[np.lexsort((top, values[top]))]
+
+
+def top_rows(columns, top: np.ndarray, id_table, ids) -> list:
+    """The summary's ``top_suspicious``: the rows ``top`` with their ids and flag columns."""
+    values = {name: arr.to_pylist() for name, arr in columns.arrays(rows=top).items()}
+    rows = []
+    for j, i in enumerate(top):  # at most TOP_ROWS rows
+        row = {"row": int(i)}
+        for c in ids:
+            row[c] = jsonable(id_table.column(c)[j].as_py())
+        for c, v in values.items():
+            row[c] = [jsonable(x) for x in v] if isinstance(v[j], list) else jsonable(v[j])
+        rows.append(row)
+    return rows
+
+
+def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, features=None,
+               exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0,
+               n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = "beta",
+               source: str | None = None, progress=None,
+               noisy_threshold: float | None = None) -> FlagResult:
     """Run the flag stage on an Arrow table.
 
     Parameters
     ----------
     table : pyarrow.Table
-    label : str, default="label"
-        The label column (any of int, string, bool, dictionary). Null labels are kept, not used.
+    label : str or list of str, default="label"
+        The label column (any of int, string, bool, dictionary; null labels are kept, not used),
+        or for multi-label data a list-of-tags column or several 0/1 columns (a list, or
+        ``"a,b,c"``).
+    multi_label : bool, default=False
+        Treat ``label`` as multi-label; implied by a list column or several columns.
     features, exclude, ids : sequence of str
         Feature columns (default: all but label, ids and excluded).
     model, folds, seed, n_jobs
@@ -271,9 +427,12 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
         several families (``"hgb,logreg"`` or a list), whose probabilities are averaged.
     pred_probs : str or ndarray, optional
         Skip cross-validation: a path (``.npy`` / Parquet), a list column of ``table``, or an
-        array with one row per table row.
+        array with one row per table row (multi-label: one column per class in class order; rows
+        need not sum to 1).
     method, mixture, noisy_threshold
-        Detector settings (see :func:`cleanpipe.find_label_issues`).
+        Detector settings (see :func:`cleanpipe.find_label_issues` and
+        :func:`cleanpipe.find_multilabel_issues`); ``method`` and ``noisy_threshold`` default to
+        the detector's own for the kind of label.
     source : str, optional
         Where the table came from, recorded in the summary.
     progress : callable, optional
@@ -282,18 +441,15 @@ def flag_table(table: pa.Table, *, label: str = "label", features=None, exclude=
     Returns
     -------
     FlagResult
+        Multi-label data adds ``suspect_missing`` and ``suspect_spurious``; its ``given_label``,
+        ``predicted_label`` and suspects are list columns of the tags' type.
     """
-    return run_on_table(
-        _flag, table, source, label=label, features=features, exclude=exclude, ids=ids,
+    src = Source(table.column_names, table.schema, table.num_rows,
+                 lambda cols: table.select(cols), source or "DATA")
+    columns, summary, probs, det = _flag(
+        src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
         model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
         mixture=mixture, progress=progress, noisy_threshold=noisy_threshold)
-
-
-def run_on_table(flagger, table: pa.Table, source, **settings) -> FlagResult:
-    """Run a flag stage (``_flag`` or its multi-label twin) on an in-memory table."""
-    src = _Source(table.column_names, table.schema, table.num_rows,
-                  lambda cols: table.select(cols), source or "DATA")
-    columns, summary, probs, det = flagger(src, **settings)
     summary["source"] = None if source is None else os.fspath(source)
     out = table
     for name, col in columns.arrays().items():
@@ -301,27 +457,32 @@ def run_on_table(flagger, table: pa.Table, source, **settings) -> FlagResult:
     return FlagResult(out, summary, probs, det)
 
 
-def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None, exclude=(),
-                 ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
-                 pred_probs=None, method: str = "combined", mixture: str = "beta",
-                 noisy_threshold: float = NOISY_THRESHOLD, save_pred_probs=None,
-                 progress=None) -> dict:
+def flag_multilabel_table(table: pa.Table, **options) -> FlagResult:
+    """:func:`flag_table` with ``multi_label=True``."""
+    return flag_table(table, multi_label=True, **options)
+
+
+def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = False,
+                 features=None, exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0,
+                 n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = "beta",
+                 noisy_threshold: float | None = None, save_pred_probs=None, progress=None) -> dict:
     """Run the flag stage on a Parquet file or dataset on disk, streaming it to ``out_path``.
 
-    Only the label column (and the feature columns, when out-of-fold probabilities are computed)
-    is read whole; the output is written batch by batch, every input column unchanged plus the
-    flag columns, into a file staged by ``outputs`` (an :class:`~cleanpipe.io.AtomicOutputs`).
+    Only the label column(s) (and the feature columns, when out-of-fold probabilities are
+    computed) are read whole; the output is written batch by batch, every input column unchanged
+    plus the flag columns, into a file staged by ``outputs`` (an :class:`~cleanpipe.io.AtomicOutputs`).
+    The options are those of :func:`flag_table`.
 
     Returns
     -------
     dict
         The summary (see :func:`build_summary`).
     """
-    dataset, src = open_source(path)
+    dataset, src = dataset_source(path)
     columns, summary, probs = _flag(
-        src, label=label, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
-        seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
-        progress=progress, noisy_threshold=noisy_threshold)[:3]
+        src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
+        model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
+        mixture=mixture, progress=progress, noisy_threshold=noisy_threshold)[:3]
     if not save_pred_probs:
         probs = None  # unmaps a memory-mapped --pred-probs before the output is written
     write_streamed(dataset, columns, summary, out_path, outputs, probs=probs,
@@ -329,11 +490,11 @@ def flag_dataset(path, out_path, *, outputs, label: str = "label", features=None
     return summary
 
 
-def open_source(path) -> tuple:
-    """The dataset at ``path`` and the :class:`_Source` view of it that the flag stages read."""
-    dataset = open_dataset(path)
-    return dataset, _Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
-                            lambda cols: dataset.to_table(columns=cols), os.fspath(path))
+def dataset_source(path, *, what: str = "DATA") -> tuple:
+    """The Parquet dataset at ``path`` and the :class:`Source` view of it that the flag stage reads."""
+    dataset = open_dataset(path, what=what)
+    return dataset, Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
+                           lambda cols: dataset.to_table(columns=cols), os.fspath(path))
 
 
 def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=None,
@@ -343,12 +504,9 @@ def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=
     The output goes to a file staged by ``outputs``; the probabilities too, when asked, written
     into a memory-mapped ``.npy`` block by block.
     """
-    # n_jobs changes nothing in the result, so it stays out of the file: outputs are
-    # byte-identical across --n-jobs for one --seed.
-    provenance = {"cleanpipe_version": __version__, "source": summary["source"],
-                  "settings": {k: v for k, v in summary["settings"].items() if k != "n_jobs"}}
     schema = with_metadata(pa.schema(list(dataset.schema) + columns.fields(),
-                                     metadata=dataset.schema.metadata), {"cleanpipe.flag": provenance})
+                                     metadata=dataset.schema.metadata),
+                           {"cleanpipe.flag": flag_provenance(summary)})
     with pq.ParquetWriter(outputs.stage(out_path), schema, compression="zstd") as writer:
         start = 0
         # Little read-ahead: the scan's default buffers many batches and fragments at once.
@@ -369,44 +527,11 @@ def write_streamed(dataset, columns, summary: dict, out_path, outputs, *, probs=
         del mm
 
 
-def _jsonable(v):
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, (bytes,)):
-        return v.decode("utf-8", "replace")
-    if hasattr(v, "isoformat"):
-        return v.isoformat()
-    return v
-
-
-def _top_rows(columns: FlagColumns, top: np.ndarray, id_table, ids) -> list:
-    values = {name: arr.to_pylist() for name, arr in columns.arrays(rows=top).items()}
-    rows = []
-    for j, i in enumerate(top):
-        row = {"row": int(i)}
-        for c in ids:
-            row[c] = _jsonable(id_table.column(c)[j].as_py())
-        for c in OUTPUT_COLUMNS:
-            row[c] = _jsonable(values[c][j])
-        rows.append(row)
-    return rows
-
-
-def run_fields(det, settings, timings, notes) -> dict:
-    """The summary keys every flag stage shares: mixture, method, settings, versions, timings, notes."""
-    return {"mixture": det.mixture.to_dict(), "method": det.method, "settings": settings or {},
-            "versions": _versions(),
-            "timings": {k: round(v, 4) for k, v in (timings or {}).items()},
-            "notes": list(notes)}
-
-
 def build_summary(det: Detection, labels: np.ndarray, classes: list, *, n_rows: int,
                   source=None, settings=None, timings=None, notes=()) -> dict:
-    """The JSON-ready summary of a detection (what ``<out>.summary.json`` holds)."""
+    """The JSON-ready summary of a single-label detection (what ``<out>.summary.json`` holds)."""
     cl = det.confident
-    names = [str(_jsonable(c)) for c in classes]
+    names = [str(jsonable(c)) for c in classes]
     n_lab = len(labels)
     flagged_per = np.bincount(labels[det.is_label_issue], minlength=len(classes))
     issues = cl.issues_per_class
@@ -416,7 +541,7 @@ def build_summary(det: Detection, labels: np.ndarray, classes: list, *, n_rows: 
         "rows": int(n_rows),
         "labelled_rows": int(n_lab),
         "unlabelled_rows": int(n_rows - n_lab),
-        "classes": [_jsonable(c) for c in classes],
+        "classes": [jsonable(c) for c in classes],
         "n_classes": len(classes),
         "estimated_noise_rate": float(issues.sum() / max(n_lab, 1)),
         "estimated_issues": int(issues.sum()),

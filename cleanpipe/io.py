@@ -164,12 +164,6 @@ def _schema_str(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
-def summary_path_for(flags_path: str | os.PathLike) -> Path:
-    """The summary sidecar of a flags file: ``x.flags.parquet`` -> ``x.flags.summary.json``."""
-    p = Path(flags_path)
-    return p.with_suffix(".summary.json") if p.suffix else Path(f"{p}.summary.json")
-
-
 def check_output_path(out: str | os.PathLike, *, option: str = "--out") -> Path:
     """Check that the file ``out`` can be created: its folder exists and it is not a folder.
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from pathlib import Path
 
 import click
 
-from .._version import __version__
-from ..clean import clean_table, label_from_metadata, read_summary, sidecar_summary_path, table_metadata
-from ..clean_multilabel import is_multilabel_flags
+from ..clean import clean_table
 from ..errors import InputError
 from ..flag import load_pred_probs
+from ..flagsfile import (FLAG_METADATA, clean_provenance, label_from_metadata, read_summary,
+                         summary_path_for, table_metadata)
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
 from ..safety import guard_files
 from ..settings import CLEAN, MODES
+from ..target import is_multilabel_flags
 from ._group import cli
 from .options import json_option, label_option, overwrite_option, quiet_option, setting_option
 
@@ -80,7 +80,7 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
         raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
     stem = Path(flags.rstrip("/")).name.split(".")[0] or "data"
     out_path = Path(out) if out else Path.cwd() / f"{stem}.cleaned.parquet"
-    side = Path(summary_path) if summary_path else sidecar_summary_path(flags)
+    side = Path(summary_path) if summary_path else summary_path_for(flags)
     inputs = {"FLAGS": flags, "--summary": side,
               "--pred-probs": pred_probs if pred_probs and os.path.lexists(pred_probs) else None}
     guard_files(inputs, {"--out": out_path}, overwrite=overwrite)
@@ -99,20 +99,10 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
                          drop_flag_columns=drop_flag_columns, source=f"FLAGS '{flags}'",
                          pred_probs=probs, relabel_add=relabel_add, relabel_remove=relabel_remove)
     del probs  # unmaps a memory-mapped .npy before the output is written
-    provenance = {
-        "cleanpipe_version": __version__,
-        "source": str(flags),
-        "flag_summary": str(side) if summary is not None else None,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": result.settings,
-        "counts": result.counts,
-        "flag_settings": (summary or table_metadata(table, "cleanpipe.flag")).get("settings"),
-    }
-    if probs_path is not None:
-        provenance["pred_probs"] = probs_path
-    if summary is not None and "noise_matrix" in summary:
-        # retrain --loss forward finds the noise matrix here when the cleaned file travels alone
-        provenance.update(classes=summary.get("classes"), noise_matrix=summary["noise_matrix"])
+    provenance = clean_provenance(
+        source=str(flags), settings=result.settings, counts=result.counts, flag_summary=summary,
+        summary_file=side if summary is not None else None, pred_probs=probs_path,
+        flag_settings=(summary or table_metadata(table, FLAG_METADATA)).get("settings"))
     cleanup_stale_temps(out_path.parent)
     with AtomicOutputs() as outputs:
         write_parquet(result.table, outputs.stage(out_path), metadata={"cleanpipe.clean": provenance})

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..settings import ALL_METHODS, DEFAULT_METHOD, DEFAULT_MODEL, FLAG, MIN_FOLDS, OOF
+from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
+                        NOISY_THRESHOLD, OOF)
 from ._group import cli
 from .options import (csv_option, exclude_option, features_option, ids_option, json_option, label_option,
                       multi_label_option, overwrite_option, quiet_option, seed_option, setting_option)
@@ -36,11 +37,13 @@ from ._progress import progress_bar
               help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
               help="Also write the out-of-fold probabilities to this .npy file.")
-@click.option("--method", default=DEFAULT_METHOD, show_default=True, type=click.Choice(ALL_METHODS),
+@click.option("--method", default=None, show_default="combined; posterior for multi-label data",
+              type=click.Choice(ALL_METHODS),
               help="Rule that sets is_label_issue.")
 @setting_option("--mixture", FLAG["mixture"], help="Loss-mixture family.")
-@setting_option("--noisy-threshold", FLAG["noisy_threshold"],
-                help="p_noisy above which the mixture counts a row as noisy.")
+@click.option("--noisy-threshold", default=None, type=click.FloatRange(0, 1, max_open=True),
+              show_default=f"{NOISY_THRESHOLD}; {MULTILABEL_NOISY_THRESHOLD} for multi-label data",
+              help="p_noisy above which the mixture counts a row as noisy.")
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.flags.parquet).")
 @click.option("--report", "with_report", is_flag=True,
@@ -72,7 +75,8 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     suspect_spurious; its methods are posterior (default), noise_rate, mixture and both.
     """
     from ..flag import flag_dataset
-    from ..io import AtomicOutputs, cleanup_stale_temps, summary_path_for, write_json
+    from ..flagsfile import summary_path_for
+    from ..io import AtomicOutputs, cleanup_stale_temps, write_json
     from ..oof import joblib_backend
     from ..safety import guard_files
 
@@ -88,21 +92,12 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     cleanup_stale_temps(out_path.parent)
     with joblib_backend(backend if pred_probs is None else None, scheduler), AtomicOutputs() as outputs, \
             progress_bar(not (quiet or as_json)) as update:
-        from ..multilabel import flag_multilabel_dataset, wants_multilabel
-
-        common = {"label": label, "features": csv_option(features),
-                  "exclude": csv_option(exclude) or (), "ids": csv_option(ids) or (), "model": model,
-                  "folds": folds, "seed": seed, "n_jobs": n_jobs, "pred_probs": pred_probs,
-                  "mixture": mixture, "save_pred_probs": save_pred_probs, "progress": update}
-        if wants_multilabel(data, label, multi_label):
-            # The single-label defaults of --method / --noisy-threshold do not apply; given values do.
-            ctx = click.get_current_context()
-            given = {k: v for k, v in (("method", method), ("noisy_threshold", noisy_threshold))
-                     if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
-            summary = flag_multilabel_dataset(data, out_path, outputs=outputs, **common, **given)
-        else:
-            summary = flag_dataset(data, out_path, outputs=outputs, method=method,
-                                   noisy_threshold=noisy_threshold, **common)
+        summary = flag_dataset(data, out_path, outputs=outputs, label=label, multi_label=multi_label,
+                               features=csv_option(features), exclude=csv_option(exclude) or (),
+                               ids=csv_option(ids) or (), model=model, folds=folds, seed=seed,
+                               n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
+                               noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs,
+                               progress=update)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)

@@ -10,14 +10,13 @@ from types import SimpleNamespace
 import click
 
 from .._version import __version__
-from ..clean import label_from_metadata, read_summary, sidecar_summary_path, table_metadata
 from ..errors import InputError
-from ..features import is_multilabel_label
+from ..flagsfile import flag_estimate, label_from_metadata, summary_path_for
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
 from ..loss_kinds import is_multilabel_loss, loss_kind, multilabel_losses
-from ..multilabel import resolve_label_columns
 from ..safety import guard_files
 from ..settings import AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, RETRAIN, TRAIN, TrainConfig
+from ..target import is_multilabel, resolve_label_columns
 from ._group import cli
 from ._progress import progress_bar
 from .options import (csv_option, device_option, exclude_option, features_option, ids_option, json_option,
@@ -47,38 +46,6 @@ def _parse_loss_params(pairs) -> dict:
         except ValueError:
             raise InputError(f"--loss-param must be KEY=NUMBER such as q=0.7; got {pair!r}") from None
     return out
-
-
-def _flag_summary(explicit, data: str, table, key: str) -> dict | None:
-    """The flag summary holding ``key``: --noise-matrix, the sidecar summary, or the cleaned file's metadata."""
-    if explicit:
-        s = read_summary(explicit, what="--noise-matrix")
-        if key not in s:
-            raise InputError(f"--noise-matrix '{explicit}' has no {key!r} key; pass the "
-                             ".summary.json that cleanpipe flag wrote")
-        return s
-    meta = table_metadata(table, "cleanpipe.clean")
-    candidates = [sidecar_summary_path(data)]
-    if meta.get("flag_summary"):
-        candidates.append(Path(meta["flag_summary"]))
-    for path in candidates:
-        if path.is_file():
-            s = read_summary(path, what="summary")
-            if key in s:
-                return s
-    return meta if key in meta else None
-
-
-def _noise_matrix(explicit, data: str, table):
-    """(matrix, classes) of the flag run behind DATA, or (None, None)."""
-    s = _flag_summary(explicit, data, table, "noise_matrix")
-    return (None, None) if s is None else (s["noise_matrix"], s.get("classes"))
-
-
-def _class_prior(explicit, data: str, table):
-    """(prior, classes) that flag estimated for DATA, or None (then the label frequencies are used)."""
-    s = _flag_summary(explicit, data, table, "class_prior")
-    return None if s is None else (s["class_prior"], s.get("classes"))
 
 
 @cli.command()
@@ -157,7 +124,7 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     params = _parse_loss_params(loss_params)
     # Every file retrain may read: DATA, the summary beside it, --noise-matrix.
     guard_files({"DATA": data, "--noise-matrix": noise_matrix,
-                 "the summary of DATA": sidecar_summary_path(data)}, {},
+                 "the summary of DATA": summary_path_for(data)}, {},
                 overwrite=overwrite, model_dir=("--out", out))
     check_model_dir(out, overwrite=overwrite)
     cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
@@ -169,9 +136,11 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     elif weight_col == "none":
         weight_col = None
     # auto (the default) picks its loss from the noise matrix when flag's summary is found
-    nm, nm_classes = (_noise_matrix(noise_matrix, data, table) if loss in ("forward", AUTO_LOSS)
-                      else (None, None))
-    prior = _class_prior(noise_matrix, data, table) if config.prior_reg > 0 else None
+    summaries = [summary_path_for(data)]
+    nm, nm_classes = ((flag_estimate("noise_matrix", table, explicit=noise_matrix, summaries=summaries)
+                       or (None, None)) if loss in ("forward", AUTO_LOSS) else (None, None))
+    prior = (flag_estimate("class_prior", table, explicit=noise_matrix, summaries=summaries)
+             if config.prior_reg > 0 else None)
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, config.epochs))
         result = retrain_table(table, label=label, features=csv_option(features),
@@ -198,9 +167,10 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
 def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, default: str):
     """The loss name and parameters: the multi-label default for multi-label data, and a one-line
     error for a single-label loss on multi-label data (the reverse is refused by retrain_table)."""
-    if multi_label and not is_multilabel_label(table.schema, label):
+    labelled_as_tags = is_multilabel(table.schema, label)
+    if multi_label and not labelled_as_tags:
         resolve_label_columns(table.schema, label)  # raises: names what is wrong with --label
-    if not (multi_label or is_multilabel_label(table.schema, label)):
+    if not (multi_label or labelled_as_tags):
         return loss or default, params
     if loss is None:
         return DEFAULT_MULTILABEL_LOSS, params

@@ -112,8 +112,12 @@ def check_labels(labels, n_classes: int | None = None, *, name: str = "labels") 
 
 
 def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int | None = None,
-                     name: str = "pred_probs", require_sum_one: bool = True):
+                     name: str = "pred_probs", require_sum_one: bool = True,
+                     range_hint: str = "apply softmax to logits first"):
     """Check an (N, K) probability matrix block by block; return it unchanged.
+
+    ``range_hint`` ends the message about a value outside [0, 1] (multi-label probabilities come
+    from sigmoids, not a softmax).
 
     Raises
     ------
@@ -148,7 +152,7 @@ def check_pred_probs(pred_probs, n_rows: int, *, block_rows: int | None = None,
             low = block.min(axis=1)
             out = (low < 0) if require_sum_one else (low < 0) | (block.max(axis=1) > 1 + SUM_TOLERANCE)
             return (f"{name} row {start + int(np.argmax(out))} holds a value outside [0, 1]; "
-                    "pass probabilities (apply softmax to logits first)")
+                    f"pass probabilities ({range_hint})")
         if require_sum_one:
             off = np.abs(sums - 1.0) > SUM_TOLERANCE
             if off.any():

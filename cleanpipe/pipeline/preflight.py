@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from ..errors import ConfigError, InputError
-from ..features import columns_hint, is_list_type
+from ..features import columns_hint
+from ..flagsfile import FLAG_COLUMNS as _FLAG_COLUMNS
 from ..oof import make_model, model_list
 from ..sources import (DuckDBSink, DuckDBSource, ParquetSink, ParquetSource, PostgresSink,
                        PostgresSource, Sink, Source)
 from ..sources.postgres import connect
+from ..target import is_multilabel
 from .rules import check_multilabel_columns, check_multilabel_settings
 
-_FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
 
 
 @dataclass
@@ -131,10 +132,8 @@ def check_columns(p, schema: pa.Schema, origin: str) -> None:
 
 def is_multi_label(columns, schema: pa.Schema) -> bool:
     """Whether the pipeline's label is a set of tags: ``labels``, ``multi_label = true``, or a list
-    ``label`` column (detected as :func:`cleanpipe.multilabel.wants_multilabel` does for the CLI)."""
-    if columns.labels or columns.multi_label:
-        return True
-    return columns.label in schema.names and is_list_type(schema.field(columns.label).type)
+    ``label`` column (:func:`cleanpipe.target.is_multilabel`, as for the CLI)."""
+    return is_multilabel(schema, columns.label, bool(columns.labels) or columns.multi_label)
 
 
 def _check_multilabel(p, schema: pa.Schema, origin: str) -> bool:

@@ -3,28 +3,24 @@ into a fresh folder ``out``.
 
 Each function returns ``rows_in``, ``rows_out``, ``outputs`` (name -> file inside ``out``) and a
 small JSON ``summary``; the runner renames ``out`` into place and records the rest. The work
-itself is done by the library: :func:`cleanpipe.oof.cross_val_probs`,
-:func:`cleanpipe.flag.flag_dataset`, :func:`cleanpipe.clean.clean_table` and
-:func:`cleanpipe.train.retrain_table`. Multi-label data (a list label column, or ``labels`` naming
-0/1 columns) takes the paths of ``cleanpipe flag --multi-label``:
-:func:`cleanpipe.oof.cross_val_probs_multilabel`, :func:`cleanpipe.multilabel.flag_multilabel_dataset`
-(which also saves the probabilities, as ``--save-pred-probs`` does, for ``clean``'s relabel), and
-the same ``clean_table`` and ``retrain_table``, which detect multi-label tables themselves.
+itself is done by the library functions ``cleanpipe flag``, ``clean`` and ``retrain`` call:
+:func:`cleanpipe.flag.out_of_fold`, :func:`cleanpipe.flag.flag_dataset`,
+:func:`cleanpipe.clean.clean_table` and :func:`cleanpipe.train.retrain_table`, which take either
+kind of label (decided by the preflight, :attr:`StageContext.multi_label`). A multi-label flag stage
+also saves the probabilities, as ``--save-pred-probs`` does, for ``clean``'s relabel.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._version import __version__
 from ..errors import InputError
+from ..flagsfile import jsonable
 from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
 
 PRED_PROBS, OOF_INFO = "pred_probs.npy", "oof.json"
@@ -60,91 +56,41 @@ def _read_json(path: Path) -> dict:
         return json.load(fh)
 
 
-def _jsonable(v):
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else (
-        v.isoformat() if hasattr(v, "isoformat") else v)
-
-
 def run_oof(ctx: StageContext, out: Path) -> dict:
     """Out-of-fold probabilities of every row: ``pred_probs.npy`` (float32, one row per input row,
-    classes in sorted order) and ``oof.json`` (classes, features, settings, notes)."""
-    from ..features import encode_labels, select_feature_columns, table_to_features
-    from ..oof import check_folds, cross_val_probs
+    classes in sorted order; multi-label: one column per tag, rows need not sum to 1) and
+    ``oof.json`` (classes, features, settings, notes). The block ``cleanpipe flag`` runs when it
+    is given no probabilities (:func:`cleanpipe.flag.out_of_fold`)."""
+    from ..flag import dataset_source, out_of_fold
+    from ..oof import check_folds
+    from ..target import resolve_target
 
-    if ctx.multi_label:
-        return _run_oof_multilabel(ctx, out)
     p, c = ctx.pipeline, ctx.pipeline.columns
-    dataset = open_dataset(ctx.data)
-    cols = select_feature_columns(dataset.schema, c.label, features=list(c.features or ()) or None,
-                                  exclude=c.exclude, ids=c.ids)
-    table = dataset.to_table(columns=[c.label, *cols])
-    codes, classes = encode_labels(table.column(c.label), c.label)
-    labelled = codes >= 0
-    n_lab = int(labelled.sum())
-    if n_lab == 0 or len(classes) < 2:
-        raise InputError(f"label column '{c.label}' has {len(classes)} class(es) on {n_lab} labelled "
+    _, src = dataset_source(ctx.data)
+    target = resolve_target(src.schema, c.target, multi_label=ctx.multi_label, where=ctx.source)
+    enc = target.encode(src.read(list(target.columns)))
+    n_lab, k = int(enc.labelled.sum()), len(enc.classes)
+    if target.multi_label and (n_lab == 0 or k < 2):
+        raise InputError(f"label {', '.join(target.columns)} has {k} tag(s) on {n_lab} labelled "
+                         "row(s); multi-label detection needs at least two tags")
+    if n_lab == 0 or k < 2:
+        raise InputError(f"label column '{c.label}' has {k} class(es) on {n_lab} labelled "
                          "row(s); label-error detection needs at least two classes")
     check_folds(p.oof.folds, n_lab, option="[oof] folds")
-    feats = table_to_features(table, cols)
-    del table
-    oof = cross_val_probs(feats.X[labelled], codes[labelled], n_classes=len(classes), model=p.oof.model,
-                          folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
-                          categorical=feats.categorical, X_extra=feats.X[~labelled],
-                          class_names=[str(v) for v in classes.to_pylist()])
-    probs = np.empty((len(codes), len(classes)), dtype=np.float32)
-    probs[labelled] = oof.pred_probs
-    probs[~labelled] = oof.extra_probs
+    probs, feature_names, notes = out_of_fold(
+        src, target, enc, features=list(c.features or ()) or None, exclude=c.exclude, ids=c.ids,
+        model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs)
     write_npy(probs, out / PRED_PROBS)
-    info = {"label": c.label, "classes": [_jsonable(v) for v in classes.to_pylist()],
-            "features": feats.names, "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed,
-            "rows": len(codes), "labelled_rows": n_lab, "notes": oof.notes}
+    info = {"label": c.target, **({"multi_label": True} if target.multi_label else {}),
+            "classes": [jsonable(v) for v in enc.classes.to_pylist()],
+            "features": feature_names, "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed,
+            "rows": src.n_rows, "labelled_rows": n_lab, "notes": notes}
     write_json(info, out / OOF_INFO)
-    summary = {k: info[k] for k in ("rows", "labelled_rows", "model", "folds", "notes")}
-    summary["n_classes"] = len(classes)
-    return {"rows_in": len(codes), "rows_out": len(codes), "summary": summary,
-            "outputs": {"pred_probs": PRED_PROBS, "info": OOF_INFO}}
-
-
-def _encode_tags(dataset, label, where: str):
-    """(0/1 matrix, labelled mask, classes, label columns) of a multi-label ``label``; the classes
-    are the sorted union of the tags (or the 0/1 columns in order), as the flag stage finds them."""
-    from ..multilabel import encode_tags, resolve_label_columns
-
-    cols, form = resolve_label_columns(dataset.schema, label, where=where)
-    return (*encode_tags(dataset.to_table(columns=cols), cols, form), cols)
-
-
-def _run_oof_multilabel(ctx: StageContext, out: Path) -> dict:
-    """One-vs-rest out-of-fold probabilities: ``pred_probs.npy`` has one column per tag (class
-    order of :func:`_encode_tags`); rows need not sum to 1."""
-    from ..features import select_feature_columns, table_to_features
-    from ..flag import oof_all_rows
-    from ..oof import check_folds, cross_val_probs_multilabel
-
-    p, c = ctx.pipeline, ctx.pipeline.columns
-    dataset = open_dataset(ctx.data)
-    Y, labelled, classes, label_cols = _encode_tags(dataset, c.target, ctx.source)
-    n_lab, k = int(labelled.sum()), len(classes)
-    if n_lab == 0 or k < 2:
-        raise InputError(f"label {', '.join(label_cols)} has {k} tag(s) on {n_lab} labelled row(s); "
-                         "multi-label detection needs at least two tags")
-    check_folds(p.oof.folds, n_lab, option="[oof] folds")
-    cols = select_feature_columns(dataset.schema, label_cols, features=list(c.features or ()) or None,
-                                  exclude=c.exclude, ids=c.ids)
-    feats = table_to_features(dataset.to_table(columns=cols), cols)
-    oof = cross_val_probs_multilabel(feats.X[labelled], Y[labelled], model=p.oof.model,
-                                     folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
-                                     categorical=feats.categorical, X_extra=feats.X[~labelled],
-                                     class_names=[str(v) for v in classes.to_pylist()])
-    write_npy(oof_all_rows(oof, labelled), out / PRED_PROBS)
-    info = {"label": c.target, "multi_label": True,
-            "classes": [_jsonable(v) for v in classes.to_pylist()],
-            "features": feats.names, "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed,
-            "rows": len(labelled), "labelled_rows": n_lab, "notes": oof.notes}
-    write_json(info, out / OOF_INFO)
-    summary = {k: info[k] for k in ("rows", "labelled_rows", "model", "folds", "notes", "multi_label")}
+    keep = ("rows", "labelled_rows", "model", "folds", "notes") + (
+        ("multi_label",) if target.multi_label else ())
+    summary = {key: info[key] for key in keep}
     summary["n_classes"] = k
-    return {"rows_in": len(labelled), "rows_out": len(labelled), "summary": summary,
+    return {"rows_in": src.n_rows, "rows_out": src.n_rows, "summary": summary,
             "outputs": {"pred_probs": PRED_PROBS, "info": OOF_INFO}}
 
 
@@ -163,23 +109,20 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
     relabel reads.
     """
     from ..flag import flag_dataset
-    from ..multilabel import flag_multilabel_dataset
 
     p, c = ctx.pipeline, ctx.pipeline.columns
     oof_dir = ctx.upstream.get("oof")
-    common = dict(features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
-                  model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
-                  pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None)
     outputs_written = {"flags": FLAGS, "summary": SUMMARY}
+    if ctx.multi_label:
+        outputs_written["pred_probs"] = PRED_PROBS
     with AtomicOutputs() as outputs:
-        if ctx.multi_label:
-            summary = flag_multilabel_dataset(ctx.data, out / FLAGS, outputs=outputs, label=c.target,
-                                              save_pred_probs=out / PRED_PROBS, **common,
-                                              **p.flag.detector(multi_label=True))
-            outputs_written["pred_probs"] = PRED_PROBS
-        else:
-            summary = flag_dataset(ctx.data, out / FLAGS, outputs=outputs, label=c.label, **common,
-                                   **p.flag.detector())
+        summary = flag_dataset(
+            ctx.data, out / FLAGS, outputs=outputs, label=c.target, multi_label=ctx.multi_label,
+            features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
+            model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+            pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None,
+            save_pred_probs=out / PRED_PROBS if ctx.multi_label else None,
+            **p.flag.detector(multi_label=ctx.multi_label))
     summary["source"] = ctx.source
     if oof_dir:
         info = _read_json(oof_dir / OOF_INFO)
@@ -199,6 +142,7 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     because the tags are encoded per table and a batch may lack some of the flag stage's classes.
     """
     from ..clean import clean_table
+    from ..flagsfile import clean_provenance
 
     p, s = ctx.pipeline, ctx.pipeline.clean
     flag_dir = ctx.upstream.get("flag")
@@ -228,16 +172,8 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
             if writer is None:
                 writer = pq.ParquetWriter(out / CLEANED, result.table.schema, compression="zstd")
             writer.write_table(result.table)
-        provenance = {
-            "cleanpipe_version": __version__, "source": ctx.source,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "settings": settings, "counts": counts, "flag_settings": flag_summary.get("settings"),
-        }
-        if probs_path is not None:
-            provenance["pred_probs"] = str(probs_path)
-        if "noise_matrix" in flag_summary:
-            # retrain --loss forward finds the noise matrix here when the file travels alone
-            provenance.update(classes=flag_summary.get("classes"), noise_matrix=flag_summary["noise_matrix"])
+        provenance = clean_provenance(source=ctx.source, settings=settings, counts=counts,
+                                      flag_summary=flag_summary, pred_probs=probs_path)
         # Added at the end: the counts are known only once every batch is written.
         writer.add_key_value_metadata({"cleanpipe.clean": json.dumps(provenance)})
     finally:
@@ -292,7 +228,7 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
         # auto (the default) reads the matrix to pick its loss and does without one; forward needs it
         noise_matrix, classes = _noise_matrix(ctx, table, required=r.loss == "forward")
     config = r.train_config()
-    prior = _class_prior(ctx) if r.prior_reg > 0 and not ctx.multi_label else None
+    prior = _class_prior(ctx, table) if r.prior_reg > 0 and not ctx.multi_label else None
     result = retrain_table(table, label=c.target if ctx.multi_label else c.label,
                            features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
                            weight_col="sample_weight" if "sample_weight" in table.column_names else None,
@@ -308,24 +244,25 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
             "outputs": {"model": MODEL}}
 
 
-def _class_prior(ctx: StageContext):
+def _flag_summaries(ctx: StageContext) -> list:
+    return [ctx.upstream["flag"] / SUMMARY] if "flag" in ctx.upstream else []
+
+
+def _class_prior(ctx: StageContext, table: pa.Table):
     """(prior, classes) the flag stage estimated, or None: retrain then uses the label frequencies."""
     if "flag" not in ctx.upstream:
         return None
-    s = _read_json(ctx.upstream["flag"] / SUMMARY)
-    return (s["class_prior"], s.get("classes")) if "class_prior" in s else None
+    from ..flagsfile import flag_estimate
+    return flag_estimate("class_prior", table, summaries=_flag_summaries(ctx))
 
 
 def _noise_matrix(ctx: StageContext, table: pa.Table, *, required: bool = True):
     """(noise matrix, classes) of the flag stage or of the cleaned table's metadata; (None, None)
     when there is none and it is not ``required``."""
-    from ..clean import table_metadata
-    if "flag" in ctx.upstream:
-        s = _read_json(ctx.upstream["flag"] / SUMMARY)
-        return s["noise_matrix"], s.get("classes")
-    meta = table_metadata(table, "cleanpipe.clean")
-    if "noise_matrix" in meta:
-        return meta["noise_matrix"], meta.get("classes")
+    from ..flagsfile import flag_estimate
+    found = flag_estimate("noise_matrix", table, summaries=_flag_summaries(ctx))
+    if found is not None:
+        return found
     if not required:
         return None, None
     raise InputError("[retrain] loss = \"forward\" needs the noise matrix of a flag stage; add "

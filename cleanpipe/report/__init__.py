@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..clean_multilabel import SUSPECT_COLUMNS
 from ..errors import CleanpipeWarning, InputError
-from ..io import read_json, summary_path_for
+from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS, jsonable, summary_path_for
+from ..flagsfile import read_summary as _read_summary
 from . import html as _html
 from .training import Training, check_training, read_training
 
@@ -39,8 +39,6 @@ __all__ = ["build_report", "write_report", "read_summary", "read_training", "sum
 
 log = logging.getLogger(__name__)
 
-#: Columns ``cleanpipe flag`` adds; the report needs all of them.
-FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
 #: Summary keys the report reads.
 SUMMARY_KEYS = ("rows", "classes", "estimated_noise_rate", "noise_rate_per_class", "rows_per_class",
                 "flagged", "flagged_per_class", "noise_matrix", "mixture")
@@ -68,8 +66,8 @@ def read_summary(path: str | os.PathLike) -> dict:
     InputError
         The file is missing, is not JSON, or lacks keys the report needs.
     """
-    summary = read_json(path, what="summary", fix="cleanpipe flag writes it beside the flags file; "
-                                                   "pass its path with --summary")
+    summary = _read_summary(path, fix="cleanpipe flag writes it beside the flags file; pass its "
+                                      "path with --summary")
     _check_summary(summary, f" '{path}'")
     return summary
 
@@ -143,12 +141,8 @@ class _Scan:
 
 
 def _tag_key(value) -> str:
-    """A tag as the summary names it (``cleanpipe.flag._jsonable``, then ``str``)."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    elif hasattr(value, "isoformat"):
-        value = value.isoformat()
-    return str(value)
+    """A tag as the summary names it."""
+    return str(jsonable(value))
 
 
 def _count_tags(column, into: dict) -> None:

@@ -22,15 +22,15 @@ import pyarrow.compute as pc
 import torch
 
 from .._version import __version__
-from ..clean import CLEAN_COLUMNS, FLAG_COLUMNS
-from ..clean_multilabel import SUSPECT_COLUMNS
+from ..clean import CLEAN_COLUMNS
 from ..errors import InputError
-from ..features import encode_labels, is_multilabel_label, select_feature_columns
+from ..features import encode_labels, select_feature_columns
+from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
 from ..loss_kinds import loss_kind, multilabel_losses, single_label_losses
 from ..losses import get_loss
-from ..multilabel import encode_tags, resolve_label_columns
 from ..settings import (AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, DEFAULT_WARMUP, NOISY_WEIGHTS,
                         TrainConfig)
+from ..target import is_multilabel, resolve_label_columns, resolve_target
 from .loop import fit, random_split, resolve_device
 from .model import Preprocessor, architecture, build_model, predict_logits
 from .multilabel import best_cut, multilabel_metrics, tag_probabilities
@@ -315,7 +315,7 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
     lifted test micro-F1 of sigmoid models from 0.49-0.56 (a fixed 0.5) to 0.60-0.61, with noisy
     and with clean training tags.
     """
-    multi = is_multilabel_label(table.schema, label)
+    multi = is_multilabel(table.schema, label)
     config.check()
     loss, loss_choice, loss_params = _resolve_loss(loss, loss_params, noise_matrix, multi=multi,
                                                    label=label, where=source or "DATA")
@@ -385,7 +385,7 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
 def retrain_multilabel_table(table: pa.Table, *, label, **kwargs) -> RetrainResult:
     """:func:`retrain_table` for a label that must be a set of tags (a list column, or several 0/1
     columns): anything else is refused with the reason."""
-    if not is_multilabel_label(table.schema, label):
+    if not is_multilabel(table.schema, label):
         resolve_label_columns(table.schema, label, where=kwargs.get("source") or "DATA")
     return retrain_table(table, label=label, **kwargs)
 
@@ -447,8 +447,10 @@ def _class_target(table: pa.Table, label: str, loss: str, source) -> _Target:
 
 
 def _tag_target(table: pa.Table, label, loss: str, source) -> _Target:
-    cols, form = resolve_label_columns(table.schema, label, where=source or "DATA")
-    Y, labelled, classes_arr = encode_tags(table, cols, form)
+    target = resolve_target(table.schema, label, multi_label=True, where=source or "DATA")
+    cols, form = list(target.columns), target.form
+    enc = target.encode(table)
+    Y, labelled, classes_arr = enc.values, enc.labelled, enc.classes
     rows = np.flatnonzero(labelled)
     k = Y.shape[1]
     if k < 2 or len(rows) < 2:

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanpipe.clean import clean_table
-from cleanpipe.clean_multilabel import is_multilabel_flags, relabel_cells
+from cleanpipe.clean_multilabel import relabel_cells
+from cleanpipe.target import is_multilabel_flags
 from cleanpipe.errors import InputError
 
 TAGS = pa.list_(pa.string())

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanpipe import flag_table
-from cleanpipe.clean import (FLAG_COLUMNS, MODES, check_flags_table, clean_table, relabel_mask,
-                             sample_weights, sidecar_summary_path)
+from cleanpipe.clean import FLAG_COLUMNS, MODES, check_flags_table, clean_table, relabel_mask, sample_weights
+from cleanpipe.flagsfile import summary_path_for as sidecar_summary_path
 from cleanpipe.errors import InputError
 
 

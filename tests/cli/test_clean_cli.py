@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanpipe import flag_table
-from cleanpipe.flag import OUTPUT_COLUMNS
+from cleanpipe.flagsfile import FLAG_COLUMNS as OUTPUT_COLUMNS
 
 from cli_helpers import one_error_line, run
 

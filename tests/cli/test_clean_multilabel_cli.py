@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cleanpipe.multilabel import flag_multilabel_table
+from cleanpipe.flag import flag_multilabel_table
 
 from cli_helpers import run
 

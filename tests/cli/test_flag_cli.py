@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.metrics import f1_score
 
-from cleanpipe.flag import OUTPUT_COLUMNS
+from cleanpipe.flagsfile import FLAG_COLUMNS as OUTPUT_COLUMNS
 
 from cli_helpers import run
 

@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import f1_score
 
-from cleanpipe.multilabel import MULTILABEL_OUTPUT_COLUMNS
+from cleanpipe.flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
+
+MULTILABEL_OUTPUT_COLUMNS = FLAG_COLUMNS + SUSPECT_COLUMNS
 
 from cli_helpers import run
 
@@ -208,7 +210,7 @@ def test_help_mentions_multi_label():
 
 
 def test_flag_multilabel_table_in_python(tagged, flagged):
-    from cleanpipe.multilabel import flag_multilabel_table
+    from cleanpipe.flag import flag_multilabel_table
 
     _, _, _, table = tagged
     _, flags, _, probs = flagged

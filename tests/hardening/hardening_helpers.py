@@ -115,7 +115,7 @@ def probs_for(table: pa.Table, label: str = "label", *, seed: int = 0) -> np.nda
 def write_flags(table: pa.Table, path: Path, *, label: str = "label", probs=None) -> Path:
     """Write what ``cleanpipe flag`` would write for ``table`` (flags + sidecar summary), fast."""
     from cleanpipe import flag_table
-    from cleanpipe.io import summary_path_for
+    from cleanpipe.flagsfile import summary_path_for
     res = flag_table(table, label=label, pred_probs=probs_for(table, label) if probs is None else probs,
                      source=str(path))
     meta = {b"cleanpipe.flag": json.dumps({"settings": res.summary["settings"]}).encode()}

@@ -126,7 +126,7 @@ def make_multilabel(*, tags=("cat", "dog", "sky"), n: int = 160, flip_rate: floa
     (FlagResult, pyarrow.Table, numpy.ndarray)
         The result of ``flag_multilabel_table``, the input table, and the probabilities.
     """
-    from cleanpipe.multilabel import flag_multilabel_table
+    from cleanpipe.flag import flag_multilabel_table
 
     rng = np.random.default_rng(seed)
     classes = sorted(tags)
