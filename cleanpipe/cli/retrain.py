@@ -10,7 +10,7 @@ import click
 
 from ..limits import SEED_MAX, SEED_MIN
 from . import cli, csv_option, overwrite_option
-from ._progress import progress_bar
+from ._progress import epoch_info, progress_bar
 
 
 def _parse_hidden(value: str) -> tuple:
@@ -178,7 +178,8 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
                       else (None, None))
     prior = _class_prior(noise_matrix, data, table) if prior_reg > 0 else None
     with progress_bar(not quiet) as update:
-        on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, epochs))
+        on_epoch = None if update is None else (
+            lambda epoch, m: update("training epochs", epoch, epochs, epoch_info(m)))
         result = retrain_table(table, label=label, features=csv_option(features),
                                exclude=csv_option(exclude) or (), ids=csv_option(ids) or (),
                                weight_col=weight_col, loss=loss, loss_params=params,
