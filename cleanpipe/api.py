@@ -7,6 +7,7 @@ import pandas as pd
 
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .errors import InputError
+from .frames import label_codes
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, NOISY_THRESHOLD
 
 
@@ -36,13 +37,18 @@ def validate(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str =
     return labels, pred_probs
 
 
-def detection_frame(det: Detection, labels: np.ndarray) -> pd.DataFrame:
-    """The per-row columns of a :class:`Detection` as a DataFrame."""
+def detection_frame(det: Detection, labels: np.ndarray, classes=None) -> pd.DataFrame:
+    """The per-row columns of a :class:`Detection` as a DataFrame; labels as ``classes`` values
+    (an Arrow array) when given, else as class indices."""
     # Every column is a fresh array owned by the frame (labels copied: it may be the caller's), so
     # pandas need not copy them again into consolidated blocks.
+    given, predicted = np.array(labels, dtype=np.int64), det.predicted.astype(np.int64)
+    if classes is not None:
+        values = np.asarray(classes.to_numpy(zero_copy_only=False))
+        given, predicted = values[given], values[predicted]
     return pd.DataFrame({
-        "given_label": np.array(labels, dtype=np.int64),
-        "predicted_label": det.predicted.astype(np.int64),
+        "given_label": given,
+        "predicted_label": predicted,
         "label_score": det.label_score,
         "p_noisy": det.p_noisy,
         "is_label_issue": det.is_label_issue,
@@ -56,7 +62,9 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
     Parameters
     ----------
     labels : array-like of shape (n_samples,)
-        Given class index of each row, in ``[0, n_classes)``.
+        Given class of each row: an index in ``[0, n_classes)``, or a string / category (a
+        pandas or polars Series, a list), which is matched to the columns of ``pred_probs`` in
+        sorted order, the order of a scikit-learn classifier's ``classes_``.
     pred_probs : array-like of shape (n_samples, n_classes)
         Out-of-fold predicted probabilities (rows sum to 1), e.g. from :func:`out_of_fold_probs`.
         A ``np.memmap`` works: the matrix is walked in row blocks and never copied whole.
@@ -106,9 +114,15 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
     >>> find_label_issues(labels, pred_probs)["is_label_issue"].tolist()
     [False, False, False, False, True]
     """
+    labels, classes = label_codes(labels)
+    shape = getattr(pred_probs, "shape", ())
+    if classes is not None and len(shape) == 2 and len(classes) != shape[1]:
+        raise InputError(f"labels hold {len(classes)} distinct classes but pred_probs has {shape[1]} "
+                         "columns; pass integer class indices, or labels covering every class "
+                         "(a pandas categorical keeps classes no row carries)")
     labels, pred_probs = validate(labels, pred_probs, method=method, mixture=mixture)
     if not 0.0 <= noisy_threshold < 1.0:
         raise InputError(f"noisy_threshold {noisy_threshold} is outside [0, 1); pass a posterior "
                          "threshold such as 0.8")
     det = detect(labels, pred_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
-    return detection_frame(det, labels)
+    return detection_frame(det, labels, classes)

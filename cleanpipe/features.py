@@ -50,6 +50,11 @@ def columns_hint(names, limit: int = 12) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
+#: A label with more distinct values than this and than half its labelled rows is refused: its
+#: classes would hold one or two rows each (a regression target or an id passed as the label).
+MAX_UNIQUE_CLASSES = 20
+
+
 def _is_label_type(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _is_label_type(t.value_type)
@@ -92,6 +97,16 @@ def _encode_labels(values: pa.ChunkedArray, name: str):
         if pc.any(pc.invert(pc.fill_null(finite, True))).as_py():
             raise InputError(f"label column '{name}' holds NaN or inf; use null for a missing label")
     classes = pc.unique(values).drop_null()
+    labelled = len(values) - values.null_count
+    if len(classes) > max(MAX_UNIQUE_CLASSES, labelled // 2):
+        # Every class would hold one or two rows: nothing to learn a class from, every row
+        # flagged. A float column like this is a regression target; anything else an identifier.
+        what = ("looks like a continuous (regression) target, not class labels; cleanpipe finds "
+                "errors in class labels: bin the values into classes first, or pass the class "
+                "column with --label") if pa.types.is_floating(values.type) else (
+                "looks like an identifier, not class labels; pass the class column with --label")
+        raise InputError(f"label column '{name}' has {len(classes):,} distinct values in "
+                         f"{labelled:,} labelled rows: it {what}")
     classes = classes.take(pc.array_sort_indices(classes))
     codes = pc.index_in(values, value_set=classes)
     return pc.fill_null(codes, -1).to_numpy().astype(np.int64), classes

@@ -1,4 +1,5 @@
-"""Tables in and out: Parquet files and directories read with pyarrow, atomic writes.
+"""Tables in and out: Parquet files and directories read with pyarrow (CSV, JSON lines and Feather
+through :mod:`cleanpipe.formats`), atomic writes.
 
 Every output is first written to a temporary file in the destination directory and renamed over
 the final path only when complete, so a crash or kill never leaves a partial file behind.
@@ -11,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 import warnings
 from pathlib import Path
@@ -20,24 +22,56 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from . import formats
 from .errors import CleanpipeWarning, InputError, first_line
 
 TMP_PREFIX = ".cleanpipe-tmp-"
 
 
-def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
-    """Open a Parquet file or a directory of Parquet files (hive partitions allowed) as a dataset.
+# The last table read whole: commands open their input more than once, and standard input can
+# be read only once.
+_whole: dict = {}
 
-    Nothing but the footers is read: columns and batches are read on demand.
+
+def _read_whole(path: str | os.PathLike, fmt: formats.TableFormat, what: str) -> ds.Dataset:
+    if os.fspath(path) == formats.STDIN:
+        key = (formats.STDIN, fmt)
+        if key not in _whole:
+            _whole.clear()
+            _whole[key] = formats.read(formats.STDIN, fmt, what=what, data=sys.stdin.buffer.read())
+        return ds.dataset(_whole[key])
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size, fmt)
+    if key not in _whole:
+        _whole.clear()
+        _whole[key] = formats.read(path, fmt, what=what)
+    return ds.dataset(_whole[key])
+
+
+def open_dataset(path: str | os.PathLike, *, what: str = "DATA",
+                 fmt: formats.TableFormat = formats.TableFormat()) -> ds.Dataset:
+    """Open a table file, a directory of Parquet files (hive partitions allowed), or ``-``
+    (standard input) as a dataset.
+
+    Parquet is read lazily: nothing but the footers up front, columns and batches on demand.
+    CSV, JSON lines and Arrow IPC / Feather (told by ``fmt``, else the file's first bytes or
+    name; see :func:`cleanpipe.formats.detect`) are read whole, once per run.
 
     Raises
     ------
     InputError
-        Missing path, a file that is not Parquet, files that disagree on schema.
+        Missing path, a file its format's reader refuses, files that disagree on schema.
     """
+    if os.fspath(path) == formats.STDIN:
+        return _read_whole(path, fmt, what)
     path = Path(path)
     if not os.path.lexists(path):
-        raise InputError(f"{what} path '{path}' does not exist; pass an existing Parquet file or directory")
+        raise InputError(f"{what} path '{path}' does not exist; pass an existing table file "
+                         "(Parquet, CSV, JSON lines, Feather) or a directory of Parquet files")
+    if path.is_file() and formats.detect(path, given=fmt.kind) != "parquet":
+        dataset = _read_whole(path, fmt, what)
+        _check_unique_names(dataset.schema, path, what)
+        return dataset
     try:
         if path.is_dir():
             files = dataset_files(path, what=what)
@@ -61,7 +95,8 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA") -> ds.Dataset:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise InputError(f"{what} '{path}' is not a readable Parquet file ({first_line(exc)}); "
-                         "pass a Parquet file or a directory of Parquet files") from None
+                         "pass a Parquet, CSV, JSON-lines or Feather file (or a directory of "
+                         "Parquet files), or give its format with --format") from None
 
 
 def _hidden(name: str) -> bool:
@@ -150,9 +185,10 @@ def _check_unique_names(schema: pa.Schema, path, what: str) -> None:
                          f"{', '.join(repr(n) for n in dup)}; rename them so every column name is unique")
 
 
-def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None) -> pa.Table:
-    """Read a Parquet file or dataset whole (or only ``columns``); see :func:`open_dataset`."""
-    dataset = open_dataset(path, what=what)
+def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None,
+               fmt: formats.TableFormat = formats.TableFormat()) -> pa.Table:
+    """Read a table file or dataset whole (or only ``columns``); see :func:`open_dataset`."""
+    dataset = open_dataset(path, what=what, fmt=fmt)
     try:
         return dataset.to_table(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 import warnings
@@ -28,8 +29,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
         log.debug("%s: %s", category.__name__, message)
 
 
+_VERBOSE = re.compile(r"-v+|--verbose")
+
+
 class CleanpipeGroup(click.Group):
-    """Maps project errors to exit 2 with one line, internal errors to exit 1."""
+    """Maps project errors to exit 2 with one line, internal errors to exit 1; takes ``-v``
+    before or after the command (``cleanpipe flag -v x.parquet`` as ``cleanpipe -v flag ...``)."""
+
+    def parse_args(self, ctx, args):
+        # Only up to a "--", after which every word is an argument.
+        end = args.index("--") if "--" in args else len(args)
+        verbose = [a for a in args[:end] if _VERBOSE.fullmatch(a)]
+        rest = [a for a in args[:end] if not _VERBOSE.fullmatch(a)] + args[end:]
+        return super().parse_args(ctx, verbose + rest)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:

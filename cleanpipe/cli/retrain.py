@@ -18,7 +18,7 @@ from ..safety import guard_files
 from ..settings import AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, RETRAIN, TRAIN, TrainConfig
 from ..target import is_multilabel, resolve_label_columns
 from ._group import cli
-from ._progress import progress_bar
+from ._progress import epoch_info, progress_bar
 from .options import (csv_option, device_option, exclude_option, features_option, ids_option, json_option,
                       label_option, multi_label_option, overwrite_option, quiet_option, seed_option,
                       setting_option)
@@ -142,7 +142,8 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     prior = (flag_estimate("class_prior", table, explicit=noise_matrix, summaries=summaries)
              if config.prior_reg > 0 else None)
     with progress_bar(not quiet) as update:
-        on_epoch = None if update is None else (lambda epoch, m: update("training epochs", epoch, config.epochs))
+        on_epoch = None if update is None else (
+            lambda epoch, m: update("training epochs", epoch, config.epochs, epoch_info(m)))
         result = retrain_table(table, label=label, features=csv_option(features),
                                exclude=csv_option(exclude) or (), ids=csv_option(ids) or (),
                                weight_col=weight_col, loss=loss, loss_params=params,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import settings as S
 from ..errors import ConfigError
+from ..formats import FORMATS
 from .rules import check_values, example_value
 
 try:
@@ -31,17 +32,21 @@ except ImportError:  # Python 3.10
 
 #: The stages, in the order data flows through them.
 STAGES = ("oof", "flag", "clean", "retrain")
-SOURCE_TYPES = ("parquet", "duckdb", "postgres")
+SOURCE_TYPES = (*FORMATS, "duckdb", "postgres")
 
 
 @dataclass(frozen=True)
 class ParquetSource:
-    """``[source] type = "parquet"``: a file, directory, glob or ``s3://`` URI."""
+    """``[source] type = "parquet"`` (or ``"csv"``, ``"jsonl"``, ``"feather"``): a file,
+    directory, glob or ``s3://`` URI of table files in that format; ``delimiter`` and ``header``
+    for CSV only."""
 
     path: str
     s3_endpoint: str | None = None
     s3_region: str | None = None
     s3_anonymous: bool = False
+    delimiter: str | None = None
+    header: bool = True
     type: str = "parquet"
 
 
@@ -247,7 +252,8 @@ class Pipeline:
         return out
 
 
-_SOURCES = {"parquet": ParquetSource, "duckdb": DuckDBSource, "postgres": PostgresSource}
+_SOURCES = {**{kind: ParquetSource for kind in FORMATS}, "duckdb": DuckDBSource,
+            "postgres": PostgresSource}
 _SINKS = {"parquet": ParquetSink, "duckdb": DuckDBSink, "postgres": PostgresSink}
 _SECTIONS = {"columns": Columns, "oof": OofSettings, "flag": FlagSettings, "clean": CleanSettings,
              "retrain": RetrainSettings}
@@ -324,12 +330,19 @@ def _typed(raw, section: str, origin: str, registry: dict):
         raise ConfigError(f"{origin}: '{section}' must be a [{section}] table, got {_toml_type(raw)}")
     kind = raw.get("type")
     if kind is None:
-        raise ConfigError(f"{origin}: [{section}] type is missing; add type = \"parquet\", \"duckdb\" "
-                          "or \"postgres\"")
+        raise ConfigError(f"{origin}: [{section}] type is missing; add type = "
+                          + " / ".join('"' + k + '"' for k in registry))
     if kind not in registry:
         raise ConfigError(f"{origin}: [{section}] type = {kind!r} is not known; {_suggest(str(kind), registry)}"
                           f"choose one of: {', '.join(registry)}")
-    return _build(registry[kind], raw, section, origin)
+    built = _build(registry[kind], raw, section, origin)
+    if isinstance(built, ParquetSource) and kind != "csv" and ("delimiter" in raw or "header" in raw):
+        raise ConfigError(f"{origin}: [{section}] delimiter / header apply to type = \"csv\" only; "
+                          f"remove them from this type = \"{kind}\" source")
+    if isinstance(built, ParquetSource) and built.delimiter is not None and len(built.delimiter) != 1:
+        raise ConfigError(f"{origin}: [{section}] delimiter = {built.delimiter!r} must be one "
+                          "character, e.g. \";\" or \"\\t\"")
+    return built
 
 
 def apply_overrides(raw: dict, overrides) -> dict:

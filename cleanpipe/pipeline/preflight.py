@@ -14,6 +14,7 @@ import pyarrow as pa
 from ..errors import ConfigError, InputError
 from ..features import columns_hint
 from ..flagsfile import FLAG_COLUMNS as _FLAG_COLUMNS
+from ..formats import FORMATS, TableFormat
 from ..oof import make_model, model_list
 from ..sources import (DuckDBSink, DuckDBSource, ParquetSink, ParquetSource, PostgresSink,
                        PostgresSource, Sink, Source)
@@ -57,9 +58,10 @@ def _uri(cfg, section: str, origin: str) -> str | None:
 
 def make_source(cfg, origin: str = "pipeline") -> Source:
     """The :class:`~cleanpipe.sources.Source` for a ``[source]`` section."""
-    if cfg.type == "parquet":
+    if cfg.type in FORMATS:
         return ParquetSource(cfg.path, s3_endpoint=cfg.s3_endpoint, s3_region=cfg.s3_region,
-                             s3_anonymous=cfg.s3_anonymous)
+                             s3_anonymous=cfg.s3_anonymous,
+                             fmt=TableFormat(cfg.type, delimiter=cfg.delimiter, header=cfg.header))
     if cfg.type == "duckdb":
         return DuckDBSource(cfg.database, table=cfg.table, query=cfg.query, schema=cfg.schema)
     return PostgresSource(_uri(cfg, "source", origin), table=cfg.table, query=cfg.query, schema=cfg.schema)
@@ -82,7 +84,7 @@ def _connection_key(cfg) -> str:
 def _open_source(p, origin: str):
     cfg = p.source
     source = make_source(cfg, origin)
-    key = "path" if cfg.type == "parquet" else "table" if cfg.table else "query"
+    key = "path" if cfg.type in FORMATS else "table" if cfg.table else "query"
     try:
         if cfg.type == "duckdb" and not os.path.isfile(cfg.database):
             raise ConfigError(f"{origin}: [source] database: DuckDB file '{cfg.database}' does not "

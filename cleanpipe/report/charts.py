@@ -14,6 +14,7 @@ that moment in another thread would pick up this style. That is the one piece of
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 
@@ -59,10 +60,39 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _fit_titles(fig) -> None:
+    """Wrap any axes title or axis label longer than its axes, so none is cut at the figure edge
+    or runs into the next panel (constrained layout makes room around text, never inside it)."""
+    fig.draw_without_rendering()
+    renderer = fig._get_renderer()
+    for ax in fig.axes:
+        box = ax.get_window_extent(renderer)
+        for text, room in ((ax.title, box.width),
+                           (ax.xaxis.label, box.width), (ax.yaxis.label, box.height)):
+            words = text.get_text()
+            width = text.get_window_extent(renderer).width if text is not ax.yaxis.label \
+                else text.get_window_extent(renderer).height
+            if not words or "\n" in words or width <= room or room <= 0:
+                continue
+            chars = max(8, int(len(words) * room / width) - 1)
+            text.set_text(textwrap.fill(words, chars))
+
+
+def _nice_upper(ax, top: float, axis: str = "x") -> float:
+    """The first tick at or above ``top``: the axis then ends on a labelled tick."""
+    locator = (ax.xaxis if axis == "x" else ax.yaxis).get_major_locator()
+    ticks = locator.tick_values(0.0, top)
+    above = ticks[ticks >= top - 1e-12]
+    return float(above[0]) if above.size else top
+
+
 def _svg(fig) -> bytes:
+    _fit_titles(fig)
     buf = io.BytesIO()
     # No date in the metadata, so rerunning a report on the same data gives identical bytes.
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    # A tight box: constrained layout misjudges some texts (slanted tick labels anchored at their
+    # end), and the saved image then grows to hold them rather than cutting them at its edge.
+    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.06)
     return buf.getvalue()
 
 
@@ -249,8 +279,9 @@ def per_class_chart(class_names, flagged, noise_rate, *, parts=None, title=None)
                 ax1.text(v, yi, f" {int(v)}", va="center", fontsize=8, color="#333333")
             for yi, v in zip(y, rate[order] * 100):
                 ax2.text(v, yi, f" {v:.1f}", va="center", fontsize=8, color="#333333")
-            ax1.set_xlim(0, max(float(total.max(initial=0)), 1.0) * 1.18)
-            ax2.set_xlim(0, max(float(rate.max(initial=0)) * 100, 1.0) * 1.18)
+            # Room for the value labels, and the axis ends on a labelled tick.
+            ax1.set_xlim(0, _nice_upper(ax1, max(float(total.max(initial=0)), 1.0) * 1.18))
+            ax2.set_xlim(0, _nice_upper(ax2, max(float(rate.max(initial=0)) * 100, 1.0) * 1.18))
         if len(series) > 1:
             fig.legend(loc="outside lower center", ncols=len(series), fontsize=8.5)
         return _svg(fig)

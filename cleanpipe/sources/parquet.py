@@ -1,4 +1,5 @@
-"""Parquet files, directories, globs and hive-partitioned datasets, on local disk or ``s3://``.
+"""Table files (Parquet, CSV, JSON lines, Feather), directories, globs and hive-partitioned
+datasets, on local disk or ``s3://``.
 
 Everything goes through :mod:`pyarrow.fs` and :mod:`pyarrow.dataset`, so a local path and an S3
 URI are read the same way, in record batches. S3 settings come from the pipeline (endpoint,
@@ -16,10 +17,12 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .. import formats
 from ..errors import InputError
 from ..io import TMP_PREFIX, check_partition_keys, cleanup_stale_temps, walk_files, written_by_cleanpipe
 from ._sql import error_line
@@ -81,8 +84,19 @@ def _arrow_error(what: str, exc: BaseException) -> InputError:
     return InputError(f"{what} ({error_line(exc)})")
 
 
+def file_format(fmt: formats.TableFormat, path: str):
+    """The :mod:`pyarrow.dataset` file format that reads ``path`` as ``fmt`` says."""
+    kind = fmt.kind or "parquet"
+    if kind == "csv":
+        return ds.CsvFileFormat(
+            parse_options=pa.csv.ParseOptions(delimiter=formats.delimiter_for(path, fmt)),
+            read_options=pa.csv.ReadOptions(autogenerate_column_names=not fmt.header))
+    return {"parquet": "parquet", "jsonl": ds.JsonFileFormat(), "feather": "ipc"}[kind]
+
+
 class ParquetSource(Source):
-    """A Parquet file, a directory (hive partitions become columns), or a glob of files.
+    """Table files: one file, a directory (hive partitions become columns), or a glob of files,
+    in Parquet or another of :data:`cleanpipe.formats.FORMATS`.
 
     Parameters
     ----------
@@ -91,13 +105,18 @@ class ParquetSource(Source):
         matches ``/``).
     s3_endpoint, s3_region, s3_anonymous
         See :func:`filesystem_for`.
+    fmt : TableFormat
+        The files' format (its ``kind`` None: Parquet). Non-Parquet files are streamed, and a
+        pipeline copies them into its run folder's Parquet snapshot once.
     """
 
     kind = "parquet"
 
     def __init__(self, path: str, *, s3_endpoint: str | None = None, s3_region: str | None = None,
-                 s3_anonymous: bool = False):
+                 s3_anonymous: bool = False, fmt: formats.TableFormat = formats.TableFormat()):
         self.path = str(path)
+        self.fmt = fmt
+        self._parquet = (fmt.kind or "parquet") == "parquet"
         self._fs, self._inner = filesystem_for(self.path, s3_endpoint=s3_endpoint,
                                                s3_region=s3_region, s3_anonymous=s3_anonymous)
         self._dataset = None
@@ -154,8 +173,9 @@ class ParquetSource(Source):
         except (OSError, pa.ArrowException) as exc:
             raise _arrow_error(f"cannot list '{self.path}'", exc) from None
         if not files:
-            raise InputError(f"directory '{self.path}' holds no Parquet files; use a folder that "
-                             "holds .parquet files (names starting with . or _ are skipped)")
+            what = "Parquet" if self._parquet else self.fmt.kind
+            raise InputError(f"directory '{self.path}' holds no {what} files; use a folder that "
+                             "holds them (names starting with . or _ are skipped)")
         self._files = (sorted(files, key=lambda i: i.path), self._inner)
         return self._files
 
@@ -163,18 +183,22 @@ class ParquetSource(Source):
         """The :class:`pyarrow.dataset.Dataset` over every file (hive partitions discovered)."""
         if self._dataset is None:
             files, base = self._list()
+            fmt = file_format(self.fmt, self.path)
             try:
                 if base is None:
-                    self._dataset = ds.dataset(files[0].path, filesystem=self._fs, format="parquet")
+                    self._dataset = ds.dataset(files[0].path, filesystem=self._fs, format=fmt)
                 else:
-                    first = pq.read_schema(files[0].path, filesystem=self._fs)
+                    first = (pq.read_schema(files[0].path, filesystem=self._fs) if self._parquet
+                             else ds.dataset(files[0].path, filesystem=self._fs, format=fmt).schema)
                     check_partition_keys([f.path for f in files], base, first.names,
                                          what="[source] path")
                     self._dataset = ds.dataset([f.path for f in files], filesystem=self._fs,
-                                               format="parquet", partitioning="hive",
+                                               format=fmt, partitioning="hive",
                                                partition_base_dir=base)
             except (OSError, pa.ArrowException) as exc:
-                raise _arrow_error(f"'{self.path}' is not a readable Parquet dataset", exc) from None
+                name = (self.fmt.kind or "parquet").replace("jsonl", "JSON-lines").capitalize() \
+                    if not self._parquet else "Parquet"
+                raise _arrow_error(f"'{self.path}' is not a readable {name} dataset", exc) from None
         return self._dataset
 
     def schema(self) -> pa.Schema:
@@ -197,7 +221,7 @@ class ParquetSource(Source):
         return digest([[f.path, f.size, f.mtime_ns] for f in files])
 
     def local_parquet(self) -> Path | None:
-        if is_s3(self.path) or _is_glob(self._inner):
+        if is_s3(self.path) or _is_glob(self._inner) or not self._parquet:
             return None
         return Path(self._inner)
 

@@ -8,8 +8,10 @@ decoded, collect console messages, exceptions and CSP violations, and read the D
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanpipe.report import write_report
+from cleanpipe.report import build_report, write_report
 
 pytestmark = pytest.mark.browser
 
@@ -247,3 +249,54 @@ def test_multilabel_report_renders_its_charts_and_suspect_tags(browser, make_mul
     for payload in PAYLOADS[:3]:
         assert payload[:39] in page["text"]
         assert len(payload) <= 40 or payload in titles
+
+
+_TEXT_BOXES = """(() => {
+  const svg = document.documentElement, r = svg.getBoundingClientRect();
+  const rel = b => [b.left - r.left, b.top - r.top, b.right - r.left, b.bottom - r.top];
+  const texts = Array.from(svg.querySelectorAll('g[id^="text_"]'));
+  const boxes = texts.map(g => [g.id, ...rel(g.getBoundingClientRect())]).filter(b => b[3] > b[1]);
+  // Glyph by glyph: the boxes of two slanted labels overlap even where their letters do not.
+  const glyphs = texts.flatMap(g => Array.from(g.querySelectorAll('use, path'))
+    .map(u => [g.id, ...rel(u.getBoundingClientRect())]).filter(b => b[3] - b[1] > 0.5));
+  const overlaps = [];
+  for (let i = 0; i < glyphs.length; i++) for (let j = i + 1; j < glyphs.length; j++) {
+    const a = glyphs[i], b = glyphs[j];
+    if (a[0] === b[0]) continue;
+    const w = Math.min(a[3], b[3]) - Math.max(a[1], b[1]), h = Math.min(a[4], b[4]) - Math.max(a[2], b[2]);
+    if (w > 1 && h > 1) overlaps.push([a[0], b[0]]);
+  }
+  return JSON.stringify({width: r.width, height: r.height, boxes, glyphs: glyphs.length, overlaps});
+})()"""
+
+
+def chart_text_boxes(client: DevTools, svg: bytes, path: Path) -> dict:
+    """Every text of one chart as Chromium lays it out: id and (left, top, right, bottom) in px."""
+    path.write_bytes(svg)
+    target = client.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = client.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    client.send("Page.enable", session=session)
+    client.send("Page.navigate", {"url": path.resolve().as_uri()}, session=session)
+    client.wait_event("Page.loadEventFired")
+    got = client.send("Runtime.evaluate", {"expression": _TEXT_BOXES, "returnByValue": True},
+                      session=session)
+    client.send("Target.closeTarget", {"targetId": target})
+    return json.loads(got["result"]["value"])
+
+
+def test_no_chart_text_is_cut_off_or_drawn_over_other_text(browser, make_flagged_result,
+                                                            make_training_metrics, tmp_path):
+    # Long names everywhere a name reaches a chart: classes, and 12 of them.
+    names = tuple(f"a rather long class name {i} of this table" for i in range(12))
+    result = make_flagged_result(class_names=names)
+    html = build_report(result.table, result.summary, training=make_training_metrics())
+    charts = dict(re.findall(r'id="(chart-[a-z-]+)"[^>]*src="data:image/svg\+xml;base64,([^"]+)"', html))
+    assert {*CHART_IDS, "chart-training-curves", "chart-noise-model"} <= set(charts), sorted(charts)
+    for chart_id, data in charts.items():
+        page = chart_text_boxes(browser, base64.b64decode(data), tmp_path / f"{chart_id}.svg")
+        assert len(page["boxes"]) > 5, chart_id
+        for name, left, top, right, bottom in page["boxes"]:
+            assert left >= -0.5 and top >= -0.5, (chart_id, name, left, top)
+            assert right <= page["width"] + 0.5 and bottom <= page["height"] + 0.5, (chart_id, name)
+        assert page["glyphs"] > 20, chart_id
+        assert page["overlaps"] == [], f"{chart_id}: texts drawn over each other: {page['overlaps'][:5]}"
