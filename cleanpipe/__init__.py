@@ -6,15 +6,31 @@ probabilities; :func:`find_multilabel_issues` for rows with sets of tags),
 (the whole ``cleanpipe flag`` job on an Arrow table) and the project's exceptions.
 """
 
+import importlib
+
 from ._version import __version__
-from .api import find_label_issues
 from .errors import CleanpipeError, CleanpipeWarning, ConfigError, InputError
-from .flag import FlagResult, flag_table
-from .multilabel import find_multilabel_issues
-from .oof import out_of_fold_probs
+
+# Each public function by the module that defines it. They are imported on first use (PEP 562),
+# so that `import cleanpipe.cli` (and `cleanpipe --help`) does not pay for scikit-learn.
+_PUBLIC = {
+    "find_label_issues": "api", "find_multilabel_issues": "multilabel",
+    "out_of_fold_probs": "oof", "flag_table": "flag", "FlagResult": "flag",
+}
 
 __all__ = [
-    "__version__", "find_label_issues", "find_multilabel_issues", "out_of_fold_probs", "flag_table",
-    "FlagResult",
+    "__version__", *_PUBLIC,
     "CleanpipeError", "CleanpipeWarning", "ConfigError", "InputError",
 ]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cleanpipe' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

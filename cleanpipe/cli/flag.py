@@ -8,6 +8,12 @@ from pathlib import Path
 
 import click
 
+from ..flag import flag_dataset
+from ..flagsfile import summary_path_for
+from ..io import AtomicOutputs, cleanup_stale_temps, write_json
+from ..oof import joblib_backend
+from ..report import write_report
+from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
                         NOISY_THRESHOLD, OOF)
 from ._group import cli
@@ -54,7 +60,7 @@ from ._progress import progress_bar
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
          pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
          as_json, quiet):
-    """Flag likely mislabeled rows of a Parquet table.
+    """Flag likely mislabeled rows of a table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
     confident learning and a loss mixture, and writes the table with five added columns
@@ -74,12 +80,6 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     list columns, suspect_missing and
     suspect_spurious; its methods are posterior (default), noise_rate, mixture and both.
     """
-    from ..flag import flag_dataset
-    from ..flagsfile import summary_path_for
-    from ..io import AtomicOutputs, cleanup_stale_temps, write_json
-    from ..oof import joblib_backend
-    from ..safety import guard_files
-
     out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
     summary_path = summary_path_for(out_path)
     report_path = out_path.with_suffix(".report.html")
@@ -105,7 +105,6 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
             summary["outputs"]["report"] = str(report_path)
         write_json(summary, outputs.stage(summary_path))
     if with_report:
-        from ..report import write_report
         write_report(out_path, report_path, summary=summary)
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from ._group import cli
+
 
 def _default(param: click.Parameter) -> str:
     if isinstance(param, click.Argument) or (getattr(param, "is_flag", False)
@@ -79,5 +81,4 @@ def markdown(group: click.Group) -> str:
 
 
 if __name__ == "__main__":
-    from . import cli
     click.echo(markdown(cli), nl=False)

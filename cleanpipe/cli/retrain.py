@@ -97,7 +97,7 @@ def _parse_loss_params(pairs) -> dict:
 @quiet_option("No progress bar, nothing printed on success.")
 def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, loss, loss_params, noisy_weight,
             warmup, noise_matrix, overwrite, as_json, quiet, **train):
-    """Train a tabular MLP on a flags or cleaned Parquet table.
+    """Train a tabular MLP on a flags or cleaned table.
 
     The flag/clean columns (given_label, predicted_label, label_score, p_noisy,
     is_label_issue, sample_weight, original_label) are never features. Trains on
@@ -192,7 +192,7 @@ def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, defa
 @overwrite_option()
 @quiet_option()
 def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet):
-    """Score a Parquet table with a model written by cleanpipe retrain.
+    """Score a table with a model written by cleanpipe retrain.
 
     Writes every input column plus predicted_label (in the label's own type) and
     confidence (the largest class probability), and pred_probs with --probs.

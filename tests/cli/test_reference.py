@@ -64,3 +64,24 @@ def test_verbose_is_taken_before_or_after_the_command(tmp_path):
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 0, (args, res.output)
         assert _STATE["verbose"] == level, args
+
+
+def test_the_lazy_command_list_matches_the_commands():
+    from cleanpipe.cli._group import COMMANDS
+    ctx = click.Context(cli)
+    for name, (_, short) in COMMANDS.items():
+        assert cli.get_command(ctx, name).get_short_help_str(limit=1000) == short, name
+
+
+def test_help_imports_no_command_module_and_no_heavy_library():
+    import subprocess
+    import sys
+    code = ("import sys; from cleanpipe.cli import main\n"
+            "try:\n    sys.argv = ['cleanpipe', '--help']; main()\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = [m for m in ('sklearn', 'torch', 'pandas', 'pyarrow', 'cleanpipe.cli.flag', "
+            "'cleanpipe.flag') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out, out
+    assert "flag" in out and "Flag likely mislabeled rows" in out
