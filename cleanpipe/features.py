@@ -141,6 +141,29 @@ def select_feature_columns(schema: pa.Schema, label: str | list, *, features=Non
     return cols
 
 
+def id_like_columns(table: pa.Table, columns, *, min_rows: int = 20) -> list:
+    """The ``columns`` of ``table`` that look like row identifiers, not features: text or integer
+    columns with a distinct value in every row, integers evenly spaced once sorted (1, 2, 3, ...
+    or 1000, 1010, ...). A model fitted on one learns the rows by heart."""
+    if table.num_rows < min_rows:
+        return []
+    out = []
+    for name in columns:
+        col = table.column(name)
+        t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+                or pa.types.is_string_view(t)):
+            continue
+        if col.null_count or pc.count_distinct(col).as_py() != table.num_rows:
+            continue
+        if pa.types.is_integer(t):
+            steps = np.diff(np.sort(_decoded(col).to_numpy()))
+            if steps.size and not np.all(steps == steps[0]):
+                continue
+        out.append(name)
+    return out
+
+
 def _numeric(col: pa.ChunkedArray) -> np.ndarray:
     with np.errstate(over="ignore"):  # beyond float32's range -> +/-inf, then missing (see below)
         # safe=False: integers beyond 2**53 lose precision (they become float32 anyway), not the run

@@ -363,7 +363,8 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
 
     settings = {"label": target.setting,
                 **({"multi_label": True, "label_format": target.form} if multi else {}),
-                "features": feature_names, "model": model_label(model),
+                "features": feature_names, "ids": list(ids), "exclude": list(exclude),
+                "model": model_label(model),
                 "folds": None if given else folds, "seed": seed, "n_jobs": n_jobs,
                 "pred_probs": os.fspath(pred_probs) if isinstance(pred_probs, (str, os.PathLike))
                 else ("array" if given else None), **options}

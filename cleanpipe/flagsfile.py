@@ -72,13 +72,23 @@ def label_from_metadata(table: pa.Table, summary: dict | None = None) -> str | N
     Several 0/1 label columns (multi-label) come back comma-separated, ``"a,b,c"``, as ``--label``
     takes them.
     """
-    for source in (summary or {}, table_metadata(table, FLAG_METADATA)):
-        label = (source.get("settings") or {}).get("label")
-        if isinstance(label, str):
-            return label
-        if isinstance(label, list) and label and all(isinstance(c, str) for c in label):
-            return ",".join(label)
+    label = flag_settings(table, summary).get("label")
+    if isinstance(label, str):
+        return label
+    if isinstance(label, list) and label and all(isinstance(c, str) for c in label):
+        return ",".join(label)
     return None
+
+
+def flag_settings(table: pa.Table, summary: dict | None = None) -> dict:
+    """The settings ``flag`` ran with (label, features, ids, exclude, model, ...) for a flags or
+    cleaned table: from ``summary``, else the table's ``cleanpipe.flag`` metadata, else the
+    ``flag_settings`` its ``cleanpipe.clean`` provenance carries. ``{}`` when none is found."""
+    for settings in ((summary or {}).get("settings"), table_metadata(table, FLAG_METADATA).get("settings"),
+                     table_metadata(table, CLEAN_METADATA).get("flag_settings")):
+        if isinstance(settings, dict) and settings:
+            return settings
+    return {}
 
 
 def jsonable(v):

@@ -11,7 +11,7 @@ import click
 
 from .._version import __version__
 from ..errors import InputError
-from ..flagsfile import flag_estimate, label_from_metadata, summary_path_for
+from ..flagsfile import flag_estimate, flag_settings, label_from_metadata, summary_path_for
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
 from ..loss_kinds import is_multilabel_loss, loss_kind, multilabel_losses
 from ..safety import guard_files
@@ -130,6 +130,13 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
     table = read_table(data)
     label = label or label_from_metadata(table) or "label"
+    # What flag was told travels with its output: without --features/--exclude/--id, train on the
+    # features flag used (never on its ids or the columns it was told to leave out).
+    features, exclude, ids = csv_option(features), csv_option(exclude) or (), csv_option(ids) or ()
+    recorded = flag_settings(table)
+    if features is None and not exclude and not ids and recorded.get("features"):
+        features = [c for c in recorded["features"] if c in table.column_names] or None
+        ids = tuple(c for c in recorded.get("ids") or () if c in table.column_names)
     loss, params = _resolve_loss(loss, params, table, label, multi_label, DEFAULT_LOSS)
     if weight_col == "auto":
         weight_col = "sample_weight" if "sample_weight" in table.column_names else None
@@ -144,8 +151,7 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (
             lambda epoch, m: update("training epochs", epoch, config.epochs, epoch_info(m)))
-        result = retrain_table(table, label=label, features=csv_option(features),
-                               exclude=csv_option(exclude) or (), ids=csv_option(ids) or (),
+        result = retrain_table(table, label=label, features=features, exclude=exclude, ids=ids,
                                weight_col=weight_col, loss=loss, loss_params=params,
                                noisy_weight=noisy_weight, warmup=warmup, noise_matrix=nm,
                                noise_matrix_classes=nm_classes, class_prior=prior, config=config,

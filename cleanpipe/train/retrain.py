@@ -24,7 +24,7 @@ import torch
 from .._version import __version__
 from ..clean import CLEAN_COLUMNS
 from ..errors import InputError
-from ..features import encode_labels, select_feature_columns
+from ..features import encode_labels, id_like_columns, select_feature_columns
 from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
 from ..loss_kinds import loss_kind, multilabel_losses, single_label_losses
 from ..losses import get_loss
@@ -326,6 +326,12 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
             if c in table.column_names and c not in (features or ())]
     cols = select_feature_columns(table.schema, target.label_columns, features=features,
                                   exclude=list(dict.fromkeys([*exclude, *auto])), ids=ids)
+    if not features:
+        ids_like = id_like_columns(table, cols)
+        if ids_like:
+            raise InputError(f"column '{ids_like[0]}' holds a different value in every row, like an id: "
+                             f"a model would learn the rows by heart; pass --id {ids_like[0]} (or "
+                             "--exclude it), or name the features with --features")
     labelled = table.take(pa.array(rows)) if len(rows) < table.num_rows else table
     pre = Preprocessor.fit(labelled, cols)
     x_num, x_cat = pre.transform(labelled)
