@@ -149,15 +149,15 @@ def id_like_columns(table: pa.Table, columns, *, min_rows: int = 20) -> list:
         return []
     out = []
     for name in columns:
-        col = table.column(name)
-        t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+        col = _decoded(table.column(name))
+        t = col.type
         if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
                 or pa.types.is_string_view(t)):
             continue
         if col.null_count or pc.count_distinct(col).as_py() != table.num_rows:
             continue
         if pa.types.is_integer(t):
-            steps = np.diff(np.sort(_decoded(col).to_numpy()))
+            steps = np.diff(np.sort(col.to_numpy()))
             if steps.size and not np.all(steps == steps[0]):
                 continue
         out.append(name)

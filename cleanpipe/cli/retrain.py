@@ -151,7 +151,7 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (
             lambda epoch, m: update("training epochs", epoch, config.epochs, epoch_info(m)))
-        result = retrain_table(table, label=label, features=features, exclude=exclude, ids=ids,
+        result = retrain_table(table, label=label, features=features, exclude=exclude, ids=ids, refuse_ids=True,
                                weight_col=weight_col, loss=loss, loss_params=params,
                                noisy_weight=noisy_weight, warmup=warmup, noise_matrix=nm,
                                noise_matrix_classes=nm_classes, class_prior=prior, config=config,

@@ -239,7 +239,7 @@ def _noisy_weight(table: pa.Table, label: str, rows: np.ndarray) -> np.ndarray:
     return p
 
 
-def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
+def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), refuse_ids: bool = False,
                   weight_col: str | None = None, loss: str | None = None, loss_params: dict | None = None,
                   noise_matrix=None, noise_matrix_classes=None, noisy_weight: str = NOISY_WEIGHTS[0],
                   warmup: int = DEFAULT_WARMUP, class_prior=None, config: TrainConfig = TrainConfig(),
@@ -256,6 +256,9 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
         network gets one output per tag (see Notes).
     features, exclude, ids : sequence of str
         As in :func:`cleanpipe.flag_table`.
+    refuse_ids : bool, default=False
+        Refuse a feature column that looks like a row id (see
+        :func:`cleanpipe.features.id_like_columns`) when ``features`` is not given; the CLI sets it.
     weight_col : str, optional
         Column of per-row weights (>= 0), e.g. ``sample_weight`` from ``clean --mode weight``.
     loss : str, optional
@@ -326,7 +329,7 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(),
             if c in table.column_names and c not in (features or ())]
     cols = select_feature_columns(table.schema, target.label_columns, features=features,
                                   exclude=list(dict.fromkeys([*exclude, *auto])), ids=ids)
-    if not features:
+    if refuse_ids and not features:
         ids_like = id_like_columns(table, cols)
         if ids_like:
             raise InputError(f"column '{ids_like[0]}' holds a different value in every row, like an id: "

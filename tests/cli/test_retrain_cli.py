@@ -79,7 +79,7 @@ def test_same_seed_gives_an_identical_model(data, tmp_path):
     _, _, flags = data
     states = []
     for name in ("a", "b"):
-        assert run("retrain", flags, "--out", tmp_path / name, "--seed", "3", *FAST).exit_code == 0
+        assert run("retrain", "--id", "row_id", flags, "--out", tmp_path / name, "--seed", "3", *FAST).exit_code == 0
         states.append(torch.load(tmp_path / name / "model.pt", weights_only=True))
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -91,7 +91,7 @@ def test_dynamic_mixup_prior_round_trip_is_deterministic_and_records_the_noise_m
             "--json", *FAST[:-1]]
     outs = []
     for name in ("a", "b"):
-        res = run("retrain", flags, "--out", tmp_path / name, *args)
+        res = run("retrain", "--id", "row_id", flags, "--out", tmp_path / name, *args)
         assert res.exit_code == 0, res.output
         outs.append(json.loads(res.stdout))
     states = [torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("a", "b")]
@@ -113,33 +113,33 @@ def test_dynamic_mixup_prior_round_trip_is_deterministic_and_records_the_noise_m
 
 def test_forward_finds_the_sidecar_summary_and_weights_are_used(data, tmp_path):
     _, plain, flags = data
-    res = run("retrain", flags, "--out", tmp_path / "f", "--loss", "forward", "--json", *FAST[:-1])
+    res = run("retrain", "--id", "row_id", flags, "--out", tmp_path / "f", "--loss", "forward", "--json", *FAST[:-1])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["settings"]["noise_matrix"] is not None
     # the default loss (auto) reads the same sidecar summary to choose, and does without one
-    chosen = json.loads(run("retrain", flags, "--out", tmp_path / "a", "--json", *FAST[:-1]).stdout)
+    chosen = json.loads(run("retrain", "--id", "row_id", flags, "--out", tmp_path / "a", "--json", *FAST[:-1]).stdout)
     assert "flip_concentration" in chosen["settings"]["loss_choice"]
-    plain_run = run("retrain", plain, "--label", "kind", "--out", tmp_path / "p", "--json", *FAST[:-1])
+    plain_run = run("retrain", "--id", "row_id", plain, "--label", "kind", "--out", tmp_path / "p", "--json", *FAST[:-1])
     assert json.loads(plain_run.stdout)["settings"]["loss_choice"]["reason"] == "no noise matrix from flag"
-    line = one_error_line(run("retrain", plain, "--label", "kind", "--out", tmp_path / "g", "--loss", "forward", *FAST))
+    line = one_error_line(run("retrain", "--id", "row_id", plain, "--label", "kind", "--out", tmp_path / "g", "--loss", "forward", *FAST))
     assert "--loss forward needs the noise matrix" in line
     cleaned = tmp_path / "w.parquet"
     assert run("clean", flags, "--mode", "weight", "--out", cleaned, "-q").exit_code == 0
-    res = run("retrain", cleaned, "--out", tmp_path / "w", "--json", *FAST[:-1])
+    res = run("retrain", "--id", "row_id", cleaned, "--out", tmp_path / "w", "--json", *FAST[:-1])
     assert res.exit_code == 0 and json.loads(res.stdout)["settings"]["weight_col"] == "sample_weight"
 
 
 def test_user_errors_are_one_line(data, model, tmp_path):
     d, plain, flags = data
     out, _ = model
-    assert "unknown loss 'nope'" in one_error_line(run("retrain", flags, "--out", tmp_path / "x", "--loss", "nope"))
-    assert "exists and is not empty" in one_error_line(run("retrain", flags, "--out", out, *FAST))
+    assert "unknown loss 'nope'" in one_error_line(run("retrain", "--id", "row_id", flags, "--out", tmp_path / "x", "--loss", "nope"))
+    assert "exists and is not empty" in one_error_line(run("retrain", "--id", "row_id", flags, "--out", out, *FAST))
     assert "p_noisy column" in one_error_line(
-        run("retrain", plain, "--label", "kind", "--loss", "dynamic-hard", "--noisy-weight", "column",
+        run("retrain", "--id", "row_id", plain, "--label", "kind", "--loss", "dynamic-hard", "--noisy-weight", "column",
             "--out", tmp_path / "y", *FAST))
-    assert "--mixup" in one_error_line(run("retrain", flags, "--out", tmp_path / "m", "--mixup", "-1"))
-    assert "--prior-reg" in one_error_line(run("retrain", flags, "--out", tmp_path / "p", "--prior-reg", "-1"))
-    assert "--hidden" in one_error_line(run("retrain", flags, "--out", tmp_path / "z", "--hidden", "a,b"))
+    assert "--mixup" in one_error_line(run("retrain", "--id", "row_id", flags, "--out", tmp_path / "m", "--mixup", "-1"))
+    assert "--prior-reg" in one_error_line(run("retrain", "--id", "row_id", flags, "--out", tmp_path / "p", "--prior-reg", "-1"))
+    assert "--hidden" in one_error_line(run("retrain", "--id", "row_id", flags, "--out", tmp_path / "z", "--hidden", "a,b"))
     missing = tmp_path / "missing.parquet"
     pq.write_table(pq.read_table(plain).drop_columns(["x2", "shade"]), missing)
     line = one_error_line(run("predict", out, missing, "--out", tmp_path / "p.parquet"))

@@ -87,7 +87,7 @@ def test_retrain_predict_round_trip(data):
 def test_01_columns_and_softmax_loss(data):
     d, path = data
     label = ",".join(f"is_{t}" for t in TAGS)
-    res = run("retrain", path, "--label", label, "--loss", "abs-kl", "--exclude", "single,tags",
+    res = run("retrain", "--id", "row_id", path, "--label", label, "--loss", "abs-kl", "--exclude", "single,tags",
               "--out", d / "cols", *FAST)
     assert res.exit_code == 0, res.output
     spec = json.loads((d / "cols" / "model.json").read_text())
@@ -101,13 +101,13 @@ def test_01_columns_and_softmax_loss(data):
 
 def test_loss_and_label_errors(data):
     d, path = data
-    line = one_error_line(run("retrain", path, "--label", "tags", "--loss", "sce", "--out", d / "e1", *FAST))
+    line = one_error_line(run("retrain", "--id", "row_id", path, "--label", "tags", "--loss", "sce", "--out", d / "e1", *FAST))
     assert "single-label loss" in line and "bce" in line
-    line = one_error_line(run("retrain", path, "--label", "single", "--loss", "bce", "--out", d / "e2", *FAST))
+    line = one_error_line(run("retrain", "--id", "row_id", path, "--label", "single", "--loss", "bce", "--out", d / "e2", *FAST))
     assert "multi-label loss" in line
-    line = one_error_line(run("retrain", path, "--label", "single", "--multi-label", "--out", d / "e3", *FAST))
+    line = one_error_line(run("retrain", "--id", "row_id", path, "--label", "single", "--multi-label", "--out", d / "e3", *FAST))
     assert "not a list of tags" in line
-    line = one_error_line(run("retrain", path, "--label", "tags", "--loss", "bce", "--loss-param", "q=1",
+    line = one_error_line(run("retrain", "--id", "row_id", path, "--label", "tags", "--loss", "bce", "--loss-param", "q=1",
                                "--out", d / "e4", *FAST))
     assert "--loss-param does not fit" in line
     with pytest.raises(InputError, match="single-label loss"):
