@@ -695,6 +695,27 @@ def per_case_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return context.join(values).reset_index()
 
 
+def per_noise_table(df: pd.DataFrame, candidate: str = CANDIDATE) -> pd.DataFrame:
+    """Per noise setting: flags summed over datasets, F1 and AUPRC averaged, beside cleanlab's."""
+    names = {candidate: "cp", CLEANLAB_DEFAULT: "cl default", "cleanlab:low_self_confidence": "cl low_sc",
+             "cleanlab:predicted_neq_given": "cl pneq"}
+    cases = df.drop_duplicates(["dataset", "noise", "model"])
+    out = pd.DataFrame({"cases": cases.groupby("noise", sort=False).size(),
+                        "wrong rows": (cases["noise_rate"] * cases["n"]).round().groupby(cases["noise"], sort=False).sum()})
+    for name, short in names.items():
+        part = df[df["name"] == name].groupby("noise", sort=False)
+        if name in set(df["name"]):
+            out[f"{short} flags"] = part["n_flagged"].sum()
+            out[f"{short} F1"] = part["f1"].mean()
+    sc = f"cleanlab:rank:{CLEANLAB_RANKINGS[0]}"
+    for name, short in ((candidate, "cp AUPRC"), (sc, "self-conf AUPRC")):
+        if name in set(df["name"]):
+            out[short] = df[df["name"] == name].groupby("noise", sort=False)["auprc"].mean()
+    counts = [c for c in out.columns if c == "wrong rows" or c.endswith("flags")]
+    out[counts] = out[counts].astype(int)
+    return out.reset_index()
+
+
 def legend() -> str:
     """What the per-case tables' columns mean."""
     names = ", ".join(f"`{v}` = {k}" for k, v in SHORT_NAMES.items())
@@ -716,6 +737,8 @@ def render_text(df: pd.DataFrame, candidate: str = CANDIDATE) -> str:
             "== Aggregate (mean over cases) ==", summarize(df).to_string(), "",
             "== Targets ==", *map(str, check_targets(df, candidate)), "",
             "== Issue 15 targets ==", *map(str, check_issue15_targets(df, candidate)), "",
+            "== Per noise (flags summed over datasets; F1 and AUPRC averaged) ==",
+            per_noise_table(df, candidate).to_string(index=False), "",
         ]
         if candidate in set(df["name"]) and CLEANLAB_DEFAULT in set(df["name"]):
             parts += [f"== Worst 5 cases for (b): {candidate} F1 - {CLEANLAB_DEFAULT} F1 ==",
