@@ -338,6 +338,13 @@ def _separated(n, k, sep, seed):
     return true, pred_probs
 
 
+def _flipped(true, k, rate, seed):
+    """``(labels, flip)``: each row moved to a uniformly random other class with probability ``rate``."""
+    rng = np.random.default_rng(seed)
+    flip = rng.random(len(true)) < rate
+    return np.where(flip, (true + rng.integers(1, k, len(true))) % k, true), flip
+
+
 def test_component_test_one_component_on_clean_losses():
     # Correct labels under a confident model: the mixture still fits two components (the upper
     # tail of correct rows becomes the "noisy" one), but that component is not made of rows
@@ -352,9 +359,7 @@ def test_component_test_one_component_on_clean_losses():
 def test_component_test_two_components_on_planted_noise():
     # 20% of the labels moved to another class: those rows have p_given ~ e^-6 of the others.
     true, pred_probs = _separated(6000, 5, 6.0, seed=3)
-    rng = np.random.default_rng(4)
-    flip = rng.random(len(true)) < 0.2
-    labels = np.where(flip, (true + rng.integers(1, 5, len(true))) % 5, true)
+    labels, flip = _flipped(true, 5, 0.2, seed=4)
     mix = fit_loss_mixture(_losses_of(labels, pred_probs))
     assert mix.noisy_mean_loss > np.log(2)
     assert noisy_component_present(mix)
@@ -405,9 +410,7 @@ def test_label_score_ranks_as_self_confidence_under_symmetric_noise():
     # Symmetric noise: the posterior is a monotone function of p_given, so the order is
     # self-confidence's (ties aside).
     true, pred_probs = _separated(3000, 6, 2.0, seed=5)
-    rng = np.random.default_rng(6)
-    flip = rng.random(len(true)) < 0.1
-    labels = np.where(flip, (true + rng.integers(1, 6, len(true))) % 6, true)
+    labels, flip = _flipped(true, 6, 0.1, seed=6)
     det = detect(labels, pred_probs)
     p_given = pred_probs[np.arange(len(labels)), labels]
     order = np.argsort(p_given, kind="stable")
@@ -419,9 +422,7 @@ def test_low_noise_is_left_to_the_posterior():
     # "noisy" component is the tail of correct rows and the test refuses it; the posterior's count
     # alone then tracks the flipped rows (within 2x, most of them found).
     true, pred_probs = _separated(6000, 5, 6.0, seed=7)
-    rng = np.random.default_rng(8)
-    flip = rng.random(len(true)) < 0.03
-    labels = np.where(flip, (true + rng.integers(1, 5, len(true))) % 5, true)
+    labels, flip = _flipped(true, 5, 0.03, seed=8)
     det = detect(labels, pred_probs)
     assert not noisy_component_present(det.mixture)
     n_flagged = int(det.is_label_issue.sum())
@@ -454,9 +455,7 @@ def test_null_test_accepts_planted_noise():
     # Confident model, 20% of labels moved: far more high-loss rows than labels drawn from the
     # model's probabilities would give (those almost never land on a class it gives e^-6).
     true, pred_probs = _separated(6000, 5, 6.0, seed=3)
-    rng = np.random.default_rng(4)
-    flip = rng.random(len(true)) < 0.2
-    labels = np.where(flip, (true + rng.integers(1, 5, len(true))) % 5, true)
+    labels, flip = _flipped(true, 5, 0.2, seed=4)
     loss = _losses_of(labels, pred_probs)
     mix = fit_loss_mixture(loss)
     observed = int(np.count_nonzero(mix.p_noisy(loss) > NOISY_THRESHOLD))
