@@ -61,8 +61,6 @@ class ConfidentLearning:
         ``p_{given}`` per row.
     predicted : ndarray of shape (n_samples,), int
         Arg-max class per row.
-    p_predicted : ndarray of shape (n_samples,)
-        ``p_{predicted}`` per row, the model's largest probability.
     anchor_joint : ndarray of shape (n_classes, n_classes), int
         ``A[i, j]``: given labels ``i`` among the anchors of class ``j`` (:func:`anchor_joint`).
     pair_rows, pair_true, pair_margin : ndarray
@@ -84,7 +82,6 @@ class ConfidentLearning:
     label_counts: np.ndarray
     p_given: np.ndarray
     predicted: np.ndarray
-    p_predicted: np.ndarray
     anchor_joint: np.ndarray
     pair_rows: np.ndarray
     pair_true: np.ndarray
@@ -459,14 +456,16 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     pair_true = predicted[pair_rows]
     pair_margin = _gather(pred_probs, pair_rows, pair_true, block_rows) - p_given[pair_rows]
 
+    # the arg-max probabilities serve only to pick the anchors: not kept (N floats)
+    anchors = anchor_joint(labels, predicted, p_predicted, k)
+    del p_predicted
     confident_joint = cj_flat.reshape(k, k)
     calibrated = calibrate_confident_joint(confident_joint, label_counts)
     joint, prior, noise = joint_prior_noise(calibrated)
     return ConfidentLearning(
         thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
         joint=joint, prior=prior, noise_matrix=noise, label_counts=label_counts,
-        p_given=p_given, predicted=predicted, p_predicted=p_predicted,
-        anchor_joint=anchor_joint(labels, predicted, p_predicted, k),
+        p_given=p_given, predicted=predicted, anchor_joint=anchors,
         pair_rows=pair_rows, pair_true=pair_true, pair_margin=pair_margin,
         cell_rows=cell_rows, cell_keys=cell_keys, cell_margin=cell_margin,
     )
