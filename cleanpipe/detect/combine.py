@@ -69,6 +69,26 @@ def noisy_component_present(mix: LossMixture) -> bool:
                 and mix.fit.weights[mix.fit.noisy] >= NOISY_COMPONENT_MIN_SHARE)
 
 
+def _loss_threshold(mix: LossMixture, noisy_threshold: float) -> float:
+    """The smallest loss whose ``p_noisy`` exceeds ``noisy_threshold`` (inf if none), by bisection.
+
+    ``p_noisy`` is non-decreasing in the loss, and losses lie in ``[0, -log 1e-12]``
+    (:func:`cross_entropy`).
+    """
+    def above(loss):
+        return mix.p_noisy(np.array([loss]))[0] > noisy_threshold
+
+    lo, hi = 0.0, float(-np.log(_LOSS_FLOOR))
+    if not above(hi):
+        return np.inf
+    if above(lo):
+        return lo
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if above(mid) else (mid, hi)
+    return hi
+
+
 def mixture_exceeds_null(mix: LossMixture, pred_probs, observed: int, *,
                         noisy_threshold: float = NOISY_THRESHOLD, z: float = NULL_EXCESS_Z,
                         block_rows: int | None = None) -> bool:
@@ -90,11 +110,15 @@ def mixture_exceeds_null(mix: LossMixture, pred_probs, observed: int, *,
     """
     if mix.fit is None:
         return False
+    # p_noisy is non-decreasing in the loss, so a cell counts exactly when p < exp(-L*): one
+    # comparison per cell instead of a posterior per cell.
+    cut = float(np.exp(-_loss_threshold(mix, noisy_threshold)))
+    if cut <= _LOSS_FLOOR:  # losses are floored there: no cell can count
+        return observed > z
 
     def null(start, stop, block):
-        p = np.asarray(block, dtype=np.float64)
-        over = mix.p_noisy(cross_entropy(p.ravel())).reshape(p.shape) > noisy_threshold
-        q = np.einsum("ij,ij->i", p, over)
+        # in the block's own dtype (no float64 copy of the block); sums in float64
+        q = np.where(block < block.dtype.type(cut), block, 0).sum(axis=1, dtype=np.float64)
         return float(q.sum()), float(np.dot(q, 1.0 - q))
 
     parts = map_blocks(null, pred_probs, block_rows)
