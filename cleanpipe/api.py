@@ -97,11 +97,13 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
     the normalised cross-entropy losses ``-log p_given``; ``p_noisy`` is the posterior of the
     high-loss component. ``label_score`` is the posterior that the given label is the true one,
     ``T[g, g] p_g / sum_j T[g, j] p_j`` with ``T`` the estimated noise matrix, smoothed and
-    symmetric (self-confidence's order) unless BIC supports a class-conditional pattern. The
+    symmetric (self-confidence's order) unless BIC supports a class-conditional pattern among
+    each class's anchors (the 10% of its predicted rows the model is surest of). The
     default ``combined`` rule flags the ``k`` rows with the lowest ``label_score``, where ``k`` is
     the count that maximises the expected F1 under ``1 - label_score`` or, when the mixture's
     high-loss component is a population the model rejects (mean ``p_given < 1/2``, >= 10% of the
-    fitted rows), the number of rows with ``p_noisy > noisy_threshold`` if larger (moved towards
+    fitted rows, more such rows than labels drawn from the model's own probabilities would give),
+    the number of rows with ``p_noisy > noisy_threshold`` if larger (moved towards
     cleanlab's per-cell pruning count by at
     most two standard errors), and never a row whose arg-max is its label; rows that per-cell
     pruning also flags rank up to two standard errors of their score earlier.

@@ -28,12 +28,16 @@ NOISY_COMPONENT_MIN_LOSS = float(np.log(2.0))
 #: mixture clips off the top (5%). A smaller noisy population lies mostly above the upper clip
 #: bound, out of the fit, and what the EM calls "noisy" inside is the tail of the correct rows.
 NOISY_COMPONENT_MIN_SHARE = 0.10
+#: ... and only if it holds more rows than the model's own probabilities explain, by this many
+#: standard deviations (:func:`mixture_exceeds_null`).
+NULL_EXCESS_Z = 2.0
 
 
 def noisy_component_present(mix: LossMixture) -> bool:
     """The component test: is the high-loss mixture component a population of wrong labels?
 
-    Only then may the mixture's count raise the number of flags. Two conditions, both needed:
+    Only then, and when the count also passes :func:`mixture_exceeds_null`, may the mixture's
+    count raise the number of flags. Two conditions here, both needed:
 
     1. its mean cross-entropy is above ``log 2``: its typical row has ``p_given < 1/2``, the model
        does not back the label (:data:`NOISY_COMPONENT_MIN_LOSS`);
@@ -58,6 +62,64 @@ def noisy_component_present(mix: LossMixture) -> bool:
     """
     return bool(mix.fit is not None and mix.noisy_mean_loss > NOISY_COMPONENT_MIN_LOSS
                 and mix.fit.weights[mix.fit.noisy] >= NOISY_COMPONENT_MIN_SHARE)
+
+
+def _loss_threshold(mix: LossMixture, noisy_threshold: float) -> float:
+    """The smallest loss whose ``p_noisy`` exceeds ``noisy_threshold`` (inf if none), by bisection.
+
+    ``p_noisy`` is non-decreasing in the loss, and losses lie in ``[0, -log 1e-12]``
+    (:func:`cross_entropy`).
+    """
+    def above(loss):
+        return mix.p_noisy(np.array([loss]))[0] > noisy_threshold
+
+    lo, hi = 0.0, float(-np.log(_LOSS_FLOOR))
+    if not above(hi):
+        return np.inf
+    if above(lo):
+        return lo
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if above(mid) else (mid, hi)
+    return hi
+
+
+def mixture_exceeds_null(mix: LossMixture, pred_probs, observed: int, *,
+                        noisy_threshold: float = NOISY_THRESHOLD, z: float = NULL_EXCESS_Z,
+                        block_rows: int | None = None) -> bool:
+    """The component test's third part: more high-loss rows than the model itself predicts?
+
+    If every label were drawn from the out-of-fold probabilities (labels as the model expects
+    them, no errors beyond its own uncertainty), row ``n`` would land in the mixture's count
+    ``#{p_noisy > noisy_threshold}`` with probability ``q_n = sum_j p_nj [p_noisy(-log p_nj) >
+    noisy_threshold]``. The count ``observed`` must exceed that null's mean ``sum q_n`` by ``z``
+    standard deviations, ``sqrt(sum q_n (1 - q_n))``.
+
+    A weak model's high-loss rows are as many as its own uncertainty predicts (a 79%-accurate
+    model on clean labels: 2,944 counted, 3,161 expected), so its count measures the model, not
+    the labels; label noise that the model does not absorb adds rows beyond the null (digits,
+    25% instance-dependent noise: 468 counted, 305 expected). Noise a calibrated model absorbs
+    entirely cannot be told from clean labels this way, and is then left to the posterior.
+
+    One pass over ``pred_probs``.
+    """
+    if mix.fit is None:
+        return False
+    # p_noisy is non-decreasing in the loss, so a cell counts exactly when p < exp(-L*): one
+    # comparison per cell instead of a posterior per cell.
+    cut = float(np.exp(-_loss_threshold(mix, noisy_threshold)))
+    if cut <= _LOSS_FLOOR:  # losses are floored there: no cell can count
+        return observed > z
+
+    def null(start, stop, block):
+        # in the block's own dtype (no float64 copy of the block); sums in float64
+        q = np.where(block < block.dtype.type(cut), block, 0).sum(axis=1, dtype=np.float64)
+        return float(q.sum()), float(np.dot(q, 1.0 - q))
+
+    parts = map_blocks(null, pred_probs, block_rows)
+    mean = sum(m for m, _ in parts)
+    var = sum(v for _, v in parts)
+    return bool(observed > mean + z * np.sqrt(max(var, 1.0)))
 
 
 @dataclass(frozen=True)
@@ -107,7 +169,7 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     With ``alongside`` (a callable), it runs during the pass (see :func:`map_blocks`) and
     ``(label_score, alongside())`` is returned.
     """
-    t, _ = posterior_noise_matrix(cl.calibrated_joint)
+    t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
     t_cast = {np.dtype(np.float32): t.astype(np.float32), np.dtype(np.float64): t}
     out = np.empty(len(labels), dtype=np.float64)
 
@@ -281,8 +343,8 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
     label is true under the estimated noise matrix, :func:`label_quality`) and flags the ``k``
     lowest, except rows whose arg-max class is their given label; ``k`` is the count that
     maximises the expected F1 under that posterior or, when the mixture passes its component test
-    (:func:`noisy_component_present`), the number of rows with ``p_noisy > noisy_threshold`` if
-    larger, moved up towards cleanlab's per-cell count within two
+    (:func:`noisy_component_present` and :func:`mixture_exceeds_null`), the number of rows with
+    ``p_noisy > noisy_threshold`` if larger, moved up towards cleanlab's per-cell count within two
     standard errors; rows cleanlab's per-cell rule also prunes rank up to two standard errors of
     their score earlier (see :func:`_combined_flags`). Other methods: ``noise_rate`` (confident
     learning, prune by noise rate, each row in its arg-max cell), ``per_class`` (prune by class,
@@ -302,8 +364,11 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
         labels, pred_probs, cl, block_rows=block_rows, alongside=from_confident_learning)
     disagrees = cl.predicted != labels
     if method == "combined":
+        counts = noisy_component_present(mix) and mixture_exceeds_null(
+            mix, pred_probs, int(np.count_nonzero(p_noisy > noisy_threshold)),
+            noisy_threshold=noisy_threshold, block_rows=block_rows)
         flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                pruned=pruned, mixture_counts=noisy_component_present(mix))
+                                pruned=pruned, mixture_counts=counts)
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":

@@ -31,6 +31,11 @@ PREFILTER_MIN_MEMBERS = 4096
 _MAX_BUCKETS = 128
 #: Cap on groups x buckets of the pre-selection histogram (fewer buckets with many groups).
 _MAX_BUCKET_CELLS = 1 << 22
+#: Share of each class's predicted rows, those the model is surest of, that serve as its anchors
+#: in :func:`anchor_joint`. Chosen on benchmarks/detection_quality.py (tuning seed, logistic
+#: regression; 5%, 10% and 20% measured): smaller shares see too few pair flips to pass the
+#: pattern test, larger ones reach into the rows the model confuses.
+ANCHOR_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class ConfidentLearning:
         ``p_{given}`` per row.
     predicted : ndarray of shape (n_samples,), int
         Arg-max class per row.
+    anchor_joint : ndarray of shape (n_classes, n_classes), int
+        ``A[i, j]``: given labels ``i`` among the anchors of class ``j`` (:func:`anchor_joint`).
     pair_rows, pair_true, pair_margin : ndarray
         Pruning candidates: the rows whose arg-max ``j`` is not their given label, ``j``, and the
         margin ``p_j - p_given`` (> 0).
@@ -75,6 +82,7 @@ class ConfidentLearning:
     label_counts: np.ndarray
     p_given: np.ndarray
     predicted: np.ndarray
+    anchor_joint: np.ndarray
     pair_rows: np.ndarray
     pair_true: np.ndarray
     pair_margin: np.ndarray
@@ -257,7 +265,62 @@ def joint_prior_noise(calibrated_joint: np.ndarray):
     return joint, prior, noise
 
 
-def posterior_noise_matrix(calibrated_joint: np.ndarray):
+def anchor_joint(labels: np.ndarray, predicted: np.ndarray, p_predicted: np.ndarray, n_classes: int, *,
+                 share: float = ANCHOR_SHARE) -> np.ndarray:
+    """Given labels of each class's anchors: the rows the model is surest belong to it.
+
+    The anchors of class ``j`` are the ``ceil(share * m_j)`` rows predicted ``j`` (of ``m_j``) with
+    the largest ``p_j``; ``A[i, j]`` counts those given label ``i``. Far from the classes'
+    boundaries the model's own confusion is small, so the labels there show the noise rather
+    than the model's weakness (anchor points: Patrini et al. 2017, Xia et al. 2019, here with the
+    given labels of out-of-fold rows in place of the model's probabilities).
+
+    Rows tied at a class's boundary are taken all together or not at all (order-independent).
+
+    Examples
+    --------
+    >>> anchor_joint(np.array([0, 1, 1, 1]), np.array([0, 0, 1, 1]), np.array([.9, .8, .9, .6]), 2,
+    ...              share=0.5)
+    array([[1, 0],
+           [0, 1]])
+    """
+    counts = np.bincount(predicted, minlength=n_classes)
+    quota = np.ceil(share * counts).astype(np.int64)
+    picked = top_per_group(predicted, p_predicted, quota, ties="all_or_none")
+    flat = labels[picked].astype(np.int64) * n_classes + predicted[picked]
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def pattern_supported(joint: np.ndarray) -> bool:
+    """Whether a class-conditional noise pattern beats one symmetric rate in a joint ``[given, true]``.
+
+    The class-conditional model (``K (K - 1)`` parameters) wins when its multinomial
+    log-likelihood gain over the symmetric one, ``G / 2`` (the G-test statistic), beats the BIC
+    penalty ``df / 2 log N``, ``df = K (K - 1) - 1``.
+
+    Examples
+    --------
+    >>> bool(pattern_supported(np.array([[90, 0, 30], [5, 100, 0], [5, 0, 70]])))
+    True
+    >>> bool(pattern_supported(np.array([[98, 1, 1], [1, 98, 1], [1, 1, 98]])))
+    False
+    """
+    c = np.asarray(joint, dtype=np.float64)
+    k = len(c)
+    if k < 2:
+        return False
+    n_true = c.sum(axis=0)
+    total = max(n_true.sum(), 1.0)
+    eye = np.eye(k, dtype=bool)
+    r_ml = float(c[~eye].sum()) / total
+    # G = 2 sum O log(O / E_sym), E_sym the symmetric maximum-likelihood fit
+    expected = n_true[None, :] * np.where(eye, 1.0 - r_ml, r_ml / (k - 1))
+    seen = (c > 0) & (expected > 0)
+    g = 2.0 * float(np.sum(c[seen] * np.log(c[seen] / expected[seen])))
+    return g > (k * (k - 1) - 1) * np.log(total)
+
+
+def posterior_noise_matrix(calibrated_joint: np.ndarray, *, pattern_joint: np.ndarray | None = None):
     """The noise matrix that ``label_score`` conditions on, and whether its pattern is supported.
 
     Two models of ``P(given | true)`` compete for the calibrated joint ``C``:
@@ -265,13 +328,14 @@ def posterior_noise_matrix(calibrated_joint: np.ndarray):
     - *symmetric*: one noise rate ``r``, spread evenly over the other classes (1 parameter);
     - *class-conditional*: every column its own off-diagonal pattern (``K (K - 1)`` parameters).
 
-    The class-conditional one is kept only when its multinomial log-likelihood gain over the
-    symmetric one, ``G / 2`` (the G-test statistic), beats the BIC penalty ``df / 2 log N``. Under the
-    symmetric matrix the posterior of the given label is a monotone function of ``p_given``, so
-    ``label_score`` then ranks exactly as self-confidence does: the noise matrix only reorders rows
-    when the data support a pattern (pair flips between classes, say). Real label errors are
-    rarely class-conditional, and a pattern read from a handful of off-diagonal counts otherwise
-    reweights rows by noise.
+    The class-conditional one is kept only when :func:`pattern_supported` finds the pattern in
+    ``pattern_joint`` (default: ``C`` itself). :func:`confident_learning`'s callers pass the
+    anchor joint (:func:`anchor_joint`): ``C`` counts every row near a class boundary, so a weak
+    model's confusions, which are class-conditional by nature, would pass as a noise pattern on
+    any large table; the anchors, the rows the model is surest of, show only the labels' own.
+    Under the symmetric matrix the posterior of the given label is a monotone function of
+    ``p_given``, so ``label_score`` then ranks exactly as self-confidence does: the noise matrix
+    only reorders rows when the data support a pattern (pair flips between classes, say).
 
     Both estimates are smoothed (a Dirichlet prior worth one row per column, rule of succession
     for the rates), so no off-diagonal cell is exactly 0: a zero cell would make the posterior 1
@@ -280,7 +344,9 @@ def posterior_noise_matrix(calibrated_joint: np.ndarray):
     Parameters
     ----------
     calibrated_joint : ndarray of shape (n_classes, n_classes)
-        Indexed ``[given, true]``.
+        Indexed ``[given, true]``; the rates and the pattern are estimated from it.
+    pattern_joint : ndarray of shape (n_classes, n_classes), optional
+        The joint the pattern test runs on.
 
     Returns
     -------
@@ -306,21 +372,12 @@ def posterior_noise_matrix(calibrated_joint: np.ndarray):
     # symmetric: one rate, fitted by maximum likelihood, then smoothed
     rate = (m_true.sum() + 1.0) / (total + 2.0)
     sym = np.where(eye, 1.0 - rate, rate / max(k - 1, 1))
-    if k < 2:
+    if k < 2 or not pattern_supported(c if pattern_joint is None else pattern_joint):
         return sym, False
     # class-conditional: per-column rate and off-diagonal shares, each with a one-row prior
     col_rate = (m_true + 1.0) / (n_true + 2.0)
     share = (off + 1.0 / (k - 1)) / (m_true + 1.0)[None, :]
-    cond = np.where(eye, 1.0 - col_rate[None, :], share * col_rate[None, :])
-    # G-test of the maximum-likelihood fits: G = 2 sum O log(O / E_sym), E_sym the symmetric fit
-    r_ml = m_true.sum() / total
-    expected = n_true[None, :] * np.where(eye, 1.0 - r_ml, r_ml / (k - 1))
-    seen = (c > 0) & (expected > 0)
-    g = 2.0 * float(np.sum(c[seen] * np.log(c[seen] / expected[seen])))
-    df = k * (k - 1) - 1
-    if g > df * np.log(total):
-        return cond, True
-    return sym, False
+    return np.where(eye, 1.0 - col_rate[None, :], share * col_rate[None, :]), True
 
 
 def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = None, *,
@@ -356,6 +413,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     thresholds = class_thresholds(labels, p_given, k)
 
     predicted = np.empty(n, dtype=np.int32 if k < 2**31 else np.int64)
+    p_predicted = np.empty(n, dtype=np.float64)
     row_type = np.int32 if n < 2**31 else np.int64
     key_type = np.int32 if k * k < 2**31 else np.int64
     thr = np.maximum(thresholds - _THRESHOLD_SLACK, 1e-12)
@@ -370,6 +428,7 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
         # it; a row with no confident class is not counted).
         guess = pred.copy()
         p_max = take_cells(block, np.arange(stop - start), pred)
+        p_predicted[start:stop] = p_max
         counted = p_max >= thr_b[pred]
         # A row whose largest probability is below every threshold has no confident class.
         rest = np.flatnonzero(~counted & (p_max >= thr_b.min()))
@@ -397,13 +456,16 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     pair_true = predicted[pair_rows]
     pair_margin = _gather(pred_probs, pair_rows, pair_true, block_rows) - p_given[pair_rows]
 
+    # the arg-max probabilities serve only to pick the anchors: not kept (N floats)
+    anchors = anchor_joint(labels, predicted, p_predicted, k)
+    del p_predicted
     confident_joint = cj_flat.reshape(k, k)
     calibrated = calibrate_confident_joint(confident_joint, label_counts)
     joint, prior, noise = joint_prior_noise(calibrated)
     return ConfidentLearning(
         thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
         joint=joint, prior=prior, noise_matrix=noise, label_counts=label_counts,
-        p_given=p_given, predicted=predicted,
+        p_given=p_given, predicted=predicted, anchor_joint=anchors,
         pair_rows=pair_rows, pair_true=pair_true, pair_margin=pair_margin,
         cell_rows=cell_rows, cell_keys=cell_keys, cell_margin=cell_margin,
     )

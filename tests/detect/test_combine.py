@@ -12,8 +12,9 @@ from scipy.stats import rankdata
 
 from cleanpipe.detect import METHODS, detect
 from cleanpipe.detect.combine import (NOISY_THRESHOLD, combined_count_and_rank, expected_f1_count,
-                                      noisy_component_present)
-from cleanpipe.detect.confident import flags_by_cell_margin, posterior_noise_matrix
+                                      mixture_exceeds_null, noisy_component_present)
+from cleanpipe.detect.confident import (anchor_joint, flags_by_cell_margin, pattern_supported,
+                                        posterior_noise_matrix)
 from cleanpipe.detect.mixture import fit_loss_mixture
 
 SETTINGS = settings(max_examples=15, deadline=None)
@@ -256,9 +257,13 @@ def test_planted_noise_recall_precision(planted, method):
     wrong = given != true
     recall = (flags & wrong).sum() / wrong.sum()
     precision = (flags & wrong).sum() / max(flags.sum(), 1)
-    # Measured over six seeds: recall >= 0.89 and precision >= 0.91 for every method.
-    assert recall >= 0.85, recall
-    assert precision >= 0.85, precision
+    # Measured over six seeds: recall >= 0.89 and precision >= 0.91 for every method but the
+    # default, whose recall is 0.82-0.85 (precision >= 0.98): these probabilities are not fitted
+    # to the noisy labels, and labels drawn from them would give as many high-loss rows as the
+    # mixture counts (949 against 991 expected), so the mixture's count is not trusted here
+    # (combine.mixture_exceeds_null) and the posterior's count is the more cautious one.
+    assert recall >= (0.80 if method == "combined" else 0.85), recall
+    assert precision >= (0.95 if method == "combined" else 0.85), precision
 
 
 def test_planted_noise_label_score_ranks_errors_first(planted):
@@ -333,6 +338,13 @@ def _separated(n, k, sep, seed):
     return true, pred_probs
 
 
+def _flipped(true, k, rate, seed):
+    """``(labels, flip)``: each row moved to a uniformly random other class with probability ``rate``."""
+    rng = np.random.default_rng(seed)
+    flip = rng.random(len(true)) < rate
+    return np.where(flip, (true + rng.integers(1, k, len(true))) % k, true), flip
+
+
 def test_component_test_one_component_on_clean_losses():
     # Correct labels under a confident model: the mixture still fits two components (the upper
     # tail of correct rows becomes the "noisy" one), but that component is not made of rows
@@ -347,9 +359,7 @@ def test_component_test_one_component_on_clean_losses():
 def test_component_test_two_components_on_planted_noise():
     # 20% of the labels moved to another class: those rows have p_given ~ e^-6 of the others.
     true, pred_probs = _separated(6000, 5, 6.0, seed=3)
-    rng = np.random.default_rng(4)
-    flip = rng.random(len(true)) < 0.2
-    labels = np.where(flip, (true + rng.integers(1, 5, len(true))) % 5, true)
+    labels, flip = _flipped(true, 5, 0.2, seed=4)
     mix = fit_loss_mixture(_losses_of(labels, pred_probs))
     assert mix.noisy_mean_loss > np.log(2)
     assert noisy_component_present(mix)
@@ -400,9 +410,7 @@ def test_label_score_ranks_as_self_confidence_under_symmetric_noise():
     # Symmetric noise: the posterior is a monotone function of p_given, so the order is
     # self-confidence's (ties aside).
     true, pred_probs = _separated(3000, 6, 2.0, seed=5)
-    rng = np.random.default_rng(6)
-    flip = rng.random(len(true)) < 0.1
-    labels = np.where(flip, (true + rng.integers(1, 6, len(true))) % 6, true)
+    labels, flip = _flipped(true, 6, 0.1, seed=6)
     det = detect(labels, pred_probs)
     p_given = pred_probs[np.arange(len(labels)), labels]
     order = np.argsort(p_given, kind="stable")
@@ -414,11 +422,86 @@ def test_low_noise_is_left_to_the_posterior():
     # "noisy" component is the tail of correct rows and the test refuses it; the posterior's count
     # alone then tracks the flipped rows (within 2x, most of them found).
     true, pred_probs = _separated(6000, 5, 6.0, seed=7)
-    rng = np.random.default_rng(8)
-    flip = rng.random(len(true)) < 0.03
-    labels = np.where(flip, (true + rng.integers(1, 5, len(true))) % 5, true)
+    labels, flip = _flipped(true, 5, 0.03, seed=8)
     det = detect(labels, pred_probs)
     assert not noisy_component_present(det.mixture)
     n_flagged = int(det.is_label_issue.sum())
     assert n_flagged <= 2 * flip.sum()
     assert (det.is_label_issue & flip).sum() >= 0.8 * flip.sum()
+
+
+def _weak_model(n, k, seed):
+    """A weak, calibrated model: diffuse probabilities and labels drawn from them (all correct)."""
+    rng = np.random.default_rng(seed)
+    pred_probs = rng.dirichlet(np.full(k, 0.7), n)
+    cum = pred_probs.cumsum(axis=1)
+    labels = np.minimum((cum < rng.random((n, 1))).sum(axis=1), k - 1)
+    return labels, pred_probs
+
+
+def test_null_test_refuses_a_weak_models_own_uncertainty():
+    # Labels drawn from the model's own probabilities: a two-component fit finds a high-loss
+    # component holding a large share (the component test alone passes it), but the rows in
+    # it are as many as the model predicts, so its count may not raise the flags.
+    labels, pred_probs = _weak_model(6000, 4, seed=11)
+    loss = _losses_of(labels, pred_probs)
+    mix = fit_loss_mixture(loss)
+    observed = int(np.count_nonzero(mix.p_noisy(loss) > NOISY_THRESHOLD))
+    assert noisy_component_present(mix)
+    assert not mixture_exceeds_null(mix, pred_probs, observed)
+
+
+def test_null_test_accepts_planted_noise():
+    # Confident model, 20% of labels moved: far more high-loss rows than labels drawn from the
+    # model's probabilities would give (those almost never land on a class it gives e^-6).
+    true, pred_probs = _separated(6000, 5, 6.0, seed=3)
+    labels, flip = _flipped(true, 5, 0.2, seed=4)
+    loss = _losses_of(labels, pred_probs)
+    mix = fit_loss_mixture(loss)
+    observed = int(np.count_nonzero(mix.p_noisy(loss) > NOISY_THRESHOLD))
+    assert mixture_exceeds_null(mix, pred_probs, observed)
+    assert not mixture_exceeds_null(mix, pred_probs, 0)
+    # the same answer block by block
+    assert mixture_exceeds_null(mix, pred_probs, observed, block_rows=97)
+
+
+def test_anchor_joint_known_answer():
+    # Class 0 is predicted for rows 0-3 (p 0.9, 0.8, 0.7, 0.6), class 1 for rows 4-5 (0.95, 0.7).
+    # share 0.5: anchors of 0 are rows 0, 1 (given 0, 1); of 1, row 4 (given 0).
+    labels = np.array([0, 1, 0, 0, 0, 1])
+    predicted = np.array([0, 0, 0, 0, 1, 1])
+    p_predicted = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.7])
+    np.testing.assert_array_equal(anchor_joint(labels, predicted, p_predicted, 2, share=0.5),
+                                  [[1, 1], [1, 0]])
+    # a tie at a class's boundary: both tied rows or neither (here neither fits the quota of 1)
+    tied = np.array([0.9, 0.9, 0.7, 0.6, 0.95, 0.7])
+    np.testing.assert_array_equal(anchor_joint(labels, predicted, tied, 2, share=0.25),
+                                  [[0, 1], [0, 0]])
+
+
+@SETTINGS
+@given(n=st.integers(20, 400), k=st.integers(2, 6), seed=st.integers(0, 2**16))
+def test_anchor_joint_does_not_depend_on_row_order(n, k, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    predicted = rng.integers(0, k, n)
+    p_predicted = rng.integers(1, 20, n) / 20.0  # many ties
+    a = anchor_joint(labels, predicted, p_predicted, k)
+    perm = rng.permutation(n)
+    np.testing.assert_array_equal(a, anchor_joint(labels[perm], predicted[perm], p_predicted[perm], k))
+    assert a.sum() <= int(np.ceil(0.1 * np.bincount(predicted, minlength=k)).sum())
+
+
+def test_pattern_is_tested_on_the_anchors():
+    # A weak model's confusions between neighbouring classes make a class-conditional pattern
+    # in the calibrated joint; the anchors (the rows it is surest of) carry their labels, so the
+    # symmetric matrix is kept and label_score ranks as self-confidence.
+    confused = np.array([[800, 150, 10], [150, 700, 150], [10, 150, 800]])
+    anchors = np.array([[95, 1, 0], [0, 84, 1], [1, 1, 95]])
+    assert pattern_supported(confused)
+    assert not pattern_supported(anchors)
+    _, cc = posterior_noise_matrix(confused, pattern_joint=anchors)
+    assert not cc
+    # pair flips show on the anchors too
+    pair = np.array([[70, 0, 30], [30, 70, 0], [0, 30, 70]])
+    assert posterior_noise_matrix(confused, pattern_joint=pair)[1]
