@@ -400,7 +400,7 @@ def top_rows(columns, top: np.ndarray, id_table, ids) -> list:
         for c in ids:
             row[c] = jsonable(id_table.column(c)[j].as_py())
         for c, v in values.items():
-            row[c] = [jsonable(x) for x in v] if isinstance(v[j], list) else jsonable(v[j])
+            row[c] = [jsonable(x) for x in v[j]] if isinstance(v[j], list) else jsonable(v[j])
         rows.append(row)
     return rows
 

@@ -77,6 +77,17 @@ def test_injected_tag_errors_found_with_f1_above_07(tagged, flagged):
     assert {"row_id", "suspect_missing", "suspect_spurious"} <= set(summary["top_suspicious"][0])
 
 
+def test_top_suspicious_rows_are_the_lowest_scores_with_their_own_values(flagged):
+    _, flags, summary, _ = flagged
+    score = flags.column("label_score").to_numpy(zero_copy_only=False)
+    order = np.argsort(np.where(np.isnan(score), np.inf, score), kind="stable")[:10]
+    top = summary["top_suspicious"]
+    assert [r["row"] for r in top] == order.tolist()
+    for r in top:  # each row's tags are its own, not the column's
+        for c in ("given_label", "predicted_label", "suspect_missing", "suspect_spurious"):
+            assert r[c] == flags.column(c)[r["row"]].as_py(), (r["row"], c)
+
+
 def test_flags_within_one_and_a_half_times_the_wrong_rows(tagged, flagged):
     _, _, err, _ = tagged
     _, flags, summary, _ = flagged
