@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import inspect
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -35,6 +36,11 @@ DEFAULT_MODEL = "hgb,logreg"
 BACKENDS = ("loky", "dask")
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT = 10.0
+#: Training rows of each fold model at most (a stratified sample of the fold's training rows);
+#: ``None`` fits on all of them. Chosen from a learning curve of detection F1 against rows
+#: (``benchmarks/whole_job.py``, see ``benchmarks/RESULTS.md``): beyond it F1 and AUPRC stop rising
+#: while the fit time keeps growing with the rows.
+MAX_TRAIN_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,57 @@ def _import_estimator(spec: str):
     return est
 
 
-def _fit_fold(est, X, y, train, test, X_extra, n_classes):
+def train_sample(train: np.ndarray, y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """At most ``max_rows`` of the training rows ``train``, stratified on ``y``, in row order.
+
+    Each class keeps its share of the sample to within about a row: in a random order (``seed``)
+    a row's key is its position within its class over the class's size, and the ``max_rows``
+    smallest keys are kept. The rows left out are only not trained on, so the fold's held-out
+    rows are still predicted by a model that never saw them.
+    """
+    if max_rows is None or len(train) <= max_rows:
+        return train
+    perm = np.random.default_rng(seed).permutation(len(train))
+    yc = y[train[perm]]
+    counts = np.bincount(yc)
+    order = np.argsort(yc, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(yc), np.int64)
+    rank[order] = np.arange(len(yc)) - starts[yc[order]]
+    key = (rank + 0.5) / counts[yc]
+    keep = np.argsort(key, kind="stable")[:max_rows]
+    return np.sort(train[perm[keep]])
+
+
+def fold_threads(n_jobs: int) -> int:
+    """OpenMP threads of each fold model: the cores left idle by other processes, per worker.
+
+    Measured on a shared 2-core machine at load 10: HistGradientBoosting on 40,000 rows took 17 s
+    with one OpenMP thread and 160-320 s with two (its threads spin-wait for cores that other
+    processes hold). So a model gets more than one thread only when cores are idle, split
+    between the ``n_jobs`` workers; the threads never change the probabilities.
+    """
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs < 0 else max(1, min(n_jobs, cores))
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: assume the cores are free
+        busy = 0.0
+    idle = max(1, int(cores - busy + 0.5))
+    return max(1, idle // workers)
+
+
+def _fit_fold(est, X, y, train, test, X_extra, n_classes, threads=None):
+    if threads is None:
+        return _fit_fold_impl(est, X, y, train, test, X_extra, n_classes)
+    from threadpoolctl import threadpool_limits
+
+    # BLAS stays single-threaded: its sums would change with the thread count (and n_jobs).
+    with threadpool_limits(limits={"openmp": threads, "blas": 1}):
+        return _fit_fold_impl(est, X, y, train, test, X_extra, n_classes)
+
+
+def _fit_fold_impl(est, X, y, train, test, X_extra, n_classes):
     est = clone(est)
     if len(np.unique(y[train])) < 2:
         # A tiny table can leave a fold's training rows with one class: that model can only
@@ -267,7 +323,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
                     model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                     categorical=None, X_extra: np.ndarray | None = None, class_names=None,
                     progress=None, backend: str | None = None,
-                    scheduler: str | None = None) -> OutOfFold:
+                    scheduler: str | None = None,
+                    max_train_rows: int | None = MAX_TRAIN_ROWS) -> OutOfFold:
     """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
 
     ``progress``, if given, is called with ``(done, total)`` as (model, fold) fits finish.
@@ -311,8 +368,10 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(cv.split(np.zeros(len(y)), y))
+        splits = [(train_sample(train, y, max_train_rows, seed + i), test)
+                  for i, (train, test) in enumerate(cv.split(np.zeros(len(y)), y))]
     tasks = [(est, train, test) for train, test in splits for est in ests]
+    threads = fold_threads(n_jobs)
     log.info("fitting %d folds x %d model(s) on %d rows with %s", folds, len(ests), len(y),
              ", ".join(type(e).__name__ for e in ests))
     # Summed in float32 (a single model's rows are then copied exactly), divided once at the end.
@@ -324,7 +383,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         # An ordered generator: results arrive as fits finish, and are summed in task order so
         # the output depends neither on n_jobs nor on the backend.
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for est, train, test in tasks)
+            delayed(_fit_fold)(est, X, y, train, test, X_extra, k, threads)
+            for est, train, test in tasks)
         for done, (test, probs, extra_probs) in enumerate(results, 1):
             pred_probs[test] += probs
             extra += extra_probs
@@ -346,7 +406,8 @@ def _renormalise(P: np.ndarray) -> None:
 
 def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                       categorical=None, backend: str | None = None,
-                      scheduler: str | None = None) -> np.ndarray:
+                      scheduler: str | None = None,
+                      max_train_rows: int | None = MAX_TRAIN_ROWS) -> np.ndarray:
     """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
 
     Parameters
@@ -370,6 +431,10 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
         configuration, which is local loky workers unless changed.
     scheduler : str, optional
         Dask scheduler address for ``backend="dask"``.
+    max_train_rows : int or None, default=MAX_TRAIN_ROWS
+        Each fold model is fitted on a stratified sample of at most this many of its fold's
+        training rows (``None``: all of them); every row is still predicted by a model that did
+        not see it.
 
     Returns
     -------
@@ -414,8 +479,11 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
         raise InputError("n_jobs=0 is not valid; pass a positive count or -1 for every core")
     if len(np.unique(y)) < 2:
         raise InputError("y holds a single class; label-error detection needs at least two")
+    if max_train_rows is not None and (isinstance(max_train_rows, bool) or max_train_rows < 2):
+        raise InputError(f"max_train_rows={max_train_rows!r} is too small; pass None or at least 2")
     return cross_val_probs(X, y, model=model, folds=folds, seed=seed, n_jobs=n_jobs,
-                           categorical=categorical, backend=backend, scheduler=scheduler).pred_probs
+                           categorical=categorical, backend=backend, scheduler=scheduler,
+                           max_train_rows=max_train_rows).pred_probs
 
 
 def check_folds(folds: int, n_rows: int, *, option: str = "--folds") -> None:
