@@ -9,6 +9,7 @@ that have no label, averaged over folds, so every row of the table gets a predic
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -202,12 +203,13 @@ def train_sample(train: np.ndarray, y: np.ndarray, max_rows: int | None, seed: i
 
 
 def fold_threads(n_jobs: int) -> int:
-    """OpenMP threads of each fold model: the cores left idle by other processes, per worker.
+    """OpenMP and BLAS threads of each fold model: the cores other processes leave idle, per worker.
 
     Measured on a shared 2-core machine at load 10: HistGradientBoosting on 40,000 rows took 17 s
     with one OpenMP thread and 160-320 s with two (its threads spin-wait for cores that other
     processes hold). So a model gets more than one thread only when cores are idle, split
-    between the ``n_jobs`` workers; the threads never change the probabilities.
+    between the ``n_jobs`` workers. HistGradientBoosting's probabilities do not depend on its
+    thread count (each feature's histogram is summed by one thread).
     """
     cores = os.cpu_count() or 1
     workers = cores if n_jobs < 0 else max(1, min(n_jobs, cores))
@@ -219,17 +221,7 @@ def fold_threads(n_jobs: int) -> int:
     return max(1, idle // workers)
 
 
-def _fit_fold(est, X, y, train, test, X_extra, n_classes, threads=None):
-    if threads is None:
-        return _fit_fold_impl(est, X, y, train, test, X_extra, n_classes)
-    from threadpoolctl import threadpool_limits
-
-    # BLAS stays single-threaded: its sums would change with the thread count (and n_jobs).
-    with threadpool_limits(limits={"openmp": threads, "blas": 1}):
-        return _fit_fold_impl(est, X, y, train, test, X_extra, n_classes)
-
-
-def _fit_fold_impl(est, X, y, train, test, X_extra, n_classes):
+def _fit_fold(est, X, y, train, test, X_extra, n_classes):
     est = clone(est)
     if len(np.unique(y[train])) < 2:
         # A tiny table can leave a fold's training rows with one class: that model can only
@@ -336,9 +328,11 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     Every model family of ``model`` (see :func:`model_list`) is fitted on the same folds, one
     joblib task per (model, fold) pair; a row's probabilities are the mean over families of the
     probabilities of the fold model that left it out. One family is the same path with one member.
-    Inside loky workers joblib caps each task's BLAS/OpenMP threads at ``cpu_count // n_jobs``, so
-    the threads of a model (hgb's OpenMP trees) and the fold workers share the cores rather than
-    oversubscribe them; with ``n_jobs=1`` the tasks run in turn and each may use every core.
+    Each fold model is fitted on :func:`train_sample` of its fold's training rows (at most
+    ``max_train_rows``, stratified; the folds themselves, and so which rows each model predicts,
+    do not change). With ``n_jobs=1`` the fits get :func:`fold_threads` threads (the idle cores);
+    inside loky workers joblib caps each task's threads at ``cpu_count // n_jobs``. Either way
+    the fold workers and a model's threads share the cores rather than oversubscribe them.
     """
     models = model_list(model)
     k = int(y.max()) + 1 if n_classes is None else n_classes
@@ -371,7 +365,6 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         splits = [(train_sample(train, y, max_train_rows, seed + i), test)
                   for i, (train, test) in enumerate(cv.split(np.zeros(len(y)), y))]
     tasks = [(est, train, test) for train, test in splits for est in ests]
-    threads = fold_threads(n_jobs)
     log.info("fitting %d folds x %d model(s) on %d rows with %s", folds, len(ests), len(y),
              ", ".join(type(e).__name__ for e in ests))
     # Summed in float32 (a single model's rows are then copied exactly), divided once at the end.
@@ -379,12 +372,11 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
     if progress:
         progress(0, len(tasks))
-    with joblib_backend(backend, scheduler):
+    with joblib_backend(backend, scheduler), _sequential_threads(n_jobs):
         # An ordered generator: results arrive as fits finish, and are summed in task order so
         # the output depends neither on n_jobs nor on the backend.
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_fold)(est, X, y, train, test, X_extra, k, threads)
-            for est, train, test in tasks)
+            delayed(_fit_fold)(est, X, y, train, test, X_extra, k) for est, train, test in tasks)
         for done, (test, probs, extra_probs) in enumerate(results, 1):
             pred_probs[test] += probs
             extra += extra_probs
@@ -396,6 +388,30 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     _renormalise(pred_probs)
     _renormalise(extra)
     return OutOfFold(pred_probs, extra, folds, notes)
+
+
+@contextlib.contextmanager
+def _sequential_threads(n_jobs: int):
+    """With ``n_jobs=1`` the fold fits run here, in turn: give them :func:`fold_threads` threads.
+
+    Worker processes (``n_jobs != 1``) get ``cpu_count // n_jobs`` from joblib already. One limit
+    around the whole loop, not one per task: entering a limit costs tens of milliseconds.
+    """
+    if n_jobs != 1:
+        yield
+        return
+    threads = fold_threads(1)
+    with _thread_controller().limit(limits={"openmp": threads, "blas": threads}):
+        yield
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_controller():
+    # Finding the loaded OpenMP/BLAS libraries takes tens of milliseconds: once per process
+    # (after the models' modules are imported, so their OpenMP runtime is among them).
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _renormalise(P: np.ndarray) -> None:
