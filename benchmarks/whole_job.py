@@ -270,6 +270,7 @@ def main(argv=None) -> None:
     p.add_argument("--save", default=None, help="append the raw per-run rows to this CSV")
     p.add_argument("--load", action="append", default=[],
                    help="add the raw rows of earlier runs (CSV from --save) to the tables")
+    p.add_argument("--no-run", action="store_true", help="only tabulate the rows given by --load")
     p.add_argument("--write", action="store_true", help="record the tables in benchmarks/RESULTS.md")
     p.add_argument("--section", default=None, help="### subsection of 'Whole job' to (re)write")
     p.add_argument("--cleanlab-worker", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
@@ -284,18 +285,20 @@ def main(argv=None) -> None:
     paths = (args.only,) if args.only else PATHS
     load_before = os.getloadavg()
     rows = []
-    for case in cases:
+    for case in [] if args.no_run else cases:
         for seed in seeds:
             rows.extend(run_case(case, seed, paths, args.threads))
             if args.save:
                 pd.DataFrame(rows[-len(paths):]).to_csv(
                     args.save, mode="a", header=not Path(args.save).exists(), index=False)
     df = pd.concat([pd.DataFrame(rows), *(pd.read_csv(f) for f in args.load)], ignore_index=True)
-    seeds = sorted(set(seeds) | set(df["seed"]))
+    seeds = sorted(set(df["seed"]))
     load_after = os.getloadavg()
-    load_line = (f"load average (1, 5, 15 min) {', '.join(f'{v:.1f}' for v in load_before)} before, "
-                 f"{', '.join(f'{v:.1f}' for v in load_after)} after; mean 1-min load at the "
-                 f"starts of the runs {df['load'].mean():.1f}; {os.cpu_count()} cores, "
+    load_line = ("" if args.no_run else
+                 f"load average (1, 5, 15 min) {', '.join(f'{v:.1f}' for v in load_before)} before, "
+                 f"{', '.join(f'{v:.1f}' for v in load_after)} after; ") + (
+                 f"1-min load average at the starts of the runs {df['load'].min():.1f}-"
+                 f"{df['load'].max():.1f} (mean {df['load'].mean():.1f}); {os.cpu_count()} cores, "
                  f"{platform.machine()}")
     tuned = [s for s in seeds if s != args.held_out]
     parts = []

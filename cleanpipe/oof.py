@@ -38,10 +38,11 @@ BACKENDS = ("loky", "dask")
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT = 10.0
 #: Training rows of each fold model at most (a stratified sample of the fold's training rows);
-#: ``None`` fits on all of them. Chosen from a learning curve of detection F1 against rows
-#: (``benchmarks/whole_job.py``, see ``benchmarks/RESULTS.md``): beyond it F1 and AUPRC stop rising
-#: while the fit time keeps growing with the rows.
-MAX_TRAIN_ROWS = 100_000
+#: ``None`` fits on all of them. Off by default: on the learning curve of ``benchmarks/RESULTS.md``
+#: ("Whole job"), a 100,000-row, 10-class table, detection F1 still rose by 0.04-0.05 per doubling
+#: of the training rows (0.535, 0.580, 0.627 at 10k, 20k, 40k) while the fit time grew far less
+#: than the rows (27, 31, 40 CPU-seconds), so a cap bought little time for a clear loss of F1.
+MAX_TRAIN_ROWS = None
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def fold_threads(n_jobs: int) -> int:
     cores = os.cpu_count() or 1
     workers = cores if n_jobs < 0 else max(1, min(n_jobs, cores))
     try:
-        busy = os.getloadavg()[0]
+        busy = max(0.0, os.getloadavg()[0] - 1.0)  # this process counts itself once
     except OSError:  # no load average on this platform: assume the cores are free
         busy = 0.0
     idle = max(1, int(cores - busy + 0.5))

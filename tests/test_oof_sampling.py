@@ -88,8 +88,10 @@ def test_fold_threads_split_idle_cores_between_workers(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
     assert fold_threads(1) == 8 and fold_threads(2) == 4 and fold_threads(-1) == 1
+    monkeypatch.setattr("os.getloadavg", lambda: (1.0, 0.0, 0.0))  # this process alone
+    assert fold_threads(1) == 8
     monkeypatch.setattr("os.getloadavg", lambda: (6.2, 0.0, 0.0))
-    assert fold_threads(1) == 2 and fold_threads(2) == 1
+    assert fold_threads(1) == 3 and fold_threads(2) == 1
     monkeypatch.setattr("os.getloadavg", lambda: (30.0, 0.0, 0.0))
     assert fold_threads(1) == 1
 
