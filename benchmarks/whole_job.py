@@ -21,6 +21,12 @@ Tables (``make_classification``: 20 features, 10 informative, 4 redundant, 2 clu
 categories (8 quantile levels), adds a 20-level category with no signal, and blanks 5% of one
 numeric column. Noise: a fraction of rows gets a uniformly drawn other class.
 
+Both children run with one OpenMP/BLAS thread (``--threads 1``, the default; ``--threads 0``
+leaves the environment alone): on a shared 2-core machine two OpenMP threads made one
+HistGradientBoosting fit 10-20x slower, which would swamp every other difference. ``--curve``
+instead prints the learning curve of the out-of-fold stage (detection F1, AUPRC and CPU seconds
+against ``max_train_rows``) in this process.
+
 Usage (from the repository root)::
 
     python benchmarks/whole_job.py --rows 1e4,1e5 --seeds 0,1,2 --held-out 2 --write
@@ -28,6 +34,7 @@ Usage (from the repository root)::
         --seeds 0,1,2 --held-out 2 --write --section "1,000,000 rows"
     python benchmarks/whole_job.py --rows 1e5 --kinds numeric --classes 10 --noises 0.1 \\
         --seeds 0 --only cleanpipe                  # a quick look at cleanpipe alone
+    OMP_NUM_THREADS=1 python benchmarks/whole_job.py --curve --case 1e5:numeric:10:0.1 --seeds 0
 """
 
 from __future__ import annotations
@@ -243,6 +250,41 @@ def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     return out[keys + order + [c for c in ("speedup", "dF1", "dAUPRC") if c in out.columns]]
 
 
+def learning_curve(case: tuple, caps: list, seed: int) -> pd.DataFrame:
+    """Detection F1 / AUPRC and CPU seconds of the out-of-fold stage against ``max_train_rows``.
+
+    In this process, one OpenMP/BLAS thread (set the environment before running), so CPU seconds
+    compare the settings however busy the machine is.
+    """
+    import warnings
+
+    import pyarrow.parquet as pq
+
+    import cleanpipe
+    from cleanpipe.features import table_to_features
+    from cleanpipe.oof import cross_val_probs
+
+    data, truth_file = table_path(*case, seed)
+    table, truth = pq.read_table(data), np.load(truth_file)
+    cols = [c for c in table.column_names if c != "label"]
+    feats, y = table_to_features(table, cols), table["label"].to_numpy()
+    out = []
+    for cap in caps:
+        cpu = time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            P = cross_val_probs(feats.X, y, categorical=feats.categorical, max_train_rows=cap,
+                                seed=FOLD_SEED).pred_probs
+        cpu = time.process_time() - cpu
+        det = cleanpipe.find_label_issues(y, P)
+        f1, auprc = score(det["is_label_issue"].to_numpy(), det["label_score"].to_numpy(), truth)
+        out.append({"rows": case[0], "kind": case[1], "classes": case[2], "noise": case[3],
+                    "seed": seed, "max_train_rows": cap or "all", "oof_cpu_s": cpu, "f1": f1,
+                    "auprc": auprc, "oof_accuracy": float((P.argmax(1) == y).mean())})
+        progress(str(out[-1]))
+    return pd.DataFrame(out)
+
+
 def parse_rows(text: str) -> list:
     return [int(float(v)) for v in text.split(",")]
 
@@ -273,6 +315,9 @@ def main(argv=None) -> None:
     p.add_argument("--no-run", action="store_true", help="only tabulate the rows given by --load")
     p.add_argument("--write", action="store_true", help="record the tables in benchmarks/RESULTS.md")
     p.add_argument("--section", default=None, help="### subsection of 'Whole job' to (re)write")
+    p.add_argument("--curve", action="store_true",
+                   help="learning curve of the out-of-fold stage against --caps, in this process")
+    p.add_argument("--caps", default="1e4,2e4,4e4,none", help="max_train_rows values for --curve")
     p.add_argument("--cleanlab-worker", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.cleanlab_worker:
@@ -282,6 +327,15 @@ def main(argv=None) -> None:
                           for k in args.kinds.split(",") for c in args.classes.split(",")
                           for n in args.noises.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.curve:
+        caps = [None if c == "none" else int(float(c)) for c in args.caps.split(",")]
+        table = pd.concat([learning_curve(c, caps, s) for c in cases for s in seeds])
+        print(table.to_string(index=False))
+        if args.write:
+            _write(args.section or "Learning curve", [
+                provenance_block("whole_job.py", cleanpipe_version()).rstrip(), "",
+                markdown_table(table)])
+        return
     paths = (args.only,) if args.only else PATHS
     load_before = os.getloadavg()
     rows = []
@@ -314,24 +368,29 @@ def main(argv=None) -> None:
             print()
     print(load_line)
     if args.write:
-        import re
-
-        from _common import RESULTS_MD
-        title = args.section or "Grid"
-        body = [f"### {title}", "", provenance_block("whole_job.py", cleanpipe_version()).rstrip(),
-                "", load_line + ".", ""]
+        body = [provenance_block("whole_job.py", cleanpipe_version()).rstrip(), "", load_line + ".", ""]
         for role, table in parts:
             body += [f"{role[0].upper()}{role[1:]} (means over the seeds; times in seconds, RSS in "
                      "MiB):", "", markdown_table(table), ""]
-        text = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
-        m = re.search(rf"^## {SECTION}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-        existing = m.group(1) if m else ""
-        subs = re.split(r"(?=^### )", existing, flags=re.M)
-        head = subs[0] if subs and not subs[0].startswith("### ") else ""
-        kept = [s for s in subs if s.startswith("### ") and not s.startswith(f"### {title}\n")]
-        new = "\n".join(body)
-        replace_section(SECTION, (head.strip("\n") + "\n\n" if head.strip() else "")
-                        + "\n".join(s.rstrip("\n") + "\n" for s in kept) + new)
+        _write(args.section or "Grid", body)
+
+
+def _write(title: str, body: list) -> None:
+    """Replace the ``### title`` subsection of the Whole job section of RESULTS.md (or add it)."""
+    import re
+
+    try:
+        from ._common import RESULTS_MD
+    except ImportError:
+        from _common import RESULTS_MD
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
+    m = re.search(rf"^## {SECTION}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    subs = re.split(r"(?=^### )", m.group(1) if m else "", flags=re.M)
+    head = subs[0] if subs and not subs[0].startswith("### ") else ""
+    kept = [x for x in subs if x.startswith("### ") and not x.startswith(f"### {title}\n")]
+    new = "\n".join([f"### {title}", "", *body])
+    replace_section(SECTION, (head.strip("\n") + "\n\n" if head.strip() else "")
+                    + "\n".join(x.rstrip("\n") + "\n" for x in kept) + new)
 
 
 if __name__ == "__main__":
