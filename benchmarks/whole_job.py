@@ -5,8 +5,9 @@ set of flipped labels is written to Parquet; then, each in a fresh child process
 
 * **cleanpipe**: ``cleanpipe flag t.parquet --out F --quiet`` (every other option at its default);
 * **cleanlab**: read the Parquet with pandas, encode the features (numbers as float32, strings as
-  category codes), ``cross_val_predict`` of each model family of cleanpipe's pre-issue-20 default
-  (``HistGradientBoostingClassifier`` and the same imputed, one-hot, scaled logistic regression) on
+  category codes), ``cross_val_predict`` of each model family of cleanpipe's default
+  (``HistGradientBoostingClassifier`` and the imputed, one-hot, scaled logistic regression, built
+  by ``cleanpipe.oof.make_model`` so that the settings match) on
   the same folds (``StratifiedKFold(5, shuffle=True, random_state=0)``, what ``flag --seed 0``
   uses), their probabilities averaged, then ``cleanlab.filter.find_label_issues`` (its defaults) for
   the flags and ``cleanlab.rank.get_label_quality_scores`` for the ranking.
@@ -40,7 +41,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -132,13 +132,7 @@ def cleanlab_worker(data: str, out: str) -> None:
 
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
     df = pd.read_parquet(data)
     labels = df.pop("label").to_numpy()
@@ -148,19 +142,11 @@ def cleanlab_worker(data: str, out: str) -> None:
         np.where(df[c].cat.codes.to_numpy() < 0, np.nan, df[c].cat.codes.to_numpy())
         if cat else df[c].to_numpy() for c, cat in zip(df.columns, cats)]).astype(np.float32)
     del df
-    hgb = HistGradientBoostingClassifier(categorical_features=cats if cats.any() else None,
-                                         random_state=FOLD_SEED)
-    numeric = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
-                            FunctionTransformer(np.asarray, kw_args={"dtype": np.float64}),
-                            StandardScaler())
-    if cats.any():
-        onehot = make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),
-                               OneHotEncoder(handle_unknown="ignore"))
-        prep = ColumnTransformer([("num", numeric, np.flatnonzero(~cats)),
-                                  ("cat", onehot, np.flatnonzero(cats))])
-    else:
-        prep = numeric
-    logreg = make_pipeline(prep, LogisticRegression(max_iter=1000))
+    # The estimators themselves (not their fitting) come from cleanpipe, so both paths fit the
+    # same two model families with the same settings.
+    from cleanpipe.oof import make_model
+
+    hgb, logreg = (make_model(m, categorical=cats, seed=FOLD_SEED) for m in ("hgb", "logreg"))
     cv = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=FOLD_SEED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
