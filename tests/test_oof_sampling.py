@@ -100,3 +100,14 @@ def test_max_train_rows_is_checked():
     X, y = _ids_table(50)
     with pytest.raises(InputError, match="max_train_rows"):
         out_of_fold_probs(X, y, max_train_rows=1)
+
+
+def test_fold_threads_do_not_change_the_probabilities(monkeypatch):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (X[:, 0] - X[:, 1] + rng.normal(size=400) > 0).astype(np.int64) + (X[:, 2] > 1)
+    runs = []
+    for threads in (1, 2):
+        monkeypatch.setattr("cleanpipe.oof.fold_threads", lambda n_jobs, t=threads: t)
+        runs.append(out_of_fold_probs(X, y, folds=3))
+    np.testing.assert_array_equal(runs[0], runs[1])
