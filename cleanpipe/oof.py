@@ -9,9 +9,11 @@ that have no label, averaged over folds, so every row of the table gets a predic
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT = 10.0
+#: Training rows of each fold model at most (a stratified sample of the fold's training rows);
+#: ``None`` fits on all of them. Off by default: on the learning curve in ``benchmarks/RESULTS.md``
+#: ("Whole job"; a 100,000-row, 10-class table) detection F1 was 0.535, 0.580, 0.627 and 0.647 with
+#: 10k, 20k, 40k and all 80k rows per fold, for 27, 31, 40 and 60 CPU-seconds: still rising, and
+#: the time grows far less than the rows, so a cap bought little time for a clear loss of F1.
+MAX_TRAIN_ROWS = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,47 @@ def _import_estimator(spec: str):
     return est
 
 
+def train_sample(train: np.ndarray, y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """At most ``max_rows`` of the training rows ``train``, stratified on ``y``, in row order.
+
+    Each class keeps its share of the sample to within about a row: in a random order (``seed``)
+    a row's key is its position within its class over the class's size, and the ``max_rows``
+    smallest keys are kept. The rows left out are only not trained on, so the fold's held-out
+    rows are still predicted by a model that never saw them.
+    """
+    if max_rows is None or len(train) <= max_rows:
+        return train
+    perm = np.random.default_rng(seed).permutation(len(train))
+    yc = y[train[perm]]
+    counts = np.bincount(yc)
+    order = np.argsort(yc, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(yc), np.int64)
+    rank[order] = np.arange(len(yc)) - starts[yc[order]]
+    key = (rank + 0.5) / counts[yc]
+    keep = np.argsort(key, kind="stable")[:max_rows]
+    return np.sort(train[perm[keep]])
+
+
+def fold_threads(n_jobs: int) -> int:
+    """OpenMP and BLAS threads of each fold model: the cores other processes leave idle, per worker.
+
+    Measured on a shared 2-core machine at load 10: HistGradientBoosting on 40,000 rows took 17 s
+    with one OpenMP thread and 160-320 s with two (its threads spin-wait for cores that other
+    processes hold). So a model gets more than one thread only when cores are idle, split
+    between the ``n_jobs`` workers. HistGradientBoosting's probabilities do not depend on its
+    thread count (each feature's histogram is summed by one thread).
+    """
+    cores = os.cpu_count() or 1
+    workers = cores if n_jobs < 0 else max(1, min(n_jobs, cores))
+    try:
+        busy = max(0.0, os.getloadavg()[0] - 1.0)  # this process counts itself once
+    except OSError:  # no load average on this platform: assume the cores are free
+        busy = 0.0
+    idle = max(1, int(cores - busy + 0.5))
+    return max(1, idle // workers)
+
+
 def _fit_fold(est, X, y, train, test, X_extra, n_classes):
     est = clone(est)
     if len(np.unique(y[train])) < 2:
@@ -259,7 +308,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
                     model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                     categorical=None, X_extra: np.ndarray | None = None, class_names=None,
                     progress=None, backend: str | None = None,
-                    scheduler: str | None = None) -> OutOfFold:
+                    scheduler: str | None = None,
+                    max_train_rows: int | None = MAX_TRAIN_ROWS) -> OutOfFold:
     """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
 
     ``progress``, if given, is called with ``(done, total)`` as (model, fold) fits finish.
@@ -271,9 +321,11 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     Every model family of ``model`` (see :func:`model_list`) is fitted on the same folds, one
     joblib task per (model, fold) pair; a row's probabilities are the mean over families of the
     probabilities of the fold model that left it out. One family is the same path with one member.
-    Inside loky workers joblib caps each task's BLAS/OpenMP threads at ``cpu_count // n_jobs``, so
-    the threads of a model (hgb's OpenMP trees) and the fold workers share the cores rather than
-    oversubscribe them; with ``n_jobs=1`` the tasks run in turn and each may use every core.
+    Each fold model is fitted on :func:`train_sample` of its fold's training rows (at most
+    ``max_train_rows``, stratified; the folds themselves, and so which rows each model predicts,
+    do not change). With ``n_jobs=1`` the fits get :func:`fold_threads` threads (the idle cores);
+    inside loky workers joblib caps each task's threads at ``cpu_count // n_jobs``. Either way
+    the fold workers and a model's threads share the cores rather than oversubscribe them.
     """
     models = model_list(model)
     k = int(y.max()) + 1 if n_classes is None else n_classes
@@ -303,7 +355,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(cv.split(np.zeros(len(y)), y))
+        splits = [(train_sample(train, y, max_train_rows, seed + i), test)
+                  for i, (train, test) in enumerate(cv.split(np.zeros(len(y)), y))]
     tasks = [(est, train, test) for train, test in splits for est in ests]
     log.info("fitting %d folds x %d model(s) on %d rows with %s", folds, len(ests), len(y),
              ", ".join(type(e).__name__ for e in ests))
@@ -312,7 +365,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
     if progress:
         progress(0, len(tasks))
-    with joblib_backend(backend, scheduler):
+    with joblib_backend(backend, scheduler), _sequential_threads(n_jobs):
         # An ordered generator: results arrive as fits finish, and are summed in task order so
         # the output depends neither on n_jobs nor on the backend.
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -330,6 +383,30 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     return OutOfFold(pred_probs, extra, folds, notes)
 
 
+@contextlib.contextmanager
+def _sequential_threads(n_jobs: int):
+    """With ``n_jobs=1`` the fold fits run here, in turn: give them :func:`fold_threads` threads.
+
+    Worker processes (``n_jobs != 1``) get ``cpu_count // n_jobs`` from joblib already. One limit
+    around the whole loop, not one per task: entering a limit costs tens of milliseconds.
+    """
+    if n_jobs != 1:
+        yield
+        return
+    threads = fold_threads(1)
+    with _thread_controller().limit(limits={"openmp": threads, "blas": threads}):
+        yield
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_controller():
+    # Finding the loaded OpenMP/BLAS libraries takes tens of milliseconds: once per process
+    # (after the models' modules are imported, so their OpenMP runtime is among them).
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _renormalise(P: np.ndarray) -> None:
     # float32 sums drift from 1; the detectors check rows sum to 1.
     sums = P.sum(axis=1, keepdims=True, dtype=np.float64)
@@ -338,7 +415,8 @@ def _renormalise(P: np.ndarray) -> None:
 
 def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
                       categorical=None, backend: str | None = None,
-                      scheduler: str | None = None) -> np.ndarray:
+                      scheduler: str | None = None,
+                      max_train_rows: int | None = MAX_TRAIN_ROWS) -> np.ndarray:
     """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
 
     Parameters
@@ -362,6 +440,10 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
         configuration, which is local loky workers unless changed.
     scheduler : str, optional
         Dask scheduler address for ``backend="dask"``.
+    max_train_rows : int or None, default=MAX_TRAIN_ROWS
+        Each fold model is fitted on a stratified sample of at most this many of its fold's
+        training rows (``None``: all of them); every row is still predicted by a model that did
+        not see it.
 
     Returns
     -------
@@ -406,8 +488,11 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
         raise InputError("n_jobs=0 is not valid; pass a positive count or -1 for every core")
     if len(np.unique(y)) < 2:
         raise InputError("y holds a single class; label-error detection needs at least two")
+    if max_train_rows is not None and (isinstance(max_train_rows, bool) or max_train_rows < 2):
+        raise InputError(f"max_train_rows={max_train_rows!r} is too small; pass None or at least 2")
     return cross_val_probs(X, y, model=model, folds=folds, seed=seed, n_jobs=n_jobs,
-                           categorical=categorical, backend=backend, scheduler=scheduler).pred_probs
+                           categorical=categorical, backend=backend, scheduler=scheduler,
+                           max_train_rows=max_train_rows).pred_probs
 
 
 def check_folds(folds: int, n_rows: int, *, option: str = "--folds") -> None:
