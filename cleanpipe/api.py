@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from .detect import Detection, check_labels, check_pred_probs, detect
-from .errors import InputError
+from .errors import CleanpipeWarning, InputError
 from .frames import label_codes
-from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, NOISY_THRESHOLD
+from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, default_noisy_threshold
 
 
 def validate(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE):
@@ -56,7 +58,7 @@ def detection_frame(det: Detection, labels: np.ndarray, classes=None) -> pd.Data
 
 
 def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
-                      noisy_threshold: float = NOISY_THRESHOLD) -> pd.DataFrame:
+                      noisy_threshold: float | None = None) -> pd.DataFrame:
     """Score every row and flag the likely mislabeled ones.
 
     Parameters
@@ -72,8 +74,10 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
         Which rule sets ``is_label_issue`` (see Notes). The scores do not depend on it.
     mixture : {"beta", "gaussian"}, default="beta"
         Family of the two-component loss mixture.
-    noisy_threshold : float, default=0.8
-        ``p_noisy`` above which the mixture counts a row as noisy (for the number of issues).
+    noisy_threshold : float, optional
+        ``p_noisy`` above which the mixture counts a row as noisy: for ``combined``'s number of
+        issues (default 0.8), and the rows ``mixture`` flags (default 0.5, likelier noisy than
+        clean).
 
     Returns
     -------
@@ -123,8 +127,20 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
                          "columns; pass integer class indices, or labels covering every class "
                          "(a pandas categorical keeps classes no row carries)")
     labels, pred_probs = validate(labels, pred_probs, method=method, mixture=mixture)
+    if noisy_threshold is None:
+        noisy_threshold = default_noisy_threshold(method)
     if not 0.0 <= noisy_threshold < 1.0:
         raise InputError(f"noisy_threshold {noisy_threshold} is outside [0, 1); pass a posterior "
                          "threshold such as 0.8")
     det = detect(labels, pred_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    warn_if_nothing_flagged(det, noisy_threshold)
     return detection_frame(det, labels, classes)
+
+
+def warn_if_nothing_flagged(det: Detection, noisy_threshold: float) -> None:
+    """A :class:`CleanpipeWarning` when ``mixture`` flags no row: say how far the rows fell short."""
+    if det.method == "mixture" and not det.is_label_issue.any() and det.p_noisy.size:
+        top = float(np.max(det.p_noisy))
+        warnings.warn(f"method 'mixture' flagged no row: the highest p_noisy is {top:.3f}, below "
+                      f"the threshold {noisy_threshold}; lower --noisy-threshold, or use --method "
+                      "combined", CleanpipeWarning, stacklevel=3)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .api import warn_if_nothing_flagged
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .detect.multilabel import detect_multilabel
 from .errors import InputError
@@ -31,7 +32,7 @@ from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_m
                   model_list)
 from .rows import ParquetMatrix, TakeRows
 from .settings import (DEFAULT_MULTILABEL_METHOD, METHODS, MIXTURES, MULTILABEL_METHODS,
-                       MULTILABEL_NOISY_THRESHOLD, NOISY_THRESHOLD, check_seed)
+                       check_seed, default_noisy_threshold)
 from .target import Target, is_multilabel, resolve_target
 
 #: Rows per record batch when streaming DATA to the output.
@@ -174,14 +175,14 @@ def detector_options(multi_label: bool, method, mixture: str, noisy_threshold) -
         if method not in MULTILABEL_METHODS:
             raise InputError(f"--method {method} is not available for multi-label data; choose one "
                              f"of: {', '.join(MULTILABEL_METHODS)}")
-        noisy_threshold = (MULTILABEL_NOISY_THRESHOLD if noisy_threshold is None
+        noisy_threshold = (default_noisy_threshold(method, True) if noisy_threshold is None
                            else noisy_threshold)
         check_threshold(noisy_threshold)
     else:
         method = METHODS[0] if method is None else method
         if method not in METHODS:
             raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
-        noisy_threshold = NOISY_THRESHOLD if noisy_threshold is None else noisy_threshold
+        noisy_threshold = default_noisy_threshold(method) if noisy_threshold is None else noisy_threshold
     if mixture not in MIXTURES:
         raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
     return method, noisy_threshold
@@ -272,6 +273,7 @@ def _detect_single(enc, probs_all, lab_probs, *, given: bool, everything: bool, 
         check_pred_probs(lab_probs, len(y))
     y = check_labels(y, lab_probs.shape[1])
     det = detect(y, lab_probs, **options)
+    warn_if_nothing_flagged(det, options["noisy_threshold"])
     predicted = _spread(det.predicted, labelled, 0, everything)
     if not everything:
         unl = np.flatnonzero(~labelled)

@@ -138,6 +138,17 @@ ALL_METHODS = tuple(dict.fromkeys(METHODS + MULTILABEL_METHODS))
 NOISY_THRESHOLD = 0.8
 #: The same for multi-label rows (their ``p_noisy`` is the posterior of the per-row tag loss).
 MULTILABEL_NOISY_THRESHOLD = 0.5
+#: ``method="mixture"`` flags the rows the mixture finds likelier noisy than clean,
+#: ``p_noisy >= 0.5``: the threshold the report draws on the loss histogram. (0.8 would flag
+#: nothing where the two components overlap, as on the Quick start's table, top p_noisy 0.70.)
+MIXTURE_FLAG_THRESHOLD = 0.5
+
+
+def default_noisy_threshold(method: str, multi_label: bool = False) -> float:
+    """The ``noisy_threshold`` a method uses when none is given."""
+    if multi_label:
+        return MULTILABEL_NOISY_THRESHOLD
+    return MIXTURE_FLAG_THRESHOLD if method == "mixture" else NOISY_THRESHOLD
 
 FLAG = {
     "method": Setting(DEFAULT_METHOD, str, choices=METHODS, want=f"one of: {', '.join(METHODS)}"),

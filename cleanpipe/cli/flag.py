@@ -112,6 +112,12 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
         click.echo(format_summary(summary, ids=csv_option(ids) or ()))
 
 
+def _score(v: float) -> str:
+    # Three significant digits: the lowest scores differ in their first non-zero digit, where a
+    # fixed 0.000 would print the same for every row.
+    return f"{v:.3g}" if v < 0.001 else f"{v:.3f}"
+
+
 def format_summary(s: dict, ids=()) -> str:
     """The terminal summary: noise estimate, flags per class, the most suspicious rows."""
     n_lab = s["labelled_rows"]
@@ -136,7 +142,7 @@ def format_summary(s: dict, ids=()) -> str:
         lines.append(head)
         for r in s["top_suspicious"]:
             cells = [str(r["row"]), *(str(r[c]) for c in ids), str(r["given_label"]),
-                     str(r["predicted_label"]), f"{r['label_score']:.3f}", f"{r['p_noisy']:.3f}"]
+                     str(r["predicted_label"]), _score(r["label_score"]), f"{r['p_noisy']:.3f}"]
             lines.append("  " + " ".join(f"{c[:10]:>10}" for c in cells))
     for note in s.get("notes", []):
         lines.append(f"note: {note}")
