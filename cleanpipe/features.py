@@ -53,6 +53,9 @@ def columns_hint(names, limit: int = 12) -> str:
 #: A label with more distinct values than this and than half its labelled rows is refused: its
 #: classes would hold one or two rows each (a regression target or an id passed as the label).
 MAX_UNIQUE_CLASSES = 20
+#: Rows from which a column with a distinct value in every row is taken for an id (see
+#: :func:`id_like_columns`).
+ID_LIKE_MIN_ROWS = 500
 
 
 def _is_label_type(t: pa.DataType) -> bool:
@@ -141,10 +144,11 @@ def select_feature_columns(schema: pa.Schema, label: str | list, *, features=Non
     return cols
 
 
-def id_like_columns(table: pa.Table, columns, *, min_rows: int = 20) -> list:
+def id_like_columns(table: pa.Table, columns, *, min_rows: int = ID_LIKE_MIN_ROWS) -> list:
     """The ``columns`` of ``table`` that look like row identifiers, not features: text or integer
     columns with a distinct value in every row, integers evenly spaced once sorted (1, 2, 3, ...
-    or 1000, 1010, ...). A model fitted on one learns the rows by heart."""
+    or 1000, 1010, ...). A model fitted on one learns the rows by heart. Tables under
+    ``min_rows`` rows are not judged: there a distinct value per row is common in real features."""
     if table.num_rows < min_rows:
         return []
     out = []
