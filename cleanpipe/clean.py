@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 
 from .clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, relabel_multilabel
 from .errors import InputError
-from .settings import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 from .flagsfile import CLEAN_METADATA, FLAG_COLUMNS, SUSPECT_COLUMNS, table_metadata
+from .frames import as_table
+from .settings import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 from .target import is_multilabel_flags
 #: Columns ``clean`` may add.
 CLEAN_COLUMNS = ("sample_weight", "original_label")
@@ -186,6 +187,7 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     >>> clean_table(t, mode="drop").table.column("x").to_pylist()
     [1]
     """
+    table = as_table(table)
     if mode not in MODES:
         raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
     check_flags_table(table, source)

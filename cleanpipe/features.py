@@ -62,7 +62,7 @@ def _is_label_type(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _is_label_type(t.value_type)
     return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
-            or pa.types.is_large_string(t) or pa.types.is_boolean(t))
+            or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_boolean(t))
 
 
 def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:

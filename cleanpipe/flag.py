@@ -25,6 +25,7 @@ from .detect.multilabel import detect_multilabel
 from .errors import InputError
 from .features import (decode_label_lists, decode_labels, list_column_matrix, select_feature_columns,
                        table_to_features)
+from .frames import as_table
 from .flagsfile import flag_provenance, jsonable, run_fields
 from .io import open_dataset, with_metadata
 from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold, matrix_lists
@@ -447,6 +448,7 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
         Multi-label data adds ``suspect_missing`` and ``suspect_spurious``; its ``given_label``,
         ``predicted_label`` and suspects are list columns of the tags' type.
     """
+    table = as_table(table)
     src = Source(table.column_names, table.schema, table.num_rows,
                  lambda cols: table.select(cols), source or "DATA")
     columns, summary, probs, det = _flag(

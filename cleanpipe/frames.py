@@ -19,6 +19,12 @@ def _is_pandas(obj, kind: str) -> bool:
     return type(obj).__module__.split(".")[0] == "pandas" and type(obj).__name__ == kind
 
 
+def is_table(data) -> bool:
+    """Whether ``data`` is a table :func:`as_table` takes (not a plain array)."""
+    return (isinstance(data, (pa.Table, pa.RecordBatch)) or _is_pandas(data, "DataFrame")
+            or (hasattr(data, "__arrow_c_stream__") and hasattr(data, "columns")))
+
+
 def as_table(data, *, what: str = "data") -> pa.Table:
     """``data`` as a :class:`pyarrow.Table`.
 
@@ -51,11 +57,25 @@ def as_table(data, *, what: str = "data") -> pa.Table:
                              "df[col].astype(str) or pd.to_numeric)") from None
     if hasattr(data, "__arrow_c_stream__"):
         try:
-            return pa.table(data)
+            return _plain_strings(pa.table(data))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
             raise InputError(f"{what} could not be read as a table ({first_line(exc)})") from None
     raise InputError(f"{what} is a {type(data).__name__}; pass a pandas or polars DataFrame or a "
                      "pyarrow Table")
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    # polars hands over string_view columns, which few Arrow kernels take yet; the same text as
+    # plain strings.
+    for i, f in enumerate(table.schema):
+        if pa.types.is_string_view(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.large_string()))
+        elif pa.types.is_dictionary(f.type) and pa.types.is_string_view(f.type.value_type):
+            chunks = [pa.DictionaryArray.from_arrays(c.indices, c.dictionary.cast(pa.large_string()))
+                      for c in table.column(i).chunks]
+            table = table.set_column(i, f.name, pa.chunked_array(
+                chunks, type=pa.dictionary(f.type.index_type, pa.large_string())))
+    return table
 
 
 def label_codes(labels, *, what: str = "labels") -> tuple[np.ndarray, pa.Array | None]:
@@ -82,7 +102,7 @@ def label_codes(labels, *, what: str = "labels") -> tuple[np.ndarray, pa.Array |
     if _is_pandas(labels, "Series"):
         labels = labels.to_numpy()
     elif hasattr(labels, "__arrow_c_stream__") or hasattr(labels, "__arrow_c_array__"):
-        labels = pa.chunked_array(pa.table({"y": labels}).column(0)) if not isinstance(
+        labels = _plain_strings(pa.table({"y": labels})).column(0) if not isinstance(
             labels, (pa.Array, pa.ChunkedArray)) else labels
     if isinstance(labels, (pa.Array, pa.ChunkedArray)):
         col = labels if isinstance(labels, pa.ChunkedArray) else pa.chunked_array([labels])

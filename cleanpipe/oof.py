@@ -23,6 +23,8 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from .errors import CleanpipeWarning, InputError
+from .features import table_to_features
+from .frames import as_table, is_table, label_codes
 from .settings import BACKENDS, DEFAULT_MODEL, MIN_FOLDS, MODELS
 
 log = logging.getLogger(__name__)
@@ -467,6 +469,11 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
     (150, 3)
     """
     model = model_list(model)
+    if is_table(X):  # a DataFrame: its columns encoded as the CLI encodes them
+        table = as_table(X, what="X")
+        feats = table_to_features(table, table.column_names)
+        X, categorical = feats.X, feats.categorical if categorical is None else categorical
+    y, _ = label_codes(y, what="y")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (ValueError, TypeError):

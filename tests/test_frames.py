@@ -76,3 +76,43 @@ def test_find_label_issues_takes_string_labels_and_answers_in_them():
     assert set(np.flatnonzero(by_name["is_label_issue"])) == set(range(10))
     with pytest.raises(InputError, match="2 distinct classes but pred_probs has 3"):
         find_label_issues(pd.Series(np.where(given == 0, "cat", "dog")), probs)
+
+
+def _customers(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    city = rng.choice(["oslo", "lima", "pune"], n)
+    tier = np.where(x + (city == "oslo") > 0.3, "gold", "basic")
+    flip = rng.random(n) < 0.1
+    tier = np.where(flip, np.where(tier == "gold", "basic", "gold"), tier)
+    return pd.DataFrame({"x": x, "city": pd.Categorical(city), "visits": rng.integers(0, 9, n),
+                         "tier": tier}, index=pd.Index(np.arange(n) * 7 + 3, name="customer_id"))
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars"])
+def test_the_api_takes_dataframes_with_mixed_types_and_string_labels(kind):
+    import cleanpipe
+    from cleanpipe.clean import clean_table
+    df = _customers()
+    frame = df if kind == "pandas" else pytest.importorskip("polars").from_pandas(df.reset_index(drop=True))
+    arrow = as_table(df)
+    res = cleanpipe.flag_table(frame, label="tier", model="logreg", folds=3)
+    want = cleanpipe.flag_table(arrow, label="tier", model="logreg", folds=3)
+    assert res.table.column("is_label_issue").equals(want.table.column("is_label_issue"))
+    assert "customer_id" not in res.summary["settings"]["features"]  # the index is no feature
+    assert set(res.table.column("given_label").to_pylist()) == {"basic", "gold"}
+    X = df.drop(columns="tier") if kind == "pandas" else frame.drop("tier")
+    probs = cleanpipe.out_of_fold_probs(X, df["tier"] if kind == "pandas" else frame["tier"],
+                                        model="logreg", folds=3)
+    assert probs.shape == (len(df), 2)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    cleaned = clean_table(res.table.to_pandas() if kind == "pandas" else res.table, mode="drop")
+    assert cleaned.table.num_rows == len(df) - int(res.table.column("is_label_issue").to_numpy().sum())
+
+
+def test_retrain_table_takes_a_pandas_frame():
+    torch = pytest.importorskip("torch")  # noqa: F841
+    from cleanpipe.settings import TrainConfig
+    from cleanpipe.train import retrain_table
+    res = retrain_table(_customers(), label="tier", config=TrainConfig(epochs=2, threads=1))
+    assert res.metrics["val_accuracy"] is not None

@@ -25,6 +25,7 @@ from .._version import __version__
 from ..clean import CLEAN_COLUMNS
 from ..errors import InputError
 from ..features import encode_labels, id_like_columns, select_feature_columns
+from ..frames import as_table
 from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
 from ..loss_kinds import loss_kind, multilabel_losses, single_label_losses
 from ..losses import get_loss
@@ -318,6 +319,7 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), 
     lifted test micro-F1 of sigmoid models from 0.49-0.56 (a fixed 0.5) to 0.60-0.61, with noisy
     and with clean training tags.
     """
+    table = as_table(table)
     multi = is_multilabel(table.schema, label)
     config.check()
     loss, loss_choice, loss_params = _resolve_loss(loss, loss_params, noise_matrix, multi=multi,
