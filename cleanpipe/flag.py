@@ -25,6 +25,7 @@ from .detect.multilabel import detect_multilabel
 from .errors import InputError
 from .features import (decode_label_lists, decode_labels, list_column_matrix, select_feature_columns,
                        table_to_features)
+from .formats import TableFormat
 from .frames import as_table
 from .flagsfile import flag_provenance, jsonable, run_fields
 from .io import open_dataset, with_metadata
@@ -470,20 +471,22 @@ def flag_multilabel_table(table: pa.Table, **options) -> FlagResult:
 def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = False,
                  features=None, exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0,
                  n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = "beta",
-                 noisy_threshold: float | None = None, save_pred_probs=None, progress=None) -> dict:
-    """Run the flag stage on a Parquet file or dataset on disk, streaming it to ``out_path``.
+                 noisy_threshold: float | None = None, save_pred_probs=None, progress=None,
+                 fmt: TableFormat = TableFormat()) -> dict:
+    """Run the flag stage on a table file or Parquet dataset on disk, streaming it to ``out_path``.
 
     Only the label column(s) (and the feature columns, when out-of-fold probabilities are
     computed) are read whole; the output is written batch by batch, every input column unchanged
     plus the flag columns, into a file staged by ``outputs`` (an :class:`~cleanpipe.io.AtomicOutputs`).
-    The options are those of :func:`flag_table`.
+    The options are those of :func:`flag_table`; ``fmt`` says how to read ``path`` (see
+    :func:`cleanpipe.io.open_dataset`).
 
     Returns
     -------
     dict
         The summary (see :func:`build_summary`).
     """
-    dataset, src = dataset_source(path)
+    dataset, src = dataset_source(path, fmt=fmt)
     columns, summary, probs = _flag(
         src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
         model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
@@ -495,9 +498,9 @@ def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = 
     return summary
 
 
-def dataset_source(path, *, what: str = "DATA") -> tuple:
-    """The Parquet dataset at ``path`` and the :class:`Source` view of it that the flag stage reads."""
-    dataset = open_dataset(path, what=what)
+def dataset_source(path, *, what: str = "DATA", fmt: TableFormat = TableFormat()) -> tuple:
+    """The dataset at ``path`` and the :class:`Source` view of it that the flag stage reads."""
+    dataset = open_dataset(path, what=what, fmt=fmt)
     return dataset, Source(dataset.schema.names, dataset.schema, dataset.count_rows(),
                            lambda cols: dataset.to_table(columns=cols), os.fspath(path))
 

@@ -10,6 +10,7 @@ import click
 
 from ..flag import flag_dataset
 from ..flagsfile import summary_path_for
+from ..formats import STDIN
 from ..io import AtomicOutputs, cleanup_stale_temps, write_json
 from ..oof import joblib_backend
 from ..report import write_report
@@ -17,13 +18,15 @@ from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
                         NOISY_THRESHOLD, OOF)
 from ._group import cli
-from .options import (csv_option, exclude_option, features_option, ids_option, json_option, label_option,
-                      multi_label_option, overwrite_option, quiet_option, seed_option, setting_option)
+from .options import (csv_option, exclude_option, features_option, ids_option, input_format_options,
+                      json_option, label_option, multi_label_option, overwrite_option, quiet_option,
+                      seed_option, setting_option)
 from ._progress import progress_bar
 
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
+@input_format_options
 @label_option("Label column (a list column, or a,b,c for 0/1 columns, means multi-label).", default="label")
 @multi_label_option("Rows hold sets of tags: a list column, or several 0/1 columns (--label a,b,c).")
 @features_option
@@ -59,7 +62,7 @@ from ._progress import progress_bar
 @quiet_option()
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
          pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
-         as_json, quiet):
+         as_json, quiet, fmt):
     """Flag likely mislabeled rows of a table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
@@ -80,7 +83,8 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     list columns, suspect_missing and
     suspect_spurious; its methods are posterior (default), noise_rate, mixture and both.
     """
-    out_path = Path(out) if out else Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags.parquet"
+    stem = "stdin" if data == STDIN else Path(data.rstrip("/")).stem
+    out_path = Path(out) if out else Path.cwd() / f"{stem}.flags.parquet"
     summary_path = summary_path_for(out_path)
     report_path = out_path.with_suffix(".report.html")
     # --pred-probs may name a list column of DATA rather than a file
@@ -97,7 +101,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
                                ids=csv_option(ids) or (), model=model, folds=folds, seed=seed,
                                n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
                                noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs,
-                               progress=update)
+                               progress=update, fmt=fmt)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)

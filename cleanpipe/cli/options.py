@@ -6,8 +6,11 @@ default and range that a pipeline file is checked against.
 
 from __future__ import annotations
 
+import functools
+
 import click
 
+from ..formats import FORMATS, TableFormat
 from ..settings import DEVICES, SEED, Setting
 
 
@@ -63,6 +66,23 @@ def overwrite_option(help_text: str = "Replace existing output files that cleanp
                                         "(its own earlier outputs are always replaced)."):
     """``--overwrite``: the one switch that lets an output replace a file cleanpipe did not write."""
     return click.option("--overwrite", is_flag=True, help=help_text)
+
+
+def input_format_options(f):
+    """``--format``, ``--delimiter``, ``--no-header``: how DATA is read (by default, from its
+    first bytes, else its name); passed to the command as ``fmt``, a :class:`TableFormat`."""
+    f = click.option("--no-header", "no_header", is_flag=True,
+                     help="CSV: the first line is data; columns are named f0, f1, ...")(f)
+    f = click.option("--delimiter", default=None, metavar="CHAR",
+                     help="CSV field delimiter (default: tab for .tsv, else comma).")(f)
+    f = click.option("--format", "data_format", default=None, type=click.Choice(FORMATS),
+                     help="Format of DATA (default: from its first bytes, else its name; - reads "
+                          "standard input, CSV unless told).")(f)
+
+    @functools.wraps(f)
+    def wrapper(*args, data_format, delimiter, no_header, **kwargs):
+        return f(*args, fmt=TableFormat(data_format, delimiter=delimiter, header=not no_header), **kwargs)
+    return wrapper
 
 
 def json_option(help: str):

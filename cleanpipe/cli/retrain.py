@@ -19,9 +19,9 @@ from ..settings import AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, RETRAIN
 from ..target import is_multilabel, resolve_label_columns
 from ._group import cli
 from ._progress import epoch_info, progress_bar
-from .options import (csv_option, device_option, exclude_option, features_option, ids_option, json_option,
-                      label_option, multi_label_option, overwrite_option, quiet_option, seed_option,
-                      setting_option)
+from .options import (csv_option, device_option, exclude_option, features_option, ids_option,
+                      input_format_options, json_option, label_option, multi_label_option,
+                      overwrite_option, quiet_option, seed_option, setting_option)
 
 
 def _parse_hidden(value: str) -> tuple:
@@ -50,6 +50,7 @@ def _parse_loss_params(pairs) -> dict:
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=str))
+@input_format_options
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Model directory to create.")
 @label_option("Label column (default: the one flag used, else 'label').")
 @multi_label_option("Rows hold sets of tags (implied by a list --label or --label a,b,c): K sigmoid "
@@ -96,7 +97,7 @@ def _parse_loss_params(pairs) -> dict:
 @json_option("Print the metrics as one JSON object.")
 @quiet_option("No progress bar, nothing printed on success.")
 def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, loss, loss_params, noisy_weight,
-            warmup, noise_matrix, overwrite, as_json, quiet, **train):
+            warmup, noise_matrix, overwrite, as_json, quiet, fmt, **train):
     """Train a tabular MLP on a flags or cleaned table.
 
     The flag/clean columns (given_label, predicted_label, label_score, p_noisy,
@@ -128,7 +129,7 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
                 overwrite=overwrite, model_dir=("--out", out))
     check_model_dir(out, overwrite=overwrite)
     cleanup_stale_temps(Path(out).parent)  # staging folders a killed retrain left beside --out
-    table = read_table(data)
+    table = read_table(data, fmt=fmt)
     label = label or label_from_metadata(table) or "label"
     # What flag was told travels with its output: without --features/--exclude/--id, train on the
     # features flag used (never on its ids or the columns it was told to leave out).
@@ -190,6 +191,7 @@ def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, defa
 @cli.command()
 @click.argument("model_dir", type=click.Path(path_type=str))
 @click.argument("data", type=click.Path(path_type=str))
+@input_format_options
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<DATA stem>.preds.parquet).")
 @click.option("--probs", is_flag=True, help="Also write pred_probs, a list<float32> per row in class order.")
@@ -197,7 +199,7 @@ def _resolve_loss(loss, params: dict, table, label: str, multi_label: bool, defa
 @device_option()
 @overwrite_option()
 @quiet_option()
-def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet):
+def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet, fmt):
     """Score a table with a model written by cleanpipe retrain.
 
     Writes every input column plus predicted_label (in the label's own type) and
@@ -218,7 +220,7 @@ def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet):
     out_path = Path(out) if out else Path.cwd() / f"{stem}.preds.parquet"
     guard_files({"MODEL_DIR": model_dir, "DATA": data}, {"--out": out_path}, overwrite=overwrite)
     loaded = load_model_dir(model_dir)
-    table = read_table(data)
+    table = read_table(data, fmt=fmt)
     result = predict_table(loaded, table, probs=probs, prefix=prefix, device=device)
     provenance = {"cleanpipe_version": __version__, "source": str(data), "model_dir": str(model_dir),
                   "label": loaded.label, "loss": loaded.spec.get("loss"),
