@@ -25,6 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from .errors import CleanpipeWarning, InputError
 from .features import table_to_features
 from .frames import as_table, is_table, label_codes
+from .threads import available_cpus
 from .settings import BACKENDS, DEFAULT_MODEL, MIN_FOLDS, MODELS
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def fold_threads(n_jobs: int) -> int:
     between the ``n_jobs`` workers. HistGradientBoosting's probabilities do not depend on its
     thread count (each feature's histogram is summed by one thread).
     """
-    cores = os.cpu_count() or 1
+    cores = available_cpus()  # affinity and cgroup quota, not the host's core count
     workers = cores if n_jobs < 0 else max(1, min(n_jobs, cores))
     try:
         busy = max(0.0, os.getloadavg()[0] - 1.0)  # this process counts itself once

@@ -85,7 +85,7 @@ def test_sampled_default_model_is_identical_across_n_jobs():
 
 
 def test_fold_threads_split_idle_cores_between_workers(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("cleanpipe.oof.available_cpus", lambda: 8)
     monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))
     assert fold_threads(1) == 8 and fold_threads(2) == 4 and fold_threads(-1) == 1
     monkeypatch.setattr("os.getloadavg", lambda: (1.0, 0.0, 0.0))  # this process alone
