@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .detect import iter_blocks
 from .errors import InputError
 from .features import decode_label_lists
 from .settings import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE
@@ -80,7 +81,6 @@ def _suspect_cells(table: pa.Table, column: str, classes: pa.Array, source: str)
 
 def _gather(pred_probs, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``pred_probs[rows, cols]`` for an ndarray, a memmap or any row-sliceable matrix (row blocks)."""
-    from .detect import iter_blocks
     if isinstance(pred_probs, np.ndarray):
         return np.asarray(pred_probs[rows, cols], dtype=np.float64)
     out = np.full(len(rows), np.nan)

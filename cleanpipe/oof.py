@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
 from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from threadpoolctl import ThreadpoolController
 
+from .detect import check_labels
 from .errors import CleanpipeWarning, InputError
 from .features import table_to_features
 from .frames import as_table, is_table, label_codes
@@ -122,13 +130,6 @@ def make_model(model, *, categorical=None, seed: int = 0):
     seed : int, default=0
         Set as ``random_state`` where the estimator has one.
     """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-
     cats = np.zeros(0, bool) if categorical is None else np.asarray(categorical, bool)
     if not isinstance(model, str):
         est = clone(model)
@@ -405,8 +406,6 @@ def _sequential_threads(n_jobs: int):
 def _thread_controller():
     # Finding the loaded OpenMP/BLAS libraries takes tens of milliseconds: once per process
     # (after the models' modules are imported, so their OpenMP runtime is among them).
-    from threadpoolctl import ThreadpoolController
-
     return ThreadpoolController()
 
 
@@ -487,7 +486,6 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 
         raise InputError("X holds +/-inf or values beyond float32's range; use NaN for a "
                          "missing value (the hgb model handles NaN)")
     X = X.astype(np.float32)
-    from .detect import check_labels
     y = check_labels(y, name="y")
     if len(y) != len(X):
         raise InputError(f"X has {len(X)} rows but y has {len(y)}; pass one label per row")

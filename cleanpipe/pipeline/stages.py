@@ -19,9 +19,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..clean import clean_table
 from ..errors import InputError
-from ..flagsfile import jsonable
+from ..flag import dataset_source, flag_dataset, load_pred_probs, out_of_fold
+from ..flagsfile import clean_provenance, flag_estimate, jsonable
 from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
+from ..oof import check_folds
+from ..target import resolve_target
 
 PRED_PROBS, OOF_INFO = "pred_probs.npy", "oof.json"
 FLAGS, CLEANED, SUMMARY, MODEL = "flags.parquet", "cleaned.parquet", "summary.json", "model"
@@ -61,9 +65,6 @@ def run_oof(ctx: StageContext, out: Path) -> dict:
     classes in sorted order; multi-label: one column per tag, rows need not sum to 1) and
     ``oof.json`` (classes, features, settings, notes). The block ``cleanpipe flag`` runs when it
     is given no probabilities (:func:`cleanpipe.flag.out_of_fold`)."""
-    from ..flag import dataset_source, out_of_fold
-    from ..oof import check_folds
-    from ..target import resolve_target
 
     p, c = ctx.pipeline, ctx.pipeline.columns
     _, src = dataset_source(ctx.data)
@@ -108,7 +109,6 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
     Multi-label data also gets ``pred_probs.npy`` (``--save-pred-probs``), which ``clean``'s
     relabel reads.
     """
-    from ..flag import flag_dataset
 
     p, c = ctx.pipeline, ctx.pipeline.columns
     oof_dir = ctx.upstream.get("oof")
@@ -141,8 +141,6 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     (as ``cleanpipe clean`` uses flag's ``--save-pred-probs`` file); that table is cleaned whole,
     because the tags are encoded per table and a batch may lack some of the flag stage's classes.
     """
-    from ..clean import clean_table
-    from ..flagsfile import clean_provenance
 
     p, s = ctx.pipeline, ctx.pipeline.clean
     flag_dir = ctx.upstream.get("flag")
@@ -186,7 +184,6 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
 
 def _relabel_input(flag_dir, flags_path: Path, flag_summary: dict):
     """([the whole flags table], its out-of-fold probabilities, their file) for multi-label relabel."""
-    from ..flag import load_pred_probs
 
     path = flag_dir / PRED_PROBS if flag_dir else None
     if path is None or not path.is_file():  # the preflight refuses a pipeline starting at clean
@@ -252,14 +249,12 @@ def _class_prior(ctx: StageContext, table: pa.Table):
     """(prior, classes) the flag stage estimated, or None: retrain then uses the label frequencies."""
     if "flag" not in ctx.upstream:
         return None
-    from ..flagsfile import flag_estimate
     return flag_estimate("class_prior", table, summaries=_flag_summaries(ctx))
 
 
 def _noise_matrix(ctx: StageContext, table: pa.Table, *, required: bool = True):
     """(noise matrix, classes) of the flag stage or of the cleaned table's metadata; (None, None)
     when there is none and it is not ``required``."""
-    from ..flagsfile import flag_estimate
     found = flag_estimate("noise_matrix", table, summaries=_flag_summaries(ctx))
     if found is not None:
         return found
