@@ -133,13 +133,14 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
         raise InputError(f"noisy_threshold {noisy_threshold} is outside [0, 1); pass a posterior "
                          "threshold such as 0.8")
     det = detect(labels, pred_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
-    warn_if_nothing_flagged(det, noisy_threshold)
     return detection_frame(det, labels, classes)
 
 
-def warn_if_nothing_flagged(det: Detection, noisy_threshold: float) -> None:
-    """A :class:`CleanpipeWarning` when ``mixture`` flags no row: say how far the rows fell short."""
-    if det.method == "mixture" and not det.is_label_issue.any() and det.p_noisy.size:
+def warn_if_nothing_flagged(det: Detection, labels: np.ndarray, noisy_threshold: float) -> None:
+    """A :class:`CleanpipeWarning` when ``mixture`` flags no row although a mixture was fitted and
+    the model disagrees with some labels: say how far those rows fell short."""
+    if (det.method == "mixture" and not det.is_label_issue.any() and det.mixture.fit is not None
+            and np.any(det.predicted != labels)):
         top = float(np.max(det.p_noisy))
         warnings.warn(f"method 'mixture' flagged no row: the highest p_noisy is {top:.3f}, below "
                       f"the threshold {noisy_threshold}; lower --noisy-threshold, or use --method "

@@ -275,7 +275,7 @@ def _detect_single(enc, probs_all, lab_probs, *, given: bool, everything: bool, 
         check_pred_probs(lab_probs, len(y))
     y = check_labels(y, lab_probs.shape[1])
     det = detect(y, lab_probs, **options)
-    warn_if_nothing_flagged(det, options["noisy_threshold"])
+    warn_if_nothing_flagged(det, y, options["noisy_threshold"])
     predicted = _spread(det.predicted, labelled, 0, everything)
     if not everything:
         unl = np.flatnonzero(~labelled)

@@ -38,13 +38,16 @@ def test_a_mixture_that_flags_nothing_says_how_far_it_fell_short():
 
     from cleanpipe.api import warn_if_nothing_flagged
     nothing = SimpleNamespace(method="mixture", is_label_issue=np.zeros(3, bool),
-                              p_noisy=np.array([0.2, 0.699, 0.5]))
+                              p_noisy=np.array([0.2, 0.699, 0.5]), predicted=np.array([0, 1, 1]),
+                              mixture=SimpleNamespace(fit="fitted"))
     with pytest.warns(CleanpipeWarning, match=r"flagged no row: the highest p_noisy is 0\.699, below "
                                               r"the threshold 0\.8"):
-        warn_if_nothing_flagged(nothing, 0.8)
+        warn_if_nothing_flagged(nothing, np.array([0, 0, 1]), 0.8)
     given, p = _planted()
     with warnings.catch_warnings():
         warnings.simplefilter("error", CleanpipeWarning)
         find_label_issues(given, p, method="mixture")  # flags rows: no warning
-        warn_if_nothing_flagged(SimpleNamespace(method="combined", is_label_issue=np.zeros(3, bool),
-                                                p_noisy=np.zeros(3)), 0.8)  # only the mixture rule
+        warn_if_nothing_flagged(SimpleNamespace(**{**vars(nothing), "method": "combined"}),
+                                np.array([0, 0, 1]), 0.8)  # only the mixture rule
+        # Nothing to flag: the model agrees with every label.
+        warn_if_nothing_flagged(nothing, np.array([0, 1, 1]), 0.8)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # METHODS: the names accepted by detect (the first is the default)
-from ..settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, NOISY_THRESHOLD  # noqa: F401  (METHODS: API here)
+from ..settings import (DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, NOISY_THRESHOLD,  # noqa: F401  (METHODS: API here)
+                        default_noisy_threshold)
 from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)
@@ -334,7 +335,7 @@ def cross_entropy(p_given: np.ndarray) -> np.ndarray:
 
 
 def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
-           noisy_threshold: float = NOISY_THRESHOLD, block_rows: int | None = None) -> Detection:
+           noisy_threshold: float | None = None, block_rows: int | None = None) -> Detection:
     """Score and flag rows of validated inputs (see :func:`cleanpipe.find_label_issues`).
 
     Notes
@@ -349,8 +350,11 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
     their score earlier (see :func:`_combined_flags`). Other methods: ``noise_rate`` (confident
     learning, prune by noise rate, each row in its arg-max cell), ``per_class`` (prune by class,
     ranked by self-confidence), ``both`` (their intersection), ``mixture`` (``p_noisy >
-    noisy_threshold`` and arg-max differs from the label).
+    noisy_threshold`` and arg-max differs from the label). ``noisy_threshold`` None: the
+    method's default (:func:`cleanpipe.settings.default_noisy_threshold`).
     """
+    if noisy_threshold is None:
+        noisy_threshold = default_noisy_threshold(method)
     cl = confident_learning(labels, pred_probs, block_rows=block_rows)
 
     def from_confident_learning():
