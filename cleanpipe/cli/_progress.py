@@ -26,7 +26,9 @@ def progress_bar(enabled: bool = True):
                     TextColumn("{task.fields[info]}"), console=console, transient=True)
     tasks = {}
 
-    def update(stage: str, done: int, total: int, info: str = "") -> None:
+    def update(stage: str, done: int, total: int, info: str | dict = "") -> None:
+        if isinstance(info, dict):  # an epoch's metrics
+            info = epoch_info(info)
         # The info goes last and is what gets cut on a narrow terminal: rich would otherwise
         # squeeze every column, counts and times included, to make it fit.
         room = console.width - len(stage) - 20 - 32  # bar 20; counts, times, spaces 32

@@ -11,6 +11,7 @@ from ..pipeline import STAGES, load_pipeline, run_pipeline
 from ..settings import BACKENDS
 from ..sources import redact
 from ._group import cli
+from ._progress import progress_bar
 from .options import json_option, overwrite_option, quiet_option
 
 
@@ -74,9 +75,10 @@ def run(pipeline_file, runs_dir, run_id, force, from_stage, until_stage, backend
             click.echo(f"{stage}: reused (input and settings unchanged)", err=True)
 
     try:
-        result = run_pipeline(pipeline, runs_dir=runs_dir, run_id=run_id, force=force,
-                              from_stage=from_stage, until_stage=until_stage, check_only=check_only,
-                              on_event=on_event, overwrite=overwrite)
+        with progress_bar(show) as update:  # folds and epochs, with time left, inside each stage
+            result = run_pipeline(pipeline, runs_dir=runs_dir, run_id=run_id, force=force,
+                                  from_stage=from_stage, until_stage=until_stage, check_only=check_only,
+                                  on_event=on_event, overwrite=overwrite, progress=update)
     except Exception as exc:
         # A driver message could quote a connection string: never let a secret reach the terminal.
         text = str(exc)

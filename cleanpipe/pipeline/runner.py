@@ -109,7 +109,8 @@ def _needs_folds(p: Pipeline, selected) -> bool:
 
 def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, force: bool = False,
                  from_stage: str | None = None, until_stage: str | None = None,
-                 check_only: bool = False, on_event=None, overwrite: bool = False) -> RunResult:
+                 check_only: bool = False, on_event=None, overwrite: bool = False,
+                 progress=None) -> RunResult:
     """Run (or resume) pipeline ``p``.
 
     Parameters
@@ -130,6 +131,8 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
         Called as ``on_event(stage, action, record)`` when a stage starts, is reused or ends.
     overwrite : bool, default=False
         Let a sink target replace an existing file or table that cleanpipe did not write.
+    progress : callable, optional
+        Passed to the stages as :attr:`StageContext.progress`.
 
     Returns
     -------
@@ -176,7 +179,7 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
             save_manifest(run_dir, manifest)
             try:
                 actions = _run_stages(p, ends, manifest, run_dir, selected, force=force,
-                                      from_stage=from_stage, emit=emit)
+                                      from_stage=from_stage, emit=emit, progress=progress)
             except BaseException as exc:
                 manifest["status"] = "failed"
                 manifest["error"] = redact(error_line(exc))
@@ -211,7 +214,8 @@ def _backend(p: Pipeline, origin: str):
         ctx.__exit__(None, None, None)
 
 
-def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage, emit) -> dict:
+def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage, emit,
+                progress=None) -> dict:
     snap = extract(ends.source, run_dir, manifest.get("input") or {}, batch_rows=p.batch_rows)
     # The stages read the pinned input only; a DuckDB file must not stay open read-only while the
     # sink writes to it.
@@ -220,7 +224,8 @@ def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage
                          "fingerprint": snap.fingerprint, "rows": snap.rows,
                          "data": str(snap.path.relative_to(run_dir)) if snap.copied else str(snap.path)}
     save_manifest(run_dir, manifest)
-    ctx = StageContext(p, snap.path, ends.source.describe(), multi_label=ends.multi_label)
+    ctx = StageContext(p, snap.path, ends.source.describe(), multi_label=ends.multi_label,
+                       progress=progress)
     upstream_key, actions = snap.fingerprint, {}
     for stage in p.stages:
         key = stage_key(stage, upstream_key, stage_settings(p, stage, ctx.multi_label))

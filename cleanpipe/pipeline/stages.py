@@ -46,6 +46,9 @@ class StageContext:
         Stage name -> output folder of the stages before this one in this pipeline.
     multi_label : bool
         The label is a set of tags (decided by the preflight from the source's schema).
+    progress : callable, optional
+        ``progress(step, done, total, info)`` as folds and epochs finish (``info``: an epoch's
+        metrics); the CLI draws it as progress bars.
     """
 
     pipeline: object
@@ -53,6 +56,7 @@ class StageContext:
     source: str
     upstream: dict = field(default_factory=dict)
     multi_label: bool = False
+    progress: object = None
 
 
 def _read_json(path: Path) -> dict:
@@ -80,7 +84,8 @@ def run_oof(ctx: StageContext, out: Path) -> dict:
     check_folds(p.oof.folds, n_lab, option="[oof] folds")
     probs, feature_names, notes = out_of_fold(
         src, target, enc, features=list(c.features or ()) or None, exclude=c.exclude, ids=c.ids,
-        model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs)
+        model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+        progress=ctx.progress)
     write_npy(probs, out / PRED_PROBS)
     info = {"label": c.target, **({"multi_label": True} if target.multi_label else {}),
             "classes": [jsonable(v) for v in enc.classes.to_pylist()],
@@ -231,7 +236,9 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
                            weight_col="sample_weight" if "sample_weight" in table.column_names else None,
                            loss=r.loss, loss_params=dict(r.loss_params), noise_matrix=noise_matrix,
                            noise_matrix_classes=classes, noisy_weight=r.noisy_weight, warmup=r.warmup,
-                           class_prior=prior, config=config, source=ctx.source)
+                           class_prior=prior, config=config, source=ctx.source,
+                           on_epoch=None if ctx.progress is None else (
+                               lambda epoch, m: ctx.progress("retrain: epochs", epoch, config.epochs, m)))
     save_model_dir(out / MODEL, result.state_dict, result.spec, result.metrics)
     m = result.metrics
     scores = ("val_micro_f1", "val_macro_f1", "val_map") if ctx.multi_label else ("val_accuracy",)

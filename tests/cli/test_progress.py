@@ -46,3 +46,34 @@ def test_on_a_narrow_terminal_the_counts_and_times_stay_whole(monkeypatch):
     with progress_bar(True) as update:
         update("training epochs", 3, 10, "loss 0.1667, val 0.7000, acc 0.910")
     assert "3/10" in err.getvalue() and "left" in err.getvalue()
+
+
+def test_run_shows_each_stage_and_its_folds(monkeypatch, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from cleanpipe.cli import cli
+    rng = np.random.default_rng(0)
+    n = 120
+    pq.write_table(pa.table({"x": rng.normal(size=n), "label": np.arange(n) % 2}), tmp_path / "d.parquet")
+    (tmp_path / "p.toml").write_text('stages = ["oof", "flag"]\n[source]\ntype = "parquet"\n'
+                                     'path = "d.parquet"\n[oof]\nmodel = "logreg"\nfolds = 3\n')
+    seen = []
+    import cleanpipe.cli._progress as bars
+    real = bars.progress_bar
+
+    def recording(enabled=True):
+        import contextlib
+
+        @contextlib.contextmanager
+        def cm():
+            with real(False):
+                yield lambda *a: seen.append(a[:3])
+        return cm()
+    monkeypatch.setattr("cleanpipe.cli.run.progress_bar", recording)
+    res = CliRunner().invoke(cli, ["run", str(tmp_path / "p.toml"), "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "oof: running" in res.stderr and "flag: done" in res.stderr
+    assert ("folds", 3, 3) in seen, seen
