@@ -33,8 +33,8 @@ from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold,
 from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
                   model_list)
 from .rows import ParquetMatrix, TakeRows
-from .settings import (DEFAULT_MULTILABEL_METHOD, METHODS, MIXTURES, MULTILABEL_METHODS,
-                       check_seed, default_noisy_threshold)
+from .settings import (DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
+                       MIXTURES, MULTILABEL_METHODS, check_seed, default_noisy_threshold)
 from .target import Target, is_multilabel, resolve_target
 
 #: Rows per record batch when streaming DATA to the output.
@@ -323,7 +323,7 @@ def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options
 
 
 def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, model, folds, seed,
-          n_jobs, pred_probs, method=None, mixture="beta", noisy_threshold=None, progress=None):
+          n_jobs, pred_probs, method=None, mixture=DEFAULT_MIXTURE, noisy_threshold=None, progress=None):
     timings = {}
     t0 = time.perf_counter()
     where = src.name
@@ -410,8 +410,8 @@ def top_rows(columns, top: np.ndarray, id_table, ids) -> list:
 
 
 def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, features=None,
-               exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0,
-               n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = "beta",
+               exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+               n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                source: str | None = None, progress=None,
                noisy_threshold: float | None = None) -> FlagResult:
     """Run the flag stage on an Arrow table.
@@ -469,8 +469,8 @@ def flag_multilabel_table(table: pa.Table, **options) -> FlagResult:
 
 
 def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = False,
-                 features=None, exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = 5, seed: int = 0,
-                 n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = "beta",
+                 features=None, exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+                 n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                  noisy_threshold: float | None = None, save_pred_probs=None, progress=None,
                  fmt: TableFormat = TableFormat()) -> dict:
     """Run the flag stage on a table file or Parquet dataset on disk, streaming it to ``out_path``.

@@ -24,9 +24,9 @@ from .detect.multilabel import MultilabelDetection, detect_multilabel
 from .errors import InputError
 from .features import decode_label_lists, is_list_type
 from .flagsfile import jsonable, run_fields
-from .settings import DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS, MULTILABEL_NOISY_THRESHOLD
+from .settings import (DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, MIXTURES, MULTILABEL_METHODS,
+                       MULTILABEL_NOISY_THRESHOLD)
 
-_MIXTURES = ("beta", "gaussian")
 #: How a message about a probability outside [0, 1] ends for multi-label data.
 SIGMOID_HINT = "apply a sigmoid to each logit first"
 
@@ -97,15 +97,15 @@ def check_label_matrix(labels, n_rows: int, n_classes: int) -> np.ndarray:
     return Y
 
 
-def validate_multilabel(labels, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = "beta",
+def validate_multilabel(labels, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = DEFAULT_MIXTURE,
                         noisy_threshold: float = MULTILABEL_NOISY_THRESHOLD):
     """Check inputs once at the boundary; return the 0/1 label matrix and ``pred_probs`` unchanged."""
     check_threshold(noisy_threshold)
     if method not in MULTILABEL_METHODS:
         raise InputError(f"method '{method}' is not known for multi-label data; choose one of: "
                          f"{', '.join(MULTILABEL_METHODS)}")
-    if mixture not in _MIXTURES:
-        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(_MIXTURES)}")
+    if mixture not in MIXTURES:
+        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
     if getattr(pred_probs, "shape", None) is None:
         pred_probs = np.asarray(pred_probs)
     shape = tuple(pred_probs.shape)
@@ -135,7 +135,7 @@ def matrix_lists(M: np.ndarray):
     return offsets, np.nonzero(M)[1]
 
 
-def find_multilabel_issues(labels, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = "beta",
+def find_multilabel_issues(labels, pred_probs, *, method: str = DEFAULT_MULTILABEL_METHOD, mixture: str = DEFAULT_MIXTURE,
                            noisy_threshold: float = MULTILABEL_NOISY_THRESHOLD) -> pd.DataFrame:
     """Score every row of multi-label data and flag the likely mislabeled ones.
 

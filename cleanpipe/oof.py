@@ -34,7 +34,7 @@ from .errors import CleanpipeWarning, InputError
 from .features import table_to_features
 from .frames import as_table, is_table, label_codes
 from .threads import available_cpus
-from .settings import BACKENDS, DEFAULT_MODEL, MIN_FOLDS, MODELS
+from .settings import BACKENDS, DEFAULT_FOLDS, DEFAULT_MODEL, DEFAULT_SEED, MIN_FOLDS, MODELS
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def model_label(model) -> str:
     return ",".join(m.strip() if isinstance(m, str) else type(m).__name__ for m in items)
 
 
-def make_model(model, *, categorical=None, seed: int = 0):
+def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED):
     """Build the scikit-learn classifier for ``model``.
 
     Parameters
@@ -309,7 +309,7 @@ def joblib_backend(backend: str | None = "loky", scheduler: str | None = None, *
 
 
 def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None,
-                    model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
+                    model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, n_jobs: int = 1,
                     categorical=None, X_extra: np.ndarray | None = None, class_names=None,
                     progress=None, backend: str | None = None,
                     scheduler: str | None = None,
@@ -415,7 +415,7 @@ def _renormalise(P: np.ndarray) -> None:
     np.divide(P, np.where(sums > 0, sums, 1.0).astype(P.dtype), out=P)
 
 
-def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = 5, seed: int = 0, n_jobs: int = 1,
+def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, n_jobs: int = 1,
                       categorical=None, backend: str | None = None,
                       scheduler: str | None = None,
                       max_train_rows: int | None = MAX_TRAIN_ROWS) -> np.ndarray:
@@ -557,8 +557,8 @@ def _fit_binary(est, X, y, train, test, X_extra, others=None, est_extra=None):
     return proba(F[test]), (proba(X_extra) if others is None else np.zeros(0, np.float32))
 
 
-def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MODEL, folds: int = 5,
-                               seed: int = 0, n_jobs: int = 1, categorical=None,
+def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS,
+                               seed: int = DEFAULT_SEED, n_jobs: int = 1, categorical=None,
                                X_extra: np.ndarray | None = None, class_names=None,
                                progress=None, condition_on_tags: bool = True) -> OutOfFold:
     """One-vs-rest out-of-fold probabilities for a 0/1 label matrix (validated inputs).

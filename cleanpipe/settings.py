@@ -85,7 +85,9 @@ def _choice(default, choices):
 SEED_MIN, SEED_MAX = 0, 2**32 - 1
 #: Cross-validation needs at least two folds.
 MIN_FOLDS = 2
-SEED = _int(0, SEED_MIN, SEED_MAX, want=f"an integer in [{SEED_MIN}, {SEED_MAX}]")
+#: The seed of folds, models and training when none is given; the folds of cross-validation.
+DEFAULT_SEED, DEFAULT_FOLDS = 0, 5
+SEED = _int(DEFAULT_SEED, SEED_MIN, SEED_MAX, want=f"an integer in [{SEED_MIN}, {SEED_MAX}]")
 
 
 def seed_ok(seed) -> bool:
@@ -116,7 +118,7 @@ DEFAULT_MODEL = "hgb,logreg"
 BACKENDS = ("loky", "dask")
 
 OOF = {
-    "folds": _int(5, MIN_FOLDS, want=f"at least {MIN_FOLDS}"),
+    "folds": _int(DEFAULT_FOLDS, MIN_FOLDS, want=f"at least {MIN_FOLDS}"),
     "seed": SEED,
     "n_jobs": _int(1, 1, want="a positive count, or -1 for every core", also=(-1,)),
     "backend": _choice("loky", BACKENDS),
