@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..flagsfile import FLAG_COLUMNS
 from ..io import cleanup_stale_temps, open_dataset
 from ..report import read_summary, read_training, summary_path_for, write_report
 from ..safety import guard_files
@@ -60,7 +61,12 @@ def report(flags, summary_path, out, max_rows, max_columns, training_path, overw
     # Checked before the summary so a mistyped FLAGS is not reported as a missing summary.
     if not Path(flags).exists():
         raise InputError(f"flags '{flags}' does not exist; pass the Parquet file cleanpipe flag wrote")
-    open_dataset(flags, what="FLAGS")  # an unreadable FLAGS is named before its summary is sought
+    # An unreadable FLAGS, or a table flag did not write, is named before its summary is sought.
+    names = open_dataset(flags, what="FLAGS").schema.names
+    missing = [c for c in FLAG_COLUMNS if c not in names]
+    if missing:
+        raise InputError(f"'{flags}' is not a flags table (it has no {missing[0]} column); run "
+                         f"cleanpipe flag {flags} first and report the .flags.parquet it writes")
     summary = read_summary(summary_file)
     training = read_training(training_path) if training_path else None
     cleanup_stale_temps(out_path.parent)

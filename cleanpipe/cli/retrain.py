@@ -205,8 +205,9 @@ def predict(model_dir, data, out, probs, prefix, device, overwrite, quiet, fmt):
     Writes every input column plus predicted_label (in the label's own type) and
     confidence (the largest class probability), and pred_probs with --probs.
     A multi-label model writes predicted_label as the list of tags whose
-    probability passes its threshold (0.5 for sigmoid outputs) and always
-    pred_probs, one probability per class in the order of model.json's classes.
+    probability passes the cut retrain tuned on its validation rows (model.json's
+    threshold; 0.5 for a model saved without one) and always pred_probs, one
+    probability per class in the order of model.json's classes.
 
     \b
     Examples:

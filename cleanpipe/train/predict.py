@@ -44,7 +44,10 @@ def predict_table(loaded: LoadedModel, table: pa.Table, *, probs: bool = False, 
     names = [f"{prefix}predicted_label", f"{prefix}confidence"] + ([f"{prefix}pred_probs"] if probs else [])
     p = model_probabilities(loaded, table, names, lambda logits: torch.softmax(logits, dim=1), device=device)
     pred = p.argmax(axis=1)
-    out = table.append_column(names[0], loaded.classes.take(pa.array(pred, type=pa.int64())))
+    predicted = loaded.classes.take(pa.array(pred, type=pa.int64()))
+    if loaded.spec.get("label_categorical"):
+        predicted = predicted.dictionary_encode()
+    out = table.append_column(names[0], predicted)
     out = out.append_column(names[1], pa.array(p.max(axis=1, initial=0.0), type=pa.float32()))
     if probs:
         out = out.append_column(names[2], probability_lists(p))

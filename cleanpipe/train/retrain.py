@@ -453,8 +453,10 @@ def _class_target(table: pa.Table, label: str, loss: str, source) -> _Target:
                          "labelled row(s); training needs at least two classes")
     label_type = table.schema.field(label).type
     out_type = label_type.value_type if pa.types.is_dictionary(label_type) else label_type
+    # A category label comes back from predict as a category, not as its values' type.
     return _Target(table, codes[rows], rows, classes_arr.to_pylist(), label, label, str(out_type),
-                   labels_from=labels_from, spec={})
+                   labels_from=labels_from,
+                   spec={"label_categorical": True} if pa.types.is_dictionary(label_type) else {})
 
 
 def _tag_target(table: pa.Table, label, loss: str, source) -> _Target:
