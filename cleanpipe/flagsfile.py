@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import sklearn
 
 from ._version import __version__
 from .errors import InputError
@@ -105,7 +106,6 @@ def jsonable(v):
 
 
 def _versions() -> dict:
-    import sklearn
     return {"cleanpipe": __version__, "python": platform.python_version(), "numpy": np.__version__,
             "scikit-learn": sklearn.__version__, "pyarrow": pa.__version__}
 

@@ -292,7 +292,7 @@ def joblib_backend(backend: str | None = "loky", scheduler: str | None = None, *
         raise InputError("backend dask needs the address of a running scheduler; pass --scheduler "
                          "tcp://HOST:8786 (start one with `dask scheduler` and `dask worker`)")
     try:
-        from distributed import Client
+        from distributed import Client  # optional (cleanpipe[dask]): only for --backend dask
     except ImportError:
         raise InputError("backend dask needs the distributed package; pip install "
                          "'cleanpipe[dask]'") from None

@@ -28,10 +28,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from ..errors import CleanpipeWarning, InputError
 from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS, jsonable, summary_path_for
 from ..flagsfile import read_summary as _read_summary
+from ..io import AtomicOutputs
+from . import charts
 from . import html as _html
 from .training import Training, check_training, read_training
 
@@ -188,8 +192,6 @@ def _open(flags):
     if isinstance(flags, pa.Table):
         return (flags.schema, lambda cols: flags.select(cols).to_batches(max_chunksize=_BATCH_ROWS),
                 lambda pos, cols: flags.select(cols).take(pa.array(pos, pa.int64())))
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
     path = Path(flags)
     if not path.exists():
         raise InputError(f"flags '{path}' does not exist; pass the Parquet file cleanpipe flag wrote")
@@ -315,7 +317,6 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
     >>> Path("report.html").write_text(build_report(result.table, result.summary))  # doctest: +SKIP
     >>> page = build_report(result.table, result.summary, training="model/")  # doctest: +SKIP
     """
-    from . import charts
     if max_rows < 0 or max_columns < 0:
         raise InputError(f"max_rows ({max_rows}) and max_columns ({max_columns}) must be >= 0")
     _check_summary(summary, "")
@@ -378,7 +379,6 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
 
 
 def _training_svgs(training: Training, *, flag_rate: float | None) -> dict:
-    from . import charts
     svgs = {}
     if any(v is not None for v in (*training.train_loss, *training.val_loss, *training.val_accuracy)):
         svgs["chart-training-curves"] = charts.training_curve_chart(
@@ -417,7 +417,6 @@ def write_report(flags, out: str | os.PathLike, *, summary=None, max_rows: int =
     pathlib.Path
         ``out``.
     """
-    from ..io import AtomicOutputs
     if summary is None:
         if not isinstance(flags, (str, os.PathLike)):
             raise InputError("write_report needs summary= when flags is a table, not a path")

@@ -17,6 +17,11 @@ import io
 import textwrap
 
 import numpy as np
+from matplotlib import rc_context
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.special import betaln
 
 #: Colours: kept/clean rows, flagged/noisy rows, the threshold line, neutral bars.
 KEPT = "#4c78a8"
@@ -56,7 +61,6 @@ def axis_label(name: str) -> str:
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -99,7 +103,6 @@ def _svg(fig) -> bytes:
 def _component_pdf(family: str, params, x: np.ndarray) -> np.ndarray:
     a, b = float(params[0]), float(params[1])
     if family == "beta":
-        from scipy.special import betaln
         return np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - betaln(a, b))
     return np.exp(-0.5 * ((x - a) / b) ** 2) / (b * np.sqrt(2 * np.pi))
 
@@ -124,7 +127,6 @@ def loss_mixture_chart(mixture: dict) -> bytes:
     the weighted component densities ``w_k f_k(x)``. The y axis is square-root scaled: the clean
     rows pile up near zero loss and would flatten everything else on a linear axis.
     """
-    from matplotlib import rc_context
     edges = np.asarray(mixture["histogram"]["edges"], dtype=np.float64)
     counts = np.asarray(mixture["histogram"]["counts"], dtype=np.float64)
     widths = np.diff(edges)
@@ -181,8 +183,6 @@ def noise_matrix_chart(matrix, class_names, *, annotate_max: int = 20) -> bytes:
     bytes
         An SVG document.
     """
-    from matplotlib import rc_context
-    from matplotlib.colors import PowerNorm
     m = np.asarray(matrix, dtype=np.float64)
     k = m.shape[0]
     side = float(np.clip(0.4 * k + 2.4, 4.2, 9.0))
@@ -243,7 +243,6 @@ def per_class_chart(class_names, flagged, noise_rate, *, parts=None, title=None)
         An SVG document. With more than :data:`MAX_BAR_CLASSES` classes, only those with the
         largest left-panel totals are drawn.
     """
-    from matplotlib import rc_context
     names = [str(n) for n in class_names]
     if parts is None:
         parts = {"flagged rows": flagged}
@@ -300,7 +299,6 @@ def score_chart(edges, kept_counts, flagged_counts) -> bytes:
     bytes
         An SVG document.
     """
-    from matplotlib import rc_context
     edges = np.asarray(edges, dtype=np.float64)
     widths = np.diff(edges)
     with rc_context(_STYLE):
@@ -327,7 +325,6 @@ def _series(values) -> np.ndarray:
 
 def _epoch_axes(axes, best_epoch, n_points: int) -> dict:
     """Integer epoch ticks, the best epoch marked; line keywords for ``n_points`` points."""
-    from matplotlib.ticker import MaxNLocator
     for i, ax in enumerate(axes):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
@@ -354,7 +351,6 @@ def training_curve_chart(train_loss, val_loss, val_accuracy, *, best_epoch=None)
     bytes
         An SVG document.
     """
-    from matplotlib import rc_context
     train, val, acc = _series(train_loss), _series(val_loss), _series(val_accuracy)
     n = max(train.size, val.size, acc.size, best_epoch or 0, 1)
     with rc_context(_STYLE):
@@ -407,7 +403,6 @@ def noise_model_chart(epochs, noisy_share, auroc=None, *, best_epoch=None, flag_
     bytes
         An SVG document.
     """
-    from matplotlib import rc_context
     x = np.asarray(epochs, dtype=np.float64)
     share = _series(noisy_share) * 100
     auc = _series(auroc if auroc is not None else [None] * x.size)

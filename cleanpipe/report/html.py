@@ -16,6 +16,8 @@ import json
 import math
 from dataclasses import dataclass
 
+from .charts import MAX_BAR_CLASSES
+
 #: Characters of a cell value shown before it is cut (the full value goes in the tooltip).
 CELL_CHARS = 40
 #: Characters of a value kept in a tooltip.
@@ -368,7 +370,6 @@ def _noise_matrix_section(summary: dict, svg: bytes) -> str:
 
 
 def _per_class_section(summary: dict, svg: bytes, suspect_tags: dict | None) -> str:
-    from .charts import MAX_BAR_CLASSES
     names = list(summary["rows_per_class"])
 
     def per_class(key):
