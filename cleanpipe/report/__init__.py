@@ -35,7 +35,6 @@ from ..errors import CleanpipeWarning, InputError
 from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS, jsonable, summary_path_for
 from ..flagsfile import read_summary as _read_summary
 from ..io import AtomicOutputs
-from . import charts
 from . import html as _html
 from .training import Training, check_training, read_training
 
@@ -317,6 +316,9 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
     >>> Path("report.html").write_text(build_report(result.table, result.summary))  # doctest: +SKIP
     >>> page = build_report(result.table, result.summary, training="model/")  # doctest: +SKIP
     """
+    # The charts (and matplotlib, which wants a config folder under HOME) load only when a
+    # report is drawn, not with every command that can write one.
+    from . import charts
     if max_rows < 0 or max_columns < 0:
         raise InputError(f"max_rows ({max_rows}) and max_columns ({max_columns}) must be >= 0")
     _check_summary(summary, "")
@@ -379,6 +381,7 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
 
 
 def _training_svgs(training: Training, *, flag_rate: float | None) -> dict:
+    from . import charts  # matplotlib only when a report is drawn (see build_report)
     svgs = {}
     if any(v is not None for v in (*training.train_loss, *training.val_loss, *training.val_accuracy)):
         svgs["chart-training-curves"] = charts.training_curve_chart(

@@ -23,6 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from scipy.special import betaln
 
+from .html import MAX_BAR_CLASSES
+
 #: Colours: kept/clean rows, flagged/noisy rows, the threshold line, neutral bars.
 KEPT = "#4c78a8"
 FLAGGED = "#e45756"
@@ -38,8 +40,6 @@ PART_COLOURS = (ACCURACY, FLAGGED)
 WIDE = 10.0
 #: Class names longer than this are shortened on chart axes (tables show them in full).
 LABEL_CHARS = 18
-#: Classes shown by the per-class bar chart; the rest are listed in the HTML table only.
-MAX_BAR_CLASSES = 40
 
 _STYLE = {
     "font.size": 9.5, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 9.5,

@@ -16,7 +16,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from .charts import MAX_BAR_CLASSES
+#: Classes shown by the per-class bar chart; the rest are listed in the HTML table only.
+MAX_BAR_CLASSES = 40
 
 #: Characters of a cell value shown before it is cut (the full value goes in the tooltip).
 CELL_CHARS = 40
