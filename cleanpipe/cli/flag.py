@@ -117,9 +117,9 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
 
 
 def _score(v: float) -> str:
-    # Three significant digits: the lowest scores differ in their first non-zero digit, where a
+    # Three significant digits: the lowest scores differ in their first non-zero digits, where a
     # fixed 0.000 would print the same for every row.
-    return f"{v:.3g}" if v < 0.001 else f"{v:.3f}"
+    return f"{v:.3g}"
 
 
 def format_summary(s: dict, ids=()) -> str:

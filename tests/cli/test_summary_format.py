@@ -17,7 +17,7 @@ def test_the_printed_rows_are_the_lowest_scores_with_distinct_values():
     given = y.copy()
     given[flipped] = (y[flipped] + 1) % k
     # Distinct, tiny probabilities of the given labels on the flipped rows.
-    probs[flipped, given[flipped]] = np.geomspace(1e-9, 1e-5, len(flipped))
+    probs[flipped, given[flipped]] = np.geomspace(1e-9, 1e-2, len(flipped))
     probs /= probs.sum(1, keepdims=True)
     res = flag_table(pa.table({"x": rng.normal(size=n), "label": given}), pred_probs=probs)
     top = res.summary["top_suspicious"]
