@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 
 from .detect import Detection, check_labels, check_pred_probs, detect
-from .errors import CleanpipeWarning, InputError
+from .errors import InputError
 from .frames import label_codes
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, default_noisy_threshold
 
@@ -135,13 +133,3 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
     det = detect(labels, pred_probs, method=method, mixture=mixture, noisy_threshold=noisy_threshold)
     return detection_frame(det, labels, classes)
 
-
-def warn_if_nothing_flagged(det: Detection, labels: np.ndarray, noisy_threshold: float) -> None:
-    """A :class:`CleanpipeWarning` when ``mixture`` flags no row although a mixture was fitted and
-    the model disagrees with some labels: say how far those rows fell short."""
-    if (det.method == "mixture" and not det.is_label_issue.any() and det.mixture.fit is not None
-            and np.any(det.predicted != labels)):
-        top = float(np.max(det.p_noisy))
-        warnings.warn(f"method 'mixture' flagged no row: the highest p_noisy is {top:.3f}, below "
-                      f"the threshold {noisy_threshold}; lower --noisy-threshold, or use --method "
-                      "combined", CleanpipeWarning, stacklevel=3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
-from .api import warn_if_nothing_flagged
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .detect.multilabel import detect_multilabel
-from .errors import InputError
+from .errors import CleanpipeWarning, InputError
 from .features import (decode_label_lists, decode_labels, list_column_matrix, select_feature_columns,
                        table_to_features)
 from .formats import TableFormat
@@ -265,6 +265,17 @@ def _spread(values: np.ndarray, labelled: np.ndarray, fill, everything: bool, dt
     out = np.full(len(labelled), fill, dtype=values.dtype if dtype is None else dtype)
     out[labelled] = values
     return out
+
+
+def warn_if_nothing_flagged(det: Detection, labels: np.ndarray, noisy_threshold: float) -> None:
+    """A :class:`CleanpipeWarning` when ``mixture`` flags no row although a mixture was fitted and
+    the model disagrees with some labels: say how far those rows fell short."""
+    if (det.method == "mixture" and not det.is_label_issue.any() and det.mixture.fit is not None
+            and np.any(det.predicted != labels)):
+        top = float(np.max(det.p_noisy))
+        warnings.warn(f"method 'mixture' flagged no row: the highest p_noisy is {top:.3f}, below "
+                      f"the threshold {noisy_threshold}; lower --noisy-threshold, or use --method "
+                      "combined", CleanpipeWarning, stacklevel=3)
 
 
 def _detect_single(enc, probs_all, lab_probs, *, given: bool, everything: bool, **options):

@@ -36,7 +36,7 @@ def test_the_mixture_method_flags_rows_likelier_noisy_than_clean():
 def test_a_mixture_that_flags_nothing_says_how_far_it_fell_short():
     from types import SimpleNamespace
 
-    from cleanpipe.api import warn_if_nothing_flagged
+    from cleanpipe.flag import warn_if_nothing_flagged
     nothing = SimpleNamespace(method="mixture", is_label_issue=np.zeros(3, bool),
                               p_noisy=np.array([0.2, 0.699, 0.5]), predicted=np.array([0, 1, 1]),
                               mixture=SimpleNamespace(fit="fitted"))
