@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import settings as S
-from ..errors import ConfigError
-from ..formats import FORMATS
+from ..errors import ConfigError, InputError
+from ..formats import FORMATS, TableFormat
 from .rules import check_values, example_value
 
 try:
@@ -339,9 +339,11 @@ def _typed(raw, section: str, origin: str, registry: dict):
     if isinstance(built, ParquetSource) and kind != "csv" and ("delimiter" in raw or "header" in raw):
         raise ConfigError(f"{origin}: [{section}] delimiter / header apply to type = \"csv\" only; "
                           f"remove them from this type = \"{kind}\" source")
-    if isinstance(built, ParquetSource) and built.delimiter is not None and len(built.delimiter) != 1:
-        raise ConfigError(f"{origin}: [{section}] delimiter = {built.delimiter!r} must be one "
-                          "character, e.g. \";\" or \"\\t\"")
+    if isinstance(built, ParquetSource):
+        try:  # the format's own checks (a one-character delimiter), named in the file's terms
+            TableFormat(kind, delimiter=built.delimiter, header=built.header)
+        except InputError as exc:
+            raise ConfigError(f"{origin}: [{section}] {exc}") from None
     return built
 
 
