@@ -28,16 +28,8 @@ def _names(param: click.Parameter) -> str:
         return f"`{param.human_readable_name}`"
     names = [*param.opts, *param.secondary_opts]
     metavar = "" if getattr(param, "is_flag", False) or getattr(param, "count", False) else \
-        f" {param.make_metavar(click.Context(click.Command('x')))}" if _metavar_ok(param) else ""
+        f" {param.make_metavar(click.Context(click.Command('x')))}"
     return ", ".join(f"`{n}{metavar if n.startswith('--') else ''}`" for n in names)
-
-
-def _metavar_ok(param) -> bool:
-    try:
-        param.make_metavar(click.Context(click.Command("x")))
-    except TypeError:
-        return False
-    return True
 
 
 def _cell(text: str) -> str:
