@@ -8,7 +8,8 @@ The CLI builds its click types and ``--help`` defaults from these declarations
 
 Each group is a dict ``name -> Setting`` named for the command or pipeline section it belongs to:
 :data:`OOF`, :data:`FLAG`, :data:`CLEAN`, :data:`TRAIN` (the fields of :class:`TrainConfig`) and
-:data:`RETRAIN` (what ``retrain`` adds around the loop).
+:data:`RETRAIN` (what ``retrain`` adds around the loop) and :data:`CHECKS` (the data checks
+beyond wrong labels, :class:`CheckSettings`).
 """
 
 from __future__ import annotations
@@ -236,6 +237,82 @@ RETRAIN = {
     "noisy_weight": _choice(NOISY_WEIGHTS[0], NOISY_WEIGHTS),
     "warmup": _int(DEFAULT_WARMUP, 1, want="a positive integer"),
 }
+
+
+# --- checks: data issues beyond wrong labels (issue 17) ----------------------------------------------
+
+#: How the neighbour index is built; ``auto`` is exact below ``NEIGHBOR_APPROX_MIN_ROWS`` rows.
+NEIGHBOR_METHODS = ("auto", "exact", "approx")
+#: Rows from which ``auto`` builds an approximate index (when faiss is installed). Below it the
+#: blocked brute force is fast enough (about 10 s for 50,000 x 50 on one core) and exact.
+NEIGHBOR_APPROX_MIN_ROWS = 50_000
+#: Memory of one block of the exact search (a block of rows against every row), in bytes.
+NEIGHBOR_BLOCK_BYTES = 64 * 2**20
+#: The approximate index's cells: ``NEIGHBOR_NLIST_PER_ROOT * sqrt(n)`` k-means cells, each query
+#: scanning the ``NEIGHBOR_NPROBE`` nearest (see ``benchmarks/neighbor_index.py``).
+NEIGHBOR_NLIST_PER_ROOT = 1.0
+NEIGHBOR_NPROBE = 8
+#: Neighbours per row used by the outlier score and the kNN label signal.
+DEFAULT_CHECK_K = 10
+#: The default near-duplicate radius is this fraction of the median distance from a row to its
+#: nearest other (non-identical) row: a scale-free radius that follows the table's own density.
+NEAR_DUPLICATE_FRACTION = 0.13
+#: A row is an outlier when its kNN-distance score is this many robust standard deviations
+#: (1.4826 x MAD of log score) above the table's median log score.
+OUTLIER_Z = 3.5
+#: A row (column) with more than this share of nulls among the feature columns is null-heavy.
+NULL_HEAVY_FRACTION = 0.5
+#: A class with fewer rows than this share of the mean class size is under-represented.
+IMBALANCE_FRACTION = 0.1
+
+CHECKS = {
+    "k": _int(DEFAULT_CHECK_K, 1, 200, want="an integer in [1, 200]"),
+    "near_radius": Setting(None, float, lo=0.0, want="a distance >= 0 in standardised units, or "
+                           "unset for the calibrated default", also=(None,)),
+    "near_fraction": _float(NEAR_DUPLICATE_FRACTION, 0.0, 1.0, want="in [0, 1]"),
+    "outlier_z": _float(OUTLIER_Z, 0.0, lo_open=True, want="a positive number"),
+    "null_heavy": _float(NULL_HEAVY_FRACTION, 0.0, 1.0, want="in [0, 1]"),
+    "imbalance": _float(IMBALANCE_FRACTION, 0.0, 1.0, want="in [0, 1]"),
+    "neighbors": _choice(NEIGHBOR_METHODS[0], NEIGHBOR_METHODS),
+}
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Settings of :func:`cleanpipe.checks.run_checks`; defaults and ranges from :data:`CHECKS`.
+
+    Attributes
+    ----------
+    k : int
+        Neighbours per row for the outlier score and the kNN label signal.
+    near_radius : float, optional
+        Distance (standardised units) within which two rows are near duplicates; unset: calibrated
+        as ``near_fraction`` x the median nearest-neighbour distance.
+    near_fraction : float
+    outlier_z : float
+        Robust z-score of the log kNN distance above which a row is an outlier.
+    null_heavy : float
+        Share of null feature cells above which a row or column is null-heavy.
+    imbalance : float
+        A class under this share of the mean class size is reported as under-represented.
+    neighbors : {"auto", "exact", "approx"}
+    """
+
+    k: int = CHECKS["k"].default
+    near_radius: float | None = CHECKS["near_radius"].default
+    near_fraction: float = CHECKS["near_fraction"].default
+    outlier_z: float = CHECKS["outlier_z"].default
+    null_heavy: float = CHECKS["null_heavy"].default
+    imbalance: float = CHECKS["imbalance"].default
+    neighbors: str = CHECKS["neighbors"].default
+
+    def check(self) -> "CheckSettings":
+        """Raise :class:`InputError` on an out-of-range setting; return self."""
+        check(CHECKS, self)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def option_name(name: str) -> str:
