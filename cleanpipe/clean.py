@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 
 from .clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, relabel_multilabel
 from .errors import InputError
-from .flagsfile import CLEAN_METADATA, FLAG_COLUMNS, SUSPECT_COLUMNS, table_metadata
+from .flagsfile import (CLEAN_METADATA, DUPLICATE_SET_COLUMN, FLAG_COLUMNS, OUTLIER_COLUMN, SUSPECT_COLUMNS,
+                        table_metadata)
 from .frames import as_table
 from .settings import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 from .target import is_multilabel_flags
@@ -43,6 +44,8 @@ class CleanResult:
     table: pa.Table
     counts: dict
     settings: dict
+    #: Duplicate sets that kept a row (``drop_duplicates``): pass them to the next batch's call.
+    seen_sets: np.ndarray | None = None
 
 
 def check_flags_table(table: pa.Table, source: str = "FLAGS") -> None:
@@ -124,6 +127,76 @@ def relabel_mask(label_score: np.ndarray, p_noisy: np.ndarray, is_label_issue: n
         return (is_label_issue & given_differs & (p_noisy >= min_p_noisy) & (label_score <= max_score))
 
 
+def first_of_each_set(set_ids: np.ndarray, candidate: np.ndarray, seen=None) -> tuple:
+    """Which rows of duplicate sets to drop so that one row of each set is kept.
+
+    Parameters
+    ----------
+    set_ids : ndarray of shape (n_samples,), int
+        The duplicate set of each row (``flag --checks duplicates``); negative: in no set.
+    candidate : ndarray of shape (n_samples,), bool
+        Rows still kept by the other rules; only these can be a set's keeper.
+    seen : ndarray of int, optional
+        Sets that already kept a row (in an earlier batch of the same table): all their rows here
+        are dropped.
+
+    Returns
+    -------
+    drop : ndarray of shape (n_samples,), bool
+        Candidate rows of a set that are not its keeper.
+    seen : ndarray of int
+        ``seen`` with the sets of these rows added (sorted, unique).
+
+    Notes
+    -----
+    The keeper of a set is its first candidate row by position, so the result depends only on
+    the row order (deterministic), and a set whose first row was dropped as a label issue or an
+    outlier keeps its next row rather than none.
+
+    Examples
+    --------
+    >>> drop, seen = first_of_each_set(np.array([-1, 0, 1, 0, 1, 0]), np.ones(6, bool))
+    >>> drop.tolist(), seen.tolist()
+    ([False, False, False, True, True, True], [0, 1])
+    >>> first_of_each_set(np.array([0, 2]), np.ones(2, bool), seen)[0].tolist()
+    [True, False]
+    """
+    seen = np.empty(0, np.int64) if seen is None else np.asarray(seen, np.int64)
+    in_set = candidate & (set_ids >= 0)
+    rows = np.flatnonzero(in_set)
+    sets, first = np.unique(set_ids[rows], return_index=True)
+    keepers = rows[first[~np.isin(sets, seen)]]
+    drop = in_set.copy()
+    drop[keepers] = False
+    return drop, np.union1d(seen, sets)
+
+
+def _check_column(table: pa.Table, name: str, option: str, ok, source: str) -> None:
+    if name not in table.column_names:
+        raise InputError(f"{option} needs the column '{name}', which {source} lacks; run cleanpipe "
+                         "flag with --checks all (or --checks duplicates,outliers) and clean its output")
+    if not ok(table.schema.field(name).type):
+        raise InputError(f"{source} column '{name}' has type {table.schema.field(name).type}, not "
+                         "what cleanpipe flag --checks writes; clean the output of cleanpipe flag")
+
+
+def _check_drops(table: pa.Table, issue_dropped: np.ndarray, *, drop_duplicates: bool,
+                 drop_outliers: bool, seen_sets, source: str) -> tuple:
+    """Rows dropped as outliers and as duplicates (beyond ``issue_dropped``), and the seen sets."""
+    n = table.num_rows
+    outliers = np.zeros(n, bool)
+    if drop_outliers:
+        _check_column(table, OUTLIER_COLUMN, "--drop-outliers", pa.types.is_boolean, source)
+        outliers = _bools(table, OUTLIER_COLUMN) & ~issue_dropped
+    duplicates = np.zeros(n, bool)
+    if drop_duplicates:
+        _check_column(table, DUPLICATE_SET_COLUMN, "--drop-duplicates", pa.types.is_integer, source)
+        sets = pc.fill_null(table.column(DUPLICATE_SET_COLUMN), -1).to_numpy(zero_copy_only=False)
+        duplicates, seen_sets = first_of_each_set(sets.astype(np.int64), ~(issue_dropped | outliers),
+                                                  seen_sets)
+    return outliers, duplicates, seen_sets
+
+
 def _check_fraction(name: str, value: float) -> float:
     v = float(value)
     if not 0.0 <= v <= 1.0:  # NaN fails too
@@ -135,7 +208,8 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
                 min_weight: float = DEFAULT_MIN_WEIGHT, relabel_p_noisy: float = DEFAULT_RELABEL_P_NOISY,
                 relabel_score: float = DEFAULT_RELABEL_SCORE, drop_flag_columns: bool = False,
                 source: str = "FLAGS", pred_probs=None, relabel_add: float = DEFAULT_RELABEL_ADD,
-                relabel_remove: float = DEFAULT_RELABEL_REMOVE) -> CleanResult:
+                relabel_remove: float = DEFAULT_RELABEL_REMOVE, drop_duplicates: bool = False,
+                drop_outliers: bool = False, seen_sets=None) -> CleanResult:
     """Clean a flags table.
 
     Parameters
@@ -170,6 +244,14 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
         (``flag --save-pred-probs``), columns in class order.
     relabel_add, relabel_remove : float in [0, 1], default=0.9, 0.999
         Multi-label ``relabel``: evidence to add a missing tag / remove a spurious one.
+    drop_duplicates : bool, default=False
+        Keep one row of each duplicate set (the ``duplicate_set`` column of ``flag --checks``):
+        its first row by position that no other rule drops (see :func:`first_of_each_set`).
+    drop_outliers : bool, default=False
+        Drop the rows whose ``is_outlier`` (``flag --checks``) is true.
+    seen_sets : ndarray of int, optional
+        With ``drop_duplicates`` on a table cleaned in batches: the previous batch's
+        :attr:`CleanResult.seen_sets`, so each set keeps one row in the whole table.
 
     Returns
     -------
@@ -217,6 +299,15 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     if multilabel:
         settings["multi_label"] = True
 
+    outliers, duplicates, seen_sets = _check_drops(
+        table, issue if mode == "drop" else np.zeros(table.num_rows, bool),
+        drop_duplicates=drop_duplicates, drop_outliers=drop_outliers, seen_sets=seen_sets, source=source)
+    if drop_outliers:
+        counts["outliers_dropped"] = int(outliers.sum())
+        settings["drop_outliers"] = True
+    if drop_duplicates:
+        counts["duplicates_dropped"] = int(duplicates.sum())
+        settings["drop_duplicates"] = "the first row of each duplicate_set that no other rule drops"
     if mode == "drop":
         out = table.filter(pa.array(~issue))
         counts["dropped"] = counts["flagged"]
@@ -245,11 +336,15 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
         settings.update(relabel_p_noisy=relabel_p_noisy, relabel_score=relabel_score,
                         relabel_rule="is_label_issue and predicted_label != label and "
                         "p_noisy >= relabel_p_noisy and label_score <= relabel_score")
+    if drop_outliers or drop_duplicates:
+        # The mode kept every row (or, for drop, the unflagged ones): remove the others among those.
+        extra = (outliers | duplicates)[~issue] if mode == "drop" else outliers | duplicates
+        out = out.filter(pa.array(~extra))
     if drop_flag_columns:
         out = out.drop_columns(list(FLAG_COLUMNS) + [c for c in SUSPECT_COLUMNS
                                                      if multilabel and c in out.column_names])
     counts["rows_out"] = out.num_rows
-    return CleanResult(out, counts, settings)
+    return CleanResult(out, counts, settings, seen_sets if drop_duplicates else None)
 
 
 def _relabel(table, label, source, score, p_noisy, issue, min_p_noisy, max_score):

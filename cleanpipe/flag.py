@@ -27,13 +27,15 @@ from .features import (decode_label_lists, decode_labels, list_column_matrix, se
                        table_to_features)
 from .formats import TableFormat
 from .frames import as_table
-from .flagsfile import flag_provenance, jsonable, run_fields
+from .flag_checks import (Appended, CheckColumns, CheckInputs, check_inputs, run_flag_checks,
+                          write_against)
+from .flagsfile import CHECK_COLUMNS, flag_provenance, jsonable, run_fields
 from .io import open_dataset, with_metadata
 from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold, matrix_lists
 from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
                   model_list)
 from .rows import ParquetMatrix, TakeRows
-from .settings import (DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
+from .settings import (CheckSettings, DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
                        MIXTURES, MULTILABEL_METHODS, check_seed, default_noisy_threshold)
 from .target import Target, is_multilabel, resolve_target
 
@@ -57,12 +59,16 @@ class FlagResult:
         Out-of-fold probabilities of labelled rows; fold-averaged predictions for unlabelled rows.
     detection : Detection or MultilabelDetection
         The detector's output for the labelled rows.
+    checks : CheckResult or None
+        The data checks' output when ``checks=`` was given (its columns are in ``table`` too; its
+        ``against_columns`` describe the rows of the ``against`` table).
     """
 
     table: pa.Table
     summary: dict
     pred_probs: np.ndarray
     detection: Detection
+    checks: object = None
 
 
 def load_pred_probs(spec: str, list_column, column_names: list, classes: list):
@@ -206,10 +212,12 @@ def _check_classes(target: Target, classes: list, n_lab: int) -> None:
 
 
 def out_of_fold(src: Source, target: Target, enc, *, features, exclude, ids, model, folds, seed,
-                n_jobs, progress=None, timings=None):
+                n_jobs, progress=None, timings=None, feats=None):
     """Cross-validated probabilities of every row of ``src`` (see :func:`oof_all_rows`), with the
     feature names and the fold notes: what ``flag`` computes when no ``pred_probs`` are given and
-    the pipeline's oof stage saves. ``timings`` (a dict) gets ``features_s`` and ``oof_s``."""
+    the pipeline's oof stage saves. ``timings`` (a dict) gets ``features_s`` and ``oof_s``;
+    ``feats`` (a :class:`~cleanpipe.features.Features`) is the feature matrix when it was read
+    already (for the data checks)."""
     t0 = time.perf_counter()
     timings = {} if timings is None else timings
     labelled = enc.labelled
@@ -218,9 +226,9 @@ def out_of_fold(src: Source, target: Target, enc, *, features, exclude, ids, mod
     model = model_list(model)
     if n_jobs == 0:
         raise InputError("--n-jobs 0 is not valid; pass a positive count or -1 for every core")
-    label = list(target.columns) if target.multi_label else target.columns[0]
-    cols = select_feature_columns(src.schema, label, features=features, exclude=exclude, ids=ids)
-    feats = table_to_features(src.read(cols), cols)
+    if feats is None:
+        cols = feature_columns(src, target, features=features, exclude=exclude, ids=ids)
+        feats = table_to_features(src.read(cols), cols)
     timings["features_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     names = [str(c) for c in enc.classes.to_pylist()]
@@ -234,6 +242,13 @@ def out_of_fold(src: Source, target: Target, enc, *, features, exclude, ids, mod
     probs = oof_all_rows(oof, labelled)
     timings["oof_s"] = time.perf_counter() - t1
     return probs, feats.names, oof.notes
+
+
+def feature_columns(src: Source, target: Target, *, features, exclude, ids) -> list:
+    """The feature columns of ``src``: ``features``, else every column but the label(s), ``ids``
+    and ``exclude``."""
+    label = list(target.columns) if target.multi_label else target.columns[0]
+    return select_feature_columns(src.schema, label, features=features, exclude=exclude, ids=ids)
 
 
 def _given_probs(src: Source, pred_probs, target: Target, classes: list):
@@ -334,7 +349,8 @@ def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options
 
 
 def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, model, folds, seed,
-          n_jobs, pred_probs, method=None, mixture=DEFAULT_MIXTURE, noisy_threshold=None, progress=None):
+          n_jobs, pred_probs, method=None, mixture=DEFAULT_MIXTURE, noisy_threshold=None, progress=None,
+          checks=None, against=None, fmt: TableFormat = TableFormat()):
     timings = {}
     t0 = time.perf_counter()
     where = src.name
@@ -353,18 +369,25 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
     n_lab = int(np.count_nonzero(labelled))
     everything = n_lab == src.n_rows  # the common case: no copies of per-row vectors
     _check_classes(target, classes, n_lab)
+    if against is not None and checks is None:  # leakage is one of the checks: run them all
+        checks = CheckSettings()
+    check_in = None
+    if checks is not None:  # the checks' inputs, --against included, are checked before the folds
+        check_in = _check_inputs(src, target, checks, against, features=features, exclude=exclude,
+                                 ids=ids, fmt=fmt, columns_out=target.output_columns)
     notes, given = [], pred_probs is not None
     if not given:
         probs_all, feature_names, oof_notes = out_of_fold(
             src, target, enc, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
-            seed=seed, n_jobs=n_jobs, progress=progress, timings=timings)
+            seed=seed, n_jobs=n_jobs, progress=progress, timings=timings,
+            feats=None if check_in is None else check_in.features)
         notes.extend(oof_notes)
     else:
         probs_all = _given_probs(src, pred_probs, target, classes)
         if not multi:  # every row, unlabelled ones too, under the name the user gave
             check_pred_probs(probs_all, src.n_rows, name=f"--pred-probs '{os.fspath(pred_probs)}'"
                              if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
-        feature_names = []
+        feature_names = [] if check_in is None else check_in.features.names
     t2 = time.perf_counter()
     lab_probs = probs_all if everything else TakeRows(probs_all, np.flatnonzero(labelled))
     options = dict(method=method, mixture=mixture, noisy_threshold=noisy_threshold)
@@ -375,6 +398,13 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
         det, columns, score = _detect_single(enc, probs_all, lab_probs, given=given,
                                              everything=everything, **options)
     timings["detect_s"] = time.perf_counter() - t2
+    checked, label_columns = None, columns
+    if check_in is not None:
+        t3 = time.perf_counter()
+        checked = run_flag_checks(check_in, None if multi else enc.values,
+                                  None if multi else probs_all, seed=seed)
+        columns = Appended(columns, CheckColumns(checked.columns))
+        timings["checks_s"] = time.perf_counter() - t3
 
     settings = {"label": target.setting,
                 **({"multi_label": True, "label_format": target.form} if multi else {}),
@@ -383,6 +413,9 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
                 "folds": None if given else folds, "seed": seed, "n_jobs": n_jobs,
                 "pred_probs": os.fspath(pred_probs) if isinstance(pred_probs, (str, os.PathLike))
                 else ("array" if given else None), **options}
+    if check_in is not None:
+        settings["checks"] = check_in.settings.to_dict()
+        settings["against"] = check_in.against_name
     timings["total_s"] = time.perf_counter() - t0
     build = build_multilabel_summary if multi else build_summary
     y = enc.values if everything else enc.values[labelled]
@@ -391,8 +424,22 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
     top = lowest(np.where(labelled, score, np.inf), TOP_ROWS)
     top = top[labelled[top]]
     id_table = src.read(list(ids)).take(pa.array(top)) if ids else None
-    summary["top_suspicious"] = top_rows(columns, top, id_table, ids)
-    return columns, summary, probs_all, det
+    summary["top_suspicious"] = top_rows(label_columns, top, id_table, ids)
+    if checked is not None:
+        summary["issues"] = checked.summary
+    return columns, summary, probs_all, det, checked
+
+
+def _check_inputs(src: Source, target: Target, checks, against, *, features, exclude, ids, fmt,
+                  columns_out) -> CheckInputs:
+    """The checks' inputs (see :func:`cleanpipe.flag_checks.check_inputs`), their output columns
+    checked against DATA's own."""
+    clash = [c for c in CHECK_COLUMNS if c in src.column_names]
+    if clash:
+        raise InputError(f"{src.name} already has a column '{clash[0]}', which flag --checks "
+                         "writes; rename it, or pass the original table rather than earlier flag output")
+    cols = feature_columns(src, target, features=features, exclude=exclude, ids=ids)
+    return check_inputs(checks, src.read(cols), cols, against=against, fmt=fmt)
 
 
 def lowest(values: np.ndarray, n: int) -> np.ndarray:
@@ -424,7 +471,8 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
                exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
                n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                source: str | None = None, progress=None,
-               noisy_threshold: float | None = None) -> FlagResult:
+               noisy_threshold: float | None = None, checks: CheckSettings | None = None,
+               against=None) -> FlagResult:
     """Run the flag stage on an Arrow table.
 
     Parameters
@@ -453,6 +501,13 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
         Where the table came from, recorded in the summary.
     progress : callable, optional
         Called as ``progress(stage, done, total)`` while folds are fitted.
+    checks : CheckSettings, optional
+        Also run the data checks (:func:`cleanpipe.checks.run_checks`: duplicates, outliers, the
+        neighbours' labels, table-level checks) on the feature columns with these settings: their
+        columns are appended after the flag columns and their summary is ``summary["issues"]``.
+    against : str or path-like, optional
+        A second table with the same feature columns (a test set): the checks also find the rows
+        of each table that duplicate rows of the other (leakage). Needs ``checks``.
 
     Returns
     -------
@@ -463,15 +518,16 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
     table = as_table(table)
     src = Source(table.column_names, table.schema, table.num_rows,
                  lambda cols: table.select(cols), source or "DATA")
-    columns, summary, probs, det = _flag(
+    columns, summary, probs, det, checked = _flag(
         src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
         model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
-        mixture=mixture, progress=progress, noisy_threshold=noisy_threshold)
+        mixture=mixture, progress=progress, noisy_threshold=noisy_threshold, checks=checks,
+        against=against)
     summary["source"] = None if source is None else os.fspath(source)
     out = table
     for name, col in columns.arrays().items():
         out = out.append_column(name, col)
-    return FlagResult(out, summary, probs, det)
+    return FlagResult(out, summary, probs, det, checked)
 
 
 def flag_multilabel_table(table: pa.Table, **options) -> FlagResult:
@@ -483,14 +539,16 @@ def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = 
                  features=None, exclude=(), ids=(), model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
                  n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                  noisy_threshold: float | None = None, save_pred_probs=None, progress=None,
-                 fmt: TableFormat = TableFormat()) -> dict:
+                 fmt: TableFormat = TableFormat(), checks: CheckSettings | None = None,
+                 against=None, against_out=None) -> dict:
     """Run the flag stage on a table file or Parquet dataset on disk, streaming it to ``out_path``.
 
     Only the label column(s) (and the feature columns, when out-of-fold probabilities are
     computed) are read whole; the output is written batch by batch, every input column unchanged
     plus the flag columns, into a file staged by ``outputs`` (an :class:`~cleanpipe.io.AtomicOutputs`).
     The options are those of :func:`flag_table`; ``fmt`` says how to read ``path`` (see
-    :func:`cleanpipe.io.open_dataset`).
+    :func:`cleanpipe.io.open_dataset`). With ``against``, the check columns of the second
+    table's rows go to ``against_out`` (also staged by ``outputs``; see :func:`write_against`).
 
     Returns
     -------
@@ -498,10 +556,13 @@ def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = 
         The summary (see :func:`build_summary`).
     """
     dataset, src = dataset_source(path, fmt=fmt)
-    columns, summary, probs = _flag(
+    columns, summary, probs, _, checked = _flag(
         src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
         model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
-        mixture=mixture, progress=progress, noisy_threshold=noisy_threshold)[:3]
+        mixture=mixture, progress=progress, noisy_threshold=noisy_threshold, checks=checks,
+        against=against, fmt=fmt)
+    if checked is not None and against is not None and against_out is not None:
+        write_against(checked, summary, against_out, outputs)
     if not save_pred_probs:
         probs = None  # unmaps a memory-mapped --pred-probs before the output is written
     write_streamed(dataset, columns, summary, out_path, outputs, probs=probs,

@@ -28,6 +28,15 @@ from .io import read_json
 FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
 #: Columns ``flag`` adds beyond :data:`FLAG_COLUMNS` for multi-label data.
 SUSPECT_COLUMNS = ("suspect_missing", "suspect_spurious")
+#: Columns ``flag --checks`` may add (see :class:`cleanpipe.checks.CheckResult`): which appear
+#: depends on the run (the label checks need a single-label target, leakage ``--against``).
+CHECK_COLUMNS = ("duplicate_set", "exact_duplicate_set", "is_exact_duplicate", "is_near_duplicate",
+                 "label_conflict", "duplicate_label_agreement", "outlier_score", "is_outlier",
+                 "probs_ood_score", "knn_label_score", "null_fraction", "is_null_heavy",
+                 "leaks_into_against", "against_row", "against_distance")
+#: Columns of ``flag --checks`` that ``clean`` reads: each row's duplicate set (negative or null:
+#: none) and whether it is an outlier.
+DUPLICATE_SET_COLUMN, OUTLIER_COLUMN = "duplicate_set", "is_outlier"
 #: Parquet metadata keys of flag's and clean's provenance.
 FLAG_METADATA, CLEAN_METADATA = "cleanpipe.flag", "cleanpipe.clean"
 _FIX = "pass the .summary.json that cleanpipe flag wrote"
@@ -38,6 +47,13 @@ def summary_path_for(flags_path: str | os.PathLike) -> Path:
     (a dataset folder ``flags/`` -> ``flags.summary.json``)."""
     path = Path(str(flags_path).rstrip("/"))
     return path.with_suffix(".summary.json") if path.suffix else Path(f"{path}.summary.json")
+
+
+def against_path_for(flags_path: str | os.PathLike) -> Path:
+    """Where ``flag --against`` writes the second table's check columns: ``x.flags.parquet`` ->
+    ``x.flags.against.parquet``."""
+    path = Path(str(flags_path).rstrip("/"))
+    return path.with_suffix(".against.parquet") if path.suffix else Path(f"{path}.against.parquet")
 
 
 def read_summary(path: str | os.PathLike, *, what: str = "summary", fix: str = _FIX) -> dict:

@@ -362,6 +362,8 @@ def guard_pipeline(p, ends, run_dir, *, overwrite: bool = False) -> None:
     InputError
     """
     inputs = [path_place(p.file, "the pipeline file"), *source_places(ends.source)]
+    if getattr(p.flag, "against", None) is not None and "flag" in p.stages:
+        inputs.append(path_place(p.flag.against, "[flag] against"))
     outputs = [path_place(run_dir, "--runs-dir (the run directory)", folder=True)]
     for stage, target in ends.targets.items():
         key = "flags" if stage == "flag" else "cleaned"

@@ -45,11 +45,16 @@ from .options import json_option, label_option, overwrite_option, quiet_option, 
 @click.option("--drop-flag-columns", is_flag=True,
               help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue "
                    "(and suspect_missing, suspect_spurious).")
+@click.option("--drop-duplicates", is_flag=True,
+              help="Keep one row of each duplicate set (flag --checks): its first row that no other "
+                   "rule drops.")
+@click.option("--drop-outliers", is_flag=True, help="Drop the rows flag --checks marked is_outlier.")
 @overwrite_option()
 @json_option("Print the counts as one JSON object.")
 @quiet_option()
 def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, relabel_score,
-          relabel_add, relabel_remove, pred_probs, drop_flag_columns, overwrite, as_json, quiet):
+          relabel_add, relabel_remove, pred_probs, drop_flag_columns, drop_duplicates, drop_outliers,
+          overwrite, as_json, quiet):
     """Clean a flags file written by cleanpipe flag.
 
     \b
@@ -64,6 +69,9 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     >= --relabel-add and removes a tag of suspect_spurious whose probability is
     <= 1 - --relabel-remove. It needs the probabilities: run flag with
     --save-pred-probs (found through the summary) or pass --pred-probs.
+    With the columns of flag --checks, --drop-duplicates keeps the first row of
+    each duplicate_set (the first one no other rule drops) and --drop-outliers
+    removes the rows with is_outlier; either goes with any --mode.
     Every input column is kept (the flag columns too, unless --drop-flag-columns);
     provenance (source, settings, counts, version) goes into the Parquet metadata
     under 'cleanpipe.clean'. The input is never modified.
@@ -72,6 +80,7 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     Examples:
       cleanpipe clean data.flags.parquet --out data.cleaned.parquet
       cleanpipe clean data.flags.parquet --mode drop --json
+      cleanpipe clean data.flags.parquet --drop-duplicates --drop-outliers
       cleanpipe clean data.flags.parquet --mode weight --min-weight 0.1 --label target
       cleanpipe flag photos.parquet --label tags --save-pred-probs photos.oof.npy
       cleanpipe clean photos.flags.parquet             # multi-label: adds/removes tags
@@ -97,7 +106,8 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
     result = clean_table(table, mode=mode, label=label, min_weight=min_weight,
                          relabel_p_noisy=relabel_p_noisy, relabel_score=relabel_score,
                          drop_flag_columns=drop_flag_columns, source=f"FLAGS '{flags}'",
-                         pred_probs=probs, relabel_add=relabel_add, relabel_remove=relabel_remove)
+                         pred_probs=probs, relabel_add=relabel_add, relabel_remove=relabel_remove,
+                         drop_duplicates=drop_duplicates, drop_outliers=drop_outliers)
     del probs  # unmaps a memory-mapped .npy before the output is written
     provenance = clean_provenance(
         source=str(flags), settings=result.settings, counts=result.counts, flag_summary=summary,
@@ -115,6 +125,10 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
                   "relabel": f"relabelled {c['relabelled']}"}[mode]
         if "tags_added" in c:
             detail += f" (added {c['tags_added']} tags, removed {c['tags_removed']})"
+        if drop_duplicates:
+            detail += f"; dropped {c['duplicates_dropped']} duplicates"
+        if drop_outliers:
+            detail += f"; dropped {c['outliers_dropped']} outliers"
         click.echo(f"{flags}: {c['rows_in']} rows, {c['flagged']} flagged; {detail}; "
                    f"wrote {c['rows_out']} rows to {out_path}")
 

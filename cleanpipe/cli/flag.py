@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..flag import flag_dataset
-from ..flagsfile import summary_path_for
+from ..flagsfile import against_path_for, summary_path_for
 from ..formats import STDIN
 from ..io import AtomicOutputs, cleanup_stale_temps, write_json
 from ..oof import joblib_backend
@@ -18,7 +18,7 @@ from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
                         NOISY_THRESHOLD, OOF)
 from ._group import cli
-from .options import (csv_option, exclude_option, features_option, ids_option, input_format_options,
+from .options import (check_options, csv_option, exclude_option, features_option, ids_option, input_format_options,
                       json_option, label_option, multi_label_option, overwrite_option, quiet_option,
                       seed_option, setting_option)
 from ._progress import progress_bar
@@ -53,6 +53,7 @@ from ._progress import progress_bar
 @click.option("--noisy-threshold", default=None, type=click.FloatRange(0, 1, max_open=True),
               show_default=f"{NOISY_THRESHOLD}; {MULTILABEL_NOISY_THRESHOLD} for multi-label data",
               help="p_noisy above which the mixture counts a row as noisy.")
+@check_options
 @click.option("--out", default=None, type=click.Path(path_type=str),
               help="Output Parquet (default: ./<input stem>.flags.parquet).")
 @click.option("--report", "with_report", is_flag=True,
@@ -61,8 +62,8 @@ from ._progress import progress_bar
 @json_option("Print the summary as one JSON object.")
 @quiet_option()
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
-         pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
-         as_json, quiet, fmt):
+         pred_probs, save_pred_probs, method, mixture, noisy_threshold, checks, against, out, with_report,
+         overwrite, as_json, quiet, fmt):
     """Flag likely mislabeled rows of a table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
@@ -82,16 +83,28 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     Multi-label data gets one model per tag (also given the row's other tags) and two more
     list columns, suspect_missing and
     suspect_spurious; its methods are posterior (default), noise_rate, mixture and both.
+
+    \b
+    Data checks, in the same pass (--checks):
+      cleanpipe flag data.parquet --checks                # duplicates, outliers, ...
+      cleanpipe flag train.parquet --against test.parquet # ... and leakage into test
+      cleanpipe flag data.parquet --checks --near-radius 0.05 --outlier-z 4
+    They add duplicate_set, is_exact_duplicate, is_near_duplicate, label_conflict,
+    outlier_score, is_outlier, knn_label_score (and, with --against, the leakage
+    columns) to the flags table, and an issues object to the summary; the
+    second table's rows get theirs in <out stem>.against.parquet.
     """
     stem = "stdin" if data == STDIN else Path(data.rstrip("/")).stem
     out_path = Path(out) if out else Path.cwd() / f"{stem}.flags.parquet"
     summary_path = summary_path_for(out_path)
     report_path = out_path.with_suffix(".report.html")
+    against_path = against_path_for(out_path) if against else None
     # --pred-probs may name a list column of DATA rather than a file
     probs_file = pred_probs if pred_probs and os.path.lexists(pred_probs) else None
-    guard_files({"DATA": data, "--pred-probs": probs_file},
+    guard_files({"DATA": data, "--pred-probs": probs_file, "--against": against},
                 {"--out": out_path, "--out (its summary)": summary_path,
                  "--out (its report)": report_path if with_report else None,
+                 "--out (its --against rows)": against_path,
                  "--save-pred-probs": save_pred_probs}, overwrite=overwrite)
     cleanup_stale_temps(out_path.parent)
     with joblib_backend(backend if pred_probs is None else None, scheduler), AtomicOutputs() as outputs, \
@@ -101,8 +114,11 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
                                ids=csv_option(ids) or (), model=model, folds=folds, seed=seed,
                                n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
                                noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs,
-                               progress=update, fmt=fmt)
+                               progress=update, fmt=fmt, checks=checks, against=against,
+                               against_out=against_path)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
+        if against_path is not None:
+            summary["outputs"]["against"] = str(against_path)
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)
         if with_report:
@@ -148,8 +164,48 @@ def format_summary(s: dict, ids=()) -> str:
             cells = [str(r["row"]), *(str(r[c]) for c in ids), str(r["given_label"]),
                      str(r["predicted_label"]), _score(r["label_score"]), f"{r['p_noisy']:.3f}"]
             lines.append("  " + " ".join(f"{c[:10]:>10}" for c in cells))
+    if s.get("issues"):
+        lines += ["", *format_issues(s["issues"])]
     for note in s.get("notes", []):
         lines.append(f"note: {note}")
     outs = s.get("outputs", {})
     lines += ["", "wrote " + ", ".join(outs.values())]
     return "\n".join(lines)
+
+
+def format_issues(issues: dict) -> list:
+    """The terminal lines of the data checks (``--checks``): one per check that ran."""
+    lines = ["data checks:"]
+    d = issues.get("duplicates")
+    if d:
+        lines.append(f"  duplicates: {d['exact_rows']} rows in {d['exact_sets']} exact sets, "
+                     f"{d['near_rows']} in {d['near_sets']} near-duplicate sets (radius "
+                     f"{d['radius']:.3g}); {d['near_extra_rows']} copies beyond the first of each set")
+    c = issues.get("label_conflicts")
+    if c:
+        lines.append(f"  label conflicts: {c['rows']} rows in {c['sets']} duplicate sets disagree on "
+                     "the label")
+    o = issues.get("outliers")
+    if o:
+        threshold = "" if o.get("threshold") is None else f" (outlier_score above {o['threshold']:.3g})"
+        lines.append(f"  outliers: {o['rows']} rows{threshold}")
+    k = issues.get("knn_labels")
+    if k:
+        lines.append(f"  neighbours' labels: {k['rows_outvoted']} rows outvoted by their {k['k']} "
+                     "nearest neighbours")
+    b = issues.get("class_balance") or {}
+    if b.get("underrepresented"):
+        lines.append(f"  class imbalance: under-represented classes {b['underrepresented']}")
+    t = issues.get("table") or {}
+    for key, what in (("constant_columns", "constant columns"), ("id_like_columns", "id-like columns"),
+                      ("null_heavy_columns", "null-heavy columns")):
+        if t.get(key):
+            lines.append(f"  {what}: {', '.join(map(str, t[key][:10]))}"
+                         + (f" and {len(t[key]) - 10} more" if len(t[key]) > 10 else ""))
+    if t.get("null_heavy_rows"):
+        lines.append(f"  null-heavy rows: {t['null_heavy_rows']}")
+    leak = issues.get("leakage")
+    if leak:
+        lines.append(f"  leakage: {leak['rows']} rows duplicate a row of --against ({leak['exact_rows']} "
+                     f"exact); {leak['against_rows']} of its rows duplicate one of these")
+    return lines

@@ -11,7 +11,7 @@ import functools
 import click
 
 from ..formats import FORMATS, TableFormat
-from ..settings import DEVICES, SEED, Setting
+from ..settings import CHECKS, DEVICES, SEED, Setting
 
 
 def csv_option(value):
@@ -31,9 +31,10 @@ def click_type(setting: Setting) -> click.ParamType:
     return rng(setting.lo, setting.hi, min_open=setting.lo_open, max_open=setting.hi_open)
 
 
-def setting_option(flag: str, setting: Setting, *, help: str | None = None, **kwargs):
-    """An option whose default, type and range are those of ``setting`` (shown in ``--help``)."""
-    return click.option(flag, default=setting.default, show_default=setting.default is not None,
+def setting_option(flag: str, setting: Setting, *names, help: str | None = None, **kwargs):
+    """An option whose default, type and range are those of ``setting`` (shown in ``--help``);
+    ``names`` may give its parameter name when it differs from the flag's."""
+    return click.option(flag, *names, default=setting.default, show_default=setting.default is not None,
                         type=click_type(setting), help=help, **kwargs)
 
 
@@ -91,3 +92,59 @@ def json_option(help: str):
 
 def quiet_option(help: str = "Print nothing on success."):
     return click.option("-q", "--quiet", is_flag=True, help=help)
+
+
+#: The options of the data checks: setting (in :data:`cleanpipe.settings.CHECKS`) -> (flag, help).
+CHECK_OPTIONS = {
+    "near_radius": ("--near-radius", "Distance within which rows are near duplicates, in standard "
+                    "deviations of the features (default: --near-fraction of the median distance "
+                    "to a row's nearest other row)."),
+    "near_fraction": ("--near-fraction", "The default near-duplicate radius as a share of the median "
+                      "nearest-neighbour distance."),
+    "outlier_z": ("--outlier-z", "A row is an outlier when its neighbour-distance score is this "
+                  "many robust standard deviations above the table's median."),
+    "k": ("--k-neighbors", "Neighbours per row for the outlier score and the neighbours' label "
+          "agreement."),
+    "null_heavy": ("--null-heavy", "A row or feature column with more than this share of nulls "
+                   "is null-heavy."),
+    "imbalance": ("--imbalance", "A class with fewer rows than this share of the mean class size "
+                  "is under-represented."),
+    "neighbors": ("--neighbor-index", "exact, approx (faiss, pip install cleanpipe[issues]) or auto "
+                  "(approximate on large tables when faiss is installed)."),
+}
+
+
+def check_options(f):
+    """``--checks``, ``--against`` and the checks' settings (:data:`CHECK_OPTIONS`); passed to the
+    command as ``checks`` (a :class:`~cleanpipe.settings.CheckSettings`, or None when the checks
+    are off) and ``against`` (a path or None). ``--against`` turns the checks on; a check setting
+    given on the command line without them is an error rather than silently ignored."""
+    from ..settings import CheckSettings
+
+    for key in reversed(list(CHECKS)):
+        flag, help_text = CHECK_OPTIONS[key]
+        f = setting_option(flag, CHECKS[key], key, help=help_text)(f)
+    f = click.option("--against", default=None, type=click.Path(path_type=str),
+                     help="A second table with the same feature columns (e.g. the test set): "
+                          "also flag the rows of DATA that duplicate one of its rows (leakage); "
+                          "implies --checks.")(f)
+    f = click.option("--checks", "run_checks", is_flag=True,
+                     help="Also run the data checks in the same pass: exact and near duplicates "
+                          "(and duplicates whose labels disagree), outliers, the neighbours' label "
+                          "agreement, class imbalance, null-heavy rows and columns, constant and "
+                          "id-like columns; adds their columns and an issues object to the "
+                          "summary.")(f)
+
+    @functools.wraps(f)
+    def wrapper(*args, run_checks, against, **kwargs):
+        values = {key: kwargs.pop(key) for key in CHECKS}
+        ctx = click.get_current_context()
+        if not (run_checks or against):
+            given = [CHECK_OPTIONS[k][0] for k in CHECKS
+                     if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
+            if given:
+                raise click.UsageError(f"{given[0]} is a setting of the data checks; add --checks "
+                                       "to run them", ctx)
+            return f(*args, checks=None, against=None, **kwargs)
+        return f(*args, checks=CheckSettings(**values), against=against, **kwargs)
+    return wrapper

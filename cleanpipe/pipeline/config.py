@@ -156,17 +156,26 @@ SINGLE_LABEL_FLAG_DEFAULTS = {"method": S.DEFAULT_METHOD, "noisy_threshold": S.N
 @dataclass(frozen=True)
 class FlagSettings:
     """``[flag]``: the detector. ``method`` and ``noisy_threshold`` left unset (None) take the
-    detector's defaults for the data: single- and multi-label ones differ, as with ``cleanpipe flag``."""
+    detector's defaults for the data: single- and multi-label ones differ, as with ``cleanpipe flag``.
+    ``checks = true`` also runs the data checks (``cleanpipe flag --checks``, settings in
+    ``[checks]``); ``against`` names a second table for the leakage check (and implies ``checks``)."""
 
     method: str | None = None
     mixture: str = S.FLAG["mixture"].default
     noisy_threshold: float | None = None
+    checks: bool = False
+    against: str | None = None
 
     def detector(self, multi_label: bool = False) -> dict:
         """The detector's keyword arguments: the settings given, plus, for single-label data, the
         single-label defaults for the unset ones (multi-label data leaves those to its detector)."""
-        given = {k: v for k, v in vars(self).items() if v is not None}
+        given = {k: getattr(self, k) for k in S.FLAG if getattr(self, k) is not None}
         return given if multi_label else {**SINGLE_LABEL_FLAG_DEFAULTS, **given}
+
+    @property
+    def runs_checks(self) -> bool:
+        """Whether the flag stage runs the data checks (``checks``, or a table to compare with)."""
+        return self.checks or self.against is not None
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,8 @@ class CleanSettings:
     relabel_add: float = S.CLEAN["relabel_add"].default  # multi-label relabel only
     relabel_remove: float = S.CLEAN["relabel_remove"].default
     drop_flag_columns: bool = False
+    drop_duplicates: bool = False  # needs flag's checks: keep one row of each duplicate set
+    drop_outliers: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +239,8 @@ class Pipeline:
         A contiguous run of :data:`STAGES`.
     source, columns, oof, flag, clean, retrain, sink
         The sections (``sink`` is ``None`` when results stay in the run directory only).
+    checks : CheckSettings
+        ``[checks]``: the data checks' settings, used when ``[flag] checks = true``.
     batch_rows : int
         Rows per record batch when tables are streamed.
     """
@@ -244,6 +257,7 @@ class Pipeline:
     sink: object | None = None
     batch_rows: int = 65536
     description: str = ""
+    checks: S.CheckSettings = field(default_factory=S.CheckSettings)
 
     def to_dict(self) -> dict:
         """JSON-ready settings (what the manifest records); holds no secret by construction."""
@@ -256,7 +270,7 @@ _SOURCES = {**{kind: ParquetSource for kind in FORMATS}, "duckdb": DuckDBSource,
             "postgres": PostgresSource}
 _SINKS = {"parquet": ParquetSink, "duckdb": DuckDBSink, "postgres": PostgresSink}
 _SECTIONS = {"columns": Columns, "oof": OofSettings, "flag": FlagSettings, "clean": CleanSettings,
-             "retrain": RetrainSettings}
+             "retrain": RetrainSettings, "checks": S.CheckSettings}
 _TOP = {"name": str, "stages": tuple[str, ...], "batch_rows": int, "description": str}
 
 _WANT = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -371,8 +385,9 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
-def _resolve_paths(source, sink, base: Path):
-    """Relative local paths are relative to the pipeline file's folder, not the working directory."""
+def _resolve_paths(source, sink, base: Path, flag=None):
+    """Relative local paths are relative to the pipeline file's folder, not the working directory;
+    with ``flag``, returns its ``against`` resolved too."""
     def local(p):
         if p is None or p.startswith("s3://") or p == ":memory:" or Path(p).is_absolute():
             return p
@@ -386,6 +401,8 @@ def _resolve_paths(source, sink, base: Path):
         sink = dataclasses.replace(sink, flags=local(sink.flags), cleaned=local(sink.cleaned))
     elif isinstance(sink, DuckDBSink):
         sink = dataclasses.replace(sink, database=local(sink.database))
+    if flag is not None:
+        return source, sink, dataclasses.replace(flag, against=local(flag.against))
     return source, sink
 
 
@@ -444,7 +461,8 @@ def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pi
     source = _typed(raw["source"], "source", origin, _SOURCES)
     sink = _typed(raw["sink"], "sink", origin, _SINKS) if "sink" in raw else None
     sections = {name: _build(cls, raw.get(name, {}), name, origin) for name, cls in _SECTIONS.items()}
-    source, sink = _resolve_paths(source, sink, path.resolve().parent)
+    source, sink, sections["flag"] = _resolve_paths(source, sink, path.resolve().parent,
+                                                    sections["flag"])
     pipeline = Pipeline(name=top.get("name", path.stem), file=path.resolve(),
                         stages=top.get("stages", STAGES), source=source, sink=sink,
                         batch_rows=top.get("batch_rows", 65536),

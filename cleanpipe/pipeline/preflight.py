@@ -125,6 +125,10 @@ def check_columns(p, schema: pa.Schema, origin: str) -> None:
         raise ConfigError(f"{origin}: the source already has the flag column '{flag_cols[0]}'; "
                           "point [source] at the original table, or start at the clean stage with "
                           "stages = [\"clean\", \"retrain\"]")
+    against = p.flag.against
+    if "flag" in p.stages and against is not None and not os.path.lexists(against):
+        raise ConfigError(f"{origin}: [flag] against = {against!r} does not exist; name the table "
+                          "to compare the data with (a path relative to the pipeline file's folder)")
     if first == "clean" and len(flag_cols) < len(_FLAG_COLUMNS):
         lacking = [col for col in _FLAG_COLUMNS if col not in names]
         raise ConfigError(f"{origin}: stages start at clean, so the source must be a flags table, "

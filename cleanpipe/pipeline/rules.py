@@ -171,6 +171,10 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     # an unset method / noisy_threshold takes the default of the data's kind; the multi-label
     # subset of methods is checked once the data is known
     _check_group(origin, "flag", S.FLAG, p.flag, skip_none=True)
+    _check_group(origin, "checks", S.CHECKS, p.checks, skip_none=True)
+    if p.flag.against is not None and ("\x00" in p.flag.against or not p.flag.against):
+        raise ConfigError(f"{origin}: [flag] against must be the path of a table file")
+    _check_clean_drops(p, origin)
     _check_group(origin, "clean", S.CLEAN, p.clean)
     _check_retrain(p, origin)
     if c.labels or c.multi_label:
@@ -178,6 +182,14 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     _check_source(p.source, origin)
     if p.sink is not None:
         _check_sink(p, origin)
+
+
+def _check_clean_drops(p, origin: str) -> None:
+    """``[clean] drop_duplicates`` / ``drop_outliers`` read columns that only the checks write."""
+    for key in ("drop_duplicates", "drop_outliers"):
+        if getattr(p.clean, key) and "clean" in p.stages and "flag" in p.stages and not p.flag.runs_checks:
+            raise ConfigError(f"{origin}: [clean] {key} = true needs the columns of the data checks; "
+                              "add checks = true to [flag]")
 
 
 def check_loss(p, origin: str, *, multi_label: bool = False) -> None:

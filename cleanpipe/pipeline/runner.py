@@ -94,13 +94,27 @@ def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
         return dict(cols, **model)
     if stage == "flag":
         # single-label: the unset settings as their defaults, so keys match runs that spelled them out
-        flag = vars(p.flag) if multi_label else p.flag.detector()
+        flag = ({k: getattr(p.flag, k) for k in ("method", "mixture", "noisy_threshold")}
+                if multi_label else p.flag.detector())
+        if p.flag.runs_checks:  # absent otherwise, so the keys of runs without checks stay as they were
+            flag.update(checks=p.checks.to_dict(), against=_file_identity(p.flag.against))
         return dict(cols, **flag, **({} if "oof" in p.stages else model))
     if stage == "clean":
         return dict(clean, label=cols["label"], **({"multi_label": True} if multi_label else {}))
     # threads stays in the key: torch's CPU kernels split sums and matrix products by thread count,
     # so the weights are only guaranteed bit-identical for one thread setting (docs/RELIABILITY.md).
     return dict(cols, **vars(p.retrain))
+
+
+def _file_identity(path) -> dict | None:
+    """A file's path, size and modification time: a changed ``[flag] against`` re-runs the flag stage."""
+    if path is None:
+        return None
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return {"path": str(path)}
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _needs_folds(p: Pipeline, selected) -> bool:

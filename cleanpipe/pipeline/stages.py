@@ -27,7 +27,7 @@ from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
 from ..oof import check_folds
 from ..target import resolve_target
 
-PRED_PROBS, OOF_INFO = "pred_probs.npy", "oof.json"
+PRED_PROBS, OOF_INFO, AGAINST = "pred_probs.npy", "oof.json", "against.parquet"
 FLAGS, CLEANED, SUMMARY, MODEL = "flags.parquet", "cleaned.parquet", "summary.json", "model"
 
 
@@ -120,6 +120,9 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
     outputs_written = {"flags": FLAGS, "summary": SUMMARY}
     if ctx.multi_label:
         outputs_written["pred_probs"] = PRED_PROBS
+    against = p.flag.against
+    if against is not None:
+        outputs_written["against"] = AGAINST
     with AtomicOutputs() as outputs:
         summary = flag_dataset(
             ctx.data, out / FLAGS, outputs=outputs, label=c.target, multi_label=ctx.multi_label,
@@ -127,6 +130,8 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
             model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
             pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None,
             save_pred_probs=out / PRED_PROBS if ctx.multi_label else None,
+            checks=p.checks if p.flag.runs_checks else None, against=against,
+            against_out=out / AGAINST if against is not None else None,
             **p.flag.detector(multi_label=ctx.multi_label))
     summary["source"] = ctx.source
     if oof_dir:
@@ -134,8 +139,11 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
         summary["oof"] = {k: info.get(k) for k in ("model", "folds", "seed", "features", "notes")}
     write_json(summary, out / SUMMARY)
     keep = _FLAG_KEEP_MULTILABEL if ctx.multi_label else _FLAG_KEEP
-    return {"rows_in": summary["rows"], "rows_out": summary["rows"],
-            "summary": {k: summary[k] for k in keep}, "outputs": outputs_written}
+    kept = {k: summary[k] for k in keep}
+    if "issues" in summary:  # the checks' counts, without their settings and timings
+        kept["issues"] = {k: v for k, v in summary["issues"].items() if k not in ("settings", "timings")}
+    return {"rows_in": summary["rows"], "rows_out": summary["rows"], "summary": kept,
+            "outputs": outputs_written}
 
 
 def run_clean(ctx: StageContext, out: Path) -> dict:
@@ -162,13 +170,16 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
         batches = dataset.to_batches(batch_size=p.batch_rows, fragment_readahead=1, batch_readahead=1)
         tables = (pa.Table.from_batches([b]) for b in _non_empty(batches, dataset.schema))
     label = p.columns.target if ctx.multi_label else p.columns.label
+    seen_sets = None  # duplicate sets that kept a row in an earlier batch
     try:
         for table in tables:
             result = clean_table(table, mode=s.mode, label=label, min_weight=s.min_weight,
                                  relabel_p_noisy=s.relabel_p_noisy, relabel_score=s.relabel_score,
                                  drop_flag_columns=s.drop_flag_columns, source="the flags table",
                                  pred_probs=probs, relabel_add=s.relabel_add,
-                                 relabel_remove=s.relabel_remove)
+                                 relabel_remove=s.relabel_remove, drop_duplicates=s.drop_duplicates,
+                                 drop_outliers=s.drop_outliers, seen_sets=seen_sets)
+            seen_sets = result.seen_sets
             for k, v in result.counts.items():
                 counts[k] = counts.get(k, 0) + v  # multi-label relabel adds tags_added/_removed
             settings = result.settings
