@@ -63,3 +63,53 @@ def small_table():
         "label": names[noisy],
     })
     return table, flip
+
+
+#: Where :func:`write_planted_checks` plants each data issue (row positions of DATA / OTHER).
+PLANTED = {"exact_set": [19, 20, 21, 22], "conflict": [4, 5], "near": [30, 31], "outlier": 10,
+           "leaked": [50, 51], "other_leaks": [0, 1], "other_clean": 2}
+
+
+def write_planted_checks(folder, n: int = 300, seed: int = 0) -> dict:
+    """DATA and a second table OTHER with planted data issues, written to ``folder``.
+
+    DATA (``data.parquet``): ``row_id``, three numeric features, a 0/1 ``label``; rows 19-22 are
+    one exact-duplicate set (same label), rows 4 and 5 equal rows with different labels, row 31
+    a copy of row 30 moved by 1e-4 (a near duplicate), row 10 a far outlier. OTHER
+    (``other.parquet``, the same columns): rows 0 and 1 are DATA's rows 50 and 51 (the second
+    moved by 1e-5), row 2 is apart from everything. ``probs.npy`` holds probabilities that
+    favour each row's label, so ``--pred-probs`` skips cross-validation.
+
+    Returns
+    -------
+    dict
+        ``data``, ``other``, ``probs`` (paths), ``table`` (DATA as an Arrow table) and
+        ``planted`` (:data:`PLANTED`).
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 3)) + np.outer(y, [2.5, 0.0, 0.0])
+    X[20:23] = X[19]
+    y[20:23] = y[19]
+    X[5], y[5] = X[4], 1 - y[4]
+    X[31], y[31] = X[30] + 1e-4, y[30]
+    X[10] = [40.0, -40.0, 40.0]
+    other = np.vstack([X[50], X[51] + 1e-5, [4.0, 9.0, -9.0]])
+    data = pa.table({"row_id": np.arange(n) * 10, "f0": X[:, 0], "f1": X[:, 1], "f2": X[:, 2],
+                     "label": y})
+    pq.write_table(data, folder / "data.parquet")
+    pq.write_table(pa.table({"row_id": [1, 2, 3], "f0": other[:, 0], "f1": other[:, 1],
+                             "f2": other[:, 2], "label": [y[50], y[51], 0]}), folder / "other.parquet")
+    probs = np.where(np.eye(2, dtype=bool)[y], 0.85, 0.15)
+    np.save(folder / "probs.npy", probs)
+    return {"data": folder / "data.parquet", "other": folder / "other.parquet",
+            "probs": folder / "probs.npy", "table": data, "planted": PLANTED}
+
+
+@pytest.fixture
+def planted_checks(tmp_path):
+    """:func:`write_planted_checks` in the test's folder."""
+    return write_planted_checks(tmp_path)
