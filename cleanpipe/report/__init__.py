@@ -36,6 +36,7 @@ from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS, jsonable, summary_path_fo
 from ..flagsfile import read_summary as _read_summary
 from ..io import AtomicOutputs
 from . import html as _html
+from . import issues as _issues
 from .training import Training, check_training, read_training
 
 __all__ = ["build_report", "write_report", "read_summary", "read_training", "summary_path_for"]
@@ -85,6 +86,8 @@ def _check_summary(summary, where: str) -> None:
         raise InputError(f"summary{where} lacks {', '.join(missing)}; pass the summary JSON that "
                          "cleanpipe flag wrote for this flags file")
     _check_summary_values(summary, where)
+    if summary.get("issues") is not None:
+        _issues.check_issues(summary["issues"], where)
 
 
 def _is_count(v) -> bool:
@@ -233,7 +236,7 @@ def _shown_columns(schema: pa.Schema, summary: dict, max_columns: int) -> tuple[
     label = (summary.get("settings") or {}).get("label")
     # Multi-label data may name several 0/1 label columns.
     labels = set(label) if isinstance(label, list) else {label}
-    own = _flag_columns(summary)
+    own = _flag_columns(summary) + _issues.flag_columns(summary.get("issues"), schema)
     # The id columns are those `flag` put in top_suspicious besides its own keys; show them first.
     ids = [c for c in ((summary.get("top_suspicious") or [{}])[0] or {})
            if c not in ("row", *own) and c in schema.names]
@@ -371,7 +374,11 @@ def build_report(flags, summary: dict, *, max_rows: int = 50, max_columns: int =
         svgs["chart-noise-matrix"] = charts.noise_matrix_chart(summary["noise_matrix"], names)
     parts = _html.sections(summary, svgs, table, n_kept=int(scan.kept.sum()),
                            n_flagged=int(scan.flagged.sum()), suspect_tags=tags or None)
-    toc = _html.toc(multi_label=multi, training=training is not None)
+    issues = summary.get("issues")
+    if issues:  # flag --checks: a section per check, after the suspicious rows
+        checked = _issues.scan_issues(batches(_issues.columns_to_scan(schema)))
+        parts[-1:-1] = _issues.sections(summary, checked, take, data_cols)
+    toc = _html.toc(multi_label=multi, training=training is not None, checks=_issues.toc(issues))
     if training is None:
         return _html.page(summary, parts, toc=toc)
     flag_rate = summary.get("estimated_noise_rate")

@@ -286,13 +286,16 @@ def per_class_chart(class_names, flagged, noise_rate, *, parts=None, title=None)
         return _svg(fig)
 
 
-def score_chart(edges, kept_counts, flagged_counts) -> bytes:
+def score_chart(edges, kept_counts, flagged_counts, *,
+                xlabel: str = "label_score (higher = label more likely correct)") -> bytes:
     """``label_score`` histograms of kept and of flagged rows, side by side on a shared x axis.
 
     Parameters
     ----------
     edges : array-like of shape (n_bins + 1,)
     kept_counts, flagged_counts : array-like of shape (n_bins,)
+    xlabel : str
+        The score's name (the same chart shows the neighbours' ``knn_label_score``).
 
     Returns
     -------
@@ -311,7 +314,7 @@ def score_chart(edges, kept_counts, flagged_counts) -> bytes:
                    linewidth=0.4)
             ax.set_title(f"{what} rows (n={int(counts.sum()):,})", loc="left")
             ax.set_xlim(0, 1)
-            ax.set_xlabel("label_score (higher = label more likely correct)")
+            ax.set_xlabel(xlabel)
             if counts.sum() == 0:
                 ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", color="#888888")
         axes[0].set_ylabel("rows")
@@ -435,5 +438,91 @@ def noise_model_chart(epochs, noisy_share, auroc=None, *, best_epoch=None, flag_
                 *([1, n_epochs] if n_epochs else [])] or [1.0]
         lo, hi = float(min(span)), float(max(span))
         ax1.set_xlim(lo - 0.5, hi + 0.5)
+        fig.legend(loc="outside lower center", ncols=3, fontsize=8.5)
+        return _svg(fig)
+
+
+def duplicate_sizes_chart(exact_sizes, near_sizes, *, largest: int = 10) -> bytes:
+    """How many duplicate sets there are of each size, exact and near, as grouped bars.
+
+    Parameters
+    ----------
+    exact_sizes, near_sizes : array-like of int
+        The size (rows) of each exact-duplicate set and of each near-duplicate set.
+    largest : int, default=10
+        Sizes from this one up share the last bar (``10+``).
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+    """
+    sizes = np.arange(2, largest + 1)
+    names = [str(k) for k in sizes[:-1]] + [f"{largest}+"]
+
+    def counts(values):
+        v = np.minimum(np.asarray(values, dtype=np.int64), largest)
+        return np.bincount(v, minlength=largest + 1)[2:]
+
+    x = np.arange(sizes.size)
+    with rc_context(_STYLE):
+        fig = _figure(WIDE, 3.4)
+        ax = fig.add_subplot()
+        for shift, values, colour, what in ((-0.2, exact_sizes, KEPT, "exact duplicates"),
+                                            (0.2, near_sizes, FLAGGED, "near duplicates (exact ones included)")):
+            c = counts(values)
+            ax.bar(x + shift, c, width=0.4, color=colour, label=f"{what} (sets: {int(c.sum()):,})")
+        ax.set_xticks(x, names)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("rows in the set")
+        ax.set_ylabel("sets")
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8.5)
+        return _svg(fig)
+
+
+def outlier_chart(edges, kept_counts, outlier_counts, threshold=None) -> bytes:
+    """Histogram of ``outlier_score`` on a log axis, outliers coloured, with the threshold.
+
+    Parameters
+    ----------
+    edges : array-like of shape (n_bins + 1,)
+        Bin edges (positive, increasing); scores outside them were counted in the end bins.
+    kept_counts, outlier_counts : array-like of shape (n_bins,)
+        Rows below and above the threshold in each bin.
+    threshold : float, optional
+        The calibrated ``outlier_score`` threshold, drawn as a dashed line.
+
+    Returns
+    -------
+    bytes
+        An SVG document.
+    """
+    edges = np.asarray(edges, dtype=np.float64)
+    widths = np.diff(edges)
+    kept, out = np.asarray(kept_counts), np.asarray(outlier_counts)
+    with rc_context(_STYLE):
+        fig = _figure(WIDE, 3.6)
+        ax = fig.add_subplot()
+        ax.bar(edges[:-1], kept, width=widths, align="edge", color=KEPT, edgecolor="white",
+               linewidth=0.4, label=f"typical rows (n={int(kept.sum()):,})")
+        ax.bar(edges[:-1], out, bottom=kept, width=widths, align="edge", color=FLAGGED,
+               edgecolor="white", linewidth=0.4, label=f"outliers (n={int(out.sum()):,})")
+        if threshold is not None:
+            ax.axvline(threshold, color=THRESHOLD, linestyle="--", linewidth=1.3,
+                       label=f"threshold {threshold:.3g}")
+        ax.set_xscale("log")
+        # The populated bins (and the threshold), a few empty bins either side.
+        used = np.flatnonzero(kept + out)
+        lo, hi = (int(used[0]), int(used[-1])) if used.size else (0, edges.size - 2)
+        left, right = edges[max(lo - 3, 0)], edges[min(hi + 4, edges.size - 1)]
+        if threshold is not None and np.isfinite(threshold) and threshold > 0:
+            left, right = min(left, threshold / 1.5), max(right, threshold * 1.5)
+        ax.set_xlim(left, right)
+        # Square-root counts: the typical rows pile up near 1 and would hide the few outliers.
+        ax.set_yscale("function", functions=(np.sqrt, np.square))
+        top = float((kept + out).max(initial=0))
+        ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
+        ax.set_xlabel("outlier_score (mean distance to the nearest rows over the table's median; log scale)")
+        ax.set_ylabel("rows (\u221a scale)")
         fig.legend(loc="outside lower center", ncols=3, fontsize=8.5)
         return _svg(fig)

@@ -287,6 +287,11 @@ def header(summary: dict) -> str:
     unlabelled = int(summary.get("unlabelled_rows", 0) or 0)
     if unlabelled:
         cards.insert(1, ("unlabelled rows", f"{unlabelled:,}", ""))
+    issues = summary.get("issues") or {}
+    for key, count, name in (("duplicates", "near_rows", "duplicate rows"), ("outliers", "rows", "outliers"),
+                             ("leakage", "rows", "rows leaked into --against")):
+        if isinstance(issues.get(key), dict) and count in issues[key]:
+            cards.insert(-1, (name, f"{int(issues[key][count]):,}", "flag"))
     if summary.get("multi_label"):
         tags = summary.get("flagged_tags") or {}
         cards.insert(-1, ("suspect tags missing / spurious",
@@ -478,11 +483,12 @@ def training_section(training, svgs: dict) -> str:
                    f"per epoch.{best}", "".join(body))
 
 
-def toc(*, multi_label: bool = False, training: bool = False) -> list:
-    """``(section id, name)`` of the page's sections, in order, for :func:`page`."""
+def toc(*, multi_label: bool = False, training: bool = False, checks=()) -> list:
+    """``(section id, name)`` of the page's sections, in order, for :func:`page`; ``checks`` are
+    the sections of the data checks (:func:`cleanpipe.report.issues.toc`), after the rows."""
     return [("loss-mixture", "Loss mixture"), *([] if multi_label else [("noise-matrix", "Noise matrix")]),
             ("per-class", "Per class"), ("scores", "Label scores"), ("suspicious", "Suspicious rows"),
-            *([("training", "Training")] if training else []), ("run", "Run details")]
+            *checks, *([("training", "Training")] if training else []), ("run", "Run details")]
 
 
 TOC = toc()

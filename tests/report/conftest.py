@@ -157,3 +157,13 @@ def make_multilabel_result():
 def flagged_multilabel_xss():
     """A multi-label flagged table whose tag names, and so suspect tags, carry HTML payloads."""
     return make_multilabel(tags=(SCRIPT, IMG, "plain"))[0]
+
+
+@pytest.fixture
+def flagged_checks(planted_checks):
+    """A :class:`cleanpipe.FlagResult` of the planted table with every data check and leakage."""
+    from cleanpipe.settings import CheckSettings
+
+    return flag_table(planted_checks["table"], label="label", ids=["row_id"],
+                      pred_probs=np.load(planted_checks["probs"]), checks=CheckSettings(),
+                      against=planted_checks["other"], source="planted.parquet")

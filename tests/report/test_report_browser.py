@@ -300,3 +300,31 @@ def test_no_chart_text_is_cut_off_or_drawn_over_other_text(browser, make_flagged
             assert right <= page["width"] + 0.5 and bottom <= page["height"] + 0.5, (chart_id, name)
         assert page["glyphs"] > 20, chart_id
         assert page["overlaps"] == [], f"{chart_id}: texts drawn over each other: {page['overlaps'][:5]}"
+
+
+CHECK_CHART_IDS = ("chart-duplicate-sizes", "chart-outliers", "chart-knn-labels")
+
+
+def test_report_with_data_checks_renders_every_chart(browser, flagged_checks, tmp_path):
+    out = write_report(flagged_checks.table, tmp_path / "checks.html", summary=flagged_checks.summary)
+    page = load(browser, out)
+    assert page["problems"] == []
+    images = {i["id"]: i["ok"] for i in page["images"]}
+    assert set(images) == {*CHART_IDS, *CHECK_CHART_IDS} and all(images.values()), images
+    assert page["scripts"] == 0
+    for heading in ("Duplicates", "Outliers", "Neighbours' labels", "Table checks", "Leakage"):
+        assert heading in page["text"]
+
+
+def test_no_check_chart_text_is_cut_off_or_drawn_over_other_text(browser, flagged_checks, tmp_path):
+    html = build_report(flagged_checks.table, flagged_checks.summary)
+    charts = dict(re.findall(r'id="(chart-[a-z-]+)"[^>]*src="data:image/svg\+xml;base64,([^"]+)"', html))
+    assert set(CHECK_CHART_IDS) <= set(charts), sorted(charts)
+    for chart_id in CHECK_CHART_IDS:
+        page = chart_text_boxes(browser, base64.b64decode(charts[chart_id]), tmp_path / f"{chart_id}.svg")
+        assert len(page["boxes"]) > 5, chart_id
+        for name, left, top, right, bottom in page["boxes"]:
+            assert left >= -0.5 and top >= -0.5, (chart_id, name, left, top)
+            assert right <= page["width"] + 0.5 and bottom <= page["height"] + 0.5, (chart_id, name)
+        assert page["glyphs"] > 20, chart_id
+        assert page["overlaps"] == [], f"{chart_id}: texts drawn over each other: {page['overlaps'][:5]}"
