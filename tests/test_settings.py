@@ -15,7 +15,7 @@ from cleanpipe.pipeline.config import CleanSettings, FlagSettings, OofSettings, 
 from cleanpipe.pipeline.rules import _check_group
 
 #: command -> the settings groups its options come from
-COMMANDS = {"retrain": (S.TRAIN, S.RETRAIN), "clean": (S.CLEAN,), "flag": (S.OOF, S.FLAG)}
+COMMANDS = {"retrain": (S.TRAIN, S.RETRAIN), "clean": (S.CLEAN,), "flag": (S.OOF, S.FLAG, S.CHECKS)}
 
 
 def _options(command: str) -> dict:

@@ -11,7 +11,7 @@ import functools
 import click
 
 from ..formats import FORMATS, TableFormat
-from ..settings import CHECKS, DEVICES, SEED, Setting
+from ..settings import CHECKS, DEVICES, SEED, CheckSettings, Setting
 
 
 def csv_option(value):
@@ -34,8 +34,9 @@ def click_type(setting: Setting) -> click.ParamType:
 def setting_option(flag: str, setting: Setting, *names, help: str | None = None, **kwargs):
     """An option whose default, type and range are those of ``setting`` (shown in ``--help``);
     ``names`` may give its parameter name when it differs from the flag's."""
-    return click.option(flag, *names, default=setting.default, show_default=setting.default is not None,
-                        type=click_type(setting), help=help, **kwargs)
+    kwargs.setdefault("show_default", setting.default is not None)
+    return click.option(flag, *names, default=setting.default, type=click_type(setting), help=help,
+                        **kwargs)
 
 
 def label_option(help: str, default: str | None = None):
@@ -97,8 +98,7 @@ def quiet_option(help: str = "Print nothing on success."):
 #: The options of the data checks: setting (in :data:`cleanpipe.settings.CHECKS`) -> (flag, help).
 CHECK_OPTIONS = {
     "near_radius": ("--near-radius", "Distance within which rows are near duplicates, in standard "
-                    "deviations of the features (default: --near-fraction of the median distance "
-                    "to a row's nearest other row)."),
+                    "deviations of the features."),
     "near_fraction": ("--near-fraction", "The default near-duplicate radius as a share of the median "
                       "nearest-neighbour distance."),
     "outlier_z": ("--outlier-z", "A row is an outlier when its neighbour-distance score is this "
@@ -109,7 +109,7 @@ CHECK_OPTIONS = {
                    "is null-heavy."),
     "imbalance": ("--imbalance", "A class with fewer rows than this share of the mean class size "
                   "is under-represented."),
-    "neighbors": ("--neighbor-index", "exact, approx (faiss, pip install cleanpipe[issues]) or auto "
+    "neighbors": ("--neighbor-index", "exact, approx (faiss, when faiss-cpu is installed) or auto "
                   "(approximate on large tables when faiss is installed)."),
 }
 
@@ -119,11 +119,11 @@ def check_options(f):
     command as ``checks`` (a :class:`~cleanpipe.settings.CheckSettings`, or None when the checks
     are off) and ``against`` (a path or None). ``--against`` turns the checks on; a check setting
     given on the command line without them is an error rather than silently ignored."""
-    from ..settings import CheckSettings
-
     for key in reversed(list(CHECKS)):
         flag, help_text = CHECK_OPTIONS[key]
-        f = setting_option(flag, CHECKS[key], key, help=help_text)(f)
+        calibrated = {"show_default": "calibrated: --near-fraction of the median distance from a row "
+                                      "to its nearest other row"} if key == "near_radius" else {}
+        f = setting_option(flag, CHECKS[key], key, help=help_text, **calibrated)(f)
     f = click.option("--against", default=None, type=click.Path(path_type=str),
                      help="A second table with the same feature columns (e.g. the test set): "
                           "also flag the rows of DATA that duplicate one of its rows (leakage); "
