@@ -4,7 +4,8 @@ The public API: :func:`find_label_issues` (score and flag rows from labels and o
 probabilities; :func:`find_multilabel_issues` for rows with sets of tags),
 :func:`out_of_fold_probs` (cross-validated probabilities), :func:`flag_table`
 (the whole ``cleanpipe flag`` job on a DataFrame or Arrow table), :func:`clean_table`,
-:func:`retrain_table` (with :class:`TrainConfig`) and the project's exceptions.
+:func:`retrain_table` (with :class:`TrainConfig`), :func:`run_checks` (duplicates, outliers,
+leakage and the other data checks, with :class:`CheckSettings`) and the project's exceptions.
 """
 
 import importlib
@@ -18,6 +19,7 @@ _PUBLIC = {
     "find_label_issues": "api", "find_multilabel_issues": "multilabel",
     "out_of_fold_probs": "oof", "flag_table": "flag", "FlagResult": "flag",
     "clean_table": "clean", "retrain_table": "train", "TrainConfig": "settings",
+    "run_checks": "checks", "CheckResult": "checks", "CheckSettings": "settings",
 }
 
 __all__ = [
