@@ -4,9 +4,10 @@ The public API: :func:`find_label_issues` (score and flag rows from labels and o
 probabilities; :func:`find_multilabel_issues` for rows with sets of tags),
 :func:`out_of_fold_probs` (cross-validated probabilities), :func:`flag_table`
 (the whole ``cleanpipe flag`` job on a DataFrame or Arrow table; ``checks=`` a
-:class:`CheckSettings` adds the data checks), :func:`run_checks` (those checks on a feature
-matrix), :func:`clean_table`,
-:func:`retrain_table` (with :class:`TrainConfig`) and the project's exceptions.
+:class:`CheckSettings` adds the data checks), :func:`clean_table`,
+:func:`retrain_table` (with :class:`TrainConfig`), :func:`run_checks` (duplicates, outliers,
+leakage and the other data checks on a feature matrix, with :class:`CheckSettings`) and the
+project's exceptions.
 """
 
 import importlib
@@ -20,7 +21,7 @@ _PUBLIC = {
     "find_label_issues": "api", "find_multilabel_issues": "multilabel",
     "out_of_fold_probs": "oof", "flag_table": "flag", "FlagResult": "flag",
     "clean_table": "clean", "retrain_table": "train", "TrainConfig": "settings",
-    "run_checks": "checks", "CheckSettings": "settings",
+    "run_checks": "checks", "CheckResult": "checks", "CheckSettings": "settings",
 }
 
 __all__ = [
