@@ -109,7 +109,7 @@ CHECK_OPTIONS = {
                    "is null-heavy."),
     "imbalance": ("--imbalance", "A class with fewer rows than this share of the mean class size "
                   "is under-represented."),
-    "neighbors": ("--neighbor-index", "exact, approx (faiss, when faiss-cpu is installed) or auto "
+    "neighbors": ("--neighbor-index", "exact, approx (faiss: pip install cleanpipe[issues]) or auto "
                   "(approximate on large tables when faiss is installed)."),
 }
 

@@ -11,6 +11,7 @@ import pytest
 from cli_helpers import one_error_line, run
 
 from cleanpipe.flagsfile import CHECK_COLUMNS, FLAG_COLUMNS
+from cleanpipe.settings import CheckSettings
 
 
 def _flag(p, tmp_path, *extra, name="d"):
@@ -53,7 +54,7 @@ def test_checks_find_every_planted_issue_and_leakage(planted_checks, tmp_path):
     assert issues["outliers"]["rows"] >= 1
     assert issues["leakage"]["rows"] == 2 and issues["leakage"]["against_rows"] == 2
     assert issues["leakage"]["exact_rows"] == 1
-    assert summary["settings"]["checks"]["outlier_z"] == 3.5
+    assert summary["settings"]["checks"] == CheckSettings().to_dict()
     assert summary["settings"]["against"] == str(p["other"])
     # the summary file holds the same issues, and names the second table's rows file
     side = json.loads((tmp_path / "d.flags.summary.json").read_text())
