@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from .clean_multilabel import DEFAULT_RELABEL_ADD, DEFAULT_RELABEL_REMOVE, relabel_multilabel
 from .errors import InputError
-from .flagsfile import (CLEAN_METADATA, DUPLICATE_SET_COLUMN, FLAG_COLUMNS, OUTLIER_COLUMN, SUSPECT_COLUMNS,
-                        table_metadata)
+from .flagsfile import (CHECK_COLUMNS, CLEAN_METADATA, DUPLICATE_SET_COLUMN, FLAG_COLUMNS,
+                        OUTLIER_COLUMN, SUSPECT_COLUMNS, table_metadata)
 from .frames import as_table
 from .settings import DEFAULT_MIN_WEIGHT, DEFAULT_RELABEL_P_NOISY, DEFAULT_RELABEL_SCORE, MODES
 from .target import is_multilabel_flags
@@ -234,9 +234,9 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
     relabel_p_noisy, relabel_score : float in [0, 1], default=0.5, 0.25
         Evidence a row needs to be relabelled (``relabel``).
     drop_flag_columns : bool, default=False
-        Remove the :data:`FLAG_COLUMNS` from the output. They are kept by default so the output can
-        be audited and ``retrain --loss dynamic-*`` can use ``p_noisy``; ``retrain`` never uses
-        them as features.
+        Remove the :data:`FLAG_COLUMNS` (and the columns of ``flag --checks``) from the output.
+        They are kept by default so the output can be audited and ``retrain --loss dynamic-*``
+        can use ``p_noisy``; ``retrain`` never uses them as features.
     source : str, default="FLAGS"
         Name of the input in error messages.
     pred_probs : array-like of shape (n_rows, n_classes), optional
@@ -342,7 +342,8 @@ def clean_table(table: pa.Table, *, mode: str = MODES[0], label: str | None = No
         out = out.filter(pa.array(~extra))
     if drop_flag_columns:
         out = out.drop_columns(list(FLAG_COLUMNS) + [c for c in SUSPECT_COLUMNS
-                                                     if multilabel and c in out.column_names])
+                                                     if multilabel and c in out.column_names]
+                               + [c for c in CHECK_COLUMNS if c in out.column_names])
     counts["rows_out"] = out.num_rows
     return CleanResult(out, counts, settings, seen_sets if drop_duplicates else None)
 

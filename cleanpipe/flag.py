@@ -35,8 +35,8 @@ from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold,
 from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
                   model_list)
 from .rows import ParquetMatrix, TakeRows
-from .settings import (CheckSettings, DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
-                       MIXTURES, MULTILABEL_METHODS, check_seed, default_noisy_threshold)
+from .settings import (DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
+                       MIXTURES, MULTILABEL_METHODS, CheckSettings, check_seed, default_noisy_threshold)
 from .target import Target, is_multilabel, resolve_target
 
 #: Rows per record batch when streaming DATA to the output.
@@ -387,7 +387,7 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
         if not multi:  # every row, unlabelled ones too, under the name the user gave
             check_pred_probs(probs_all, src.n_rows, name=f"--pred-probs '{os.fspath(pred_probs)}'"
                              if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
-        feature_names = [] if check_in is None else check_in.features.names
+        feature_names = []
     t2 = time.perf_counter()
     lab_probs = probs_all if everything else TakeRows(probs_all, np.flatnonzero(labelled))
     options = dict(method=method, mixture=mixture, noisy_threshold=noisy_threshold)

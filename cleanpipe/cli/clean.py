@@ -44,7 +44,7 @@ from .options import json_option, label_option, overwrite_option, quiet_option, 
                    "--save-pred-probs file, from the summary).")
 @click.option("--drop-flag-columns", is_flag=True,
               help="Remove given_label, predicted_label, label_score, p_noisy, is_label_issue "
-                   "(and suspect_missing, suspect_spurious).")
+                   "(and suspect_missing, suspect_spurious, and the columns of flag --checks).")
 @click.option("--drop-duplicates", is_flag=True,
               help="Keep one row of each duplicate set (flag --checks): its first row that no other "
                    "rule drops.")

@@ -26,7 +26,7 @@ from ..clean import CLEAN_COLUMNS
 from ..errors import InputError
 from ..features import encode_labels, id_like_columns, select_feature_columns
 from ..frames import as_table
-from ..flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
+from ..flagsfile import CHECK_COLUMNS, FLAG_COLUMNS, SUSPECT_COLUMNS
 from ..loss_kinds import loss_kind, multilabel_losses, single_label_losses
 from ..losses import get_loss
 from ..settings import (AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, DEFAULT_WARMUP, NOISY_WEIGHTS,
@@ -37,8 +37,9 @@ from .model import Preprocessor, architecture, build_model, predict_logits
 from .multilabel import best_cut, multilabel_metrics, tag_probabilities
 from .store import FORMAT_NAME, FORMAT_VERSION
 
-#: Columns never used as features: what flag and clean add.
-NON_FEATURE_COLUMNS = FLAG_COLUMNS + SUSPECT_COLUMNS + CLEAN_COLUMNS
+#: Columns never used as features: what flag (its checks too) and clean add. Some check columns
+#: are computed from the labels (label_conflict, knn_label_score): as features they would leak them.
+NON_FEATURE_COLUMNS = FLAG_COLUMNS + SUSPECT_COLUMNS + CHECK_COLUMNS + CLEAN_COLUMNS
 #: What ``auto`` trains with unless the noise is pair-like: symmetric cross-entropy is robust to
 #: noise spread over the other classes, costs no more than cross-entropy and needs nothing from flag.
 FALLBACK_LOSS = "sce"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cleanpipe import clean_table, flag_table
 from cleanpipe.clean import first_of_each_set
+from cleanpipe.flagsfile import CHECK_COLUMNS
 from cleanpipe.cli import cli
 from cleanpipe.settings import CheckSettings
 from click.testing import CliRunner
@@ -114,3 +115,19 @@ def test_drop_duplicates_without_the_check_columns_is_one_line(planted_checks, t
     lines = res.output.strip().splitlines()
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert "duplicate_set" in lines[0] and "--checks" in lines[0]
+
+
+def test_drop_flag_columns_removes_the_check_columns_too(flagged, planted_checks):
+    res = clean_table(flagged, mode="drop", drop_duplicates=True, drop_flag_columns=True)
+    assert res.table.column_names == planted_checks["table"].column_names
+
+
+def test_retrain_never_trains_on_a_check_column(flagged, tmp_path):
+    from cleanpipe.train import NON_FEATURE_COLUMNS, retrain_table
+    from cleanpipe.settings import TrainConfig
+
+    assert set(CHECK_COLUMNS) <= set(NON_FEATURE_COLUMNS)
+    cleaned = clean_table(flagged, mode="weight", drop_duplicates=True).table
+    result = retrain_table(cleaned, label="label", ids=["row_id"],
+                           config=TrainConfig(epochs=1, hidden=(8,), device="cpu", threads=1))
+    assert sorted(result.spec["preprocessing"]["columns"]) == ["f0", "f1", "f2"]
