@@ -388,6 +388,12 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
             check_pred_probs(probs_all, src.n_rows, name=f"--pred-probs '{os.fspath(pred_probs)}'"
                              if isinstance(pred_probs, (str, os.PathLike)) else "pred_probs")
         feature_names = []
+    checked = None
+    if check_in is not None:  # before detection, so that its evidence could feed the detector
+        t3 = time.perf_counter()
+        checked = run_flag_checks(check_in, None if multi else enc.values,
+                                  None if multi else probs_all, seed=seed)
+        timings["checks_s"] = time.perf_counter() - t3
     t2 = time.perf_counter()
     lab_probs = probs_all if everything else TakeRows(probs_all, np.flatnonzero(labelled))
     options = dict(method=method, mixture=mixture, noisy_threshold=noisy_threshold)
@@ -398,13 +404,9 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
         det, columns, score = _detect_single(enc, probs_all, lab_probs, given=given,
                                              everything=everything, **options)
     timings["detect_s"] = time.perf_counter() - t2
-    checked, label_columns = None, columns
-    if check_in is not None:
-        t3 = time.perf_counter()
-        checked = run_flag_checks(check_in, None if multi else enc.values,
-                                  None if multi else probs_all, seed=seed)
+    label_columns = columns
+    if checked is not None:
         columns = Appended(columns, CheckColumns(checked.columns))
-        timings["checks_s"] = time.perf_counter() - t3
 
     settings = {"label": target.setting,
                 **({"multi_label": True, "label_format": target.form} if multi else {}),
