@@ -270,7 +270,7 @@ def tune(cases, tables, seeds):
     from cleanpipe.checks.encode import Scaler
     from cleanpipe.checks.outliers import knn_distance_score, outlier_threshold
     from cleanpipe.neighbors import NeighborIndex
-    from cleanpipe.settings import DEFAULT_CHECK_K
+    from cleanpipe.settings import CLIP_Z, DEFAULT_CHECK_K
 
     tuning = {k: v for k, v in cases.items() if not held_out(*k)}
     fracs, zs = (0.05, 0.1, 0.13, 0.2, 0.3, 0.4), (2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
@@ -279,7 +279,7 @@ def tune(cases, tables, seeds):
         z = np.load(case_path(*key))
         X, y = z["X"], z["y"]
         exact = exact_duplicate_sets(X)
-        dist, idx = NeighborIndex.build(Scaler.fit(X).transform(X)).kneighbors(min(DEFAULT_CHECK_K, len(X) - 1))
+        dist, idx = NeighborIndex.build(Scaler.fit(X).transform(X, clip=CLIP_Z)).kneighbors(min(DEFAULT_CHECK_K, len(X) - 1))
         f1.setdefault("exact", []).append(prf(exact >= 0, truth["exact"])[2])
         for frac in fracs:
             near = near_duplicate_sets(dist, idx, default_radius(dist, frac), exact)

@@ -21,7 +21,7 @@ from ..settings import DEFAULT_SEED, CheckSettings, check_seed
 from .duplicates import (default_radius, exact_duplicate_sets, label_conflicts, near_duplicate_sets,
                          row_hashes)
 from .encode import Scaler, feature_matrices
-from .knn_labels import knn_label_probs, knn_label_score
+from .knn_labels import knn_assisted_issues, knn_label_probs, knn_label_score
 from .leakage import cross_matches, leak_columns
 from .outliers import knn_distance_score, outlier_threshold, probs_ood_score
 from .table_checks import class_balance, table_findings
@@ -52,6 +52,9 @@ class CheckResult:
           out-of-fold probabilities (1: the model cannot place it in any class).
         - ``knn_label_score`` (float, with labels; NaN when unlabelled): the neighbours' smoothed
           share of the row's label; low is suspect.
+        - ``knn_is_label_issue`` (bool), ``knn_label_quality`` (float) (opt-in, with labels,
+          ``pred_probs`` and ``settings.knn_weight > 0``): the default label rule on the
+          out-of-fold probabilities mixed with the neighbours' label shares.
         - ``null_fraction`` (float), ``is_null_heavy`` (bool) (with ``table``).
         - ``leaks_into_against`` (bool), ``against_row`` (int64, -1 for none),
           ``against_distance`` (float) (with ``against``).
@@ -175,7 +178,7 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
 
     t = time.perf_counter()
     scaler = Scaler.fit(X)
-    Z = scaler.transform(X)
+    Z = scaler.transform(X, clip=cfg.clip)
     k = min(cfg.k, n - 1)
     if k >= 1:
         index = NeighborIndex.build(Z, method=cfg.neighbors, seed=seed)
@@ -237,6 +240,11 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
             lab = labels >= 0
             disagree = lab & (probs.argmax(axis=1) != labels)
             summary["knn_labels"] = {"rows_outvoted": int(disagree.sum()), "k": k}
+            if pred_probs is not None and cfg.knn_weight > 0:
+                issue, quality = knn_assisted_issues(labels, pred_probs, probs, cfg.knn_weight)
+                cols["knn_is_label_issue"] = issue
+                cols["knn_label_quality"] = quality
+                summary["knn_labels"].update(weight=cfg.knn_weight, label_issues=int(issue.sum()))
         summary["class_balance"] = class_balance(labels, n_classes, cfg.imbalance)
         times["labels_s"] = time.perf_counter() - t
 
@@ -253,7 +261,7 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
     against_cols = {}
     if against is not None:
         t = time.perf_counter()
-        Za = scaler.transform(against)
+        Za = scaler.transform(against, clip=cfg.clip)
         hashes_a = row_hashes(against)
         main = leak_columns(*_nearest(index, Z, Za), cross_matches(hashes_a, against, hashes, X),
                             radius)

@@ -160,3 +160,27 @@ def test_bad_tables_one_line():
         feature_matrix(a, [])
     with pytest.raises(InputError, match="holds \\+/-inf"):
         run_checks(np.array([[np.inf], [0.0]]))
+
+
+def test_clip_off_finds_a_single_column_outlier():
+    X = _gauss(300, d=8)
+    X[5, 2] = 200.0  # a typo in one column
+    assert run_checks(X, settings=CheckSettings(clip=None)).columns["is_outlier"][5]
+
+
+def test_knn_assisted_rule_is_opt_in(digits_noisy):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, flip, table = digits_noisy
+    X = feature_matrix(table, [c for c in table.column_names if c != "label"])
+    y = table.column("label").to_numpy()
+    probs = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, y, cv=3, method="predict_proba")
+    assert "knn_is_label_issue" not in run_checks(X, y, pred_probs=probs).columns
+    c = run_checks(X, y, pred_probs=probs, settings=CheckSettings(knn_weight=0.2)).columns
+    found = c["knn_is_label_issue"]
+    assert (found & flip).sum() / found.sum() > 0.8 and (found & flip).sum() / flip.sum() > 0.6
+    # the neighbours alone already point at the flipped rows
+    assert np.nanmean(c["knn_label_score"][flip]) < np.nanmean(c["knn_label_score"][~flip]) - 0.3
