@@ -26,7 +26,8 @@ from .leakage import cross_matches, leak_columns
 from .outliers import knn_distance_score, outlier_threshold, probs_ood_score
 from .table_checks import class_balance, table_findings
 
-__all__ = ["CheckResult", "CheckSettings", "run_checks", "feature_matrix", "feature_matrices"]
+__all__ = ["CheckResult", "CheckSettings", "run_checks", "check_table", "feature_matrix",
+           "feature_matrices"]
 
 
 @dataclass
@@ -282,6 +283,44 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
 
     summary["timings"] = times
     return CheckResult(cols, against_cols, summary)
+
+
+def check_table(table: pa.Table, *, label: str | None = None, features=None, exclude=(), ids=(),
+                against: pa.Table | None = None, pred_probs=None,
+                settings: CheckSettings | None = None, seed: int = DEFAULT_SEED) -> CheckResult:
+    """:func:`run_checks` on an Arrow table: pick the feature columns as ``flag`` does, encode
+    them (with ``against``, in the same codes), encode a single-label ``label`` column.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+    label : str, optional
+        The class column; without it the label checks are skipped. A list (multi-label) column
+        is not a class: pass none.
+    features, exclude, ids : sequence of str
+        As for ``flag``: the feature columns are ``features``, else every column but the label,
+        ``ids`` and ``exclude``.
+    against : pyarrow.Table, optional
+        A second table holding the same feature columns (leakage).
+    pred_probs, settings, seed
+        As for :func:`run_checks`.
+
+    Raises
+    ------
+    InputError
+        A column not found, no feature column left, ``against`` without a feature column.
+    """
+    from ..features import encode_labels, select_feature_columns
+
+    cols = select_feature_columns(table.schema, [] if label is None else label, features=features,
+                                  exclude=tuple(exclude), ids=tuple(ids))
+    if label is not None and label not in table.schema.names:
+        raise InputError(f"label column '{label}' not found (columns: "
+                         f"{', '.join(table.schema.names[:12])}); pass --label with one of them")
+    X, Xa = feature_matrices(table, cols, against)
+    labels = None if label is None else encode_labels(table.column(label), label)[0]
+    return run_checks(X, labels, pred_probs=pred_probs, table=table, columns=cols, against=Xa,
+                      settings=settings, seed=seed)
 
 
 def _nearest(index, Z, Za):

@@ -184,3 +184,19 @@ def test_knn_assisted_rule_is_opt_in(digits_noisy):
     assert (found & flip).sum() / found.sum() > 0.8 and (found & flip).sum() / flip.sum() > 0.6
     # the neighbours alone already point at the flipped rows
     assert np.nanmean(c["knn_label_score"][flip]) < np.nanmean(c["knn_label_score"][~flip]) - 0.3
+
+
+def test_check_table_end_to_end(small_table):
+    from cleanpipe.checks import check_table
+
+    table, _ = small_table
+    doubled = pa.concat_tables([table, table.slice(0, 3)])
+    res = check_table(doubled, label="label", against=table.slice(10, 5))
+    n = table.num_rows
+    dup = res.columns["is_exact_duplicate"]
+    assert dup[[0, 1, 2, n, n + 1, n + 2]].all()
+    assert res.columns["leaks_into_against"][10:15].all()
+    assert res.against_columns["leaks_into_main"].all()
+    with pytest.raises(InputError, match="lacks feature column"):
+        check_table(doubled, label="label", against=table.drop_columns(["x"]))
+    assert "label_conflict" in res.columns and "null_fraction" in res.columns
