@@ -200,3 +200,18 @@ def test_check_table_end_to_end(small_table):
     with pytest.raises(InputError, match="lacks feature column"):
         check_table(doubled, label="label", against=table.drop_columns(["x"]))
     assert "label_conflict" in res.columns and "null_fraction" in res.columns
+
+
+def test_summary_is_json_and_columns_have_n_rows():
+    import json
+
+    X = _gauss(120)
+    X[3] = X[4]
+    y = np.r_[np.zeros(60, np.int64), np.ones(60, np.int64)]
+    probs = np.full((120, 2), 0.5)
+    table = pa.table({f"f{i}": X[:, i] for i in range(5)})
+    r = run_checks(X, y, pred_probs=probs, table=table, against=X[:10] + 5)
+    json.dumps(r.summary, allow_nan=False)
+    assert all(len(v) == 120 for v in r.columns.values())
+    assert all(len(v) == 10 for v in r.against_columns.values())
+    np.testing.assert_allclose(r.columns["probs_ood_score"], 1.0)
