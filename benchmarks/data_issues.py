@@ -154,15 +154,11 @@ def run_datalab(X, y):
             "outlier": lab.get_issues("outlier")["is_outlier_issue"].to_numpy()}
 
 
-def worker(tool: str, name: str, seed: int, settings: dict, threads: int) -> dict:
+def worker(tool: str, name: str, seed: int, settings: dict) -> dict:
     z = np.load(case_path(name, seed))
     X, y = z["X"], z["y"]
     t0 = time.perf_counter()
     if tool == "cleanpipe":
-        if threads:
-            import faiss
-
-            faiss.omp_set_num_threads(threads)
         found = run_cleanpipe(X, y, settings)
     else:
         found = run_datalab(X, y)
@@ -192,9 +188,9 @@ def held_out(name: str, seed: int) -> bool:
     return name in HELD_OUT_TABLES or seed in HELD_OUT_SEEDS
 
 
-def run_case(tool, name, seed, settings, timeout, threads):
+def run_case(tool, name, seed, settings, timeout):
     cmd = [sys.executable, __file__, "--worker", tool, name, str(seed), "--settings",
-           json.dumps(settings), "--threads", str(threads)]
+           json.dumps(settings)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -211,7 +207,6 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--tools", default="cleanpipe,datalab")
     p.add_argument("--settings", default="{}", help="CheckSettings fields as JSON")
-    p.add_argument("--threads", type=int, default=0, help="faiss threads (0: its default)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--tune", action="store_true",
                    help="grid of near_fraction x outlier_z, cleanpipe only, in this process")
@@ -220,7 +215,7 @@ def main(argv=None):
     settings = json.loads(a.settings)
     if a.worker:
         tool, name, seed = a.worker
-        print(json.dumps(worker(tool, name, int(seed), settings, a.threads)))
+        print(json.dumps(worker(tool, name, int(seed), settings)))
         return
     tables, seeds = a.tables.split(","), [int(s) for s in a.seeds.split(",")]
     print(f"# {' '.join(sys.argv)} | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | "
@@ -240,7 +235,7 @@ def main(argv=None):
     for (name, seed), truth in cases.items():
         for tool in a.tools.split(","):
             load = os.getloadavg()[0]
-            r, why = run_case(tool, name, seed, settings, a.timeout, a.threads)
+            r, why = run_case(tool, name, seed, settings, a.timeout)
             part = "held-out" if held_out(name, seed) else "tuning"
             head = f"| {part} | {name} | {seed} | {len(truth['exact']):,} | {tool} | "
             if r is None:
@@ -270,7 +265,7 @@ def tune(cases, tables, seeds):
     from cleanpipe.checks.encode import Scaler
     from cleanpipe.checks.outliers import knn_distance_score, outlier_threshold
     from cleanpipe.neighbors import NeighborIndex
-    from cleanpipe.settings import DEFAULT_CHECK_K
+    from cleanpipe.settings import CLIP_Z, DEFAULT_CHECK_K
 
     tuning = {k: v for k, v in cases.items() if not held_out(*k)}
     fracs, zs = (0.05, 0.1, 0.13, 0.2, 0.3, 0.4), (2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
@@ -279,7 +274,7 @@ def tune(cases, tables, seeds):
         z = np.load(case_path(*key))
         X, y = z["X"], z["y"]
         exact = exact_duplicate_sets(X)
-        dist, idx = NeighborIndex.build(Scaler.fit(X).transform(X)).kneighbors(min(DEFAULT_CHECK_K, len(X) - 1))
+        dist, idx = NeighborIndex.build(Scaler.fit(X).transform(X, clip=CLIP_Z)).kneighbors(min(DEFAULT_CHECK_K, len(X) - 1))
         f1.setdefault("exact", []).append(prf(exact >= 0, truth["exact"])[2])
         for frac in fracs:
             near = near_duplicate_sets(dist, idx, default_radius(dist, frac), exact)

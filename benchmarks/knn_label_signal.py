@@ -2,7 +2,8 @@
 ``benchmarks/detection_quality.py`` (same cases, same out-of-fold probabilities, same scoring).
 
 The signal: for every row, the class shares among its ``k`` nearest rows' (noisy) labels
-(:func:`cleanpipe.checks.knn_labels.knn_label_probs`, standardised features, exact neighbours).
+(:func:`cleanpipe.checks.knn_labels.knn_label_probs`; features standardised and clipped as
+``run_checks`` does them, exact neighbours).
 Combined with the detector by mixing it into the probabilities the detector reads,
 ``(1 - w) * pred_probs + w * knn_probs`` (SimiFeat-style), and run through cleanpipe's default
 rule; ``w = 1`` is the signal alone. Chosen on ``--seed 0``; ``--seed 1`` is held out.
@@ -34,6 +35,7 @@ def neighbour_lookup(datasets, k: int):
     the tables of the suite have distinct row counts, which name them)."""
     from cleanpipe.checks.encode import Scaler
     from cleanpipe.neighbors import NeighborIndex
+    from cleanpipe.settings import CLIP_Z
 
     out = {}
     for name in datasets:
@@ -41,7 +43,7 @@ def neighbour_lookup(datasets, k: int):
         X = X.astype(np.float32)
         if len(X) in out:
             raise SystemExit(f"two datasets with {len(X)} rows; cannot tell them apart")
-        out[len(X)] = NeighborIndex.build(Scaler.fit(X).transform(X), method="exact").kneighbors(k)[1]
+        out[len(X)] = NeighborIndex.build(Scaler.fit(X).transform(X, clip=CLIP_Z), method="exact").kneighbors(k)[1]
     return out
 
 

@@ -12,6 +12,7 @@ non-zero distance), so a near-duplicate radius means the same thing for both met
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,9 +182,26 @@ class NeighborIndex:
         return out
 
     def _faiss_search(self, Q: np.ndarray, k: int) -> np.ndarray:
-        index = self._faiss
-        _, idx = index.search(Q, k)
+        with _faiss_threads():
+            _, idx = self._faiss.search(Q, k)
         return idx.astype(np.int64)
+
+
+@contextmanager
+def _faiss_threads():
+    """faiss's OpenMP threads limited to the cores other processes leave idle (the fold fits'
+    budget, :func:`cleanpipe.oof.fold_threads`): on a busy machine its threads spin-wait at each
+    barrier for cores others hold."""
+    import faiss
+
+    from .oof import fold_threads
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(fold_threads(1))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _build_ivf(X: np.ndarray, seed: int):
@@ -201,8 +219,9 @@ def _build_ivf(X: np.ndarray, seed: int):
     train_rows = min(n, nlist * 64)
     sample = X[np.sort(rng.choice(n, train_rows, replace=False))] if train_rows < n else X
     index.cp.seed = int(seed) % (2**31)
-    index.train(sample)
-    index.add(X)
+    with _faiss_threads():
+        index.train(sample)
+        index.add(X)
     index.nprobe = min(nlist, NEIGHBOR_NPROBE)
     return index
 

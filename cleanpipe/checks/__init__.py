@@ -21,12 +21,13 @@ from ..settings import DEFAULT_SEED, CheckSettings, check_seed
 from .duplicates import (default_radius, exact_duplicate_sets, label_conflicts, near_duplicate_sets,
                          row_hashes)
 from .encode import Scaler, feature_matrices
-from .knn_labels import knn_label_probs, knn_label_score
+from .knn_labels import knn_assisted_issues, knn_label_probs, knn_label_score
 from .leakage import cross_matches, leak_columns
 from .outliers import knn_distance_score, outlier_threshold, probs_ood_score
 from .table_checks import class_balance, table_findings
 
-__all__ = ["CheckResult", "CheckSettings", "run_checks", "feature_matrix", "feature_matrices"]
+__all__ = ["CheckResult", "CheckSettings", "run_checks", "check_table", "feature_matrix",
+           "feature_matrices"]
 
 
 @dataclass
@@ -52,6 +53,9 @@ class CheckResult:
           out-of-fold probabilities (1: the model cannot place it in any class).
         - ``knn_label_score`` (float, with labels; NaN when unlabelled): the neighbours' smoothed
           share of the row's label; low is suspect.
+        - ``knn_is_label_issue`` (bool), ``knn_label_quality`` (float) (opt-in, with labels,
+          ``pred_probs`` and ``settings.knn_weight > 0``): the default label rule on the
+          out-of-fold probabilities mixed with the neighbours' label shares.
         - ``null_fraction`` (float), ``is_null_heavy`` (bool) (with ``table``).
         - ``leaks_into_against`` (bool), ``against_row`` (int64, -1 for none),
           ``against_distance`` (float) (with ``against``).
@@ -175,7 +179,7 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
 
     t = time.perf_counter()
     scaler = Scaler.fit(X)
-    Z = scaler.transform(X)
+    Z = scaler.transform(X, clip=cfg.clip)
     k = min(cfg.k, n - 1)
     if k >= 1:
         index = NeighborIndex.build(Z, method=cfg.neighbors, seed=seed)
@@ -237,6 +241,11 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
             lab = labels >= 0
             disagree = lab & (probs.argmax(axis=1) != labels)
             summary["knn_labels"] = {"rows_outvoted": int(disagree.sum()), "k": k}
+            if pred_probs is not None and cfg.knn_weight > 0:
+                issue, quality = knn_assisted_issues(labels, pred_probs, probs, cfg.knn_weight)
+                cols["knn_is_label_issue"] = issue
+                cols["knn_label_quality"] = quality
+                summary["knn_labels"].update(weight=cfg.knn_weight, label_issues=int(issue.sum()))
         summary["class_balance"] = class_balance(labels, n_classes, cfg.imbalance)
         times["labels_s"] = time.perf_counter() - t
 
@@ -253,7 +262,7 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
     against_cols = {}
     if against is not None:
         t = time.perf_counter()
-        Za = scaler.transform(against)
+        Za = scaler.transform(against, clip=cfg.clip)
         hashes_a = row_hashes(against)
         main = leak_columns(*_nearest(index, Z, Za), cross_matches(hashes_a, against, hashes, X),
                             radius)
@@ -274,6 +283,44 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
 
     summary["timings"] = times
     return CheckResult(cols, against_cols, summary)
+
+
+def check_table(table: pa.Table, *, label: str | None = None, features=None, exclude=(), ids=(),
+                against: pa.Table | None = None, pred_probs=None,
+                settings: CheckSettings | None = None, seed: int = DEFAULT_SEED) -> CheckResult:
+    """:func:`run_checks` on an Arrow table: pick the feature columns as ``flag`` does, encode
+    them (with ``against``, in the same codes), encode a single-label ``label`` column.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+    label : str, optional
+        The class column; without it the label checks are skipped. A list (multi-label) column
+        is not a class: pass none.
+    features, exclude, ids : sequence of str
+        As for ``flag``: the feature columns are ``features``, else every column but the label,
+        ``ids`` and ``exclude``.
+    against : pyarrow.Table, optional
+        A second table holding the same feature columns (leakage).
+    pred_probs, settings, seed
+        As for :func:`run_checks`.
+
+    Raises
+    ------
+    InputError
+        A column not found, no feature column left, ``against`` without a feature column.
+    """
+    from ..features import encode_labels, select_feature_columns
+
+    cols = select_feature_columns(table.schema, [] if label is None else label, features=features,
+                                  exclude=tuple(exclude), ids=tuple(ids))
+    if label is not None and label not in table.schema.names:
+        raise InputError(f"label column '{label}' not found (columns: "
+                         f"{', '.join(table.schema.names[:12])}); pass --label with one of them")
+    X, Xa = feature_matrices(table, cols, against)
+    labels = None if label is None else encode_labels(table.column(label), label)[0]
+    return run_checks(X, labels, pred_probs=pred_probs, table=table, columns=cols, against=Xa,
+                      settings=settings, seed=seed)
 
 
 def _nearest(index, Z, Za):

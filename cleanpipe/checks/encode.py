@@ -1,7 +1,8 @@
 """Tables -> the matrices the data checks work on: flag's encoding, then standardised.
 
 The checks measure distances, so every column is put on one scale (mean 0, standard deviation 1,
-missing values at the mean) before the neighbour index sees it; exact duplicates are found on the
+missing values at the mean, clipped at a few standard deviations) before the neighbour index sees
+it; exact duplicates are found on the
 matrix before that step, where a null equals a null. A second table (leakage) is encoded together
 with the first, so that a category has one code in both, and standardised with the first table's
 means and deviations.
@@ -43,13 +44,15 @@ class Scaler:
         std = np.sqrt(np.divide(sq, count, out=np.zeros(d), where=count > 0))
         return cls(mean, np.where(std > 0, std, 1.0))
 
-    def transform(self, X: np.ndarray, block: int = 65536) -> np.ndarray:
-        """``(X - mean) / scale`` as float32, NaN -> 0 (the mean), in row blocks."""
+    def transform(self, X: np.ndarray, *, clip: float | None = None,
+                  block: int = 65536) -> np.ndarray:
+        """``(X - mean) / scale`` as float32, NaN -> 0 (the mean), clipped to ``[-clip, clip]``
+        when ``clip`` is given, in row blocks."""
         out = np.empty(X.shape, dtype=np.float32)
         mean, scale = self.mean.astype(np.float32), self.scale.astype(np.float32)
         for s in range(0, X.shape[0], block):
-            b = (X[s:s + block] - mean) / scale
-            out[s:s + block] = np.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0)
+            b = np.nan_to_num((X[s:s + block] - mean) / scale, nan=0.0, posinf=0.0, neginf=0.0)
+            out[s:s + block] = b if clip is None else np.clip(b, -clip, clip)
         return out
 
 

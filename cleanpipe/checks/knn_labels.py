@@ -50,3 +50,28 @@ def knn_label_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     lab = labels >= 0
     out[lab] = probs[np.flatnonzero(lab), labels[lab]]
     return out
+
+
+def knn_assisted_issues(labels: np.ndarray, pred_probs: np.ndarray, knn_probs: np.ndarray,
+                        weight: float):
+    """The default label rule run on ``(1 - weight) * pred_probs + weight * knn_probs``.
+
+    Returns
+    -------
+    is_issue : ndarray of shape (n_samples,), bool
+        False on unlabelled rows.
+    score : ndarray of shape (n_samples,), float64
+        The rule's ``label_score`` on the mixed probabilities (NaN when unlabelled).
+    """
+    from ..api import find_label_issues
+
+    lab = np.flatnonzero(labels >= 0)
+    is_issue = np.zeros(len(labels), dtype=bool)
+    score = np.full(len(labels), np.nan)
+    if lab.size == 0:
+        return is_issue, score
+    mixed = (1 - weight) * pred_probs[lab] + weight * knn_probs[lab]
+    found = find_label_issues(labels[lab], mixed / mixed.sum(axis=1, keepdims=True))
+    is_issue[lab] = found["is_label_issue"].to_numpy()
+    score[lab] = found["label_score"].to_numpy()
+    return is_issue, score

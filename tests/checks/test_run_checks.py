@@ -160,3 +160,58 @@ def test_bad_tables_one_line():
         feature_matrix(a, [])
     with pytest.raises(InputError, match="holds \\+/-inf"):
         run_checks(np.array([[np.inf], [0.0]]))
+
+
+def test_clip_off_finds_a_single_column_outlier():
+    X = _gauss(300, d=8)
+    X[5, 2] = 200.0  # a typo in one column
+    assert run_checks(X, settings=CheckSettings(clip=None)).columns["is_outlier"][5]
+
+
+def test_knn_assisted_rule_is_opt_in(digits_noisy):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, flip, table = digits_noisy
+    X = feature_matrix(table, [c for c in table.column_names if c != "label"])
+    y = table.column("label").to_numpy()
+    probs = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, y, cv=3, method="predict_proba")
+    assert "knn_is_label_issue" not in run_checks(X, y, pred_probs=probs).columns
+    c = run_checks(X, y, pred_probs=probs, settings=CheckSettings(knn_weight=0.2)).columns
+    found = c["knn_is_label_issue"]
+    assert (found & flip).sum() / found.sum() > 0.8 and (found & flip).sum() / flip.sum() > 0.6
+    # the neighbours alone already point at the flipped rows
+    assert np.nanmean(c["knn_label_score"][flip]) < np.nanmean(c["knn_label_score"][~flip]) - 0.3
+
+
+def test_check_table_end_to_end(small_table):
+    from cleanpipe.checks import check_table
+
+    table, _ = small_table
+    doubled = pa.concat_tables([table, table.slice(0, 3)])
+    res = check_table(doubled, label="label", against=table.slice(10, 5))
+    n = table.num_rows
+    dup = res.columns["is_exact_duplicate"]
+    assert dup[[0, 1, 2, n, n + 1, n + 2]].all()
+    assert res.columns["leaks_into_against"][10:15].all()
+    assert res.against_columns["leaks_into_main"].all()
+    with pytest.raises(InputError, match="lacks feature column"):
+        check_table(doubled, label="label", against=table.drop_columns(["x"]))
+    assert "label_conflict" in res.columns and "null_fraction" in res.columns
+
+
+def test_summary_is_json_and_columns_have_n_rows():
+    import json
+
+    X = _gauss(120)
+    X[3] = X[4]
+    y = np.r_[np.zeros(60, np.int64), np.ones(60, np.int64)]
+    probs = np.full((120, 2), 0.5)
+    table = pa.table({f"f{i}": X[:, i] for i in range(5)})
+    r = run_checks(X, y, pred_probs=probs, table=table, against=X[:10] + 5)
+    json.dumps(r.summary, allow_nan=False)
+    assert all(len(v) == 120 for v in r.columns.values())
+    assert all(len(v) == 10 for v in r.against_columns.values())
+    np.testing.assert_allclose(r.columns["probs_ood_score"], 1.0)
