@@ -32,7 +32,8 @@ SUSPECT_COLUMNS = ("suspect_missing", "suspect_spurious")
 #: depends on the run (the label checks need a single-label target, leakage ``--against``).
 CHECK_COLUMNS = ("duplicate_set", "exact_duplicate_set", "is_exact_duplicate", "is_near_duplicate",
                  "label_conflict", "duplicate_label_agreement", "outlier_score", "is_outlier",
-                 "probs_ood_score", "knn_label_score", "null_fraction", "is_null_heavy",
+                 "probs_ood_score", "knn_label_score", "knn_is_label_issue", "knn_label_quality",
+                 "null_fraction", "is_null_heavy",
                  "leaks_into_against", "against_row", "against_distance")
 #: Columns of ``flag --checks`` that ``clean`` reads: each row's duplicate set (negative or null:
 #: none) and whether it is an outlier.

@@ -192,7 +192,9 @@ def format_issues(issues: dict) -> list:
     k = issues.get("knn_labels")
     if k:
         lines.append(f"  neighbours' labels: {k['rows_outvoted']} rows outvoted by their {k['k']} "
-                     "nearest neighbours")
+                     "nearest neighbours"
+                     + (f"; {k['label_issues']} label issues with the kNN-assisted rule (weight "
+                        f"{k['weight']})" if "label_issues" in k else ""))
     b = issues.get("class_balance") or {}
     if b.get("underrepresented"):
         lines.append(f"  class imbalance: under-represented classes {b['underrepresented']}")

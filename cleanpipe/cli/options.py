@@ -11,7 +11,7 @@ import functools
 import click
 
 from ..formats import FORMATS, TableFormat
-from ..settings import CHECKS, DEVICES, SEED, CheckSettings, Setting
+from ..settings import CHECKS, DEVICES, SEED, CheckSettings, Setting, option_name
 
 
 def csv_option(value):
@@ -103,6 +103,10 @@ CHECK_OPTIONS = {
                       "nearest-neighbour distance."),
     "outlier_z": ("--outlier-z", "A row is an outlier when its neighbour-distance score is this "
                   "many robust standard deviations above the table's median."),
+    "clip": ("--clip", "Standardised feature values are clipped at +/- this before distances are "
+             "measured, so one rare value does not make a row an outlier on its own (1e9: no clip)."),
+    "knn_weight": ("--knn-weight", "Also apply the label rule to the out-of-fold probabilities mixed "
+                   "with this share of the neighbours' labels: knn_is_label_issue (0: off)."),
     "k": ("--k-neighbors", "Neighbours per row for the outlier score and the neighbours' label "
           "agreement."),
     "null_heavy": ("--null-heavy", "A row or feature column with more than this share of nulls "
@@ -120,7 +124,8 @@ def check_options(f):
     are off) and ``against`` (a path or None). ``--against`` turns the checks on; a check setting
     given on the command line without them is an error rather than silently ignored."""
     for key in reversed(list(CHECKS)):
-        flag, help_text = CHECK_OPTIONS[key]
+        # a setting added to CHECKS without a spelling here still gets an option
+        flag, help_text = CHECK_OPTIONS.get(key, (option_name(key), f"Data checks: {CHECKS[key].want}."))
         calibrated = {"show_default": "calibrated: --near-fraction of the median distance from a row "
                                       "to its nearest other row"} if key == "near_radius" else {}
         f = setting_option(flag, CHECKS[key], key, help=help_text, **calibrated)(f)
@@ -140,7 +145,7 @@ def check_options(f):
         values = {key: kwargs.pop(key) for key in CHECKS}
         ctx = click.get_current_context()
         if not (run_checks or against):
-            given = [CHECK_OPTIONS[k][0] for k in CHECKS
+            given = [CHECK_OPTIONS.get(k, (option_name(k),))[0] for k in CHECKS
                      if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE]
             if given:
                 raise click.UsageError(f"{given[0]} is a setting of the data checks; add --checks "

@@ -223,6 +223,10 @@ def _knn(issues: dict, scan: IssueScan, svgs: dict) -> str:
             "feature space, no model) that carry its label: a model-free second opinion on the label. "
             f"{k['rows_outvoted']:,} rows are outvoted by their neighbours. Rows the label detector "
             "flagged should mostly score low.")
+    if isinstance(k.get("label_issues"), int) and isinstance(k.get("weight"), (int, float)):
+        lead += (f" The kNN-assisted rule (the out-of-fold probabilities mixed with {k['weight']:g} of "
+                 f"the neighbours' label shares, --knn-weight) flags {k['label_issues']:,} rows "
+                 "(knn_is_label_issue).")
     return _html.section("knn-labels", "Neighbours' labels", lead,
                          _html.img("chart-knn-labels", svgs["chart-knn-labels"],
                                    "knn_label_score histograms of kept and flagged rows"))

@@ -165,3 +165,53 @@ def test_a_table_that_already_has_a_check_column(planted_checks, tmp_path):
     line = one_error_line(run("flag", tmp_path / "has.parquet", "--pred-probs", planted_checks["probs"],
                               "--checks", "--out", tmp_path / "o.parquet"))
     assert "'is_outlier'" in line
+
+
+def test_flag_checks_never_load_matplotlib(planted_checks, tmp_path):
+    # matplotlib wants a writable config folder under HOME: flag (checks and all) must not load it.
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chmod(home, 0o555)
+    code = ("import sys; from cleanpipe.cli import cli\n"
+            "try:\n    cli.main(sys.argv[1:], prog_name='cleanpipe')\nexcept SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "print('matplotlib' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "MPLCONFIGDIR"}
+    env.update(HOME=str(home), PYTHONPATH=os.pathsep.join(sys.path))
+    p = planted_checks
+    res = subprocess.run([sys.executable, "-c", code, "flag", str(p["data"]), "--pred-probs", str(p["probs"]),
+                          "--against", str(p["other"]), "--out", str(tmp_path / "f.parquet"), "-q"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
+
+
+def test_multilabel_data_gets_every_check_but_the_label_ones(planted_checks, tmp_path):
+    t = planted_checks["table"]
+    tags = pa.array([["a"] if y else ["b", "a"] for y in t.column("label").to_pylist()])
+    pq.write_table(t.drop_columns(["label"]).append_column("tags", tags), tmp_path / "ml.parquet")
+    probs = np.clip(np.stack([np.full(300, 0.9), t.column("label").to_numpy() * -0.8 + 0.9], 1), 0.05, 0.95)
+    np.save(tmp_path / "ml.npy", probs)
+    res = run("flag", tmp_path / "ml.parquet", "--label", "tags", "--id", "row_id", "--pred-probs",
+              tmp_path / "ml.npy", "--checks", "--out", tmp_path / "ml.flags.parquet", "--json")
+    assert res.exit_code == 0, res.output
+    issues = json.loads(res.stdout)["issues"]
+    assert issues["duplicates"]["exact_sets"] == 2 and "label_conflicts" not in issues
+    flags = pq.read_table(tmp_path / "ml.flags.parquet")
+    assert "is_outlier" in flags.column_names and "knn_label_score" not in flags.column_names
+
+
+def test_knn_weight_adds_the_knn_assisted_rule_beside_the_flags(planted_checks, tmp_path):
+    out, summary = _flag(planted_checks, tmp_path, "--checks", "--knn-weight", "0.2")
+    flags = pq.read_table(out)
+    assert {"knn_is_label_issue", "knn_label_quality"} <= set(flags.column_names)
+    k = summary["issues"]["knn_labels"]
+    assert k["weight"] == 0.2 and k["label_issues"] == sum(flags.column("knn_is_label_issue").to_pylist())
+    plain, _ = _flag(planted_checks, tmp_path, "--checks", name="plain")
+    # the detector's own flags do not change
+    assert flags.column("is_label_issue").equals(pq.read_table(plain).column("is_label_issue"))
+    assert "knn_is_label_issue" not in pq.read_table(plain).column_names
