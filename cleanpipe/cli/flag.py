@@ -173,25 +173,31 @@ def format_summary(s: dict, ids=()) -> str:
     return "\n".join(lines)
 
 
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 set``, ``2 sets``."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def format_issues(issues: dict) -> list:
     """The terminal lines of the data checks (``--checks``): one per check that ran."""
     lines = ["data checks:"]
     d = issues.get("duplicates")
     if d:
-        lines.append(f"  duplicates: {d['exact_rows']} rows in {d['exact_sets']} exact sets, "
-                     f"{d['near_rows']} in {d['near_sets']} near-duplicate sets (radius "
-                     f"{d['radius']:.3g}); {d['near_extra_rows']} copies beyond the first of each set")
+        lines.append(f"  duplicates: {_n(d['exact_rows'], 'row')} in {_n(d['exact_sets'], 'exact set')}, "
+                     f"{d['near_rows']} in {_n(d['near_sets'], 'near-duplicate set')} (radius "
+                     f"{d['radius']:.3g}); {_n(d['near_extra_rows'], 'copy', 'copies')} beyond the "
+                     "first of each set")
     c = issues.get("label_conflicts")
     if c:
-        lines.append(f"  label conflicts: {c['rows']} rows in {c['sets']} duplicate sets disagree on "
-                     "the label")
+        lines.append(f"  label conflicts: {_n(c['rows'], 'row')} in {_n(c['sets'], 'duplicate set')} "
+                     "disagree on the label")
     o = issues.get("outliers")
     if o:
         threshold = "" if o.get("threshold") is None else f" (outlier_score above {o['threshold']:.3g})"
-        lines.append(f"  outliers: {o['rows']} rows{threshold}")
+        lines.append(f"  outliers: {_n(o['rows'], 'row')}{threshold}")
     k = issues.get("knn_labels")
     if k:
-        lines.append(f"  neighbours' labels: {k['rows_outvoted']} rows outvoted by their {k['k']} "
+        lines.append(f"  neighbours' labels: {_n(k['rows_outvoted'], 'row')} outvoted by their {k['k']} "
                      "nearest neighbours"
                      + (f"; {k['label_issues']} label issues with the kNN-assisted rule (weight "
                         f"{k['weight']})" if "label_issues" in k else ""))
@@ -208,6 +214,7 @@ def format_issues(issues: dict) -> list:
         lines.append(f"  null-heavy rows: {t['null_heavy_rows']}")
     leak = issues.get("leakage")
     if leak:
-        lines.append(f"  leakage: {leak['rows']} rows duplicate a row of --against ({leak['exact_rows']} "
-                     f"exact); {leak['against_rows']} of its rows duplicate one of these")
+        lines.append(f"  leakage: {_n(leak['rows'], 'row')} duplicate a row of --against "
+                     f"({leak['exact_rows']} exact); {leak['against_rows']} of its rows duplicate one "
+                     "of these")
     return lines

@@ -194,7 +194,7 @@ def _duplicates(issues: dict, scan: IssueScan, svgs: dict, rows) -> str:
     c = issues.get("label_conflicts")
     if c:
         body += (f'<p class="lead" style="margin-top:12px"><em>Label conflicts.</em> {c["rows"]:,} rows '
-                 f"in {c['sets']:,} duplicate sets whose labels disagree: the features cannot tell "
+                 f"in {c['sets']:,} duplicate set(s) whose labels disagree: the features cannot tell "
                  "them apart, so at least one label of each set is likely wrong. The first ones:</p>"
                  + rows(scan.conflicts, "label-conflict-rows",
                         ["duplicate_set", "given_label", "label_score", "is_label_issue"]))

@@ -76,7 +76,7 @@ def test_checks_with_cross_validation_share_the_feature_matrix(planted_checks, t
     res = run("flag", planted_checks["data"], "--id", "row_id", "--model", "logreg", "--folds", "3",
               "--checks", "--outlier-z", "5", "--out", out)
     assert res.exit_code == 0, res.output
-    assert "data checks:" in res.output and "label conflicts: 2 rows in 1 duplicate sets" in res.output
+    assert "data checks:" in res.output and "label conflicts: 2 rows in 1 duplicate set disagree" in res.output
     summary = json.loads((tmp_path / "cv.flags.summary.json").read_text())
     assert summary["settings"]["features"] == ["f0", "f1", "f2"]
     assert summary["issues"]["outliers"]["z"] == 5.0

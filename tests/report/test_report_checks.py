@@ -33,7 +33,7 @@ def test_sections_show_the_planted_rows(flagged_checks, planted_checks):
     at = planted_checks["planted"]
     html = build_report(flagged_checks.table, flagged_checks.summary)
     dup = _section(html, "duplicates")
-    assert "2 rows in 1 duplicate sets whose labels disagree" in dup
+    assert "2 rows in 1 duplicate set(s) whose labels disagree" in dup
     conflict_rows = re.findall(r'<tr><td class="num ">(\d+)</td>', dup)
     assert conflict_rows == [str(r) for r in at["conflict"]]
     outliers = _section(html, "outliers")
