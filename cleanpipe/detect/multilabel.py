@@ -39,12 +39,9 @@ import numpy as np
 from ..settings import (DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS,  # noqa: F401
                         MULTILABEL_NOISY_THRESHOLD)
 from ._validate import iter_blocks
+from .anchors import anchor_noise_rates
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
 from .mixture import LossMixture, fit_loss_mixture
-
-#: Share of each class's rows given (or not given) the tag that anchor its noise rates: the rows
-#: the model is most sure truly have (or lack) the tag (see :func:`anchor_noise_rates`).
-ANCHOR_SHARE = 0.05
 
 #: Probabilities are kept this far from 0 and 1 in the binary cross-entropy.
 _PROB_FLOOR = 1e-12
@@ -322,89 +319,6 @@ def flag_pairs_by_noise_rate(cl: MultilabelConfident, *, min_keep: int = 1) -> n
     quota = prune_quota(cl, min_keep=min_keep).ravel()
     groups = 2 * cl.pair_classes + cl.pair_given
     return top_per_group(groups, cl.pair_margin, quota)
-
-
-def _tail_rate(p: np.ndarray, y: np.ndarray, m: int) -> float:
-    """Rate of ``y`` over the ``m`` rows of smallest ``p``, Jeffreys-smoothed: ``(s + 1/2) / (m + 1)``.
-
-    Rows tied at the cut count pro rata, so the result does not depend on the row order. The
-    smoothing keeps a rate seen 0 times in a small anchor set above 0 (a zero rate would make
-    every flip of that kind impossible).
-    """
-    v = np.partition(p, m - 1)[m - 1]
-    below, at = p < v, p == v
-    s = y[below].sum() + (m - below.sum()) * y[at].mean()
-    return float((s + 0.5) / (m + 1))
-
-
-def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_SHARE,
-                       pooled: bool = True, block_rows: int | None = None) -> np.ndarray:
-    """Per-class noise rates from anchor rows: how often the given tag disagrees where the model is surest.
-
-    Parameters
-    ----------
-    labels : ndarray of shape (n_samples, n_classes), 0/1 or bool
-    pred_probs : array-like of shape (n_samples, n_classes)
-        Out-of-fold tag probabilities (fitted to the given, noisy tags).
-    share : float, default=ANCHOR_SHARE
-        Size of each anchor set as a share of the rows on that side (given absent / present).
-    pooled : bool, default=True
-        One spurious and one missing rate for every class: the per-class rates averaged with
-        weights ``n0`` and ``n1`` (see Notes).
-    block_rows : int, optional
-
-    Returns
-    -------
-    ndarray of shape (n_classes, 2, 2)
-        ``P(given = g | true = j)`` indexed ``[k, g, j]`` (the layout of
-        :attr:`MultilabelConfident.noise_matrix`); ``[k, 1, 0]`` is the spurious rate,
-        ``[k, 0, 1]`` the missing rate.
-
-    Notes
-    -----
-    Under class-conditional noise the probability of the given tag is
-    ``P(given = 1 | x) = rho0 + (1 - rho0 - rho1) pi(x)`` with ``pi(x) = P(true = 1 | x)``,
-    ``rho0 = P(given 1 | true 0)`` and ``rho1 = P(given 0 | true 1)``: its infimum is ``rho0`` and
-    its supremum ``1 - rho1`` (the anchor-point estimators of Scott et al. 2013; Patrini et al.
-    2017 take a high percentile of the model's probability). Here ``rho0`` is the *observed*
-    frequency of the given tag among the ``m0 = share * n0`` rows of lowest ``p_k`` (``n0`` rows
-    lack the tag) and ``rho1`` the frequency of its absence among the ``m1 = share * n1`` rows of
-    highest ``p_k``, each smoothed as ``(count + 1/2) / (m + 1)`` (the posterior mean under a
-    Jeffreys prior): the given tags of the anchor rows, not the model's own extreme probabilities, whose
-    sigmoid tails undershoot a floor of ``rho0``. Each rate is capped by the frequency of that
-    given side (``rho0 <= P(given 1)``, ``rho1 <= P(given 0)``), which holds whenever
-    ``rho0 + rho1 < 1``. An anchor set holds only a few dozen rows on a small table, so a single
-    class's rates are noisy and a wrong one reorders the rows across classes; pooling treats the
-    errors as coming from one tagging process (one rate of dropped and one of added tags), which
-    ranked better on every development case of ``benchmarks/multilabel.py``.
-
-    Examples
-    --------
-    >>> Y = np.array([[1], [1], [0], [0], [1], [0], [0], [1]])
-    >>> P = np.array([[.9], [.8], [.1], [.2], [.05], [.3], [.7], [.6]])
-    >>> # anchors of one row: the lowest p (.05) is given the tag, rho0 = (1 + 1/2) / 2, capped at
-    >>> # P(given 1) = 0.5; the highest (.9) is given it too, rho1 = (0 + 1/2) / 2
-    >>> anchor_noise_rates(Y, P, share=0.25, pooled=False)[0]
-    array([[0.5 , 0.25],
-           [0.5 , 0.75]])
-    """
-    n, k = labels.shape
-    block_rows = block_rows or _block_rows(k)
-    y = np.asarray(labels).astype(np.float64)
-    pos = y.sum(axis=0)
-    noise = np.broadcast_to(np.eye(2), (k, 2, 2)).copy()
-    for c in range(k):  # one column at a time keeps memory at one column of a memmap
-        p = np.concatenate([b[:, c] for _, _, b in iter_blocks(pred_probs, block_rows)]).astype(np.float64)
-        n1, n0 = pos[c], n - pos[c]
-        rho0 = _tail_rate(p, y[:, c], max(1, int(share * n0))) if n0 else 0.0
-        rho1 = _tail_rate(-p, 1.0 - y[:, c], max(1, int(share * n1))) if n1 else 0.0
-        rho0, rho1 = min(rho0, n1 / n), min(rho1, n0 / n)
-        noise[c] = [[1.0 - rho0, rho1], [rho0, 1.0 - rho1]]
-    if pooled:
-        rho0 = np.average(noise[:, 1, 0], weights=np.maximum(n - pos, 1e-12))
-        rho1 = np.average(noise[:, 0, 1], weights=np.maximum(pos, 1e-12))
-        noise[:] = [[1.0 - rho0, rho1], [rho0, 1.0 - rho1]]
-    return noise
 
 
 def flip_posteriors(labels: np.ndarray, p: np.ndarray, noise: np.ndarray) -> np.ndarray:
