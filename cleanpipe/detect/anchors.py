@@ -34,7 +34,7 @@ from ._validate import iter_blocks
 
 #: Share of the eligible cells given (or not given) a tag that anchor the rates: the cells the
 #: model is surest truly have (or lack) the tag.
-ANCHOR_SHARE = 0.10
+ANCHOR_SHARE = 0.05
 #: Eligible cells: those whose row has at most this quantile of the other-tag counts of the cells
 #: on that side (given absent / given present). 1 keeps every cell.
 ANCHOR_FEW_TAGS = 0.25

@@ -6,8 +6,9 @@ need not sum to 1). Per-class binary arrays are indexed ``[class, given, true]``
 and 1 = tag present, so ``[k, 0, 1]`` counts *missing* tags (given absent, truly present) and
 ``[k, 1, 0]`` *spurious* ones (given present, truly absent).
 
-The default rule is a posterior one: each class's missing and spurious rates are read off
-anchor rows (:func:`anchor_noise_rates`), Bayes' rule under class-conditional noise gives every
+The default rule is a posterior one: the probabilities are recalibrated within strata of the row's
+other given tags (:mod:`~cleanpipe.detect.tag_calibration`), one missing and one spurious rate are
+read off anchor cells (:func:`~cleanpipe.detect.anchors.anchor_noise_rates`), Bayes' rule under class-conditional noise gives every
 cell the posterior that its tag is wrong (:func:`flip_posteriors`), a row's cells combine into
 ``p_error = 1 - prod(1 - post)`` (:func:`row_error_posterior`), and the ``round(sum(p_error))``
 likeliest rows are flagged (:func:`flag_top_expected`). Confident learning (cleanlab's rule, kept
@@ -40,6 +41,7 @@ from ..settings import (DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, MULTILABEL_M
                         MULTILABEL_NOISY_THRESHOLD)
 from ._validate import iter_blocks
 from .anchors import anchor_noise_rates
+from .tag_calibration import TagCountCalibrated, TagCountCalibration, fit_tag_count_calibration
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
 from .mixture import LossMixture, fit_loss_mixture
 
@@ -421,6 +423,9 @@ class MultilabelDetection:
     confident : MultilabelConfident
     mixture : LossMixture
     method : str
+    calibration : TagCountCalibration
+        The per-stratum Platt maps applied to ``pred_probs`` before the anchor rates and the flip
+        posteriors (:func:`~cleanpipe.detect.tag_calibration.fit_tag_count_calibration`).
     """
 
     is_label_issue: np.ndarray
@@ -437,6 +442,7 @@ class MultilabelDetection:
     confident: MultilabelConfident
     mixture: LossMixture
     method: str
+    calibration: TagCountCalibration
 
     def suspects(self, *, spurious: bool):
         """The suspect spurious (or missing) classes of every row as ``(offsets, classes)``.
@@ -511,9 +517,11 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_M
 
     Notes
     -----
-    ``posterior`` (default) estimates each class's missing and spurious rates from anchor rows
-    (:func:`anchor_noise_rates`), turns every cell's probability into the posterior that its given
-    tag is wrong (:func:`flip_posteriors`), combines a row's cells into ``p_error = 1 - prod(1 -
+    ``posterior`` (default) first recalibrates the probabilities within strata of the row's other
+    given tags (:func:`~cleanpipe.detect.tag_calibration.fit_tag_count_calibration`), estimates
+    one missing and one spurious rate from anchor cells (:func:`anchor_noise_rates`), turns every
+    cell's probability into the posterior that its given tag is wrong (:func:`flip_posteriors`),
+    combines a row's cells into ``p_error = 1 - prod(1 -
     post)`` and flags the ``round(sum(p_error))`` rows of highest ``p_error``
     (:func:`flag_top_expected`): the expected number of wrong rows. A flagged row's suspects are
     its cells with a flip posterior >= 0.5, or else its most likely flip. ``noise_rate`` flags every
@@ -529,14 +537,18 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_M
     p_noisy = mix.p_noisy(cl.loss)
     n, k = labels.shape
     block_rows = block_rows or _block_rows(k)
-    noise = anchor_noise_rates(labels, pred_probs, block_rows=block_rows)
-    p_error, expected_wrong = _posterior_pass(labels, pred_probs, noise, block_rows)
+    # the posterior rule reads probabilities recalibrated per number of other given tags (see
+    # tag_calibration); the confident-learning rules keep the probabilities they were given
+    calibration = fit_tag_count_calibration(labels, pred_probs, block_rows=block_rows)
+    calibrated = TagCountCalibrated(labels, pred_probs, calibration)
+    noise = anchor_noise_rates(labels, calibrated, block_rows=block_rows)
+    p_error, expected_wrong = _posterior_pass(labels, calibrated, noise, block_rows)
     common = dict(label_score=1.0 - p_error, p_error=p_error, noise_matrix=noise,
                   expected_wrong=expected_wrong, p_noisy=p_noisy, loss=cl.loss, predicted=cl.predicted,
-                  confident=cl, mixture=mix, method=method)
+                  confident=cl, mixture=mix, method=method, calibration=calibration)
     if method == "posterior":
         flags = flag_top_expected(p_error)
-        rows, classes, givens = _posterior_suspects(labels, pred_probs, noise, flags, block_rows)
+        rows, classes, givens = _posterior_suspects(labels, calibrated, noise, flags, block_rows)
         return MultilabelDetection(is_label_issue=flags, issue_rows=rows, issue_classes=classes,
                                    issue_given=givens, **common)
     if method in ("noise_rate", "both"):
