@@ -94,6 +94,11 @@ class _LowTail:
         return float((s + 0.5) / (m + 1))
 
 
+def _anchor_size(cells: int, share: float) -> int:
+    """Anchors for a side of ``cells`` eligible cells: ``share`` of them, at least 1 (0 if none)."""
+    return max(1, int(share * cells)) if cells else 0
+
+
 def few_tags_limits(labels: np.ndarray, quantile: float = ANCHOR_FEW_TAGS) -> tuple[int, int]:
     """Largest number of other given tags an anchor cell's row may carry, per given side.
 
@@ -179,11 +184,10 @@ def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_
     # eligible cells per class and side: given 0 in a row of rows0, given 1 in a row of rows1
     n0 = (~y_all & rows0[:, None]).sum(axis=0)
     n1 = (y_all & rows1[:, None]).sum(axis=0)
-    if pooled:
-        tails = [(_LowTail(max(1, int(share * n0.sum()))), _LowTail(max(1, int(share * n1.sum()))))]
-    else:
-        tails = [(_LowTail(max(1, int(share * a)) if a else 0), _LowTail(max(1, int(share * b)) if b else 0))
-                 for a, b in zip(n0, n1)]
+    # one (lowest p, highest p) pair of tails for all classes, or one per class; a side without
+    # eligible cells gets an empty tail (m = 0) and a rate of 0
+    sides = [(n0.sum(), n1.sum())] if pooled else list(zip(n0, n1))
+    tails = [(_LowTail(_anchor_size(a, share)), _LowTail(_anchor_size(b, share))) for a, b in sides]
     block_rows = block_rows or max(1024, _BLOCK_CELLS // max(k, 1))
     for start, stop, block in iter_blocks(pred_probs, block_rows):
         y = y_all[start:stop]
@@ -197,12 +201,10 @@ def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_
             tails[0][1].add(-p[ok1], ~y[ok1])
             continue
         for c, (low, high) in enumerate(tails):
-            if low:
-                low.add(p[ok0[:, c], c], y[ok0[:, c], c])
-            if high:
-                high.add(-p[ok1[:, c], c], ~y[ok1[:, c], c])
+            low.add(p[ok0[:, c], c], y[ok0[:, c], c])
+            high.add(-p[ok1[:, c], c], ~y[ok1[:, c], c])
     density = y_all.mean() if pooled else y_all.mean(axis=0)
-    rates = np.array([[low.rate() if low else 0.0, high.rate() if high else 0.0] for low, high in tails])
+    rates = np.array([[low.rate(), high.rate()] for low, high in tails])
     rho0 = np.minimum(rates[:, 0], density)
     rho1 = np.minimum(rates[:, 1], 1.0 - density)
     noise = np.empty((len(rates), 2, 2))
