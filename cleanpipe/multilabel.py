@@ -171,10 +171,14 @@ def find_multilabel_issues(labels, pred_probs, *, method: str = DEFAULT_MULTILAB
 
     Notes
     -----
-    Each class ``k`` is a binary problem with probabilities ``(1 - p_k, p_k)``. Its noise rates,
-    ``rho0 = P(given 1 | true 0)`` (spurious) and ``rho1 = P(given 0 | true 1)`` (missing), are
-    read off anchor rows: the given tags of the 5% of rows the model is surest lack (or have) the
-    tag (:func:`cleanpipe.detect.multilabel.anchor_noise_rates`). Bayes' rule under
+    Each class ``k`` is a binary problem with probabilities ``(1 - p_k, p_k)``. The posterior rule
+    first recalibrates them with one Platt map per number of *other* given tags of the row, fitted
+    to the given tags (:func:`cleanpipe.detect.tag_calibration.fit_tag_count_calibration`: a model
+    is often too sure of a tag in rows with many tags and too unsure in rows with few). The noise
+    rates, ``rho0 = P(given 1 | true 0)`` (spurious) and ``rho1 = P(given 0 | true 1)`` (missing),
+    one of each for all classes, are read off anchor cells: the given tags of the 5% of cells the
+    model is surest lack (or have) their tag, among the rows with few other given tags
+    (:func:`cleanpipe.detect.anchors.anchor_noise_rates`). Bayes' rule under
     class-conditional noise turns each cell's ``p`` into the posterior that its given tag is wrong,
     and a row's cells combine into ``p_error = 1 - prod_k (1 - post_k)``; ``label_score =
     1 - p_error``. ``posterior`` (default) flags the ``round(sum(p_error))`` rows of highest

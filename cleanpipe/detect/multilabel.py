@@ -6,8 +6,9 @@ need not sum to 1). Per-class binary arrays are indexed ``[class, given, true]``
 and 1 = tag present, so ``[k, 0, 1]`` counts *missing* tags (given absent, truly present) and
 ``[k, 1, 0]`` *spurious* ones (given present, truly absent).
 
-The default rule is a posterior one: each class's missing and spurious rates are read off
-anchor rows (:func:`anchor_noise_rates`), Bayes' rule under class-conditional noise gives every
+The default rule is a posterior one: the probabilities are recalibrated within strata of the row's
+other given tags (:mod:`~cleanpipe.detect.tag_calibration`), one missing and one spurious rate are
+read off anchor cells (:func:`~cleanpipe.detect.anchors.anchor_noise_rates`), Bayes' rule under class-conditional noise gives every
 cell the posterior that its tag is wrong (:func:`flip_posteriors`), a row's cells combine into
 ``p_error = 1 - prod(1 - post)`` (:func:`row_error_posterior`), and the ``round(sum(p_error))``
 likeliest rows are flagged (:func:`flag_top_expected`). Confident learning (cleanlab's rule, kept
@@ -39,12 +40,10 @@ import numpy as np
 from ..settings import (DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, MULTILABEL_METHODS,  # noqa: F401
                         MULTILABEL_NOISY_THRESHOLD)
 from ._validate import iter_blocks
+from .anchors import anchor_noise_rates
+from .tag_calibration import TagCountCalibrated, TagCountCalibration, fit_tag_count_calibration
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
 from .mixture import LossMixture, fit_loss_mixture
-
-#: Share of each class's rows given (or not given) the tag that anchor its noise rates: the rows
-#: the model is most sure truly have (or lack) the tag (see :func:`anchor_noise_rates`).
-ANCHOR_SHARE = 0.05
 
 #: Probabilities are kept this far from 0 and 1 in the binary cross-entropy.
 _PROB_FLOOR = 1e-12
@@ -324,89 +323,6 @@ def flag_pairs_by_noise_rate(cl: MultilabelConfident, *, min_keep: int = 1) -> n
     return top_per_group(groups, cl.pair_margin, quota)
 
 
-def _tail_rate(p: np.ndarray, y: np.ndarray, m: int) -> float:
-    """Rate of ``y`` over the ``m`` rows of smallest ``p``, Jeffreys-smoothed: ``(s + 1/2) / (m + 1)``.
-
-    Rows tied at the cut count pro rata, so the result does not depend on the row order. The
-    smoothing keeps a rate seen 0 times in a small anchor set above 0 (a zero rate would make
-    every flip of that kind impossible).
-    """
-    v = np.partition(p, m - 1)[m - 1]
-    below, at = p < v, p == v
-    s = y[below].sum() + (m - below.sum()) * y[at].mean()
-    return float((s + 0.5) / (m + 1))
-
-
-def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_SHARE,
-                       pooled: bool = True, block_rows: int | None = None) -> np.ndarray:
-    """Per-class noise rates from anchor rows: how often the given tag disagrees where the model is surest.
-
-    Parameters
-    ----------
-    labels : ndarray of shape (n_samples, n_classes), 0/1 or bool
-    pred_probs : array-like of shape (n_samples, n_classes)
-        Out-of-fold tag probabilities (fitted to the given, noisy tags).
-    share : float, default=ANCHOR_SHARE
-        Size of each anchor set as a share of the rows on that side (given absent / present).
-    pooled : bool, default=True
-        One spurious and one missing rate for every class: the per-class rates averaged with
-        weights ``n0`` and ``n1`` (see Notes).
-    block_rows : int, optional
-
-    Returns
-    -------
-    ndarray of shape (n_classes, 2, 2)
-        ``P(given = g | true = j)`` indexed ``[k, g, j]`` (the layout of
-        :attr:`MultilabelConfident.noise_matrix`); ``[k, 1, 0]`` is the spurious rate,
-        ``[k, 0, 1]`` the missing rate.
-
-    Notes
-    -----
-    Under class-conditional noise the probability of the given tag is
-    ``P(given = 1 | x) = rho0 + (1 - rho0 - rho1) pi(x)`` with ``pi(x) = P(true = 1 | x)``,
-    ``rho0 = P(given 1 | true 0)`` and ``rho1 = P(given 0 | true 1)``: its infimum is ``rho0`` and
-    its supremum ``1 - rho1`` (the anchor-point estimators of Scott et al. 2013; Patrini et al.
-    2017 take a high percentile of the model's probability). Here ``rho0`` is the *observed*
-    frequency of the given tag among the ``m0 = share * n0`` rows of lowest ``p_k`` (``n0`` rows
-    lack the tag) and ``rho1`` the frequency of its absence among the ``m1 = share * n1`` rows of
-    highest ``p_k``, each smoothed as ``(count + 1/2) / (m + 1)`` (the posterior mean under a
-    Jeffreys prior): the given tags of the anchor rows, not the model's own extreme probabilities, whose
-    sigmoid tails undershoot a floor of ``rho0``. Each rate is capped by the frequency of that
-    given side (``rho0 <= P(given 1)``, ``rho1 <= P(given 0)``), which holds whenever
-    ``rho0 + rho1 < 1``. An anchor set holds only a few dozen rows on a small table, so a single
-    class's rates are noisy and a wrong one reorders the rows across classes; pooling treats the
-    errors as coming from one tagging process (one rate of dropped and one of added tags), which
-    ranked better on every development case of ``benchmarks/multilabel.py``.
-
-    Examples
-    --------
-    >>> Y = np.array([[1], [1], [0], [0], [1], [0], [0], [1]])
-    >>> P = np.array([[.9], [.8], [.1], [.2], [.05], [.3], [.7], [.6]])
-    >>> # anchors of one row: the lowest p (.05) is given the tag, rho0 = (1 + 1/2) / 2, capped at
-    >>> # P(given 1) = 0.5; the highest (.9) is given it too, rho1 = (0 + 1/2) / 2
-    >>> anchor_noise_rates(Y, P, share=0.25, pooled=False)[0]
-    array([[0.5 , 0.25],
-           [0.5 , 0.75]])
-    """
-    n, k = labels.shape
-    block_rows = block_rows or _block_rows(k)
-    y = np.asarray(labels).astype(np.float64)
-    pos = y.sum(axis=0)
-    noise = np.broadcast_to(np.eye(2), (k, 2, 2)).copy()
-    for c in range(k):  # one column at a time keeps memory at one column of a memmap
-        p = np.concatenate([b[:, c] for _, _, b in iter_blocks(pred_probs, block_rows)]).astype(np.float64)
-        n1, n0 = pos[c], n - pos[c]
-        rho0 = _tail_rate(p, y[:, c], max(1, int(share * n0))) if n0 else 0.0
-        rho1 = _tail_rate(-p, 1.0 - y[:, c], max(1, int(share * n1))) if n1 else 0.0
-        rho0, rho1 = min(rho0, n1 / n), min(rho1, n0 / n)
-        noise[c] = [[1.0 - rho0, rho1], [rho0, 1.0 - rho1]]
-    if pooled:
-        rho0 = np.average(noise[:, 1, 0], weights=np.maximum(n - pos, 1e-12))
-        rho1 = np.average(noise[:, 0, 1], weights=np.maximum(pos, 1e-12))
-        noise[:] = [[1.0 - rho0, rho1], [rho0, 1.0 - rho1]]
-    return noise
-
-
 def flip_posteriors(labels: np.ndarray, p: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Posterior that each given tag is wrong, ``P(true_k != given_k | x, given)``, in [0, 1].
 
@@ -507,6 +423,9 @@ class MultilabelDetection:
     confident : MultilabelConfident
     mixture : LossMixture
     method : str
+    calibration : TagCountCalibration
+        The per-stratum Platt maps applied to ``pred_probs`` before the anchor rates and the flip
+        posteriors (:func:`~cleanpipe.detect.tag_calibration.fit_tag_count_calibration`).
     """
 
     is_label_issue: np.ndarray
@@ -523,6 +442,7 @@ class MultilabelDetection:
     confident: MultilabelConfident
     mixture: LossMixture
     method: str
+    calibration: TagCountCalibration
 
     def suspects(self, *, spurious: bool):
         """The suspect spurious (or missing) classes of every row as ``(offsets, classes)``.
@@ -597,9 +517,11 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_M
 
     Notes
     -----
-    ``posterior`` (default) estimates each class's missing and spurious rates from anchor rows
-    (:func:`anchor_noise_rates`), turns every cell's probability into the posterior that its given
-    tag is wrong (:func:`flip_posteriors`), combines a row's cells into ``p_error = 1 - prod(1 -
+    ``posterior`` (default) first recalibrates the probabilities within strata of the row's other
+    given tags (:func:`~cleanpipe.detect.tag_calibration.fit_tag_count_calibration`), estimates
+    one missing and one spurious rate from anchor cells (:func:`anchor_noise_rates`), turns every
+    cell's probability into the posterior that its given tag is wrong (:func:`flip_posteriors`),
+    combines a row's cells into ``p_error = 1 - prod(1 -
     post)`` and flags the ``round(sum(p_error))`` rows of highest ``p_error``
     (:func:`flag_top_expected`): the expected number of wrong rows. A flagged row's suspects are
     its cells with a flip posterior >= 0.5, or else its most likely flip. ``noise_rate`` flags every
@@ -615,14 +537,18 @@ def detect_multilabel(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_M
     p_noisy = mix.p_noisy(cl.loss)
     n, k = labels.shape
     block_rows = block_rows or _block_rows(k)
-    noise = anchor_noise_rates(labels, pred_probs, block_rows=block_rows)
-    p_error, expected_wrong = _posterior_pass(labels, pred_probs, noise, block_rows)
+    # the posterior rule reads probabilities recalibrated per number of other given tags (see
+    # tag_calibration); the confident-learning rules keep the probabilities they were given
+    calibration = fit_tag_count_calibration(labels, pred_probs, block_rows=block_rows)
+    calibrated = TagCountCalibrated(labels, pred_probs, calibration)
+    noise = anchor_noise_rates(labels, calibrated, block_rows=block_rows)
+    p_error, expected_wrong = _posterior_pass(labels, calibrated, noise, block_rows)
     common = dict(label_score=1.0 - p_error, p_error=p_error, noise_matrix=noise,
                   expected_wrong=expected_wrong, p_noisy=p_noisy, loss=cl.loss, predicted=cl.predicted,
-                  confident=cl, mixture=mix, method=method)
+                  confident=cl, mixture=mix, method=method, calibration=calibration)
     if method == "posterior":
         flags = flag_top_expected(p_error)
-        rows, classes, givens = _posterior_suspects(labels, pred_probs, noise, flags, block_rows)
+        rows, classes, givens = _posterior_suspects(labels, calibrated, noise, flags, block_rows)
         return MultilabelDetection(is_label_issue=flags, issue_rows=rows, issue_classes=classes,
                                    issue_given=givens, **common)
     if method in ("noise_rate", "both"):
