@@ -155,15 +155,20 @@ def run_datalab(X, y):
 
 
 def worker(tool: str, name: str, seed: int, settings: dict) -> dict:
+    import resource
+
     z = np.load(case_path(name, seed))
     X, y = z["X"], z["y"]
     t0 = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     if tool == "cleanpipe":
         found = run_cleanpipe(X, y, settings)
     else:
         found = run_datalab(X, y)
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "peak_rss_mib": peak_rss_mib(),
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": peak_rss_mib(),
             "found": {k: np.flatnonzero(v).tolist() for k, v in found.items()}}
 
 
@@ -229,8 +234,8 @@ def main(argv=None):
     if a.tune:
         return tune(cases, tables, seeds)
     print("| part | table | seed | rows | tool | " + " | ".join(f"{c} P/R/F1" for c in CHECKS)
-          + " | wall s | peak RSS MiB | load |")
-    print("|---|---|---:|---:|---|" + "---|" * len(CHECKS) + "---:|---:|---:|", flush=True)
+          + " | wall s | CPU s | peak RSS MiB | load |")
+    print("|---|---|---:|---:|---|" + "---|" * len(CHECKS) + "---:|---:|---:|---:|", flush=True)
     f1 = {}
     for (name, seed), truth in cases.items():
         for tool in a.tools.split(","):
@@ -239,14 +244,15 @@ def main(argv=None):
             part = "held-out" if held_out(name, seed) else "tuning"
             head = f"| {part} | {name} | {seed} | {len(truth['exact']):,} | {tool} | "
             if r is None:
-                print(head + " | ".join([why] + [""] * (len(CHECKS) - 1)) + f" | | | {load:.1f} |",
+                print(head + " | ".join([why] + [""] * (len(CHECKS) - 1)) + f" | | | | {load:.1f} |",
                       flush=True)
                 continue
             s = score(r["found"], truth)
             for c in CHECKS:
                 f1.setdefault((part, tool, c), []).append(s[c][2])
             cells = " | ".join(f"{s[c][0]:.2f}/{s[c][1]:.2f}/**{s[c][2]:.2f}**" for c in CHECKS)
-            print(head + cells + f" | {r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} | {load:.1f} |",
+            print(head + cells + f" | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+                  f"{load:.1f} |",
                   flush=True)
     print("\nMean F1 per check\n\n| part | tool | " + " | ".join(CHECKS) + " |\n|---|---|"
           + "---:|" * len(CHECKS))

@@ -131,7 +131,7 @@ class NeighborIndex:
         dist : ndarray of shape (len(Y), k), float32
         idx : ndarray of shape (len(Y), k), int64
         """
-        k = self._check_k(k, other=True)
+        k = self._check_k(k)
         Y = np.ascontiguousarray(Y, dtype=np.float32)
         if Y.ndim != 2 or Y.shape[1] != self.X.shape[1]:
             raise InputError(f"the second table has {Y.shape[-1] if Y.ndim else 0} feature columns "
@@ -143,7 +143,8 @@ class NeighborIndex:
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _check_k(self, k, other=False) -> int:
+    @staticmethod
+    def _check_k(k) -> int:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer; got {k!r}")
         return int(k)

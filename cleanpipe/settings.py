@@ -273,8 +273,8 @@ CLIP_Z = 3.0
 #: Weight of the neighbours' label shares mixed into ``pred_probs`` for the opt-in kNN-assisted
 #: label rule (``knn_weight``; 0 is off, the default, so ``flag``'s rule is unchanged). 0.2 was
 #: best on ``benchmarks/knn_label_signal.py``'s tuning seed (digits, wine, breast_cancer, iris x 12
-#: noises, logreg): mean F1 0.579 vs 0.578 for the detector alone (21 wins, 7 losses), AUPRC
-#: 0.803 vs 0.783; held-out seed 1: F1 0.621 vs 0.591 (24 wins, 8 losses), AUPRC 0.822 vs 0.802.
+#: noises, logreg): mean F1 0.584 vs 0.578 for the detector alone (21 wins, 6 losses), AUPRC
+#: 0.808 vs 0.783; held-out seed 1: F1 0.625 vs 0.591 (24 wins, 6 losses), AUPRC 0.826 vs 0.802.
 KNN_LABEL_WEIGHT = 0.2
 #: A row (column) with more than this share of nulls among the feature columns is null-heavy.
 NULL_HEAVY_FRACTION = 0.5

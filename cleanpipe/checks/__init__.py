@@ -169,37 +169,79 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
     """
     X, labels, pred_probs, against, cfg = _check_inputs(X, labels, pred_probs, table, against,
                                                         settings, seed)
-    n = X.shape[0]
-    cols, summary, times = {}, {"settings": cfg.to_dict(), "rows": n}, {}
+    cols, against_cols, times = {}, {}, {}
+    summary = {"settings": cfg.to_dict(), "rows": X.shape[0]}
 
-    t = time.perf_counter()
-    hashes = row_hashes(X)
-    exact = exact_duplicate_sets(X, hashes)
-    times["exact_duplicates_s"] = time.perf_counter() - t
+    def timed(name, fn, *args):
+        t = time.perf_counter()
+        out = fn(*args)
+        times[f"{name}_s"] = time.perf_counter() - t
+        return out
 
-    t = time.perf_counter()
-    scaler = Scaler.fit(X)
-    Z = scaler.transform(X, clip=cfg.clip)
-    k = min(cfg.k, n - 1)
-    if k >= 1:
-        index = NeighborIndex.build(Z, method=cfg.neighbors, seed=seed)
-        dist, idx = index.kneighbors(k)
-        summary["neighbors"] = {"method": index.method, "k": k, "note": index.note}
-    else:  # one row: nobody to compare with
-        index, dist, idx = None, np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
-        summary["neighbors"] = {"method": "none", "k": 0, "note": "a single row"}
-    times["neighbors_s"] = time.perf_counter() - t
+    run = timed("neighbors", _Shared.build, X, cfg, seed)
+    summary["neighbors"] = run.neighbor_summary()
+    summary["duplicates"] = timed("duplicates", _duplicates, run, cfg, cols)
+    summary["outliers"] = timed("outliers", _outliers, run, cfg, pred_probs, cols)
+    if labels is not None:
+        summary.update(timed("labels", _label_checks, run, cfg, labels, pred_probs, cols))
+    if table is not None:
+        names = list(table.schema.names) if columns is None else list(columns)
+        summary["table"] = timed("table", _table_checks, table, names, cfg, cols)
+    if against is not None:
+        summary["leakage"] = timed("leakage", _leakage, run, cfg, against, seed, cols,
+                                   against_cols)
+    summary["timings"] = times
+    return CheckResult(cols, against_cols, summary)
 
-    t = time.perf_counter()
-    radius = (cfg.near_radius if cfg.near_radius is not None
-              else default_radius(dist, cfg.near_fraction) if k else 0.0)
-    near = near_duplicate_sets(dist, idx, radius, exact)
-    cols["duplicate_set"] = near
-    cols["exact_duplicate_set"] = exact
-    cols["is_exact_duplicate"] = exact >= 0
-    cols["is_near_duplicate"] = near >= 0
-    summary["duplicates"] = {
-        "radius": radius,
+
+@dataclass
+class _Shared:
+    """What every check reads: the matrix, its row hashes and exact groups, the standardised
+    matrix and its one neighbour index, each row's neighbours."""
+
+    X: np.ndarray
+    hashes: np.ndarray
+    exact: np.ndarray
+    scaler: Scaler
+    Z: np.ndarray
+    index: NeighborIndex | None
+    dist: np.ndarray
+    idx: np.ndarray
+    radius: float = 0.0
+
+    @classmethod
+    def build(cls, X, cfg: CheckSettings, seed: int) -> "_Shared":
+        n = X.shape[0]
+        hashes = row_hashes(X)
+        scaler = Scaler.fit(X)
+        Z = scaler.transform(X, clip=cfg.clip)
+        k = min(cfg.k, n - 1)
+        if k >= 1:
+            index = NeighborIndex.build(Z, method=cfg.neighbors, seed=seed)
+            dist, idx = index.kneighbors(k)
+        else:  # one row: nobody to compare with
+            index, dist, idx = None, np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        return cls(X, hashes, exact_duplicate_sets(X, hashes), scaler, Z, index, dist, idx)
+
+    @property
+    def k(self) -> int:
+        return self.dist.shape[1]
+
+    def neighbor_summary(self) -> dict:
+        if self.index is None:
+            return {"method": "none", "k": 0, "note": "a single row"}
+        return {"method": self.index.method, "k": self.k, "note": self.index.note}
+
+
+def _duplicates(run: _Shared, cfg: CheckSettings, cols: dict) -> dict:
+    exact = run.exact
+    run.radius = (cfg.near_radius if cfg.near_radius is not None
+                  else default_radius(run.dist, cfg.near_fraction) if run.k else 0.0)
+    near = near_duplicate_sets(run.dist, run.idx, run.radius, exact)
+    cols.update(duplicate_set=near, exact_duplicate_set=exact, is_exact_duplicate=exact >= 0,
+                is_near_duplicate=near >= 0)
+    return {
+        "radius": run.radius,
         "radius_calibrated": cfg.near_radius is None,
         "exact_rows": int((exact >= 0).sum()), "exact_sets": int(exact.max() + 1),
         "near_rows": int((near >= 0).sum()), "near_sets": int(near.max() + 1),
@@ -207,82 +249,69 @@ def run_checks(X, labels=None, *, pred_probs=None, table=None, columns=None, aga
         "exact_extra_rows": int((exact >= 0).sum() - (exact.max() + 1)),
         "near_extra_rows": int((near >= 0).sum() - (near.max() + 1)),
     }
-    times["near_duplicates_s"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    score = knn_distance_score(dist) if k else np.full(n, np.nan)
+
+def _outliers(run: _Shared, cfg: CheckSettings, pred_probs, cols: dict) -> dict:
+    score = knn_distance_score(run.dist) if run.k else np.full(len(run.X), np.nan)
     threshold = outlier_threshold(score, cfg.outlier_z)
     finite = score[np.isfinite(score) & (score > 0)]
     typical = float(np.median(finite)) if finite.size else 1.0
     cols["outlier_score"] = score / typical
     cols["is_outlier"] = np.nan_to_num(score, nan=0.0) > threshold
-    summary["outliers"] = {"rows": int(cols["is_outlier"].sum()), "z": cfg.outlier_z,
-                           "threshold": threshold / typical if np.isfinite(threshold) else None}
+    out = {"rows": int(cols["is_outlier"].sum()), "z": cfg.outlier_z,
+           "threshold": threshold / typical if np.isfinite(threshold) else None}
     if pred_probs is not None:
-        ood = probs_ood_score(pred_probs)
-        cols["probs_ood_score"] = ood
-        summary["outliers"]["probs_ood_median"] = float(np.median(ood))
-    times["outliers_s"] = time.perf_counter() - t
+        cols["probs_ood_score"] = probs_ood_score(pred_probs)
+        out["probs_ood_median"] = float(np.median(cols["probs_ood_score"]))
+    return out
 
-    if labels is not None:
-        t = time.perf_counter()
-        n_classes = max(int(labels.max(initial=-1)) + 1,
-                        pred_probs.shape[1] if pred_probs is not None else 0)
-        conflict, agreement = label_conflicts(near, labels)
-        cols["label_conflict"] = conflict
-        cols["duplicate_label_agreement"] = agreement
-        summary["label_conflicts"] = {
-            "rows": int(conflict.sum()),
-            "sets": int(np.unique(near[conflict]).size),
-        }
-        if k and n_classes:
-            probs = knn_label_probs(idx, labels, n_classes)
-            cols["knn_label_score"] = knn_label_score(probs, labels)
-            lab = labels >= 0
-            disagree = lab & (probs.argmax(axis=1) != labels)
-            summary["knn_labels"] = {"rows_outvoted": int(disagree.sum()), "k": k}
-            if pred_probs is not None and cfg.knn_weight > 0:
-                issue, quality = knn_assisted_issues(labels, pred_probs, probs, cfg.knn_weight)
-                cols["knn_is_label_issue"] = issue
-                cols["knn_label_quality"] = quality
-                summary["knn_labels"].update(weight=cfg.knn_weight, label_issues=int(issue.sum()))
-        summary["class_balance"] = class_balance(labels, n_classes, cfg.imbalance)
-        times["labels_s"] = time.perf_counter() - t
 
-    if table is not None:
-        t = time.perf_counter()
-        names = list(table.schema.names) if columns is None else list(columns)
-        per_row, findings = table_findings(table, names, cfg.null_heavy)
-        cols["null_fraction"] = per_row
-        cols["is_null_heavy"] = per_row > cfg.null_heavy
-        findings["null_heavy_rows"] = int(cols["is_null_heavy"].sum())
-        summary["table"] = findings
-        times["table_s"] = time.perf_counter() - t
+def _label_checks(run: _Shared, cfg: CheckSettings, labels, pred_probs, cols: dict) -> dict:
+    n_classes = max(int(labels.max(initial=-1)) + 1,
+                    pred_probs.shape[1] if pred_probs is not None else 0)
+    conflict, agreement = label_conflicts(cols["duplicate_set"], labels)
+    cols.update(label_conflict=conflict, duplicate_label_agreement=agreement)
+    out = {"label_conflicts": {"rows": int(conflict.sum()),
+                               "sets": int(np.unique(cols["duplicate_set"][conflict]).size)},
+           "class_balance": class_balance(labels, n_classes, cfg.imbalance)}
+    if run.k and n_classes:
+        probs = knn_label_probs(run.idx, labels, n_classes)
+        cols["knn_label_score"] = knn_label_score(probs, labels)
+        outvoted = (labels >= 0) & (probs.argmax(axis=1) != labels)
+        out["knn_labels"] = {"rows_outvoted": int(outvoted.sum()), "k": run.k}
+        if pred_probs is not None and cfg.knn_weight > 0:
+            issue, quality = knn_assisted_issues(labels, pred_probs, probs, cfg.knn_weight)
+            cols.update(knn_is_label_issue=issue, knn_label_quality=quality)
+            out["knn_labels"].update(weight=cfg.knn_weight, label_issues=int(issue.sum()))
+    return out
 
-    against_cols = {}
-    if against is not None:
-        t = time.perf_counter()
-        Za = scaler.transform(against, clip=cfg.clip)
-        hashes_a = row_hashes(against)
-        main = leak_columns(*_nearest(index, Z, Za), cross_matches(hashes_a, against, hashes, X),
-                            radius)
-        other_index = NeighborIndex.build(Za, method=cfg.neighbors, seed=seed)
-        back = leak_columns(*other_index.query(Z, 1), cross_matches(hashes, X, hashes_a, against),
-                            radius)
-        cols["leaks_into_against"] = back["leak_near"]
-        cols["against_row"] = back["leak_row"]
-        cols["against_distance"] = back["leak_distance"]
-        against_cols = {"leaks_into_main": main["leak_near"], "main_row": main["leak_row"],
-                        "main_distance": main["leak_distance"]}
-        summary["leakage"] = {
-            "rows": int(back["leak_near"].sum()), "exact_rows": int(back["leak_exact"].sum()),
+
+def _table_checks(table: pa.Table, names: list, cfg: CheckSettings, cols: dict) -> dict:
+    per_row, findings = table_findings(table, names, cfg.null_heavy)
+    cols.update(null_fraction=per_row, is_null_heavy=per_row > cfg.null_heavy)
+    findings["null_heavy_rows"] = int(cols["is_null_heavy"].sum())
+    return findings
+
+
+def _leakage(run: _Shared, cfg: CheckSettings, against, seed: int, cols: dict,
+             against_cols: dict) -> dict:
+    """Rows of each table within the near-duplicate radius of (or equal to) a row of the other:
+    the second table is searched in the run's index, and indexed itself for the way back."""
+    Za = run.scaler.transform(against, clip=cfg.clip)
+    hashes_a = row_hashes(against)
+    index = run.index if run.index is not None else NeighborIndex.build(run.Z, method="exact")
+    main = leak_columns(*index.query(Za, 1),
+                        cross_matches(hashes_a, against, run.hashes, run.X), run.radius)
+    other_index = NeighborIndex.build(Za, method=cfg.neighbors, seed=seed)
+    back = leak_columns(*other_index.query(run.Z, 1),
+                        cross_matches(run.hashes, run.X, hashes_a, against), run.radius)
+    cols.update(leaks_into_against=back["leak_near"], against_row=back["leak_row"],
+                against_distance=back["leak_distance"])
+    against_cols.update(leaks_into_main=main["leak_near"], main_row=main["leak_row"],
+                        main_distance=main["leak_distance"])
+    return {"rows": int(back["leak_near"].sum()), "exact_rows": int(back["leak_exact"].sum()),
             "against_rows": int(main["leak_near"].sum()),
-            "against_exact_rows": int(main["leak_exact"].sum()), "radius": radius,
-        }
-        times["leakage_s"] = time.perf_counter() - t
-
-    summary["timings"] = times
-    return CheckResult(cols, against_cols, summary)
+            "against_exact_rows": int(main["leak_exact"].sum()), "radius": run.radius}
 
 
 def check_table(table: pa.Table, *, label: str | None = None, features=None, exclude=(), ids=(),
@@ -321,10 +350,3 @@ def check_table(table: pa.Table, *, label: str | None = None, features=None, exc
     labels = None if label is None else encode_labels(table.column(label), label)[0]
     return run_checks(X, labels, pred_probs=pred_probs, table=table, columns=cols, against=Xa,
                       settings=settings, seed=seed)
-
-
-def _nearest(index, Z, Za):
-    """Nearest row of the main table to each row of the second (an index of one row if need be)."""
-    if index is None:
-        index = NeighborIndex.build(Z, method="exact")
-    return index.query(Za, 1)
