@@ -62,8 +62,11 @@ def _parse_loss_params(pairs) -> dict:
               help="Row-weight column; 'auto' uses sample_weight when DATA has it, 'none' ignores it.")
 @click.option("--loss", default=None,
               help="Loss from cleanpipe.losses.LOSSES (ce, sce, gce, forward, dynamic-hard, ...) or "
-                   "auto: forward when flag's noise matrix is pair-like (most flips of a class go "
-                   "to one other class), else sce [default: auto].")
+                   "auto: from flag's estimates (or a quick one of its own without a flag run), "
+                   "forward when the noise is pair-like (most flips of a class go to one other "
+                   "class), dynamic-hard with mixup and the prior term, 60 epochs, last epoch kept "
+                   "when the estimated noise rate is heavy (>= 0.45), else sce; settings you pass "
+                   "are kept [default: auto].")
 @click.option("--loss-param", "loss_params", multiple=True, metavar="KEY=VALUE",
               help="Loss hyper-parameter, repeatable (e.g. --loss gce --loss-param q=0.7).")
 @setting_option("--noisy-weight", RETRAIN["noisy_weight"],
@@ -76,8 +79,8 @@ def _parse_loss_params(pairs) -> dict:
                 help="Weight of KL(class prior || mean batch prediction); the prior is flag's estimate "
                      "when its summary is found, else the label frequencies (0: off).")
 @click.option("--noise-matrix", default=None, type=click.Path(path_type=str),
-              help="summary.json of the flag run, for the noise matrix of --loss forward / auto and "
-                   "--prior-reg's class prior (default: beside DATA, or the cleaned file's metadata).")
+              help="summary.json of the flag run, for the noise matrix and class prior of --loss "
+                   "forward / auto and --prior-reg's class prior (default: beside DATA, or the cleaned file's metadata).")
 @device_option()
 @setting_option("--epochs", TRAIN["epochs"])
 @setting_option("--batch-size", TRAIN["batch_size"])
@@ -147,8 +150,9 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     summaries = [summary_path_for(data)]
     nm, nm_classes = ((flag_estimate("noise_matrix", table, explicit=noise_matrix, summaries=summaries)
                        or (None, None)) if loss in ("forward", AUTO_LOSS) else (None, None))
+    # auto reads the prior too: the noise rate it chooses by weighs each class's flips by it
     prior = (flag_estimate("class_prior", table, explicit=noise_matrix, summaries=summaries)
-             if config.prior_reg > 0 else None)
+             if config.prior_reg > 0 or loss == AUTO_LOSS else None)
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (
             lambda epoch, m: update("training epochs", epoch, config.epochs, epoch_info(m)))
