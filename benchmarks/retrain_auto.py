@@ -91,13 +91,43 @@ ORACLE, CE, BEFORE, AUTO, AUTO_NOFLAGS, CLEANLAB = (
     "oracle (ce, true labels)", "ce", "default before issue 22 (relabel + sce/forward)",
     "auto (relabel + retrain auto)", "auto, no flags (retrain auto on the noisy table)",
     "cleanlab CleanLearning (MLPClassifier)")
+#: A benchmark-only loss of the candidates (see :func:`_register_candidate_losses`).
+SELECT_LOSS = "dynamic-select"
 #: Candidate settings for the heavy-noise branch, measured on the tune tables only: name ->
 #: (labels: "original" (flag's table) or "relabelled" (clean's), retrain kwargs, TrainConfig fields).
 CANDIDATES = {
     "heavy branch on the relabelled labels": (
         "relabelled", dict(loss="dynamic-hard", warmup=5),
         dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
+    "heavy branch with mixup 1, prior 1": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=1.0, prior_reg=1.0, epochs=60, patience=0, val_fraction=0.0)),
+    "heavy branch with dropout 0.3": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0, dropout=0.3)),
+    # beyond Arazo et al.: small-loss selection (co-teaching's and DivideMix's clean set, with one
+    # network): the rows the online mixture finds likely noisy are left out rather than bootstrapped
+    "small-loss selection (one network), mixup 0.5, prior 3": (
+        "original", dict(loss=SELECT_LOSS, warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
 }
+
+
+def _small_loss_selection(logits, targets, *, noisy_weight, predictions=None, weight=None, reduction="mean"):
+    """Cross-entropy with each row weighted by its posterior of being clean, ``1 - w_i`` (the online
+    mixture's), normalised by the weights: small-loss selection with one network."""
+    from cleanpipe.losses import cross_entropy
+    keep = 1 - noisy_weight
+    return cross_entropy(logits, targets, weight=keep if weight is None else keep * weight, reduction=reduction)
+
+
+def _register_candidate_losses() -> None:
+    """Benchmark-only losses, registered for this process only (a candidate joins cleanpipe's
+    registry only if it wins)."""
+    from cleanpipe.loss_kinds import LOSS_KINDS, LossKind
+    from cleanpipe.losses import LOSSES
+    LOSSES.setdefault(SELECT_LOSS, _small_loss_selection)
+    LOSS_KINDS.setdefault(SELECT_LOSS, LossKind(needs=("noisy_weight",)))
 
 
 def make_table(name: str, seed: int) -> tuple[pa.Table, np.ndarray, bool]:
@@ -257,6 +287,7 @@ def run_row(case: Case, row: str) -> tuple[float, dict]:
     if row == CLEANLAB:
         return _cleanlab(case), {}
     labels, kw, over = CANDIDATES[row]
+    _register_candidate_losses()
     table = case.flags[0] if labels == "original" else case.cleaned()
     return case.train(table, over=over, **case.estimates(), **kw)
 

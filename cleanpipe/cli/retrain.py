@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import click
 
 from .._version import __version__
+from ..auto import FALLBACK_LOSS, HEAVY, HEAVY_NOISE
 from ..errors import InputError
 from ..flagsfile import flag_estimate, flag_settings, label_from_metadata, summary_path_for
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
@@ -64,9 +65,11 @@ def _parse_loss_params(pairs) -> dict:
               help="Loss from cleanpipe.losses.LOSSES (ce, sce, gce, forward, dynamic-hard, ...) or "
                    "auto: from flag's estimates (or a quick one of its own without a flag run), "
                    "forward when the noise is pair-like (most flips of a class go to one other "
-                   "class), dynamic-hard with mixup and the prior term, 60 epochs, last epoch kept "
-                   "when the estimated noise rate is heavy (>= 0.45), else sce; settings you pass "
-                   "are kept [default: auto].")
+                   f"class); when the estimated noise rate is >= {HEAVY_NOISE:g}, {HEAVY['loss']} with "
+                   f"--mixup {HEAVY['settings']['mixup']:g} --prior-reg {HEAVY['settings']['prior_reg']:g}, "
+                   f"{HEAVY['settings']['epochs']} epochs without a validation split, last epoch kept; "
+                   f"else {FALLBACK_LOSS}. Settings you change from their defaults are kept "
+                   "[default: auto].")
 @click.option("--loss-param", "loss_params", multiple=True, metavar="KEY=VALUE",
               help="Loss hyper-parameter, repeatable (e.g. --loss gce --loss-param q=0.7).")
 @setting_option("--noisy-weight", RETRAIN["noisy_weight"],

@@ -203,12 +203,18 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), 
         or ``"auto"``; default :data:`~cleanpipe.settings.DEFAULT_LOSS` (``"auto"``). A multi-label
         label takes a multi-label loss (:func:`~cleanpipe.loss_kinds.multilabel_losses`; default
         :data:`~cleanpipe.settings.DEFAULT_MULTILABEL_LOSS`, ``bce``: K sigmoids; ``softmax-labels``
-        and ``abs-kl`` a softmax over the tags) and a single-label name is refused. ``auto`` trains with ``forward``
-        when ``noise_matrix`` is pair-like and with ``sce`` otherwise or without one
-        (:func:`choose_loss`; the choice is recorded in ``metrics["settings"]["loss_choice"]``).
+        and ``abs-kl`` a softmax over the tags) and a single-label name is refused. ``auto``
+        chooses from flag's estimates (``noise_matrix`` and ``class_prior``) or, without a noise
+        matrix, from a quick estimate of its own (:func:`cleanpipe.train.estimate.quick_estimate`),
+        by :func:`cleanpipe.auto.choose_training`: ``forward`` on pair-like noise, ``dynamic-hard``
+        with mixup, the prior term, more epochs and no validation split on heavy noise, ``sce``
+        otherwise. The settings it picks replace only those of ``config`` (and ``warmup``) left at
+        their defaults; the choice, its reason and the settings it could not take are recorded
+        in ``metrics["settings"]["loss_choice"]``.
         ``forward`` needs ``noise_matrix`` and, on a table that ``clean --mode relabel`` wrote,
         trains on ``original_label`` (the labels the matrix describes, see
-        :func:`_labels_flag_scored`); ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
+        :func:`_labels_flag_scored`), as does ``auto``'s heavy-noise choice;
+        ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
     loss_params : dict, optional
         Loss hyper-parameters (``{"q": 0.7}`` for ``gce``, ``{"smoothing": 0.1}`` for ``bce``).
     noise_matrix : array-like of shape (n_classes, n_classes), optional
