@@ -99,12 +99,18 @@ CANDIDATES = {
     "heavy branch on the relabelled labels": (
         "relabelled", dict(loss="dynamic-hard", warmup=5),
         dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
+    "heavy branch with mixup 0.5, prior 3 (before the fit)": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
     "heavy branch with mixup 1, prior 1": (
         "original", dict(loss="dynamic-hard", warmup=5),
         dict(mixup=1.0, prior_reg=1.0, epochs=60, patience=0, val_fraction=0.0)),
     "heavy branch with dropout 0.3": (
         "original", dict(loss="dynamic-hard", warmup=5),
         dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0, dropout=0.3)),
+    "heavy branch with mixup 1, prior 1, dropout 0.3": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=1.0, prior_reg=1.0, epochs=60, patience=0, val_fraction=0.0, dropout=0.3)),
     # beyond Arazo et al.: small-loss selection (co-teaching's and DivideMix's clean set, with one
     # network): the rows the online mixture finds likely noisy are left out rather than bootstrapped
     "small-loss selection (one network), mixup 0.5, prior 3": (

@@ -31,7 +31,7 @@ HEAVY_NOISE = 0.45
 #: (no validation split) and the last epoch kept. Fitted on the tune tables of
 #: ``benchmarks/retrain_auto.py``; see :func:`choose_training`.
 HEAVY = {"loss": "dynamic-hard", "labels": "flag-scored",
-         "settings": {"epochs": 60, "patience": 0, "val_fraction": 0.0, "mixup": 0.5, "prior_reg": 3.0,
+         "settings": {"epochs": 60, "patience": 0, "val_fraction": 0.0, "mixup": 1.0, "prior_reg": 1.0,
                       "warmup": 5}}
 
 
