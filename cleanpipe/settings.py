@@ -216,8 +216,8 @@ TRAIN = {
     "prior_reg": _float(0.0, 0.0, want="a number >= 0 (0: off)"),
 }
 
-#: ``loss="auto"``: pick the loss from the noise matrix ``flag`` estimated
-#: (:func:`cleanpipe.train.choose_loss`).
+#: ``loss="auto"``: pick the loss, the labels and the settings that go with it from ``flag``'s noise
+#: estimates, or retrain's own quick one (:func:`cleanpipe.auto.choose_training`).
 AUTO_LOSS = "auto"
 #: Default loss of ``cleanpipe retrain``, chosen from ``benchmarks/retrain.py``: after ``clean
 #: --mode relabel``, ``auto`` closed 0.69 of the noisy-to-oracle gap on average against 0.56 for

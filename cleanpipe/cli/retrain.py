@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import click
 
 from .._version import __version__
+from ..auto import FALLBACK_LOSS, HEAVY, HEAVY_NOISE
 from ..errors import InputError
 from ..flagsfile import flag_estimate, flag_settings, label_from_metadata, summary_path_for
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
@@ -62,8 +63,13 @@ def _parse_loss_params(pairs) -> dict:
               help="Row-weight column; 'auto' uses sample_weight when DATA has it, 'none' ignores it.")
 @click.option("--loss", default=None,
               help="Loss from cleanpipe.losses.LOSSES (ce, sce, gce, forward, dynamic-hard, ...) or "
-                   "auto: forward when flag's noise matrix is pair-like (most flips of a class go "
-                   "to one other class), else sce [default: auto].")
+                   "auto: from flag's estimates (or a quick one of its own without a flag run), "
+                   "forward when the noise is pair-like (most flips of a class go to one other "
+                   f"class); when the estimated noise rate is >= {HEAVY_NOISE:g}, {HEAVY['loss']} with "
+                   f"--mixup {HEAVY['settings']['mixup']:g} --prior-reg {HEAVY['settings']['prior_reg']:g}, "
+                   f"{HEAVY['settings']['epochs']} epochs without a validation split, last epoch kept; "
+                   f"else {FALLBACK_LOSS}. Settings you change from their defaults are kept "
+                   "[default: auto].")
 @click.option("--loss-param", "loss_params", multiple=True, metavar="KEY=VALUE",
               help="Loss hyper-parameter, repeatable (e.g. --loss gce --loss-param q=0.7).")
 @setting_option("--noisy-weight", RETRAIN["noisy_weight"],
@@ -76,8 +82,8 @@ def _parse_loss_params(pairs) -> dict:
                 help="Weight of KL(class prior || mean batch prediction); the prior is flag's estimate "
                      "when its summary is found, else the label frequencies (0: off).")
 @click.option("--noise-matrix", default=None, type=click.Path(path_type=str),
-              help="summary.json of the flag run, for the noise matrix of --loss forward / auto and "
-                   "--prior-reg's class prior (default: beside DATA, or the cleaned file's metadata).")
+              help="summary.json of the flag run, for the noise matrix and class prior of --loss "
+                   "forward / auto and --prior-reg's class prior (default: beside DATA, or the cleaned file's metadata).")
 @device_option()
 @setting_option("--epochs", TRAIN["epochs"])
 @setting_option("--batch-size", TRAIN["batch_size"])
@@ -147,8 +153,9 @@ def retrain(data, out, label, multi_label, features, exclude, ids, weight_col, l
     summaries = [summary_path_for(data)]
     nm, nm_classes = ((flag_estimate("noise_matrix", table, explicit=noise_matrix, summaries=summaries)
                        or (None, None)) if loss in ("forward", AUTO_LOSS) else (None, None))
+    # auto reads the prior too: the noise rate it chooses by weighs each class's flips by it
     prior = (flag_estimate("class_prior", table, explicit=noise_matrix, summaries=summaries)
-             if config.prior_reg > 0 else None)
+             if config.prior_reg > 0 or loss == AUTO_LOSS else None)
     with progress_bar(not quiet) as update:
         on_epoch = None if update is None else (
             lambda epoch, m: update("training epochs", epoch, config.epochs, epoch_info(m)))

@@ -241,7 +241,9 @@ def run_retrain(ctx: StageContext, out: Path) -> dict:
         # auto (the default) reads the matrix to pick its loss and does without one; forward needs it
         noise_matrix, classes = _noise_matrix(ctx, table, required=r.loss == "forward")
     config = r.train_config()
-    prior = _class_prior(ctx, table) if r.prior_reg > 0 and not ctx.multi_label else None
+    # auto reads the prior too: the noise rate it chooses by weighs each class's flips by it
+    prior = (_class_prior(ctx, table) if (r.prior_reg > 0 or r.loss in (None, "auto"))
+             and not ctx.multi_label else None)
     result = retrain_table(table, label=c.target if ctx.multi_label else c.label,
                            features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
                            weight_col="sample_weight" if "sample_weight" in table.column_names else None,

@@ -169,6 +169,11 @@ def check_training(metrics, *, source: str | None = None) -> Training:
     if best is not None and not _is_int(best):
         raise bad("best_epoch", "an integer")
     facts = {k: settings[k] for k in SETTING_KEYS if settings.get(k) is not None}
+    choice = settings.get("loss_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("reason"), str):
+        # --loss auto: what it chose and why, beside the loss (older files have no reason)
+        facts = {k: v for k, v in [*list(facts.items())[:1], ("why this loss (auto)", choice["reason"]),
+                                   *list(facts.items())[1:]]}
     figures = {"device": metrics.get("device"), "samples/s": metrics.get("samples_per_second"),
                "epochs run": metrics.get("epochs"), "best epoch": best,
                "val accuracy (best epoch)": metrics.get("val_accuracy")}

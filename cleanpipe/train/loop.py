@@ -163,7 +163,8 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
     -----
     Early stopping watches the weighted accuracy on the held-out rows (ties: lower loss). Those
     labels are as noisy as the training ones, but agreement with them still peaks about when the
-    clean accuracy does, and down-weighted rows count less, as in training.
+    clean accuracy does, and down-weighted rows count less, as in training. Without validation
+    rows (``val_fraction=0``) the run trains every epoch and keeps the last.
     """
     device = resolve_device(config.device)
     train_idx, val_idx = (random_split(len(y), config.val_fraction, config.seed) if np.ndim(y) == 2
@@ -214,7 +215,8 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
             hist.val_loss.append(score[1])
             hist.val_accuracy.append(score[0])
             hist.epochs_run = epoch
-            key = (score[0], -score[1]) if len(va) else (0.0, -hist.train_loss[-1])
+            # without validation rows there is nothing to choose with: the last epoch is kept
+            key = (score[0], -score[1]) if len(va) else (epoch,)
             if best is None or key > best:
                 best, since_best, hist.best_epoch = key, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())

@@ -10,6 +10,7 @@ set-up, the early-stopping score and the tag cut (:mod:`cleanpipe.train.multilab
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import time
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 import torch
 
 from .._version import __version__
+from ..auto import FALLBACK_LOSS, PAIR_SHARE, TrainingChoice, choose_training, estimate, flip_concentration
 from ..clean import CLEAN_COLUMNS
 from ..errors import InputError
 from ..features import encode_labels, id_like_columns, select_feature_columns
@@ -31,6 +33,7 @@ from ..loss_kinds import loss_kind, multilabel_losses, single_label_losses
 from ..losses import get_loss
 from ..settings import (AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, DEFAULT_WARMUP, NOISY_WEIGHTS,
                         TrainConfig)
+from .estimate import quick_estimate
 from ..target import is_multilabel, resolve_label_columns, resolve_target
 from .loop import fit, random_split, resolve_device
 from .model import Preprocessor, architecture, build_model, predict_logits
@@ -40,13 +43,6 @@ from .store import FORMAT_NAME, FORMAT_VERSION
 #: Columns never used as features: what flag (its checks too) and clean add. Some check columns
 #: are computed from the labels (label_conflict, knn_label_score): as features they would leak them.
 NON_FEATURE_COLUMNS = FLAG_COLUMNS + SUSPECT_COLUMNS + CHECK_COLUMNS + CLEAN_COLUMNS
-#: What ``auto`` trains with unless the noise is pair-like: symmetric cross-entropy is robust to
-#: noise spread over the other classes, costs no more than cross-entropy and needs nothing from flag.
-FALLBACK_LOSS = "sce"
-#: ``auto`` picks ``forward`` when :func:`flip_concentration` is at least this: between what flag's
-#: matrices gave in ``benchmarks/retrain.py`` for symmetric noise (0.02-0.14) and pair noise
-#: (0.57-0.65), on both data sets.
-PAIR_SHARE = 0.35
 
 
 @dataclass
@@ -107,70 +103,12 @@ def align_noise_matrix(noise_matrix, matrix_classes, classes: list) -> np.ndarra
     return (sub / col).astype(np.float32)
 
 
-def flip_concentration(noise_matrix) -> float:
-    """How much of each class's estimated flips goes to one other class, from 0 (spread evenly over
-    the other classes, as symmetric noise does) to 1 (all to one class, as pair noise does).
-
-    Parameters
-    ----------
-    noise_matrix : array-like of shape (K, K), K >= 3
-        ``P(given | true)``, indexed ``[given, true]``.
-
-    Returns
-    -------
-    float
-        ``(s - 1 / (K - 1)) / (1 - 1 / (K - 1))`` clipped to ``[0, 1]``, where
-        ``s = sum_j max_{i != j} T[i, j] / sum_j sum_{i != j} T[i, j]`` is the share of the
-        off-diagonal mass that lies in each true class's largest off-diagonal cell: ``s`` is
-        ``1 / (K - 1)`` for evenly spread flips, so the rescaling makes the value comparable across
-        numbers of classes. 0 for a matrix without flips.
-
-    Examples
-    --------
-    >>> flip_concentration([[0.7, 0.0, 0.3], [0.3, 0.7, 0.0], [0.0, 0.3, 0.7]])
-    1.0
-    >>> flip_concentration([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
-    0.0
-    """
-    t = np.asarray(noise_matrix, dtype=np.float64)
-    k = len(t)
-    off = t * (1 - np.eye(k))
-    total = off.sum()
-    if total <= 0 or k < 3:
-        return 0.0
-    share = off.max(axis=0).sum() / total
-    return float(np.clip((share - 1 / (k - 1)) / (1 - 1 / (k - 1)), 0.0, 1.0))
-
-
-def choose_loss(noise_matrix) -> tuple[str, dict]:
-    """The loss ``auto`` resolves to, and the JSON-ready record of why.
-
-    ``forward`` when the noise matrix is pair-like (:func:`flip_concentration` >= :data:`PAIR_SHARE`
-    with at least three classes), else :data:`FALLBACK_LOSS`.
-
-    Notes
-    -----
-    Symmetric losses such as ``sce`` tolerate noise that spreads a class's flips over the other
-    classes but not noise that sends them to one other class, where the flipped rows form a
-    consistent wrong signal; forward correction models any class-dependent noise but relies on the
-    estimated matrix, whose error on spread-out noise costs more than it corrects (in
-    ``benchmarks/retrain.py`` ``forward`` beat ``sce`` on pair noise and lost to it on symmetric
-    noise, on both data sets). The concentration separates the two there (see :data:`PAIR_SHARE`).
-    With two classes every flip goes to the other class, so the concentration says nothing and
-    ``auto`` keeps the fallback.
-    """
-    if noise_matrix is None:
-        return FALLBACK_LOSS, {"chosen": FALLBACK_LOSS, "reason": "no noise matrix from flag"}
-    t = np.asarray(noise_matrix, dtype=np.float64)
-    if t.ndim != 2 or t.shape[0] != t.shape[1]:
-        raise InputError(f"the noise matrix has shape {t.shape}, not K x K; pass the summary.json "
-                         "cleanpipe flag wrote for this data")
-    if len(t) < 3:
-        return FALLBACK_LOSS, {"chosen": FALLBACK_LOSS, "reason": "two classes"}
-    share = flip_concentration(t)
-    chosen = "forward" if share >= PAIR_SHARE else FALLBACK_LOSS
-    return chosen, {"chosen": chosen, "flip_concentration": round(share, 6), "threshold": PAIR_SHARE,
-                    "reason": "pair-like noise" if chosen == "forward" else "noise spread over classes"}
+def choose_loss(noise_matrix, class_prior=None) -> tuple[str, dict]:
+    """The loss ``auto`` resolves to from flag's noise matrix (and class prior), and the JSON-ready
+    record of why: :func:`cleanpipe.auto.choose_training` of :func:`cleanpipe.auto.estimate`
+    (the record says which labels and settings go with the loss)."""
+    choice = choose_training(None if noise_matrix is None else estimate(noise_matrix, class_prior))
+    return choice.loss, choice.record
 
 
 def _labels_flag_scored(table: pa.Table, label: str) -> pa.Table:
@@ -268,12 +206,18 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), 
         or ``"auto"``; default :data:`~cleanpipe.settings.DEFAULT_LOSS` (``"auto"``). A multi-label
         label takes a multi-label loss (:func:`~cleanpipe.loss_kinds.multilabel_losses`; default
         :data:`~cleanpipe.settings.DEFAULT_MULTILABEL_LOSS`, ``bce``: K sigmoids; ``softmax-labels``
-        and ``abs-kl`` a softmax over the tags) and a single-label name is refused. ``auto`` trains with ``forward``
-        when ``noise_matrix`` is pair-like and with ``sce`` otherwise or without one
-        (:func:`choose_loss`; the choice is recorded in ``metrics["settings"]["loss_choice"]``).
+        and ``abs-kl`` a softmax over the tags) and a single-label name is refused. ``auto``
+        chooses from flag's estimates (``noise_matrix`` and ``class_prior``) or, without a noise
+        matrix, from a quick estimate of its own (:func:`cleanpipe.train.estimate.quick_estimate`),
+        by :func:`cleanpipe.auto.choose_training`: ``forward`` on pair-like noise, ``dynamic-hard``
+        with mixup, the prior term, more epochs and no validation split on heavy noise, ``sce``
+        otherwise. The settings it picks replace only those of ``config`` (and ``warmup``) left at
+        their defaults; the choice, its reason and the settings it could not take are recorded
+        in ``metrics["settings"]["loss_choice"]``.
         ``forward`` needs ``noise_matrix`` and, on a table that ``clean --mode relabel`` wrote,
         trains on ``original_label`` (the labels the matrix describes, see
-        :func:`_labels_flag_scored`); ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
+        :func:`_labels_flag_scored`), as does ``auto``'s heavy-noise choice;
+        ``dynamic-hard``/``dynamic-soft`` use ``noisy_weight``.
     loss_params : dict, optional
         Loss hyper-parameters (``{"q": 0.7}`` for ``gce``, ``{"smoothing": 0.1}`` for ``bce``).
     noise_matrix : array-like of shape (n_classes, n_classes), optional
@@ -323,21 +267,30 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), 
     table = as_table(table)
     multi = is_multilabel(table.schema, label)
     config.check()
-    loss, loss_choice, loss_params = _resolve_loss(loss, loss_params, noise_matrix, multi=multi,
-                                                   label=label, where=source or "DATA")
+    where = source or "DATA"
+    loss = loss or (DEFAULT_MULTILABEL_LOSS if multi else DEFAULT_LOSS)
+    choice = None
+    if multi:
+        _check_loss_fits(loss, multi=True, label=label, where=where)
+        target = _tag_target(table, label, source)
+    else:
+        target = _class_target(table, label, source)
+    cols = _feature_columns(target, features=features, exclude=exclude, ids=ids, weight_col=weight_col,
+                            refuse_ids=refuse_ids)
+    if not multi:
+        if loss == AUTO_LOSS:
+            choice, noise_matrix, noise_matrix_classes = _auto_choice(
+                target, cols, noise_matrix, noise_matrix_classes, class_prior, config.seed)
+            config, warmup, choice = _apply_choice(choice, config, warmup)
+            loss = choice.loss
+        _check_loss_fits(loss, multi=False, label=label, where=where)
+        flag_scored = choice.labels == "flag-scored" if choice is not None else loss == "forward"
+        if flag_scored and "original_label" in table.column_names:
+            target = _class_target(_labels_flag_scored(table, label), label, source,
+                                   labels_from="original_label")
+    loss_choice = None if choice is None else choice.record
     loss_fn = get_loss(loss)
-    target = (_tag_target if multi else _class_target)(table, label, loss, source)
     table, rows = target.table, target.rows
-    auto = [c for c in NON_FEATURE_COLUMNS + ((weight_col,) if weight_col else ())
-            if c in table.column_names and c not in (features or ())]
-    cols = select_feature_columns(table.schema, target.label_columns, features=features,
-                                  exclude=list(dict.fromkeys([*exclude, *auto])), ids=ids)
-    if refuse_ids and not features:
-        ids_like = id_like_columns(table, cols)
-        if ids_like:
-            raise InputError(f"column '{ids_like[0]}' holds a different value in every row, like an id: "
-                             f"a model would learn the rows by heart; pass --id {ids_like[0]} (or "
-                             "--exclude it), or name the features with --features")
     labelled = table.take(pa.array(rows)) if len(rows) < table.num_rows else table
     pre = Preprocessor.fit(labelled, cols)
     x_num, x_cat = pre.transform(labelled)
@@ -402,16 +355,8 @@ def retrain_multilabel_table(table: pa.Table, *, label, **kwargs) -> RetrainResu
     return retrain_table(table, label=label, **kwargs)
 
 
-def _resolve_loss(loss, loss_params, noise_matrix, *, multi: bool, label, where: str):
-    """The loss name, the record of ``auto``'s choice (or None) and the loss parameters; a loss of
-    the other kind of label is refused, naming the ones that fit."""
-    loss_choice = None
-    if multi:
-        loss = loss or DEFAULT_MULTILABEL_LOSS
-    else:
-        loss = loss or DEFAULT_LOSS
-        if loss == AUTO_LOSS:
-            loss, loss_choice = choose_loss(noise_matrix)
+def _check_loss_fits(loss: str, *, multi: bool, label, where: str) -> None:
+    """Refuse a loss of the other kind of label, naming the ones that fit (and an unknown name)."""
     kind = loss_kind(loss)
     if multi and not kind.multi_label:
         raise InputError(f"--loss {loss} is a single-label loss and {where} has a multi-label label; "
@@ -422,7 +367,58 @@ def _resolve_loss(loss, loss_params, noise_matrix, *, multi: bool, label, where:
                          f"label '{label}' holds one class per row; choose one of: "
                          f"{', '.join(single_label_losses())} (multi-label data needs a list "
                          "column or several 0/1 columns as --label a,b,c)")
-    return loss, loss_choice, loss_params
+
+
+def _feature_columns(target: "_Target", *, features, exclude, ids, weight_col, refuse_ids: bool) -> list:
+    """The feature columns: never the label, flag/clean columns or the weight column."""
+    table = target.table
+    auto = [c for c in NON_FEATURE_COLUMNS + ((weight_col,) if weight_col else ())
+            if c in table.column_names and c not in (features or ())]
+    cols = select_feature_columns(table.schema, target.label_columns, features=features,
+                                  exclude=list(dict.fromkeys([*exclude, *auto])), ids=ids)
+    if refuse_ids and not features:
+        ids_like = id_like_columns(table, cols)
+        if ids_like:
+            raise InputError(f"column '{ids_like[0]}' holds a different value in every row, like an id: "
+                             f"a model would learn the rows by heart; pass --id {ids_like[0]} (or "
+                             "--exclude it), or name the features with --features")
+    return cols
+
+
+def _auto_choice(target: "_Target", cols: list, noise_matrix, matrix_classes, class_prior, seed: int):
+    """``auto``'s choice from flag's noise matrix and prior, else from retrain's quick estimate;
+    and the noise matrix (with its classes) the choice was made from, for ``forward``."""
+    k = len(target.classes)
+    if noise_matrix is not None:
+        t = align_noise_matrix(noise_matrix, matrix_classes, target.classes)
+        prior = _class_prior(class_prior, target.classes)
+        if prior is None:  # the given labels' frequencies stand in for the true classes'
+            prior = np.bincount(target.y, minlength=k).astype(np.float64)
+        return choose_training(estimate(t, prior, source="flag")), noise_matrix, matrix_classes
+    codes = np.full(target.table.num_rows, -1, dtype=np.int64)
+    codes[target.rows] = target.y
+    found = quick_estimate(target.table, cols, codes, k, seed=seed)
+    if found is None:
+        return choose_training(None), None, None
+    return (choose_training(estimate(*found, source="quick estimate")), found[0].tolist(),
+            list(target.classes))
+
+
+def _apply_choice(choice: TrainingChoice, config: TrainConfig, warmup: int):
+    """``config`` and ``warmup`` with ``auto``'s settings where the caller left the default; the
+    choice's record lists the settings the caller's values overrode."""
+    defaults = TrainConfig()
+    wanted = {k: v for k, v in choice.settings.items() if k != "warmup"}
+    taken = {k: v for k, v in wanted.items() if getattr(config, k) == getattr(defaults, k)}
+    kept = sorted(set(wanted) - set(taken))
+    if "warmup" in choice.settings:
+        if warmup == DEFAULT_WARMUP:
+            warmup = choice.settings["warmup"]
+        elif warmup != choice.settings["warmup"]:
+            kept.append("warmup")
+    record = dict(choice.record, **({"kept_from_caller": kept} if kept else {}))
+    return (dataclasses.replace(config, **taken), warmup,
+            dataclasses.replace(choice, record=record))
 
 
 @dataclass
@@ -440,13 +436,12 @@ class _Target:
     spec: dict | None = None
 
 
-def _class_target(table: pa.Table, label: str, loss: str, source) -> _Target:
+def _class_target(table: pa.Table, label: str, source, labels_from: str | None = None) -> _Target:
+    """The single-label target; ``labels_from`` records where the label column's values came from."""
     if label not in table.column_names:
         raise InputError(f"label column '{label}' not found in {source or 'DATA'} (columns: "
                          f"{', '.join(table.column_names)}); pass --label with one of them")
-    labels_from = label
-    if loss == "forward" and "original_label" in table.column_names:
-        table, labels_from = _labels_flag_scored(table, label), "original_label"
+    labels_from = labels_from or label
     codes, classes_arr = encode_labels(table.column(label), label)
     rows = np.flatnonzero(codes >= 0)
     if len(classes_arr) < 2 or len(rows) < 2:
@@ -460,7 +455,7 @@ def _class_target(table: pa.Table, label: str, loss: str, source) -> _Target:
                    spec={"label_categorical": True} if pa.types.is_dictionary(label_type) else {})
 
 
-def _tag_target(table: pa.Table, label, loss: str, source) -> _Target:
+def _tag_target(table: pa.Table, label, source) -> _Target:
     target = resolve_target(table.schema, label, multi_label=True, where=source or "DATA")
     cols, form = list(target.columns), target.form
     enc = target.encode(table)

@@ -120,7 +120,7 @@ def test_forward_finds_the_sidecar_summary_and_weights_are_used(data, tmp_path):
     chosen = json.loads(run("retrain", "--id", "row_id", flags, "--out", tmp_path / "a", "--json", *FAST[:-1]).stdout)
     assert "flip_concentration" in chosen["settings"]["loss_choice"]
     plain_run = run("retrain", "--id", "row_id", plain, "--label", "kind", "--out", tmp_path / "p", "--json", *FAST[:-1])
-    assert json.loads(plain_run.stdout)["settings"]["loss_choice"]["reason"] == "no noise matrix from flag"
+    assert json.loads(plain_run.stdout)["settings"]["loss_choice"]["source"] == "quick estimate"
     line = one_error_line(run("retrain", "--id", "row_id", plain, "--label", "kind", "--out", tmp_path / "g", "--loss", "forward", *FAST))
     assert "--loss forward needs the noise matrix" in line
     cleaned = tmp_path / "w.parquet"

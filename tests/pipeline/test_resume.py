@@ -218,6 +218,9 @@ def test_retrain_stage_default_loss_chooses_from_the_flag_noise_matrix(pipe):
     run_dir = pipe.parent / "runs" / "tiny" / "r1"
     s = json.loads((run_dir / "retrain" / "model" / "metrics.json").read_text())["settings"]
     flag_summary = json.loads((run_dir / "flag" / "summary.json").read_text())
-    # the same choice as auto makes from the flag stage's matrix, which it therefore read
-    assert s["loss_choice"] == choose_loss(flag_summary["noise_matrix"])[1]
+    # the same choice as auto makes from the flag stage's matrix and prior, which it therefore read
+    want = choose_loss(flag_summary["noise_matrix"], flag_summary["class_prior"])[1]
+    assert {k: s["loss_choice"][k] for k in ("chosen", "labels", "source")} == {
+        k: want[k] for k in ("chosen", "labels", "source")}
+    assert s["loss_choice"]["noise_rate"] == pytest.approx(want["noise_rate"], abs=1e-5)
     assert s["loss"] == s["loss_choice"]["chosen"] and "flip_concentration" in s["loss_choice"]

@@ -240,3 +240,17 @@ def test_a_real_retrain_run(flagged, tmp_path):
     shown = facts(section)
     assert shown["loss"] == "dynamic-hard" and shown["warmup"] == "2" and shown["device"] == "cpu"
     assert shown["best epoch"] == str(result.metrics["best_epoch"])
+
+
+def test_the_run_table_says_what_auto_chose_and_why(flagged, make_training_metrics, tmp_path):
+    import html
+
+    from cleanpipe.auto import NoiseEstimate, choose_training
+    metrics = make_training_metrics()
+    choice = choose_training(NoiseEstimate(0.62, 0.03, 5))
+    metrics["settings"]["loss_choice"] = choice.record
+    page = build_report(flagged.table, flagged.summary, training=write_model_dir(metrics, tmp_path / "m"))
+    shown = facts(page)
+    assert list(shown)[:2] == ["loss", "why this loss (auto)"]
+    assert html.unescape(shown["why this loss (auto)"]) == choice.record["reason"]
+    assert shown["why this loss (auto)"].startswith("heavy noise: estimated noise rate 0.62 &gt;= 0.45")

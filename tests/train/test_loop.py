@@ -60,6 +60,20 @@ def test_training_learns_and_restores_the_best_epoch():
     assert not model.training
 
 
+
+def test_without_validation_rows_the_last_epoch_is_kept():
+    states = []
+    x, c, y = _data()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TabularMLP(4, [], (16,), 3)
+    hist = fit(model, x, c, y, loss_fn=cross_entropy,
+               on_epoch=lambda e, m: states.append({k: v.clone() for k, v in m["model"].state_dict().items()}),
+               config=TrainConfig(epochs=5, batch_size=32, lr=1e-2, seed=0, device="cpu", threads=1,
+                                  val_fraction=0.0, patience=2))
+    assert hist.val_rows == 0 and hist.epochs_run == 5 and hist.best_epoch == 5
+    assert all(torch.equal(v, states[-1][k]) for k, v in model.state_dict().items())
+
 def test_online_mixture_bootstraps_after_warmup():
     from cleanpipe.losses import dynamic_bootstrap
     x, c, y = _data()

@@ -45,10 +45,11 @@ def test_flag_columns_are_never_features(trained):
     assert res.spec["classes"] == ["cat", "dog", "eel"] and res.spec["label_type"] == "string"
     m = res.metrics
     assert m["epochs"] == len(m["curve"]["train_loss"]) and 1 <= m["best_epoch"] <= m["epochs"]
-    assert m["device"] == "cpu" and m["samples_per_second"] > 0 and m["settings"]["loss"] == "sce"
-    # the default loss is auto, which without a noise matrix falls back to sce and says so
-    assert m["settings"]["loss_choice"]["reason"] == "no noise matrix from flag"
-    assert res.spec["loss"]["auto"] == m["settings"]["loss_choice"]
+    assert m["device"] == "cpu" and m["samples_per_second"] > 0
+    # the default loss is auto, which without flag's estimates makes a quick one and says so
+    choice = m["settings"]["loss_choice"]
+    assert choice["source"] == "quick estimate" and m["settings"]["loss"] == choice["chosen"]
+    assert res.spec["loss"]["auto"] == choice
 
 
 def test_reloaded_model_reproduces_predictions_exactly(trained, flagged):
@@ -116,7 +117,8 @@ def test_auto_loss_follows_the_noise_matrix(flagged):
     table, summary = flagged
     assert choose_loss(_noise("pair", 3, 0.3))[0] == "forward"
     assert choose_loss(_noise("symmetric", 3, 0.3))[0] == "sce"
-    assert choose_loss(_noise("pair", 2, 0.3)) == ("sce", {"chosen": "sce", "reason": "two classes"})
+    loss, why = choose_loss(_noise("pair", 2, 0.3))
+    assert loss == "sce" and why["reason"].endswith("two classes")
     with pytest.raises(InputError, match="not K x K"):
         choose_loss(np.ones((3, 2)))
     runs = {kind: retrain_table(table, label="label", noise_matrix=_noise(kind, 3, 0.3).tolist(),
@@ -252,3 +254,64 @@ def test_save_refuses_a_non_empty_dir_unless_overwrite(trained, tmp_path):
     with pytest.raises(InputError, match="never deleted, even with --overwrite"):
         save_model_dir(target, res.state_dict, res.spec, res.metrics, overwrite=True)
     assert (target / "old.txt").read_text() == "x" and (target / "model.pt").is_file()
+
+
+def test_auto_on_heavy_noise_trains_the_heavy_branch_on_the_labels_flag_scored(flagged):
+    from cleanpipe.auto import HEAVY
+    from cleanpipe.clean import clean_table
+    table, summary = flagged
+    cleaned = clean_table(table, mode="relabel", label="label", relabel_p_noisy=0.0, relabel_score=1.0).table
+    heavy = dict(noise_matrix=_noise("symmetric", 3, 0.6).tolist(), noise_matrix_classes=summary["classes"],
+                 class_prior=(summary["class_prior"], summary["classes"]))
+    # the caller's epochs, batch size, learning rate and width are kept; what they left at the
+    # default (mixup, prior weight, validation share, patience, warm-up) is auto's
+    a = retrain_table(cleaned, label="label", config=FAST, **heavy)
+    s = a.metrics["settings"]
+    want = HEAVY["settings"]
+    assert s["loss"] == "dynamic-hard" and s["labels_from"] == "original_label"
+    assert (s["mixup"], s["prior_reg"], s["val_fraction"], s["patience"], s["warmup"]) == (
+        want["mixup"], want["prior_reg"], 0.0, 0, want["warmup"])
+    assert s["epochs"] == FAST.epochs and s["loss_choice"]["kept_from_caller"] == ["epochs"]
+    assert "heavy noise" in s["loss_choice"]["reason"] and s["loss_choice"]["source"] == "flag"
+    assert s["loss_choice"]["noise_rate"] == pytest.approx(0.6)
+    m = a.metrics
+    assert m["val_rows"] == 0 and m["best_epoch"] == m["epochs"] == FAST.epochs
+    # the same as spelling the choice out, and deterministic
+    b = retrain_table(cleaned, label="label", config=FAST, **heavy)
+    explicit = retrain_table(
+        cleaned.drop_columns(["label"]).rename_columns(
+            [("label" if c == "original_label" else c) for c in cleaned.drop_columns(["label"]).column_names]),
+        label="label", loss="dynamic-hard", warmup=want["warmup"],
+        config=TrainConfig(**{**FAST.to_dict(), "hidden": FAST.hidden, "mixup": want["mixup"],
+                              "prior_reg": want["prior_reg"], "val_fraction": 0.0, "patience": 0}),
+        class_prior=heavy["class_prior"])
+    for name, value in a.state_dict.items():
+        assert torch.equal(value, b.state_dict[name]) and torch.equal(value, explicit.state_dict[name])
+
+
+def test_auto_heavy_branch_takes_its_epochs_when_the_caller_left_the_default(flagged):
+    table, summary = flagged
+    cfg = TrainConfig(batch_size=32, hidden=(8,), seed=0, device="cpu", threads=1)
+    res = retrain_table(table, label="label", config=cfg, noise_matrix=_noise("symmetric", 3, 0.7).tolist(),
+                        noise_matrix_classes=summary["classes"], warmup=2)
+    s = res.metrics["settings"]
+    assert s["epochs"] == res.metrics["epochs"] == 60 and s["warmup"] == 2
+    assert s["loss_choice"]["kept_from_caller"] == ["warmup"]
+
+
+def test_quick_estimate_reads_planted_noise():
+    from cleanpipe.train.estimate import quick_estimate
+    from cleanpipe.auto import estimate
+    t = make_table(n=600)
+    y = np.arange(600) % 3
+    cols = ["x", "x2", "colour"]
+    clean = estimate(*quick_estimate(t, cols, y, 3, seed=0))
+    rng = np.random.default_rng(1)
+    noisy_y = np.where(rng.random(600) < 0.6, (y + rng.integers(1, 3, 600)) % 3, y)
+    first = quick_estimate(t, cols, noisy_y, 3, seed=0)
+    noisy = estimate(*first)
+    assert clean.noise_rate < 0.2 < 0.45 < noisy.noise_rate
+    again = quick_estimate(t, cols, noisy_y, 3, seed=0)
+    assert all(np.array_equal(u, v) for u, v in zip(first, again))
+    # a class with fewer rows than folds: no estimate
+    assert quick_estimate(t, cols, np.where(np.arange(600) < 2, 2, np.arange(600) % 2), 3, seed=0) is None

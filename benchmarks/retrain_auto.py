@@ -1,0 +1,479 @@
+"""``retrain --loss auto`` on tables of other shapes: is the heavy-noise choice robust to the table?
+
+Issue 22. Synthetic tables of several shapes (clusters per class, 3-20 classes, categorical columns,
+class imbalance), a clean stratified 30% test split, noise on the training part only: symmetric
+30% / 50% / 60% (to a uniform other class) and pair 30% (class c -> c + 1). The tables come in two
+groups, fixed here before any result was seen:
+
+* ``tune``: the tables the rule of :func:`cleanpipe.train.auto.choose_training` was fitted on
+  (their candidate rows, :data:`CANDIDATES`, are measured on these tables only);
+* ``held-out``: never looked at while choosing; they include the table of issue 22 (12k rows, 20
+  features, 5 classes, two clusters per class).
+
+Rows of every table:
+
+* ``ce``: cleanpipe's MLP with cross-entropy on the noisy labels, retrain's defaults (40 epochs,
+  early stopping with patience 8 on a noisy 10% split); the baseline of the gap;
+* ``oracle``: the same on the true labels (one run per table and seed, shared by its noises);
+* ``default before issue 22``: ``flag_table`` -> ``clean_table(mode="relabel")`` -> ``retrain`` with
+  the loss the previous ``auto`` chose (``forward`` on pair-like noise, else ``sce``) and retrain's
+  default settings;
+* ``auto``: the same pipeline with ``loss="auto"`` and retrain's defaults: the loss, the labels,
+  the epochs, the warm-up, mixup and the prior term are what :func:`choose_training` picks from
+  flag's estimates;
+* ``auto, no flags``: ``retrain --loss auto`` on the noisy table alone (its own quick estimate);
+* ``cleanlab CleanLearning``: cleanlab 2.9 around scikit-learn's ``MLPClassifier`` (same layers,
+  batch size, learning rate, L2, early stopping with patience 8; categoricals one-hot encoded).
+
+``gap closed = (acc - acc_ce) / (acc_oracle - acc_ce)`` per table, noise and seed (paired by
+seed), then averaged over seeds; the spread is the min-max over seeds. Every (table, noise, seed,
+row) is computed once and cached in ``benchmarks/.cache/retrain_auto.csv``; flags per (table,
+noise, seed) in ``benchmarks/.cache/retrain_auto_flags/``.
+
+Run from the repository root, one process, one thread, nice::
+
+    nice -n 10 python benchmarks/retrain_auto.py --group tune --candidates   # fit the rule
+    nice -n 10 python benchmarks/retrain_auto.py --group held-out            # check it
+    python benchmarks/retrain_auto.py --from-cache --write                   # RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from sklearn.datasets import make_classification  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+try:
+    from ._common import CACHE_DIR, cleanpipe_version, markdown_table, progress, provenance_block, replace_section
+except ImportError:  # run as a script: benchmarks/ is on sys.path
+    from _common import CACHE_DIR, cleanpipe_version, markdown_table, progress, provenance_block, replace_section
+
+SCRIPT = "retrain_auto.py"
+TEST_FRACTION = 0.3
+NOISES = {"sym30": ("symmetric", 0.3), "pair30": ("pair", 0.3), "sym50": ("symmetric", 0.5),
+          "sym60": ("symmetric", 0.6)}
+#: Seeds of the held-out tables; the tune tables ran seed 0 only.
+SEEDS = (0, 1, 2)
+
+#: name -> (group, make_classification arguments, categorical columns, imbalance ratio). Decided
+#: before any result: the held-out group is never looked at while choosing the rule.
+TABLES = {
+    "k4 1-cluster": ("tune", dict(n_samples=8000, n_features=16, n_informative=10, n_redundant=2,
+                                  n_classes=4, n_clusters_per_class=1, class_sep=1.0), 0, 1.0),
+    "k8 3-cluster cat": ("tune", dict(n_samples=8000, n_features=20, n_informative=12, n_redundant=4,
+                                      n_classes=8, n_clusters_per_class=3, class_sep=1.5), 4, 1.0),
+    "k10 2-cluster imb": ("tune", dict(n_samples=8000, n_features=20, n_informative=12, n_redundant=4,
+                                       n_classes=10, n_clusters_per_class=2, class_sep=1.5), 0, 8.0),
+    "issue22 k5 2-cluster": ("held-out", dict(n_samples=12000, n_features=20, n_informative=12,
+                                              n_redundant=4, n_classes=5, n_clusters_per_class=2,
+                                              class_sep=1.5), 0, 1.0),
+    "k3 4-cluster cat": ("held-out", dict(n_samples=6000, n_features=16, n_informative=10, n_redundant=2,
+                                          n_classes=3, n_clusters_per_class=4, class_sep=1.5), 3, 1.0),
+    "k20 1-cluster imb": ("held-out", dict(n_samples=10000, n_features=24, n_informative=16,
+                                           n_redundant=4, n_classes=20, n_clusters_per_class=1,
+                                           class_sep=1.5), 0, 5.0),
+}
+#: Levels of each categorical column (a binned informative feature, as strings).
+CAT_LEVELS = 6
+
+ORACLE, CE, BEFORE, AUTO, AUTO_NOFLAGS, CLEANLAB = (
+    "oracle (ce, true labels)", "ce", "default before issue 22 (relabel + sce/forward)",
+    "auto (relabel + retrain auto)", "auto, no flags (retrain auto on the noisy table)",
+    "cleanlab CleanLearning (MLPClassifier)")
+#: A benchmark-only loss of the candidates (see :func:`_register_candidate_losses`).
+SELECT_LOSS = "dynamic-select"
+#: Candidate settings for the heavy-noise branch, measured on the tune tables only: name ->
+#: (labels: "original" (flag's table) or "relabelled" (clean's), retrain kwargs, TrainConfig fields).
+CANDIDATES = {
+    "heavy branch on the relabelled labels": (
+        "relabelled", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
+    "heavy branch with mixup 0.5, prior 3 (before the fit)": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
+    "heavy branch with mixup 1, prior 1": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=1.0, prior_reg=1.0, epochs=60, patience=0, val_fraction=0.0)),
+    "heavy branch with dropout 0.3": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0, dropout=0.3)),
+    "heavy branch with mixup 1, prior 1, dropout 0.3": (
+        "original", dict(loss="dynamic-hard", warmup=5),
+        dict(mixup=1.0, prior_reg=1.0, epochs=60, patience=0, val_fraction=0.0, dropout=0.3)),
+    # beyond Arazo et al.: small-loss selection (co-teaching's and DivideMix's clean set, with one
+    # network): the rows the online mixture finds likely noisy are left out rather than bootstrapped
+    "small-loss selection (one network), mixup 0.5, prior 3": (
+        "original", dict(loss=SELECT_LOSS, warmup=5),
+        dict(mixup=0.5, prior_reg=3.0, epochs=60, patience=0, val_fraction=0.0)),
+}
+
+
+def _small_loss_selection(logits, targets, *, noisy_weight, predictions=None, weight=None, reduction="mean"):
+    """Cross-entropy with each row weighted by its posterior of being clean, ``1 - w_i`` (the online
+    mixture's), normalised by the weights: small-loss selection with one network."""
+    from cleanpipe.losses import cross_entropy
+    keep = 1 - noisy_weight
+    return cross_entropy(logits, targets, weight=keep if weight is None else keep * weight, reduction=reduction)
+
+
+def _register_candidate_losses() -> None:
+    """Benchmark-only losses, registered for this process only (a candidate joins cleanpipe's
+    registry only if it wins)."""
+    from cleanpipe.loss_kinds import LOSS_KINDS, LossKind
+    from cleanpipe.losses import LOSSES
+    LOSSES.setdefault(SELECT_LOSS, _small_loss_selection)
+    LOSS_KINDS.setdefault(SELECT_LOSS, LossKind(needs=("noisy_weight",)))
+
+
+def make_table(name: str, seed: int) -> tuple[pa.Table, np.ndarray, bool]:
+    """Features as an Arrow table (categoricals as strings), true labels, and whether any are
+    categorical. The generator's seed is the case seed, so every seed is a new table."""
+    _, kw, n_cat, ratio = TABLES[name]
+    k = kw["n_classes"]
+    weights = None
+    if ratio > 1:
+        w = ratio ** (-np.arange(k) / (k - 1))  # geometric: the largest class is ``ratio`` x the smallest
+        weights = list(w / w.sum())
+    X, y = make_classification(**kw, weights=weights, flip_y=0.0, random_state=seed)
+    cols = {}
+    for j in range(X.shape[1]):
+        if j < n_cat:  # make_classification puts the informative features first
+            edges = np.quantile(X[:, j], np.linspace(0, 1, CAT_LEVELS + 1)[1:-1])
+            cols[f"c{j}"] = pa.array(np.char.add("v", np.digitize(X[:, j], edges).astype(str)))
+        else:
+            cols[f"f{j}"] = pa.array(X[:, j].astype(np.float32))
+    return pa.table(cols), y.astype(np.int64), n_cat > 0
+
+
+def inject_noise(y: np.ndarray, kind: str, rate: float, k: int, seed: int) -> np.ndarray:
+    """``symmetric``: flip to a uniformly drawn other class; ``pair``: flip class c to c + 1 (mod K)."""
+    rng = np.random.default_rng(seed)
+    flip = rng.random(len(y)) < rate
+    other = (y + rng.integers(1, k, len(y))) % k if kind == "symmetric" else (y + 1) % k
+    return np.where(flip, other, y)
+
+
+class Case:
+    """One (table, noise, seed): split, noisy labels, flags (cached)."""
+
+    def __init__(self, table: str, noise: str, seed: int):
+        X, y, self.has_cat = make_table(table, seed)
+        idx = np.arange(len(y))
+        tr, te = train_test_split(idx, test_size=TEST_FRACTION, stratify=y, random_state=seed)
+        self.X_tr, self.X_te = X.take(pa.array(tr)), X.take(pa.array(te))
+        self.y_tr, self.y_te = y[tr], y[te]
+        self.k = int(y.max()) + 1
+        self.table, self.noise, self.seed = table, noise, seed
+        if noise == "none":
+            self.y_noisy = self.y_tr
+        else:
+            kind, rate = NOISES[noise]
+            self.y_noisy = inject_noise(self.y_tr, kind, rate, self.k, seed + 1)
+        self._flags = None
+
+    def labelled(self, y) -> pa.Table:
+        return self.X_tr.append_column("label", pa.array(y.astype(np.int64)))
+
+    def accuracy(self, result) -> float:
+        import torch
+
+        from cleanpipe.train import Preprocessor
+        from cleanpipe.train.model import predict_logits
+        pre = Preprocessor.from_dict(result.spec["preprocessing"])
+        x_num, x_cat = pre.transform(self.X_te)
+        logits = predict_logits(result.model, torch.from_numpy(x_num), torch.from_numpy(x_cat))
+        return float(np.mean(np.asarray(result.spec["classes"])[logits.argmax(dim=1).numpy()] == self.y_te))
+
+    def train(self, table: pa.Table, **kw) -> tuple[float, dict]:
+        from cleanpipe.train import TrainConfig, retrain_table
+        over = kw.pop("over", {})
+        cfg = TrainConfig(seed=self.seed, device="cpu", threads=1, **over)
+        res = retrain_table(table, label="label", config=cfg, **kw)
+        s = res.metrics["settings"]
+        info = {"loss": s["loss"], "labels_from": s.get("labels_from"), "epochs": res.metrics["epochs"],
+                "best_epoch": res.metrics["best_epoch"], "choice": json.dumps(s.get("loss_choice"))}
+        return self.accuracy(res), info
+
+    @property
+    def flags(self):
+        """``(flags table, summary)`` of ``flag_table`` on the noisy rows (defaults), cached."""
+        if self._flags is None:
+            self._flags = _cached_flags(self)
+        return self._flags
+
+    def estimates(self) -> dict:
+        s = self.flags[1]
+        return dict(noise_matrix=s["noise_matrix"], noise_matrix_classes=s["classes"],
+                    class_prior=(s["class_prior"], s["classes"]))
+
+    def cleaned(self) -> pa.Table:
+        from cleanpipe.clean import clean_table
+        cleaned = clean_table(self.flags[0], mode="relabel", label="label").table
+        return cleaned
+
+
+FLAG_CACHE = CACHE_DIR / "retrain_auto_flags"
+
+
+def _cached_flags(case: Case):
+    import pyarrow.parquet as pq
+
+    from cleanpipe import flag_table
+    d = FLAG_CACHE / f"{case.table.replace(' ', '_')}_{case.noise}_s{case.seed}"
+    if (d / "summary.json").exists():
+        return pq.read_table(d / "flags.parquet"), json.loads((d / "summary.json").read_text())
+    t0 = time.perf_counter()
+    res = flag_table(case.labelled(case.y_noisy), label="label", seed=case.seed)
+    seconds = time.perf_counter() - t0
+    summary = {k: res.summary[k] for k in ("noise_matrix", "classes", "class_prior", "estimated_noise_rate")}
+    summary["seconds"] = seconds
+    progress(f"  {case.table}/{case.noise}/s{case.seed} flag: estimated noise "
+             f"{summary['estimated_noise_rate']:.3f}, true {np.mean(case.y_noisy != case.y_tr):.3f} "
+             f"({seconds:.1f}s)")
+    d.mkdir(parents=True, exist_ok=True)
+    pq.write_table(res.table, d / "flags.parquet")
+    (d / "summary.json").write_text(json.dumps(summary))  # last: marks the entry complete
+    return res.table, summary
+
+
+def _before_loss(case: Case) -> str:
+    """The loss the ``auto`` of before issue 22 chose: forward on pair-like noise, else sce."""
+    from cleanpipe.train.retrain import flip_concentration
+    return "forward" if flip_concentration(case.flags[1]["noise_matrix"]) >= 0.35 else "sce"
+
+
+def _cleanlab(case: Case) -> float:
+    from cleanlab.classification import CleanLearning
+    from sklearn.compose import ColumnTransformer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from cleanpipe.settings import TrainConfig
+    cfg = TrainConfig(seed=case.seed)
+    names = case.X_tr.column_names
+    cats = [n for n in names if n.startswith("c")]
+    pre = ColumnTransformer([("num", StandardScaler(), [n for n in names if n not in cats])]
+                            + ([("cat", OneHotEncoder(handle_unknown="ignore"), cats)] if cats else []))
+    mlp = MLPClassifier(hidden_layer_sizes=tuple(cfg.hidden), alpha=cfg.weight_decay,
+                        batch_size=cfg.batch_size, learning_rate_init=cfg.lr, max_iter=cfg.epochs,
+                        early_stopping=True, validation_fraction=0.1, n_iter_no_change=cfg.patience,
+                        random_state=case.seed)
+    cl = CleanLearning(make_pipeline(pre, mlp), seed=case.seed, cv_n_folds=5, verbose=False,
+                       find_label_issues_kwargs={"n_jobs": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLP convergence warnings at the epoch cap
+        cl.fit(case.X_tr.to_pandas(), case.y_noisy)
+    return float(np.mean(cl.predict(case.X_te.to_pandas()) == case.y_te))
+
+
+def run_row(case: Case, row: str) -> tuple[float, dict]:
+    """Test accuracy of one row on one case, and what it trained with."""
+    if row == ORACLE:
+        return case.train(case.labelled(case.y_tr), loss="ce")
+    if row == CE:
+        return case.train(case.labelled(case.y_noisy), loss="ce")
+    if row == BEFORE:
+        return case.train(case.cleaned(), loss=_before_loss(case), **case.estimates())
+    if row == AUTO:
+        return case.train(case.cleaned(), loss="auto", **case.estimates())
+    if row == AUTO_NOFLAGS:
+        return case.train(case.labelled(case.y_noisy), loss="auto")
+    if row == CLEANLAB:
+        return _cleanlab(case), {}
+    labels, kw, over = CANDIDATES[row]
+    _register_candidate_losses()
+    table = case.flags[0] if labels == "original" else case.cleaned()
+    return case.train(table, over=over, **case.estimates(), **kw)
+
+
+CACHE = CACHE_DIR / "retrain_auto.csv"
+COLUMNS = ["table", "group", "noise", "seed", "row", "acc", "seconds", "loss", "labels_from", "epochs",
+           "best_epoch", "choice", "load"]
+
+
+def _read_cache() -> pd.DataFrame:
+    return pd.read_csv(CACHE) if CACHE.exists() else pd.DataFrame(columns=COLUMNS)
+
+
+def run(tables, noises, rows, seeds, *, redo: bool = False) -> None:
+    """Compute the missing (table, noise, seed, row) results, appending each to the cache."""
+    done = _read_cache()
+    have = set(zip(done.table, done.noise, done.seed, done.row))
+    CACHE.parent.mkdir(exist_ok=True)
+    for table in tables:
+        for seed in seeds:
+            for noise in noises:
+                case = None
+                for row in rows:
+                    n = "none" if row == ORACLE else noise
+                    if (table, n, seed, row) in have and not redo:
+                        continue
+                    if case is None or case.noise != n:
+                        case = Case(table, n, seed)
+                    t0 = time.perf_counter()
+                    acc, info = run_row(case, row)
+                    sec = time.perf_counter() - t0
+                    rec = dict(table=table, group=TABLES[table][0], noise=n, seed=seed, row=row, acc=acc,
+                               seconds=round(sec, 1), load=round(os.getloadavg()[0], 2),
+                               **{c: info.get(c) for c in ("loss", "labels_from", "epochs", "best_epoch",
+                                                           "choice")})
+                    pd.DataFrame([rec], columns=COLUMNS).to_csv(CACHE, mode="a", header=not CACHE.exists()
+                                                                or CACHE.stat().st_size == 0, index=False)
+                    have.add((table, n, seed, row))
+                    progress(f"  {table}/{n}/s{seed} {row:<52} {acc:.4f} ({sec:.0f}s, "
+                             f"{info.get('loss')}, epochs {info.get('epochs')})")
+
+
+def gap_table(df: pd.DataFrame, group: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Gap closed (mean over seeds), its min-max spread over seeds, and accuracy, per row x case."""
+    d = df[df.group == group]
+    oracle = d[d.row == ORACLE].set_index(["table", "seed"]).acc
+    ce = d[d.row == CE].set_index(["table", "noise", "seed"]).acc
+    rest = d[~d.row.isin([ORACLE])].copy()
+    rest["ce"] = [ce.get((t, n, s), np.nan) for t, n, s in zip(rest.table, rest.noise, rest.seed)]
+    rest["oracle"] = [oracle.get((t, s), np.nan) for t, s in zip(rest.table, rest.seed)]
+    rest["gap"] = (rest.acc - rest.ce) / (rest.oracle - rest.ce)
+    rest["case"] = rest.table + " " + rest.noise
+    order = [r for r in (CE, AUTO, AUTO_NOFLAGS, BEFORE, CLEANLAB, *CANDIDATES) if r in set(rest.row)]
+    cases = [f"{t} {n}" for t in TABLES for n in NOISES if f"{t} {n}" in set(rest.case)]
+    g = rest.groupby(["row", "case"]).gap
+    mean = g.mean().unstack().reindex(index=order, columns=cases)
+    spread = (g.max() - g.min()).unstack().reindex(index=order, columns=cases)
+    acc = rest.groupby(["row", "case"]).acc.mean().unstack().reindex(index=order, columns=cases)
+    orc = d[d.row == ORACLE].groupby("table").acc.mean()
+    acc.loc[ORACLE] = [orc.get(c.rsplit(" ", 1)[0], np.nan) for c in cases]
+    return mean, spread, acc
+
+
+def _fmt(mean: pd.DataFrame, spread: pd.DataFrame) -> pd.DataFrame:
+    """``mean (min-max spread)`` per cell, cases as rows (the tables are wide otherwise)."""
+    out = mean.T.copy().astype(object)
+    for r in mean.index:
+        for c in mean.columns:
+            m, s = mean.loc[r, c], spread.loc[r, c]
+            out.loc[c, r] = "" if pd.isna(m) else f"{m:.2f} ({s:.2f})"
+    return out.rename_axis("case").reset_index()
+
+
+def verdict(mean: pd.DataFrame) -> str:
+    lines = []
+    for case in mean.columns:
+        noise = case.rsplit(" ", 1)[1]
+        if AUTO not in mean.index:
+            continue
+        a = mean.loc[AUTO, case]
+        if noise in ("sym50", "sym60"):
+            cl = mean.loc[CLEANLAB, case] if CLEANLAB in mean.index else np.nan
+            ok = a >= 0.5 and a > cl
+            lines.append(f"- {case}: auto {a:.2f}, CleanLearning {cl:.2f} — {'PASS' if ok else 'FAIL'} "
+                         "(>= 0.50 and above CleanLearning)")
+        else:
+            b = mean.loc[BEFORE, case] if BEFORE in mean.index else np.nan
+            lines.append(f"- {case}: auto {a:.2f}, default before {b:.2f} — "
+                         f"{'PASS' if a >= b - 1e-9 else 'FAIL'} (no worse)")
+    return "\n".join(lines)
+
+
+#: How the rule of :func:`cleanpipe.auto.choose_training` was fitted and what was run, for RESULTS.md.
+FIT_NOTE = """How the rule was fitted (tune tables, seed 0 only, before any held-out run). (1) Which epoch: with retrain's noisy 10% validation split the README recipe (`dynamic-hard`, mixup 0.5, prior 3, 60 epochs) kept epoch 7 on `k4 1-cluster` sym60 (test accuracy 0.800) while its last epoch reached 0.881: at 60% noise the split's accuracy moves less than its own sampling error, so the heavy branch trains without a validation split and keeps the last epoch (60 epochs; 40-100 epochs gave the same last-epoch accuracy within 0.02 on `k8 3-cluster cat` sym60). (2) Which labels and settings, mean gap closed over the six sym50 / sym60 tune cases (worst case in brackets): mixup 1 + prior 1 0.57 (0.35, chosen); mixup 1 + prior 1 + dropout 0.3 0.55 (0.36); mixup 0.5 + prior 3 0.53 (0.30); mixup 0.5 + prior 3 + dropout 0.3 0.52 (0.38); mixup 0.5 + prior 3 on the relabelled labels 0.38 (0.16); the default before issue 22 0.17 (0.01). (3) Beyond Arazo et al.: small-loss selection with one network (co-teaching's and DivideMix's clean set: each row's cross-entropy weighted by the online mixture's posterior of being clean, mixup 0.5, prior 3; a benchmark-only loss) closed 0.11 (worst -0.68) and is not kept; ELR and DivideMix-style co-training of two networks were not measured (CPU budget). (4) Threshold: flag's estimated noise rate (the same number as `sum_j prior_j (1 - T_jj)`) at true 30% / 50% / 60% symmetric noise was 0.35-0.47 / 0.57-0.68 / 0.68-0.77 on the tune tables; 0.45 sits between the easy tables' 30% and every 50%; on `k8 3-cluster cat` sym30 (estimate 0.47) the heavy branch took over and closed 0.40 of the gap against 0.26 for the default before. On the held-out tables the estimates were 0.34-0.40 / 0.55-0.65 / 0.65-0.74, so every sym30 case kept `sce` (the same run as before issue 22, to the last digit) and every sym50 / sym60 case took the heavy branch; the flip concentration stayed <= 0.07 on symmetric noise."""
+RUN_NOTE = """Commands, in order (the cache holds every result; the last re-renders): `nice -n 10 python benchmarks/retrain_auto.py --group tune --noises sym60,sym50 --seeds 0 --rows \"oracle (ce, true labels);ce;auto (relabel + retrain auto);<candidates>\"`, the same with `--noises sym30 --rows \"ce;auto (relabel + retrain auto);default before issue 22 (relabel + sce/forward)\"`, then `--group held-out --noises sym60,sym50 --seeds 0,1 --rows \"oracle (ce, true labels);ce;auto (relabel + retrain auto);cleanlab CleanLearning (MLPClassifier)\"`, `--group held-out --noises sym30 --seeds 0,1 --rows \"ce;auto (relabel + retrain auto);default before issue 22 (relabel + sce/forward)\"`, the `default before` and `auto, no flags` rows, seed 2 of every held-out row, `--noises pair30 --seeds 0`, and `python benchmarks/retrain_auto.py --from-cache --write`. The machine was shared with four other agents' jobs throughout, so the seconds in the cache are not timings."""
+
+
+def _choices(df: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Per case: flag's estimates and what ``auto`` trained with."""
+    d = df[(df.group == group) & (df.row == AUTO)].copy()
+    rec = [json.loads(c) if isinstance(c, str) else {} for c in d.choice]
+    return pd.DataFrame({"table": d.table.values, "noise": d.noise.values, "seed": d.seed.values,
+                         "estimated noise rate": [r.get("noise_rate") for r in rec],
+                         "flip concentration": [r.get("flip_concentration") for r in rec],
+                         "loss": d.loss.values, "labels": d.labels_from.values,
+                         "epochs": d.epochs.astype(int).values})
+
+
+def report(write: bool, note: str = "") -> None:
+    df = _read_cache()
+    blocks = []
+    for group in ("tune", "held-out"):
+        if not (df.group == group).any():
+            continue
+        mean, spread, acc = gap_table(df, group)
+        title = "Tuning tables (the rule was fitted here)" if group == "tune" else \
+            "Held-out tables (never looked at while choosing)"
+        blocks += [f"### {title}: gap closed, mean over seeds (min-max spread over seeds)", "",
+                   markdown_table(_fmt(mean, spread)), "",
+                   f"### {title}: test accuracy, mean over seeds", "",
+                   markdown_table(acc.T.rename_axis("case").reset_index(), floatfmt=".4f"), ""]
+        if group == "held-out":
+            blocks += ["Targets of issue 22 on the held-out tables:", "", verdict(mean), ""]
+        blocks += [f"What `auto` chose ({group}, from flag's estimates):", "", markdown_table(_choices(df, group)), ""]
+    print("\n".join(blocks))
+    if write:
+        minutes = df.seconds.sum() / 60
+        setup = (f"Synthetic tables of six shapes (`make_classification`, flip_y=0, each seed a new table; "
+                 f"categorical columns are informative features binned into {CAT_LEVELS} string levels; "
+                 "imbalance = geometric class weights, largest / smallest class as given), clean stratified "
+                 "30% test split, noise on the training part. Tune tables: "
+                 + "; ".join(f"`{t}` {v[1]['n_samples']} rows x {v[1]['n_features']}, {v[1]['n_classes']} "
+                             f"classes, {v[1]['n_clusters_per_class']} clusters/class"
+                             + (f", {v[2]} categorical" if v[2] else "")
+                             + (f", imbalance {v[3]:g}:1" if v[3] > 1 else "")
+                             for t, v in TABLES.items() if v[0] == "tune")
+                 + ". Held-out tables (split fixed in the script before any run): "
+                 + "; ".join(f"`{t}` {v[1]['n_samples']} rows x {v[1]['n_features']}, {v[1]['n_classes']} "
+                             f"classes, {v[1]['n_clusters_per_class']} clusters/class"
+                             + (f", {v[2]} categorical" if v[2] else "")
+                             + (f", imbalance {v[3]:g}:1" if v[3] > 1 else "")
+                             for t, v in TABLES.items() if v[0] == "held-out")
+                 + f". Seeds: tune tables 0 only; held-out tables {', '.join(map(str, SEEDS))} (pair30 "
+                 "seed 0 only; seed 2 was added after seeds 0 and 1 were seen, the rule unchanged). Gap closed = (acc - acc_ce) / (acc_oracle - "
+                 "acc_ce) per seed, then the mean and the min-max spread over seeds. Every cleanpipe row "
+                 "is retrain's defaults (batch 256, 40 epochs, patience 8) unless `auto` or the row "
+                 f"says otherwise; 1 CPU thread, nice 10. Compute behind the table: {minutes:.0f} min "
+                 f"on 2 shared cores (load average 1-min beside each run in the cache: "
+                 f"{df['load'].min():.1f}-{df['load'].max():.1f}). {note}")
+        setup = "\n\n".join([setup, FIT_NOTE, RUN_NOTE])
+        replace_section("Retrain on heavy noise without a recipe (issue 22)",
+                        "\n".join([provenance_block(SCRIPT, cleanpipe_version()),
+                                   setup, ""] + blocks))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--group", choices=("tune", "held-out"), default=None)
+    p.add_argument("--tables", default=None, help="comma-separated table names (default: the group's)")
+    p.add_argument("--noises", default=",".join(NOISES))
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    p.add_argument("--rows", default=None, help="';'-separated row names (default: the standard rows)")
+    p.add_argument("--candidates", action="store_true", help="also the CANDIDATES rows (tune tables)")
+    p.add_argument("--redo", action="store_true", help="recompute cached results")
+    p.add_argument("--from-cache", action="store_true")
+    p.add_argument("--write", action="store_true")
+    p.add_argument("--note", default="")
+    a = p.parse_args(argv)
+    if a.from_cache:
+        return report(a.write, a.note)
+    tables = a.tables.split(",") if a.tables else [t for t, v in TABLES.items() if v[0] == a.group]
+    if a.candidates and any(TABLES[t][0] != "tune" for t in tables):
+        p.error("--candidates runs on tune tables only (the held-out ones are never tuned on)")
+    rows = a.rows.split(";") if a.rows else [ORACLE, CE, AUTO, BEFORE, CLEANLAB]
+    if a.candidates:
+        rows += list(CANDIDATES)
+    run(tables, a.noises.split(","), rows, [int(s) for s in a.seeds.split(",")], redo=a.redo)
+    report(False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
