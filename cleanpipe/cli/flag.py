@@ -18,7 +18,7 @@ from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
                         NOISY_THRESHOLD, OOF)
 from ._group import cli
-from .options import (csv_option, exclude_option, features_option, ids_option, input_format_options,
+from .options import (csv_option, device_option, exclude_option, features_option, ids_option, input_format_options,
                       json_option, label_option, multi_label_option, overwrite_option, quiet_option,
                       seed_option, setting_option)
 from ._progress import progress_bar
@@ -42,6 +42,8 @@ from ._progress import progress_bar
 @setting_option("--backend", OOF["backend"],
                 help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
 @click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
+@device_option("Where the boosted fold models fit: cuda runs them as XGBoost on the GPU "
+               "(auto: when an NVIDIA GPU and xgboost are present).")
 @click.option("--pred-probs", default=None,
               help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
@@ -61,7 +63,7 @@ from ._progress import progress_bar
 @json_option("Print the summary as one JSON object.")
 @quiet_option()
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
-         pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
+         device, pred_probs, save_pred_probs, method, mixture, noisy_threshold, out, with_report, overwrite,
          as_json, quiet, fmt):
     """Flag likely mislabeled rows of a table.
 
@@ -101,7 +103,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
                                ids=csv_option(ids) or (), model=model, folds=folds, seed=seed,
                                n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
                                noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs,
-                               progress=update, fmt=fmt)
+                               progress=update, fmt=fmt, device=device)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if save_pred_probs:
             summary["outputs"]["pred_probs"] = str(save_pred_probs)
