@@ -13,7 +13,9 @@ are computed from the feature values of every row (never the labels), so a fold 
 learns nothing about the rows it predicts.
 
 :func:`resolve_device` turns ``--device auto|cpu|cuda`` into the device of the out-of-fold stage;
-:func:`models_for_device` swaps the boosted families for XGBoost on the GPU when it is ``cuda``.
+:func:`resolve_models` names the families that will be fitted: ``gbm`` (the default's booster)
+becomes ``lgb`` when LightGBM is installed, else ``hgb``, and on ``cuda`` the boosted families
+become XGBoost on the GPU. The resolved names are what the flags file's provenance records.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import InputError
 
-#: Families that :func:`models_for_device` moves to the GPU (as ``xgb`` on ``cuda``).
-BOOSTED = ("hgb", "lgb", "xgb")
+#: The family ``"gbm"`` names: the first of these whose package is installed (scikit-learn's
+#: HistGradientBoosting always is).
+GBM_CHOICES = (("lgb", "lightgbm"), ("hgb", "sklearn"))
+#: Families that :func:`resolve_models` moves to the GPU (as ``xgb`` on ``cuda``).
+BOOSTED = ("gbm", "hgb", "lgb", "xgb")
 #: One fold model's settings, matched to scikit-learn's HistGradientBoostingClassifier defaults
 #: (100 rounds, learning rate 0.1, 31 leaves, 20 rows per leaf, 255 bins) so that the families
 #: are interchangeable.
@@ -212,17 +217,25 @@ def resolve_device(device: str, *, cuda: bool | None = None) -> str:
     return "cuda" if device == "cuda" or (device == "auto" and present) else "cpu"
 
 
-def models_for_device(models: tuple, device: str) -> tuple:
-    """``models`` with each boosted family (:data:`BOOSTED`) replaced by ``xgb`` on ``cuda``.
+def gbm_family() -> str:
+    """What ``"gbm"`` fits here: ``"lgb"`` when LightGBM is installed, else ``"hgb"``."""
+    return next(name for name, package in GBM_CHOICES if importlib.util.find_spec(package) is not None)
 
-    On ``cpu`` the models are returned unchanged; logistic regression and custom classifiers
-    stay on the CPU either way. A family named twice after the swap (``hgb,xgb``) is kept once.
+
+def resolve_models(models: tuple, device: str = "cpu") -> tuple:
+    """The families that will be fitted for ``models`` (checked names, see
+    :func:`cleanpipe.oof.model_list`) on ``device``.
+
+    ``"gbm"`` becomes :func:`gbm_family`; on ``cuda`` each boosted family (:data:`BOOSTED`)
+    becomes ``xgb``. Logistic regression and custom classifiers stay as they are (on the CPU). A
+    family named twice after the swap (``hgb,xgb`` on ``cuda``) is kept once.
     """
-    if device != "cuda":
-        return tuple(models)
     out = []
     for m in models:
-        m = "xgb" if isinstance(m, str) and m in BOOSTED else m
+        if isinstance(m, str) and m == "gbm":
+            m = gbm_family()
+        if device == "cuda" and isinstance(m, str) and m in BOOSTED:
+            m = "xgb"
         if not (isinstance(m, str) and m in out):
             out.append(m)
     return tuple(out)

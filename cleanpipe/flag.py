@@ -30,7 +30,7 @@ from .frames import as_table
 from .flagsfile import flag_provenance, jsonable, run_fields
 from .io import open_dataset, with_metadata
 from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold, matrix_lists
-from .boosters import models_for_device, resolve_device
+from .boosters import resolve_device, resolve_models
 from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
                   model_list)
 from .rows import ParquetMatrix, TakeRows
@@ -360,7 +360,7 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
     notes, given = [], pred_probs is not None
     if not given:
         device = resolve_device(device)
-        model = models_for_device(model_list(model), device)
+        model = resolve_models(model_list(model), device)
         probs_all, feature_names, oof_notes = out_of_fold(
             src, target, enc, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
             seed=seed, n_jobs=n_jobs, progress=progress, timings=timings, device=device)

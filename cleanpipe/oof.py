@@ -29,7 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import ThreadpoolController
 
-from .boosters import LightGBMFolds, XGBoostFolds, models_for_device, new_bins_key, resolve_device
+from .boosters import LightGBMFolds, XGBoostFolds, new_bins_key, resolve_device, resolve_models
 from .detect import check_labels
 from .errors import CleanpipeWarning, InputError
 from .features import table_to_features
@@ -122,7 +122,9 @@ def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED, device: str
     Parameters
     ----------
     model : str or estimator
-        ``"hgb"`` (HistGradientBoostingClassifier: NaN and categories natively), ``"logreg"``
+        ``"gbm"`` (``"lgb"`` when LightGBM is installed, else ``"hgb"``: see
+        :func:`cleanpipe.boosters.resolve_models`), ``"hgb"`` (HistGradientBoostingClassifier: NaN
+        and categories natively), ``"logreg"``
         (imputation, one-hot categories, scaling, logistic regression), ``"lgb"`` (LightGBM, its
         bins shared by the fold fits: :class:`cleanpipe.boosters.LightGBMFolds`), ``"xgb"``
         (XGBoost: :class:`cleanpipe.boosters.XGBoostFolds`), ``"package.module:Class"``
@@ -133,9 +135,10 @@ def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED, device: str
     seed : int, default=0
         Set as ``random_state`` where the estimator has one.
     device : {"cpu", "cuda"}, default="cpu"
-        Where ``"xgb"`` fits.
+        Where ``"xgb"`` fits; on ``"cuda"`` every boosted family is ``"xgb"``.
     """
     cats = np.zeros(0, bool) if categorical is None else np.asarray(categorical, bool)
+    model = resolve_models((model,), device)[0] if isinstance(model, str) else model
     if not isinstance(model, str):
         est = clone(model)
     elif model == "hgb":
@@ -330,7 +333,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
 
     ``device`` is already resolved (``"cpu"`` or ``"cuda"``, see
     :func:`cleanpipe.boosters.resolve_device`): on ``cuda`` the boosted families are XGBoost on
-    the GPU (:func:`cleanpipe.boosters.models_for_device`).
+    the GPU (:func:`cleanpipe.boosters.resolve_models`).
 
     ``progress``, if given, is called with ``(done, total)`` as (model, fold) fits finish.
     ``backend`` and ``scheduler`` are passed to :func:`joblib_backend` (``None``: joblib's active
@@ -347,7 +350,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     inside loky workers joblib caps each task's threads at ``cpu_count // n_jobs``. Either way
     the fold workers and a model's threads share the cores rather than oversubscribe them.
     """
-    models = models_for_device(model_list(model), device)
+    models = resolve_models(model_list(model), device)
     k = int(y.max()) + 1 if n_classes is None else n_classes
     names = class_names if class_names is not None else [str(i) for i in range(k)]
     counts = np.bincount(y, minlength=k)
@@ -668,7 +671,7 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     # One (model, model for the untagged extra rows) pair per family; they are the same model
     # unless each tag's model also sees the row's other given tags.
     ests = []
-    for name in models_for_device(model_list(model), device):
+    for name in resolve_models(model_list(model), device):
         est_x = make_model(name, categorical=categorical, seed=seed, device=device)
         est = (make_model(name, categorical=np.concatenate([cats, np.zeros(k - 1, bool)]), seed=seed,
                           device=device) if conditioned else est_x)

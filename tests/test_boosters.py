@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cleanpipe.boosters import LightGBMFolds, cuda_present, models_for_device, resolve_device
+from cleanpipe.boosters import LightGBMFolds, cuda_present, resolve_models, resolve_device
 from cleanpipe.cli import cli
 from cleanpipe.errors import InputError
 from cleanpipe.flagsfile import flag_settings
@@ -82,9 +82,9 @@ def test_device_resolution():
     assert resolve_device("cuda", cuda=True) == "cuda"
     with pytest.raises(InputError, match="--device cuda.*--device cpu"):
         resolve_device("cuda", cuda=False)
-    assert models_for_device(("hgb", "logreg"), "cuda") == ("xgb", "logreg")
-    assert models_for_device(("hgb", "xgb"), "cuda") == ("xgb",)
-    assert models_for_device(("lgb", "logreg"), "cpu") == ("lgb", "logreg")
+    assert resolve_models(("hgb", "logreg"), "cuda") == ("xgb", "logreg")
+    assert resolve_models(("hgb", "xgb"), "cuda") == ("xgb",)
+    assert resolve_models(("lgb", "logreg"), "cpu") == ("lgb", "logreg")
 
 
 def test_cuda_code_path_runs_on_the_cpu():
@@ -127,5 +127,5 @@ def test_flag_device_auto_falls_back_to_cpu_and_records_it(table_file, tmp_path)
         assert res.exit_code == 0, res.output
         outs[device] = pq.read_table(out)
         settings = flag_settings(pq.read_table(out))
-        assert settings["device"] == "cpu" and settings["model"] == "hgb,logreg"
+        assert settings["device"] == "cpu" and settings["model"] == "lgb,logreg"
     assert outs["auto"].equals(outs["cpu"])

@@ -33,8 +33,9 @@ from ._progress import progress_bar
 @exclude_option
 @ids_option()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it); "
-                   "several comma-separated (hgb,logreg) average their out-of-fold probabilities.")
+              help="gbm (LightGBM when installed, else hgb), hgb, lgb, xgb, logreg, or "
+                   "package.module:Class of a scikit-learn classifier (imports it); several "
+                   "comma-separated (gbm,logreg) average their out-of-fold probabilities.")
 @click.option("--folds", default=OOF["folds"].default, show_default=True, type=int,
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")
 @seed_option("Seed for folds and models.")
@@ -75,7 +76,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     Examples:
       cleanpipe flag data.parquet --label target
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
-      cleanpipe flag data.parquet --model hgb   # one model family, not the hgb,logreg average
+      cleanpipe flag data.parquet --model hgb   # one model family, not the gbm,logreg average
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
