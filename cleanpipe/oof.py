@@ -41,16 +41,14 @@ log = logging.getLogger(__name__)
 
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT = 10.0
-#: Training rows of each fold model at most, per class of the table, by default (``max_train_rows
-#: ="auto"``: this times the number of classes). Learning curves in ``benchmarks/RESULTS.md``
-#: ("Whole job"): on a 100,000-row, 10-class table detection F1 still rose up to all 8,000 rows per
-#: class of a fold; on a 1,000,000-row 2-class table (``gbm,logreg``) 100k, 200k and 400k training
-#: rows gave F1 0.749, 0.751, 0.751 and AUPRC 0.882, 0.887, 0.892 for 15, 22 and 39 CPU-seconds.
-#: So the cap binds only past 100,000 rows per class, where the curve was measured to flatten.
-MAX_TRAIN_ROWS_PER_CLASS = 100_000
-#: ``max_train_rows`` unless told: ``"auto"`` (:data:`MAX_TRAIN_ROWS_PER_CLASS` per class); an
-#: int caps every fold model at that many rows, ``None`` fits on all of them.
-MAX_TRAIN_ROWS = "auto"
+#: Training rows of each fold model at most (a stratified sample of the fold's training rows);
+#: ``None`` fits on all of them. Off by default: on the learning curves in ``benchmarks/RESULTS.md``
+#: ("Whole job") detection quality still rose with the rows: on a 100,000-row 10-class table F1
+#: 0.535 / 0.580 / 0.627 / 0.647 with 10k / 20k / 40k / all 80k rows per fold; on 1,000,000-row
+#: 2-class tables (``lgb,logreg``) AUPRC 0.887 / 0.892 / 0.895 with 200k / 400k / all 800k rows
+#: (numeric, 10% noise) and 0.931 / 0.939 with 200k / 400k (mixed, 30% noise), where the cleanlab
+#: path fitting every row scored 0.891 and 0.945: a cap cut the time by 2-3x but lost AUPRC.
+MAX_TRAIN_ROWS = None
 
 
 @dataclass(frozen=True)
@@ -332,7 +330,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
                     categorical=None, X_extra: np.ndarray | None = None, class_names=None,
                     progress=None, backend: str | None = None,
                     scheduler: str | None = None,
-                    max_train_rows: int | str | None = MAX_TRAIN_ROWS, device: str = "cpu") -> OutOfFold:
+                    max_train_rows: int | None = MAX_TRAIN_ROWS, device: str = "cpu") -> OutOfFold:
     """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
 
     ``device`` is already resolved (``"cpu"`` or ``"cuda"``, see
@@ -349,8 +347,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     joblib task per (model, fold) pair; a row's probabilities are the mean over families of the
     probabilities of the fold model that left it out. One family is the same path with one member.
     Each fold model is fitted on :func:`train_sample` of its fold's training rows (at most
-    ``max_train_rows``, ``"auto"``: :data:`MAX_TRAIN_ROWS_PER_CLASS` times the classes; stratified;
-    the folds themselves, and so which rows each model predicts, do not change). With ``n_jobs=1`` the fits get :func:`fold_threads` threads (the idle cores);
+    ``max_train_rows``, stratified; the folds themselves, and so which rows each model predicts,
+    do not change). With ``n_jobs=1`` the fits get :func:`fold_threads` threads (the idle cores);
     inside loky workers joblib caps each task's threads at ``cpu_count // n_jobs``. Either way
     the fold workers and a model's threads share the cores rather than oversubscribe them.
     """
@@ -383,8 +381,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        cap = MAX_TRAIN_ROWS_PER_CLASS * k if max_train_rows == "auto" else max_train_rows
-        splits = [(train_sample(train, y, cap, seed + i), test)
+        splits = [(train_sample(train, y, max_train_rows, seed + i), test)
                   for i, (train, test) in enumerate(cv.split(np.zeros(len(y)), y))]
     tasks = [(est, train, test) for train, test in splits for est in ests]
     log.info("fitting %d folds x %d model(s) on %d rows with %s", folds, len(ests), len(y),
@@ -457,7 +454,7 @@ def _renormalise(P: np.ndarray) -> None:
 def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, n_jobs: int = 1,
                       categorical=None, backend: str | None = None,
                       scheduler: str | None = None,
-                      max_train_rows: int | str | None = MAX_TRAIN_ROWS, device: str = "cpu") -> np.ndarray:
+                      max_train_rows: int | None = MAX_TRAIN_ROWS, device: str = "cpu") -> np.ndarray:
     """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
 
     Parameters
@@ -481,11 +478,10 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, 
         configuration, which is local loky workers unless changed.
     scheduler : str, optional
         Dask scheduler address for ``backend="dask"``.
-    max_train_rows : int, "auto" or None, default="auto"
+    max_train_rows : int or None, default=MAX_TRAIN_ROWS
         Each fold model is fitted on a stratified sample of at most this many of its fold's
-        training rows (``None``: all of them; ``"auto"``: :data:`MAX_TRAIN_ROWS_PER_CLASS` per
-        class, which binds only on large tables); every row is still predicted by a model that
-        did not see it.
+        training rows (``None``: all of them); every row is still predicted by a model that did
+        not see it.
     device : {"cpu", "auto", "cuda"}, default="cpu"
         Where the boosted families fit: ``cuda`` (or ``auto`` on a machine with an NVIDIA GPU and
         XGBoost) fits them as XGBoost on the GPU; see :func:`cleanpipe.boosters.resolve_device`.
@@ -537,10 +533,8 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, 
         raise InputError("n_jobs=0 is not valid; pass a positive count or -1 for every core")
     if len(np.unique(y)) < 2:
         raise InputError("y holds a single class; label-error detection needs at least two")
-    if max_train_rows not in (None, "auto") and (not isinstance(max_train_rows, int)
-                                                 or isinstance(max_train_rows, bool) or max_train_rows < 2):
-        raise InputError(f"max_train_rows={max_train_rows!r} is not valid; pass None (all rows), "
-                         "'auto' or an integer of at least 2")
+    if max_train_rows is not None and (isinstance(max_train_rows, bool) or max_train_rows < 2):
+        raise InputError(f"max_train_rows={max_train_rows!r} is too small; pass None or at least 2")
     device = resolve_device(device)
     return cross_val_probs(X, y, model=model, folds=folds, seed=seed, n_jobs=n_jobs,
                            categorical=categorical, backend=backend, scheduler=scheduler,

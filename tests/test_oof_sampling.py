@@ -112,15 +112,3 @@ def test_fold_threads_do_not_change_the_probabilities(monkeypatch):
         runs.append(out_of_fold_probs(X, y, folds=3))
     np.testing.assert_array_equal(runs[0], runs[1])
 
-
-def test_auto_cap_is_rows_per_class_times_classes(monkeypatch):
-    from cleanpipe import oof
-
-    monkeypatch.setattr(oof, "MAX_TRAIN_ROWS_PER_CLASS", 50)
-    X, y = _ids_table(400)  # 2 classes: at most 100 training rows per fold model
-    got = cross_val_probs(X, y, model=BoundedProbe(limit=100), folds=4).pred_probs
-    np.testing.assert_array_equal(got[:, 1], 1.0)
-    with pytest.raises(InputError, match="fitted on 100 rows"):  # the cap is reached, not undershot
-        cross_val_probs(X, y, model=BoundedProbe(limit=99), folds=4)
-    with pytest.raises(InputError, match="max_train_rows"):
-        out_of_fold_probs(X, y, max_train_rows="all")
