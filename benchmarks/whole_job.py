@@ -5,15 +5,16 @@ set of flipped labels is written to Parquet; then, each in a fresh child process
 
 * **cleanpipe**: ``cleanpipe flag t.parquet --out F --quiet`` (every other option at its default);
 * **cleanlab**: read the Parquet with pandas, encode the features (numbers as float32, strings as
-  category codes), ``cross_val_predict`` of each model family of cleanpipe's default
-  (``HistGradientBoostingClassifier`` and the imputed, one-hot, scaled logistic regression, built
-  by ``cleanpipe.oof.make_model`` so that the settings match) on
+  category codes), ``cross_val_predict`` of scikit-learn's ``HistGradientBoostingClassifier`` and
+  the imputed, one-hot, scaled logistic regression (built by ``cleanpipe.oof.make_model`` so that
+  the settings match ``--model hgb,logreg``; cleanpipe's default ``gbm`` is LightGBM when it is
+  installed, with the same tree settings) on
   the same folds (``StratifiedKFold(5, shuffle=True, random_state=0)``, what ``flag --seed 0``
   uses), their probabilities averaged, then ``cleanlab.filter.find_label_issues`` (its defaults) for
   the flags and ``cleanlab.rank.get_label_quality_scores`` for the ranking.
 
-Each child's wall time (launch to exit, including imports and Parquet I/O) and peak RSS
-(``os.wait4``'s ``ru_maxrss``) are measured; F1 of the flags and AUPRC of the ranking (lowest score
+Each child's wall time (launch to exit, including imports and Parquet I/O), CPU seconds (user +
+system) and peak RSS (``os.wait4``) are measured; F1 of the flags and AUPRC of the ranking (lowest score
 first) against the flipped rows are computed here. The seed sets the table and its noise; the
 fold seed of both paths is 0 (``flag``'s default).
 
