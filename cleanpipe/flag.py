@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .boosters import resolve_device, resolve_models
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .detect.multilabel import detect_multilabel
 from .errors import CleanpipeWarning, InputError
@@ -30,12 +31,12 @@ from .frames import as_table
 from .flagsfile import flag_provenance, jsonable, run_fields
 from .io import open_dataset, with_metadata
 from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold, matrix_lists
-from .boosters import resolve_device, resolve_models
 from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
                   model_list)
 from .rows import ParquetMatrix, TakeRows
-from .settings import (DEFAULT_DEVICE, DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
-                       MIXTURES, MULTILABEL_METHODS, check_seed, default_noisy_threshold)
+from .settings import (DEFAULT_DEVICE, DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD,
+                       DEFAULT_SEED, METHODS, MIXTURES, MULTILABEL_METHODS, check_seed,
+                       default_noisy_threshold)
 from .target import Target, is_multilabel, resolve_target
 
 #: Rows per record batch when streaming DATA to the output.

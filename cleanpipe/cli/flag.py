@@ -18,9 +18,9 @@ from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
                         NOISY_THRESHOLD, OOF)
 from ._group import cli
-from .options import (csv_option, device_option, exclude_option, features_option, ids_option, input_format_options,
-                      json_option, label_option, multi_label_option, overwrite_option, quiet_option,
-                      seed_option, setting_option)
+from .options import (csv_option, device_option, exclude_option, features_option, ids_option,
+                      input_format_options, json_option, label_option, multi_label_option,
+                      overwrite_option, quiet_option, seed_option, setting_option)
 from ._progress import progress_bar
 
 
