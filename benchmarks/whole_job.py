@@ -5,15 +5,16 @@ set of flipped labels is written to Parquet; then, each in a fresh child process
 
 * **cleanpipe**: ``cleanpipe flag t.parquet --out F --quiet`` (every other option at its default);
 * **cleanlab**: read the Parquet with pandas, encode the features (numbers as float32, strings as
-  category codes), ``cross_val_predict`` of each model family of cleanpipe's default
-  (``HistGradientBoostingClassifier`` and the imputed, one-hot, scaled logistic regression, built
-  by ``cleanpipe.oof.make_model`` so that the settings match) on
+  category codes), ``cross_val_predict`` of scikit-learn's ``HistGradientBoostingClassifier`` and
+  the imputed, one-hot, scaled logistic regression (built by ``cleanpipe.oof.make_model`` so that
+  the settings match ``--model hgb,logreg``; cleanpipe's default ``gbm`` is LightGBM when it is
+  installed, with the same tree settings) on
   the same folds (``StratifiedKFold(5, shuffle=True, random_state=0)``, what ``flag --seed 0``
   uses), their probabilities averaged, then ``cleanlab.filter.find_label_issues`` (its defaults) for
   the flags and ``cleanlab.rank.get_label_quality_scores`` for the ranking.
 
-Each child's wall time (launch to exit, including imports and Parquet I/O) and peak RSS
-(``os.wait4``'s ``ru_maxrss``) are measured; F1 of the flags and AUPRC of the ranking (lowest score
+Each child's wall time (launch to exit, including imports and Parquet I/O), CPU seconds (user +
+system) and peak RSS (``os.wait4``) are measured; F1 of the flags and AUPRC of the ranking (lowest score
 first) against the flipped rows are computed here. The seed sets the table and its noise; the
 fold seed of both paths is 0 (``flag``'s default).
 
@@ -162,8 +163,13 @@ def cleanlab_worker(data: str, out: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def timed_child(cmd: list, env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of ``cmd`` run to completion in a child process."""
+def timed_child(cmd: list, env: dict) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MiB, CPU seconds) of ``cmd`` run to completion in a child process.
+
+    CPU seconds (user + system of the child and its own children) do not grow with the load of a
+    shared machine the way wall time does, so with one thread per child their ratio is the
+    steadier measure of which path does less work.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = proc.stderr.read()
@@ -172,11 +178,11 @@ def timed_child(cmd: list, env: dict) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{err.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def run_path(path: str, data: Path, workdir: Path, threads: int | None
-             ) -> tuple[float, float, np.ndarray, np.ndarray]:
+def run_path(path: str, data: Path, workdir: Path, threads: int | None, flag_args=()
+             ) -> tuple[float, float, float, np.ndarray, np.ndarray]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
     if threads:
@@ -185,15 +191,16 @@ def run_path(path: str, data: Path, workdir: Path, threads: int | None
     if path == "cleanpipe":
         out = workdir / "t.flags.parquet"
         exe = Path(sys.executable).with_name("cleanpipe")
-        wall, rss = timed_child([str(exe), "flag", str(data), "--out", str(out), "--quiet"], env)
+        wall, rss, cpu = timed_child([str(exe), "flag", str(data), "--out", str(out), "--quiet",
+                                      *flag_args], env)
         import pyarrow.parquet as pq
 
         t = pq.read_table(out, columns=["is_label_issue", "label_score"])
-        return wall, rss, t["is_label_issue"].to_numpy(), t["label_score"].to_numpy()
+        return wall, rss, cpu, t["is_label_issue"].to_numpy(), t["label_score"].to_numpy()
     out = workdir / "cleanlab.npz"
-    wall, rss = timed_child([sys.executable, __file__, "--cleanlab-worker", str(data), str(out)], env)
+    wall, rss, cpu = timed_child([sys.executable, __file__, "--cleanlab-worker", str(data), str(out)], env)
     with np.load(out) as z:
-        return wall, rss, z["is_label_issue"], z["label_score"]
+        return wall, rss, cpu, z["is_label_issue"], z["label_score"]
 
 
 def score(flags: np.ndarray, label_score: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -202,7 +209,7 @@ def score(flags: np.ndarray, label_score: np.ndarray, truth: np.ndarray) -> tupl
     return float(f1_score(truth, flags)), float(average_precision_score(truth, -label_score))
 
 
-def run_case(case: tuple, seed: int, paths, threads: int | None) -> list:
+def run_case(case: tuple, seed: int, paths, threads: int | None, flag_args=()) -> list:
     rows, kind, classes, noise = case
     data, truth_file = table_path(rows, kind, classes, noise, seed)
     truth = np.load(truth_file)
@@ -210,33 +217,36 @@ def run_case(case: tuple, seed: int, paths, threads: int | None) -> list:
     for path in paths:
         load = os.getloadavg()[0]
         with tempfile.TemporaryDirectory(prefix="whole_job_") as tmp:
-            wall, rss, flags, ls = run_path(path, data, Path(tmp), threads)
+            wall, rss, cpu, flags, ls = run_path(path, data, Path(tmp), threads, flag_args)
         f1, auprc = score(flags, ls, truth)
         progress(f"  {rows} {kind} k={classes} noise={noise} seed={seed} {path}: {wall:.1f}s "
-                 f"{rss:.0f} MiB F1 {f1:.3f} AUPRC {auprc:.3f} (load {load:.1f})")
+                 f"(CPU {cpu:.1f}s) {rss:.0f} MiB F1 {f1:.3f} AUPRC {auprc:.3f} (load {load:.1f})")
         out.append({"rows": rows, "kind": kind, "classes": classes, "noise": noise, "seed": seed,
-                    "path": path, "wall_s": wall, "rss_mib": rss, "f1": f1, "auprc": auprc,
-                    "load": load})
+                    "path": path, "wall_s": wall, "cpu_s": cpu, "rss_mib": rss, "f1": f1,
+                    "auprc": auprc, "load": load})
     return out
 
 
 def side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     """One row per case: each path's mean time, RSS, F1, AUPRC over the seeds given, and ratios."""
     keys = ["rows", "kind", "classes", "noise"]
-    g = df.groupby(keys + ["path"], sort=False)[["wall_s", "rss_mib", "f1", "auprc"]].mean()
+    metrics = [m for m in ("wall_s", "cpu_s", "rss_mib", "f1", "auprc") if m in df.columns]
+    g = df.groupby(keys + ["path"], sort=False)[metrics].mean()
     wide = g.unstack("path")
     wide.columns = [f"{m}:{p}" for m, p in wide.columns]
     out = wide.reset_index()
     if {"wall_s:cleanpipe", "wall_s:cleanlab"} <= set(out.columns):
         out["speedup"] = out["wall_s:cleanlab"] / out["wall_s:cleanpipe"]
+        if "cpu_s:cleanpipe" in out.columns:
+            out["cpu_speedup"] = out["cpu_s:cleanlab"] / out["cpu_s:cleanpipe"]
         out["dF1"] = out["f1:cleanpipe"] - out["f1:cleanlab"]
         out["dAUPRC"] = out["auprc:cleanpipe"] - out["auprc:cleanlab"]
-    order = [c for p in ("wall_s", "rss_mib", "f1", "auprc") for c in
-             (f"{p}:cleanpipe", f"{p}:cleanlab") if c in out.columns]
-    return out[keys + order + [c for c in ("speedup", "dF1", "dAUPRC") if c in out.columns]]
+    order = [c for p in metrics for c in (f"{p}:cleanpipe", f"{p}:cleanlab") if c in out.columns]
+    return out[keys + order + [c for c in ("speedup", "cpu_speedup", "dF1", "dAUPRC")
+                               if c in out.columns]]
 
 
-def learning_curve(case: tuple, caps: list, seed: int) -> pd.DataFrame:
+def learning_curve(case: tuple, caps: list, seed: int, model: str | None = None) -> pd.DataFrame:
     """Detection F1 / AUPRC and CPU seconds of the out-of-fold stage against ``max_train_rows``.
 
     In this process, one OpenMP/BLAS thread (set the environment before running), so CPU seconds
@@ -260,12 +270,12 @@ def learning_curve(case: tuple, caps: list, seed: int) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             P = cross_val_probs(feats.X, y, categorical=feats.categorical, max_train_rows=cap,
-                                seed=FOLD_SEED).pred_probs
+                                seed=FOLD_SEED, **({"model": model} if model else {})).pred_probs
         cpu = time.process_time() - cpu
         det = cleanpipe.find_label_issues(y, P)
         f1, auprc = score(det["is_label_issue"].to_numpy(), det["label_score"].to_numpy(), truth)
         out.append({"rows": case[0], "kind": case[1], "classes": case[2], "noise": case[3],
-                    "seed": seed, "max_train_rows": cap or "all", "oof_cpu_s": cpu, "f1": f1,
+                    "seed": seed, "model": model or "default", "max_train_rows": cap or "all", "oof_cpu_s": cpu, "f1": f1,
                     "auprc": auprc, "oof_accuracy": float((P.argmax(1) == y).mean())})
         progress(str(out[-1]))
     return pd.DataFrame(out)
@@ -304,6 +314,9 @@ def main(argv=None) -> None:
     p.add_argument("--curve", action="store_true",
                    help="learning curve of the out-of-fold stage against --caps, in this process")
     p.add_argument("--caps", default="1e4,2e4,4e4,none", help="max_train_rows values for --curve")
+    p.add_argument("--model", default=None, help="--curve: the model (default: cleanpipe's)")
+    p.add_argument("--flag-args", default="",
+                   help="extra options of the cleanpipe child, space-separated (e.g. '--model hgb,logreg')")
     p.add_argument("--cleanlab-worker", nargs=2, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.cleanlab_worker:
@@ -315,7 +328,7 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.curve:
         caps = [None if c == "none" else int(float(c)) for c in args.caps.split(",")]
-        table = pd.concat([learning_curve(c, caps, s) for c in cases for s in seeds])
+        table = pd.concat([learning_curve(c, caps, s, args.model) for c in cases for s in seeds])
         print(table.to_string(index=False))
         if args.write:
             _write(args.section or "Learning curve", [
@@ -327,7 +340,7 @@ def main(argv=None) -> None:
     rows = []
     for case in [] if args.no_run else cases:
         for seed in seeds:
-            rows.extend(run_case(case, seed, paths, args.threads))
+            rows.extend(run_case(case, seed, paths, args.threads, args.flag_args.split()))
             if args.save:
                 pd.DataFrame(rows[-len(paths):]).to_csv(
                     args.save, mode="a", header=not Path(args.save).exists(), index=False)

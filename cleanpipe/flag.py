@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._version import __version__
+from .boosters import resolve_device, resolve_models
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .detect.multilabel import detect_multilabel
 from .errors import CleanpipeWarning, InputError
@@ -35,8 +36,9 @@ from .multilabel import SIGMOID_HINT, build_multilabel_summary, check_threshold,
 from .oof import (DEFAULT_MODEL, check_folds, cross_val_probs, cross_val_probs_multilabel, model_label,
                   model_list)
 from .rows import ParquetMatrix, TakeRows
-from .settings import (DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, DEFAULT_SEED, METHODS,
-                       MIXTURES, MULTILABEL_METHODS, CheckSettings, check_seed, default_noisy_threshold)
+from .settings import (DEFAULT_DEVICE, DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD,
+                       DEFAULT_SEED, METHODS, MIXTURES, MULTILABEL_METHODS, CheckSettings, check_seed,
+                       default_noisy_threshold)
 from .target import Target, is_multilabel, resolve_target
 
 #: Rows per record batch when streaming DATA to the output.
@@ -212,12 +214,13 @@ def _check_classes(target: Target, classes: list, n_lab: int) -> None:
 
 
 def out_of_fold(src: Source, target: Target, enc, *, features, exclude, ids, model, folds, seed,
-                n_jobs, progress=None, timings=None, feats=None):
+                n_jobs, progress=None, timings=None, feats=None, device: str = "cpu"):
     """Cross-validated probabilities of every row of ``src`` (see :func:`oof_all_rows`), with the
     feature names and the fold notes: what ``flag`` computes when no ``pred_probs`` are given and
     the pipeline's oof stage saves. ``timings`` (a dict) gets ``features_s`` and ``oof_s``;
     ``feats`` (a :class:`~cleanpipe.features.Features`) is the feature matrix when it was read
-    already (for the data checks)."""
+    already (for the data checks). ``device`` is resolved (``cpu`` or ``cuda``:
+    :func:`cleanpipe.boosters.resolve_device`)."""
     t0 = time.perf_counter()
     timings = {} if timings is None else timings
     labelled = enc.labelled
@@ -234,7 +237,8 @@ def out_of_fold(src: Source, target: Target, enc, *, features, exclude, ids, mod
     names = [str(c) for c in enc.classes.to_pylist()]
     fold_progress = (lambda d, t: progress("folds", d, t)) if progress else None
     common = dict(model=model, folds=folds, seed=seed, n_jobs=n_jobs, categorical=feats.categorical,
-                  X_extra=feats.X[~labelled], class_names=names, progress=fold_progress)
+                  X_extra=feats.X[~labelled], class_names=names, progress=fold_progress,
+                  device=device)
     if target.multi_label:
         oof = cross_val_probs_multilabel(feats.X[labelled], enc.values[labelled], **common)
     else:
@@ -350,7 +354,7 @@ def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options
 
 def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, model, folds, seed,
           n_jobs, pred_probs, method=None, mixture=DEFAULT_MIXTURE, noisy_threshold=None, progress=None,
-          checks=None, against=None, fmt: TableFormat = TableFormat()):
+          checks=None, against=None, fmt: TableFormat = TableFormat(), device=DEFAULT_DEVICE):
     timings = {}
     t0 = time.perf_counter()
     where = src.name
@@ -377,10 +381,12 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
                                  ids=ids, fmt=fmt, columns_out=target.output_columns)
     notes, given = [], pred_probs is not None
     if not given:
+        device = resolve_device(device)
+        model = resolve_models(model_list(model), device)
         probs_all, feature_names, oof_notes = out_of_fold(
             src, target, enc, features=features, exclude=exclude, ids=ids, model=model, folds=folds,
             seed=seed, n_jobs=n_jobs, progress=progress, timings=timings,
-            feats=None if check_in is None else check_in.features)
+            feats=None if check_in is None else check_in.features, device=device)
         notes.extend(oof_notes)
     else:
         probs_all = _given_probs(src, pred_probs, target, classes)
@@ -413,6 +419,7 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
                 "features": feature_names, "ids": list(ids), "exclude": list(exclude),
                 "model": model_label(model),
                 "folds": None if given else folds, "seed": seed, "n_jobs": n_jobs,
+                "device": None if given else device,
                 "pred_probs": os.fspath(pred_probs) if isinstance(pred_probs, (str, os.PathLike))
                 else ("array" if given else None), **options}
     if check_in is not None:
@@ -474,7 +481,7 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
                n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                source: str | None = None, progress=None,
                noisy_threshold: float | None = None, checks: CheckSettings | None = None,
-               against=None) -> FlagResult:
+               against=None, device: str = DEFAULT_DEVICE) -> FlagResult:
     """Run the flag stage on an Arrow table.
 
     Parameters
@@ -488,9 +495,10 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
         Treat ``label`` as multi-label; implied by a list column or several columns.
     features, exclude, ids : sequence of str
         Feature columns (default: all but label, ids and excluded).
-    model, folds, seed, n_jobs
+    model, folds, seed, n_jobs, device
         Cross-validation settings (see :func:`cleanpipe.out_of_fold_probs`); ``model`` may name
-        several families (``"hgb,logreg"`` or a list), whose probabilities are averaged.
+        several families (``"hgb,logreg"`` or a list), whose probabilities are averaged;
+        ``device`` (``auto``, ``cpu``, ``cuda``) moves the boosted ones to a GPU.
     pred_probs : str or ndarray, optional
         Skip cross-validation: a path (``.npy`` / Parquet), a list column of ``table``, or an
         array with one row per table row (multi-label: one column per class in class order; rows
@@ -524,7 +532,7 @@ def flag_table(table: pa.Table, *, label="label", multi_label: bool = False, fea
         src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
         model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
         mixture=mixture, progress=progress, noisy_threshold=noisy_threshold, checks=checks,
-        against=against)
+        against=against, device=device)
     summary["source"] = None if source is None else os.fspath(source)
     out = table
     for name, col in columns.arrays().items():
@@ -542,7 +550,7 @@ def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = 
                  n_jobs: int = 1, pred_probs=None, method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                  noisy_threshold: float | None = None, save_pred_probs=None, progress=None,
                  fmt: TableFormat = TableFormat(), checks: CheckSettings | None = None,
-                 against=None, against_out=None) -> dict:
+                 against=None, against_out=None, device: str = DEFAULT_DEVICE) -> dict:
     """Run the flag stage on a table file or Parquet dataset on disk, streaming it to ``out_path``.
 
     Only the label column(s) (and the feature columns, when out-of-fold probabilities are
@@ -562,7 +570,7 @@ def flag_dataset(path, out_path, *, outputs, label="label", multi_label: bool = 
         src, label=label, multi_label=multi_label, features=features, exclude=exclude, ids=ids,
         model=model, folds=folds, seed=seed, n_jobs=n_jobs, pred_probs=pred_probs, method=method,
         mixture=mixture, progress=progress, noisy_threshold=noisy_threshold, checks=checks,
-        against=against, fmt=fmt)
+        against=against, fmt=fmt, device=device)
     if checked is not None and against is not None and against_out is not None:
         write_against(checked, summary, against_out, outputs)
     if not save_pred_probs:

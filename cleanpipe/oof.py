@@ -29,6 +29,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import ThreadpoolController
 
+from .boosters import LightGBMFolds, XGBoostFolds, new_bins_key, resolve_device, resolve_models
 from .detect import check_labels
 from .errors import CleanpipeWarning, InputError
 from .features import table_to_features
@@ -41,10 +42,12 @@ log = logging.getLogger(__name__)
 #: Seconds to wait for a Dask scheduler to answer before giving up.
 DASK_CONNECT_TIMEOUT = 10.0
 #: Training rows of each fold model at most (a stratified sample of the fold's training rows);
-#: ``None`` fits on all of them. Off by default: on the learning curve in ``benchmarks/RESULTS.md``
-#: ("Whole job"; a 100,000-row, 10-class table) detection F1 was 0.535, 0.580, 0.627 and 0.647 with
-#: 10k, 20k, 40k and all 80k rows per fold, for 27, 31, 40 and 60 CPU-seconds: still rising, and
-#: the time grows far less than the rows, so a cap bought little time for a clear loss of F1.
+#: ``None`` fits on all of them. Off by default: on the learning curves in ``benchmarks/RESULTS.md``
+#: ("Whole job") detection quality still rose with the rows: on a 100,000-row 10-class table F1
+#: 0.535 / 0.580 / 0.627 / 0.647 with 10k / 20k / 40k / all 80k rows per fold; on 1,000,000-row
+#: 2-class tables (``lgb,logreg``) AUPRC 0.887 / 0.892 / 0.895 with 200k / 400k / all 800k rows
+#: (numeric, 10% noise) and 0.931 / 0.939 with 200k / 400k (mixed, 30% noise), where the cleanlab
+#: path fitting every row scored 0.891 and 0.945: a cap cut the time by 2-3x but lost AUPRC.
 MAX_TRAIN_ROWS = None
 
 
@@ -115,22 +118,29 @@ def model_label(model) -> str:
     return ",".join(m.strip() if isinstance(m, str) else type(m).__name__ for m in items)
 
 
-def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED):
+def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED, device: str = "cpu"):
     """Build the scikit-learn classifier for ``model``.
 
     Parameters
     ----------
     model : str or estimator
-        ``"hgb"`` (HistGradientBoostingClassifier: NaN and categories natively), ``"logreg"``
-        (imputation, one-hot categories, scaling, logistic regression), ``"package.module:Class"``
+        ``"gbm"`` (``"lgb"`` when LightGBM is installed, else ``"hgb"``: see
+        :func:`cleanpipe.boosters.resolve_models`), ``"hgb"`` (HistGradientBoostingClassifier: NaN
+        and categories natively), ``"logreg"``
+        (imputation, one-hot categories, scaling, logistic regression), ``"lgb"`` (LightGBM, its
+        bins shared by the fold fits: :class:`cleanpipe.boosters.LightGBMFolds`), ``"xgb"``
+        (XGBoost: :class:`cleanpipe.boosters.XGBoostFolds`), ``"package.module:Class"``
         (imported and constructed without arguments; this runs that package's code), or an
         unfitted scikit-learn classifier.
     categorical : ndarray of bool, optional
         Which feature columns hold category codes.
     seed : int, default=0
         Set as ``random_state`` where the estimator has one.
+    device : {"cpu", "cuda"}, default="cpu"
+        Where ``"xgb"`` fits; on ``"cuda"`` every boosted family is ``"xgb"``.
     """
     cats = np.zeros(0, bool) if categorical is None else np.asarray(categorical, bool)
+    model = resolve_models((model,), device)[0] if isinstance(model, str) else model
     if not isinstance(model, str):
         est = clone(model)
     elif model == "hgb":
@@ -150,6 +160,10 @@ def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED):
         else:
             prep = numeric
         est = make_pipeline(prep, LogisticRegression(max_iter=1000))
+    elif model == "lgb":
+        est = LightGBMFolds(categorical=cats if cats.any() else None)
+    elif model == "xgb":
+        est = XGBoostFolds(categorical=cats if cats.any() else None, device=device)
     elif ":" in model:
         est = _import_estimator(model)
     else:
@@ -234,7 +248,10 @@ def _fit_fold(est, X, y, train, test, X_extra, n_classes):
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=RuntimeWarning)
         try:
-            est.fit(X[train], y[train])
+            if hasattr(est, "fit_rows"):  # bins the whole X once, trains on the rows `train` only
+                est.fit_rows(X, y, train)
+            else:
+                est.fit(X[train], y[train])
         except ValueError as exc:
             raise InputError(f"the model could not be fitted on a fold ({str(exc).splitlines()[0]}); "
                              "check the feature columns or try --model hgb") from None
@@ -313,8 +330,12 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
                     categorical=None, X_extra: np.ndarray | None = None, class_names=None,
                     progress=None, backend: str | None = None,
                     scheduler: str | None = None,
-                    max_train_rows: int | None = MAX_TRAIN_ROWS) -> OutOfFold:
+                    max_train_rows: int | None = MAX_TRAIN_ROWS, device: str = "cpu") -> OutOfFold:
     """Out-of-fold probabilities of validated inputs; see :func:`out_of_fold_probs`.
+
+    ``device`` is already resolved (``"cpu"`` or ``"cuda"``, see
+    :func:`cleanpipe.boosters.resolve_device`): on ``cuda`` the boosted families are XGBoost on
+    the GPU (:func:`cleanpipe.boosters.resolve_models`).
 
     ``progress``, if given, is called with ``(done, total)`` as (model, fold) fits finish.
     ``backend`` and ``scheduler`` are passed to :func:`joblib_backend` (``None``: joblib's active
@@ -331,7 +352,7 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     inside loky workers joblib caps each task's threads at ``cpu_count // n_jobs``. Either way
     the fold workers and a model's threads share the cores rather than oversubscribe them.
     """
-    models = model_list(model)
+    models = resolve_models(model_list(model), device)
     k = int(y.max()) + 1 if n_classes is None else n_classes
     names = class_names if class_names is not None else [str(i) for i in range(k)]
     counts = np.bincount(y, minlength=k)
@@ -354,7 +375,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
         folds = int(counts.max())
     for note in notes:
         warnings.warn(note, CleanpipeWarning, stacklevel=2)
-    ests = [make_model(m, categorical=categorical, seed=seed) for m in models]
+    ests = [_with_threads(make_model(m, categorical=categorical, seed=seed, device=device), n_jobs)
+            for m in models]
     X_extra = np.zeros((0, X.shape[1]), X.dtype) if X_extra is None else X_extra
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
@@ -385,6 +407,20 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
     _renormalise(pred_probs)
     _renormalise(extra)
     return OutOfFold(pred_probs, extra, folds, notes)
+
+
+def _with_threads(est, n_jobs: int):
+    """``est`` with the thread count of one fold fit, where it takes one (``n_threads``), and
+    a fresh ``bins_key`` where its fold fits can share one binning (the probabilities depend on
+    neither)."""
+    params = est.get_params(deep=False)
+    if "n_threads" in params:
+        workers = available_cpus() if n_jobs < 0 else n_jobs
+        threads = fold_threads(1) if n_jobs == 1 else max(1, available_cpus() // workers)
+        est.set_params(n_threads=threads)
+    if "bins_key" in params:
+        est.set_params(bins_key=new_bins_key())
+    return est
 
 
 @contextlib.contextmanager
@@ -418,7 +454,7 @@ def _renormalise(P: np.ndarray) -> None:
 def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED, n_jobs: int = 1,
                       categorical=None, backend: str | None = None,
                       scheduler: str | None = None,
-                      max_train_rows: int | None = MAX_TRAIN_ROWS) -> np.ndarray:
+                      max_train_rows: int | None = MAX_TRAIN_ROWS, device: str = "cpu") -> np.ndarray:
     """Out-of-fold predicted probabilities by stratified K-fold cross-validation.
 
     Parameters
@@ -446,6 +482,9 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, 
         Each fold model is fitted on a stratified sample of at most this many of its fold's
         training rows (``None``: all of them); every row is still predicted by a model that did
         not see it.
+    device : {"cpu", "auto", "cuda"}, default="cpu"
+        Where the boosted families fit: ``cuda`` (or ``auto`` on a machine with an NVIDIA GPU and
+        XGBoost) fits them as XGBoost on the GPU; see :func:`cleanpipe.boosters.resolve_device`.
 
     Returns
     -------
@@ -496,9 +535,10 @@ def out_of_fold_probs(X, y, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, 
         raise InputError("y holds a single class; label-error detection needs at least two")
     if max_train_rows is not None and (isinstance(max_train_rows, bool) or max_train_rows < 2):
         raise InputError(f"max_train_rows={max_train_rows!r} is too small; pass None or at least 2")
+    device = resolve_device(device)
     return cross_val_probs(X, y, model=model, folds=folds, seed=seed, n_jobs=n_jobs,
                            categorical=categorical, backend=backend, scheduler=scheduler,
-                           max_train_rows=max_train_rows).pred_probs
+                           max_train_rows=max_train_rows, device=device).pred_probs
 
 
 def check_folds(folds: int, n_rows: int, *, option: str = "--folds") -> None:
@@ -560,7 +600,8 @@ def _fit_binary(est, X, y, train, test, X_extra, others=None, est_extra=None):
 def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS,
                                seed: int = DEFAULT_SEED, n_jobs: int = 1, categorical=None,
                                X_extra: np.ndarray | None = None, class_names=None,
-                               progress=None, condition_on_tags: bool = True) -> OutOfFold:
+                               progress=None, condition_on_tags: bool = True,
+                               device: str = "cpu") -> OutOfFold:
     """One-vs-rest out-of-fold probabilities for a 0/1 label matrix (validated inputs).
 
     Parameters
@@ -577,6 +618,8 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
         For the notes and warnings.
     progress : callable, optional
         Called with ``(done, total)`` as the ``folds * n_classes`` fits finish.
+    device : {"cpu", "cuda"}, default="cpu"
+        Resolved device of the boosted families (see :func:`cross_val_probs`).
     condition_on_tags : bool, default=True
         Give each class's model the row's other given tags as extra features, so ``pred_probs[n, k]``
         estimates ``P(tag k | x_n, other given tags of n)``. Rows without labels (``X_extra``) have
@@ -630,10 +673,10 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     # One (model, model for the untagged extra rows) pair per family; they are the same model
     # unless each tag's model also sees the row's other given tags.
     ests = []
-    for name in model_list(model):
-        est_x = make_model(name, categorical=categorical, seed=seed)
-        est = (make_model(name, categorical=np.concatenate([cats, np.zeros(k - 1, bool)]), seed=seed)
-               if conditioned else est_x)
+    for name in resolve_models(model_list(model), device):
+        est_x = make_model(name, categorical=categorical, seed=seed, device=device)
+        est = (make_model(name, categorical=np.concatenate([cats, np.zeros(k - 1, bool)]), seed=seed,
+                          device=device) if conditioned else est_x)
         ests.append((est, est_x))
     X_extra = np.zeros((0, X.shape[1]), X.dtype) if X_extra is None else X_extra
     splits = multilabel_folds(Y, folds, seed)

@@ -103,6 +103,8 @@ def check_seed(seed, *, option: str = "--seed") -> int:
     return seed
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Where models run unless told: a CUDA device when one is present, else the CPU.
+DEFAULT_DEVICE = DEVICES[0]
 #: Loss-mixture families; the first is the default.
 MIXTURES = ("beta", "gaussian")
 DEFAULT_MIXTURE = MIXTURES[0]
@@ -110,11 +112,14 @@ DEFAULT_MIXTURE = MIXTURES[0]
 # --- oof: cross-validated probabilities --------------------------------------------------------------
 
 #: Names accepted by ``model=`` besides ``"package.module:Class"``.
-MODELS = ("hgb", "logreg")
+MODELS = ("gbm", "hgb", "logreg", "lgb", "xgb")
 #: The model families of ``flag``, pipelines and the API: their out-of-fold probabilities are
-#: averaged. Chosen on ``benchmarks/ensembles.py`` (held-out seed: mean F1 +0.030, AUPRC +0.053 over
-#: hgb alone, for 2% more fitting time); see ``benchmarks/RESULTS.md``.
-DEFAULT_MODEL = "hgb,logreg"
+#: averaged. A booster and logistic regression: chosen on ``benchmarks/ensembles.py`` (held-out
+#: seed: mean F1 +0.030, AUPRC +0.053 over hgb alone, for 2% more fitting time). The booster is
+#: ``gbm``: LightGBM (``cleanpipe[fast]``) when installed, else HistGradientBoosting; LightGBM with
+#: bins shared by the folds and half the rows per tree gave higher F1 and AUPRC at about the same
+#: time on ``benchmarks/whole_job.py`` (see ``benchmarks/RESULTS.md``, "Whole job").
+DEFAULT_MODEL = "gbm,logreg"
 #: joblib backends the fold fits can run on (``backend=``).
 BACKENDS = ("loky", "dask")
 
@@ -123,6 +128,8 @@ OOF = {
     "seed": SEED,
     "n_jobs": _int(1, 1, want="a positive count, or -1 for every core", also=(-1,)),
     "backend": _choice("loky", BACKENDS),
+    # auto: XGBoost on the GPU for the boosted families when an NVIDIA device is present
+    "device": _choice(DEFAULT_DEVICE, DEVICES),
 }
 
 # --- flag: the detectors -----------------------------------------------------------------------------

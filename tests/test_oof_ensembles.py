@@ -104,7 +104,7 @@ def test_multilabel_ensemble_is_the_mean_of_its_members():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("hgb,xgb", "--model 'xgb' is not known; use hgb, logreg"),
+    ("hgb,catboost", "--model 'catboost' is not known; use gbm, hgb, logreg"),
     (["hgb", "hgb"], "names 'hgb' twice"),
     ("hgb,", "names no model"),
     ([], "names no model"),

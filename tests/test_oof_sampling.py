@@ -111,3 +111,4 @@ def test_fold_threads_do_not_change_the_probabilities(monkeypatch):
         monkeypatch.setattr("cleanpipe.oof.fold_threads", lambda n_jobs, t=threads: t)
         runs.append(out_of_fold_probs(X, y, folds=3))
     np.testing.assert_array_equal(runs[0], runs[1])
+

@@ -18,9 +18,9 @@ from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
                         NOISY_THRESHOLD, OOF)
 from ._group import cli
-from .options import (check_options, csv_option, exclude_option, features_option, ids_option, input_format_options,
-                      json_option, label_option, multi_label_option, overwrite_option, quiet_option,
-                      seed_option, setting_option)
+from .options import (check_options, csv_option, device_option, exclude_option, features_option,
+                      ids_option, input_format_options, json_option, label_option, multi_label_option,
+                      overwrite_option, quiet_option, seed_option, setting_option)
 from ._progress import progress_bar
 
 
@@ -33,8 +33,9 @@ from ._progress import progress_bar
 @exclude_option
 @ids_option()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="hgb, logreg, or package.module:Class of a scikit-learn classifier (imports it); "
-                   "several comma-separated (hgb,logreg) average their out-of-fold probabilities.")
+              help="gbm (LightGBM when installed, else hgb), hgb, lgb, xgb, logreg, or "
+                   "package.module:Class of a scikit-learn classifier (imports it); several "
+                   "comma-separated (gbm,logreg) average their out-of-fold probabilities.")
 @click.option("--folds", default=OOF["folds"].default, show_default=True, type=int,
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")
 @seed_option("Seed for folds and models.")
@@ -42,6 +43,8 @@ from ._progress import progress_bar
 @setting_option("--backend", OOF["backend"],
                 help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
 @click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
+@device_option("Where the boosted fold models fit: cuda runs them as XGBoost on the GPU "
+               "(auto: when an NVIDIA GPU and xgboost are present).")
 @click.option("--pred-probs", default=None,
               help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
@@ -62,8 +65,8 @@ from ._progress import progress_bar
 @json_option("Print the summary as one JSON object.")
 @quiet_option()
 def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n_jobs, backend, scheduler,
-         pred_probs, save_pred_probs, method, mixture, noisy_threshold, checks, against, out, with_report,
-         overwrite, as_json, quiet, fmt):
+         device, pred_probs, save_pred_probs, method, mixture, noisy_threshold, checks, against, out,
+         with_report, overwrite, as_json, quiet, fmt):
     """Flag likely mislabeled rows of a table.
 
     Computes out-of-fold probabilities by stratified K-fold cross-validation, scores every row with
@@ -74,7 +77,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     Examples:
       cleanpipe flag data.parquet --label target
       cleanpipe flag data/ --label y --id row_id --model logreg --out flags.parquet
-      cleanpipe flag data.parquet --model hgb   # one model family, not the hgb,logreg average
+      cleanpipe flag data.parquet --model hgb   # one model family, not the gbm,logreg average
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
@@ -115,7 +118,7 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
                                n_jobs=n_jobs, pred_probs=pred_probs, method=method, mixture=mixture,
                                noisy_threshold=noisy_threshold, save_pred_probs=save_pred_probs,
                                progress=update, fmt=fmt, checks=checks, against=against,
-                               against_out=against_path)
+                               against_out=against_path, device=device)
         summary["outputs"] = {"flags": str(out_path), "summary": str(summary_path)}
         if against_path is not None:
             summary["outputs"]["against"] = str(against_path)

@@ -60,8 +60,9 @@ def seed_option(help: str | None = None):
     return setting_option("--seed", SEED, help=help)
 
 
-def device_option():
-    return click.option("--device", default=DEVICES[0], show_default=True, type=click.Choice(list(DEVICES)))
+def device_option(help: str | None = None):
+    return click.option("--device", default=DEVICES[0], show_default=True, type=click.Choice(list(DEVICES)),
+                        help=help)
 
 
 def overwrite_option(help_text: str = "Replace existing output files that cleanpipe did not write "

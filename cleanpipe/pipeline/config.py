@@ -146,6 +146,7 @@ class OofSettings:
     n_jobs: int = S.OOF["n_jobs"].default
     backend: str = S.OOF["backend"].default
     scheduler: str | None = None
+    device: str = S.OOF["device"].default
 
 
 #: What an unset ``[flag] method`` / ``noisy_threshold`` means on single-label data: the defaults of

@@ -19,12 +19,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..boosters import resolve_device, resolve_models
 from ..clean import clean_table
 from ..errors import InputError
 from ..flag import dataset_source, flag_dataset, load_pred_probs, out_of_fold
 from ..flagsfile import clean_provenance, flag_estimate, jsonable
 from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
-from ..oof import check_folds
+from ..oof import check_folds, model_label, model_list
 from ..target import resolve_target
 
 PRED_PROBS, OOF_INFO, AGAINST = "pred_probs.npy", "oof.json", "against.parquet"
@@ -82,14 +83,17 @@ def run_oof(ctx: StageContext, out: Path) -> dict:
         raise InputError(f"label column '{c.label}' has {k} class(es) on {n_lab} labelled "
                          "row(s); label-error detection needs at least two classes")
     check_folds(p.oof.folds, n_lab, option="[oof] folds")
+    device = resolve_device(p.oof.device)
+    models = resolve_models(model_list(p.oof.model), device)  # the families fitted, as recorded
     probs, feature_names, notes = out_of_fold(
         src, target, enc, features=list(c.features or ()) or None, exclude=c.exclude, ids=c.ids,
-        model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
-        progress=ctx.progress)
+        model=models, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
+        progress=ctx.progress, device=device)
     write_npy(probs, out / PRED_PROBS)
     info = {"label": c.target, **({"multi_label": True} if target.multi_label else {}),
             "classes": [jsonable(v) for v in enc.classes.to_pylist()],
-            "features": feature_names, "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed,
+            "features": feature_names, "model": model_label(models), "device": device,
+            "folds": p.oof.folds, "seed": p.oof.seed,
             "rows": src.n_rows, "labelled_rows": n_lab, "notes": notes}
     write_json(info, out / OOF_INFO)
     keep = ("rows", "labelled_rows", "model", "folds", "notes") + (

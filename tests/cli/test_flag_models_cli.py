@@ -34,8 +34,8 @@ def test_cli_unknown_model_in_a_list_is_exit_2_in_one_line(small_table, tmp_path
     table, _ = small_table
     src = tmp_path / "t.parquet"
     pq.write_table(table, src)
-    line = one_error_line(run("flag", src, "--out", tmp_path / "o.parquet", "--model", "hgb,xgb"))
-    assert "'xgb'" in line and "hgb, logreg" in line
+    line = one_error_line(run("flag", src, "--out", tmp_path / "o.parquet", "--model", "hgb,catboost"))
+    assert "'catboost'" in line and "hgb, logreg" in line
     assert not (tmp_path / "o.parquet").exists()
 
 
@@ -62,6 +62,6 @@ def test_pipeline_model_list(tmp_path, small_table):
     run_dir = (tmp_path / "runs" / "p" / "latest").resolve()
     info = json.loads(next(run_dir.rglob("oof.json")).read_text())
     assert info["model"] == "logreg,hgb"
-    (tmp_path / "bad.toml").write_text(text.replace('"hgb"]', '"xgb"]'))
+    (tmp_path / "bad.toml").write_text(text.replace('"hgb"]', '"catboost"]'))
     line = one_error_line(run("run", tmp_path / "bad.toml", "--runs-dir", tmp_path / "runs2"))
-    assert "[oof] model = 'xgb' is not known" in line and "hgb, logreg" in line
+    assert "[oof] model = 'catboost' is not known" in line and "hgb, logreg" in line
