@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from ._version import __version__
 from .boosters import resolve_device, resolve_models
+from .detect.evidence import with_duplicate_labels
 from .detect import Detection, check_labels, check_pred_probs, detect
 from .detect.multilabel import detect_multilabel
 from .errors import CleanpipeWarning, InputError
@@ -401,13 +402,18 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
                                   None if multi else probs_all, seed=seed)
         timings["checks_s"] = time.perf_counter() - t3
     t2 = time.perf_counter()
-    lab_probs = probs_all if everything else TakeRows(probs_all, np.flatnonzero(labelled))
+    det_probs = probs_all
+    if checked is not None and not multi:  # the labels of a row's duplicates are evidence too
+        det_probs = with_duplicate_labels(probs_all, np.where(labelled, enc.values, -1),
+                                          checked.columns["duplicate_set"],
+                                          noise=check_in.settings.duplicate_noise)
+    lab_probs = det_probs if everything else TakeRows(det_probs, np.flatnonzero(labelled))
     options = dict(method=method, mixture=mixture, noisy_threshold=noisy_threshold)
     if multi:
         det, columns, score = _detect_multilabel(enc, probs_all, lab_probs, everything=everything,
                                                  **options)
     else:
-        det, columns, score = _detect_single(enc, probs_all, lab_probs, given=given,
+        det, columns, score = _detect_single(enc, det_probs, lab_probs, given=given,
                                              everything=everything, **options)
     timings["detect_s"] = time.perf_counter() - t2
     label_columns = columns

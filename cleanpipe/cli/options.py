@@ -108,6 +108,9 @@ CHECK_OPTIONS = {
              "measured, so one rare value does not make a row an outlier on its own (1e9: no clip)."),
     "knn_weight": ("--knn-weight", "Also apply the label rule to the out-of-fold probabilities mixed "
                    "with this share of the neighbours' labels: knn_is_label_issue (0: off)."),
+    "duplicate_noise": ("--duplicate-noise", "The label rule reads the out-of-fold probabilities "
+                        "updated by the labels of each row's duplicates, each taken as wrong this "
+                        "often (0: not used)."),
     "k": ("--k-neighbors", "Neighbours per row for the outlier score and the neighbours' label "
           "agreement."),
     "null_heavy": ("--null-heavy", "A row or feature column with more than this share of nulls "
