@@ -398,6 +398,10 @@ def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, mode
     checked = None
     if check_in is not None:  # before detection, so that its evidence could feed the detector
         t3 = time.perf_counter()
+        if not multi and not isinstance(probs_all, np.ndarray):
+            # a Parquet file of probabilities, read whole once: the checks and the duplicates'
+            # evidence take its rows in any order, and the detector then reads the same array
+            probs_all = np.asarray(TakeRows(probs_all, np.arange(src.n_rows))[0:src.n_rows])
         checked = run_flag_checks(check_in, None if multi else enc.values,
                                   None if multi else probs_all, seed=seed)
         timings["checks_s"] = time.perf_counter() - t3

@@ -22,7 +22,6 @@ from .features import Features, _kind, columns_hint, table_to_features
 from .formats import STDIN, TableFormat
 from .flagsfile import FLAG_METADATA, flag_provenance
 from .io import open_dataset, write_parquet
-from .rows import TakeRows
 from .settings import CheckSettings
 
 
@@ -141,15 +140,13 @@ def run_flag_checks(inputs: CheckInputs, labels, pred_probs, *, seed: int) -> Ch
     """Run the checks on DATA's features (and the ``--against`` table's).
 
     ``labels`` are class codes (-1 for null) or None (multi-label data: the label checks are
-    skipped); ``pred_probs`` the out-of-fold probabilities of every row, or None.
+    skipped); ``pred_probs`` the out-of-fold probabilities of every row (an array in memory), or
+    None.
     """
     if inputs.against is None:
         X, X_against = inputs.features.X, None
     else:  # encoded together, so a category has one code in both
         X, X_against = feature_matrices(inputs.table, inputs.columns, inputs.against)
-    if pred_probs is not None and not isinstance(pred_probs, np.ndarray):
-        n = inputs.table.num_rows  # a Parquet file of probabilities: read whole, as the detector does
-        pred_probs = np.asarray(TakeRows(pred_probs, np.arange(n))[0:n])
     return run_checks(X, labels, pred_probs=pred_probs, table=inputs.table,
                       columns=inputs.columns, against=X_against, settings=inputs.settings,
                       seed=seed)

@@ -85,3 +85,30 @@ def test_flag_uses_the_duplicates_labels():
     assert with_evidence.is_label_issue[4] and not without.is_label_issue[4]
     assert not with_evidence.is_label_issue[:4].any()
     assert with_evidence.label_score[4] < without.label_score[4]
+
+
+def test_flag_reads_a_parquet_file_of_probabilities_as_it_reads_an_array(tmp_path):
+    # The duplicates' evidence takes rows in any order; a Parquet file of probabilities (read
+    # lazily, by row slices) must give the flags a .npy file gives.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from cleanpipe.cli import cli
+
+    df = _table_with_a_conflicting_copy()
+    p1 = 1.0 / (1.0 + np.exp(-3.0 * df.a.to_numpy()))
+    probs = np.c_[1.0 - p1, p1]
+    pq.write_table(pa.table({"0": probs[:, 0], "1": probs[:, 1]}), tmp_path / "probs.parquet")
+    np.save(tmp_path / "probs.npy", probs)
+    df.to_parquet(tmp_path / "data.parquet")
+    out = {}
+    for kind in ("parquet", "npy"):
+        res = CliRunner().invoke(cli, ["flag", str(tmp_path / "data.parquet"), "--label", "y", "--checks",
+                                       "--pred-probs", str(tmp_path / f"probs.{kind}"),
+                                       "--out", str(tmp_path / f"flags_{kind}.parquet"), "-q"])
+        assert res.exit_code == 0, res.output
+        out[kind] = pd.read_parquet(tmp_path / f"flags_{kind}.parquet")
+    for name in ("is_label_issue", "label_score", "label_conflict"):
+        np.testing.assert_array_equal(out["parquet"][name], out["npy"][name])
+    assert out["npy"].is_label_issue[4]
