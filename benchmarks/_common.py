@@ -166,6 +166,15 @@ def replace_section(title: str, body: str, path: Path = RESULTS_MD) -> None:
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited over fork)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def progress(message: str) -> None:
     """Progress line on stderr (keeps stdout for the tables)."""
     print(message, file=sys.stderr, flush=True)

@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+from _common import peak_rss_mib  # the script's folder is on sys.path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 if os.path.dirname(HERE) not in sys.path:
     sys.path.insert(0, os.path.dirname(HERE))
@@ -110,14 +112,6 @@ def make_case(name: str, seed: int):
 
 def case_path(name: str, seed: int) -> str:
     return os.path.join(os.environ.get("TMPDIR", "/tmp"), f"cleanpipe_issues_{name}_{seed}.npz")
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def conflicts_from_sets(sets: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from _common import peak_rss_mib  # the script's folder is on sys.path
+
 #: ``faiss-ivf<P>`` scans the P nearest of sqrt(n) cells; ``faiss-hnsw`` is M=32, efSearch=64.
 LIBS = ("faiss-ivf8", "faiss-ivf32", "faiss-hnsw", "hnswlib", "pynndescent")
 K = 10
@@ -92,15 +94,6 @@ def run_lib(lib: str, X: np.ndarray, threads: int, seed: int):
         idx, _ = index.neighbor_graph  # the self-kNN graph is what the build computes
     t2 = time.perf_counter()
     return t1 - t0, t2 - t1, np.asarray(idx, dtype=np.int64)
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited over fork)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def data_path(n: int, seed: int) -> str:
