@@ -187,3 +187,39 @@ def test_out_inside_data_is_refused(dataset):
     data, _, _ = dataset
     with pytest.raises(InputError, match="overlaps DATA"):
         flag_partitions(str(data), str(data / "flags"), label="y", pred_probs="probs")
+
+
+def test_s3_dataset_on_a_moto_server(tmp_path, monkeypatch, client):
+    moto_server = pytest.importorskip("moto.server")
+    from pyarrow import fs as pafs
+
+    from cleanpipe.partitions import DaskEngine
+    server = moto_server.ThreadedMotoServer(port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"),
+                           ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(key, value)
+        s3 = pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", scheme="http",
+                               region="us-east-1", access_key="x", secret_key="x",
+                               allow_bucket_creation=True)
+        s3.create_dir("lake")
+        labels, p = write_dataset(tmp_path / "data")
+        for f in sorted(os.listdir(tmp_path / "data")):
+            with s3.open_output_stream(f"lake/table/{f}") as fh:
+                fh.write((tmp_path / "data" / f).read_bytes())
+        query = f"?endpoint_override=http://{host}:{port}&scheme=http&region=us-east-1"
+        summary = flag_partitions(f"s3://lake/table/{query}", f"s3://lake/flags/{query}", label="y",
+                                  pred_probs="probs", engine=DaskEngine(client))
+        names = sorted(i.base_name for i in s3.get_file_info(pafs.FileSelector("lake/flags")))
+        assert SUCCESS in names and MANIFEST in names and WORK not in names
+        flags = []
+        for f in (n for n in names if n.endswith(".parquet")):
+            with s3.open_input_file(f"lake/flags/{f}") as fh:
+                flags.append(pq.read_table(fh, columns=["is_label_issue"]))
+        got = pa.concat_tables(flags)["is_label_issue"].to_numpy()
+        np.testing.assert_array_equal(got, detect(labels, p).is_label_issue)
+        assert summary["partitions"] == 5
+    finally:
+        server.stop()
