@@ -18,6 +18,7 @@ in sorted class order.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -166,6 +167,10 @@ class LocalEngine:
     def map(self, fn, *iterables):
         out = []
         for args in zip(*iterables):
+            failed = next((a for a in args if isinstance(a, _Failed)), None)
+            if failed is not None:  # a task on a failed task's result fails with its error
+                out.append(failed)
+                continue
             try:
                 out.append(fn(*args))
             except Exception as exc:  # re-raised by get, once every partition has run
@@ -177,6 +182,10 @@ class LocalEngine:
             if isinstance(h, _Failed):
                 raise h.exc
         return list(handles)
+
+    def reduce(self, merge, handles):
+        """The partials merged left to right."""
+        return functools.reduce(merge, self.get(handles))
 
 
 class DaskEngine:
@@ -193,6 +202,16 @@ class DaskEngine:
         for future in handles:  # every partition that can finish does, before an error is raised
             future.exception()
         return self.client.gather(handles)
+
+    def reduce(self, merge, handles):
+        """The partials merged on the workers, neighbours first (a tree: merges are associative),
+        so the driver receives one partial whatever the number of partitions."""
+        level = list(handles)
+        while len(level) > 1:
+            pairs = [self.client.submit(merge, a, b, pure=False)
+                     for a, b in zip(level[0::2], level[1::2])]
+            level = pairs + ([level[-1]] if len(level) % 2 else [])
+        return self.get(level)[0]
 
 
 def connect(scheduler: str | None, timeout: float | None = None):
@@ -415,14 +434,12 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         key = _digest((fp, index, step))
         handles = engine.map(_step_task, [out] * len(sources), [key] * len(sources),
                              [step] * len(sources), sources, caches)
-        results = engine.get(handles)
-        caches = engine.map(_first, handles) if isinstance(engine, DaskEngine) else \
-            [r[0] for r in results]
-        merged = None
-        for _, part, _ in results:
-            merged = part if merged is None else merge_pair(step, merged, part)
-        passes.append({"step": step.kind, "computed": sum(not r[2] for r in results),
-                       "reused": sum(r[2] for r in results)})
+        # only the merged partial comes back: the per-row caches stay where the partitions are
+        reused = engine.get(engine.map(_third, handles))
+        merged = engine.reduce(functools.partial(merge_pair, step), engine.map(_second, handles))
+        caches = engine.map(_first, handles)
+        passes.append({"step": step.kind, "computed": sum(not r for r in reused),
+                       "reused": sum(reused)})
         try:
             step = plan.send(merged)
         except StopIteration as stop:
@@ -453,3 +470,11 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
 
 def _first(result):
     return result[0]
+
+
+def _second(result):
+    return result[1]
+
+
+def _third(result):
+    return result[2]
