@@ -223,3 +223,23 @@ def test_s3_dataset_on_a_moto_server(tmp_path, monkeypatch, client):
         assert summary["partitions"] == 5
     finally:
         server.stop()
+
+
+def test_null_labels_match_the_single_machine_flag(tmp_path):
+    # rows with a null label are kept, not checked: as `cleanpipe flag` does on one machine
+    labels, p = write_dataset(tmp_path / "data", names=False)
+    for f in ("part-001.parquet", "part-004.parquet"):
+        t = pq.read_table(tmp_path / "data" / f)
+        y = t.column("y").to_numpy().astype(float)
+        y[::7] = np.nan
+        t = t.set_column(1, "y", pa.array(y, mask=np.isnan(y), type=pa.int64()))
+        pq.write_table(t, tmp_path / "data" / f)
+    flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y", pred_probs="probs")
+    one = tmp_path / "one.parquet"
+    r = CliRunner().invoke(cli, ["flag", str(tmp_path / "data"), "--label", "y", "--pred-probs",
+                                 "probs", "--out", str(one), "--quiet"])
+    assert r.exit_code == 0, r.output
+    ref, got = pq.read_table(one), read_flags(tmp_path / "out")
+    assert got["given_label"].null_count > 100
+    for c in ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"):
+        assert got[c].to_pylist() == ref[c].to_pylist(), c
