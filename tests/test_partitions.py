@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -243,3 +244,40 @@ def test_null_labels_match_the_single_machine_flag(tmp_path):
     assert got["given_label"].null_count > 100
     for c in ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"):
         assert got[c].to_pylist() == ref[c].to_pylist(), c
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run(tmp_path):
+    # a worker process dies during the confident-joint pass: the cluster reruns its tasks on the
+    # other worker (those that had finished read their partials back from OUT/_work) and the flags
+    # are the in-memory ones
+    import signal
+    import threading
+
+    distributed = pytest.importorskip("distributed")
+    from cleanpipe.partitions import DaskEngine
+    labels, p = write_dataset(tmp_path / "data", n=60000,
+                              bounds=tuple(np.linspace(0, 60000, 9).astype(int)))
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        box = {}
+
+        def run():
+            box["summary"] = flag_partitions(str(data), str(out), label="y", pred_probs="probs",
+                                             engine=DaskEngine(client))
+
+        data = tmp_path / "data"
+        job = threading.Thread(target=run)
+        job.start()
+        deadline = time.monotonic() + 120
+        while not ((out / WORK).is_dir() and len(os.listdir(out / WORK)) >= 4):
+            assert time.monotonic() < deadline and job.is_alive()
+            time.sleep(0.02)
+        victim = min(client.run(os.getpid).values())
+        os.kill(victim, signal.SIGKILL)
+        job.join(240)
+    assert "summary" in box and (out / SUCCESS).exists()
+    np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
+                                  detect(labels, p).is_label_issue)
