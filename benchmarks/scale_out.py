@@ -86,7 +86,7 @@ def run_one(args) -> dict:
         if args.mode == "dask":
             from distributed import Client, LocalCluster
             cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                   memory_limit=args.memory_limit, dashboard_address=None)
+                                   memory_limit=args.memory_limit, dashboard_address=":0")
             client = Client(cluster)
             engine = DaskEngine(client)
             t0 = time.perf_counter()  # the cluster's start-up is not the job's

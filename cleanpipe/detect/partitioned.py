@@ -33,8 +33,10 @@ each partition's rows are then scored on their own by :func:`partition_result`::
   class indices, shape (n,); pred_probs: (n, n_classes) float32/float64). It is called only by
   the passes that need the probabilities (three), once per call of :func:`partition_partial`.
 - ``cache_i`` is a dict the engine keeps per partition between steps (a few arrays of per-row
-  scalars, ~60 bytes a row), or None: everything is then recomputed from ``source_i`` (a pass
-  over the probabilities per step; Spark's ``mapInPandas`` works that way).
+  scalars, ~110 bytes a row with K = 10), or None: everything is then recomputed from
+  ``source_i`` (a pass over the probabilities per step; Spark's ``mapInPandas`` works that way).
+- Partials are tuples, dicts and small dataclasses of numpy arrays: pickle them to send them
+  from the workers (a ``bytes`` column of a Spark DataFrame, say) and unpickle to merge.
 - ``merge_partials`` takes the partials in partition order. :func:`merge_pair` merges two
   neighbours; it is associative, so a tree reduction on the workers gives the same merged
   partial; it is commutative too except for the ``"ties"`` step, whose partial is the ordered
@@ -44,6 +46,9 @@ each partition's rows are then scored on their own by :func:`partition_result`::
 - ``partition_result(est, source, cache, index)`` needs the partition's index in the order used
   for the steps: the methods ``noise_rate``, ``per_class`` and ``both`` break ties between equal
   margins by row position, as the in-memory detector does.
+
+In one process, :func:`detect_partitions` runs all of this (with :class:`LocalRunner`);
+:mod:`cleanpipe.partitions` runs it on Dask over a Parquet dataset.
 
 Validation: each partition's inputs are checked when first read (:func:`check_partition`);
 :func:`detection_plan` raises :class:`~cleanpipe.errors.InputError` if the partitions hold no
