@@ -12,7 +12,8 @@ a rerun after a failure (a worker lost, a partition unreadable and then fixed) r
 the partitions and passes that had not finished.
 
 The probabilities come from a list column of DATA (``--pred-probs COLUMN``), one float per class
-in sorted class order.
+in sorted class order. :func:`clean_partitions` then cleans the committed flags dataset the same
+way, each worker its partition.
 """
 
 from __future__ import annotations
@@ -460,6 +461,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         "passes": passes,
         "written": {"computed": sum(not w[2] for w in written), "reused": sum(w[2] for w in written)},
         "files": [os.path.basename(f) for f in files],
+        "label": label,
         "run_key": run_key,
     }
     _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
@@ -478,3 +480,59 @@ def _second(result):
 
 def _third(result):
     return result[2]
+
+
+def _clean_task(flags: str, out: str, name: str, options: dict):
+    """Clean one flags partition into ``out`` (atomically); returns its counts."""
+    from .clean import clean_table
+    filesystem, root = _filesystem(flags)
+    try:
+        with filesystem.open_input_file(f"{root}/{name}") as fh:
+            table = pq.read_table(fh)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"FLAGS partition '{root}/{name}' could not be read "
+                         f"({str(exc).splitlines()[0]}); flag the dataset again") from None
+    result = clean_table(table, source=f"FLAGS partition '{name}'", **options)
+    out_fs, out_root = _filesystem(out)
+    sink = pa.BufferOutputStream()
+    pq.write_table(result.table, sink)
+    _atomic_write(out_fs, f"{out_root}/{name}", sink.getvalue().to_pybytes())
+    return result.counts
+
+
+def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, **options) -> dict:
+    """Clean every partition of a committed :func:`flag_partitions` output into ``out``.
+
+    Each worker cleans its flags partition with :func:`cleanpipe.clean_table` (``mode`` and
+    ``options`` as there; drop, weight and relabel decide row by row) and writes it atomically;
+    ``_manifest.json`` (the summed counts) and ``_SUCCESS`` commit the cleaned dataset.
+    """
+    engine = LocalEngine() if engine is None else engine
+    flags_fs, flags_root = _filesystem(flags)
+    try:
+        with flags_fs.open_input_file(f"{flags_root}/{MANIFEST}") as fh:
+            manifest = json.loads(fh.read())
+        committed = flags_fs.get_file_info(f"{flags_root}/{SUCCESS}").type == pafs.FileType.File
+    except (FileNotFoundError, OSError):
+        committed = False
+    if not committed:
+        raise InputError(f"FLAGS '{flags}' is not a committed partitioned flags dataset (no "
+                         f"{SUCCESS}); run cleanpipe flag --engine dask on the data first")
+    out_fs, out_root = _filesystem(out)
+    if out_root.rstrip("/") == flags_root.rstrip("/"):
+        raise InputError(f"--out '{out}' is FLAGS itself; write the cleaned dataset elsewhere")
+    out_fs.create_dir(out_root, recursive=True)
+    names = manifest["files"]
+    options = dict(options, mode=mode)
+    options.setdefault("label", manifest.get("label"))
+    counts = engine.get(engine.map(_clean_task, [flags] * len(names), [out] * len(names), names,
+                                   [options] * len(names)))
+    total: dict = {}
+    for c in counts:
+        for key, value in c.items():
+            total[key] = total.get(key, 0) + value
+    summary = {"source": flags, "partitions": len(names), "mode": mode, "counts": total,
+               "files": names}
+    _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
+    _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")
+    return summary

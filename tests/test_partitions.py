@@ -281,3 +281,21 @@ def test_a_worker_killed_mid_run(tmp_path):
     assert "summary" in box and (out / SUCCESS).exists()
     np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
                                   detect(labels, p).is_label_issue)
+
+
+@pytest.mark.parametrize("mode", ["drop", "weight", "relabel"])
+def test_clean_partitions_equals_cleaning_the_whole_flags_table(dataset, tmp_path, client, mode):
+    from cleanpipe import clean_table
+    from cleanpipe.partitions import DaskEngine, clean_partitions
+    data, labels, p = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    summary = clean_partitions(str(tmp_path / "flags"), str(tmp_path / "clean"), mode=mode,
+                               engine=DaskEngine(client))
+    whole = clean_table(read_flags(tmp_path / "flags"), mode=mode, label="y")
+    got = read_flags(tmp_path / "clean")
+    assert got.column_names == whole.table.column_names
+    assert got.to_pydict() == whole.table.to_pydict()
+    assert summary["counts"]["rows_out"] == whole.counts["rows_out"]
+    assert (tmp_path / "clean" / SUCCESS).exists()
+    with pytest.raises(InputError, match="not a committed"):
+        clean_partitions(str(data), str(tmp_path / "x"))
