@@ -299,3 +299,19 @@ def test_clean_partitions_equals_cleaning_the_whole_flags_table(dataset, tmp_pat
     assert (tmp_path / "clean" / SUCCESS).exists()
     with pytest.raises(InputError, match="not a committed"):
         clean_partitions(str(data), str(tmp_path / "x"))
+
+
+def test_cli_clean_engine_dask(dataset, tmp_path, cluster):
+    data, labels, p = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "cleaned"
+    r = CliRunner().invoke(cli, ["clean", str(tmp_path / "flags"), "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--mode", "drop", "--out", str(out),
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    counts = json.loads(r.output)
+    assert counts["rows_out"] == 3000 - detect(labels, p).is_label_issue.sum()
+    assert read_flags(out).num_rows == counts["rows_out"] and (out / SUCCESS).exists()
+    r = CliRunner().invoke(cli, ["clean", str(tmp_path / "flags"), "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--drop-outliers", "--out", str(out)])
+    assert r.exit_code == 2 and "--drop-outliers is not available" in r.output

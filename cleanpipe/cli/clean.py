@@ -15,7 +15,7 @@ from ..flagsfile import (FLAG_METADATA, clean_provenance, label_from_metadata, r
                          summary_path_for, table_metadata)
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
 from ..safety import guard_files
-from ..settings import CLEAN, MODES
+from ..settings import CLEAN, MODES, OOF
 from ..target import is_multilabel_flags
 from ._group import cli
 from .options import json_option, label_option, overwrite_option, quiet_option, setting_option
@@ -49,12 +49,17 @@ from .options import json_option, label_option, overwrite_option, quiet_option, 
               help="Keep one row of each duplicate set (flag --checks): its first row that no other "
                    "rule drops.")
 @click.option("--drop-outliers", is_flag=True, help="Drop the rows flag --checks marked is_outlier.")
+@setting_option("--backend", OOF["backend"], "--engine", "backend",
+                help="Where the work runs: this machine, or, for the flags directory of flag "
+                     "--engine dask, the Dask cluster at --scheduler (partition by partition, "
+                     "into an --out directory).")
+@click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
 @overwrite_option()
 @json_option("Print the counts as one JSON object.")
 @quiet_option()
 def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, relabel_score,
           relabel_add, relabel_remove, pred_probs, drop_flag_columns, drop_duplicates, drop_outliers,
-          overwrite, as_json, quiet):
+          backend, scheduler, overwrite, as_json, quiet):
     """Clean a flags file written by cleanpipe flag.
 
     \b
@@ -84,9 +89,35 @@ def clean(flags, mode, out, label, summary_path, min_weight, relabel_p_noisy, re
       cleanpipe clean data.flags.parquet --mode weight --min-weight 0.1 --label target
       cleanpipe flag photos.parquet --label tags --save-pred-probs photos.oof.npy
       cleanpipe clean photos.flags.parquet             # multi-label: adds/removes tags
+      cleanpipe clean s3://bucket/flags/ --engine dask --scheduler tcp://10.0.0.5:8786 \\
+          --mode drop --out s3://bucket/cleaned/   # the flags of flag --engine dask
     """
     if mode not in MODES:  # checked before reading so a typo fails fast
         raise InputError(f"--mode '{mode}' is not known; choose one of: {', '.join(MODES)}")
+    if backend == "dask":
+        for option, value in (("--summary", summary_path), ("--pred-probs", pred_probs),
+                              ("--drop-duplicates", drop_duplicates),
+                              ("--drop-outliers", drop_outliers)):
+            if value:
+                raise InputError(f"{option} is not available when cleaning partition by partition "
+                                 "(--backend dask); drop it")
+        from ..partitions import clean_partitions, connect
+        out = out or str(Path.cwd() / f"{Path(flags.rstrip('/')).name.split('.')[0]}.cleaned")
+        engine = connect(scheduler)
+        try:
+            summary = clean_partitions(flags, out, mode=mode, engine=engine, label=label,
+                                       min_weight=min_weight, relabel_p_noisy=relabel_p_noisy,
+                                       relabel_score=relabel_score,
+                                       drop_flag_columns=drop_flag_columns)
+        finally:
+            engine.client.close()
+        c = summary["counts"]
+        if as_json:
+            click.echo(json.dumps(dict(c, mode=mode, out=out)))
+        elif not quiet:
+            click.echo(f"{flags}: {c['rows_in']} rows in {summary['partitions']} partitions, "
+                       f"{c['flagged']} flagged; wrote {c['rows_out']} rows to {out}")
+        return
     stem = Path(flags.rstrip("/")).name.split(".")[0] or "data"
     out_path = Path(out) if out else Path.cwd() / f"{stem}.cleaned.parquet"
     side = Path(summary_path) if summary_path else summary_path_for(flags)
