@@ -7,6 +7,7 @@ Each method returns the same :class:`Detection`; every signal stays visible in i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from ..settings import (DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, NOISY_THRESHOLD,  # noqa: F401  (METHODS: API here)
                         default_noisy_threshold)
 from ._validate import map_blocks, row_chunks
+from .exactsum import ExactSums, empty_sums, exact_group_sums, exact_sum
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)
 from .mixture import LossMixture, fit_loss_mixture
@@ -106,20 +108,36 @@ def mixture_exceeds_null(mix: LossMixture, pred_probs, observed: int, *,
     """
     if mix.fit is None:
         return False
-    # p_noisy is non-decreasing in the loss, so a cell counts exactly when p < exp(-L*): one
-    # comparison per cell instead of a posterior per cell.
-    cut = float(np.exp(-_loss_threshold(mix, noisy_threshold)))
+    cut = null_cut(mix, noisy_threshold)
     if cut <= _LOSS_FLOOR:  # losses are floored there: no cell can count
         return observed > z
 
-    def null(start, stop, block):
-        # in the block's own dtype (no float64 copy of the block); sums in float64
-        q = np.where(block < block.dtype.type(cut), block, 0).sum(axis=1, dtype=np.float64)
-        return float(q.sum()), float(np.dot(q, 1.0 - q))
+    parts = map_blocks(lambda start, stop, block: null_moments(block, cut), pred_probs, block_rows)
+    mean, var = functools.reduce(ExactSums.merge, parts, empty_sums(2)).totals()
+    return null_exceeded(observed, mean, var, z)
 
-    parts = map_blocks(null, pred_probs, block_rows)
-    mean = sum(m for m, _ in parts)
-    var = sum(v for _, v in parts)
+
+def null_cut(mix: LossMixture, noisy_threshold: float) -> float:
+    """The probability below which a cell counts in :func:`mixture_exceeds_null`'s null."""
+    # p_noisy is non-decreasing in the loss, so a cell counts exactly when p < exp(-L*): one
+    # comparison per cell instead of a posterior per cell.
+    return float(np.exp(-_loss_threshold(mix, noisy_threshold)))
+
+
+def null_moments(block: np.ndarray, cut: float):
+    """Exact-sum partial of the null's ``sum q_n`` and ``sum q_n (1 - q_n)`` over a block of rows.
+
+    Exact sums (:mod:`~cleanpipe.detect.exactsum`), so the test gives the same answer for any
+    split of the rows.
+    """
+    # in the block's own dtype (no float64 copy of the block); each row's q in float64
+    q = np.where(block < block.dtype.type(cut), block, 0).sum(axis=1, dtype=np.float64)
+    return exact_group_sums(np.concatenate([q, q * (1.0 - q)]),
+                            np.repeat(np.arange(2), len(q)), 2)
+
+
+def null_exceeded(observed: int, mean: float, var: float, z: float = NULL_EXCESS_Z) -> bool:
+    """``observed > mean + z sqrt(max(var, 1))``: the count beats the null by ``z`` deviations."""
     return bool(observed > mean + z * np.sqrt(max(var, 1.0)))
 
 
@@ -171,6 +189,13 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     ``(label_score, alongside())`` is returned.
     """
     t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
+    return posterior_scores(labels, pred_probs, t, cl.p_given, block_rows=block_rows,
+                            alongside=alongside)
+
+
+def posterior_scores(labels: np.ndarray, pred_probs, t: np.ndarray, p_given: np.ndarray, *,
+                     block_rows: int | None = None, alongside=None):
+    """:func:`label_quality` under a given noise matrix ``t``: each row's score from that row alone."""
     t_cast = {np.dtype(np.float32): t.astype(np.float32), np.dtype(np.float64): t}
     out = np.empty(len(labels), dtype=np.float64)
 
@@ -179,7 +204,7 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
         # sum_j T[g, j] p_j row by row: O(N K). A per-row dot (einsum) rather than BLAS, so the
         # result does not depend on how many rows a block holds, and no product matrix.
         den = np.einsum("ij,ij->i", t_cast[block.dtype].take(given, axis=0), block).astype(np.float64)
-        num = t[given, given] * cl.p_given[start:stop]
+        num = t[given, given] * p_given[start:stop]
         out[start:stop] = np.divide(num, den, out=np.ones_like(num), where=den > 0)
 
     walked = map_blocks(score, pred_probs, block_rows, alongside=alongside)
@@ -212,7 +237,8 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
     No sort is needed: with ``f(k) = S_k / (k + T)``, adding the next row helps exactly when its
     ``q > f(k)``, so ``f`` rises then falls and its first maximiser takes every ``q > f*``. The
     threshold ``t <- f({q > t})`` from ``t = 0`` climbs to ``f*`` in a few passes (Dinkelbach's
-    iteration for a ratio).
+    iteration for a ratio). The sums are exact (:mod:`~cleanpipe.detect.exactsum`): the count
+    does not depend on the order of the rows.
 
     Examples
     --------
@@ -220,16 +246,26 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
     2
     """
     q = np.asarray(error_prob, dtype=np.float64)[eligible]
-    total = q.sum()
+    total = exact_sum(q)
     if total <= 0:
         return 0
     threshold = 0.0
     while True:
         taken = q[q > threshold]
-        ratio = taken.sum() / (len(taken) + total)
-        if ratio <= threshold:
+        ratio, done = dinkelbach_step(threshold, len(taken), exact_sum(taken), total)
+        if done:
             return len(taken)
         threshold = ratio
+
+
+def dinkelbach_step(threshold: float, n_taken: int, taken_sum: float, total: float):
+    """One step of :func:`expected_f1_count`'s iteration: ``(ratio, done)``.
+
+    ``n_taken`` and ``taken_sum`` count and (exactly) sum the eligible ``q > threshold``; the sums
+    are exact so that partitions merged give the in-memory count.
+    """
+    ratio = taken_sum / (n_taken + total)
+    return ratio, bool(ratio <= threshold)
 
 
 def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray, score: np.ndarray,
@@ -281,15 +317,25 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
         k0 = max(k0, int(np.count_nonzero(p_noisy > noisy_threshold)))
     if pruned is None:
         pruned = flags_by_cell_margin(cl, labels)
-    n_pruned = int(np.count_nonzero(pruned))
-    k = min(n_pruned, int(k0 + _Z * np.sqrt(k0))) if n_pruned > k0 else k0
+    k = combined_count(k0, int(np.count_nonzero(pruned)))
+    return k, shifted_rank(score, pruned, cl.calibrated_joint, labels, cl.predicted)
+
+
+def combined_count(k0: int, n_pruned: int) -> int:
+    """``k``: ``k0`` moved up towards the per-cell count ``n_pruned`` within ``Z sqrt(k0)``."""
+    return min(n_pruned, int(k0 + _Z * np.sqrt(k0))) if n_pruned > k0 else k0
+
+
+def shifted_rank(score: np.ndarray, pruned: np.ndarray, calibrated_joint: np.ndarray,
+                 labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """``rank_by`` of :func:`combined_count_and_rank`; each row's from that row alone."""
     # Only the pruned rows move: the shift is computed for them alone.
     rows = np.flatnonzero(pruned)
     s = score[rows]
-    cell = cl.calibrated_joint[labels[rows], cl.predicted[rows]]
+    cell = calibrated_joint[labels[rows], predicted[rows]]
     rank_by = score.copy()
     rank_by[rows] = s - _Z * s * (1.0 - s) / np.sqrt(np.maximum(cell, 1))
-    return k, rank_by
+    return rank_by
 
 
 def _kth_smallest(values: np.ndarray, k: int) -> float:

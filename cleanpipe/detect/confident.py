@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import block_rows_for, map_blocks
+from .exactsum import exact_group_sums
 
 #: Tolerance below a threshold that still counts as "confident" (float32 round-off).
 _THRESHOLD_SLACK = 1e-6
@@ -197,12 +198,20 @@ def competitors(block: np.ndarray, given: np.ndarray, p_given: np.ndarray, disag
 
 
 def class_thresholds(labels: np.ndarray, p_given: np.ndarray, n_classes: int) -> np.ndarray:
-    """Per-class confidence thresholds ``t_j = mean(p_j | given = j)``.
+    """Per-class confidence thresholds ``t_j = mean(p_j | given = j)``, from exact sums.
 
     A class with no rows gets threshold 1: no row is confidently of a class never seen.
     """
     counts = np.bincount(labels, minlength=n_classes)
-    sums = np.bincount(labels, weights=p_given, minlength=n_classes)
+    return thresholds_from_sums(counts, exact_group_sums(p_given, labels, n_classes).totals())
+
+
+def thresholds_from_sums(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """:func:`class_thresholds` from the per-class row counts and exact sums of ``p_given``.
+
+    The sums are exact (:mod:`~cleanpipe.detect.exactsum`), so thresholds merged from partitions
+    equal the in-memory ones bit for bit.
+    """
     return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
 
 
@@ -380,38 +389,48 @@ def posterior_noise_matrix(calibrated_joint: np.ndarray, *, pattern_joint: np.nd
     return np.where(eye, 1.0 - col_rate[None, :], share * col_rate[None, :]), True
 
 
-def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = None, *,
-                       block_rows: int | None = None) -> ConfidentLearning:
-    """Run confident learning over validated inputs (two passes over ``pred_probs``).
+@dataclass(frozen=True)
+class ConfidentRows:
+    """Confident learning's second pass over a set of rows, given the class thresholds.
 
-    Parameters
+    Everything here is per row, or a count over the rows: over partitions, the counts add and
+    the rows of each partition are its own (row offsets are into the rows passed).
+
+    Attributes
     ----------
-    labels : ndarray of shape (n_samples,), int
-        Given labels in ``[0, n_classes)``.
-    pred_probs : array-like of shape (n_samples, n_classes)
-        Out-of-fold probabilities; an ndarray, memmap or any row-sliceable array.
-    n_classes : int, optional
-        Defaults to ``pred_probs.shape[1]``.
-    block_rows : int, optional
-        Rows per block; bounds the temporaries (default: about 8 MiB of ``pred_probs``).
-
-    Returns
-    -------
-    ConfidentLearning
-
-    Notes
-    -----
-    Pass 1 computes ``t_j = mean(p_j | given=j)``. Pass 2 counts the confident joint: row ``n`` with
-    given ``i`` counts in ``C[i, j]`` for ``j = argmax_{k: p_k >= t_k} p_k``; rows with no class
-    above its threshold are not counted. It also keeps each row's arg-max class, from which the
-    pruning candidates are taken.
+    confident_counts : ndarray of shape (n_classes * n_classes,), int64
+        The rows' contribution to the confident joint, flat ``[given * K + true]``.
+    p_given, predicted, p_predicted : ndarray of shape (n,)
+        ``p_given``, the arg-max class and its probability.
+    pair_rows, pair_true, pair_margin, cell_rows, cell_keys, cell_margin : ndarray
+        As in :class:`ConfidentLearning`.
     """
-    k = pred_probs.shape[1] if n_classes is None else n_classes
-    n = len(labels)
-    p_given = _gather_given(labels, pred_probs, block_rows)
-    label_counts = np.bincount(labels, minlength=k)
-    thresholds = class_thresholds(labels, p_given, k)
 
+    confident_counts: np.ndarray
+    p_given: np.ndarray
+    predicted: np.ndarray
+    p_predicted: np.ndarray
+    pair_rows: np.ndarray
+    pair_true: np.ndarray
+    pair_margin: np.ndarray
+    cell_rows: np.ndarray
+    cell_keys: np.ndarray
+    cell_margin: np.ndarray
+
+
+def confident_rows(labels: np.ndarray, pred_probs, thresholds: np.ndarray, *,
+                   p_given: np.ndarray | None = None, block_rows: int | None = None) -> ConfidentRows:
+    """Pass 2 of :func:`confident_learning` over validated rows with known ``thresholds``.
+
+    Row ``n`` with given ``i`` counts in ``C[i, j]`` for ``j = argmax_{k: p_k >= t_k} p_k``; rows
+    with no class above its threshold are not counted. It also keeps each row's arg-max class, from
+    which the pruning candidates are taken. Each row's results depend on that row and the
+    thresholds only, so any split of the rows gives the same rows and counts that add up.
+    """
+    k = pred_probs.shape[1]
+    n = len(labels)
+    if p_given is None:
+        p_given = _gather_given(labels, pred_probs, block_rows)
     predicted = np.empty(n, dtype=np.int32 if k < 2**31 else np.int64)
     p_predicted = np.empty(n, dtype=np.float64)
     row_type = np.int32 if n < 2**31 else np.int64
@@ -455,6 +474,46 @@ def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = N
     pair_rows = np.flatnonzero(predicted != labels)
     pair_true = predicted[pair_rows]
     pair_margin = _gather(pred_probs, pair_rows, pair_true, block_rows) - p_given[pair_rows]
+    return ConfidentRows(cj_flat, p_given, predicted, p_predicted, pair_rows, pair_true, pair_margin,
+                         cell_rows, cell_keys, cell_margin)
+
+
+def confident_learning(labels: np.ndarray, pred_probs, n_classes: int | None = None, *,
+                       block_rows: int | None = None) -> ConfidentLearning:
+    """Run confident learning over validated inputs (two passes over ``pred_probs``).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,), int
+        Given labels in ``[0, n_classes)``.
+    pred_probs : array-like of shape (n_samples, n_classes)
+        Out-of-fold probabilities; an ndarray, memmap or any row-sliceable array.
+    n_classes : int, optional
+        Defaults to ``pred_probs.shape[1]``.
+    block_rows : int, optional
+        Rows per block; bounds the temporaries (default: about 8 MiB of ``pred_probs``).
+
+    Returns
+    -------
+    ConfidentLearning
+
+    Notes
+    -----
+    Pass 1 computes ``t_j = mean(p_j | given=j)``. Pass 2 counts the confident joint: row ``n`` with
+    given ``i`` counts in ``C[i, j]`` for ``j = argmax_{k: p_k >= t_k} p_k``; rows with no class
+    above its threshold are not counted. It also keeps each row's arg-max class, from which the
+    pruning candidates are taken.
+    """
+    k = pred_probs.shape[1] if n_classes is None else n_classes
+    p_given = _gather_given(labels, pred_probs, block_rows)
+    label_counts = np.bincount(labels, minlength=k)
+    thresholds = class_thresholds(labels, p_given, k)
+    rows = confident_rows(labels, pred_probs, thresholds, p_given=p_given, block_rows=block_rows)
+    predicted, p_predicted = rows.predicted, rows.p_predicted
+    pair_rows, pair_true, pair_margin = rows.pair_rows, rows.pair_true, rows.pair_margin
+    cell_rows, cell_keys, cell_margin = rows.cell_rows, rows.cell_keys, rows.cell_margin
+    cj_flat = rows.confident_counts
+    del rows
 
     # the arg-max probabilities serve only to pick the anchors: not kept (N floats)
     anchors = anchor_joint(labels, predicted, p_predicted, k)

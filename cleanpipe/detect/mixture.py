@@ -346,41 +346,91 @@ def fit_loss_mixture(losses: np.ndarray, *, family: str = "beta",
     -----
     EM sees only the rows inside the clip bounds; clipped rows are scored at the ends. For more
     than ``2048`` such rows, EM runs on a 2048-bin histogram of the normalised losses with the
-    bin counts as weights. The posterior is evaluated on a 1024-point grid over (0, 1) and projected
+    bin counts as weights (:func:`loss_histogram`, mergeable over partitions, then
+    :func:`mixture_from_histogram`). The posterior is evaluated on a 1024-point grid over (0, 1) and projected
     onto non-decreasing functions by weighted isotonic regression (weights: the rows near each grid
     point), then interpolated per row.
     """
     losses = np.asarray(losses, dtype=np.float64)
     bounds = _loss_bounds(losses, clip_percentiles)
+    return mixture_from_histogram(loss_histogram(losses, bounds), bounds, family=family)
+
+
+@dataclass(frozen=True)
+class LossHistogram:
+    """What the mixture fit needs of the losses once the clip bounds are known: a mergeable partial.
+
+    Attributes
+    ----------
+    fine : ndarray of shape (2048,), int64
+        Counts of the normalised losses on dyadic bins.
+    below, above : int
+        Rows below the lower and above the upper clip bound.
+    n_rows : int
+    inside : ndarray or None
+        The normalised losses of the rows inside the bounds while there are at most 2048 of
+        them (the EM then runs on the rows themselves), else None.
+    """
+
+    fine: np.ndarray
+    below: int
+    above: int
+    n_rows: int
+    inside: np.ndarray | None
+
+    @property
+    def n_inside(self) -> int:
+        return self.n_rows - self.below - self.above
+
+    def merge(self, other: "LossHistogram") -> "LossHistogram":
+        """Both sets of rows' histogram (associative, commutative up to the order of ``inside``)."""
+        n_inside = self.n_inside + other.n_inside
+        keep = self.inside is not None and other.inside is not None and n_inside <= _HIST_BINS
+        return LossHistogram(self.fine + other.fine, self.below + other.below,
+                             self.above + other.above, self.n_rows + other.n_rows,
+                             np.concatenate([self.inside, other.inside]) if keep else None)
+
+
+def loss_histogram(losses: np.ndarray, bounds) -> LossHistogram:
+    """The :class:`LossHistogram` of some rows' losses under the clip ``bounds``."""
+    losses = np.asarray(losses, dtype=np.float64)
     # One pass over the rows, chunk by chunk: a fine histogram on dyadic bins, from which the
     # coarser ones (for the summary and the isotonic weights) are exact sums of neighbouring bins.
     fine = np.zeros(_HIST_BINS, dtype=np.int64)
     for s, e in row_chunks(len(losses)):
         fine += _dyadic_histogram(normalise_losses(losses[s:e], bounds=bounds)[0], _HIST_BINS)
+    below = int(np.count_nonzero(losses < bounds[0]))
+    above = int(np.count_nonzero(losses > bounds[1]))
+    inside = None
+    if len(losses) - below - above <= _HIST_BINS:
+        x = normalise_losses(losses, bounds=bounds)[0]  # few rows here
+        inside = x[(losses >= bounds[0]) & (losses <= bounds[1])]
+    return LossHistogram(fine, below, above, len(losses), inside)
+
+
+def mixture_from_histogram(counts: LossHistogram, bounds, *, family: str = "beta") -> LossMixture:
+    """:func:`fit_loss_mixture` from the losses' :class:`LossHistogram` under clip ``bounds``."""
+    fine = counts.fine
     hist = (np.linspace(0.0, 1.0, _SUMMARY_BINS + 1), fine.reshape(_SUMMARY_BINS, -1).sum(axis=1))
     grid = np.linspace(EPS, 1 - EPS, _GRID)
-    if losses.size < MIN_ROWS or bounds[1] - bounds[0] < MIN_SPREAD:
-        reason = (f"only {losses.size} rows" if losses.size < MIN_ROWS
+    if counts.n_rows < MIN_ROWS or bounds[1] - bounds[0] < MIN_SPREAD:
+        reason = (f"only {counts.n_rows} rows" if counts.n_rows < MIN_ROWS
                   else "all losses are equal")
         return LossMixture(bounds, None, grid, np.zeros(_GRID), hist, reason)
     # Fit on the rows inside the percentile bounds only (as Arazo et al. do): the clipped tails
     # would otherwise sit as point masses at 0 and 1 and pull a Beta component into a U shape.
-    below = int(np.count_nonzero(losses < bounds[0]))
-    above = int(np.count_nonzero(losses > bounds[1]))
-    if losses.size - below - above > _HIST_BINS:
+    if counts.n_inside > _HIST_BINS:
         # Clipped rows sit at EPS and 1 - EPS, in the first and last bins: take them out of the
         # counts rather than copying the inside rows.
-        counts = fine.astype(np.float64)
-        counts[0] -= below
-        counts[-1] -= above
+        weights = fine.astype(np.float64)
+        weights[0] -= counts.below
+        weights[-1] -= counts.above
         centres = (np.arange(_HIST_BINS) + 0.5) / _HIST_BINS
-        keep = counts > 0
-        fit = fit_mixture(centres[keep], family=family, sample_weight=counts[keep])
+        keep = weights > 0
+        fit = fit_mixture(centres[keep], family=family, sample_weight=weights[keep])
     else:
-        x = normalise_losses(losses, bounds=bounds)[0]  # few rows here
-        inside = x[(losses >= bounds[0]) & (losses <= bounds[1])]
         # Sorted, so the EM's sums (and p_noisy) do not depend on row order.
-        fit = fit_mixture(np.sort(inside), family=family)
+        fit = fit_mixture(np.sort(counts.inside), family=family)
     raw = fit.posterior(grid)
     density = fine.reshape(_GRID, -1).sum(axis=1)
     mono = isotonic_regression(raw, sample_weight=density + 1e-3, increasing=True)

@@ -1,0 +1,582 @@
+"""The single-label detector as passes over partitions, with the in-memory answer for any partitioning.
+
+:func:`~cleanpipe.detect.combine.detect` learns a handful of things from the whole table; each is
+either a sum or count (class counts, per-class threshold sums, the confident joint, the anchor
+cells, the loss histogram, the null test's moments, the expected-F1 sums) or an order statistic
+(the loss percentiles the mixture clips at, each class's anchors, each cell's pruning quota, the
+``k`` lowest ``rank_by``). Here each is a *partial* that a partition computes from its own rows and
+an associative *merge*; sums are exact (:mod:`~cleanpipe.detect.exactsum`) and order statistics
+are found by radix selection (:mod:`~cleanpipe.detect.radix`), so the flags, scores and estimates
+are bit-identical to ``detect``'s on the concatenated rows, for every method, whatever the
+partition boundaries (empty partitions included).
+
+How to drive it
+---------------
+The detector is a generator of :class:`Step` objects, :func:`detection_plan`. An engine (in-memory
+:class:`LocalRunner`, Dask, Spark) runs each step on every partition, merges the partials, and sends
+the merged partial back; when the generator stops, its value is the final :class:`Estimates`, and
+each partition's rows are then scored on their own by :func:`partition_result`::
+
+    plan = detection_plan(n_classes, method="combined")
+    step = next(plan)
+    while True:
+        partials = [partition_partial(step, source_i, cache_i) for i in partitions]   # on workers
+        merged = merge_partials(step, partials)      # in partition order; any grouping
+        try:
+            step = plan.send(merged)
+        except StopIteration as stop:
+            est = stop.value
+            break
+    results = [partition_result(est, source_i, cache_i, i) for i in partitions]     # on workers
+
+- ``source_i`` is a callable returning ``(labels, pred_probs)`` of partition ``i`` (labels: int
+  class indices, shape (n,); pred_probs: (n, n_classes) float32/float64). It is called only by
+  the passes that need the probabilities (three), once per call of :func:`partition_partial`.
+- ``cache_i`` is a dict the engine keeps per partition between steps (a few arrays of per-row
+  scalars, ~60 bytes a row), or None: everything is then recomputed from ``source_i`` (a pass
+  over the probabilities per step; Spark's ``mapInPandas`` works that way).
+- ``merge_partials`` takes the partials in partition order. :func:`merge_pair` merges two
+  neighbours; it is associative, so a tree reduction on the workers gives the same merged
+  partial; it is commutative too except for the ``"ties"`` step, whose partial is the ordered
+  list of its partitions' counts.
+- ``Step`` and ``Estimates`` are small frozen dataclasses of numpy arrays: pickle them to the
+  workers (broadcast) as they are.
+- ``partition_result(est, source, cache, index)`` needs the partition's index in the order used
+  for the steps: the methods ``noise_rate``, ``per_class`` and ``both`` break ties between equal
+  margins by row position, as the in-memory detector does.
+
+Validation: each partition's inputs are checked when first read (:func:`check_partition`);
+:func:`detection_plan` raises :class:`~cleanpipe.errors.InputError` if the partitions hold no
+row at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+from ..settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, default_noisy_threshold
+from ._validate import check_labels, check_pred_probs
+from .combine import (_LOSS_FLOOR, NULL_EXCESS_Z, combined_count, cross_entropy, dinkelbach_step,
+                      noisy_component_present, null_cut, null_exceeded, null_moments,
+                      posterior_scores, shifted_rank)
+from .confident import (ANCHOR_SHARE, ConfidentLearning, ConfidentRows, _gather_given,
+                        calibrate_confident_joint, confident_rows, joint_prior_noise,
+                        posterior_noise_matrix, prune_counts, thresholds_from_sums)
+from .exactsum import empty_sums, exact_group_sums
+from .mixture import (MIN_SPREAD, LossHistogram, LossMixture, loss_histogram,
+                      mixture_from_histogram)
+from .radix import (Selection, key_values, merge_select, order_keys,
+                    percentile_from_order, percentile_ranks, select_partial)
+
+Source = Callable[[], tuple]
+
+#: The loss percentiles the mixture clips at (as :func:`~cleanpipe.detect.mixture.fit_loss_mixture`).
+_CLIP = (5.0, 95.0)
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The outcome of a top-``quota`` selection per group, as each partition applies it.
+
+    A member is picked when its key is below ``value`` (order keys: smaller = picked first), or
+    equal to it and ``take_ties``; a group that was not searched picks all its members when
+    ``all_in`` (quota >= members) and none otherwise. With ties by position, the tied members a
+    partition takes are given per partition by ``tie_take`` (set after the ``ties`` step).
+    """
+
+    searched: np.ndarray
+    value: np.ndarray
+    take_ties: np.ndarray
+    all_in: np.ndarray
+    by_position: bool = False
+    tie_take: tuple = ()  # per partition: (groups, how many of their tied members, first first)
+
+    def picked(self, groups: np.ndarray, keys: np.ndarray, index: int | None = None) -> np.ndarray:
+        groups = np.asarray(groups, dtype=np.int64)
+        v = self.value[groups]
+        s = self.searched[groups]
+        below = keys < v
+        tie = s & (keys == v)
+        out = np.where(s, below | (tie & self.take_ties[groups]), self.all_in[groups])
+        if self.by_position and index is not None and self.tie_take:
+            tg, tn = self.tie_take[index]
+            if len(tg):
+                quota = np.zeros(len(self.value), np.int64)
+                quota[tg] = tn
+                rows = np.flatnonzero(tie)
+                g = groups[rows]
+                order = np.argsort(g, kind="stable")  # by group, then position
+                sg = g[order]
+                rank = np.arange(len(sg)) - np.searchsorted(sg, sg, side="left")
+                out[rows[order]] |= rank < quota[sg]
+        return out
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """What the passes have learnt so far about the whole table (small; shipped with every step)."""
+
+    n_classes: int
+    method: str
+    mixture: str
+    noisy_threshold: float
+    n_rows: int = 0
+    label_counts: np.ndarray | None = None
+    thresholds: np.ndarray | None = None
+    bounds: tuple | None = None
+    mix: LossMixture | None = None
+    calibrated_joint: np.ndarray | None = None
+    t_matrix: np.ndarray | None = None
+    cut: float | None = None
+    chosen: dict = field(default_factory=dict)
+    rank: Chosen | None = None
+    confident: ConfidentLearning | None = None
+    k: int | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pass over every partition: ``kind`` says what :func:`partition_partial` computes."""
+
+    kind: str
+    est: Estimates
+    requests: dict = field(default_factory=dict)
+    f1_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class PartitionDetection:
+    """One partition's rows, scored: the per-row fields of :class:`~cleanpipe.detect.combine.Detection`."""
+
+    is_label_issue: np.ndarray
+    label_score: np.ndarray
+    p_noisy: np.ndarray
+    predicted: np.ndarray
+    loss: np.ndarray
+
+
+# ---------------------------------------------------------------- per-partition rows
+
+
+def check_partition(labels, pred_probs, n_classes: int):
+    """Validate one partition's inputs (an empty partition is fine); return them as arrays."""
+    pred_probs = np.asarray(pred_probs)
+    labels = np.asarray(labels)
+    if pred_probs.ndim != 2 or pred_probs.shape[1] != n_classes:
+        raise InputError(f"pred_probs has shape {pred_probs.shape}; every partition needs "
+                         f"{n_classes} probability columns, one per class")
+    if len(labels) == 0:
+        if pred_probs.shape[0]:
+            raise InputError(f"pred_probs has {pred_probs.shape[0]} rows but labels has 0")
+        return labels.astype(np.int64), pred_probs
+    labels = check_labels(labels, n_classes)
+    check_pred_probs(pred_probs, len(labels))
+    if pred_probs.dtype not in (np.float32, np.float64):
+        pred_probs = pred_probs.astype(np.float64)
+    return labels, pred_probs
+
+
+class _Rows:
+    """One partition's per-row arrays, computed on demand from its source and kept in ``cache``."""
+
+    def __init__(self, est: Estimates, source: Source, cache: dict | None):
+        self.est = est
+        self.source = source
+        self.c = {} if cache is None else cache
+        self._data = None
+
+    def data(self):
+        if self._data is None:
+            self._data = check_partition(*self.source(), self.est.n_classes)
+        return self._data
+
+    def __getitem__(self, name):
+        if name not in self.c:
+            getattr(self, "_" + name)()
+        return self.c[name]
+
+    def _labels(self):
+        labels, pred = self.data()
+        self.c["labels"] = labels
+        self.c["p_given"] = _gather_given(labels, pred, None)
+        self.c["loss"] = cross_entropy(self.c["p_given"])
+
+    _p_given = _loss = _labels
+
+    def _conf(self):
+        labels, pred = self.data()
+        if not len(labels):
+            k = self.est.n_classes
+            z, zi = np.zeros(0), np.zeros(0, np.int64)
+            self.c["conf"] = ConfidentRows(np.zeros(k * k, np.int64), z, zi, z, zi, zi, z, zi, zi, z)
+            return
+        self.c["conf"] = confident_rows(labels, pred, self.est.thresholds, p_given=self["p_given"])
+
+    def _score(self):
+        labels, pred = self.data()
+        self.c["score"] = posterior_scores(labels, pred, self.est.t_matrix, self["p_given"])
+
+    def _p_noisy(self):
+        self.c["p_noisy"] = self.est.mix.p_noisy(self["loss"])
+
+    def _pruned(self):
+        conf = self["conf"]
+        picked = self.est.chosen["cells"].picked(conf.cell_keys, order_keys(conf.cell_margin,
+                                                                              descending=True))
+        pruned = np.zeros(len(self["labels"]), dtype=bool)
+        pruned[conf.cell_rows[picked]] = True
+        self.c["pruned"] = pruned & (conf.predicted != self["labels"])
+
+    def _rank_by(self):
+        conf = self["conf"]
+        self.c["rank_by"] = shifted_rank(self["score"], self["pruned"], self.est.calibrated_joint,
+                                         self["labels"], conf.predicted)
+
+    # selections: (groups, order keys) of the members
+    def members(self, name):
+        k = self.est.n_classes
+        if name.startswith("loss"):
+            loss = self["loss"]
+            return np.zeros(len(loss), np.int64), order_keys(loss)
+        if name == "rank":
+            r = self["rank_by"]
+            return np.zeros(len(r), np.int64), order_keys(r)
+        if name == "classes":
+            return self["labels"], order_keys(-self["p_given"], descending=True)
+        conf = self["conf"]
+        if name == "anchors":
+            return conf.predicted, order_keys(conf.p_predicted, descending=True)
+        if name == "cells":
+            return conf.cell_keys, order_keys(conf.cell_margin, descending=True)
+        if name == "pairs":
+            groups = self["labels"][conf.pair_rows] * k + conf.pair_true
+            return groups, order_keys(conf.pair_margin, descending=True)
+        raise ValueError(f"unknown selection {name!r}")
+
+
+# ---------------------------------------------------------------- partials and merges
+
+
+def partition_partial(step: Step, source: Source, cache: dict | None = None):
+    """What one partition contributes to ``step`` (run on the worker that holds the partition)."""
+    rows = _Rows(step.est, source, cache)
+    est = step.est
+    kind = step.kind
+    if kind == "totals":
+        labels, p_given, loss = rows["labels"], rows["p_given"], rows["loss"]
+        k = est.n_classes
+        lo = float(loss.min()) if len(loss) else np.inf
+        hi = float(loss.max()) if len(loss) else -np.inf
+        return (len(labels), np.bincount(labels, minlength=k),
+                exact_group_sums(p_given, labels, k), lo, hi)
+    if kind == "select":
+        return {name: select_partial(req, *rows.members(name)) for name, req in step.requests.items()}
+    if kind == "hist":
+        return loss_histogram(rows["loss"], est.bounds)
+    if kind == "confident":
+        conf, labels = rows["conf"], rows["labels"]
+        k = est.n_classes
+        return (conf.confident_counts.astype(np.int64), np.bincount(conf.predicted, minlength=k),
+                np.bincount(conf.cell_keys, minlength=k * k),
+                np.bincount(labels[conf.pair_rows] * k + conf.pair_true, minlength=k * k))
+    if kind == "ties":
+        out = {}
+        for name, chosen in est.chosen.items():
+            if chosen.by_position:
+                groups, keys = rows.members(name)
+                tie = chosen.searched[groups] & (keys == chosen.value[groups])
+                out[name] = np.bincount(groups[tie], minlength=len(chosen.value))
+        return [out]
+    if kind == "anchors":
+        conf, labels = rows["conf"], rows["labels"]
+        k = est.n_classes
+        picked = est.chosen["anchors"].picked(*rows.members("anchors"))
+        flat = labels[picked] * k + conf.predicted[picked]
+        n_pruned = int(np.count_nonzero(rows["pruned"])) if "cells" in est.chosen else 0
+        return np.bincount(flat, minlength=k * k), n_pruned
+    if kind == "quality":
+        score = rows["score"]
+        labels = rows["labels"]
+        disagrees = rows["conf"].predicted != labels
+        observed = int(np.count_nonzero(rows["p_noisy"] > est.noisy_threshold))
+        null = empty_sums(2)
+        if est.cut is not None and est.cut > _LOSS_FLOOR and len(labels):
+            null = null_moments(rows.data()[1], est.cut)
+        q = (1.0 - score)[disagrees]
+        return null, observed, exact_group_sums(q)
+    if kind == "f1":
+        score, labels = rows["score"], rows["labels"]
+        q = (1.0 - score)[rows["conf"].predicted != labels]
+        taken = q[q > step.f1_threshold]
+        return len(taken), exact_group_sums(taken)
+    raise ValueError(f"unknown step {kind!r}")
+
+
+def merge_pair(step: Step, a, b):
+    """Merge the partials of two neighbouring runs of partitions (``a`` before ``b``)."""
+    kind = step.kind
+    if kind == "totals":
+        return (a[0] + b[0], a[1] + b[1], a[2].merge(b[2]), min(a[3], b[3]), max(a[4], b[4]))
+    if kind == "select":
+        return {name: merge_select(a[name], b[name]) for name in a}
+    if kind == "hist":
+        return a.merge(b)
+    if kind == "confident":
+        return tuple(x + y for x, y in zip(a, b))
+    if kind == "ties":
+        return a + b
+    if kind == "anchors":
+        return a[0] + b[0], a[1] + b[1]
+    if kind == "quality":
+        return a[0].merge(b[0]), a[1] + b[1], a[2].merge(b[2])
+    if kind == "f1":
+        return a[0] + b[0], a[1].merge(b[1])
+    raise ValueError(f"unknown step {kind!r}")
+
+
+def merge_partials(step: Step, partials):
+    """All partitions' partials of ``step``, in partition order, merged into one."""
+    return functools.reduce(functools.partial(merge_pair, step), partials)
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _chosen(sel: Selection, quota: np.ndarray, counts: np.ndarray, by_position: bool) -> Chosen:
+    # all-or-none: the tied members are taken when they all fit; by position, per partition
+    take_ties = (sel.below + sel.equal <= quota) & (not by_position)
+    return Chosen(sel.searched, sel.value, take_ties, quota >= counts, by_position=by_position)
+
+
+def _select(est: Estimates, wanted: dict):
+    """Run several selections to the end, one pass for all: ``{name: (ranks, counts)}``."""
+    sels = {name: Selection(r, c) for name, (r, c) in wanted.items()}
+    while True:
+        reqs = {name: s.request() for name, s in sels.items()}
+        reqs = {name: r for name, r in reqs.items() if r is not None}
+        if not reqs:
+            return sels
+        merged = yield Step("select", est, reqs)
+        for name, req in reqs.items():
+            sels[name].absorb(req, merged[name])
+
+
+def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
+                   noisy_threshold: float | None = None):
+    """The passes of :func:`~cleanpipe.detect.combine.detect` over partitions (a generator).
+
+    Yields :class:`Step` objects and receives each step's merged partial; returns the final
+    :class:`Estimates` (see the module docstring for the loop that drives it).
+
+    Parameters
+    ----------
+    n_classes : int
+        Columns of ``pred_probs`` (the same in every partition).
+    method, mixture, noisy_threshold
+        As for :func:`~cleanpipe.detect.combine.detect`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}")
+    if noisy_threshold is None:
+        noisy_threshold = default_noisy_threshold(method)
+    k = int(n_classes)
+    est = Estimates(k, method, mixture, float(noisy_threshold))
+
+    # 1. class counts, threshold sums, the loss range
+    n, label_counts, sums, loss_min, loss_max = yield Step("totals", est)
+    if n == 0:
+        raise InputError("labels is empty; there are no rows to check")
+    est = dataclasses.replace(est, n_rows=int(n), label_counts=label_counts,
+                              thresholds=thresholds_from_sums(label_counts, sums.totals()))
+
+    # 2. the loss percentiles the mixture clips at, then its histogram and fit
+    ranks = sorted({r for q in _CLIP for r in percentile_ranks(n, q)})
+    sels = yield from _select(est, {f"loss{r}": ([r + 1], [n]) for r in ranks})
+
+    def order_stat(i):
+        return float(key_values(sels[f"loss{i}"].value[:1])[0])
+
+    lo, hi = (percentile_from_order(n, q, order_stat) for q in _CLIP)
+    if hi - lo < MIN_SPREAD:
+        lo, hi = loss_min, loss_max  # as mixture._loss_bounds: most losses are equal
+    bounds = (float(lo), float(hi))
+    est = dataclasses.replace(est, bounds=bounds)
+    hist: LossHistogram = yield Step("hist", est)
+    mix = mixture_from_histogram(hist, bounds, family=mixture)
+    est = dataclasses.replace(est, mix=mix)
+
+    # 3. the confident joint and the candidates' counts
+    cj, pred_counts, cell_counts, pair_counts = yield Step("confident", est)
+    confident_joint = cj.reshape(k, k)
+    calibrated = calibrate_confident_joint(confident_joint, label_counts)
+    joint, prior, noise = joint_prior_noise(calibrated)
+    empty = np.zeros(0)
+    cl = ConfidentLearning(est.thresholds, confident_joint, calibrated, joint, prior, noise,
+                           label_counts, empty, empty.astype(np.int64), np.zeros((k, k), np.int64),
+                           *(empty,) * 6)
+    quota = prune_counts(cl)
+    anchor_quota = np.ceil(ANCHOR_SHARE * pred_counts).astype(np.int64)
+    wanted = {"anchors": (anchor_quota, pred_counts)}
+    plan = {"anchors": (anchor_quota, pred_counts, False)}
+    if method == "combined":
+        wanted["cells"] = (quota.ravel(), cell_counts)
+        plan["cells"] = (quota.ravel(), cell_counts, False)
+    if method in ("noise_rate", "both"):
+        wanted["pairs"] = (quota.ravel(), pair_counts)
+        plan["pairs"] = (quota.ravel(), pair_counts, True)
+    if method in ("per_class", "both"):
+        wanted["classes"] = (quota.sum(axis=1), label_counts)
+        plan["classes"] = (quota.sum(axis=1), label_counts, True)
+    est = dataclasses.replace(est, calibrated_joint=calibrated)
+    sels = yield from _select(est, wanted)
+    chosen = {name: _chosen(sels[name], *plan[name]) for name in sels}
+    est = dataclasses.replace(est, chosen=chosen)
+
+    # 4. ties by position: each partition's share of every boundary's tied members
+    if any(c.by_position for c in chosen.values()):
+        per_part = yield Step("ties", est)
+        chosen = dict(chosen)
+        for name, c in list(chosen.items()):
+            if not c.by_position:
+                continue
+            q = plan[name][0]
+            take = np.where(c.searched, q - sels[name].below, 0)
+            counts = np.array([p[name] for p in per_part]).reshape(len(per_part), -1)
+            before = np.cumsum(counts, axis=0) - counts
+            share = np.clip(take[None, :] - before, 0, counts)
+            tie_take = tuple((np.flatnonzero(s), s[s > 0]) for s in share)
+            chosen[name] = dataclasses.replace(c, tie_take=tie_take)
+        est = dataclasses.replace(est, chosen=chosen)
+
+    # 5. the anchor joint, the noise matrix label_score conditions on
+    anchors, n_pruned = yield Step("anchors", est)
+    anchor = anchors.reshape(k, k)
+    t, _ = posterior_noise_matrix(calibrated, pattern_joint=anchor)
+    cut = null_cut(mix, est.noisy_threshold) if mix.fit is not None else None
+    cl = dataclasses.replace(cl, anchor_joint=anchor)
+    est = dataclasses.replace(est, t_matrix=t, cut=cut, confident=cl)
+
+    # 6. label_score, the null test, the expected-F1 count
+    null, observed, q_sums = yield Step("quality", est)
+    if method != "combined":
+        return est
+    counts = False
+    if noisy_component_present(mix):
+        if cut <= _LOSS_FLOOR:
+            counts = observed > NULL_EXCESS_Z
+        else:
+            mean, var = null.totals()
+            counts = null_exceeded(observed, mean, var)
+    total = float(q_sums.totals()[0])
+    k0 = 0
+    if total > 0:
+        threshold = 0.0
+        while True:
+            n_taken, taken = yield Step("f1", est, f1_threshold=threshold)
+            ratio, done = dinkelbach_step(threshold, n_taken, float(taken.totals()[0]), total)
+            if done:
+                k0 = n_taken
+                break
+            threshold = ratio
+    if counts:
+        k0 = max(k0, observed)
+    k_flag = combined_count(k0, n_pruned)
+
+    # 7. the k lowest rank_by
+    rank = None
+    if 0 < k_flag < n:
+        sels = yield from _select(est, {"rank": ([k_flag], [n])})
+        rank = _chosen(sels["rank"], np.array([k_flag]), np.array([n]), False)
+    elif k_flag >= n:
+        rank = Chosen(np.zeros(1, bool), np.zeros(1, np.uint64), np.zeros(1, bool), np.ones(1, bool))
+    return dataclasses.replace(est, rank=rank, k=int(k_flag))
+
+
+def partition_result(est: Estimates, source: Source, cache: dict | None = None,
+                     index: int | None = None) -> PartitionDetection:
+    """Score and flag one partition's rows under the final estimates of :func:`detection_plan`.
+
+    ``index`` is the partition's position in the order the steps saw (needed by ``noise_rate``,
+    ``per_class`` and ``both``, whose ties go by row position).
+    """
+    rows = _Rows(est, source, cache)
+    labels = rows["labels"]
+    conf = rows["conf"]
+    disagrees = conf.predicted != labels
+    p_noisy = rows["p_noisy"]
+    n = len(labels)
+    if est.method == "combined":
+        flags = np.zeros(n, dtype=bool)
+        if est.rank is not None:
+            flags = est.rank.picked(np.zeros(n, np.int64), order_keys(rows["rank_by"]))
+        flags &= disagrees
+    elif est.method == "mixture":
+        flags = (p_noisy > est.noisy_threshold) & disagrees
+    else:
+        flags = np.ones(n, dtype=bool)
+        if est.method in ("noise_rate", "both"):
+            picked = est.chosen["pairs"].picked(*rows.members("pairs"), index)
+            by_pair = np.zeros(n, dtype=bool)
+            by_pair[conf.pair_rows[picked]] = True
+            flags &= by_pair
+        if est.method in ("per_class", "both"):
+            flags &= est.chosen["classes"].picked(*rows.members("classes"), index) & disagrees
+    return PartitionDetection(flags, rows["score"], p_noisy, conf.predicted, rows["loss"])
+
+
+# ---------------------------------------------------------------- an in-memory engine
+
+
+class LocalRunner:
+    """Runs a plan's steps over partitions in this process, keeping each partition's cache.
+
+    The reference engine (and the tests'): Dask's and Spark's do the same on workers.
+    """
+
+    def __init__(self, sources, *, cache: bool = True):
+        self.sources = list(sources)
+        self.caches = [{} if cache else None for _ in self.sources]
+
+    def merged(self, step: Step):
+        merged = None
+        for src, cache in zip(self.sources, self.caches):
+            part = partition_partial(step, src, cache)
+            merged = part if merged is None else merge_pair(step, merged, part)
+        return merged
+
+    def results(self, est: Estimates):
+        return [partition_result(est, src, cache, i)
+                for i, (src, cache) in enumerate(zip(self.sources, self.caches))]
+
+
+def run_plan(plan, merged: Callable):
+    """Drive a plan generator to its end and return its value.
+
+    ``merged(step)`` runs ``step`` on every partition and returns the merged partial.
+    """
+    step = next(plan)
+    while True:
+        try:
+            step = plan.send(merged(step))
+        except StopIteration as stop:
+            return stop.value
+
+
+def detect_partitions(sources, n_classes: int, *, method: str = DEFAULT_METHOD,
+                      mixture: str = DEFAULT_MIXTURE, noisy_threshold: float | None = None,
+                      cache: bool = True):
+    """Detect over partitions in this process: ``(estimates, [PartitionDetection per partition])``.
+
+    ``sources``: callables returning one partition's ``(labels, pred_probs)``. The result equals
+    :func:`~cleanpipe.detect.combine.detect` on the concatenated rows, partition by partition.
+    """
+    runner = LocalRunner(sources, cache=cache)
+    est = run_plan(detection_plan(n_classes, method=method, mixture=mixture,
+                                  noisy_threshold=noisy_threshold), runner.merged)
+    return est, runner.results(est)
