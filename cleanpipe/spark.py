@@ -15,7 +15,7 @@ Notes
 The probabilities are given (``pred_probs``): columns of the DataFrame, one per class in sorted
 class order, or one array column; fit them out of fold on the cluster first (a model per hashed
 fold). Each pass reads ``df`` again, so ``df`` must give the same rows in the same partitions each
-time (files, or a ``persist()``-ed DataFrame; not a non-deterministic shuffle). Needs pyspark
+time: :func:`flag` persists it unless told not to. Needs pyspark
 >= 3.3 (``mapInArrow``) and Java 17+: ``pip install 'cleanpipe[spark]'``.
 """
 
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import CleanpipeError, InputError
-from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, MODES
+from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, MODES
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,16 @@ def _classes(df, label: str, label_type: pa.DataType, n_classes: int):
     from .features import encode_labels
     if pa.types.is_integer(label_type):
         return None
-    # One more than needed is enough to say that there are too many.
-    rows = df.select(label).where(df[label].isNotNull()).distinct().limit(n_classes + 1).collect()
+    # A few more than needed: enough to name the count in the usual mistakes, never the rows.
+    cap = n_classes + 100
+    rows = df.select(label).where(df[label].isNotNull()).distinct().limit(cap + 1).collect()
     values = pa.chunked_array([pa.array([r[0] for r in rows], type=label_type)])
     _, classes = encode_labels(values, label)
     if len(classes) != n_classes:
-        more = "more than " if len(classes) > n_classes else ""
+        more = "more than " if len(rows) > cap else ""
         raise InputError(f"pred_probs has {n_classes} columns but label '{label}' has "
-                         f"{more}{len(classes)} classes; pass one column per class, in sorted "
-                         "class order")
+                         f"{more}{min(len(classes), cap)} classes; pass one column per class, in "
+                         "sorted class order")
     return classes
 
 
@@ -242,7 +243,7 @@ def _score_task(plan: _Plan, est, out_schema: pa.Schema):
         for batch in batches:
             stop = start + batch.num_rows
             extra = cols.arrays(start, stop)
-            arrays = batch.columns + [extra[f.name].cast(f.type) for f in out_schema[batch.num_columns:]]
+            arrays = batch.columns + [extra[f.name].cast(f.type) for f in list(out_schema)[batch.num_columns:]]
             yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
             start = stop
 
@@ -250,7 +251,7 @@ def _score_task(plan: _Plan, est, out_schema: pa.Schema):
 
 
 def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
-         mixture: str = DEFAULT_MIXTURE, noisy_threshold: float | None = None):
+         mixture: str = DEFAULT_MIXTURE, noisy_threshold: float | None = None, persist: bool = True):
     """Flag the likely mislabeled rows of a Spark DataFrame, partition by partition.
 
     Parameters
@@ -265,6 +266,12 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
         ``array<double>`` column.
     method, mixture, noisy_threshold
         The detector's settings, as for :func:`cleanpipe.find_label_issues`.
+    persist : bool, default=True
+        Keep ``df``'s rows on the executors (memory, then disk) for the passes and the scoring:
+        after a shuffle Spark does not promise the same rows in the same order twice, and the
+        ``noise_rate``, ``per_class`` and ``both`` methods break ties by row position. ``False``
+        saves that storage when ``df`` reads files directly (its partitions are then stable);
+        a ``df`` already persisted is used as it is.
 
     Returns
     -------
@@ -284,11 +291,13 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
     >>> flags = cleanpipe.spark.flag(df, label="label", pred_probs=["p0", "p1", "p2"])  # doctest: +SKIP
     >>> flags.where("is_label_issue").write.parquet("s3://bucket/flags/")  # doctest: +SKIP
     """
-    from .api import validate
     from .detect import partitioned
 
     schema = arrow_schema(df)
-    validate(np.zeros(0, np.int64), np.zeros((0, 2)), method=method, mixture=mixture)
+    if method not in METHODS:
+        raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
+    if mixture not in MIXTURES:
+        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
     target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
     from .flagsfile import FLAG_COLUMNS
     clash = [c for c in FLAG_COLUMNS if c in schema.names]
@@ -303,6 +312,9 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
         n_classes = len(prob_cols)
     if n_classes < 2:
         raise InputError(f"pred_probs has {n_classes} columns; pass one per class, at least two")
+    if persist and not df.is_cached:
+        from pyspark import StorageLevel
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
     classes = _classes(df, label, label_type, n_classes)
     plan = _Plan(label, prob_cols, array_col, classes, label_type, n_classes)
     selected = df.select(*plan.columns)
