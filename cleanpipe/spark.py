@@ -82,6 +82,8 @@ class _Plan:
 
     def arrays(self, table: pa.Table):
         """``(codes, labelled, probs)`` of one partition's rows (codes -1 where the label is null)."""
+        from .features import list_column_matrix
+
         col = table.column(self.label)
         if self.classes is None:
             codes = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
@@ -91,21 +93,19 @@ class _Plan:
             codes = np.asarray(pc.fill_null(pc.index_in(values, value_set=self.classes), -1))
         codes = np.asarray(codes, dtype=np.int64)
         labelled = ~np.asarray(col.is_null(), dtype=bool)
-        if self.array_col:
-            probs_col = table.column(self.array_col).combine_chunks()
-            if len(probs_col) and probs_col.null_count:
-                raise InputError(f"pred_probs column '{self.array_col}' holds a null row; give every "
-                                 "row its probabilities")
-            flat = np.asarray(probs_col.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
-            if flat.size != len(probs_col) * self.n_classes:
-                raise InputError(f"pred_probs column '{self.array_col}' holds a row without "
-                                 f"{self.n_classes} probabilities; give one per class, in sorted "
-                                 "class order")
-            probs = flat.reshape(len(probs_col), self.n_classes)
+        if not table.num_rows:
+            probs = np.zeros((0, self.n_classes))
+        elif self.array_col:
+            # As the in-memory flag reads a list column (features.list_column_matrix), so that
+            # the engines agree bit for bit; a null row becomes NaN, refused by the core's check.
+            probs = list_column_matrix(table.column(self.array_col), self.array_col).astype(np.float64)
+            if probs.shape[1] != self.n_classes:
+                raise InputError(f"pred_probs column '{self.array_col}' holds rows of "
+                                 f"{probs.shape[1]} probabilities but {self.n_classes} are needed, "
+                                 "one per class in sorted class order")
         else:
             probs = np.column_stack([np.asarray(table.column(c).to_numpy(zero_copy_only=False),
-                                                dtype=np.float64) for c in self.prob_cols]) \
-                if table.num_rows else np.zeros((0, self.n_classes))
+                                                dtype=np.float64) for c in self.prob_cols])
         return codes, labelled, probs
 
 
