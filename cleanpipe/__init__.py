@@ -6,8 +6,9 @@ probabilities; :func:`find_multilabel_issues` for rows with sets of tags),
 (the whole ``cleanpipe flag`` job on a DataFrame or Arrow table; ``checks=`` a
 :class:`CheckSettings` adds the data checks), :func:`clean_table`,
 :func:`retrain_table` (with :class:`TrainConfig`), :func:`run_checks` (duplicates, outliers,
-leakage and the other data checks on a feature matrix, with :class:`CheckSettings`) and the
-project's exceptions.
+leakage and the other data checks on a feature matrix, with :class:`CheckSettings`),
+:func:`flag_partitions` (a partitioned Parquet dataset flagged partition by partition, here or on
+a Dask cluster) and the project's exceptions.
 """
 
 import importlib
@@ -22,6 +23,7 @@ _PUBLIC = {
     "out_of_fold_probs": "oof", "flag_table": "flag", "FlagResult": "flag",
     "clean_table": "clean", "retrain_table": "train", "TrainConfig": "settings",
     "run_checks": "checks", "CheckResult": "checks", "CheckSettings": "settings",
+    "flag_partitions": "partitions",
 }
 
 __all__ = [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import InputError
 from ..flag import flag_dataset
 from ..flagsfile import against_path_for, summary_path_for
 from ..formats import STDIN
@@ -40,8 +41,10 @@ from ._progress import progress_bar
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")
 @seed_option("Seed for folds and models.")
 @setting_option("--n-jobs", OOF["n_jobs"], help="Folds fitted in parallel (-1: all cores).")
-@setting_option("--backend", OOF["backend"],
-                help="Where folds are fitted: local processes, or the Dask cluster at --scheduler.")
+@setting_option("--backend", OOF["backend"], "--engine", "backend",
+                help="Where the work runs: local processes, or the Dask cluster at --scheduler "
+                     "(the fold fits; with a --pred-probs column of a Parquet dataset, flagging "
+                     "itself, partition by partition, into an --out directory).")
 @click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
 @device_option("Where the boosted fold models fit: cuda runs them as XGBoost on the GPU "
                "(auto: when an NVIDIA GPU and xgboost are present).")
@@ -80,6 +83,8 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
       cleanpipe flag data.parquet --model hgb   # one model family, not the gbm,logreg average
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
+      cleanpipe flag s3://bucket/table/ --engine dask --scheduler tcp://10.0.0.5:8786 \\
+          --label y --pred-probs probs --out s3://bucket/flags/   # partition by partition
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
       cleanpipe flag photos.parquet --label cat,dog,sky # 0/1 columns: multi-label
 
@@ -97,6 +102,13 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     columns) to the flags table, and an issues object to the summary; the
     second table's rows get theirs in <out stem>.against.parquet.
     """
+    if backend == "dask" and pred_probs and not os.path.lexists(pred_probs) and data != STDIN:
+        return _flag_partitions(data, label=label, multi_label=multi_label, scheduler=scheduler,
+                                pred_probs=pred_probs, method=method, mixture=mixture,
+                                noisy_threshold=noisy_threshold, out=out, as_json=as_json,
+                                quiet=quiet, unsupported={"--checks": checks, "--against": against,
+                                                          "--report": with_report,
+                                                          "--save-pred-probs": save_pred_probs})
     stem = "stdin" if data == STDIN else Path(data.rstrip("/")).stem
     out_path = Path(out) if out else Path.cwd() / f"{stem}.flags.parquet"
     summary_path = summary_path_for(out_path)
@@ -133,6 +145,34 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
         click.echo(json.dumps(summary, ensure_ascii=False))
     elif not quiet:
         click.echo(format_summary(summary, ids=csv_option(ids) or ()))
+
+
+def _flag_partitions(data, *, label, multi_label, scheduler, pred_probs, method, mixture,
+                     noisy_threshold, out, as_json, quiet, unsupported):
+    """``flag DATA --backend dask --pred-probs COLUMN``: every partition flagged on the cluster."""
+    from ..partitions import connect, flag_partitions
+
+    for option, value in unsupported.items():
+        if value:
+            raise InputError(f"{option} is not available when flagging partition by partition "
+                             "(--backend dask with a --pred-probs column); drop it, or flag on "
+                             "one machine")
+    if multi_label or (label and "," in label):
+        raise InputError("multi-label data cannot be flagged partition by partition yet; drop "
+                         "--backend dask, or flag on one machine")
+    out = out or str(Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags")
+    engine = connect(scheduler)
+    try:
+        summary = flag_partitions(data, out, label=label, pred_probs=pred_probs, method=method,
+                                  mixture=mixture, noisy_threshold=noisy_threshold, engine=engine)
+    finally:
+        engine.client.close()
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+    elif not quiet:
+        click.echo(f"{summary['source']}: {summary['labelled_rows']} labelled rows in "
+                   f"{summary['partitions']} partitions, {summary['n_classes']} classes; flagged "
+                   f"{summary['flagged']} rows with method '{summary['method']}'\nwrote {out}")
 
 
 def _score(v: float) -> str:

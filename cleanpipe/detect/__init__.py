@@ -2,12 +2,15 @@
 
 ``confident`` holds confident learning (thresholds, confident joint, noise estimates, pruning),
 ``mixture`` the loss-mixture EM, ``combine`` the rule that joins them, ``multilabel`` the
-one-vs-rest version of both for multi-label data.
+one-vs-rest version of both for multi-label data; ``partitioned`` runs the single-label detector as
+passes over partitions (mergeable partials), with the same answer as ``detect``.
 """
 
 from ._validate import check_labels, check_pred_probs, iter_blocks
 from .combine import METHODS, Detection, detect
 from .confident import ConfidentLearning, confident_learning
+from .partitioned import (Estimates, PartitionDetection, Step, detect_partitions, detection_plan,
+                          merge_pair, merge_partials, partition_partial, partition_result)
 from .mixture import LossMixture, MixtureFit, fit_loss_mixture, fit_mixture, normalise_losses
 from .multilabel import (MULTILABEL_METHODS, MultilabelConfident, MultilabelDetection,
                          anchor_noise_rates, detect_multilabel, flip_posteriors,
@@ -19,4 +22,6 @@ __all__ = [
     "check_pred_probs", "iter_blocks", "MULTILABEL_METHODS", "MultilabelConfident",
     "MultilabelDetection", "detect_multilabel", "multilabel_confident_learning", "pair_scores",
     "anchor_noise_rates", "flip_posteriors", "row_error_posterior",
+    "detection_plan", "partition_partial", "merge_pair", "merge_partials", "partition_result",
+    "detect_partitions", "Step", "Estimates", "PartitionDetection",
 ]

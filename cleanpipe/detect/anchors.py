@@ -112,12 +112,23 @@ def few_tags_limits(labels: np.ndarray, quantile: float = ANCHOR_FEW_TAGS) -> tu
     >>> few_tags_limits(Y, 0.25), few_tags_limits(Y, 1.0)
     ((0, 1), (2, 2))
     """
+    return few_tags_limits_from_counts(few_tags_counts(labels), quantile)
+
+
+def few_tags_counts(labels: np.ndarray) -> np.ndarray:
+    """Cells given ``g`` whose row has ``c`` other tags, ``[g, c]``: a count that adds over partitions."""
     y = np.asarray(labels)
     n, k = y.shape
     t = y.sum(axis=1, dtype=np.int64)
+    return np.stack([np.bincount(np.maximum(t - g, 0), weights=weight, minlength=k + 1)
+                     for g, weight in ((0, k - t), (1, t))]).astype(np.int64)
+
+
+def few_tags_limits_from_counts(counts_by_side: np.ndarray, quantile: float = ANCHOR_FEW_TAGS):
+    """:func:`few_tags_limits` from merged :func:`few_tags_counts`."""
+    k = counts_by_side.shape[1] - 1
     limits = []
-    for g, weight in ((0, k - t), (1, t)):
-        counts = np.bincount(np.maximum(t - g, 0), weights=weight, minlength=k + 1)
+    for counts in np.asarray(counts_by_side, dtype=np.float64):
         total = counts.sum()
         if total == 0:
             limits.append(k)

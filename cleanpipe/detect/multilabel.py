@@ -20,6 +20,14 @@ are computed for every class in one pass over row blocks, reusing
 one, :func:`~cleanpipe.detect.mixture.fit_loss_mixture`, fitted to each row's binary
 cross-entropy.
 
+Over partitions (issue 21), the sums and counts are mergeable partials: the threshold sums
+(:func:`binary_threshold_sums`, exact), the confident joints (:func:`multilabel_confident_counts`),
+the label counts and the few-tags counts of the anchors
+(:func:`~cleanpipe.detect.anchors.few_tags_counts`); :func:`multilabel_estimates` finishes them.
+Not yet partition-wise: the anchor tails (order statistics, for radix selection as in the
+single-label :mod:`~cleanpipe.detect.partitioned`), the tag-count recalibration and the
+posterior rule's count and selection.
+
 References
 ----------
 Northcutt, Jiang & Chuang, "Confident Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021.
@@ -42,7 +50,8 @@ from ..settings import (DEFAULT_MIXTURE, DEFAULT_MULTILABEL_METHOD, MULTILABEL_M
 from ._validate import iter_blocks
 from .anchors import anchor_noise_rates
 from .tag_calibration import TagCountCalibrated, TagCountCalibration, fit_tag_count_calibration
-from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, top_per_group
+from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, thresholds_from_sums, top_per_group
+from .exactsum import empty_sums, exact_group_sums
 from .mixture import LossMixture, fit_loss_mixture
 
 #: Probabilities are kept this far from 0 and 1 in the binary cross-entropy.
@@ -146,15 +155,55 @@ def binary_thresholds(labels: np.ndarray, pred_probs, *, block_rows: int | None 
            [0.7, 0.6]])
     """
     k = labels.shape[1]
-    sums = np.zeros((k, 2))
+    sums = empty_sums(2 * k)
     for start, stop, block in iter_blocks(pred_probs, block_rows or _block_rows(k)):
-        y = labels[start:stop].astype(bool)
-        p = block.astype(np.float64, copy=False)
-        sums[:, 1] += np.where(y, p, 0.0).sum(axis=0)
-        sums[:, 0] += np.where(y, 0.0, 1.0 - p).sum(axis=0)
+        sums = sums.merge(binary_threshold_sums(labels[start:stop], block))
     pos = labels.sum(axis=0, dtype=np.int64)
     counts = np.stack([len(labels) - pos, pos], axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), 1.0)
+    return thresholds_from_sums(counts, sums.totals().reshape(k, 2))
+
+
+def binary_threshold_sums(labels: np.ndarray, p: np.ndarray):
+    """Exact sums behind :func:`binary_thresholds` over some rows: group ``2 k + side``.
+
+    ``side`` 1 sums ``p_k`` over the rows given tag ``k``, side 0 sums ``1 - p_k`` over the
+    others; exact (:mod:`~cleanpipe.detect.exactsum`), so partitions merge to the same thresholds.
+    """
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    k = y.shape[1]
+    values = np.where(y, p, 1.0 - p)
+    groups = 2 * np.arange(k)[None, :] + y
+    return exact_group_sums(values.ravel(), groups.ravel(), 2 * k)
+
+
+def multilabel_confident_counts(labels: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Some rows' contribution to the ``K`` binary confident joints, flat ``[4 k + 2 given + true]``.
+
+    A count per cell given the thresholds: over partitions the counts add.
+    """
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    k = y.shape[1]
+    thr = thresholds - _THRESHOLD_SLACK
+    conf1 = p >= thr[:, 1]
+    conf0 = (1.0 - p) >= thr[:, 0]
+    guess = np.where(conf1 & conf0, p > 0.5, conf1)
+    counted = conf1 | conf0
+    offsets = (4 * np.arange(k))[None, :]
+    return np.bincount((offsets + 2 * y + guess)[counted], minlength=4 * k)
+
+
+def multilabel_estimates(label_counts: np.ndarray, confident_joint: np.ndarray, n: int):
+    """``(calibrated, prior, noise_matrix)`` of the binary joints from merged counts."""
+    calibrated = _calibrate(confident_joint, label_counts)
+    joint = calibrated / max(n, 1)
+    prior = joint.sum(axis=1)
+    k = len(confident_joint)
+    eye = np.broadcast_to(np.eye(2), (k, 2, 2))
+    has = prior[:, None, :] > 0
+    noise = np.where(has, joint / np.where(has, prior[:, None, :], 1.0), eye)
+    return calibrated, prior, noise
 
 
 def pair_scores(labels: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -257,8 +306,6 @@ def multilabel_confident_learning(labels: np.ndarray, pred_probs, *,
     n, k = labels.shape
     block_rows = block_rows or _block_rows(k)
     thresholds = binary_thresholds(labels, pred_probs, block_rows=block_rows)
-    thr = thresholds - _THRESHOLD_SLACK
-    offsets = (4 * np.arange(k))[None, :]
     cj_flat = np.zeros(4 * k, dtype=np.int64)
     score = np.empty(n)
     loss = np.empty(n)
@@ -267,11 +314,7 @@ def multilabel_confident_learning(labels: np.ndarray, pred_probs, *,
     for start, stop, block in iter_blocks(pred_probs, block_rows):
         y = labels[start:stop].astype(bool)
         p = block.astype(np.float64, copy=False)
-        conf1 = p >= thr[:, 1]
-        conf0 = (1.0 - p) >= thr[:, 0]
-        guess = np.where(conf1 & conf0, p > 0.5, conf1)
-        counted = conf1 | conf0
-        cj_flat += np.bincount((offsets + 2 * y + guess)[counted], minlength=4 * k)
+        cj_flat += multilabel_confident_counts(y, p, thresholds)
         score[start:stop] = pair_scores(y, p, thresholds).min(axis=1)
         loss[start:stop] = binary_cross_entropy(y, p)
         pred = p > 0.5
@@ -284,12 +327,7 @@ def multilabel_confident_learning(labels: np.ndarray, pred_probs, *,
     pos = labels.sum(axis=0, dtype=np.int64)
     label_counts = np.stack([n - pos, pos], axis=1)
     confident_joint = cj_flat.reshape(k, 2, 2)
-    calibrated = _calibrate(confident_joint, label_counts)
-    joint = calibrated / max(n, 1)
-    prior = joint.sum(axis=1)
-    eye = np.broadcast_to(np.eye(2), (k, 2, 2))
-    has = prior[:, None, :] > 0
-    noise = np.where(has, joint / np.where(has, prior[:, None, :], 1.0), eye)
+    calibrated, prior, noise = multilabel_estimates(label_counts, confident_joint, n)
     return MultilabelConfident(
         thresholds=thresholds, confident_joint=confident_joint, calibrated_joint=calibrated,
         prior=prior, noise_matrix=noise, label_counts=label_counts, label_score=np.clip(score, 0, 1),

@@ -91,11 +91,14 @@ class SelectRequest:
 class SelectPartial:
     """One partition's answer to a :class:`SelectRequest`; :func:`merge_select` adds them.
 
-    ``hist[i, d]``: keys of ``hist_groups[i]`` in range with next digit ``d``; ``gathered``:
-    ``(groups, keys)`` of the gather groups' keys in range.
+    The histogram is sparse: ``counts[j]`` keys of ``hist_groups[cells[j] // 2**digit_bits]`` in
+    range have the next digit ``cells[j] % 2**digit_bits`` (``cells`` sorted, unique); most of a
+    pass's bins are empty (probabilities share a few exponents). ``gathered``: ``(groups, keys)``
+    of the gather groups' keys in range.
     """
 
-    hist: np.ndarray
+    cells: np.ndarray
+    counts: np.ndarray
     gathered_groups: np.ndarray
     gathered_keys: np.ndarray
 
@@ -136,7 +139,7 @@ def select_partial(req: SelectRequest, groups: np.ndarray, keys: np.ndarray) -> 
     groups = np.asarray(groups, dtype=np.int64)
     n_hist = len(req.hist_groups)
     width = 1 << req.digit_bits
-    hist = np.zeros((n_hist, width), dtype=np.int64)
+    cells = counts = np.zeros(0, np.int64)
     if n_hist:
         rows, g = _range_mask(req, groups, keys, req.hist_groups)
         slot = np.full(req.n_groups, -1, dtype=np.int64)
@@ -145,18 +148,32 @@ def select_partial(req: SelectRequest, groups: np.ndarray, keys: np.ndarray) -> 
         d_bits = np.minimum(req.digit_bits, left)
         shift = (left - d_bits).astype(np.uint64)
         digit = ((keys[rows] - req.lo[g]) >> shift).astype(np.int64)
-        hist = np.bincount(slot[g] * width + digit, minlength=n_hist * width).reshape(n_hist, width)
+        cell = slot[g] * width + digit
+        if n_hist * width <= 4 * len(cell) + (1 << 16):  # dense counts are cheaper here
+            dense = np.bincount(cell, minlength=n_hist * width)
+            cells = np.flatnonzero(dense)
+            counts = dense[cells]
+        else:
+            cells, counts = np.unique(cell, return_counts=True)
+    none = (np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    gathered = none
     if len(req.gather_groups):
         rows, g = _range_mask(req, groups, keys, req.gather_groups)
-        return SelectPartial(hist, g, keys[rows])
-    return SelectPartial(hist, np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        gathered = (g, keys[rows])
+    return SelectPartial(cells.astype(np.int64), counts.astype(np.int64), *gathered)
 
 
 def merge_select(a: SelectPartial, b: SelectPartial | None = None) -> SelectPartial:
     """Merge two selection partials (associative, commutative up to the order of gathered keys)."""
     if b is None:
         return a
-    return SelectPartial(a.hist + b.hist, np.concatenate([a.gathered_groups, b.gathered_groups]),
+    if not len(a.cells) or not len(b.cells):
+        cells, counts = (b.cells, b.counts) if not len(a.cells) else (a.cells, a.counts)
+    else:
+        cells, inv = np.unique(np.concatenate([a.cells, b.cells]), return_inverse=True)
+        counts = np.zeros(len(cells), np.int64)
+        np.add.at(counts, inv, np.concatenate([a.counts, b.counts]))
+    return SelectPartial(cells, counts, np.concatenate([a.gathered_groups, b.gathered_groups]),
                          np.concatenate([a.gathered_keys, b.gathered_keys]))
 
 
@@ -220,13 +237,22 @@ class Selection:
         """Narrow every group's range from a pass's merged partial."""
         if len(req.hist_groups):
             g = req.hist_groups
-            cum = np.cumsum(merged.hist, axis=1)
-            rank = self._rank[g]
-            digit = np.argmax(cum >= rank[:, None], axis=1)  # first digit reaching the rank
-            before = np.where(digit > 0, cum[np.arange(len(g)), np.maximum(digit - 1, 0)], 0)
+            width = 1 << req.digit_bits
+            slots = merged.cells // width
+            bounds = np.searchsorted(slots, np.arange(len(g) + 1))
+            digit = np.zeros(len(g), np.int64)
+            before = np.zeros(len(g), np.int64)
+            remaining = np.zeros(len(g), np.int64)
+            for i in range(len(g)):  # each group's few non-empty bins
+                lo, hi = bounds[i], bounds[i + 1]
+                cum = np.cumsum(merged.counts[lo:hi])
+                j = int(np.searchsorted(cum, self._rank[g[i]], side="left"))  # first reaching it
+                digit[i] = merged.cells[lo + j] % width
+                before[i] = cum[j - 1] if j else 0
+                remaining[i] = merged.counts[lo + j]
             self.below[g] += before
-            self._rank[g] = rank - before
-            self._remaining[g] = merged.hist[np.arange(len(g)), digit]
+            self._rank[g] = self._rank[g] - before
+            self._remaining[g] = remaining
             d_bits = np.minimum(req.digit_bits, 64 - self.bits[g])
             shift = (64 - self.bits[g] - d_bits).astype(np.uint64)
             self.lo[g] = self.lo[g] + (digit.astype(np.uint64) << shift)

@@ -1,0 +1,480 @@
+"""Flag a partitioned Parquet dataset partition by partition, on this machine or a Dask cluster.
+
+Each Parquet file of DATA is a partition. Nothing collects the table on one process: the workers
+read their partitions, compute the passes of :func:`cleanpipe.detect.partitioned.detection_plan`
+(the driver merges only small partials), and write each partition's flags themselves, one
+Parquet file per input file, atomically; the driver then commits the dataset with
+``_manifest.json`` (the summary) and ``_SUCCESS``. The flags equal the in-memory ``flag``'s.
+
+Resumable: every partial a partition computes is kept under ``OUT/_work/`` keyed by the run's
+inputs and the step, and every flags file carries the key of the estimates it was scored with;
+a rerun after a failure (a worker lost, a partition unreadable and then fixed) recomputes only
+the partitions and passes that had not finished.
+
+The probabilities come from a list column of DATA (``--pred-probs COLUMN``), one float per class
+in sorted class order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import pickle
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from ._version import __version__
+from .detect.partitioned import detection_plan, merge_pair, partition_partial, partition_result
+from .errors import InputError
+from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
+from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "_SUCCESS"
+MANIFEST = "_manifest.json"
+WORK = "_work"
+#: Metadata key of a flags partition: the estimates it was scored with.
+RUN_KEY = b"cleanpipe.partition_run"
+_FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
+
+
+def _filesystem(uri: str):
+    """``(filesystem, path)`` for a local path or an ``s3://`` / ``file://`` URI."""
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"cannot open '{uri}' ({exc}); check the URI and credentials") from None
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def partition_files(data: str) -> list:
+    """The Parquet files of DATA (a directory, a glob-free prefix on S3, or one file), sorted."""
+    filesystem, path = _filesystem(data)
+    info = filesystem.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"DATA path '{data}' does not exist; pass a directory of Parquet files")
+    if info.type == pafs.FileType.File:
+        return [path]
+    infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
+                   and not any(p.startswith((".", "_")) for p in os.path.relpath(i.path, path).split("/")))
+    if not files:
+        raise InputError(f"DATA directory '{data}' holds no Parquet files; pass a directory "
+                         "of .parquet files")
+    return files
+
+
+@dataclass(frozen=True)
+class PartitionSource:
+    """One partition of DATA: what a worker reads (picklable; the filesystem is rebuilt there)."""
+
+    data: str
+    path: str
+    label: str
+    probs: str
+    classes: tuple = ()
+
+    def _fs(self):
+        return _filesystem(self.data)[0]
+
+    def read(self, columns=None) -> pa.Table:
+        try:
+            with self._fs().open_input_file(self.path) as fh:
+                return pq.read_table(fh, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"DATA partition '{self.path}' could not be read "
+                             f"({str(exc).splitlines()[0]}); is it a Parquet file?") from None
+
+    def schema(self) -> pa.Schema:
+        try:
+            with self._fs().open_input_file(self.path) as fh:
+                return pq.read_schema(fh)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"DATA partition '{self.path}' could not be read "
+                             f"({str(exc).splitlines()[0]}); is it a Parquet file?") from None
+
+    def codes(self, table: pa.Table) -> np.ndarray:
+        values = _decoded(table.column(self.label))
+        classes = pa.array(list(self.classes), type=values.type)
+        return pc.fill_null(pc.index_in(values, value_set=classes), -1).to_numpy().astype(np.int64)
+
+    def __call__(self):
+        """``(labels, pred_probs)`` of the labelled rows: what the detector's passes read."""
+        table = self.read([self.label, self.probs])
+        codes = self.codes(table)
+        probs = _probs(table, self.probs, len(self.classes), self.path)
+        keep = codes >= 0
+        return codes[keep], probs[keep]
+
+
+def _probs(table: pa.Table, name: str, k: int, where: str) -> np.ndarray:
+    col = table.column(name)
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+            or pa.types.is_fixed_size_list(col.type)):
+        raise InputError(f"--pred-probs column '{name}' has type {col.type}; it must be a list "
+                         "of floats, one per class")
+    probs = list_column_matrix(col, name).astype(np.float64)  # as the in-memory flag reads it
+    if len(probs) and probs.shape[1] != k:
+        raise InputError(f"--pred-probs has {probs.shape[1]} columns but label '{table.column_names[0]}'"
+                         f" has {k} classes; pass one column per class, in sorted class order "
+                         f"(partition '{where}')")
+    return probs.reshape(len(probs), k)
+
+
+def _scan(src: PartitionSource):
+    """A partition's schema check and its distinct labels: ``(label type, classes, rows)``."""
+    schema = src.schema()
+    for name, opt in ((src.label, "--label"), (src.probs, "--pred-probs")):
+        if name not in schema.names:
+            what = "label column" if opt == "--label" else "--pred-probs column"
+            raise InputError(f"{what} '{name}' not found in DATA partition '{src.path}' (columns: "
+                             f"{columns_hint(schema.names)}); pass {opt} with one of them")
+    t = schema.field(src.label).type
+    if not _is_label_type(t):
+        raise InputError(f"label column '{src.label}' has type {t}; labels must be integers, "
+                         "strings, bools or categories (pass another column with --label)")
+    values = _decoded(src.read([src.label]).column(src.label))
+    return str(values.type), pc.unique(values).drop_null(), len(values)
+
+
+# ---------------------------------------------------------------- engines
+
+
+class _Failed:
+    def __init__(self, exc):
+        self.exc = exc
+
+
+class LocalEngine:
+    """Partition tasks in this process, one after another (tests; small data on one machine).
+
+    As on a cluster, a failing partition does not stop the others: they all run, then the first
+    failure (in partition order) is raised, so a rerun finds every partition that could finish.
+    """
+
+    def map(self, fn, *iterables):
+        out = []
+        for args in zip(*iterables):
+            failed = next((a for a in args if isinstance(a, _Failed)), None)
+            if failed is not None:  # a task on a failed task's result fails with its error
+                out.append(failed)
+                continue
+            try:
+                out.append(fn(*args))
+            except Exception as exc:  # re-raised by get, once every partition has run
+                out.append(_Failed(exc))
+        return out
+
+    def get(self, handles):
+        for h in handles:
+            if isinstance(h, _Failed):
+                raise h.exc
+        return list(handles)
+
+    def reduce(self, merge, handles):
+        """The partials merged left to right."""
+        return functools.reduce(merge, self.get(handles))
+
+
+class DaskEngine:
+    """Partition tasks on the workers of a Dask cluster; per-partition state stays on them."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def map(self, fn, *iterables):
+        futures = self.client.map(fn, *iterables, pure=False)
+        return futures
+
+    def get(self, handles):
+        for future in handles:  # every partition that can finish does, before an error is raised
+            future.exception()
+        return self.client.gather(handles)
+
+    def reduce(self, merge, handles):
+        """The partials merged on the workers, neighbours first (a tree: merges are associative),
+        so the driver receives one partial whatever the number of partitions."""
+        level = list(handles)
+        while len(level) > 1:
+            pairs = [self.client.submit(merge, a, b, pure=False)
+                     for a, b in zip(level[0::2], level[1::2])]
+            level = pairs + ([level[-1]] if len(level) % 2 else [])
+        return self.get(level)[0]
+
+
+def connect(scheduler: str | None, timeout: float | None = None):
+    """A :class:`DaskEngine` on the scheduler at ``scheduler`` (as ``--backend dask`` connects)."""
+    from .oof import DASK_CONNECT_TIMEOUT
+    if not scheduler:
+        raise InputError("backend dask needs the address of a running scheduler; pass --scheduler "
+                         "tcp://HOST:8786 (start one with `dask scheduler` and `dask worker`)")
+    try:
+        from distributed import Client  # optional (cleanpipe[dask])
+    except ImportError:
+        raise InputError("backend dask needs the distributed package; pip install "
+                         "'cleanpipe[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=timeout or DASK_CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check "
+                         "--scheduler and that the scheduler is running") from None
+    return DaskEngine(client)
+
+
+# ---------------------------------------------------------------- worker tasks
+
+
+def _atomic_write(filesystem, path: str, data: bytes) -> None:
+    tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+    try:
+        with filesystem.open_output_stream(tmp) as fh:
+            fh.write(data)
+        filesystem.move(tmp, path)
+    except BaseException:
+        try:
+            filesystem.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _step_task(out: str, key: str, step, src: PartitionSource, cache):
+    """Run ``step`` on one partition, or load its partial from a finished earlier run.
+
+    Returns ``(cache, partial, reused)``; the cache (per-row arrays) stays on the worker.
+    """
+    filesystem, root = _filesystem(out)
+    path = f"{root}/{WORK}/{key}/{os.path.basename(src.path)}.pkl"
+    try:
+        with filesystem.open_input_file(path) as fh:
+            return cache, pickle.loads(fh.read()), True
+    except (FileNotFoundError, OSError):
+        pass
+    cache = dict(cache or {})
+    partial = partition_partial(step, src, cache)
+    filesystem.create_dir(f"{root}/{WORK}/{key}", recursive=True)
+    _atomic_write(filesystem, path, pickle.dumps(partial))
+    return cache, partial, False
+
+
+def _write_task(out: str, run_key: str, est, src: PartitionSource, cache, index: int):
+    """Score one partition and write its flags file, unless a finished run already wrote it."""
+    filesystem, root = _filesystem(out)
+    path = f"{root}/{os.path.basename(src.path)}"
+    try:
+        with filesystem.open_input_file(path) as fh:
+            meta = pq.read_schema(fh).metadata or {}
+        if meta.get(RUN_KEY) == run_key.encode():
+            return 0, 0, True
+    except (FileNotFoundError, OSError, pa.ArrowInvalid):
+        pass
+    table = src.read()
+    codes = src.codes(table.select([src.label]))
+    probs = _probs(table.select([src.probs]), src.probs, len(src.classes), src.path)
+    res = partition_result(est, src, dict(cache or {}), index)
+    keep = codes >= 0
+    n = len(codes)
+    predicted = probs.argmax(axis=1).astype(np.int64) if n else np.zeros(0, np.int64)
+    predicted[keep] = res.predicted
+    score = np.full(n, np.nan)
+    score[keep] = res.label_score
+    p_noisy = np.full(n, np.nan)
+    p_noisy[keep] = res.p_noisy
+    flags = np.zeros(n, dtype=bool)
+    flags[keep] = res.is_label_issue
+    label_type = table.schema.field(src.label).type
+    classes = pa.array(list(src.classes), type=_decoded(table.column(src.label)).type)
+
+    def decode(c):
+        return classes.take(pa.array(c, mask=c < 0, type=pa.int64())).cast(label_type)
+
+    cols = {"given_label": decode(codes), "predicted_label": decode(predicted),
+            "label_score": pa.array(score, mask=~keep), "p_noisy": pa.array(p_noisy, mask=~keep),
+            "is_label_issue": pa.array(flags)}
+    for name, arr in cols.items():
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(name, arr)
+    meta = dict(table.schema.metadata or {})
+    meta[RUN_KEY] = run_key.encode()
+    table = table.replace_schema_metadata(meta)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    _atomic_write(filesystem, path, sink.getvalue().to_pybytes())
+    return int(flags.sum()), int(keep.sum()), False
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _fingerprint(files, data, label, probs, method, mixture, noisy_threshold) -> str:
+    filesystem, _ = _filesystem(data)
+    h = hashlib.sha256()
+    for info in filesystem.get_file_info(list(files)):
+        h.update(f"{info.path}\0{info.size}\0{info.mtime_ns}\0".encode())
+    h.update(json.dumps([label, probs, method, mixture, noisy_threshold, __version__]).encode())
+    return h.hexdigest()[:20]
+
+
+def _digest(obj, h=None):
+    """A hash of a step or estimates by value (pickle bytes depend on object identities)."""
+    top = h is None
+    h = hashlib.sha256() if top else h
+    if isinstance(obj, np.ndarray):
+        h.update(f"a{obj.dtype.str}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif dataclasses.is_dataclass(obj):
+        h.update(type(obj).__name__.encode())
+        for f in dataclasses.fields(obj):
+            h.update(f.name.encode())
+            _digest(getattr(obj, f.name), h)
+    elif isinstance(obj, dict):
+        h.update(b"d")
+        for k in sorted(obj):
+            h.update(repr(k).encode())
+            _digest(obj[k], h)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"l{len(obj)}".encode())
+        for v in obj:
+            _digest(v, h)
+    else:
+        h.update(repr(obj).encode())
+    return h.hexdigest()[:20] if top else h
+
+
+def _merged_classes(scans, files, label):
+    types = {}
+    for (t, _, _), f in zip(scans, files):
+        types.setdefault(t, f)
+    if len(types) > 1:
+        (t1, f1), (t2, f2) = list(types.items())[:2]
+        raise InputError(f"label column '{label}' has type {t1} in DATA partition '{f1}' but {t2} "
+                         f"in '{f2}'; give every partition the same label type (cast it when "
+                         "writing the dataset)")
+    uniq = pa.chunked_array([c for _, c, _ in scans], type=scans[0][1].type) if scans else None
+    classes = pc.unique(uniq).drop_null()
+    classes = classes.take(pc.array_sort_indices(classes))
+    return classes.to_pylist()
+
+
+def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: str,
+                    method: str | None = None, mixture: str = DEFAULT_MIXTURE,
+                    noisy_threshold: float | None = None, engine=None) -> dict:
+    """Flag every partition (Parquet file) of ``data`` into ``out``: one flags file per partition.
+
+    Parameters
+    ----------
+    data : str
+        A directory (local, or ``s3://bucket/prefix``) of Parquet files, or one file.
+    out : str
+        The output directory (created); gets one Parquet file per input file (its rows and
+        columns plus given_label, predicted_label, label_score, p_noisy, is_label_issue),
+        ``_manifest.json`` and, last, ``_SUCCESS``.
+    label : str
+        The label column.
+    pred_probs : str
+        A list column of DATA: out-of-fold probabilities, one per class in sorted class order.
+    method, mixture, noisy_threshold
+        As for :func:`cleanpipe.find_label_issues`.
+    engine : LocalEngine or DaskEngine, optional
+        Where the partition tasks run (default: this process).
+
+    Returns
+    -------
+    dict
+        The summary written to ``_manifest.json`` (rows, classes, flagged, estimates, the
+        partitions computed and reused by each pass).
+    """
+    engine = LocalEngine() if engine is None else engine
+    method = method or DEFAULT_METHOD
+    if noisy_threshold is None:
+        noisy_threshold = default_noisy_threshold(method)
+    files = partition_files(data)
+    out_fs, out_root = _filesystem(out)
+    _, data_root = _filesystem(data)
+    if out_root.rstrip("/") == data_root.rstrip("/") or out_root.startswith(data_root.rstrip("/") + "/") \
+            or data_root.startswith(out_root.rstrip("/") + "/"):
+        raise InputError(f"--out '{out}' overlaps DATA '{data}'; write the flags to a directory "
+                         "outside the input dataset")
+    ours = {os.path.basename(f) for f in files} | {SUCCESS, MANIFEST, WORK}
+    if out_fs.get_file_info(out_root).type == pafs.FileType.Directory:
+        foreign = [i.base_name for i in out_fs.get_file_info(pafs.FileSelector(out_root))
+                   if i.base_name not in ours and not i.base_name.startswith(".tmp-")]
+        if foreign:
+            raise InputError(f"--out directory '{out}' holds files cleanpipe did not write "
+                             f"({', '.join(sorted(foreign)[:3])}); pass an empty or new directory")
+    if out_fs.get_file_info(f"{out_root}/{SUCCESS}").type == pafs.FileType.File:
+        out_fs.delete_file(f"{out_root}/{SUCCESS}")  # being rewritten: not committed until the end
+    out_fs.create_dir(out_root, recursive=True)
+    bare = [PartitionSource(data, f, label, pred_probs) for f in files]
+    scans = engine.get(engine.map(_scan, bare))
+    classes = _merged_classes(scans, files, label)
+    if len(classes) < 2:
+        raise InputError(f"label column '{label}' has {len(classes)} distinct value(s); "
+                         "at least 2 classes are needed")
+    sources = [PartitionSource(data, f, label, pred_probs, tuple(classes)) for f in files]
+    fp = _fingerprint(files, data, label, pred_probs, method, mixture, noisy_threshold)
+    plan = detection_plan(len(classes), method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    caches = [None] * len(sources)
+    passes = []
+    step, index = next(plan), 0
+    while True:
+        key = _digest((fp, index, step))
+        handles = engine.map(_step_task, [out] * len(sources), [key] * len(sources),
+                             [step] * len(sources), sources, caches)
+        # only the merged partial comes back: the per-row caches stay where the partitions are
+        reused = engine.get(engine.map(_third, handles))
+        merged = engine.reduce(functools.partial(merge_pair, step), engine.map(_second, handles))
+        caches = engine.map(_first, handles)
+        passes.append({"step": step.kind, "computed": sum(not r for r in reused),
+                       "reused": sum(reused)})
+        try:
+            step = plan.send(merged)
+        except StopIteration as stop:
+            est = stop.value
+            break
+        index += 1
+    run_key = _digest((fp, est))
+    written = engine.get(engine.map(_write_task, [out] * len(sources), [run_key] * len(sources),
+                                    [est] * len(sources), sources, caches, range(len(sources))))
+    cl = est.confident
+    summary = {
+        "source": data, "partitions": len(files), "labelled_rows": int(est.n_rows),
+        "n_classes": len(classes), "classes": [str(c) for c in classes], "method": method,
+        "flagged": int(sum(w[0] for w in written)),
+        "estimated_issues": int(cl.issues_per_class.sum()),
+        "estimated_noise_rate": float(cl.issues_per_class.sum() / max(est.n_rows, 1)),
+        "loss_bounds": list(est.mix.bounds),
+        "passes": passes,
+        "written": {"computed": sum(not w[2] for w in written), "reused": sum(w[2] for w in written)},
+        "files": [os.path.basename(f) for f in files],
+        "run_key": run_key,
+    }
+    _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
+    out_fs.delete_dir(f"{out_root}/{WORK}")  # the partials only served a resume
+    _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")
+    return summary
+
+
+def _first(result):
+    return result[0]
+
+
+def _second(result):
+    return result[1]
+
+
+def _third(result):
+    return result[2]

@@ -1,0 +1,225 @@
+"""Flagging a partitioned Parquet dataset partition by partition, in process and on Dask (issue 21)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from cleanpipe.cli import cli
+from cleanpipe.detect import detect
+from cleanpipe.errors import InputError
+from cleanpipe.partitions import MANIFEST, SUCCESS, WORK, flag_partitions
+
+BOUNDS = (0, 500, 501, 501, 1800, 3000)  # an empty and a single-row partition among them
+
+
+def write_dataset(root, *, n=3000, k=4, bounds=BOUNDS, seed=0, names=True):
+    """A Parquet dataset of len(bounds) - 1 files: id, label y, a list column of probabilities."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) * 1.5
+    logits[np.arange(n), y] += 2
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    p = p.astype(np.float32)
+    labels = np.where(rng.random(n) < 0.2, rng.integers(0, k, n), y)
+    classes = np.array(["ant", "bee", "cat", "dog", "eel"])[:k]
+    os.makedirs(root, exist_ok=True)
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        label = pa.array(classes[labels[a:b]]) if names else pa.array(labels[a:b])
+        pq.write_table(pa.table({"id": np.arange(a, b), "y": label,
+                                 "probs": pa.array(list(p[a:b]), type=pa.list_(pa.float32()))}),
+                       os.path.join(root, f"part-{i:03d}.parquet"))
+    return labels, p.astype(np.float64)
+
+
+def read_flags(out):
+    files = sorted(f for f in os.listdir(out) if f.endswith(".parquet"))
+    return pa.concat_tables([pq.read_table(os.path.join(out, f)) for f in files])
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    labels, p = write_dataset(tmp_path / "data")
+    return tmp_path / "data", labels, p
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture
+def client(cluster):
+    from distributed import Client
+    with Client(cluster) as c:
+        yield c
+
+
+@pytest.mark.parametrize("method", ["combined", "noise_rate", "mixture"])
+def test_flags_equal_the_in_memory_detector(dataset, tmp_path, method):
+    data, labels, p = dataset
+    summary = flag_partitions(str(data), str(tmp_path / "out"), label="y", pred_probs="probs",
+                              method=method)
+    ref = detect(labels, p, method=method)
+    t = read_flags(tmp_path / "out")
+    np.testing.assert_array_equal(t["is_label_issue"].to_numpy(), ref.is_label_issue)
+    np.testing.assert_array_equal(t["label_score"].to_numpy(), ref.label_score)
+    np.testing.assert_array_equal(t["p_noisy"].to_numpy(), ref.p_noisy)
+    names = np.array(["ant", "bee", "cat", "dog"])
+    assert t["given_label"].to_pylist() == names[labels].tolist()
+    assert t["predicted_label"].to_pylist() == names[ref.predicted].tolist()
+    assert t["id"].to_pylist() == list(range(3000))
+    assert summary["flagged"] == ref.is_label_issue.sum()
+    assert {MANIFEST, SUCCESS} <= set(os.listdir(tmp_path / "out"))
+    assert not (tmp_path / "out" / WORK).exists()
+
+
+def test_dask_cluster_gives_the_single_machine_flags(dataset, tmp_path, client):
+    from cleanpipe.partitions import DaskEngine
+    data, labels, p = dataset
+    flag_partitions(str(data), str(tmp_path / "out"), label="y", pred_probs="probs",
+                    engine=DaskEngine(client))
+    # the single-machine flag command on the same dataset
+    one = tmp_path / "one.parquet"
+    r = CliRunner().invoke(cli, ["flag", str(data), "--label", "y", "--pred-probs", "probs",
+                                 "--out", str(one), "--quiet"])
+    assert r.exit_code == 0, r.output
+    ref = pq.read_table(one)
+    got = read_flags(tmp_path / "out")
+    for c in ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"):
+        assert got[c].to_pylist() == ref[c].to_pylist(), c
+
+
+def test_cli_engine_dask(dataset, tmp_path, cluster):
+    data, labels, p = dataset
+    out = tmp_path / "flags"
+    r = CliRunner().invoke(cli, ["flag", str(data), "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--label", "y", "--pred-probs", "probs",
+                                 "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output)
+    assert summary["flagged"] == detect(labels, p).is_label_issue.sum()
+    assert (out / SUCCESS).exists()
+    r = CliRunner().invoke(cli, ["flag", str(data), "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--label", "y", "--pred-probs", "probs",
+                                 "--out", str(out), "--checks"])
+    assert r.exit_code == 2 and "--checks is not available" in r.output
+
+
+def test_resume_after_an_unreadable_partition(dataset, tmp_path, client):
+    from cleanpipe.partitions import DaskEngine
+    data, labels, p = dataset
+    out = tmp_path / "out"
+    good = (data / "part-003.parquet").read_bytes()
+    (data / "part-003.parquet").write_bytes(good[:100])  # truncated: a real read error
+    with pytest.raises(InputError, match="part-003.parquet' could not be read"):
+        flag_partitions(str(data), str(out), label="y", pred_probs="probs",
+                        engine=DaskEngine(client))
+    assert not (out / SUCCESS).exists()
+    (data / "part-003.parquet").write_bytes(good)
+    # the file changed, so the run's inputs did: nothing of the failed run may be reused ...
+    s = flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
+    assert s["passes"][0] == {"step": "totals", "computed": 5, "reused": 0}
+    np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
+                                  detect(labels, p).is_label_issue)
+
+
+def test_resume_after_a_failed_write_recomputes_nothing_finished(dataset, tmp_path, client):
+    from cleanpipe.partitions import DaskEngine
+    data, labels, p = dataset
+    out = tmp_path / "out"
+    os.makedirs(out / "part-002.parquet")  # a directory where a flags file must go: the write fails
+    (out / "part-002.parquet" / "x").write_text("")
+    with pytest.raises(OSError):
+        flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
+    assert not (out / SUCCESS).exists() and (out / WORK).exists()
+    written = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out) if f.endswith(".parquet")
+               and f != "part-002.parquet"}
+    assert len(written) == 4
+    shutil.rmtree(out / "part-002.parquet")
+    s = flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
+    # every pass of every partition is read back from the failed run; one file is written
+    assert all(step["computed"] == 0 and step["reused"] == 5 for step in s["passes"])
+    assert s["written"] == {"computed": 1, "reused": 4}
+    assert {f: os.stat(out / f).st_mtime_ns for f in written} == written
+    np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
+                                  detect(labels, p).is_label_issue)
+
+
+def test_missing_column_in_one_partition(dataset, tmp_path, cluster):
+    data, _, _ = dataset
+    t = pq.read_table(data / "part-004.parquet").drop_columns(["y"])
+    pq.write_table(t, data / "part-004.parquet")
+    r = CliRunner().invoke(cli, ["flag", str(data), "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--label", "y", "--pred-probs", "probs",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    line = r.output.strip()
+    assert "\n" not in line and "label column 'y' not found in DATA partition" in line
+    assert "part-004.parquet" in line and "Traceback" not in r.output
+
+
+def test_label_type_differing_between_partitions(dataset, tmp_path, cluster):
+    data, _, _ = dataset
+    t = pq.read_table(data / "part-000.parquet")
+    t = t.set_column(1, "y", pa.array(np.arange(t.num_rows) % 4))
+    pq.write_table(t, data / "part-000.parquet")
+    r = CliRunner().invoke(cli, ["flag", str(data), "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--label", "y", "--pred-probs", "probs",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2
+    assert "label column 'y' has type int64 in DATA partition" in r.output
+    assert "same label type" in r.output and "\n" not in r.output.strip()
+
+
+def test_out_inside_data_is_refused(dataset):
+    data, _, _ = dataset
+    with pytest.raises(InputError, match="overlaps DATA"):
+        flag_partitions(str(data), str(data / "flags"), label="y", pred_probs="probs")
+
+
+def test_s3_dataset_on_a_moto_server(tmp_path, monkeypatch, client):
+    moto_server = pytest.importorskip("moto.server")
+    from pyarrow import fs as pafs
+
+    from cleanpipe.partitions import DaskEngine
+    server = moto_server.ThreadedMotoServer(port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for key, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "x"),
+                           ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(key, value)
+        s3 = pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", scheme="http",
+                               region="us-east-1", access_key="x", secret_key="x",
+                               allow_bucket_creation=True)
+        s3.create_dir("lake")
+        labels, p = write_dataset(tmp_path / "data")
+        for f in sorted(os.listdir(tmp_path / "data")):
+            with s3.open_output_stream(f"lake/table/{f}") as fh:
+                fh.write((tmp_path / "data" / f).read_bytes())
+        query = f"?endpoint_override=http://{host}:{port}&scheme=http&region=us-east-1"
+        summary = flag_partitions(f"s3://lake/table/{query}", f"s3://lake/flags/{query}", label="y",
+                                  pred_probs="probs", engine=DaskEngine(client))
+        names = sorted(i.base_name for i in s3.get_file_info(pafs.FileSelector("lake/flags")))
+        assert SUCCESS in names and MANIFEST in names and WORK not in names
+        flags = []
+        for f in (n for n in names if n.endswith(".parquet")):
+            with s3.open_input_file(f"lake/flags/{f}") as fh:
+                flags.append(pq.read_table(fh, columns=["is_label_issue"]))
+        got = pa.concat_tables(flags)["is_label_issue"].to_numpy()
+        np.testing.assert_array_equal(got, detect(labels, p).is_label_issue)
+        assert summary["partitions"] == 5
+    finally:
+        server.stop()
