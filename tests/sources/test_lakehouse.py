@@ -183,3 +183,29 @@ def test_iceberg_errors_are_one_line(catalog, tiny_table):
         IcebergSource("lab.t", snapshot_id=12345, **catalog).schema()
     with pytest.raises(InputError, match="cannot open Iceberg"):
         IcebergSource("lab.t", catalog="x", catalog_uri="nosuchscheme://h/db").schema()
+
+
+def test_partitioned_flag_reads_a_delta_tables_current_files_only(tmp_path):
+    """``flag_partitions`` (the Dask path) on a Delta folder: the files of the latest version,
+    not the older versions' files that stay in the folder until a vacuum."""
+    import numpy as np
+    from cleanpipe.flag import flag_table
+    from cleanpipe.partitions import flag_partitions, partition_files
+    rng = np.random.default_rng(2)
+    n = 90
+    y = rng.integers(0, 3, n)
+    p = rng.dirichlet(np.ones(3), n) * 0.5
+    p[np.arange(n), y] += 0.5
+    table = pa.table({"row_id": np.arange(n), "label": y,
+                      "probs": pa.array(list(p), type=pa.list_(pa.float64()))})
+    target = str(tmp_path / "t")
+    deltalake.write_deltalake(target, table.slice(0, 30))
+    deltalake.write_deltalake(target, table.slice(30), mode="overwrite")
+    files = partition_files(target)
+    assert len(files) == 1 and len(list((tmp_path / "t").glob("*.parquet"))) == 2
+    flag_partitions(target, str(tmp_path / "flags"), label="label", pred_probs="probs")
+    got = pq.read_table(tmp_path / "flags").sort_by("row_id")
+    want = flag_table(table.slice(30), label="label", pred_probs="probs").table
+    assert got["row_id"].to_pylist() == want["row_id"].to_pylist()
+    assert got["label_score"].to_pylist() == want["label_score"].to_pylist()
+    assert got["is_label_issue"].to_pylist() == want["is_label_issue"].to_pylist()
