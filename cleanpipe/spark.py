@@ -267,11 +267,12 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
     method, mixture, noisy_threshold
         The detector's settings, as for :func:`cleanpipe.find_label_issues`.
     persist : bool, default=True
-        Keep ``df``'s rows on the executors (memory, then disk) for the passes and the scoring:
-        after a shuffle Spark does not promise the same rows in the same order twice, and the
-        ``noise_rate``, ``per_class`` and ``both`` methods break ties by row position. ``False``
-        saves that storage when ``df`` reads files directly (its partitions are then stable);
-        a ``df`` already persisted is used as it is.
+        Persist ``df`` (memory, then disk) for the passes and the scoring: after a shuffle Spark
+        does not promise the same rows in the same order twice, and the ``noise_rate``,
+        ``per_class`` and ``both`` methods break ties by row position. Call ``df.unpersist()``
+        once the flags are written. ``False`` saves that storage when ``df`` reads files
+        directly (its partitions are then stable); a ``df`` already persisted is used as it is.
+        Each task holds one partition's rows, so the partition size bounds an executor's memory.
 
     Returns
     -------

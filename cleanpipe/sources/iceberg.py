@@ -151,10 +151,10 @@ class IcebergSource(Source):
         return self.table().scan(**kwargs)
 
     def schema(self) -> pa.Schema:
-        table = self.table()
-        schema = table.schema() if self.snapshot_id is None else \
-            table.schemas()[table.snapshot_by_id(self.snapshot_id).schema_id or table.schema().schema_id]
         from pyiceberg.io.pyarrow import schema_to_pyarrow
+        table = self.table()
+        schema_id = table.snapshot_by_id(self.snapshot_id).schema_id if self.snapshot_id else None
+        schema = table.schema() if schema_id is None else table.schemas()[schema_id]
         return schema_to_pyarrow(schema, include_field_ids=False)
 
     def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:

@@ -169,6 +169,8 @@ def test_iceberg_overwrite_with_a_new_schema_and_time_travel(catalog, tiny_table
     assert latest.schema().names == ["score", "label"]
     assert latest.reader().read_all()["label"].to_pylist() == ["a", "b", "c"]
     old = IcebergSource("lab.t", snapshot_id=snapshot, **catalog)
+    assert old.schema().names == tiny_table.column_names  # the schema of that snapshot
+    assert old.schema().field("label").type == pa.int64()
     assert old.reader(columns=["label"]).read_all()["label"].to_pylist() == tiny_table["label"].to_pylist()
 
 
