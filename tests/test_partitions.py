@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -223,3 +224,60 @@ def test_s3_dataset_on_a_moto_server(tmp_path, monkeypatch, client):
         assert summary["partitions"] == 5
     finally:
         server.stop()
+
+
+def test_null_labels_match_the_single_machine_flag(tmp_path):
+    # rows with a null label are kept, not checked: as `cleanpipe flag` does on one machine
+    labels, p = write_dataset(tmp_path / "data", names=False)
+    for f in ("part-001.parquet", "part-004.parquet"):
+        t = pq.read_table(tmp_path / "data" / f)
+        y = t.column("y").to_numpy().astype(float)
+        y[::7] = np.nan
+        t = t.set_column(1, "y", pa.array(y, mask=np.isnan(y), type=pa.int64()))
+        pq.write_table(t, tmp_path / "data" / f)
+    flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y", pred_probs="probs")
+    one = tmp_path / "one.parquet"
+    r = CliRunner().invoke(cli, ["flag", str(tmp_path / "data"), "--label", "y", "--pred-probs",
+                                 "probs", "--out", str(one), "--quiet"])
+    assert r.exit_code == 0, r.output
+    ref, got = pq.read_table(one), read_flags(tmp_path / "out")
+    assert got["given_label"].null_count > 100
+    for c in ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue"):
+        assert got[c].to_pylist() == ref[c].to_pylist(), c
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run(tmp_path):
+    # a worker process dies during the confident-joint pass: the cluster reruns its tasks on the
+    # other worker (those that had finished read their partials back from OUT/_work) and the flags
+    # are the in-memory ones
+    import signal
+    import threading
+
+    distributed = pytest.importorskip("distributed")
+    from cleanpipe.partitions import DaskEngine
+    labels, p = write_dataset(tmp_path / "data", n=60000,
+                              bounds=tuple(np.linspace(0, 60000, 9).astype(int)))
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        box = {}
+
+        def run():
+            box["summary"] = flag_partitions(str(data), str(out), label="y", pred_probs="probs",
+                                             engine=DaskEngine(client))
+
+        data = tmp_path / "data"
+        job = threading.Thread(target=run)
+        job.start()
+        deadline = time.monotonic() + 120
+        while not ((out / WORK).is_dir() and len(os.listdir(out / WORK)) >= 4):
+            assert time.monotonic() < deadline and job.is_alive()
+            time.sleep(0.02)
+        victim = min(client.run(os.getpid).values())
+        os.kill(victim, signal.SIGKILL)
+        job.join(240)
+    assert "summary" in box and (out / SUCCESS).exists()
+    np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
+                                  detect(labels, p).is_label_issue)
