@@ -4,6 +4,9 @@
   their footers, with the one-line error of :func:`cleanpipe.io.open_dataset`), or a Delta table
   (its folder holds ``_delta_log/``): exactly the files of one version, as the log lists them, read
   by Spark's own Parquet reader. No Delta jars are needed: the log is read with ``deltalake``.
+* :func:`read_iceberg`: the data files of one Iceberg snapshot, as pyiceberg plans the scan, read
+  by Spark's Parquet reader (no Iceberg jars); refused when the snapshot has delete files or a file
+  whose columns are not the snapshot's (a rename: Spark would read it as nulls).
 * :func:`write_delta`: every partition writes its rows as one new Parquet file in the table's
   folder (on the executors), then the driver commits one Delta transaction that replaces the
   table's files by those: readers see the previous version until that commit. Only the files'
@@ -61,6 +64,49 @@ def read_table(spark, path: str, *, version: int | None = None, what: str = "DAT
     from .io import open_dataset
     open_dataset(path, what=what)  # exists, readable, one schema across the files
     return spark.read.parquet(path)
+
+
+def read_iceberg(spark, table: str, *, catalog: str = "default", catalog_uri: str | None = None,
+                 warehouse: str | None = None, snapshot_id: int | None = None):
+    """A Spark DataFrame over one snapshot (default: the current one) of an Iceberg table.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    table, catalog, catalog_uri, warehouse, snapshot_id
+        As for :class:`cleanpipe.sources.IcebergSource`.
+
+    Raises
+    ------
+    InputError
+        A missing table or snapshot, delete files (merge-on-read deletes), a data file whose
+        columns differ from the snapshot's.
+    """
+    from .sources.iceberg import IcebergSource
+    source = IcebergSource(table, catalog=catalog, catalog_uri=catalog_uri, warehouse=warehouse,
+                           snapshot_id=snapshot_id)
+    try:
+        schema = source.schema()
+        scan = source.table().scan(**({"snapshot_id": source.snapshot_id} if source.snapshot_id else {}))
+        files = []
+        for task in scan.plan_files():
+            if task.delete_files:
+                raise InputError(f"Iceberg table '{table}' has delete files (merge-on-read deletes), "
+                                 "which plain Parquet reading cannot honour; compact the table or "
+                                 "read it with iceberg-spark")
+            files.append(task.file.file_path)
+        for path in files:
+            names = pq.read_schema(path.removeprefix("file://")).names
+            if set(names) != set(schema.names):
+                raise InputError(f"Iceberg table '{table}': data file '{path}' has columns "
+                                 f"({', '.join(names)}), not the snapshot's ({', '.join(schema.names)}); "
+                                 "a column was renamed or dropped since it was written: read the "
+                                 "table with iceberg-spark or rewrite it")
+    finally:
+        source.close()
+    if not files:
+        return spark.createDataFrame([], _spark_schema(schema))
+    return spark.read.schema(_spark_schema(schema)).parquet(*files)
 
 
 def _spark_schema(schema: pa.Schema):

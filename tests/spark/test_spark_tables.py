@@ -98,3 +98,31 @@ def test_flag_a_delta_table_and_write_the_flags_as_delta(spark, tmp_path):
     want = flag_table(table, label="label", pred_probs="probs").table
     for col in FLAG_COLUMNS:
         assert got[col].to_pylist() == want[col].to_pylist(), col
+
+
+def test_read_iceberg_snapshots(spark, tmp_path):
+    pytest.importorskip("pyiceberg.catalog.sql", reason="Iceberg tests need pyiceberg[sql-sqlite]")
+    from cleanpipe.sources import IcebergSink, IcebergSource
+    from cleanpipe.spark_tables import read_iceberg
+    (tmp_path / "wh").mkdir()
+    cat = {"catalog": "t", "catalog_uri": f"sqlite:///{tmp_path}/c.db", "warehouse": f"file://{tmp_path}/wh"}
+    sink = IcebergSink(**cat)
+    rows = _rows()
+    sink.write("lab.train", rows.to_reader(max_chunksize=40))
+    first = IcebergSource("lab.train", **cat)
+    first.fingerprint()
+    sink.write("lab.train", rows.slice(0, 20).to_reader())
+    df = read_iceberg(spark, "lab.train", **cat)
+    assert sorted(r["row_id"] for r in df.collect()) == list(range(20))
+    assert df.columns == rows.column_names
+    old = read_iceberg(spark, "lab.train", snapshot_id=first.snapshot_id, **cat)
+    assert old.count() == 90
+    with pytest.raises(InputError, match="not found"):
+        read_iceberg(spark, "lab.nope", **cat)
+    # A renamed column: the old files hold the old name, which Spark would read as nulls.
+    table = sink._cat.catalog().load_table("lab.train")
+    with table.update_schema() as update:
+        update.rename_column("x", "feature")
+    table.append(rows.slice(0, 5).rename_columns(["row_id", "feature", "label"]))
+    with pytest.raises(InputError, match="was renamed or dropped"):
+        read_iceberg(spark, "lab.train", **cat)
