@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _HINT = "pip install 'cleanpipe[spark]' (and a Java 17+ runtime)"
 #: The columns of a pass's result: the partition, its partial (pickled) or its error.
 _PARTIAL_DDL = "partition INT, partial BINARY, error STRING"
+_PARTIAL_SCHEMA = pa.schema([("partition", pa.int32()), ("partial", pa.binary()), ("error", pa.string())])
 
 
 def _pyspark_types():
@@ -190,9 +191,6 @@ def _partial_task(plan: _Plan, step):
         yield pa.RecordBatch.from_pydict(out, schema=_PARTIAL_SCHEMA)
 
     return run
-
-
-_PARTIAL_SCHEMA = pa.schema([("partition", pa.int32()), ("partial", pa.binary()), ("error", pa.string())])
 
 
 def _empty_source(n_classes: int):

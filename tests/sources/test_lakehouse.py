@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from cleanpipe.errors import InputError
-from cleanpipe.sources.base import TABLE_COMMENT
 
 deltalake = pytest.importorskip("deltalake", reason="Delta Lake tests need deltalake (cleanpipe[lakehouse])")
 
