@@ -18,7 +18,7 @@ def _java_problem() -> str | None:
     java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") \
         else shutil.which("java")
     if not java or not os.path.exists(java):
-        return "no Java runtime (install openjdk-17-jre-headless, or set JAVA_HOME)"
+        return "no Java runtime (apt-get install default-jre-headless, or set JAVA_HOME)"
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
