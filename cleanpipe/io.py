@@ -50,8 +50,9 @@ def _read_whole(path: str | os.PathLike, fmt: formats.TableFormat, what: str) ->
 
 def open_dataset(path: str | os.PathLike, *, what: str = "DATA",
                  fmt: formats.TableFormat = formats.TableFormat()) -> ds.Dataset:
-    """Open a table file, a directory of Parquet files (hive partitions allowed), or ``-``
-    (standard input) as a dataset.
+    """Open a table file, a directory of Parquet files (hive partitions allowed), a Delta Lake
+    table (a directory holding ``_delta_log/``: its latest version), or ``-`` (standard input) as
+    a dataset.
 
     Parquet is read lazily: nothing but the footers up front, columns and batches on demand.
     CSV, JSON lines and Arrow IPC / Feather (told by ``fmt``, else the file's first bytes or
@@ -70,6 +71,12 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA",
                          "(Parquet, CSV, JSON lines, Feather) or a directory of Parquet files")
     if path.is_file() and formats.detect(path, given=fmt.kind) != "parquet":
         dataset = _read_whole(path, fmt, what)
+        _check_unique_names(dataset.schema, path, what)
+        return dataset
+    if path.is_dir() and os.path.isdir(path / "_delta_log"):
+        # The log, not the listing, says which files are the table: never read it as a folder.
+        from .sources.delta import DeltaSource
+        dataset = DeltaSource(str(path)).dataset()
         _check_unique_names(dataset.schema, path, what)
         return dataset
     try:

@@ -39,6 +39,7 @@ from .detect.partitioned import detection_plan, merge_pair, partition_partial, p
 from .errors import InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
+from .sources.delta import is_delta_table, open_table
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ def _filesystem(uri: str):
 def partition_files(data: str) -> list:
     """The Parquet files of DATA (a directory, a glob-free prefix on S3, or one file), sorted."""
     filesystem, path = _filesystem(data)
+    if "://" not in data and is_delta_table(path):
+        # A Delta table's files are the ones its log lists: older versions' stay until VACUUM.
+        return sorted(open_table(path, what="DATA").file_uris())
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"DATA path '{data}' does not exist; pass a directory of Parquet files")

@@ -166,10 +166,20 @@ def table_place(engine: str, where: str, schema: str | None, table: str | None, 
                  f"{schema}.{given}" if table is not None else given, query=query)
 
 
+def iceberg_place(where: str, table: str, option: str) -> Place:
+    """An Iceberg table: the catalog (its URI, else its name) and ``namespace.name``, compared
+    exactly (the catalogs keep names as written)."""
+    namespace, _, name = table.rpartition(".")
+    return Place("table", ("iceberg", where, namespace, name), option, table)
+
+
 def source_places(source) -> list:
     """The places a :class:`~cleanpipe.sources.Source` reads."""
-    if source.kind == "parquet":
+    if source.kind in ("parquet", "delta"):
+        # A Delta table is its folder: an output inside it would land among its files.
         return [path_place(source.path, "the source")]
+    if source.kind == "iceberg":
+        return [iceberg_place(source.identity()["catalog"], source.table_name, "the source")]
     where = source.database if source.kind == "duckdb" else source.uri
     places = [table_place(source.kind, where, source.db_schema, source.table, "the source",
                           query=source.query)]
@@ -180,8 +190,10 @@ def source_places(source) -> list:
 
 def sink_place(sink, target: str, option: str) -> Place:
     """The place a :class:`~cleanpipe.sources.Sink` writes ``target`` to."""
-    if sink.kind == "parquet":
-        return path_place(target, option)
+    if sink.kind in ("parquet", "delta"):
+        return path_place(target, option, folder=sink.kind == "delta")
+    if sink.kind == "iceberg":
+        return iceberg_place(sink.where(), target, option)
     return table_place(sink.kind, sink.database if sink.kind == "duckdb" else sink.uri,
                        sink.db_schema, target, option)
 
@@ -375,7 +387,7 @@ def guard_pipeline(p, ends, run_dir, *, overwrite: bool = False) -> None:
                    [path_place(ends.sink.database, "[sink] database")])
     check_plan(inputs, outputs)
     for place, target in zip(outputs[1:], ends.targets.values()):
-        if place.kind == "path" and os.path.isdir(place.key[0]):
+        if ends.sink.kind == "parquet" and place.kind == "path" and os.path.isdir(place.key[0]):
             raise InputError(f"{place} is a directory; name a .parquet file")
         if not overwrite and ends.sink.written_by_cleanpipe(target) is False:
             what = "table" if place.kind == "table" else "file"

@@ -32,7 +32,7 @@ except ImportError:  # Python 3.10
 
 #: The stages, in the order data flows through them.
 STAGES = ("oof", "flag", "clean", "retrain")
-SOURCE_TYPES = (*FORMATS, "duckdb", "postgres")
+SOURCE_TYPES = (*FORMATS, "duckdb", "postgres", "delta", "iceberg")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,30 @@ class PostgresSource:
 
 
 @dataclass(frozen=True)
+class DeltaSource:
+    """``[source] type = "delta"``: a local Delta Lake table (its folder), at its latest
+    ``version`` unless one is given."""
+
+    path: str
+    version: int | None = None
+    type: str = "delta"
+
+
+@dataclass(frozen=True)
+class IcebergSource:
+    """``[source] type = "iceberg"``: an Iceberg table ``namespace.name`` of a catalog configured
+    in pyiceberg (``catalog``) or here (``catalog_uri``, ``warehouse``), at its current snapshot
+    unless ``snapshot_id`` is given."""
+
+    table: str
+    catalog: str = "default"
+    catalog_uri: str | None = None
+    warehouse: str | None = None
+    snapshot_id: int | None = None
+    type: str = "iceberg"
+
+
+@dataclass(frozen=True)
 class ParquetSink:
     """``[sink] type = "parquet"``: result files, local paths or ``s3://`` URIs."""
 
@@ -106,6 +130,27 @@ class PostgresSink:
     cleaned: str | None = None
     schema: str | None = None
     type: str = "postgres"
+
+
+@dataclass(frozen=True)
+class DeltaSink:
+    """``[sink] type = "delta"``: result tables as local Delta Lake tables (folders)."""
+
+    flags: str | None = None
+    cleaned: str | None = None
+    type: str = "delta"
+
+
+@dataclass(frozen=True)
+class IcebergSink:
+    """``[sink] type = "iceberg"``: result tables ``namespace.name`` in an Iceberg catalog."""
+
+    flags: str | None = None
+    cleaned: str | None = None
+    catalog: str = "default"
+    catalog_uri: str | None = None
+    warehouse: str | None = None
+    type: str = "iceberg"
 
 
 @dataclass(frozen=True)
@@ -268,8 +313,9 @@ class Pipeline:
 
 
 _SOURCES = {**{kind: ParquetSource for kind in FORMATS}, "duckdb": DuckDBSource,
-            "postgres": PostgresSource}
-_SINKS = {"parquet": ParquetSink, "duckdb": DuckDBSink, "postgres": PostgresSink}
+            "postgres": PostgresSource, "delta": DeltaSource, "iceberg": IcebergSource}
+_SINKS = {"parquet": ParquetSink, "duckdb": DuckDBSink, "postgres": PostgresSink,
+          "delta": DeltaSink, "iceberg": IcebergSink}
 _SECTIONS = {"columns": Columns, "oof": OofSettings, "flag": FlagSettings, "clean": CleanSettings,
              "retrain": RetrainSettings, "checks": S.CheckSettings}
 _TOP = {"name": str, "stages": tuple[str, ...], "batch_rows": int, "description": str}
@@ -394,14 +440,28 @@ def _resolve_paths(source, sink, base: Path, flag=None):
             return p
         return str((base / p).resolve())
 
-    if isinstance(source, ParquetSource):
+    def catalog(section):
+        # A SQLite catalog and a file warehouse named by a relative path: relative to the file too.
+        uri, wh = section.catalog_uri, section.warehouse
+        if uri and uri.startswith("sqlite:///") and not uri.startswith("sqlite:////") \
+                and uri != "sqlite:///:memory:":
+            uri = "sqlite:///" + local(uri[len("sqlite:///"):])
+        if wh and "://" not in wh:
+            wh = "file://" + local(wh)
+        return dataclasses.replace(section, catalog_uri=uri, warehouse=wh)
+
+    if isinstance(source, (ParquetSource, DeltaSource)):
         source = dataclasses.replace(source, path=local(source.path))
     elif isinstance(source, DuckDBSource):
         source = dataclasses.replace(source, database=local(source.database))
-    if isinstance(sink, ParquetSink):
+    elif isinstance(source, IcebergSource):
+        source = catalog(source)
+    if isinstance(sink, (ParquetSink, DeltaSink)):
         sink = dataclasses.replace(sink, flags=local(sink.flags), cleaned=local(sink.cleaned))
     elif isinstance(sink, DuckDBSink):
         sink = dataclasses.replace(sink, database=local(sink.database))
+    elif isinstance(sink, IcebergSink):
+        sink = catalog(sink)
     if flag is not None:
         return source, sink, dataclasses.replace(flag, against=local(flag.against))
     return source, sink

@@ -16,8 +16,9 @@ from ..features import columns_hint
 from ..flagsfile import FLAG_COLUMNS as _FLAG_COLUMNS
 from ..formats import FORMATS, TableFormat
 from ..oof import make_model, model_list
-from ..sources import (DuckDBSink, DuckDBSource, ParquetSink, ParquetSource, PostgresSink,
-                       PostgresSource, Sink, Source)
+from ..sources import (DeltaSink, DeltaSource, DuckDBSink, DuckDBSource, IcebergSink,
+                       IcebergSource, ParquetSink, ParquetSource, PostgresSink, PostgresSource,
+                       Sink, Source)
 from ..sources.postgres import connect
 from ..target import is_multilabel
 from .rules import check_multilabel_columns, check_multilabel_settings
@@ -64,6 +65,11 @@ def make_source(cfg, origin: str = "pipeline") -> Source:
                              fmt=TableFormat(cfg.type, delimiter=cfg.delimiter, header=cfg.header))
     if cfg.type == "duckdb":
         return DuckDBSource(cfg.database, table=cfg.table, query=cfg.query, schema=cfg.schema)
+    if cfg.type == "delta":
+        return DeltaSource(cfg.path, version=cfg.version)
+    if cfg.type == "iceberg":
+        return IcebergSource(cfg.table, catalog=cfg.catalog, catalog_uri=cfg.catalog_uri,
+                             warehouse=cfg.warehouse, snapshot_id=cfg.snapshot_id)
     return PostgresSource(_uri(cfg, "source", origin), table=cfg.table, query=cfg.query, schema=cfg.schema)
 
 
@@ -74,6 +80,10 @@ def make_sink(cfg, origin: str = "pipeline") -> Sink:
                            s3_anonymous=cfg.s3_anonymous)
     if cfg.type == "duckdb":
         return DuckDBSink(cfg.database, schema=cfg.schema)
+    if cfg.type == "delta":
+        return DeltaSink()
+    if cfg.type == "iceberg":
+        return IcebergSink(cfg.catalog, catalog_uri=cfg.catalog_uri, warehouse=cfg.warehouse)
     return PostgresSink(_uri(cfg, "sink", origin), schema=cfg.schema)
 
 
@@ -84,7 +94,7 @@ def _connection_key(cfg) -> str:
 def _open_source(p, origin: str):
     cfg = p.source
     source = make_source(cfg, origin)
-    key = "path" if cfg.type in FORMATS else "table" if cfg.table else "query"
+    key = "path" if cfg.type in (*FORMATS, "delta") else "table" if cfg.table else "query"
     try:
         if cfg.type == "duckdb" and not os.path.isfile(cfg.database):
             raise ConfigError(f"{origin}: [source] database: DuckDB file '{cfg.database}' does not "

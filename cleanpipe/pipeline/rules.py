@@ -33,7 +33,9 @@ _EXAMPLES = {
     "features": 'features = ["x1", "x2"]', "exclude": 'exclude = ["row_id"]', "ids": 'ids = ["row_id"]',
     "scheduler": 'scheduler = "tcp://127.0.0.1:8786"', "threads": "threads = 1",
     "loss_params": "loss_params = { q = 0.7 }", "hidden": "hidden = [256, 128]",
-    "model": 'model = ["hgb", "logreg"]',
+    "model": 'model = ["hgb", "logreg"]', "version": "version = 3", "snapshot_id": "snapshot_id = 1",
+    "catalog": 'catalog = "default"', "catalog_uri": 'catalog_uri = "sqlite:///catalog.db"',
+    "warehouse": 'warehouse = "warehouse"',
 }
 
 
@@ -87,7 +89,16 @@ def _check_source(src, origin: str) -> None:
             if value is not None:
                 (check_identifier if src.type == "postgres" else quote_ident)(
                     value, key=f"{origin}: [source] {key}")
+    if src.type == "iceberg":
+        _iceberg_name(src.table, f"{origin}: [source] table")
     _check_connection(src, "source", origin, check_uri)
+
+
+def _iceberg_name(name: str, where: str) -> None:
+    namespace, _, table = name.rpartition(".")
+    if not namespace or not table:
+        raise ConfigError(f"{where} = {name!r} needs a namespace; write it as 'namespace.table', "
+                          "e.g. 'default.train'")
 
 
 def _check_connection(cfg, section: str, origin: str, check_uri) -> None:
@@ -114,12 +125,14 @@ def _check_sink(p, origin: str) -> None:
             check_identifier(target, key=f"{origin}: [sink] {key}")
         elif sink.type == "duckdb":
             quote_ident(target, key=f"{origin}: [sink] {key}")
+        elif sink.type == "iceberg":
+            _iceberg_name(target, f"{origin}: [sink] {key}")
         elif "\x00" in target or not target:
             raise ConfigError(f"{origin}: [sink] {key} must be a file path or s3:// URI")
     if sink.flags is not None and sink.flags == sink.cleaned:
         raise ConfigError(f"{origin}: [sink] flags and cleaned both name {sink.flags!r}; give each "
                           "its own target")
-    if sink.type != "parquet" and sink.schema is not None:
+    if getattr(sink, "schema", None) is not None:
         quote_ident(sink.schema, key=f"{origin}: [sink] schema")
     _check_connection(sink, "sink", origin, check_uri)
     # Whether a target collides with the source is decided on canonical identities, once the

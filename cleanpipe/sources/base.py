@@ -131,3 +131,58 @@ class BatchHasher:
 
     def hexdigest(self) -> str:
         return "sha256:" + self._h.hexdigest()
+
+
+class CountingReader:
+    """A record batch stream that counts its rows as a writer pulls them and keeps the error its
+    producer raised: table-format writers (deltalake, pyiceberg) report it only as text, and a
+    producer's error is not the table's.
+
+    Attributes
+    ----------
+    reader : pyarrow.RecordBatchReader
+        The stream to hand to the writer, its batches cast to ``schema`` when one is given (also exported through ``__arrow_c_stream__``).
+    rows : int
+        Rows pulled so far.
+    error : BaseException or None
+        What the producer raised, if it failed.
+    """
+
+    def __init__(self, reader: pa.RecordBatchReader, *, schema: pa.Schema | None = None):
+        self.rows = 0
+        self.error = None
+        schema = reader.schema if schema is None else schema
+        cast = not schema.equals(reader.schema)
+
+        def batches():
+            try:
+                for batch in reader:
+                    self.rows += batch.num_rows
+                    yield batch.cast(schema) if cast else batch
+            except BaseException as exc:
+                self.error = exc
+                raise
+
+        self.reader = pa.RecordBatchReader.from_batches(schema, batches())
+
+    def __arrow_c_stream__(self, requested_schema=None):
+        return self.reader.__arrow_c_stream__(requested_schema)
+
+
+_WIDER = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+          pa.uint64(): pa.int64()}
+
+
+def table_format_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` in the types Delta Lake and Iceberg hold: dictionaries as their values, unsigned
+    integers as the next wider signed type (the formats have none; ``uint64`` becomes ``int64``,
+    and a value beyond its range fails the cast rather than wrapping)."""
+    def plain(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_dictionary(t):
+            return plain(t.value_type)
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            item = t.value_field.with_type(plain(t.value_type))
+            return pa.list_(item) if pa.types.is_list(t) else pa.large_list(item)
+        return _WIDER.get(t, t)
+
+    return pa.schema([f.with_type(plain(f.type)) for f in schema], metadata=schema.metadata)

@@ -1,0 +1,381 @@
+"""Flag and clean Spark DataFrames where they are, partition by partition.
+
+:func:`flag` runs the single-label detector as passes over the DataFrame's partitions
+(:mod:`cleanpipe.detect.partitioned`): each pass is one Spark job whose tasks compute a small
+*partial* from their partition's labels and probabilities (``mapInArrow``); the driver merges the
+partials, in partition order, and plans the next pass; a last job scores every partition on its
+own and appends the flag columns. Only the partials (a few KiB each) and the distinct labels reach
+the driver, never the rows. The flags equal :func:`cleanpipe.flag_table`'s on the same rows in the
+same order, whatever the partitioning.
+
+:func:`clean` is row-wise: each Arrow batch goes through :func:`cleanpipe.clean.clean_table`.
+
+Notes
+-----
+The probabilities are given (``pred_probs``): columns of the DataFrame, one per class in sorted
+class order, or one array column; fit them out of fold on the cluster first (a model per hashed
+fold). Each pass reads ``df`` again, so ``df`` must give the same rows in the same partitions each
+time: :func:`flag` persists it unless told not to. Needs pyspark
+>= 3.3 (``mapInArrow``) and Java 17+: ``pip install 'cleanpipe[spark]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import CleanpipeError, InputError
+from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, MODES
+
+log = logging.getLogger(__name__)
+
+_HINT = "pip install 'cleanpipe[spark]' (and a Java 17+ runtime)"
+#: The columns of a pass's result: the partition, its partial (pickled) or its error.
+_PARTIAL_DDL = "partition INT, partial BINARY, error STRING"
+_PARTIAL_SCHEMA = pa.schema([("partition", pa.int32()), ("partial", pa.binary()), ("error", pa.string())])
+
+
+def _pyspark_types():
+    try:
+        from pyspark.sql.pandas import types  # optional (cleanpipe[spark])
+    except ImportError:
+        raise InputError(f"cleanpipe.spark needs pyspark; {_HINT}") from None
+    return types
+
+
+def arrow_schema(df) -> pa.Schema:
+    """The Arrow schema of a Spark DataFrame's rows, as ``mapInArrow`` hands them to Python."""
+    types = _pyspark_types()
+    try:
+        return types.to_arrow_schema(df.schema, prefers_large_types=_large_types(df))
+    except TypeError:  # pyspark < 4 has no prefers_large_types
+        return types.to_arrow_schema(df.schema)
+
+
+def _large_types(df) -> bool:
+    conf = df.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false")
+    return str(conf).lower() == "true"
+
+
+def _spark_schema(schema: pa.Schema):
+    return _pyspark_types().from_arrow_schema(schema)
+
+
+# ---------------------------------------------------------------- the boundary
+
+
+class _Plan:
+    """What every task needs: the label, the probability columns, the classes (small; pickled
+    into each task's closure)."""
+
+    def __init__(self, label: str, prob_cols: tuple, array_col: str | None, classes: pa.Array | None,
+                 label_type: pa.DataType, n_classes: int):
+        self.label, self.prob_cols, self.array_col = label, prob_cols, array_col
+        self.classes, self.label_type, self.n_classes = classes, label_type, n_classes
+
+    @property
+    def columns(self) -> list:
+        return [self.label, *([self.array_col] if self.array_col else self.prob_cols)]
+
+    def arrays(self, table: pa.Table):
+        """``(codes, labelled, probs)`` of one partition's rows (codes -1 where the label is null)."""
+        from .features import list_column_matrix
+
+        col = table.column(self.label)
+        if self.classes is None:
+            codes = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
+                np.asarray(pc.fill_null(col, -1)).astype(np.int64)
+        else:
+            values = col.cast(self.classes.type) if col.type != self.classes.type else col
+            codes = np.asarray(pc.fill_null(pc.index_in(values, value_set=self.classes), -1))
+        codes = np.asarray(codes, dtype=np.int64)
+        labelled = ~np.asarray(col.is_null(), dtype=bool)
+        if not table.num_rows:
+            probs = np.zeros((0, self.n_classes))
+        elif self.array_col:
+            # As the in-memory flag reads a list column (features.list_column_matrix), so that
+            # the engines agree bit for bit; a null row becomes NaN, refused by the core's check.
+            probs = list_column_matrix(table.column(self.array_col), self.array_col).astype(np.float64)
+            if probs.shape[1] != self.n_classes:
+                raise InputError(f"pred_probs column '{self.array_col}' holds rows of "
+                                 f"{probs.shape[1]} probabilities but {self.n_classes} are needed, "
+                                 "one per class in sorted class order")
+        else:
+            probs = np.column_stack([np.asarray(table.column(c).to_numpy(zero_copy_only=False),
+                                                dtype=np.float64) for c in self.prob_cols])
+        return codes, labelled, probs
+
+
+def _check_columns(schema: pa.Schema, label: str, pred_probs):
+    """Resolve ``label`` and ``pred_probs`` on the DataFrame's schema; one-line errors."""
+    from .features import columns_hint
+    from .target import resolve_target
+
+    target = resolve_target(schema, label, where="the DataFrame")
+    if target.multi_label:
+        raise InputError(f"label column '{label}' is multi-label; cleanpipe.spark flags single-label "
+                         "data only (use cleanpipe flag on one machine for tags)")
+    if isinstance(pred_probs, str):
+        cols = [pred_probs]
+    else:
+        cols = list(pred_probs or ())
+    if not cols:
+        raise InputError("pred_probs names no column; pass the probability columns, one per class "
+                         "in sorted class order, or one array column")
+    for c in cols:
+        if c not in schema.names:
+            raise InputError(f"pred_probs column '{c}' not found in the DataFrame (columns: "
+                             f"{columns_hint(schema.names)}); pass the probability columns")
+    if len(cols) == 1:
+        t = schema.field(cols[0]).type
+        if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
+                or not pa.types.is_floating(t.value_type):
+            raise InputError(f"pred_probs column '{cols[0]}' has type {t}; pass one array<double> "
+                             "column, or one numeric column per class")
+        return target, (), cols[0]
+    for c in cols:
+        t = schema.field(c).type
+        if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+            raise InputError(f"pred_probs column '{c}' has type {t}; probabilities must be numbers")
+    return target, tuple(cols), None
+
+
+def _classes(df, label: str, label_type: pa.DataType, n_classes: int):
+    """The sorted distinct labels (``None`` for integer labels, which are class indices), read with
+    one small aggregation; checked against the number of probability columns."""
+    from .features import encode_labels
+    if pa.types.is_integer(label_type):
+        return None
+    # A few more than needed: enough to name the count in the usual mistakes, never the rows.
+    cap = n_classes + 100
+    rows = df.select(label).where(df[label].isNotNull()).distinct().limit(cap + 1).collect()
+    values = pa.chunked_array([pa.array([r[0] for r in rows], type=label_type)])
+    _, classes = encode_labels(values, label)
+    if len(classes) != n_classes:
+        more = "more than " if len(rows) > cap else ""
+        raise InputError(f"pred_probs has {n_classes} columns but label '{label}' has "
+                         f"{more}{min(len(classes), cap)} classes; pass one column per class, in "
+                         "sorted class order")
+    return classes
+
+
+# ---------------------------------------------------------------- the passes
+
+
+def _partition_index() -> int:
+    from pyspark import TaskContext
+    return TaskContext.get().partitionId()
+
+
+def _partial_task(plan: _Plan, step):
+    """The ``mapInArrow`` function of one pass: this partition's partial, pickled, or its error."""
+    from .detect import partitioned
+
+    def run(batches):
+        index = _partition_index()
+        try:
+            batches = list(batches)
+            if batches:
+                codes, labelled, probs = plan.arrays(pa.Table.from_batches(batches))
+                source = lambda: (codes[labelled], probs[labelled])  # noqa: E731
+            else:
+                source = _empty_source(plan.n_classes)
+            partial = partitioned.partition_partial(step, source)
+            out = {"partition": [index], "partial": [pickle.dumps(partial)], "error": [None]}
+        except CleanpipeError as exc:
+            out = {"partition": [index], "partial": [None], "error": [str(exc)]}
+        yield pa.RecordBatch.from_pydict(out, schema=_PARTIAL_SCHEMA)
+
+    return run
+
+
+def _empty_source(n_classes: int):
+    return lambda: (np.zeros(0, np.int64), np.zeros((0, n_classes)))
+
+
+def _merged(selected, plan: _Plan, n_partitions: int):
+    """``merged(step)`` for :func:`~cleanpipe.detect.partitioned.run_plan`: one Spark job per step."""
+    from .detect import partitioned
+
+    def merged(step):
+        rows = selected.mapInArrow(_partial_task(plan, step), _PARTIAL_DDL).collect()
+        errors = sorted((r["partition"], r["error"]) for r in rows if r["error"] is not None)
+        if errors:
+            raise InputError(errors[0][1])
+        got = {r["partition"]: pickle.loads(r["partial"]) for r in rows}
+        # A partition with no rows may run no Python task: its partial is the empty one.
+        empty = partitioned.partition_partial(step, _empty_source(plan.n_classes))
+        return partitioned.merge_partials(step, [got.get(i, empty) for i in range(n_partitions)])
+
+    return merged
+
+
+def _score_task(plan: _Plan, est, out_schema: pa.Schema):
+    """The ``mapInArrow`` function of the last pass: every row with its flag columns appended."""
+    from .detect import partitioned
+    from .flag import FlagColumns
+
+    def run(batches):
+        index = _partition_index()
+        batches = list(batches)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        codes, labelled, probs = plan.arrays(table)
+        det = partitioned.partition_result(est, lambda: (codes[labelled], probs[labelled]), None, index)
+        n = len(codes)
+        predicted = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
+        predicted[labelled] = det.predicted
+        score, p_noisy = np.full(n, np.nan), np.full(n, np.nan)
+        score[labelled], p_noisy[labelled] = det.label_score, det.p_noisy
+        issue = np.zeros(n, bool)
+        issue[labelled] = det.is_label_issue
+        classes = plan.classes if plan.classes is not None else \
+            pa.array(np.arange(plan.n_classes), type=plan.label_type)
+        cols = FlagColumns(codes, classes, plan.label_type, predicted, score, p_noisy, issue)
+        start = 0
+        for batch in batches:
+            stop = start + batch.num_rows
+            extra = cols.arrays(start, stop)
+            arrays = batch.columns + [extra[f.name].cast(f.type) for f in list(out_schema)[batch.num_columns:]]
+            yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
+            start = stop
+
+    return run
+
+
+def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
+         mixture: str = DEFAULT_MIXTURE, noisy_threshold: float | None = None, persist: bool = True):
+    """Flag the likely mislabeled rows of a Spark DataFrame, partition by partition.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The rows; read again by each pass (see the module's Notes).
+    label : str, default="label"
+        The label column: integer class indices, or strings / booleans matched to the
+        probability columns in sorted order. Null labels are kept and not flagged.
+    pred_probs : str or sequence of str
+        Out-of-fold probabilities: one column per class, in class order, or the name of one
+        ``array<double>`` column.
+    method, mixture, noisy_threshold
+        The detector's settings, as for :func:`cleanpipe.find_label_issues`.
+    persist : bool, default=True
+        Persist ``df`` (memory, then disk) for the passes and the scoring: after a shuffle Spark
+        does not promise the same rows in the same order twice, and the ``noise_rate``,
+        ``per_class`` and ``both`` methods break ties by row position. Call ``df.unpersist()``
+        once the flags are written. ``False`` saves that storage when ``df`` reads files
+        directly (its partitions are then stable); a ``df`` already persisted is used as it is.
+        Each task holds one partition's rows, so the partition size bounds an executor's memory.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        ``df``'s columns and rows, in its partitions, with ``given_label``, ``predicted_label``,
+        ``label_score``, ``p_noisy`` and ``is_label_issue`` appended (lazy: nothing is computed
+        until it is written or collected, beyond the passes that learnt the estimates).
+
+    Raises
+    ------
+    InputError
+        A missing label or probability column, a label that is not a class, probabilities that
+        are not a distribution (named by the first partition that holds one), an unknown method.
+
+    Examples
+    --------
+    >>> flags = cleanpipe.spark.flag(df, label="label", pred_probs=["p0", "p1", "p2"])  # doctest: +SKIP
+    >>> flags.where("is_label_issue").write.parquet("s3://bucket/flags/")  # doctest: +SKIP
+    """
+    from .detect import partitioned
+
+    schema = arrow_schema(df)
+    if method not in METHODS:
+        raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
+    if mixture not in MIXTURES:
+        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
+    target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
+    from .flagsfile import FLAG_COLUMNS
+    clash = [c for c in FLAG_COLUMNS if c in schema.names]
+    if clash:
+        raise InputError(f"the DataFrame already has the flag column '{clash[0]}'; flag the original "
+                         "rows, not a flags table")
+    label_type = schema.field(label).type
+    if array_col:
+        first = df.select(array_col).where(df[array_col].isNotNull()).limit(1).collect()
+        n_classes = len(first[0][0]) if first else 0
+    else:
+        n_classes = len(prob_cols)
+    if n_classes < 2:
+        raise InputError(f"pred_probs has {n_classes} columns; pass one per class, at least two")
+    if persist and not df.is_cached:
+        from pyspark import StorageLevel
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    classes = _classes(df, label, label_type, n_classes)
+    plan = _Plan(label, prob_cols, array_col, classes, label_type, n_classes)
+    selected = df.select(*plan.columns)
+    n_partitions = selected.rdd.getNumPartitions()
+    log.info("flagging %d partitions of a Spark DataFrame", n_partitions)
+    est = partitioned.run_plan(
+        partitioned.detection_plan(n_classes, method=method, mixture=mixture,
+                                   noisy_threshold=noisy_threshold),
+        _merged(selected, plan, n_partitions))
+    out_schema = schema
+    for f in _flag_fields(label_type):
+        out_schema = out_schema.append(f)
+    return df.mapInArrow(_score_task(plan, est, out_schema), _spark_schema(out_schema))
+
+
+def _flag_fields(label_type: pa.DataType) -> list:
+    return [pa.field("given_label", label_type), pa.field("predicted_label", label_type),
+            pa.field("label_score", pa.float64()), pa.field("p_noisy", pa.float64()),
+            pa.field("is_label_issue", pa.bool_())]
+
+
+# ---------------------------------------------------------------- clean
+
+
+def clean(flags, *, mode: str = MODES[0], label: str | None = None, min_weight: float | None = None,
+          relabel_p_noisy: float | None = None, relabel_score: float | None = None,
+          drop_flag_columns: bool = False):
+    """Drop, down-weight or relabel the flagged rows of a Spark flags DataFrame (from :func:`flag`).
+
+    Each Arrow batch goes through :func:`cleanpipe.clean.clean_table` with the same settings: the
+    rules are per row, so the result equals ``clean_table`` on the whole table.
+
+    Parameters
+    ----------
+    flags : pyspark.sql.DataFrame
+        Output of :func:`flag` (single-label).
+    mode, label, min_weight, relabel_p_noisy, relabel_score, drop_flag_columns
+        As for :func:`cleanpipe.clean.clean_table` (``None``: its default).
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+
+    Raises
+    ------
+    InputError
+        Not a flags table, an unknown mode, a bad setting, a missing label column; checked on the
+        schema before any job runs.
+    """
+    from .clean import clean_table
+
+    schema = arrow_schema(flags)
+    options = {"mode": mode, "label": label, "drop_flag_columns": drop_flag_columns, "source": "the DataFrame"}
+    options.update({k: v for k, v in (("min_weight", min_weight), ("relabel_p_noisy", relabel_p_noisy),
+                                      ("relabel_score", relabel_score)) if v is not None})
+    # The settings and the schema are checked here, once: on no rows, the output's schema.
+    out_schema = clean_table(schema.empty_table(), **options).table.schema.remove_metadata()
+
+    def run(batches):
+        for batch in batches:
+            out = clean_table(pa.Table.from_batches([batch]), **options).table
+            for b in out.cast(out_schema).to_batches():
+                yield b
+
+    return flags.mapInArrow(run, _spark_schema(out_schema))

@@ -1,0 +1,172 @@
+"""Tables Spark can reach, read and written the way cleanpipe reads and writes them on one machine.
+
+* :func:`read_table`: a Parquet file or folder (its files checked to share one schema first, from
+  their footers, with the one-line error of :func:`cleanpipe.io.open_dataset`), or a Delta table
+  (its folder holds ``_delta_log/``): exactly the files of one version, as the log lists them, read
+  by Spark's own Parquet reader. No Delta jars are needed: the log is read with ``deltalake``.
+* :func:`read_iceberg`: the data files of one Iceberg snapshot, as pyiceberg plans the scan, read
+  by Spark's Parquet reader (no Iceberg jars); refused when the snapshot has delete files or a file
+  whose columns are not the snapshot's (a rename: Spark would read it as nulls).
+* :func:`write_delta`: every partition writes its rows as one new Parquet file in the table's
+  folder (on the executors), then the driver commits one Delta transaction that replaces the
+  table's files by those: readers see the previous version until that commit. Only the files'
+  names and sizes reach the driver.
+
+Local paths only (the executors and the driver share the file system, as on one machine or a
+cluster's shared mount); object stores go through Spark's own connectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .sources.base import TABLE_COMMENT, table_format_schema
+from .sources.delta import LOG_DIR, is_delta_table, open_table
+
+#: Delta reader features whose tables cannot be read as plain Parquet files.
+_UNREADABLE = ("deletionVectors", "columnMapping")
+
+
+def read_table(spark, path: str, *, version: int | None = None, what: str = "DATA"):
+    """A Spark DataFrame over a Parquet file or folder, or a Delta table's ``version`` (default:
+    the latest).
+
+    Raises
+    ------
+    InputError
+        A missing path, Parquet files that disagree on schema, a Delta version that does not exist,
+        a Delta table whose features Spark's Parquet reader cannot honour.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if is_delta_table(path):
+        table = open_table(path, version=version)
+        features = set(getattr(table.protocol(), "reader_features", None) or ())
+        if features & set(_UNREADABLE):
+            raise InputError(f"Delta table '{path}' uses {sorted(features & set(_UNREADABLE))[0]}, "
+                             "which plain Parquet reading cannot honour; read it with delta-spark, "
+                             "or rewrite the table without that feature")
+        files = table.file_uris()
+        if not files:
+            schema = table.schema().to_arrow()
+            return spark.createDataFrame([], _spark_schema(pa.schema(schema)))
+        # basePath: hive-style partition folders become columns, as the log's partition values do.
+        return spark.read.option("basePath", path).parquet(*files)
+    if version is not None:
+        raise InputError(f"{what} '{path}' is not a Delta table (no {LOG_DIR}/ folder); version "
+                         "applies to Delta tables only")
+    from .io import open_dataset
+    open_dataset(path, what=what)  # exists, readable, one schema across the files
+    return spark.read.parquet(path)
+
+
+def read_iceberg(spark, table: str, *, catalog: str = "default", catalog_uri: str | None = None,
+                 warehouse: str | None = None, snapshot_id: int | None = None):
+    """A Spark DataFrame over one snapshot (default: the current one) of an Iceberg table.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    table, catalog, catalog_uri, warehouse, snapshot_id
+        As for :class:`cleanpipe.sources.IcebergSource`.
+
+    Raises
+    ------
+    InputError
+        A missing table or snapshot, delete files (merge-on-read deletes), a data file whose
+        columns differ from the snapshot's.
+    """
+    from .sources.iceberg import IcebergSource
+    source = IcebergSource(table, catalog=catalog, catalog_uri=catalog_uri, warehouse=warehouse,
+                           snapshot_id=snapshot_id)
+    try:
+        schema = source.schema()
+        scan = source.table().scan(**({"snapshot_id": source.snapshot_id} if source.snapshot_id else {}))
+        files = []
+        for task in scan.plan_files():
+            if task.delete_files:
+                raise InputError(f"Iceberg table '{table}' has delete files (merge-on-read deletes), "
+                                 "which plain Parquet reading cannot honour; compact the table or "
+                                 "read it with iceberg-spark")
+            files.append(task.file.file_path)
+        for path in files:
+            names = pq.read_schema(path.removeprefix("file://")).names
+            if set(names) != set(schema.names):
+                raise InputError(f"Iceberg table '{table}': data file '{path}' has columns "
+                                 f"({', '.join(names)}), not the snapshot's ({', '.join(schema.names)}); "
+                                 "a column was renamed or dropped since it was written: read the "
+                                 "table with iceberg-spark or rewrite it")
+    finally:
+        source.close()
+    if not files:
+        return spark.createDataFrame([], _spark_schema(schema))
+    return spark.read.schema(_spark_schema(schema)).parquet(*files)
+
+
+def _spark_schema(schema: pa.Schema):
+    from .spark import _spark_schema as convert
+    return convert(schema)
+
+
+def _write_task(folder: str, schema: pa.Schema, token: str):
+    """The ``mapInArrow`` function that writes one partition as one Parquet file in ``folder``."""
+    def run(batches):
+        from pyspark import TaskContext
+        index = TaskContext.get().partitionId()
+        name = f"part-{index:05d}-{token}.c000.zstd.parquet"
+        rows = 0
+        with pq.ParquetWriter(os.path.join(folder, name), schema, compression="zstd") as writer:
+            for batch in batches:
+                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
+                rows += batch.num_rows
+        st = os.stat(os.path.join(folder, name))
+        yield pa.RecordBatch.from_pydict(
+            {"path": [name], "size": [st.st_size], "rows": [rows], "mtime": [int(st.st_mtime * 1000)]},
+            schema=_FILES)
+    return run
+
+
+_FILES = pa.schema([("path", pa.string()), ("size", pa.int64()), ("rows", pa.int64()),
+                    ("mtime", pa.int64())])
+
+
+def write_delta(df, target: str) -> int:
+    """Replace (or create) the local Delta table ``target`` by ``df``'s rows, in one commit.
+
+    Returns
+    -------
+    int
+        The rows written.
+
+    Raises
+    ------
+    InputError
+        ``target`` is a file, or a folder that is neither empty nor a Delta table.
+    """
+    from deltalake import Schema as DeltaSchema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    from .sources.delta import DeltaSink
+    from .spark import arrow_schema
+
+    target = os.path.abspath(os.fspath(target))
+    DeltaSink().check(target)
+    schema = table_format_schema(arrow_schema(df)).remove_metadata()
+    os.makedirs(target, exist_ok=True)
+    token = uuid.uuid4().hex
+    files = df.mapInArrow(_write_task(target, schema, token),
+                          "path STRING, size LONG, rows LONG, mtime LONG").collect()
+    adds = [AddAction(f["path"], f["size"], {}, f["mtime"] or int(time.time() * 1000), True,
+                      json.dumps({"numRecords": f["rows"]})) for f in files]
+    if is_delta_table(target):
+        open_table(target).create_write_transaction(adds, mode="overwrite", schema=schema)
+    else:
+        create_table_with_add_actions(target, DeltaSchema.from_arrow(schema), adds, mode="error",
+                                      description=TABLE_COMMENT)
+    return sum(f["rows"] for f in files)
