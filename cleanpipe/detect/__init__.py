@@ -1,7 +1,8 @@
 """Label-error detectors: pure numpy over ``labels`` and ``pred_probs``.
 
 ``confident`` holds confident learning (thresholds, confident joint, noise estimates, pruning),
-``mixture`` the loss-mixture EM, ``combine`` the rule that joins them, ``multilabel`` the
+``mixture`` the loss-mixture EM, ``combine`` the rule that joins them (``temperature``: the
+error probabilities its count reads), ``multilabel`` the
 one-vs-rest version of both for multi-label data.
 """
 

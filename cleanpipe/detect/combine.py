@@ -18,6 +18,7 @@ from ._validate import map_blocks, row_chunks
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)
 from .mixture import LossMixture, fit_loss_mixture
+from .temperature import count_error_prob, fit_temperature
 
 _LOSS_FLOOR = 1e-12
 #: Standard errors within which the combined rule defers to cleanlab's per-cell pruning.
@@ -234,11 +235,14 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
 
 def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray, score: np.ndarray,
                     disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD, *,
-                    pruned: np.ndarray | None = None, mixture_counts: bool = True) -> np.ndarray:
+                    pruned: np.ndarray | None = None, mixture_counts: bool = True,
+                    error_prob: np.ndarray | None = None) -> np.ndarray:
     """The default rule: how many from three estimates, which from ``label_score``.
 
-    1. ``k0 = expected_f1_count(1 - label_score)``: the count that maximises the expected F1
-       under the noise-matrix posterior, or the loss mixture's count ``#{p_noisy >
+    1. ``k0 = expected_f1_count(error_prob)``: the count that maximises the expected F1 under the
+       noise-matrix posterior (``error_prob`` from the temperature-calibrated, noise-inverted
+       probabilities, :func:`~cleanpipe.detect.temperature.count_error_prob`; ``1 -
+       label_score`` if not given), or the loss mixture's count ``#{p_noisy >
        noisy_threshold}`` when it is larger and the mixture passes :func:`noisy_component_present`
        (sizeable instance-dependent errors look plausible to the model, so the posterior misses
        them, but their loss gives them away).
@@ -253,7 +257,8 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
        arg-max class is their given label.
     """
     k, rank_by = combined_count_and_rank(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                         pruned=pruned, mixture_counts=mixture_counts)
+                                         pruned=pruned, mixture_counts=mixture_counts,
+                                         error_prob=error_prob)
     flags = np.zeros(len(score), dtype=bool)
     if k > 0:
         flags[_lowest(rank_by, k)] = True
@@ -263,11 +268,14 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
 def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray,
                             score: np.ndarray, disagrees: np.ndarray,
                             noisy_threshold: float = NOISY_THRESHOLD, *,
-                            pruned: np.ndarray | None = None, mixture_counts: bool = True):
+                            pruned: np.ndarray | None = None, mixture_counts: bool = True,
+                            error_prob: np.ndarray | None = None):
     """The number of rows ``k`` the combined rule flags and the order it takes them in.
 
     ``pruned``, if given, is :func:`flags_by_cell_margin` already computed. ``mixture_counts``:
     whether the mixture's count may raise ``k`` (the outcome of :func:`noisy_component_present`).
+    ``error_prob``: each row's probability of error for the expected-F1 count (default ``1 -
+    score``).
 
     Returns
     -------
@@ -276,7 +284,7 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
         Lowest first; ``label_score`` minus the standard-error shift of the rows in cleanlab's
         per-cell pruning (see :func:`_combined_flags`).
     """
-    k0 = expected_f1_count(1.0 - score, disagrees)
+    k0 = expected_f1_count(1.0 - score if error_prob is None else error_prob, disagrees)
     if mixture_counts:
         k0 = max(k0, int(np.count_nonzero(p_noisy > noisy_threshold)))
     if pruned is None:
@@ -343,7 +351,8 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
     The default ``"combined"`` rule ranks rows by ``label_score`` (the posterior that the given
     label is true under the estimated noise matrix, :func:`label_quality`) and flags the ``k``
     lowest, except rows whose arg-max class is their given label; ``k`` is the count that
-    maximises the expected F1 under that posterior or, when the mixture passes its component test
+    maximises the expected F1 under that posterior, read off temperature-calibrated, noise-inverted
+    probabilities (:mod:`cleanpipe.detect.temperature`), or, when the mixture passes its component test
     (:func:`noisy_component_present` and :func:`mixture_exceeds_null`), the number of rows with
     ``p_noisy > noisy_threshold`` if larger, moved up towards cleanlab's per-cell count within two
     standard errors; rows cleanlab's per-cell rule also prunes rank up to two standard errors of
@@ -371,8 +380,11 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
         counts = noisy_component_present(mix) and mixture_exceeds_null(
             mix, pred_probs, int(np.count_nonzero(p_noisy > noisy_threshold)),
             noisy_threshold=noisy_threshold, block_rows=block_rows)
+        t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
+        error_prob = count_error_prob(labels, pred_probs, t, fit_temperature(
+            labels, pred_probs, block_rows=block_rows), where=disagrees, block_rows=block_rows)
         flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                pruned=pruned, mixture_counts=counts)
+                                pruned=pruned, mixture_counts=counts, error_prob=error_prob)
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":
