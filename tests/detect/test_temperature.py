@@ -59,7 +59,8 @@ def test_fit_temperature_blocks_and_row_order(seed, block_rows, k):
 
 
 def test_count_error_prob_binary_known_answer():
-    """Symmetric binary noise r: pi_g = (p_g - r) / (1 - 2r) clipped to [0, 1], q = 1 - (1 - r) pi_g / p(given).
+    """Symmetric binary noise r: pi_g = (p_g - r) / (1 - 2r) clipped to [0, 1],
+    q = 1 - (1 - r) pi_g / p(given).
 
     ``p(given) = (1 - r) pi_g + r (1 - pi_g)``: ``p_g`` itself wherever ``pi_g`` needs no clipping.
     """
