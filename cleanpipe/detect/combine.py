@@ -188,7 +188,8 @@ def label_quality(labels: np.ndarray, pred_probs, cl: ConfidentLearning, *,
     return out if alongside is None else (out, walked[1])
 
 
-def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
+def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray, *,
+                      wrong_rows: float | None = None) -> int:
     """How many rows to flag to maximise the expected F1, given each row's probability of error.
 
     Parameters
@@ -196,13 +197,17 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
     error_prob : ndarray of shape (n_samples,)
         ``q_n``, the probability that row ``n`` is wrongly labelled (``1 - label_score``).
     eligible : ndarray of shape (n_samples,), bool
-        Rows that may be flagged; the others count as ``q = 0``.
+        Rows that may be flagged.
+    wrong_rows : float, optional
+        ``T``, the expected number of wrongly labelled rows, those that cannot be flagged included
+        (F1's denominator counts every wrong row). Default: ``sum q`` over the eligible rows (the
+        others taken as surely right).
 
     Returns
     -------
     int
-        ``argmax_k 2 sum_{i <= k} q_(i) / (k + sum_n q_n)`` over the eligible ``q`` in decreasing
-        order; 0 when no eligible row has ``q > 0``.
+        ``argmax_k 2 sum_{i <= k} q_(i) / (k + T)`` over the eligible ``q`` in decreasing order; 0
+        when no eligible row has ``q > 0``.
 
     Notes
     -----
@@ -219,11 +224,15 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
     --------
     >>> expected_f1_count(np.array([0.9, 0.8, 0.1, 0.05]), np.ones(4, dtype=bool))
     2
+    >>> expected_f1_count(np.array([0.9, 0.8, 0.4, 0.0]), np.ones(4, dtype=bool))
+    2
+    >>> expected_f1_count(np.array([0.9, 0.8, 0.4, 0.0]), np.ones(4, dtype=bool), wrong_rows=5.0)
+    3
     """
     q = np.asarray(error_prob, dtype=np.float64)[eligible]
-    total = q.sum()
-    if total <= 0:
+    if not q.sum() > 0:
         return 0
+    total = q.sum() if wrong_rows is None else max(float(wrong_rows), q.sum())
     threshold = 0.0
     while True:
         taken = q[q > threshold]
@@ -274,8 +283,9 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
 
     ``pruned``, if given, is :func:`flags_by_cell_margin` already computed. ``mixture_counts``:
     whether the mixture's count may raise ``k`` (the outcome of :func:`noisy_component_present`).
-    ``error_prob``: each row's probability of error for the expected-F1 count (default ``1 -
-    score``).
+    ``error_prob``: each row's probability of error for the expected-F1 count, over every row
+    (the rows that cannot be flagged count in F1's denominator); default ``1 - score`` over the
+    rows that may be flagged.
 
     Returns
     -------
@@ -284,7 +294,10 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
         Lowest first; ``label_score`` minus the standard-error shift of the rows in cleanlab's
         per-cell pruning (see :func:`_combined_flags`).
     """
-    k0 = expected_f1_count(1.0 - score if error_prob is None else error_prob, disagrees)
+    if error_prob is None:
+        k0 = expected_f1_count(1.0 - score, disagrees)
+    else:
+        k0 = expected_f1_count(error_prob, disagrees, wrong_rows=float(np.sum(error_prob)))
     if mixture_counts:
         k0 = max(k0, int(np.count_nonzero(p_noisy > noisy_threshold)))
     if pruned is None:
@@ -382,7 +395,7 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
             noisy_threshold=noisy_threshold, block_rows=block_rows)
         t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
         error_prob = count_error_prob(labels, pred_probs, t, fit_temperature(
-            labels, pred_probs, block_rows=block_rows), where=disagrees, block_rows=block_rows)
+            labels, pred_probs, block_rows=block_rows), block_rows=block_rows)
         flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,
                                 pruned=pruned, mixture_counts=counts, error_prob=error_prob)
     elif method == "noise_rate":

@@ -114,7 +114,7 @@ def fit_temperature(labels: np.ndarray, pred_probs, *, block_rows: int | None = 
 
 
 def count_error_prob(labels: np.ndarray, pred_probs, noise_matrix: np.ndarray, temperature: float, *,
-                     where: np.ndarray | None = None, block_rows: int | None = None) -> np.ndarray:
+                     block_rows: int | None = None) -> np.ndarray:
     """Each row's probability that its given label is wrong, for the count (not the ranking).
 
     Parameters
@@ -126,9 +126,6 @@ def count_error_prob(labels: np.ndarray, pred_probs, noise_matrix: np.ndarray, t
         :func:`~cleanpipe.detect.confident.posterior_noise_matrix`).
     temperature : float
         From :func:`fit_temperature`.
-    where : ndarray of shape (n_samples,), bool, optional
-        Compute ``q`` only for these rows (the count reads only the rows it may flag); the
-        others get 0.
     block_rows : int, optional
 
     Returns
@@ -159,14 +156,8 @@ def count_error_prob(labels: np.ndarray, pred_probs, noise_matrix: np.ndarray, t
     inv_temp = 1.0 / float(temperature)
     out = np.empty(len(labels), dtype=np.float64)
 
-    if where is not None:
-        out[:] = 0.0
-
     def error_prob(start, stop, block):
-        rows = np.arange(stop - start) if where is None else np.flatnonzero(where[start:stop])
-        if rows.size == 0:
-            return
-        z = np.log(np.maximum(np.take(block, rows, axis=0).astype(np.float64), _PROB_FLOOR))
+        z = np.log(np.maximum(block.astype(np.float64), _PROB_FLOOR))
         z *= inv_temp
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z, out=z)
@@ -174,11 +165,11 @@ def count_error_prob(labels: np.ndarray, pred_probs, noise_matrix: np.ndarray, t
         pi = p @ t_inv_t
         np.maximum(pi, 0.0, out=pi)
         pi /= np.maximum(pi.sum(axis=1, keepdims=True), _PROB_FLOOR)
-        given = labels[start + rows]
+        given = labels[start:stop]
         den = np.einsum("ij,ij->i", t.take(given, axis=0), pi)
-        num = t[given, given] * pi[np.arange(rows.size), given]
+        num = t[given, given] * pi[np.arange(stop - start), given]
         score = np.divide(num, den, out=np.ones_like(num), where=den > 0)
-        out[start + rows] = 1.0 - np.clip(score, 0.0, 1.0)
+        out[start:stop] = 1.0 - np.clip(score, 0.0, 1.0)
 
     map_blocks(error_prob, pred_probs, block_rows)
     return out

@@ -85,9 +85,6 @@ def test_count_error_prob_range_blocks_and_permutation(seed, k, rate, temperatur
     q = count_error_prob(labels, probs, t, temperature)
     assert q.shape == labels.shape and np.all((q >= 0) & (q <= 1))
     np.testing.assert_allclose(count_error_prob(labels, probs, t, temperature, block_rows=block_rows), q)
-    some = np.random.default_rng(seed + 1).random(len(labels)) < 0.5
-    np.testing.assert_allclose(count_error_prob(labels, probs, t, temperature, where=some,
-                                                block_rows=block_rows), np.where(some, q, 0.0))
     perm = np.random.default_rng(seed).permutation(len(labels))
     np.testing.assert_allclose(count_error_prob(labels[perm], probs[perm], t, temperature), q[perm])
     # float32 probabilities give the same answer to float32 precision
