@@ -102,7 +102,10 @@ def find_label_issues(labels, pred_probs, *, method: str = DEFAULT_METHOD, mixtu
     symmetric (self-confidence's order) unless BIC supports a class-conditional pattern among
     each class's anchors (the 10% of its predicted rows the model is surest of). The
     default ``combined`` rule flags the ``k`` rows with the lowest ``label_score``, where ``k`` is
-    the count that maximises the expected F1 under ``1 - label_score`` or, when the mixture's
+    the count that maximises the expected F1 under each row's probability of error (the same
+    posterior on probabilities first calibrated to the given labels by one temperature, then
+    freed of the noise, ``T^{-1}``: see :mod:`cleanpipe.detect.temperature`; every expected wrong
+    row counts in F1's denominator) or, when the mixture's
     high-loss component is a population the model rejects (mean ``p_given < 1/2``, >= 10% of the
     fitted rows, more such rows than labels drawn from the model's own probabilities would give),
     the number of rows with ``p_noisy > noisy_threshold`` if larger (moved towards

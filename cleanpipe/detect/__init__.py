@@ -1,9 +1,10 @@
 """Label-error detectors: pure numpy over ``labels`` and ``pred_probs``.
 
 ``confident`` holds confident learning (thresholds, confident joint, noise estimates, pruning),
-``mixture`` the loss-mixture EM, ``combine`` the rule that joins them, ``multilabel`` the
-one-vs-rest version of both for multi-label data; ``partitioned`` runs the single-label detector as
-passes over partitions (mergeable partials), with the same answer as ``detect``.
+``mixture`` the loss-mixture EM, ``combine`` the rule that joins them (``temperature``: the
+error probabilities its count reads), ``multilabel`` the one-vs-rest version of both for
+multi-label data; ``partitioned`` runs the single-label detector as passes over partitions
+(mergeable partials), with the same answer as ``detect``.
 """
 
 from ._validate import check_labels, check_pred_probs, iter_blocks

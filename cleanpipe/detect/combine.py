@@ -20,6 +20,7 @@ from .exactsum import ExactSums, empty_sums, exact_group_sums, exact_sum
 from .confident import (ConfidentLearning, confident_learning, flags_by_cell_margin, flags_by_class,
                          flags_by_noise_rate, posterior_noise_matrix)
 from .mixture import LossMixture, fit_loss_mixture
+from .temperature import count_error_prob, fit_temperature
 
 _LOSS_FLOOR = 1e-12
 #: Standard errors within which the combined rule defers to cleanlab's per-cell pruning.
@@ -212,7 +213,8 @@ def posterior_scores(labels: np.ndarray, pred_probs, t: np.ndarray, p_given: np.
     return out if alongside is None else (out, walked[1])
 
 
-def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
+def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray, *,
+                      wrong_rows: float | None = None) -> int:
     """How many rows to flag to maximise the expected F1, given each row's probability of error.
 
     Parameters
@@ -220,13 +222,17 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
     error_prob : ndarray of shape (n_samples,)
         ``q_n``, the probability that row ``n`` is wrongly labelled (``1 - label_score``).
     eligible : ndarray of shape (n_samples,), bool
-        Rows that may be flagged; the others count as ``q = 0``.
+        Rows that may be flagged.
+    wrong_rows : float, optional
+        ``T``, the expected number of wrongly labelled rows, those that cannot be flagged included
+        (F1's denominator counts every wrong row). Default: ``sum q`` over the eligible rows (the
+        others taken as surely right).
 
     Returns
     -------
     int
-        ``argmax_k 2 sum_{i <= k} q_(i) / (k + sum_n q_n)`` over the eligible ``q`` in decreasing
-        order; 0 when no eligible row has ``q > 0``.
+        ``argmax_k 2 sum_{i <= k} q_(i) / (k + T)`` over the eligible ``q`` in decreasing order; 0
+        when no eligible row has ``q > 0``.
 
     Notes
     -----
@@ -244,11 +250,16 @@ def expected_f1_count(error_prob: np.ndarray, eligible: np.ndarray) -> int:
     --------
     >>> expected_f1_count(np.array([0.9, 0.8, 0.1, 0.05]), np.ones(4, dtype=bool))
     2
+    >>> expected_f1_count(np.array([0.9, 0.8, 0.4, 0.0]), np.ones(4, dtype=bool))
+    2
+    >>> expected_f1_count(np.array([0.9, 0.8, 0.4, 0.0]), np.ones(4, dtype=bool), wrong_rows=5.0)
+    3
     """
     q = np.asarray(error_prob, dtype=np.float64)[eligible]
-    total = exact_sum(q)
-    if total <= 0:
+    eligible_total = exact_sum(q)
+    if not eligible_total > 0:
         return 0
+    total = eligible_total if wrong_rows is None else max(float(wrong_rows), eligible_total)
     threshold = 0.0
     while True:
         taken = q[q > threshold]
@@ -270,11 +281,14 @@ def dinkelbach_step(threshold: float, n_taken: int, taken_sum: float, total: flo
 
 def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray, score: np.ndarray,
                     disagrees: np.ndarray, noisy_threshold: float = NOISY_THRESHOLD, *,
-                    pruned: np.ndarray | None = None, mixture_counts: bool = True) -> np.ndarray:
+                    pruned: np.ndarray | None = None, mixture_counts: bool = True,
+                    error_prob: np.ndarray | None = None) -> np.ndarray:
     """The default rule: how many from three estimates, which from ``label_score``.
 
-    1. ``k0 = expected_f1_count(1 - label_score)``: the count that maximises the expected F1
-       under the noise-matrix posterior, or the loss mixture's count ``#{p_noisy >
+    1. ``k0 = expected_f1_count(error_prob)``: the count that maximises the expected F1 under the
+       noise-matrix posterior (``error_prob`` from the temperature-calibrated, noise-inverted
+       probabilities, :func:`~cleanpipe.detect.temperature.count_error_prob`; ``1 -
+       label_score`` if not given), or the loss mixture's count ``#{p_noisy >
        noisy_threshold}`` when it is larger and the mixture passes :func:`noisy_component_present`
        (sizeable instance-dependent errors look plausible to the model, so the posterior misses
        them, but their loss gives them away).
@@ -289,7 +303,8 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
        arg-max class is their given label.
     """
     k, rank_by = combined_count_and_rank(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                         pruned=pruned, mixture_counts=mixture_counts)
+                                         pruned=pruned, mixture_counts=mixture_counts,
+                                         error_prob=error_prob)
     flags = np.zeros(len(score), dtype=bool)
     if k > 0:
         flags[_lowest(rank_by, k)] = True
@@ -299,11 +314,15 @@ def _combined_flags(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarr
 def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: np.ndarray,
                             score: np.ndarray, disagrees: np.ndarray,
                             noisy_threshold: float = NOISY_THRESHOLD, *,
-                            pruned: np.ndarray | None = None, mixture_counts: bool = True):
+                            pruned: np.ndarray | None = None, mixture_counts: bool = True,
+                            error_prob: np.ndarray | None = None):
     """The number of rows ``k`` the combined rule flags and the order it takes them in.
 
     ``pruned``, if given, is :func:`flags_by_cell_margin` already computed. ``mixture_counts``:
     whether the mixture's count may raise ``k`` (the outcome of :func:`noisy_component_present`).
+    ``error_prob``: each row's probability of error for the expected-F1 count, over every row
+    (the rows that cannot be flagged count in F1's denominator); default ``1 - score`` over the
+    rows that may be flagged.
 
     Returns
     -------
@@ -312,7 +331,10 @@ def combined_count_and_rank(cl: ConfidentLearning, labels: np.ndarray, p_noisy: 
         Lowest first; ``label_score`` minus the standard-error shift of the rows in cleanlab's
         per-cell pruning (see :func:`_combined_flags`).
     """
-    k0 = expected_f1_count(1.0 - score, disagrees)
+    if error_prob is None:
+        k0 = expected_f1_count(1.0 - score, disagrees)
+    else:
+        k0 = expected_f1_count(error_prob, disagrees, wrong_rows=exact_sum(error_prob))
     if mixture_counts:
         k0 = max(k0, int(np.count_nonzero(p_noisy > noisy_threshold)))
     if pruned is None:
@@ -389,7 +411,8 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
     The default ``"combined"`` rule ranks rows by ``label_score`` (the posterior that the given
     label is true under the estimated noise matrix, :func:`label_quality`) and flags the ``k``
     lowest, except rows whose arg-max class is their given label; ``k`` is the count that
-    maximises the expected F1 under that posterior or, when the mixture passes its component test
+    maximises the expected F1 under that posterior, read off temperature-calibrated, noise-inverted
+    probabilities (:mod:`cleanpipe.detect.temperature`), or, when the mixture passes its component test
     (:func:`noisy_component_present` and :func:`mixture_exceeds_null`), the number of rows with
     ``p_noisy > noisy_threshold`` if larger, moved up towards cleanlab's per-cell count within two
     standard errors; rows cleanlab's per-cell rule also prunes rank up to two standard errors of
@@ -417,8 +440,11 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
         counts = noisy_component_present(mix) and mixture_exceeds_null(
             mix, pred_probs, int(np.count_nonzero(p_noisy > noisy_threshold)),
             noisy_threshold=noisy_threshold, block_rows=block_rows)
+        t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
+        temperature = fit_temperature(labels, pred_probs, p_given=cl.p_given, block_rows=block_rows)
+        error_prob = count_error_prob(labels, pred_probs, t, temperature, block_rows=block_rows)
         flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,
-                                pruned=pruned, mixture_counts=counts)
+                                pruned=pruned, mixture_counts=counts, error_prob=error_prob)
     elif method == "noise_rate":
         flags = flags_by_noise_rate(cl, labels)
     elif method == "per_class":

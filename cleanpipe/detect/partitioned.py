@@ -76,6 +76,7 @@ from .confident import (ANCHOR_SHARE, ConfidentLearning, ConfidentRows, _gather_
 from .exactsum import empty_sums, exact_group_sums
 from .mixture import (MIN_SPREAD, LossHistogram, LossMixture, loss_histogram,
                       mixture_from_histogram)
+from .temperature import block_error_prob, fit_sample, sample_log_probs, temperature_from_sample
 from .radix import (Selection, key_values, merge_select, order_keys,
                     percentile_from_order, percentile_ranks, select_partial)
 
@@ -138,6 +139,7 @@ class Estimates:
     mix: LossMixture | None = None
     calibrated_joint: np.ndarray | None = None
     t_matrix: np.ndarray | None = None
+    temperature: float | None = None
     cut: float | None = None
     chosen: dict = field(default_factory=dict)
     rank: Chosen | None = None
@@ -227,6 +229,12 @@ class _Rows:
         labels, pred = self.data()
         self.c["score"] = posterior_scores(labels, pred, self.est.t_matrix, self["p_given"])
 
+    def _error_prob(self):
+        labels, pred = self.data()
+        t = self.est.t_matrix
+        self.c["error_prob"] = (block_error_prob(labels, pred, t, np.linalg.inv(t).T, self.est.temperature)
+                                if len(labels) else np.zeros(0))
+
     def _p_noisy(self):
         self.c["p_noisy"] = self.est.mix.p_noisy(self["loss"])
 
@@ -287,9 +295,14 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
     if kind == "confident":
         conf, labels = rows["conf"], rows["labels"]
         k = est.n_classes
+        sample = None
+        if est.method == "combined":
+            # the temperature fit's rows (a hash of each row's values picks them)
+            rows_in = np.flatnonzero(fit_sample(labels, rows["p_given"], est.n_rows, k))
+            sample = sample_log_probs(labels, rows.data()[1], rows_in)
         return (conf.confident_counts.astype(np.int64), np.bincount(conf.predicted, minlength=k),
                 np.bincount(conf.cell_keys, minlength=k * k),
-                np.bincount(labels[conf.pair_rows] * k + conf.pair_true, minlength=k * k))
+                np.bincount(labels[conf.pair_rows] * k + conf.pair_true, minlength=k * k), sample)
     if kind == "ties":
         out = {}
         for name, chosen in est.chosen.items():
@@ -313,11 +326,13 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
         null = empty_sums(2)
         if est.cut is not None and est.cut > _LOSS_FLOOR and len(labels):
             null = null_moments(rows.data()[1], est.cut)
-        q = (1.0 - score)[disagrees]
-        return null, observed, exact_group_sums(q)
+        if est.method != "combined":  # only its count reads the error probabilities
+            return null, observed, empty_sums(), empty_sums()
+        q = rows["error_prob"]
+        return null, observed, exact_group_sums(q[disagrees]), exact_group_sums(q)
     if kind == "f1":
-        score, labels = rows["score"], rows["labels"]
-        q = (1.0 - score)[rows["conf"].predicted != labels]
+        labels = rows["labels"]
+        q = rows["error_prob"][rows["conf"].predicted != labels]
         taken = q[q > step.f1_threshold]
         return len(taken), exact_group_sums(taken)
     raise ValueError(f"unknown step {kind!r}")
@@ -333,13 +348,14 @@ def merge_pair(step: Step, a, b):
     if kind == "hist":
         return a.merge(b)
     if kind == "confident":
-        return tuple(x + y for x, y in zip(a, b))
+        sample = None if a[4] is None else tuple(np.concatenate([x, y]) for x, y in zip(a[4], b[4]))
+        return (*(x + y for x, y in zip(a[:4], b[:4])), sample)
     if kind == "ties":
         return a + b
     if kind == "anchors":
         return a[0] + b[0], a[1] + b[1]
     if kind == "quality":
-        return a[0].merge(b[0]), a[1] + b[1], a[2].merge(b[2])
+        return a[0].merge(b[0]), a[1] + b[1], a[2].merge(b[2]), a[3].merge(b[3])
     if kind == "f1":
         return a[0] + b[0], a[1].merge(b[1])
     raise ValueError(f"unknown step {kind!r}")
@@ -417,7 +433,7 @@ def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str
     est = dataclasses.replace(est, mix=mix)
 
     # 3. the confident joint and the candidates' counts
-    cj, pred_counts, cell_counts, pair_counts = yield Step("confident", est)
+    cj, pred_counts, cell_counts, pair_counts, sample = yield Step("confident", est)
     confident_joint = cj.reshape(k, k)
     calibrated = calibrate_confident_joint(confident_joint, label_counts)
     joint, prior, noise = joint_prior_noise(calibrated)
@@ -438,7 +454,12 @@ def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str
     if method in ("per_class", "both"):
         wanted["classes"] = (quota.sum(axis=1), label_counts)
         plan["classes"] = (quota.sum(axis=1), label_counts, True)
-    est = dataclasses.replace(est, calibrated_joint=calibrated)
+    temperature = None
+    if sample is not None:
+        # as fit_temperature: 1 when the labels hold one class only
+        temperature = (1.0 if k < 2 or np.count_nonzero(label_counts) < 2
+                       else temperature_from_sample(*sample))
+    est = dataclasses.replace(est, calibrated_joint=calibrated, temperature=temperature)
     sels = yield from _select(est, wanted)
     chosen = {name: _chosen(sels[name], *plan[name]) for name in sels}
     est = dataclasses.replace(est, chosen=chosen)
@@ -468,7 +489,7 @@ def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str
     est = dataclasses.replace(est, t_matrix=t, cut=cut, confident=cl)
 
     # 6. label_score, the null test, the expected-F1 count
-    null, observed, q_sums = yield Step("quality", est)
+    null, observed, q_sums, q_all = yield Step("quality", est)
     if method != "combined":
         return est
     counts = False
@@ -478,9 +499,10 @@ def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str
         else:
             mean, var = null.totals()
             counts = null_exceeded(observed, mean, var)
-    total = float(q_sums.totals()[0])
+    eligible_total = float(q_sums.totals()[0])
+    total = max(float(q_all.totals()[0]), eligible_total)
     k0 = 0
-    if total > 0:
+    if eligible_total > 0:
         threshold = 0.0
         while True:
             n_taken, taken = yield Step("f1", est, f1_threshold=threshold)

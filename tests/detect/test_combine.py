@@ -310,6 +310,34 @@ def test_expected_f1_count_matches_brute_force(q, seed):
     assert expected_f1_count(q[perm], eligible[perm]) == got
 
 
+def test_expected_f1_count_wrong_rows_known_answer():
+    q = np.array([0.9, 0.8, 0.4, 0.0])
+    # T = 2.1: k=2 gives 1.7/4.1 = 0.415 > k=3's 2.1/5.1 = 0.412.
+    assert expected_f1_count(q, np.ones(4, dtype=bool)) == 2
+    # T = 5 (three more expected wrong rows among rows that cannot be flagged): 1.7/7 < 2.1/8.
+    assert expected_f1_count(q, np.ones(4, dtype=bool), wrong_rows=5.0) == 3
+    # fewer wrong rows than the eligible ones hold is impossible: the eligible sum is the floor
+    assert expected_f1_count(q, np.ones(4, dtype=bool), wrong_rows=0.0) == 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(q=st.lists(st.floats(0, 1), min_size=1, max_size=30), seed=st.integers(0, 2**16),
+       extra=st.floats(0, 20))
+def test_expected_f1_count_with_wrong_rows_matches_brute_force(q, seed, extra):
+    q = np.array(q)
+    eligible = np.random.default_rng(seed).random(len(q)) < 0.7
+    qe = np.sort(q[eligible])[::-1]
+    total = qe.sum() + extra
+    got = expected_f1_count(q, eligible, wrong_rows=total)
+    if qe.sum() == 0:
+        assert got == 0
+        return
+    best = max(2 * qe[:k].sum() / (k + total) for k in range(1, len(qe) + 1))
+    assert 2 * qe[:got].sum() / (got + total) >= best - 1e-12
+    # more wrong rows outside the flaggable ones never lowers the count
+    assert got >= expected_f1_count(q, eligible)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 60_000), frac=st.floats(0.0, 1.0), levels=st.sampled_from([2, 50, 0]),
        seed=st.integers(0, 2**32 - 1))
