@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from cleanpipe.detect import detect
 from cleanpipe.detect.combine import expected_f1_count
-from cleanpipe.detect.temperature import count_error_prob, fit_temperature
+from cleanpipe.detect.temperature import count_error_prob, fit_sample, fit_temperature
 
 
 def _softmax(z):
@@ -37,8 +37,28 @@ def test_fit_temperature_recovers_the_planted_miscalibration(sharpen):
 def test_fit_temperature_on_a_subset_of_rows_is_close():
     labels, probs = _calibrated_problem(20000, 4, seed=1, sharpen=2.0)
     whole = fit_temperature(labels, probs)
-    part = fit_temperature(labels, probs, max_cells=8000)  # every 10th row
+    part = fit_temperature(labels, probs, max_cells=8000)  # about one row in ten
     assert part == pytest.approx(whole, rel=0.15)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), cut=st.integers(0, 5000), max_cells=st.sampled_from([100, 2000, 8000]))
+def test_fit_sample_depends_on_a_rows_values_not_its_position(seed, cut, max_cells):
+    # a partition picks its sample rows without knowing where it starts (issue 21)
+    labels, probs = _calibrated_problem(5000, 4, seed)
+    p_given = probs[np.arange(len(labels)), labels]
+    whole = fit_sample(labels, p_given, len(labels), 4, max_cells)
+    parts = [fit_sample(labels[a:b], p_given[a:b], len(labels), 4, max_cells)
+             for a, b in ((0, cut), (cut, len(labels)))]
+    assert np.array_equal(whole, np.concatenate(parts))
+    # about max_cells / k rows (binomial: 5 sd)
+    expected = max_cells / 4
+    assert abs(whole.sum() - expected) <= 5 * np.sqrt(expected) + 1
+
+
+def test_fit_sample_takes_every_row_of_a_small_table():
+    labels, probs = _calibrated_problem(100, 3, seed=0)
+    assert fit_sample(labels, probs[np.arange(100), labels], 100, 3, 300).all()
 
 
 def test_fit_temperature_degenerate_inputs():
