@@ -91,10 +91,7 @@ class LogisticFolds(ClassifierMixin, BaseEstimator):
         key = (self.design_key, id(X), X.shape)
         if self.design_key is not None and key in _DESIGNS:
             return _DESIGNS[key]
-        # Scaled once more, without centring (the one-hot block may be sparse): the numbers are
-        # already standardised, and 0/1 columns of unit spread make L-BFGS converge in about
-        # half the iterations.
-        prep = make_pipeline(preprocessing(self.categorical), StandardScaler(with_mean=False)).fit(X)
+        prep = preprocessing(self.categorical).fit(X)
         entry = (prep, _float32(prep.transform(X)))
         if self.design_key is not None:
             _DESIGNS.clear()  # one matrix at a time: memory stays bounded by the current table
