@@ -42,10 +42,10 @@ import numpy as np
 
 try:
     from . import whole_job as wj
-    from ._common import CACHE_DIR, progress
+    from ._common import CACHE_DIR, markdown_table, progress
 except ImportError:  # run as a script: benchmarks/ is on sys.path
     import whole_job as wj
-    from _common import CACHE_DIR, progress
+    from _common import CACHE_DIR, markdown_table, progress
 
 CACHE = CACHE_DIR / "oof_variants"
 #: Early stopping as scikit-learn's HistGradientBoosting does it above 10,000 rows.
@@ -110,8 +110,12 @@ def variant_probs(variant, X, cats, y):
     return P, time.process_time() - start
 
 
+def cache_file(case_text, seed, variant):
+    return CACHE / f"{case_text.replace(':', '-')}_{seed}_{variant}.npz"
+
+
 def cached(case_text, case, seed, variant, data=None):
-    f = CACHE / f"{case_text.replace(':', '-')}_{seed}_{variant}.npz"
+    f = cache_file(case_text, seed, variant)
     if not f.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         X, cats, y, _ = data or load(case, seed)
@@ -171,6 +175,9 @@ def main(argv=None) -> None:
     p.add_argument("--combos", default="lgb+logreg;lgb+lrprod",
                    help="';'-separated combinations of variants to score ('+' averages)")
     p.add_argument("--curve", action="store_true", help="the table's own learning curve instead")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table (for RESULTS.md)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="score only the combinations whose variants are all cached; compute nothing")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
@@ -181,10 +188,14 @@ def main(argv=None) -> None:
                 rows += curve(text, case, seed)
                 continue
             data = load(case, seed)
-            for v in args.variants.split(","):
-                cached(text, case, seed, v, data)
-            rows += [score_combo(text, case, seed, c, data) for c in args.combos.split(";")]
-    print(pd.DataFrame(rows).to_string(index=False))
+            if not args.cached_only:
+                for v in args.variants.split(","):
+                    cached(text, case, seed, v, data)
+            rows += [score_combo(text, case, seed, c, data) for c in args.combos.split(";")
+                     if not args.cached_only
+                     or all(cache_file(text, seed, v).exists() for v in c.split("+"))]
+    table = pd.DataFrame(rows)
+    print(markdown_table(table) if args.markdown else table.to_string(index=False))
 
 
 if __name__ == "__main__":
