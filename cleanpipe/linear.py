@@ -6,8 +6,10 @@ built once per cross-validation from the feature values of every row, never the 
 each fold's logistic regression is fitted on that fold's rows of it, in float32. Per fold, the
 old pipeline refitted the same preprocessing on the fold's rows and fitted in float64.
 
-Measured on ``benchmarks/oof_variants.py`` (see "Whole job" in ``benchmarks/RESULTS.md``): the
-same detection F1 and AUPRC, in fewer CPU seconds.
+Measured with ``benchmarks/oof_variants.py`` on the four 100,000-row tables of
+``benchmarks/whole_job.py`` (see "Whole job" in ``benchmarks/RESULTS.md``): 1.2-2.2x fewer CPU
+seconds for this family than the per-fold pipeline, and the same detection F1 and AUPRC of the
+default ensemble on every case and seed, tuned and held out.
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class LogisticFolds(ClassifierMixin, BaseEstimator):
     imputed values, the category levels and the scaling come from every row's features (as
     LightGBM's bins do in :class:`cleanpipe.boosters.LightGBMFolds`), the coefficients from
     ``y[rows]`` alone. ``fit(X, y)`` builds the design from ``X`` itself. The design is float32
-    (the scaling is computed in float64 first), which halves the memory and the time of
-    L-BFGS; the probabilities agree with a float64 fit to within the solver's tolerance.
+    (the scaling is computed in float64 first): half the memory of a float64 design, and L-BFGS
+    took 8.3 CPU s instead of 11.7 over the five folds of the mixed 10-class table; the
+    probabilities agree with the per-fold float64 pipeline's to within the solver's tolerance.
     """
 
     def __init__(self, categorical=None, random_state: int = 0, design_key: str | None = None):
