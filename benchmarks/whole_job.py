@@ -6,9 +6,10 @@ set of flipped labels is written to Parquet; then, each in a fresh child process
 * **cleanpipe**: ``cleanpipe flag t.parquet --out F --quiet`` (every other option at its default);
 * **cleanlab**: read the Parquet with pandas, encode the features (numbers as float32, strings as
   category codes), ``cross_val_predict`` of scikit-learn's ``HistGradientBoostingClassifier`` and
-  the imputed, one-hot, scaled logistic regression (built by ``cleanpipe.oof.make_model`` so that
-  the settings match ``--model hgb,logreg``; cleanpipe's default ``gbm`` is LightGBM when it is
-  installed, with the same tree settings) on
+  the imputed, one-hot, scaled logistic regression (``cleanpipe.oof.make_model("hgb")`` and
+  ``cleanpipe.linear.logistic_pipeline``, so that the settings match ``--model hgb,logreg``;
+  cleanpipe's default ``gbm`` is LightGBM when it is installed, with the same tree settings, and
+  its logistic regression fits each fold on one design matrix built once) on
   the same folds (``StratifiedKFold(5, shuffle=True, random_state=0)``, what ``flag --seed 0``
   uses), their probabilities averaged, then ``cleanlab.filter.find_label_issues`` (its defaults) for
   the flags and ``cleanlab.rank.get_label_quality_scores`` for the ranking.
@@ -144,10 +145,13 @@ def cleanlab_worker(data: str, out: str) -> None:
         if cat else df[c].to_numpy() for c, cat in zip(df.columns, cats)]).astype(np.float32)
     del df
     # The estimators themselves (not their fitting) come from cleanpipe, so both paths fit the
-    # same two model families with the same settings.
+    # same two model families with the same settings; the logistic regression is the plain
+    # scikit-learn pipeline, refitted per fold (cleanpipe builds its design once per run).
+    from cleanpipe.linear import logistic_pipeline
     from cleanpipe.oof import make_model
 
-    hgb, logreg = (make_model(m, categorical=cats, seed=FOLD_SEED) for m in ("hgb", "logreg"))
+    hgb = make_model("hgb", categorical=cats, seed=FOLD_SEED)
+    logreg = logistic_pipeline(cats, random_state=FOLD_SEED)
     cv = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=FOLD_SEED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -20,13 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from joblib import Parallel, delayed, parallel_config
 from sklearn.base import clone
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import ThreadpoolController
 
 from .boosters import LightGBMFolds, XGBoostFolds, new_bins_key, resolve_device, resolve_models
@@ -34,6 +29,7 @@ from .detect import check_labels
 from .errors import CleanpipeWarning, InputError
 from .features import table_to_features
 from .frames import as_table, is_table, label_codes
+from .linear import LogisticFolds
 from .threads import available_cpus
 from .settings import BACKENDS, DEFAULT_FOLDS, DEFAULT_MODEL, DEFAULT_SEED, MIN_FOLDS, MODELS
 
@@ -127,7 +123,8 @@ def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED, device: str
         ``"gbm"`` (``"lgb"`` when LightGBM is installed, else ``"hgb"``: see
         :func:`cleanpipe.boosters.resolve_models`), ``"hgb"`` (HistGradientBoostingClassifier: NaN
         and categories natively), ``"logreg"``
-        (imputation, one-hot categories, scaling, logistic regression), ``"lgb"`` (LightGBM, its
+        (imputation, one-hot categories, scaling, logistic regression; the design built once per
+        cross-validation: :class:`cleanpipe.linear.LogisticFolds`), ``"lgb"`` (LightGBM, its
         bins shared by the fold fits: :class:`cleanpipe.boosters.LightGBMFolds`), ``"xgb"``
         (XGBoost: :class:`cleanpipe.boosters.XGBoostFolds`), ``"package.module:Class"``
         (imported and constructed without arguments; this runs that package's code), or an
@@ -147,19 +144,7 @@ def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED, device: str
         est = HistGradientBoostingClassifier(
             categorical_features=cats if cats.any() else None, random_state=seed)
     elif model == "logreg":
-        # Scaled in float64: a float32 column whose spread is near float32's smallest normal
-        # (1e-38) overflows when divided by it, where float64 has room to spare.
-        numeric = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
-                                FunctionTransformer(np.asarray, kw_args={"dtype": np.float64}),
-                                StandardScaler())
-        if cats.any():
-            onehot = make_pipeline(SimpleImputer(strategy="most_frequent", keep_empty_features=True),
-                                   OneHotEncoder(handle_unknown="ignore"))
-            prep = ColumnTransformer([("num", numeric, np.flatnonzero(~cats)),
-                                      ("cat", onehot, np.flatnonzero(cats))])
-        else:
-            prep = numeric
-        est = make_pipeline(prep, LogisticRegression(max_iter=1000))
+        est = LogisticFolds(categorical=cats if cats.any() else None)
     elif model == "lgb":
         est = LightGBMFolds(categorical=cats if cats.any() else None)
     elif model == "xgb":
@@ -411,8 +396,8 @@ def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = Non
 
 def _with_threads(est, n_jobs: int):
     """``est`` with the thread count of one fold fit, where it takes one (``n_threads``), and
-    a fresh ``bins_key`` where its fold fits can share one binning (the probabilities depend on
-    neither)."""
+    a fresh ``bins_key`` / ``design_key`` where its fold fits can share one binning or design
+    matrix (the probabilities depend on neither)."""
     params = est.get_params(deep=False)
     if "n_threads" in params:
         workers = available_cpus() if n_jobs < 0 else n_jobs
@@ -420,6 +405,8 @@ def _with_threads(est, n_jobs: int):
         est.set_params(n_threads=threads)
     if "bins_key" in params:
         est.set_params(bins_key=new_bins_key())
+    if "design_key" in params:
+        est.set_params(design_key=new_bins_key())
     return est
 
 
