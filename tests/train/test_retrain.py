@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -13,6 +14,7 @@ from train_tables import make_table
 
 from cleanpipe import flag_table
 from cleanpipe.errors import InputError
+from cleanpipe.settings import ELR_MOMENTUM
 from cleanpipe.train import (PAIR_SHARE, TrainConfig, align_noise_matrix, choose_loss, flip_concentration,
                              load_model_dir, predict_table, retrain_table, save_model_dir)
 
@@ -163,6 +165,25 @@ def test_dynamic_losses_use_p_noisy_or_explain(flagged):
     with pytest.raises(InputError, match="p_noisy column"):
         retrain_table(table.drop_columns(["p_noisy"]), label="label", loss="dynamic-soft",
                       noisy_weight="column", config=FAST)
+
+
+def test_elr_tracks_its_running_target_in_the_loop(flagged):
+    """lambda 0 trains exactly as cross-entropy; lambda 3 differs, which it could only do if fit()
+    fills the target average (it starts at zeros, where the regulariser vanishes)."""
+    table, _ = flagged
+    ce = retrain_table(table, label="label", loss="ce", config=FAST)
+    off = retrain_table(table, label="label", loss="elr", loss_params={"lam": 0.0}, config=FAST)
+    assert all(torch.equal(v, ce.state_dict[k]) for k, v in off.state_dict.items())
+    on = retrain_table(table, label="label", loss="elr", config=FAST)
+    again = retrain_table(table, label="label", loss="elr", config=FAST)
+    assert any(not torch.equal(v, ce.state_dict[k]) for k, v in on.state_dict.items())
+    assert all(torch.equal(v, again.state_dict[k]) for k, v in on.state_dict.items())  # seeded
+    assert on.metrics["settings"]["target_momentum"] == ELR_MOMENTUM
+    assert ce.metrics["settings"]["target_momentum"] is None
+    mixed = retrain_table(table, label="label", loss="elr", config=dataclasses.replace(FAST, mixup=1.0))
+    assert np.isfinite(mixed.metrics["curve"]["train_loss"]).all()
+    with pytest.raises(InputError, match="lam must be in"):
+        retrain_table(table, label="label", loss="elr", loss_params={"lam": -1.0}, config=FAST)
 
 
 def test_online_noisy_weight_needs_no_flag_columns(flagged):
