@@ -62,7 +62,7 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
 
 SCRIPT = "retrain_auto.py"
 TEST_FRACTION = 0.3
-NOISES = {"sym30": ("symmetric", 0.3), "pair30": ("pair", 0.3), "sym50": ("symmetric", 0.5),
+NOISES = {"sym10": ("symmetric", 0.1), "sym30": ("symmetric", 0.3), "pair30": ("pair", 0.3), "sym50": ("symmetric", 0.5),
           "sym60": ("symmetric", 0.6)}
 #: Seeds of the held-out tables; the tune tables ran seed 0 only.
 SEEDS = (0, 1, 2)
@@ -96,7 +96,11 @@ ORACLE, CE, BEFORE, AUTO, AUTO_NOFLAGS, CLEANLAB = (
     "oracle (ce, true labels)", "ce", "default before issue 22 (relabel + sce/forward)",
     "auto (relabel + retrain auto)", "auto, no flags (retrain auto on the noisy table)",
     "cleanlab CleanLearning (MLPClassifier)")
-ELR3, ELR7, ELR3_MIX = ("elr, lambda 3", "elr, lambda 7", "elr, lambda 3, mixup 1, prior 1")
+ELR3, ELR7, ELR3_MIX, ELR3_ES = ("elr, lambda 3", "elr, lambda 7", "elr, lambda 3, mixup 1, prior 1",
+                                 "elr, lambda 3, early stopping (retrain's defaults)")
+#: Co-teaching (Han et al., NeurIPS 2018): two networks, each trained on the rows the other finds
+#: small-loss; a benchmark-only loop (:func:`_coteaching`), measured on the tune tables.
+COTEACH = "co-teaching (two networks, small-loss exchange)"
 #: A benchmark-only loss of the candidates (see :func:`_register_candidate_losses`).
 SELECT_LOSS = "dynamic-select"
 #: Candidate settings for the heavy-noise branch, measured on the tune tables only: name ->
@@ -131,7 +135,57 @@ CANDIDATES = {
            dict(epochs=60, patience=0, val_fraction=0.0)),
     ELR3_MIX: ("original", dict(loss="elr", loss_params={"lam": 3.0}),
                dict(mixup=1.0, prior_reg=1.0, epochs=60, patience=0, val_fraction=0.0)),
+    # the same loss with retrain's defaults (40 epochs, early stopping on the noisy 10% split)
+    ELR3_ES: ("original", dict(loss="elr", loss_params={"lam": 3.0}), {}),
 }
+
+
+def _coteaching(case: "Case", *, epochs: int = 60, ramp: int = 10) -> tuple[float, dict]:
+    """Co-teaching on the noisy table: two networks of retrain's architecture and optimiser, each
+    batch ranked by each network's cross-entropy and each network updated on the ``1 - R(e)``
+    share of rows with the smallest loss under the *other* one; ``R(e) = tau min(e / ramp, 1)``
+    with ``tau`` flag's estimated noise rate (capped at 0.8; the paper assumes the rate known).
+    60 epochs, last epoch kept, the first network predicts. Deterministic on CPU given the seed."""
+    import torch
+    import torch.nn.functional as F
+
+    from cleanpipe.settings import TrainConfig
+    from cleanpipe.train import Preprocessor
+    from cleanpipe.train.model import architecture, build_model, predict_logits
+    cfg = TrainConfig(seed=case.seed)
+    table = case.labelled(case.y_noisy)
+    pre = Preprocessor.fit(table, case.X_tr.column_names)
+    x_num, x_cat = (torch.from_numpy(a) for a in pre.transform(table))
+    y = torch.from_numpy(case.y_noisy.astype(np.int64))
+    tau = min(float(case.flags[1]["estimated_noise_rate"]), 0.8)
+    arch = architecture(pre, cfg.hidden, case.k, cfg.dropout)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(case.seed)
+            nets = [build_model(arch), build_model(arch)]
+            opts = [torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for m in nets]
+            gen = torch.Generator().manual_seed(case.seed)
+            for epoch in range(1, epochs + 1):
+                keep_share = 1 - tau * min(epoch / ramp, 1.0)
+                for m in nets:
+                    m.train()
+                for idx in torch.randperm(len(y), generator=gen).split(cfg.batch_size):
+                    keep = max(1, int(round(keep_share * len(idx))))
+                    losses = [F.cross_entropy(m(x_num[idx], x_cat[idx]), y[idx], reduction="none") for m in nets]
+                    picks = [torch.argsort(l.detach())[:keep] for l in losses]
+                    for i in (0, 1):  # network i learns from the rows the other network finds clean
+                        opts[i].zero_grad(set_to_none=True)
+                        losses[i][picks[1 - i]].mean().backward()
+                        opts[i].step()
+            pred = predict_logits(nets[0], *(torch.from_numpy(a) for a in pre.transform(case.X_te))).argmax(dim=1)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det)
+    return float(np.mean(pred.numpy() == case.y_te)), {"loss": "co-teaching", "epochs": epochs,
+                                                       "best_epoch": epochs}
 
 
 def _small_loss_selection(logits, targets, *, noisy_weight, predictions=None, weight=None, reduction="mean"):
@@ -330,6 +384,8 @@ def run_row(case: Case, row: str) -> tuple[float, dict]:
         return case.train(case.labelled(case.y_noisy), loss="auto")
     if row == CLEANLAB:
         return _cleanlab(case), {}
+    if row == COTEACH:
+        return _coteaching(case)
     labels, kw, over = CANDIDATES[row]
     _register_candidate_losses()
     table = case.flags[0] if labels == "original" else case.cleaned()
@@ -404,7 +460,7 @@ def gap_table(df: pd.DataFrame, group: str) -> tuple[pd.DataFrame, pd.DataFrame,
     rest["oracle"] = [oracle.get((t, s), np.nan) for t, s in zip(rest.table, rest.seed)]
     rest["gap"] = (rest.acc - rest.ce) / (rest.oracle - rest.ce)
     rest["case"] = rest.table + " " + rest.noise
-    order = [r for r in (CE, AUTO, AUTO_NOFLAGS, BEFORE, CLEANLAB, *CANDIDATES) if r in set(rest.row)]
+    order = [r for r in (CE, AUTO, AUTO_NOFLAGS, BEFORE, CLEANLAB, *CANDIDATES, COTEACH) if r in set(rest.row)]
     cases = [f"{t} {n}" for t in TABLES for n in NOISES if f"{t} {n}" in set(rest.case)]
     g = rest.groupby(["row", "case"]).gap
     mean = g.mean().unstack().reindex(index=order, columns=cases)
@@ -532,7 +588,7 @@ def main(argv=None) -> None:
         p.error("--candidates runs on tune tables only (the held-out ones are never tuned on)")
     rows = a.rows.split(";") if a.rows else [ORACLE, CE, AUTO, BEFORE, CLEANLAB]
     if a.candidates:
-        rows += list(CANDIDATES)
+        rows += [*CANDIDATES, COTEACH]
     run(tables, a.noises.split(","), rows, [int(s) for s in a.seeds.split(",")], redo=a.redo)
     report(False)
 
