@@ -118,9 +118,10 @@ def test_flip_concentration_separates_pair_from_spread_noise(k):
 def test_auto_loss_follows_the_noise_matrix(flagged):
     table, summary = flagged
     assert choose_loss(_noise("pair", 3, 0.3))[0] == "forward"
-    assert choose_loss(_noise("symmetric", 3, 0.3))[0] == "sce"
+    assert choose_loss(_noise("symmetric", 3, 0.3))[0] == "elr"
     loss, why = choose_loss(_noise("pair", 2, 0.3))
-    assert loss == "sce" and why["reason"].endswith("two classes")
+    assert loss == "elr" and "two classes" in why["reason"]
+    assert choose_loss(None)[0] == "sce"
     with pytest.raises(InputError, match="not K x K"):
         choose_loss(np.ones((3, 2)))
     runs = {kind: retrain_table(table, label="label", noise_matrix=_noise(kind, 3, 0.3).tolist(),
@@ -129,7 +130,7 @@ def test_auto_loss_follows_the_noise_matrix(flagged):
     pair, sym = (runs[k].metrics["settings"] for k in ("pair", "symmetric"))
     assert pair["loss"] == "forward" and pair["noise_matrix"] is not None
     assert pair["loss_choice"]["flip_concentration"] >= PAIR_SHARE
-    assert sym["loss"] == "sce" and sym["noise_matrix"] is None
+    assert sym["loss"] == "elr" and sym["noise_matrix"] is None and sym["target_momentum"] == ELR_MOMENTUM
     assert sym["loss_choice"]["flip_concentration"] < PAIR_SHARE
     # auto forward trains with the noise matrix: the same network as an explicit --loss forward
     explicit = retrain_table(table, label="label", loss="forward",
