@@ -50,6 +50,7 @@ LOSS_KINDS = {
     "sce": LossKind(params=("alpha", "beta", "log_zero")),
     "clipped-ce": LossKind(params=("max_loss",)),
     "uniform-mixture": LossKind(params=("rho",)),
+    "elr": LossKind(needs=("target_average",), params=("lam",)),
     "bce": LossKind(multi_label=True, params=("smoothing", "bootstrap"), output="sigmoid"),
     "softmax-labels": LossKind(multi_label=True),
     "abs-kl": LossKind(multi_label=True),

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from cleanpipe.errors import InputError
 
 __all__ = [
-    "LOSSES", "clipped_cross_entropy", "cross_entropy", "dynamic_bootstrap", "forward_corrected",
+    "ELR_CLAMP", "LOSSES", "clipped_cross_entropy", "cross_entropy", "dynamic_bootstrap", "early_learning_regularized",
+    "elr_target_update", "forward_corrected",
     "generalized_cross_entropy", "get_loss", "hard_bootstrap", "label_smoothing", "sigmoid_bce",
     "soft_bootstrap", "symmetric_cross_entropy", "uniform_mixture",
 ]
@@ -456,6 +457,90 @@ def sigmoid_bce(logits: Tensor, targets: Tensor, *, weight: Tensor | None = None
     return _reduce(per_row, w, reduction)
 
 
+#: Probabilities enter ELR's regulariser clamped to ``[ELR_CLAMP, 1 - ELR_CLAMP]`` (Liu et al.'s code),
+#: so ``log(1 - <p, t>) >= log(ELR_CLAMP)``: the loss is bounded below and never ``log 0``.
+ELR_CLAMP = 1e-4
+
+
+def _elr_probs(x: Tensor) -> Tensor:
+    return torch.softmax(x, dim=1).clamp(ELR_CLAMP, 1 - ELR_CLAMP)
+
+
+def elr_target_update(target_average: Tensor, logits: Tensor, *, beta: float) -> Tensor:
+    """One step of ELR's per-row target: a moving average of the model's (detached) predictions.
+
+    Parameters
+    ----------
+    target_average : Tensor of shape (n_samples, n_classes)
+        ``t`` before the step (zeros before the first).
+    logits : Tensor of shape (n_samples, n_classes)
+        The model's raw scores for the same rows (detached here).
+    beta : float in [0, 1)
+        Momentum: the weight of the previous average.
+
+    Returns
+    -------
+    Tensor of shape (n_samples, n_classes)
+        ``beta t + (1 - beta) p / sum_k p_k`` with ``p = clamp(softmax(logits), ELR_CLAMP,
+        1 - ELR_CLAMP)``; a new tensor, ``target_average`` is not modified. A row that summed to at
+        most 1 still does: after ``n`` steps from zeros it sums to ``1 - beta^n``.
+
+    Examples
+    --------
+    >>> elr_target_update(torch.zeros(1, 2), torch.tensor([[0.0, 0.0]]), beta=0.7)
+    tensor([[0.1500, 0.1500]])
+    """
+    b = _param("beta", beta, 0.0, 1.0, hi_open=True)
+    p = _elr_probs(logits.detach().float())
+    return b * target_average + (1 - b) * p / p.sum(dim=1, keepdim=True)
+
+
+def early_learning_regularized(logits: Tensor, targets: Tensor, *, target_average: Tensor, lam: float = 3.0,
+                               weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
+    """Cross-entropy plus early-learning regularisation (ELR): keep each row's prediction close to the
+    running average of the model's own earlier predictions on it.
+
+    Parameters
+    ----------
+    logits, targets, weight, reduction
+        As in :func:`cross_entropy`.
+    target_average : Tensor of shape (n_samples, n_classes)
+        Each row's ``t_i``, the moving average of the model's detached predictions
+        (:func:`elr_target_update`; the training loop keeps it per row): finite, >= 0, rows summing
+        to at most 1 (+1e-3). Zeros make the regulariser vanish.
+    lam : float >= 0, default=3.0
+        ``lambda``, the regulariser's weight (Liu et al.'s value for CIFAR-10, 10 classes).
+
+    Notes
+    -----
+    ``l_i = -log p_{i, y_i} + lambda log(1 - <clamp(p_i), t_i>)``, ``p_i = softmax(logits_i)``, the
+    clamp to ``[ELR_CLAMP, 1 - ELR_CLAMP]`` as in the authors' code. The second term is at most 0 and
+    at least ``lambda log(ELR_CLAMP)``, so the loss can be negative. Its gradient with respect to
+    ``p_i`` is ``-lambda t_i / (1 - <p_i, t_i>)``: it pushes the prediction towards the early, mostly
+    clean targets, and the push grows as the cross-entropy term of a wrongly labelled row pulls
+    ``p_i`` away from them, which cancels the memorisation gradient. ``lambda = 0`` or ``t = 0`` is
+    cross-entropy. The running average (momentum ``beta``; 0.7 on CIFAR-10) lives in the training
+    loop. Liu et al., "Early-Learning Regularization Prevents Memorization of Noisy Labels",
+    NeurIPS 2020.
+
+    Examples
+    --------
+    >>> early_learning_regularized(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([1]),
+    ...                            target_average=torch.tensor([[1.0, 0.0, 0.0]]), lam=1.0)
+    tensor(0.3133)
+    """
+    lam_ = _param("lam", lam, 0.0, math.inf, hi_open=True)
+    x, y, w = _validate(logits, targets, weight, reduction)
+    t = torch.as_tensor(target_average, dtype=torch.float32, device=x.device)
+    if t.shape != x.shape:
+        raise InputError(f"target_average must have the logits' shape {tuple(x.shape)}; got {tuple(t.shape)}.")
+    if t.numel() and not bool((torch.isfinite(t) & (t >= 0)).all() & (t.sum(dim=1) <= 1 + 1e-3).all()):
+        raise InputError("target_average must be finite, >= 0, with rows summing to at most 1 (a moving "
+                         "average of predicted probabilities); build it with elr_target_update.")
+    inner = (_elr_probs(x) * t).sum(dim=1)
+    return _reduce(-_log_probs(x, y)[1] + lam_ * torch.log1p(-inner), w, reduction)
+
+
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "ce": cross_entropy,
     "label-smoothing": label_smoothing,
@@ -468,6 +553,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "sce": symmetric_cross_entropy,
     "clipped-ce": clipped_cross_entropy,
     "uniform-mixture": uniform_mixture,
+    "elr": early_learning_regularized,
     "bce": sigmoid_bce,
 }
 

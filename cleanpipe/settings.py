@@ -243,6 +243,9 @@ DEFAULT_MULTILABEL_LOSS = "bce"
 NOISY_WEIGHTS = ("online", "column")
 #: Default epochs of plain cross-entropy before the first online mixture fit.
 DEFAULT_WARMUP = 5
+#: Momentum ``beta`` of ELR's per-row target average (``--loss elr``): Liu et al.'s value for
+#: CIFAR-10 (NeurIPS 2020), where noise is symmetric and the classes few, as on tabular tables.
+ELR_MOMENTUM = 0.7
 
 #: What ``retrain`` adds around the loop (the loss is checked against :mod:`cleanpipe.loss_kinds`).
 RETRAIN = {

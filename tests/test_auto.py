@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cleanpipe.auto import (FALLBACK_LOSS, HEAVY, HEAVY_NOISE, PAIR_SHARE, NoiseEstimate, choose_training,
+from cleanpipe.auto import (FALLBACK_LOSS, HEAVY, HEAVY_NOISE, LIGHT, PAIR_SHARE, NoiseEstimate, choose_training,
                             estimate, flip_concentration, noise_rate)
 from cleanpipe.errors import InputError
 
@@ -60,8 +60,12 @@ def test_choice_known_answers():
     assert heavy.record["noise_rate"] == pytest.approx(0.6) and heavy.record["settings"] == HEAVY["settings"]
 
     light = choose_training(estimate(_noise("symmetric", 5, 0.3)))
-    assert (light.loss, light.labels, light.settings) == (FALLBACK_LOSS, "given", {})
-    assert "< 0.45" in light.record["reason"]
+    assert (light.loss, light.labels, light.settings) == ("elr", "flag-scored", LIGHT["settings"])
+    assert light.settings == {"epochs": 60, "patience": 0, "val_fraction": 0.0}
+    assert "< 0.45" in light.record["reason"] and light.record["chosen"] == "elr"
+    assert light.record["settings"] == LIGHT["settings"]
+    # clean data estimates a rate near 0: still the light branch
+    assert choose_training(estimate(np.eye(4))).loss == LIGHT["loss"]
 
     for rate in (0.3, 0.6):  # pair-like noise goes to forward at any rate
         pair = choose_training(estimate(_noise("pair", 5, rate)))
@@ -69,7 +73,7 @@ def test_choice_known_answers():
         assert "pair-like" in pair.record["reason"]
 
     # two classes: the concentration says nothing, the rate decides
-    assert choose_training(estimate(_noise("pair", 2, 0.3))).loss == FALLBACK_LOSS
+    assert choose_training(estimate(_noise("pair", 2, 0.3))).loss == LIGHT["loss"]
     assert choose_training(estimate(_noise("pair", 2, 0.5))).loss == HEAVY["loss"]
 
     none = choose_training(None)
@@ -79,12 +83,14 @@ def test_choice_known_answers():
 
 def test_choice_boundaries():
     assert choose_training(NoiseEstimate(HEAVY_NOISE, 0.0, 5)).loss == HEAVY["loss"]
-    assert choose_training(NoiseEstimate(np.nextafter(HEAVY_NOISE, 0), 0.0, 5)).loss == FALLBACK_LOSS
+    assert choose_training(NoiseEstimate(np.nextafter(HEAVY_NOISE, 0), 0.0, 5)).loss == LIGHT["loss"]
     assert choose_training(NoiseEstimate(0.6, PAIR_SHARE, 5)).loss == "forward"
     assert choose_training(NoiseEstimate(0.6, np.nextafter(PAIR_SHARE, 0), 5)).loss == HEAVY["loss"]
 
 
 def test_choice_settings_are_a_copy():
+    choose_training(NoiseEstimate(0.1, 0.0, 4)).settings["epochs"] = 1
+    assert choose_training(NoiseEstimate(0.1, 0.0, 4)).settings == LIGHT["settings"]
     choose_training(NoiseEstimate(0.9, 0.0, 4)).settings["epochs"] = 1
     assert choose_training(NoiseEstimate(0.9, 0.0, 4)).settings == HEAVY["settings"]
     assert HEAVY["settings"]["epochs"] != 1

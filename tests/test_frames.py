@@ -115,4 +115,7 @@ def test_retrain_table_takes_a_pandas_frame():
     from cleanpipe.settings import TrainConfig
     from cleanpipe.train import retrain_table
     res = retrain_table(_customers(), label="tier", config=TrainConfig(epochs=2, threads=1))
+    # auto's light-noise choice (elr) trains on every row without a validation split
+    assert res.metrics["epochs"] == 2 and np.isfinite(res.metrics["curve"]["train_loss"]).all()
+    res = retrain_table(_customers(), label="tier", loss="sce", config=TrainConfig(epochs=2, threads=1))
     assert res.metrics["val_accuracy"] is not None

@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 
 from cleanpipe.errors import InputError
 from cleanpipe.losses import (
+    ELR_CLAMP,
     LOSSES,
     clipped_cross_entropy,
     cross_entropy,
     dynamic_bootstrap,
+    early_learning_regularized,
+    elr_target_update,
     forward_corrected,
     generalized_cross_entropy,
     get_loss,
@@ -40,6 +43,13 @@ def _noisy_weight(n: int) -> torch.Tensor:
     return torch.linspace(0.0, 1.0, n)
 
 
+def _target_average(n: int, k: int) -> torch.Tensor:
+    """An ELR target per row: distinct probability vectors scaled to sum to 0.9 (a partly warmed-up
+    average)."""
+    z = torch.arange(n * k, dtype=torch.float32).reshape(n, k) % 5 - 2.0
+    return 0.9 * torch.softmax(z, dim=1)
+
+
 # name -> (function, kwargs(n, k) at typical settings); every single-label loss in the module
 SINGLE = {
     "ce": (cross_entropy, lambda n, k: {}),
@@ -53,6 +63,7 @@ SINGLE = {
     "sce": (symmetric_cross_entropy, lambda n, k: {"alpha": 0.1, "beta": 1.0}),
     "clipped-ce": (clipped_cross_entropy, lambda n, k: {"max_loss": 2.0}),
     "uniform-mixture": (uniform_mixture, lambda n, k: {"rho": 0.3}),
+    "elr": (early_learning_regularized, lambda n, k: {"target_average": _target_average(n, k), "lam": 3.0}),
 }
 
 # the same losses at the hyper-parameters where they reduce to cross-entropy
@@ -67,6 +78,7 @@ AT_CE_LIMIT = {
     "sce": (symmetric_cross_entropy, lambda n, k: {"alpha": 1.0, "beta": 0.0}),
     "clipped-ce": (clipped_cross_entropy, lambda n, k: {"max_loss": math.inf}),
     "uniform-mixture": (uniform_mixture, lambda n, k: {"rho": 0.0}),
+    "elr": (early_learning_regularized, lambda n, k: {"target_average": _target_average(n, k), "lam": 0.0}),
 }
 
 
@@ -147,8 +159,10 @@ def test_dynamic_bootstrap_with_zero_posterior_is_exactly_cross_entropy(mode, ge
 # --- weights -----------------------------------------------------------------------------------------
 
 
-def _row_kwargs(name, n):
+def _row_kwargs(name, n, k=K):
     """Per-row hyper-parameters that must be sliced along with the rows."""
+    if name == "elr":
+        return {"target_average": _target_average(n, k)}
     return {"noisy_weight": _noisy_weight(n)} if name.startswith("dynamic") else {}
 
 
@@ -229,7 +243,7 @@ def test_permuting_rows_leaves_mean_unchanged(name, n, k, seed, scale, data):
     perm = torch.tensor(data.draw(st.permutations(range(n))))
 
     def loss(rows):
-        extra = {"noisy_weight": _noisy_weight(n)[rows]} if name.startswith("dynamic") else {}
+        extra = {key: v[rows] for key, v in _row_kwargs(name, n, k).items()}
         if name == "bce":
             return sigmoid_bce(logits[rows], F.one_hot(targets[rows], k).float(), bootstrap=0.2,
                                weight=weight[rows])
@@ -361,7 +375,7 @@ def test_sigmoid_bce_smoothing_and_bootstrap_targets(gen):
 def test_registry_names_and_get_loss(batch):
     logits, targets = batch
     assert set(LOSSES) == {"ce", "label-smoothing", "soft-bootstrap", "hard-bootstrap", "dynamic-hard",
-                           "dynamic-soft", "forward", "gce", "sce", "clipped-ce", "uniform-mixture", "bce",
+                           "dynamic-soft", "forward", "gce", "sce", "clipped-ce", "uniform-mixture", "elr", "bce",
                            "softmax-labels", "abs-kl"}
     assert get_loss("gce") is generalized_cross_entropy
     n = logits.shape[0]
@@ -428,3 +442,129 @@ def test_transposed_noise_matrix_gets_a_hint():
     rows_sum_to_one = torch.tensor([[0.9, 0.1], [0.4, 0.6]])
     with pytest.raises(InputError, match=r"pass noise_matrix\.T"):
         forward_corrected(torch.zeros(2, 2), torch.tensor([0, 1]), noise_matrix=rows_sum_to_one)
+
+
+# --- early-learning regularisation (ELR) -------------------------------------------------------------
+
+
+def test_elr_known_answer():
+    # p = softmax(2, 0, -1) = (0.8438, 0.1142, 0.0420); l = -log p_1 + lam log(1 - <p, t>)
+    p = torch.softmax(torch.tensor([2.0, 0.0, -1.0]), dim=0)
+    want = -math.log(p[1]) + 1.0 * math.log(1 - p[0])
+    got = early_learning_regularized(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([1]),
+                                     target_average=torch.tensor([[1.0, 0.0, 0.0]]), lam=1.0)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    assert got.item() == pytest.approx(0.3133, abs=1e-4)
+    # lam 3 and t = (0.5, 0.5, 0): <p, t> = (0.8438 + 0.1142) / 2 = 0.4790
+    got = early_learning_regularized(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0]),
+                                     target_average=torch.tensor([[0.5, 0.5, 0.0]]), lam=3.0)
+    assert got.item() == pytest.approx(-math.log(p[0]) + 3 * math.log(1 - (p[0] + p[1]) / 2), rel=1e-6)
+
+
+def test_elr_is_cross_entropy_without_a_target():
+    logits = torch.randn(7, K, generator=torch.Generator().manual_seed(3)) * 5
+    targets = torch.arange(7) % K
+    got = early_learning_regularized(logits, targets, target_average=torch.zeros(7, K), reduction="none")
+    assert torch.equal(got, cross_entropy(logits, targets, reduction="none"))
+
+
+def test_elr_is_bounded_below_by_the_clamp():
+    # a confident prediction on its own target: <p, t> = 1 - ELR_CLAMP at most, so log(1 - <p, t>)
+    # is floored at log(ELR_CLAMP) and the loss stays finite with a zero gradient from the clamp
+    x = torch.tensor([[60.0, 0.0, 0.0]], requires_grad=True)
+    loss = early_learning_regularized(x, torch.tensor([0]), target_average=torch.tensor([[1.0, 0.0, 0.0]]),
+                                      lam=2.0)
+    assert loss.item() == pytest.approx(2.0 * math.log(ELR_CLAMP), rel=1e-3)
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.isfinite(grad).all()
+
+
+def test_elr_target_update_known_answer_and_no_mutation():
+    t = torch.tensor([[0.2, 0.8]])
+    before = t.clone()
+    logits = torch.tensor([[math.log(3.0), 0.0]], requires_grad=True)  # p = (0.75, 0.25)
+    new = elr_target_update(t, logits, beta=0.7)
+    torch.testing.assert_close(new, torch.tensor([[0.7 * 0.2 + 0.3 * 0.75, 0.7 * 0.8 + 0.3 * 0.25]]))
+    assert torch.equal(t, before) and not new.requires_grad
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 8), k=st.integers(2, 6), steps=st.integers(1, 6), beta=st.floats(0.0, 0.95),
+       seed=st.integers(0, 2**31 - 1))
+def test_elr_target_average_stays_a_sub_probability(n, k, steps, beta, seed):
+    """From zeros, after ``steps`` updates every row is >= 0 and sums to ``1 - beta^steps``."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.zeros(n, k)
+    for _ in range(steps):
+        t = elr_target_update(t, torch.randn(n, k, generator=g) * 10, beta=beta)
+    assert bool((t >= 0).all())
+    torch.testing.assert_close(t.sum(dim=1), torch.full((n,), 1 - beta ** steps), rtol=1e-5, atol=1e-5)
+
+
+def _elr_parts(x, targets, t, lam):
+    """Gradients w.r.t. the logits of the regulariser alone (ELR minus CE) and of ``<clamp(p), t>``."""
+    x1, x2, x3 = (x.clone().requires_grad_() for _ in range(3))
+    (g_elr,) = torch.autograd.grad(early_learning_regularized(x1, targets, target_average=t, lam=lam,
+                                                              reduction="none").sum(), x1)
+    (g_ce,) = torch.autograd.grad(cross_entropy(x2, targets, reduction="none").sum(), x2)
+    inner = (torch.softmax(x3, dim=1).clamp(ELR_CLAMP, 1 - ELR_CLAMP) * t).sum()
+    (g_inner,) = torch.autograd.grad(inner, x3)
+    return g_elr - g_ce, g_inner
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(2, 6), lam=st.floats(0.1, 10.0), seed=st.integers(0, 2**31 - 1))
+def test_elr_gradient_pushes_the_prediction_towards_the_target(k, lam, seed):
+    """The regulariser's gradient is ``-lam / (1 - <p, t>)`` times that of ``<p, t>``: a descent step
+    on it raises every row's agreement with its running target."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, k, generator=g) * 2
+    t = 0.95 * torch.softmax(torch.randn(5, k, generator=g) * 3, dim=1)
+    targets = torch.randint(0, k, (5,), generator=g)
+    g_reg, g_inner = _elr_parts(x, targets, t, lam)
+    s = (torch.softmax(x, dim=1).clamp(ELR_CLAMP, 1 - ELR_CLAMP) * t).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(g_reg, -lam / (1 - s) * g_inner, rtol=1e-4, atol=1e-6)
+    assert bool(((g_reg * g_inner).sum(dim=1) <= 1e-9).all())
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(2, 6), shift=st.floats(-20, 20), seed=st.integers(0, 2**31 - 1), data=st.data())
+def test_elr_invariances(k, shift, seed, data):
+    """A constant added to a row's logits changes nothing, and renaming the classes (permuting the
+    logits' columns, the targets and the target average alike) changes nothing."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, k, generator=g) * 3
+    t = 0.9 * torch.softmax(torch.randn(6, k, generator=g), dim=1)
+    y = torch.randint(0, k, (6,), generator=g)
+    base = early_learning_regularized(x, y, target_average=t, reduction="none")
+    torch.testing.assert_close(early_learning_regularized(x + shift, y, target_average=t, reduction="none"),
+                               base, rtol=1e-4, atol=1e-4)
+    perm = torch.tensor(data.draw(st.permutations(range(k))))
+    inv = torch.argsort(perm)  # new column j holds old column perm[j]; old class c is new class inv[c]
+    torch.testing.assert_close(early_learning_regularized(x[:, perm], inv[y], target_average=t[:, perm],
+                                                          reduction="none"), base, rtol=1e-5, atol=1e-5)
+
+
+ELR_BAD = {
+    "target shape": (lambda: early_learning_regularized(torch.zeros(2, 3), torch.tensor([0, 1]),
+                                                        target_average=torch.zeros(2, 2)),
+                     "target_average must have the logits' shape"),
+    "target sums over 1": (lambda: early_learning_regularized(torch.zeros(2, 3), torch.tensor([0, 1]),
+                                                              target_average=torch.ones(2, 3)),
+                           "rows summing to at most 1"),
+    "target NaN": (lambda: early_learning_regularized(torch.zeros(1, 2), torch.tensor([0]),
+                                                      target_average=torch.tensor([[float("nan"), 0.0]])),
+                   "must be finite"),
+    "negative lam": (lambda: early_learning_regularized(torch.zeros(1, 2), torch.tensor([0]),
+                                                        target_average=torch.zeros(1, 2), lam=-1.0),
+                     "lam must be in"),
+    "beta 1": (lambda: elr_target_update(torch.zeros(1, 2), torch.zeros(1, 2), beta=1.0), "beta must be in"),
+}
+
+
+@pytest.mark.parametrize("case", list(ELR_BAD), ids=list(ELR_BAD))
+def test_elr_bad_arguments_raise_one_line_input_error(case):
+    call, match = ELR_BAD[case]
+    with pytest.raises(InputError, match=match) as err:
+        call()
+    assert "\n" not in str(err.value)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import click
 
 from .._version import __version__
-from ..auto import FALLBACK_LOSS, HEAVY, HEAVY_NOISE
+from ..auto import FALLBACK_LOSS, HEAVY, HEAVY_NOISE, LIGHT
 from ..errors import InputError
 from ..flagsfile import flag_estimate, flag_settings, label_from_metadata, summary_path_for
 from ..io import AtomicOutputs, cleanup_stale_temps, read_table, write_parquet
@@ -68,7 +68,9 @@ def _parse_loss_params(pairs) -> dict:
                    f"class); when the estimated noise rate is >= {HEAVY_NOISE:g}, {HEAVY['loss']} with "
                    f"--mixup {HEAVY['settings']['mixup']:g} --prior-reg {HEAVY['settings']['prior_reg']:g}, "
                    f"{HEAVY['settings']['epochs']} epochs without a validation split, last epoch kept; "
-                   f"else {FALLBACK_LOSS}. Settings you change from their defaults are kept "
+                   f"below it {LIGHT['loss']} (early-learning regularisation) for "
+                   f"{LIGHT['settings']['epochs']} epochs, last epoch kept; without any estimate "
+                   f"{FALLBACK_LOSS}. Settings you change from their defaults are kept "
                    "[default: auto].")
 @click.option("--loss-param", "loss_params", multiple=True, metavar="KEY=VALUE",
               help="Loss hyper-parameter, repeatable (e.g. --loss gce --loss-param q=0.7).")

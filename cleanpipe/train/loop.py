@@ -21,10 +21,14 @@ import torch
 
 from ..errors import InputError
 from ..settings import TrainConfig
+from ..losses import elr_target_update
 from .model import predict_logits
 from .noise import refit
 
 log = logging.getLogger(__name__)
+
+#: The per-row state :func:`fit` keeps for ELR (the loss's keyword argument).
+TARGET_AVERAGE = "target_average"
 
 
 
@@ -111,7 +115,7 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
         loss_fn: Callable, loss_kwargs: dict | None = None, row_kwargs: dict | None = None,
         weight: np.ndarray | None = None, config: TrainConfig = TrainConfig(),
         online_warmup: int | None = None, prior: np.ndarray | None = None,
-        reference: np.ndarray | None = None,
+        reference: np.ndarray | None = None, target_momentum: float | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
         score_fn: Callable | None = None) -> TrainHistory:
     """Train ``model`` in place with early stopping; restore its best-validation weights.
@@ -147,6 +151,11 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
     reference : ndarray of shape (n_samples,), optional
         The flagger's ``p_noisy`` per row: each online fit records the AUROC of its posterior
         against ``p_noisy >= 0.5``.
+    target_momentum : float in [0, 1), optional
+        Keep ELR's per-row ``target_average`` (:func:`cleanpipe.losses.early_learning_regularized`):
+        zeros at the start, and before each step the batch's rows move to
+        ``beta t + (1 - beta) p`` with this ``beta`` and ``p`` their current (un-mixed, detached)
+        prediction (:func:`cleanpipe.losses.elr_target_update`).
     on_epoch : callable, optional
         ``on_epoch(epoch, metrics)`` after every epoch (progress bars); ``metrics["model"]`` is the
         network being trained, to score a held-out set per epoch (switch it back with
@@ -183,7 +192,10 @@ def fit(model: torch.nn.Module, x_num: np.ndarray, x_cat: np.ndarray, y: np.ndar
         va = torch.from_numpy(val_idx).to(device)
         if online_warmup is not None:
             t_rows["noisy_weight"] = torch.zeros(len(y), device=device)
-        step = _StepSettings.build(config, y, train_idx, prior, device)
+        step = _StepSettings.build(config, y, train_idx, prior, device, target_momentum)
+        if step.target_momentum is not None:
+            k = int(np.max(y)) + 1 if len(y) else 1
+            t_rows[TARGET_AVERAGE] = torch.zeros((len(y), k), device=device)
         ref_tr = None if reference is None else np.asarray(reference, np.float64)[train_idx]
         for k, v in loss_kwargs.items():
             if isinstance(v, np.ndarray):
@@ -247,9 +259,11 @@ class _StepSettings:
     log_prior: torch.Tensor | None
     prior: torch.Tensor | None
     rng: np.random.Generator
+    target_momentum: float | None = None
 
     @classmethod
-    def build(cls, config: TrainConfig, y: np.ndarray, train_idx: np.ndarray, prior, device):
+    def build(cls, config: TrainConfig, y: np.ndarray, train_idx: np.ndarray, prior, device,
+              target_momentum: float | None = None):
         p = None
         if config.prior_reg > 0:
             if prior is None:
@@ -260,7 +274,7 @@ class _StepSettings:
         # mixup's lambdas come from their own seeded stream: one host draw per batch, no device sync
         return cls(float(config.mixup), float(config.prior_reg),
                    None if p is None else torch.xlogy(p, p).sum(), p,
-                   np.random.default_rng([config.seed, 0x6D6978]))
+                   np.random.default_rng([config.seed, 0x6D6978]), target_momentum)
 
 
 def _train_epoch(model, opt, batches, tensors, loss_fn, loss_kwargs, autocast,
@@ -269,15 +283,22 @@ def _train_epoch(model, opt, batches, tensors, loss_fn, loss_kwargs, autocast,
     t_num, t_cat, t_y, t_w, t_rows = tensors
     model.train()
     total = torch.zeros((), device=t_y.device)  # summed on the device: no host sync per batch
+    track = step.target_momentum is not None
     for idx in batches:
         extra = {k: v[idx] for k, v in t_rows.items()}
         y, w = t_y[idx], None if t_w is None else t_w[idx]
         if step.mixup > 0:
+            if track:  # ELR's target follows each row's un-mixed prediction
+                with torch.no_grad(), autocast:
+                    plain = model(t_num[idx], t_cat[idx])
+                _track_target(t_rows, idx, extra, plain, step.target_momentum)
             logits, loss = _mixup_loss(model, t_num[idx], t_cat[idx], y, w, extra, loss_fn, loss_kwargs,
                                        autocast, step, gen)
         else:
             with autocast:
                 logits = model(t_num[idx], t_cat[idx])
+            if track:
+                _track_target(t_rows, idx, extra, logits, step.target_momentum)
             loss = loss_fn(logits, y, weight=w, **loss_kwargs, **extra)
         if step.prior is not None:
             # KL(prior || mean prediction of the batch) = sum p log p - sum p log mean_q
@@ -288,6 +309,14 @@ def _train_epoch(model, opt, batches, tensors, loss_fn, loss_kwargs, autocast,
         opt.step()
         total += loss.detach() * len(idx)
     return total
+
+
+def _track_target(t_rows: dict, idx, extra: dict, logits, beta: float) -> None:
+    """Move the batch rows' ELR target one step towards their prediction, before the loss uses it
+    (Liu et al. update first, then score against the updated target)."""
+    new = elr_target_update(t_rows[TARGET_AVERAGE][idx], logits, beta=beta)
+    t_rows[TARGET_AVERAGE][idx] = new
+    extra[TARGET_AVERAGE] = new
 
 
 def _mixup_loss(model, x_num, x_cat, y, w, extra, loss_fn, loss_kwargs, autocast, step, gen):

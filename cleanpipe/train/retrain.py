@@ -31,7 +31,7 @@ from ..frames import as_table
 from ..flagsfile import CHECK_COLUMNS, FLAG_COLUMNS, SUSPECT_COLUMNS
 from ..loss_kinds import loss_kind, multilabel_losses, single_label_losses
 from ..losses import get_loss
-from ..settings import (AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, DEFAULT_WARMUP, NOISY_WEIGHTS,
+from ..settings import (AUTO_LOSS, DEFAULT_LOSS, DEFAULT_MULTILABEL_LOSS, DEFAULT_WARMUP, ELR_MOMENTUM, NOISY_WEIGHTS,
                         TrainConfig)
 from .estimate import quick_estimate
 from ..target import is_multilabel, resolve_label_columns, resolve_target
@@ -312,9 +312,10 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), 
     t0 = time.perf_counter()
     prior = _class_prior(class_prior, target.classes) if config.prior_reg > 0 and not multi else None
     reference = _reference_p_noisy(table, rows) if online else None
+    momentum = ELR_MOMENTUM if "target_average" in loss_kind(loss).needs else None
     hist = fit(model, x_num, x_cat, target.y, loss_fn=loss_fn, loss_kwargs=kwargs, row_kwargs=row_kwargs,
                weight=weight, config=config, online_warmup=warmup if online else None,
-               prior=prior, reference=reference, on_epoch=on_epoch,
+               prior=prior, reference=reference, target_momentum=momentum, on_epoch=on_epoch,
                score_fn=_micro_f1_score(output) if multi else None)
     model.cpu()
     head = _tag_head(model, x_num, x_cat, target.y, weight, config, output) if multi else {}
@@ -336,6 +337,7 @@ def retrain_table(table: pa.Table, *, label, features=None, exclude=(), ids=(), 
                         loss_params=spec["loss"]["params"], label=target.name,
                         weight_col=weight_col, features=pre.columns, ids=list(ids),
                         noisy_weight=spec["loss"]["noisy_weight"], warmup=warmup if online else None,
+                        target_momentum=momentum,
                         prior=None if prior is None else np.round(prior, 6).tolist(),
                         noise_matrix=(kwargs["noise_matrix"].round(6).tolist() if "noise_matrix" in kwargs
                                       else None))
@@ -568,6 +570,8 @@ def _device_name(device: torch.device) -> str:
 def _probe_loss(name, loss_fn, k, kwargs, row_kwargs) -> None:
     """Call the loss once on two dummy rows so a bad hyper-parameter fails before training."""
     extra = {key: torch.zeros(2) for key in row_kwargs}
+    if "target_average" in loss_kind(name).needs:  # fit() keeps it; zeros of the right shape here
+        extra["target_average"] = torch.zeros((2, k))
     try:
         loss_fn(torch.zeros((2, k)), torch.zeros(2, dtype=torch.long), **kwargs, **extra)
     except TypeError as exc:

@@ -9,6 +9,7 @@ numpy RuntimeWarning (every test runs with RuntimeWarning turned into an error).
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 
 import numpy as np
@@ -24,7 +25,7 @@ import cleanpipe
 from cleanpipe.errors import CleanpipeError, CleanpipeWarning, InputError
 from cleanpipe.features import decode_labels, encode_labels, table_to_features
 from cleanpipe.io import read_table
-from cleanpipe.losses import LOSSES
+from cleanpipe.losses import ELR_CLAMP, LOSSES
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 FEW = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
@@ -212,6 +213,9 @@ def _loss_kwargs(name, n, k, rng):
         return {"noise_matrix": t / t.sum(axis=0)}
     if name.startswith("dynamic"):
         return {"noisy_weight": torch.as_tensor(rng.random(n), dtype=torch.float32)}
+    if name == "elr":
+        t = rng.random((n, max(k, 1)))
+        return {"target_average": torch.as_tensor(t / max(t.sum(axis=1).max(initial=1.0), 1.0), dtype=torch.float32)}
     return {}
 
 
@@ -236,7 +240,9 @@ def test_losses_of_finite_logits_are_finite_and_non_negative(args, name, seed):
     kw = _loss_kwargs(name, n, k, np.random.default_rng(seed))
     out, err = outcome(LOSSES[name], x, t, **kw)
     if err is None:
-        assert out.dim() == 0 and torch.isfinite(out) and out.item() >= -1e-6, (name, out)
+        # ELR's regulariser log(1 - <p, t>) is <= 0, floored by the clamp at log(ELR_CLAMP) per unit lambda
+        floor = 3.0 * math.log(ELR_CLAMP) if name == "elr" else 0.0
+        assert out.dim() == 0 and torch.isfinite(out) and out.item() >= floor - 1e-5, (name, out)
         rows, _ = outcome(LOSSES[name], x, t, reduction="none", **kw)
         assert rows.shape == (n,) and bool(torch.isfinite(rows).all())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -13,6 +14,7 @@ from train_tables import make_table
 
 from cleanpipe import flag_table
 from cleanpipe.errors import InputError
+from cleanpipe.settings import ELR_MOMENTUM
 from cleanpipe.train import (PAIR_SHARE, TrainConfig, align_noise_matrix, choose_loss, flip_concentration,
                              load_model_dir, predict_table, retrain_table, save_model_dir)
 
@@ -116,9 +118,10 @@ def test_flip_concentration_separates_pair_from_spread_noise(k):
 def test_auto_loss_follows_the_noise_matrix(flagged):
     table, summary = flagged
     assert choose_loss(_noise("pair", 3, 0.3))[0] == "forward"
-    assert choose_loss(_noise("symmetric", 3, 0.3))[0] == "sce"
+    assert choose_loss(_noise("symmetric", 3, 0.3))[0] == "elr"
     loss, why = choose_loss(_noise("pair", 2, 0.3))
-    assert loss == "sce" and why["reason"].endswith("two classes")
+    assert loss == "elr" and "two classes" in why["reason"]
+    assert choose_loss(None)[0] == "sce"
     with pytest.raises(InputError, match="not K x K"):
         choose_loss(np.ones((3, 2)))
     runs = {kind: retrain_table(table, label="label", noise_matrix=_noise(kind, 3, 0.3).tolist(),
@@ -127,7 +130,7 @@ def test_auto_loss_follows_the_noise_matrix(flagged):
     pair, sym = (runs[k].metrics["settings"] for k in ("pair", "symmetric"))
     assert pair["loss"] == "forward" and pair["noise_matrix"] is not None
     assert pair["loss_choice"]["flip_concentration"] >= PAIR_SHARE
-    assert sym["loss"] == "sce" and sym["noise_matrix"] is None
+    assert sym["loss"] == "elr" and sym["noise_matrix"] is None and sym["target_momentum"] == ELR_MOMENTUM
     assert sym["loss_choice"]["flip_concentration"] < PAIR_SHARE
     # auto forward trains with the noise matrix: the same network as an explicit --loss forward
     explicit = retrain_table(table, label="label", loss="forward",
@@ -163,6 +166,25 @@ def test_dynamic_losses_use_p_noisy_or_explain(flagged):
     with pytest.raises(InputError, match="p_noisy column"):
         retrain_table(table.drop_columns(["p_noisy"]), label="label", loss="dynamic-soft",
                       noisy_weight="column", config=FAST)
+
+
+def test_elr_tracks_its_running_target_in_the_loop(flagged):
+    """lambda 0 trains exactly as cross-entropy; lambda 3 differs, which it could only do if fit()
+    fills the target average (it starts at zeros, where the regulariser vanishes)."""
+    table, _ = flagged
+    ce = retrain_table(table, label="label", loss="ce", config=FAST)
+    off = retrain_table(table, label="label", loss="elr", loss_params={"lam": 0.0}, config=FAST)
+    assert all(torch.equal(v, ce.state_dict[k]) for k, v in off.state_dict.items())
+    on = retrain_table(table, label="label", loss="elr", config=FAST)
+    again = retrain_table(table, label="label", loss="elr", config=FAST)
+    assert any(not torch.equal(v, ce.state_dict[k]) for k, v in on.state_dict.items())
+    assert all(torch.equal(v, again.state_dict[k]) for k, v in on.state_dict.items())  # seeded
+    assert on.metrics["settings"]["target_momentum"] == ELR_MOMENTUM
+    assert ce.metrics["settings"]["target_momentum"] is None
+    mixed = retrain_table(table, label="label", loss="elr", config=dataclasses.replace(FAST, mixup=1.0))
+    assert np.isfinite(mixed.metrics["curve"]["train_loss"]).all()
+    with pytest.raises(InputError, match="lam must be in"):
+        retrain_table(table, label="label", loss="elr", loss_params={"lam": -1.0}, config=FAST)
 
 
 def test_online_noisy_weight_needs_no_flag_columns(flagged):
