@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import uuid
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from ._version import __version__
+from .detect import partial_codec
 from .detect.partitioned import detection_plan, merge_pair, partition_partial, partition_result
 from .errors import InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
@@ -261,16 +261,16 @@ def _step_task(out: str, key: str, step, src: PartitionSource, cache):
     Returns ``(cache, partial, reused)``; the cache (per-row arrays) stays on the worker.
     """
     filesystem, root = _filesystem(out)
-    path = f"{root}/{WORK}/{key}/{os.path.basename(src.path)}.pkl"
+    path = f"{root}/{WORK}/{key}/{os.path.basename(src.path)}.npz"
     try:
         with filesystem.open_input_file(path) as fh:
-            return cache, pickle.loads(fh.read()), True
-    except (FileNotFoundError, OSError):
-        pass
+            return cache, partial_codec.loads(fh.read()), True
+    except (FileNotFoundError, OSError, ValueError):
+        pass  # not there, or not a partial this version wrote: compute it again
     cache = dict(cache or {})
     partial = partition_partial(step, src, cache)
     filesystem.create_dir(f"{root}/{WORK}/{key}", recursive=True)
-    _atomic_write(filesystem, path, pickle.dumps(partial))
+    _atomic_write(filesystem, path, partial_codec.dumps(partial))
     return cache, partial, False
 
 

@@ -22,7 +22,6 @@ time: :func:`flag` persists it unless told not to. Needs pyspark
 from __future__ import annotations
 
 import logging
-import pickle
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +33,8 @@ from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, MODES
 log = logging.getLogger(__name__)
 
 _HINT = "pip install 'cleanpipe[spark]' (and a Java 17+ runtime)"
-#: The columns of a pass's result: the partition, its partial (pickled) or its error.
+#: The columns of a pass's result: the partition, its partial (as bytes, no pickle:
+#: :mod:`~cleanpipe.detect.partial_codec`) or its error.
 _PARTIAL_DDL = "partition INT, partial BINARY, error STRING"
 _PARTIAL_SCHEMA = pa.schema([("partition", pa.int32()), ("partial", pa.binary()), ("error", pa.string())])
 
@@ -172,8 +172,8 @@ def _partition_index() -> int:
 
 
 def _partial_task(plan: _Plan, step):
-    """The ``mapInArrow`` function of one pass: this partition's partial, pickled, or its error."""
-    from .detect import partitioned
+    """The ``mapInArrow`` function of one pass: this partition's partial (as bytes), or its error."""
+    from .detect import partial_codec, partitioned
 
     def run(batches):
         index = _partition_index()
@@ -185,7 +185,7 @@ def _partial_task(plan: _Plan, step):
             else:
                 source = _empty_source(plan.n_classes)
             partial = partitioned.partition_partial(step, source)
-            out = {"partition": [index], "partial": [pickle.dumps(partial)], "error": [None]}
+            out = {"partition": [index], "partial": [partial_codec.dumps(partial)], "error": [None]}
         except CleanpipeError as exc:
             out = {"partition": [index], "partial": [None], "error": [str(exc)]}
         yield pa.RecordBatch.from_pydict(out, schema=_PARTIAL_SCHEMA)
@@ -199,14 +199,14 @@ def _empty_source(n_classes: int):
 
 def _merged(selected, plan: _Plan, n_partitions: int):
     """``merged(step)`` for :func:`~cleanpipe.detect.partitioned.run_plan`: one Spark job per step."""
-    from .detect import partitioned
+    from .detect import partial_codec, partitioned
 
     def merged(step):
         rows = selected.mapInArrow(_partial_task(plan, step), _PARTIAL_DDL).collect()
         errors = sorted((r["partition"], r["error"]) for r in rows if r["error"] is not None)
         if errors:
             raise InputError(errors[0][1])
-        got = {r["partition"]: pickle.loads(r["partial"]) for r in rows}
+        got = {r["partition"]: partial_codec.loads(r["partial"]) for r in rows}
         # A partition with no rows may run no Python task: its partial is the empty one.
         empty = partitioned.partition_partial(step, _empty_source(plan.n_classes))
         return partitioned.merge_partials(step, [got.get(i, empty) for i in range(n_partitions)])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
+import pickle
 import shutil
 import time
 
@@ -315,3 +317,34 @@ def test_cli_clean_engine_dask(dataset, tmp_path, cluster):
     r = CliRunner().invoke(cli, ["clean", str(tmp_path / "flags"), "--engine", "dask", "--scheduler",
                                  cluster.scheduler_address, "--drop-outliers", "--out", str(out)])
     assert r.exit_code == 2 and "--drop-outliers is not available" in r.output
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: the test checks that no resumed run ever does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_pickle_planted_among_the_partials_is_recomputed_never_run(dataset, tmp_path, client):
+    from cleanpipe.partitions import DaskEngine
+    data, labels, p = dataset
+    out = tmp_path / "out"
+    os.makedirs(out / "part-002.parquet")  # the first run fails at its writes, its partials stay
+    (out / "part-002.parquet" / "x").write_text("")
+    with pytest.raises(OSError):
+        flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
+    shutil.rmtree(out / "part-002.parquet")
+    stored = sorted(pathlib.Path(out / WORK).rglob("*.npz"))
+    assert stored
+    marker = tmp_path / "ran"
+    for path in stored:
+        path.write_bytes(pickle.dumps(_Planted(str(marker))))
+    s = flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
+    assert not marker.exists()
+    assert all(step["reused"] == 0 for step in s["passes"])
+    np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
+                                  detect(labels, p).is_label_issue)

@@ -35,8 +35,10 @@ each partition's rows are then scored on their own by :func:`partition_result`::
 - ``cache_i`` is a dict the engine keeps per partition between steps (a few arrays of per-row
   scalars, ~110 bytes a row with K = 10), or None: everything is then recomputed from
   ``source_i`` (a pass over the probabilities per step; Spark's ``mapInPandas`` works that way).
-- Partials are tuples, dicts and small dataclasses of numpy arrays: pickle them to send them
-  from the workers (a ``bytes`` column of a Spark DataFrame, say) and unpickle to merge.
+- Partials are tuples, dicts and small dataclasses of numpy arrays: turn them into bytes with
+  :func:`~cleanpipe.detect.partial_codec.dumps` to send or store them (a ``bytes`` column of a
+  Spark DataFrame, a file for resumption) and back with ``partial_codec.loads``, which never
+  unpickles.
 - ``merge_partials`` takes the partials in partition order. :func:`merge_pair` merges two
   neighbours; it is associative, so a tree reduction on the workers gives the same merged
   partial; it is commutative too except for the ``"ties"`` step, whose partial is the ordered
