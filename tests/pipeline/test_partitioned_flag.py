@@ -154,3 +154,26 @@ def test_config_errors_are_one_line_exit_2(tmp_path, data, sets, expected):
     assert res.exit_code == 2, res.output
     assert expected in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_s3_dataset_read_by_the_workers(tmp_path, data, cluster, s3_env):
+    import pyarrow.fs as pafs
+
+    from cleanpipe.partitions import flag_partitions
+    endpoint, bucket = s3_env
+    s3 = pafs.S3FileSystem(endpoint_override=endpoint.split("://")[1], scheme="http",
+                           region="us-east-1")
+    for f in sorted(os.listdir(data)):
+        with s3.open_output_stream(f"{bucket}/table/{f}") as fh:
+            fh.write((data / f).read_bytes())
+    pipe = pipeline_file(tmp_path, cluster.scheduler_address)
+    pipe.write_text(pipe.read_text().replace('path = "data"\n', f'path = "s3://{bucket}/table/"\n'
+                                             f's3_endpoint = "{endpoint}"\n'))
+    res = run_cli("run", pipe, "--runs-dir", tmp_path / "runs", "--json")
+    assert res.exit_code == 0, res.output
+    run_dir = json.loads(res.stdout)["run_dir"]
+    assert not os.path.exists(os.path.join(run_dir, "source"))  # nothing copied onto this machine
+    flag_partitions(str(data), str(tmp_path / "ref"), label="y", pred_probs="probs")
+    got, want = read_flags(os.path.join(run_dir, "flag", "flags")), read_flags(tmp_path / "ref")
+    for col in ("id", *FLAG_COLUMNS):
+        assert got[col].to_pylist() == want[col].to_pylist(), col
