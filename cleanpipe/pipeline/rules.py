@@ -204,7 +204,7 @@ def _check_pred_probs(p, origin: str) -> None:
     f = p.flag
     if f.pred_probs is None:
         return
-    if not f.pred_probs or "\x00" in f.pred_probs:
+    if not f.pred_probs:
         raise ConfigError(f"{origin}: [flag] pred_probs is empty; name the list column of "
                           'out-of-fold probabilities, e.g. pred_probs = "probs"')
     if "oof" in p.stages:
