@@ -204,13 +204,17 @@ class FlagSettings:
     """``[flag]``: the detector. ``method`` and ``noisy_threshold`` left unset (None) take the
     detector's defaults for the data: single- and multi-label ones differ, as with ``cleanpipe flag``.
     ``checks = true`` also runs the data checks (``cleanpipe flag --checks``, settings in
-    ``[checks]``); ``against`` names a second table for the leakage check (and implies ``checks``)."""
+    ``[checks]``); ``against`` names a second table for the leakage check (and implies ``checks``).
+    ``pred_probs`` names a list column of the source holding out-of-fold probabilities (then no
+    model is fitted); with ``[oof] backend = "dask"`` the stage flags a partitioned Parquet dataset
+    partition by partition on the cluster (:attr:`Pipeline.partitioned`)."""
 
     method: str | None = None
     mixture: str = S.FLAG["mixture"].default
     noisy_threshold: float | None = None
     checks: bool = False
     against: str | None = None
+    pred_probs: str | None = None
 
     def detector(self, multi_label: bool = False) -> dict:
         """The detector's keyword arguments: the settings given, plus, for single-label data, the
@@ -304,6 +308,12 @@ class Pipeline:
     batch_rows: int = 65536
     description: str = ""
     checks: S.CheckSettings = field(default_factory=S.CheckSettings)
+
+    @property
+    def partitioned(self) -> bool:
+        """The flag stage runs partition by partition on Dask (``cleanpipe flag --backend dask
+        --pred-probs COLUMN``): ``[oof] backend = "dask"`` with a ``[flag] pred_probs`` column."""
+        return "flag" in self.stages and self.oof.backend == "dask" and self.flag.pred_probs is not None
 
     def to_dict(self) -> dict:
         """JSON-ready settings (what the manifest records); holds no secret by construction."""

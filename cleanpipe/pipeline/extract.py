@@ -5,7 +5,8 @@ modification times of its files. Anything else (S3, a glob, a DuckDB or PostgreS
 query) is streamed once, in record batches, into ``<run>/source/data.parquet``. That snapshot
 gives every stage the same rows even if the table changes during the run, and its fingerprint is
 a hash of the rows themselves (S3 objects and globs use their listing, so an unchanged listing
-skips the download on a rerun).
+skips the download on a rerun). A flag stage run partition by partition on Dask reads the
+dataset where it is, on the workers (:func:`in_place`): nothing is copied.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ class Snapshot:
 
     Attributes
     ----------
-    path : pathlib.Path
-        Local Parquet file or directory with the rows.
+    path : pathlib.Path or None
+        Local Parquet file or directory with the rows; None for an ``s3://`` dataset the
+        workers read where it is (:func:`in_place`).
     fingerprint : str
         Changes when the rows change.
-    rows : int
+    rows : int or None
+        None where counting would read the remote dataset's footers on this process.
     copied : bool
         Whether ``path`` is a snapshot inside the run directory.
     """
@@ -91,3 +94,11 @@ def extract(source: Source, run_dir: Path, previous: dict, *, batch_rows: int) -
             raise InputError(f"reading {source.describe()} failed ({error_line(exc)})") from None
         raise
     return Snapshot(snap, cheap or hasher.hexdigest(), hasher.rows, True)
+
+
+def in_place(source: Source) -> Snapshot:
+    """The input left where it is, for a stage whose workers read it themselves (flagging
+    partition by partition): fingerprinted by its listing, never copied onto this machine."""
+    local = source.local_parquet()
+    rows = open_dataset(local, what="[source] path").count_rows() if local is not None else None
+    return Snapshot(local, source.fingerprint(), rows, False)

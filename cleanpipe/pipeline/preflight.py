@@ -130,6 +130,10 @@ def check_columns(p, schema: pa.Schema, origin: str) -> None:
         for col in getattr(c, key) or ():
             if col not in names:
                 raise missing(key, col)
+    if "flag" in p.stages and p.flag.pred_probs is not None and p.flag.pred_probs not in names:
+        raise ConfigError(f"{origin}: [flag] pred_probs names '{p.flag.pred_probs}', which is not a "
+                          f"column of the source (columns: {columns_hint(names)}); name the list "
+                          "column of out-of-fold probabilities")
     flag_cols = [col for col in _FLAG_COLUMNS if col in names]
     if first in ("oof", "flag") and flag_cols:
         raise ConfigError(f"{origin}: the source already has the flag column '{flag_cols[0]}'; "
@@ -170,6 +174,23 @@ def _check_model(p, origin: str) -> None:
                 make_model(spec)
     except InputError as exc:
         raise ConfigError(f"{origin}: [oof] model: {exc}") from None
+
+
+def _check_partitioned(p, multi_label: bool, origin: str) -> None:
+    """Flagging partition by partition reads a directory (or ``s3://`` prefix) of Parquet files,
+    each a partition, on the workers; a single file or a multi-label label cannot be."""
+    if not p.partitioned:
+        return
+    why = "[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
+    path = p.source.path
+    if not path.startswith("s3://") and not os.path.isdir(path):
+        raise ConfigError(f"{origin}: {why}, and [source] path '{path}' is a file, not a dataset "
+                          "directory; write the table as a directory of Parquet files (one per "
+                          "partition), or remove backend = \"dask\" to flag on one machine")
+    if multi_label:
+        raise ConfigError(f"{origin}: {why}, which multi-label data ([columns] label "
+                          f"'{p.columns.label}' is a list column) cannot be yet; remove "
+                          "backend = \"dask\" to flag on one machine")
 
 
 def _open_sink(p, origin: str):
@@ -214,6 +235,7 @@ def preflight(p, origin: str | None = None) -> Endpoints:
     try:
         check_columns(p, schema, origin)
         multi_label = _check_multilabel(p, schema, origin)
+        _check_partitioned(p, multi_label, origin)
         sink, targets = _open_sink(p, origin)
     except BaseException:
         source.close()

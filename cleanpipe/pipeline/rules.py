@@ -35,7 +35,7 @@ _EXAMPLES = {
     "loss_params": "loss_params = { q = 0.7 }", "hidden": "hidden = [256, 128]",
     "model": 'model = ["hgb", "logreg"]', "version": "version = 3", "snapshot_id": "snapshot_id = 1",
     "catalog": 'catalog = "default"', "catalog_uri": 'catalog_uri = "sqlite:///catalog.db"',
-    "warehouse": 'warehouse = "warehouse"',
+    "warehouse": 'warehouse = "warehouse"', "pred_probs": 'pred_probs = "probs"',
 }
 
 
@@ -187,6 +187,7 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     _check_group(origin, "checks", S.CHECKS, p.checks, skip_none=True)
     if p.flag.against is not None and ("\x00" in p.flag.against or not p.flag.against):
         raise ConfigError(f"{origin}: [flag] against must be the path of a table file")
+    _check_pred_probs(p, origin)
     _check_clean_drops(p, origin)
     _check_group(origin, "clean", S.CLEAN, p.clean)
     _check_retrain(p, origin)
@@ -195,6 +196,48 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     _check_source(p.source, origin)
     if p.sink is not None:
         _check_sink(p, origin)
+
+
+def _check_pred_probs(p, origin: str) -> None:
+    """``[flag] pred_probs`` (a list column of the source) and, with ``[oof] backend = "dask"``,
+    what flagging partition by partition can take (as ``cleanpipe flag --backend dask``)."""
+    f = p.flag
+    if f.pred_probs is None:
+        return
+    if not f.pred_probs:
+        raise ConfigError(f"{origin}: [flag] pred_probs is empty; name the list column of "
+                          'out-of-fold probabilities, e.g. pred_probs = "probs"')
+    if "oof" in p.stages:
+        rest = [s for s in p.stages if s != "oof"]
+        raise ConfigError(f"{origin}: [flag] pred_probs = {f.pred_probs!r} takes the probabilities "
+                          "from the source, so the oof stage has nothing to compute; write "
+                          f"stages = {rest} or remove pred_probs")
+    if not p.partitioned:
+        return
+    why = "[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
+    src = p.source
+    if src.type != "parquet":
+        raise ConfigError(f"{origin}: {why}, from a Parquet dataset; [source] type = {src.type!r} "
+                          "cannot be read that way: write the table as a directory of Parquet files, "
+                          "or remove backend = \"dask\" to flag on one machine")
+    if any(ch in src.path.split("?", 1)[0] for ch in "*?["):
+        raise ConfigError(f"{origin}: {why}; [source] path = {src.path!r} is a glob: name the "
+                          "dataset's directory or s3:// prefix instead")
+    for key in ("checks", "against"):
+        if (key == "checks" and f.checks) or (key == "against" and f.against is not None):
+            raise ConfigError(f"{origin}: {why}, where [flag] {key} is not available; remove "
+                              f"{key}, or remove backend = \"dask\" to flag on one machine")
+    if p.columns.labels or p.columns.multi_label:
+        raise ConfigError(f"{origin}: {why}, which multi-label data cannot be yet; remove "
+                          "backend = \"dask\" to flag on one machine")
+    later = [s for s in p.stages if s in ("clean", "retrain")]
+    if later:
+        raise ConfigError(f"{origin}: {why} into a partitioned flags dataset, which the {later[0]} "
+                          "stage does not read yet; write stages = [\"flag\"] (then clean it with "
+                          "cleanpipe clean FLAGS --engine dask)")
+    if p.sink is not None and p.sink.flags is not None:
+        raise ConfigError(f"{origin}: {why}; its flags dataset stays in the run directory "
+                          "(<run>/flag/flags/), so remove [sink] flags")
 
 
 def _check_clean_drops(p, origin: str) -> None:

@@ -25,7 +25,7 @@ from ..safety import guard_pipeline
 from ..sources import redact
 from ..sources._sql import error_line
 from .config import STAGES, Pipeline
-from .extract import extract
+from .extract import extract, in_place
 from .manifest import (is_current, load_manifest, now, peak_rss_mib, save_manifest, stage_key,
                        versions)
 from .preflight import preflight
@@ -98,6 +98,8 @@ def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
                 if multi_label else p.flag.detector())
         if p.flag.runs_checks:  # absent otherwise, so the keys of runs without checks stay as they were
             flag.update(checks=p.checks.to_dict(), against=_file_identity(p.flag.against))
+        if p.flag.pred_probs is not None:  # no model fitted; partitioned flags are a folder, not a file
+            return dict(cols, **flag, pred_probs=p.flag.pred_probs, partitioned=p.partitioned)
         return dict(cols, **flag, **({} if "oof" in p.stages else model))
     if stage == "clean":
         return dict(clean, label=cols["label"], **({"multi_label": True} if multi_label else {}))
@@ -230,13 +232,15 @@ def _backend(p: Pipeline, origin: str):
 
 def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage, emit,
                 progress=None) -> dict:
-    snap = extract(ends.source, run_dir, manifest.get("input") or {}, batch_rows=p.batch_rows)
+    snap = (in_place(ends.source) if p.partitioned else
+            extract(ends.source, run_dir, manifest.get("input") or {}, batch_rows=p.batch_rows))
     # The stages read the pinned input only; a DuckDB file must not stay open read-only while the
     # sink writes to it.
     ends.source.close()
     manifest["input"] = {"source": ends.source.describe(), "kind": ends.source.kind,
                          "fingerprint": snap.fingerprint, "rows": snap.rows,
-                         "data": str(snap.path.relative_to(run_dir)) if snap.copied else str(snap.path)}
+                         "data": (str(snap.path.relative_to(run_dir)) if snap.copied
+                                  else str(snap.path or p.source.path))}
     save_manifest(run_dir, manifest)
     ctx = StageContext(p, snap.path, ends.source.describe(), multi_label=ends.multi_label,
                        progress=progress)
@@ -275,6 +279,7 @@ def _run_one(stage, ctx, ends, manifest, run_dir: Path, key, upstream_key, emit)
     save_manifest(run_dir, manifest)
     emit(stage, "running", record)
     t0 = time.perf_counter()
+    ctx.partial = _partial_dir(run_dir, stage, key)
     tmp = temp_dir(run_dir, stage)
     try:
         result = STAGE_FUNCTIONS[stage](ctx, tmp)
@@ -296,6 +301,17 @@ def _run_one(stage, ctx, ends, manifest, run_dir: Path, key, upstream_key, emit)
                   peak_rss_mib=peak_rss_mib())
     save_manifest(run_dir, manifest)
     emit(stage, "done", record)
+
+
+def _partial_dir(run_dir: Path, stage: str, key: str) -> Path:
+    """``<run>/<stage>.partial-<key>``: where a stage keeps work that a rerun after a failure
+    resumes (the partitions already flagged). Named by the stage key, so changed inputs or
+    settings start afresh; folders of other keys are removed."""
+    path = run_dir / f"{stage}.partial-{key.rsplit(':', 1)[-1][:16]}"
+    for old in run_dir.glob(f"{stage}.partial-*"):
+        if old != path:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def _publish(stage, ends, manifest, run_dir: Path, key) -> None:

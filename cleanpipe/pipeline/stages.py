@@ -7,7 +7,9 @@ itself is done by the library functions ``cleanpipe flag``, ``clean`` and ``retr
 :func:`cleanpipe.flag.out_of_fold`, :func:`cleanpipe.flag.flag_dataset`,
 :func:`cleanpipe.clean.clean_table` and :func:`cleanpipe.train.retrain_table`, which take either
 kind of label (decided by the preflight, :attr:`StageContext.multi_label`). A multi-label flag stage
-also saves the probabilities, as ``--save-pred-probs`` does, for ``clean``'s relabel.
+also saves the probabilities, as ``--save-pred-probs`` does, for ``clean``'s relabel. With
+``[oof] backend = "dask"`` and a ``[flag] pred_probs`` column the flag stage is
+:func:`cleanpipe.partitions.flag_partitions` on the cluster, as ``cleanpipe flag --backend dask``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..target import resolve_target
 
 PRED_PROBS, OOF_INFO, AGAINST = "pred_probs.npy", "oof.json", "against.parquet"
 FLAGS, CLEANED, SUMMARY, MODEL = "flags.parquet", "cleaned.parquet", "summary.json", "model"
+FLAGS_DIR = "flags"  # partition by partition: a folder of flags files
 
 
 @dataclass
@@ -50,6 +53,9 @@ class StageContext:
     progress : callable, optional
         ``progress(step, done, total, info)`` as folds and epochs finish (``info``: an epoch's
         metrics); the CLI draws it as progress bars.
+    partial : pathlib.Path, optional
+        A folder outside ``out`` that survives a failed attempt of the stage (same inputs and
+        settings), for work a rerun resumes; set by the runner.
     """
 
     pipeline: object
@@ -58,6 +64,7 @@ class StageContext:
     upstream: dict = field(default_factory=dict)
     multi_label: bool = False
     progress: object = None
+    partial: Path | None = None
 
 
 def _read_json(path: Path) -> dict:
@@ -120,6 +127,8 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
     """
 
     p, c = ctx.pipeline, ctx.pipeline.columns
+    if p.partitioned:
+        return _run_flag_partitions(ctx, out)
     oof_dir = ctx.upstream.get("oof")
     outputs_written = {"flags": FLAGS, "summary": SUMMARY}
     if ctx.multi_label:
@@ -132,7 +141,7 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
             ctx.data, out / FLAGS, outputs=outputs, label=c.target, multi_label=ctx.multi_label,
             features=list(c.features) if c.features else None, exclude=c.exclude, ids=c.ids,
             model=p.oof.model, folds=p.oof.folds, seed=p.oof.seed, n_jobs=p.oof.n_jobs,
-            pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else None,
+            pred_probs=str(oof_dir / PRED_PROBS) if oof_dir else p.flag.pred_probs,
             save_pred_probs=out / PRED_PROBS if ctx.multi_label else None,
             checks=p.checks if p.flag.runs_checks else None, against=against,
             against_out=out / AGAINST if against is not None else None,
@@ -148,6 +157,51 @@ def run_flag(ctx: StageContext, out: Path) -> dict:
         kept["issues"] = {k: v for k, v in summary["issues"].items() if k not in ("settings", "timings")}
     return {"rows_in": summary["rows"], "rows_out": summary["rows"], "summary": kept,
             "outputs": outputs_written}
+
+
+#: Summary keys of a flag stage run partition by partition, recorded in the manifest.
+_PARTITIONS_KEEP = ("partitions", "labelled_rows", "n_classes", "estimated_noise_rate",
+                    "estimated_issues", "flagged", "written")
+
+
+def _run_flag_partitions(ctx: StageContext, out: Path) -> dict:
+    """``flags/`` (one flags file per input partition, ``_manifest.json``, ``_SUCCESS``) and
+    ``summary.json``, written by the Dask workers (:func:`cleanpipe.partitions.flag_partitions`).
+
+    The workers write into :attr:`StageContext.partial`, which outlives a failed attempt, so a
+    rerun recomputes only the partitions that had not finished; the committed dataset is then
+    moved into ``out``. The run directory must be on storage the workers share.
+    """
+    from ..partitions import connect, flag_partitions  # distributed: only on this path
+
+    p = ctx.pipeline
+    engine = connect(p.oof.scheduler)
+    try:
+        summary = flag_partitions(_dataset_uri(p.source), str(ctx.partial), label=p.columns.label,
+                                  pred_probs=p.flag.pred_probs, method=p.flag.method,
+                                  mixture=p.flag.mixture, noisy_threshold=p.flag.noisy_threshold,
+                                  engine=engine)
+    finally:
+        engine.client.close()
+    ctx.partial.rename(out / FLAGS_DIR)
+    summary["source"] = ctx.source
+    write_json(summary, out / SUMMARY)
+    rows = summary["labelled_rows"]
+    return {"rows_in": rows, "rows_out": rows, "summary": {k: summary[k] for k in _PARTITIONS_KEEP},
+            "outputs": {"flags": FLAGS_DIR, "summary": SUMMARY}}
+
+
+def _dataset_uri(src) -> str:
+    """The ``[source]`` path as :mod:`cleanpipe.partitions` opens it on the workers: the S3
+    settings of the section go into the URI's query, as pyarrow reads them there."""
+    if not src.path.startswith("s3://"):
+        return src.path
+    query = {"endpoint_override": src.s3_endpoint, "region": src.s3_region,
+             "anonymous": "true" if src.s3_anonymous else None}
+    if src.s3_endpoint and src.s3_endpoint.startswith("http://"):
+        query["scheme"] = "http"
+    given = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
+    return src.path + ("?" + given if given else "")
 
 
 def run_clean(ctx: StageContext, out: Path) -> dict:
