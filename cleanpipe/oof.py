@@ -290,6 +290,23 @@ def joblib_backend(backend: str | None = "loky", scheduler: str | None = None, *
         with parallel_config(backend="loky"):
             yield
         return
+    client = dask_client(scheduler, timeout)
+    try:
+        with parallel_config(backend="dask", client=client):
+            yield
+    finally:
+        client.close()
+
+
+def dask_client(scheduler: str | None, timeout: float | None = None):
+    """A ``distributed.Client`` on the scheduler at ``scheduler`` (``--backend dask``).
+
+    Raises
+    ------
+    InputError
+        No address, ``distributed`` not installed, or a scheduler that does not answer (or an
+        address it cannot parse), each as one line naming the fix.
+    """
     if not scheduler:
         raise InputError("backend dask needs the address of a running scheduler; pass --scheduler "
                          "tcp://HOST:8786 (start one with `dask scheduler` and `dask worker`)")
@@ -299,15 +316,10 @@ def joblib_backend(backend: str | None = "loky", scheduler: str | None = None, *
         raise InputError("backend dask needs the distributed package; pip install "
                          "'cleanpipe[dask]'") from None
     try:
-        client = Client(scheduler, timeout=timeout or DASK_CONNECT_TIMEOUT, set_as_default=False)
+        return Client(scheduler, timeout=timeout or DASK_CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check "
                          "--scheduler and that the scheduler is running") from None
-    try:
-        with parallel_config(backend="dask", client=client):
-            yield
-    finally:
-        client.close()
 
 
 def cross_val_probs(X: np.ndarray, y: np.ndarray, *, n_classes: int | None = None,

@@ -221,21 +221,8 @@ class DaskEngine:
 
 def connect(scheduler: str | None, timeout: float | None = None):
     """A :class:`DaskEngine` on the scheduler at ``scheduler`` (as ``--backend dask`` connects)."""
-    from .oof import DASK_CONNECT_TIMEOUT
-    if not scheduler:
-        raise InputError("backend dask needs the address of a running scheduler; pass --scheduler "
-                         "tcp://HOST:8786 (start one with `dask scheduler` and `dask worker`)")
-    try:
-        from distributed import Client  # optional (cleanpipe[dask])
-    except ImportError:
-        raise InputError("backend dask needs the distributed package; pip install "
-                         "'cleanpipe[dask]'") from None
-    try:
-        client = Client(scheduler, timeout=timeout or DASK_CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({exc}); check "
-                         "--scheduler and that the scheduler is running") from None
-    return DaskEngine(client)
+    from .oof import dask_client
+    return DaskEngine(dask_client(scheduler, timeout))
 
 
 # ---------------------------------------------------------------- worker tasks
