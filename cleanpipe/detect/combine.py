@@ -433,14 +433,15 @@ def detect(labels: np.ndarray, pred_probs, *, method: str = DEFAULT_METHOD, mixt
         pruned = flags_by_cell_margin(cl, labels) if method == "combined" else None
         return loss, mix, mix.p_noisy(loss), pruned
 
-    score, (loss, mix, p_noisy, pruned) = label_quality(
-        labels, pred_probs, cl, block_rows=block_rows, alongside=from_confident_learning)
+    # label_quality's noise matrix, kept: the combined rule's count reads it too
+    t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
+    score, (loss, mix, p_noisy, pruned) = posterior_scores(
+        labels, pred_probs, t, cl.p_given, block_rows=block_rows, alongside=from_confident_learning)
     disagrees = cl.predicted != labels
     if method == "combined":
         counts = noisy_component_present(mix) and mixture_exceeds_null(
             mix, pred_probs, int(np.count_nonzero(p_noisy > noisy_threshold)),
             noisy_threshold=noisy_threshold, block_rows=block_rows)
-        t, _ = posterior_noise_matrix(cl.calibrated_joint, pattern_joint=cl.anchor_joint)
         temperature = fit_temperature(labels, pred_probs, p_given=cl.p_given, block_rows=block_rows)
         error_prob = count_error_prob(labels, pred_probs, t, temperature, block_rows=block_rows)
         flags = _combined_flags(cl, labels, p_noisy, score, disagrees, noisy_threshold,

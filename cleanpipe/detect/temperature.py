@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import map_blocks
+from .confident import _gather_given
 
 #: Search range of ``log(temperature)``: temperatures from 1/20 to 20.
 _LOG_T_RANGE = (-3.0, 3.0)
@@ -68,11 +69,6 @@ def fit_sample(labels: np.ndarray, p_given: np.ndarray, n_rows: int, n_classes: 
 
 def sample_log_probs(labels: np.ndarray, pred_probs, rows: np.ndarray, block_rows=None):
     """``(log pred_probs[rows] (floored), labels[rows])``: the fit's input, rows in order."""
-    return _given_log_probs(labels, pred_probs, rows, block_rows)
-
-
-def _given_log_probs(labels: np.ndarray, pred_probs, rows: np.ndarray, block_rows):
-    """``log pred_probs[rows]`` (floored) and the column of each row's given label."""
     k = pred_probs.shape[1]
 
     def take(start, stop, block):
@@ -132,10 +128,9 @@ def fit_temperature(labels: np.ndarray, pred_probs, *, p_given: np.ndarray | Non
     if n == 0 or k < 2 or len(np.unique(labels)) < 2:
         return 1.0
     if p_given is None:
-        from .confident import _gather_given  # confident imports nothing from here
         p_given = _gather_given(labels, pred_probs, block_rows)
     rows = np.flatnonzero(fit_sample(labels, p_given, n, k, max_cells))
-    return temperature_from_sample(*_given_log_probs(labels, pred_probs, rows, block_rows))
+    return temperature_from_sample(*sample_log_probs(labels, pred_probs, rows, block_rows))
 
 
 def temperature_from_sample(log_p: np.ndarray, given: np.ndarray) -> float:
