@@ -74,6 +74,34 @@ class Source(abc.ABC):
         self.close()
 
 
+class DatasetSource(Source):
+    """A source whose rows are a :class:`pyarrow.dataset.Dataset` (files, or a table format's
+    pinned files): schema, row count and reading come from :meth:`dataset`."""
+
+    @abc.abstractmethod
+    def dataset(self):
+        """The dataset over exactly this source's files; raises InputError when unreadable."""
+
+    @abc.abstractmethod
+    def read_error(self, exc: Exception) -> Exception:
+        """The one-line InputError for a read that failed with ``exc``."""
+
+    def schema(self) -> pa.Schema:
+        return self.dataset().schema
+
+    def count_rows(self) -> int:
+        return self.dataset().count_rows()
+
+    def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+        try:
+            # One file and one batch ahead: pyarrow's defaults (4 files, 16 batches) decode several
+            # row groups at once, hundreds of MiB for 1M-row row groups.
+            return self.dataset().scanner(columns=columns, batch_size=batch_rows, fragment_readahead=1,
+                                          batch_readahead=1).to_reader()
+        except (OSError, pa.ArrowException) as exc:
+            raise self.read_error(exc) from None
+
+
 class Sink(abc.ABC):
     """Somewhere to write tables: targets are file paths, object URIs or table names."""
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ._sql import error_line
-from .base import BATCH_ROWS, TABLE_COMMENT, CountingReader, Sink, Source, digest, table_format_schema
+from .base import TABLE_COMMENT, CountingReader, DatasetSource, Sink, digest, table_format_schema
 
 _HINT = "pip install 'cleanpipe[lakehouse]' (or: pip install deltalake)"
 #: The folder that makes a folder a Delta table.
@@ -72,7 +72,7 @@ def open_table(path: str, *, version: int | None = None, what: str = "Delta tabl
                          "folder and the version") from None
 
 
-class DeltaSource(Source):
+class DeltaSource(DatasetSource):
     """The rows of one version of a local Delta table.
 
     Parameters
@@ -117,18 +117,8 @@ class DeltaSource(Source):
                                  "table feature") from None
         return self._dataset
 
-    def schema(self) -> pa.Schema:
-        return self.dataset().schema
-
-    def count_rows(self) -> int:
-        return self.dataset().count_rows()
-
-    def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
-        try:
-            return self.dataset().scanner(columns=columns, batch_size=batch_rows,
-                                          fragment_readahead=1, batch_readahead=1).to_reader()
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(f"cannot read Delta table '{self.path}' ({error_line(exc)})") from None
+    def read_error(self, exc: Exception) -> Exception:
+        return InputError(f"cannot read Delta table '{self.path}' ({error_line(exc)})")
 
     def fingerprint(self) -> str:
         # A Delta version never changes once committed: path and version name the rows.

@@ -26,7 +26,7 @@ from .. import formats
 from ..errors import InputError
 from ..io import TMP_PREFIX, check_partition_keys, cleanup_stale_temps, walk_files, written_by_cleanpipe
 from ._sql import error_line
-from .base import BATCH_ROWS, Sink, Source, digest
+from .base import DatasetSource, Sink, digest
 
 _GLOB_CHARS = "*?["
 
@@ -94,7 +94,7 @@ def file_format(fmt: formats.TableFormat, path: str):
     return {"parquet": "parquet", "jsonl": ds.JsonFileFormat(), "feather": "ipc"}[kind]
 
 
-class ParquetSource(Source):
+class ParquetSource(DatasetSource):
     """Table files: one file, a directory (hive partitions become columns), or a glob of files,
     in Parquet or another of :data:`cleanpipe.formats.FORMATS`.
 
@@ -201,20 +201,8 @@ class ParquetSource(Source):
                 raise _arrow_error(f"'{self.path}' is not a readable {name} dataset", exc) from None
         return self._dataset
 
-    def schema(self) -> pa.Schema:
-        return self.dataset().schema
-
-    def count_rows(self) -> int:
-        return self.dataset().count_rows()
-
-    def reader(self, *, columns=None, batch_rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
-        try:
-            # One file and one batch ahead: pyarrow's defaults (4 files, 16 batches) decode several
-            # row groups at once, hundreds of MiB for 1M-row row groups.
-            return self.dataset().scanner(columns=columns, batch_size=batch_rows, fragment_readahead=1,
-                                          batch_readahead=1).to_reader()
-        except (OSError, pa.ArrowException) as exc:
-            raise _arrow_error(f"cannot read '{self.path}'", exc) from None
+    def read_error(self, exc: Exception) -> Exception:
+        return _arrow_error(f"cannot read '{self.path}'", exc)
 
     def fingerprint(self) -> str:
         files, _ = self._list()
