@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,12 +251,23 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     model_list(oof.model)  # an unknown model name: one line here, not on every worker
     columns = tuple(feature_columns(parts[0].schema(), parts[0].label, oof))
     sources = [FeatureSource(p, i, columns, oof) for i, p in enumerate(parts)]
+    clock = time.perf_counter()
+    seconds = {}
+
+    def lap(name):
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
     labelled = engine.get(engine.map(_count_task, sources))
     n_rows = int(sum(labelled))
     todo = [s for s in sources if not _done(out, key, s)]
     info = {"features": list(columns), "folds": oof.folds, "model": oof.model, "seed": oof.seed,
             "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
-            "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None}
+            "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
+            "seconds": seconds}
+    lap("scan")
     if not todo:
         return info
     rate = hf.training_rate(n_rows, oof.folds, oof.sample_rows)
@@ -263,11 +275,15 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
                           [rate] * len(sources))
     sample = engine.reduce_handle(hf.merge_samples, partials)  # stays on the workers
     info["training_rows"] = int(engine.get(engine.map(_size, [sample]))[0])
+    lap("sample")
     models = engine.map(_fit_task, [sample] * oof.folds, range(oof.folds),
                         [n_classes] * oof.folds, [oof] * oof.folds)
     models = engine.collect(models)  # one handle holding the K models (on a worker)
+    engine.get(engine.map(_size, [models]))
+    lap("fit")
     engine.get(engine.map(_predict_task, [out] * len(todo), [key] * len(todo), todo,
                           [models] * len(todo), [n_classes] * len(todo)))
+    lap("predict")
     log.info("out-of-fold: %d partitions predicted, %d reused; %d sample rows",
              len(todo), len(sources) - len(todo), info["training_rows"])
     return info

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -474,6 +475,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         probs_id = pred_probs
     fp = _fingerprint(files, data, label, probs_id, method, mixture, noisy_threshold)
     plan = detection_plan(len(classes), method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    clock = time.perf_counter()
     caches = [None] * len(sources)
     passes = []
     step, index = next(plan), 0
@@ -494,8 +496,10 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
             break
         index += 1
     run_key = _digest((fp, est))
+    seconds = {"detect": round(time.perf_counter() - clock, 3)}
     written = engine.get(engine.map(_write_task, [out] * len(sources), [run_key] * len(sources),
                                     [est] * len(sources), sources, caches, range(len(sources))))
+    seconds["write"] = round(time.perf_counter() - clock - seconds["detect"], 3)
     cl = est.confident
     summary = {
         "source": data, "partitions": len(files), "labelled_rows": int(est.n_rows),
@@ -509,6 +513,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         "files": [os.path.basename(f) for f in files],
         "label": label,
         "run_key": run_key,
+        "seconds": seconds,
     }
     if oof_info is not None:
         summary["oof"] = oof_info
