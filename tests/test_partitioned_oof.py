@@ -234,3 +234,25 @@ def test_a_single_file_keeps_the_in_memory_path(tmp_path, cluster):
                                  str(out), "-q"])
     assert r.exit_code == 0, r.output
     assert pq.read_table(out).num_rows == 300
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that a pickle ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_planted_as_a_sample_partial_is_recomputed_never_run(tmp_path):
+    from pyarrow import fs as pafs
+
+    from cleanpipe.partitioned_oof import _load
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.npz"
+    np.savez(planted, X=np.array([_Marker(str(marker))], dtype=object), y=np.zeros(1),
+             folds=np.zeros(1), hashes=np.zeros(1))
+    assert _load(pafs.LocalFileSystem(), str(planted)) is None
+    assert not marker.exists()
