@@ -36,6 +36,7 @@ from pyarrow import fs as pafs
 from . import hashed_folds as hf
 from .errors import InputError
 from .features import _column_block, _kind, columns_hint, select_feature_columns
+from .partitions import WORK, _atomic_write, _filesystem
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,6 @@ class FeatureSource:
 
 
 def _store(filesystem, path: str, arrays: dict) -> None:
-    from .partitions import _atomic_write
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     _atomic_write(filesystem, path, buf.getvalue())
@@ -145,7 +145,6 @@ def _load(filesystem, path: str):
 
 def _sample_task(out: str, key: str, src: FeatureSource, rate: float):
     """One partition's share of the training sample (kept under ``_work`` for a rerun)."""
-    from .partitions import WORK, _filesystem
     filesystem, root = _filesystem(out)
     path = f"{root}/{WORK}/{key}/sample/{os.path.basename(src.part.path)}.npz"
     got = _load(filesystem, path)
@@ -167,14 +166,12 @@ def _fit_task(sample: hf.TrainingSample, fold: int, n_classes: int, oof: OofSett
 
 
 def probs_path(out: str, key: str, src_path: str) -> str:
-    from .partitions import WORK, _filesystem
     _, root = _filesystem(out)
     return f"{root}/{WORK}/{key}/probs/{os.path.basename(src_path)}.npy"
 
 
 def load_probs(out: str, path: str, n_rows: int, n_classes: int, where: str) -> np.ndarray:
     """A partition's stored out-of-fold probabilities (float64 for the detector)."""
-    from .partitions import _filesystem
     filesystem, _ = _filesystem(out)
     try:
         with filesystem.open_input_file(path) as fh:
@@ -189,21 +186,25 @@ def load_probs(out: str, path: str, n_rows: int, n_classes: int, where: str) -> 
     return P.astype(np.float64)
 
 
-def _done(out: str, key: str, src: FeatureSource) -> bool:
-    from .partitions import _filesystem
-    filesystem, _ = _filesystem(out)
-    return filesystem.get_file_info(probs_path(out, key, src.part.path)).type == pafs.FileType.File
+def _finished(out: str, key: str) -> set:
+    """The probabilities files a run with this key has written (one listing, not one request
+    per partition)."""
+    filesystem, root = _filesystem(out)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(f"{root}/{WORK}/{key}/probs",
+                                                           allow_not_found=True))
+    except OSError:
+        return set()
+    return {i.path for i in infos if i.type == pafs.FileType.File}
 
 
 def _predict_task(out: str, key: str, src: FeatureSource, models, n_classes: int):
     """Predict one partition with the models that did not see its rows; write them atomically."""
-    from .partitions import _filesystem
     filesystem, _ = _filesystem(out)
     path = probs_path(out, key, src.part.path)
     X, _, hashes = src.read()
     P = hf.predict_out_of_fold(models, X, hf.hashed_folds(hashes, src.oof.folds), n_classes)
     filesystem.create_dir(os.path.dirname(path), recursive=True)
-    from .partitions import _atomic_write
     buf = io.BytesIO()
     np.save(buf, P.astype(np.float32), allow_pickle=False)
     _atomic_write(filesystem, path, buf.getvalue())
@@ -262,7 +263,8 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
 
     labelled = engine.get(engine.map(_count_task, sources))
     n_rows = int(sum(labelled))
-    todo = [s for s in sources if not _done(out, key, s)]
+    finished = _finished(out, key)
+    todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
     info = {"features": list(columns), "folds": oof.folds, "model": oof.model, "seed": oof.seed,
             "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
             "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
