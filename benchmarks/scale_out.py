@@ -143,12 +143,21 @@ def run_one(args) -> dict:
                     for line in f:
                         if line.startswith("VmHWM:"):
                             return int(line.split()[1]) / 1024
+            def cpu_seconds():
+                import resource
+                r = resource.getrusage(resource.RUSAGE_SELF)
+                return r.ru_utime + r.ru_stime
+
             out["worker_peak_mib"] = max(client.run(worker_peak).values())
+            out["worker_cpu_s"] = sum(client.run(cpu_seconds).values())
             client.close()
             cluster.close()
         flags = score = None
     out["seconds"] = time.perf_counter() - t0
     out["peak_rss_mib"] = peak_rss_mib()
+    import resource
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = me.ru_utime + me.ru_stime  # this process (with --mode partitioned: all the work)
     if flags is not None:
         np.save(args.out + ".flags.npy", flags)
         np.save(args.out + ".score.npy", score)
@@ -202,6 +211,7 @@ def main_oof(args, env, storage_for) -> list:
                          "sample s": steps.get("scan", 0) + steps.get("sample", 0),
                          "fit s": steps.get("fit", 0), "predict s": steps.get("predict", 0),
                          "detect s": steps["detect"], "write s": steps["write"],
+                         "worker CPU s": r.get("worker_cpu_s", r["cpu_s"]),
                          "training rows": r["oof"]["training_rows"],
                          "precision": tp / max(int(flags.sum()), 1),
                          "recall": tp / max(int(flipped.sum()), 1)})
