@@ -133,6 +133,7 @@ def run_one(args) -> dict:
             summary = flag_partitions(args.data, args.out, label="label", engine=engine, oof=oof)
             out["oof"] = summary["oof"]
             out["steps"] = summary["seconds"]
+            out["steps_cpu"] = {**summary["oof"]["driver_cpu_seconds"], **summary["driver_cpu_seconds"]}
         else:
             summary = flag_partitions(args.data, args.out, label="label", pred_probs="probs",
                                       engine=engine)
@@ -216,6 +217,7 @@ def main_oof(args, env, storage_for) -> list:
                          "precision": tp / max(int(flags.sum()), 1),
                          "recall": tp / max(int(flipped.sum()), 1)})
             progress(f"    {rows[-1]}")
+            progress(f"    this process's CPU seconds per step: {r['steps_cpu']}")
         if "partitioned" in got:
             same = all(np.array_equal(a, b) for a, b in zip(got["dask"], got["partitioned"]))
             for r in rows[-len(modes):]:
