@@ -13,11 +13,18 @@ in a fresh process so its peak memory is its own:
 and checks that every flag and score equals the in-memory result. With ``--s3`` the dataset and
 the flags live on a local moto S3 server (``moto[server]``) instead of the local disk.
 
-The issue's full benchmark (2e7 x 30 features, out-of-fold models trained partition-wise) needs
-the feature-based out-of-fold stage at scale, which is not built: this script flags from given
-probabilities. Usage::
+With ``--oof`` the dataset holds features instead (id, label, ``--features`` float32 columns,
+and the planted ``is_flipped`` column, excluded from the features) and the out-of-fold stage runs
+too: ``flag_partitions`` without ``pred_probs`` (hashed folds, the bounded training sample merged
+on the workers, ``K`` fold fits as tasks, each partition predicted on its worker). At every size
+the ``dask`` way runs; at sizes up to ``--check-rows`` the ``partitioned`` way (LocalEngine, one
+process: the same hashed-fold functions in-process) runs too and its flags are compared with
+Dask's. The table then prints the step times and precision / recall against the planted flips;
+it is printed, not written (``--write`` is for the flag-only table). Usage::
 
     python benchmarks/scale_out.py --rows 2e5,5e5,1e6 --classes 10 --partitions 16 --write
+    python benchmarks/scale_out.py --oof --rows 1e6,5e6,1e7 --classes 2 --features 30 \
+        --partitions 32 --s3
 """
 
 from __future__ import annotations
@@ -66,6 +73,33 @@ def generate(root: str, n: int, k: int, partitions: int, seed: int = 0, storage=
                 pq.write_table(table, fh)
 
 
+def generate_features(n: int, k: int, d: int, partitions: int, seed: int = 0, storage=None,
+                      root=None) -> None:
+    """``d`` float32 features, a label from a noisy linear score (10% of the labels flipped to
+    another class, ``is_flipped`` kept), partition by partition."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(d, k)).astype(np.float32) * (4 / np.sqrt(d))  # score sd 4, Gumbel 1.3
+    bounds = np.linspace(0, n, partitions + 1).astype(np.int64)
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        m = int(b - a)
+        X = rng.normal(size=(m, d)).astype(np.float32)
+        true = (X @ W + rng.gumbel(size=(m, k)).astype(np.float32)).argmax(axis=1)
+        flipped = rng.random(m) < 0.1
+        labels = np.where(flipped, (true + rng.integers(1, k, m)) % k, true)
+        cols = {"id": np.arange(a, b), "label": labels, "is_flipped": flipped}
+        cols.update({f"f{j:02d}": X[:, j] for j in range(d)})
+        table = pa.table(cols)
+        if storage is None:
+            pq.write_table(table, os.path.join(root, f"part-{i:05d}.parquet"))
+        else:
+            fs, path = storage
+            with fs.open_output_stream(f"{path}/part-{i:05d}.parquet") as fh:
+                pq.write_table(table, fh)
+
+
 def run_one(args) -> dict:
     """One way of flagging (in this fresh process); prints a JSON line."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -92,8 +126,17 @@ def run_one(args) -> dict:
             t0 = time.perf_counter()  # the cluster's start-up is not the job's
         else:
             engine = None
-        summary = flag_partitions(args.data, args.out, label="label", pred_probs="probs",
-                                  engine=engine)
+        if args.oof:
+            from cleanpipe.partitioned_oof import default_settings
+            import dataclasses
+            oof = dataclasses.replace(default_settings(), ids=("id",), exclude=("is_flipped",))
+            summary = flag_partitions(args.data, args.out, label="label", engine=engine, oof=oof)
+            out["oof"] = summary["oof"]
+            out["steps"] = summary["seconds"]
+            out["steps_cpu"] = {**summary["oof"]["driver_cpu_seconds"], **summary["driver_cpu_seconds"]}
+        else:
+            summary = flag_partitions(args.data, args.out, label="label", pred_probs="probs",
+                                      engine=engine)
         out["passes"] = len(summary["passes"])
         if args.mode == "dask":
             def worker_peak():
@@ -101,12 +144,21 @@ def run_one(args) -> dict:
                     for line in f:
                         if line.startswith("VmHWM:"):
                             return int(line.split()[1]) / 1024
+            def cpu_seconds():
+                import resource
+                r = resource.getrusage(resource.RUSAGE_SELF)
+                return r.ru_utime + r.ru_stime
+
             out["worker_peak_mib"] = max(client.run(worker_peak).values())
+            out["worker_cpu_s"] = sum(client.run(cpu_seconds).values())
             client.close()
             cluster.close()
         flags = score = None
     out["seconds"] = time.perf_counter() - t0
     out["peak_rss_mib"] = peak_rss_mib()
+    import resource
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = me.ru_utime + me.ru_stime  # this process (with --mode partitioned: all the work)
     if flags is not None:
         np.save(args.out + ".flags.npy", flags)
         np.save(args.out + ".score.npy", score)
@@ -114,7 +166,7 @@ def run_one(args) -> dict:
     return out
 
 
-def read_flags(out: str, storage):
+def read_flags(out: str, storage, extra=()):
     import pyarrow.parquet as pq
     fs, path = storage
     from pyarrow import fs as pafs
@@ -123,10 +175,63 @@ def read_flags(out: str, storage):
     tables = []
     for f in files:
         with fs.open_input_file(f) as fh:
-            tables.append(pq.read_table(fh, columns=["is_label_issue", "label_score"]))
-    flags = np.concatenate([t.column("is_label_issue").to_numpy() for t in tables])
-    score = np.concatenate([t.column("label_score").to_numpy() for t in tables])
-    return flags, score
+            tables.append(pq.read_table(fh, columns=["is_label_issue", "label_score", *extra]))
+    cols = ["is_label_issue", "label_score", *extra]
+    return tuple(np.concatenate([t.column(c).to_numpy() for t in tables]) for c in cols)
+
+
+def main_oof(args, env, storage_for) -> list:
+    """The out-of-fold stage and the flags on the workers, per size (see the module docstring)."""
+    rows = []
+    for n in (int(float(r)) for r in args.rows.split(",")):
+        data, out, storage, out_storage = storage_for(n)
+        progress(f"writing {n:,} x {args.features} features, {args.classes} classes, "
+                 f"{args.partitions} partitions")
+        t = time.perf_counter()
+        generate_features(n, args.classes, args.features, args.partitions, storage=storage,
+                          root=None if storage else data)
+        progress(f"  written in {time.perf_counter() - t:.0f} s")
+        modes = ["dask"] + (["partitioned"] if n <= float(args.check_rows) else [])
+        got = {}
+        for mode in modes:
+            progress(f"  {mode} ... (load {os.getloadavg()[0]:.1f})")
+            _, target, _, target_storage = storage_for(n, "" if mode == "dask" else "-local")
+            cmd = [sys.executable, __file__, "--mode", mode, "--data", data, "--out", target,
+                   "--workers", str(args.workers), "--memory-limit", args.memory_limit, "--oof"]
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(done.stderr[-3000:])
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            flags, score, flipped = read_flags(target, target_storage, ["is_flipped"])
+            got[mode] = (flags, score)
+            tp = int((flags & flipped).sum())
+            steps = {**r["oof"]["seconds"], **r["steps"]}
+            rows.append({"rows": n, "way": mode, "wall s": r["seconds"],
+                         "client peak RSS MiB": r["peak_rss_mib"],
+                         "worker peak RSS MiB": r.get("worker_peak_mib", float("nan")),
+                         "sample s": steps.get("scan", 0) + steps.get("sample", 0),
+                         "fit s": steps.get("fit", 0), "predict s": steps.get("predict", 0),
+                         "detect s": steps["detect"], "write s": steps["write"],
+                         "worker CPU s": r.get("worker_cpu_s", r["cpu_s"]),
+                         "training rows": r["oof"]["training_rows"],
+                         "precision": tp / max(int(flags.sum()), 1),
+                         "recall": tp / max(int(flipped.sum()), 1)})
+            progress(f"    {rows[-1]}")
+            progress(f"    this process's CPU seconds per step: {r['steps_cpu']}")
+        if "partitioned" in got:
+            same = all(np.array_equal(a, b) for a, b in zip(got["dask"], got["partitioned"]))
+            for r in rows[-len(modes):]:
+                r["flags identical (dask vs one process)"] = same
+        if not args.s3:
+            shutil.rmtree(data, ignore_errors=True)
+        else:  # moto keeps objects in memory: free them before the next size
+            fs_, path = storage
+            for p in (path, out_storage[1], out_storage[1] + "-local"):
+                try:
+                    fs_.delete_dir(p)
+                except OSError:
+                    pass
+    return rows
 
 
 def main() -> None:
@@ -138,6 +243,11 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="2GiB")
     ap.add_argument("--s3", action="store_true", help="dataset and flags on a local moto S3 server")
     ap.add_argument("--write", action="store_true", help=f"write the '{SECTION}' section of RESULTS.md")
+    ap.add_argument("--oof", action="store_true",
+                    help="features instead of probabilities: run the out-of-fold stage on the workers")
+    ap.add_argument("--features", type=int, default=30, help="feature columns with --oof")
+    ap.add_argument("--check-rows", default="1e6",
+                    help="with --oof: up to this size also run in one process and compare flags")
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -150,7 +260,9 @@ def main() -> None:
     server = None
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if args.s3:
+        import logging
         from moto.server import ThreadedMotoServer
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         server = ThreadedMotoServer(port=0)
         server.start()
         host, port = server.get_host_and_port()
@@ -163,6 +275,27 @@ def main() -> None:
         fs.create_dir("bench")
     rows = []
     work = Path(tempfile.mkdtemp(prefix="scale_out-"))
+
+    def storage_for(n, tag=""):
+        """(data URI, flags URI, data storage, flags storage); ``tag`` names another output."""
+        if args.s3:
+            return (f"s3://bench/data-{n}{query}", f"s3://bench/flags-{n}{tag}{query}",
+                    (fs, f"bench/data-{n}"), (fs, f"bench/flags-{n}{tag}"))
+        data, out = str(work / f"data-{n}"), str(work / f"flags-{n}{tag}")
+        os.makedirs(data, exist_ok=True)
+        return data, out, None, (pafs.LocalFileSystem(), out)
+
+    if args.oof:
+        try:
+            df = pd.DataFrame(main_oof(args, env, storage_for))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            if server is not None:
+                server.stop()
+        print(markdown_table(df, floatfmt=".3g"))
+        load = os.getloadavg()
+        print(f"\nLoad average at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+        return
     try:
         for n in (int(float(r)) for r in args.rows.split(",")):
             if args.s3:

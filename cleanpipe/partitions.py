@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -61,6 +62,13 @@ def _filesystem(uri: str):
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+def is_dataset(data: str) -> bool:
+    """DATA is a partitioned dataset (a directory, or a URI such as ``s3://bucket/table/``): with
+    ``--engine dask`` it is flagged partition by partition. A single local file is read on one
+    machine (only its fold fits go to the cluster)."""
+    return "://" in str(data) or os.path.isdir(data)
+
+
 def partition_files(data: str) -> list:
     """The Parquet files of DATA (a directory, a glob-free prefix on S3, or one file), sorted."""
     filesystem, path = _filesystem(data)
@@ -88,8 +96,12 @@ class PartitionSource:
     data: str
     path: str
     label: str
-    probs: str
+    probs: str | None
     classes: tuple = ()
+    #: Where the out-of-fold stage wrote this partition's probabilities (``probs`` is then None):
+    #: the output directory and the file (:mod:`cleanpipe.partitioned_oof`).
+    oof_out: str = ""
+    oof_path: str = ""
 
     def _fs(self):
         return _filesystem(self.data)[0]
@@ -115,11 +127,19 @@ class PartitionSource:
         classes = pa.array(list(self.classes), type=values.type)
         return pc.fill_null(pc.index_in(values, value_set=classes), -1).to_numpy().astype(np.int64)
 
+    def probabilities(self, table: pa.Table) -> np.ndarray:
+        """The probabilities of every row of this partition (``table`` holds its probs column)."""
+        if self.oof_path:
+            from .partitioned_oof import load_probs
+            return load_probs(self.oof_out, self.oof_path, table.num_rows, len(self.classes),
+                              self.path)
+        return _probs(table.select([self.probs]), self.probs, len(self.classes), self.path)
+
     def __call__(self):
         """``(labels, pred_probs)`` of the labelled rows: what the detector's passes read."""
-        table = self.read([self.label, self.probs])
+        table = self.read([self.label] + ([self.probs] if self.probs else []))
         codes = self.codes(table)
-        probs = _probs(table, self.probs, len(self.classes), self.path)
+        probs = self.probabilities(table)
         keep = codes >= 0
         return codes[keep], probs[keep]
 
@@ -142,7 +162,7 @@ def _scan(src: PartitionSource):
     """A partition's schema check and its distinct labels: ``(label type, classes, rows)``."""
     schema = src.schema()
     for name, opt in ((src.label, "--label"), (src.probs, "--pred-probs")):
-        if name not in schema.names:
+        if name is not None and name not in schema.names:
             what = "label column" if opt == "--label" else "--pred-probs column"
             raise InputError(f"{what} '{name}' not found in DATA partition '{src.path}' (columns: "
                              f"{columns_hint(schema.names)}); pass {opt} with one of them")
@@ -192,6 +212,12 @@ class LocalEngine:
         """The partials merged left to right."""
         return functools.reduce(merge, self.get(handles))
 
+    reduce_handle = reduce
+
+    def collect(self, handles):
+        """One handle on the list of the results (here: the list)."""
+        return self.get(handles)
+
 
 class DaskEngine:
     """Partition tasks on the workers of a Dask cluster; per-partition state stays on them."""
@@ -211,12 +237,24 @@ class DaskEngine:
     def reduce(self, merge, handles):
         """The partials merged on the workers, neighbours first (a tree: merges are associative),
         so the driver receives one partial whatever the number of partitions."""
+        return self.get([self.reduce_handle(merge, handles)])[0]
+
+    def reduce_handle(self, merge, handles):
+        """As :meth:`reduce`, but the merged result stays on a worker: its future."""
         level = list(handles)
         while len(level) > 1:
             pairs = [self.client.submit(merge, a, b, pure=False)
                      for a, b in zip(level[0::2], level[1::2])]
             level = pairs + ([level[-1]] if len(level) % 2 else [])
-        return self.get(level)[0]
+        return level[0]
+
+    def collect(self, handles):
+        """One future holding the list of the results, on a worker (not sent to the driver)."""
+        return self.client.submit(_as_list, *handles, pure=False)
+
+
+def _as_list(*items):
+    return list(items)
 
 
 def connect(scheduler: str | None, timeout: float | None = None):
@@ -274,7 +312,7 @@ def _write_task(out: str, run_key: str, est, src: PartitionSource, cache, index:
         pass
     table = src.read()
     codes = src.codes(table.select([src.label]))
-    probs = _probs(table.select([src.probs]), src.probs, len(src.classes), src.path)
+    probs = src.probabilities(table)
     res = partition_result(est, src, dict(cache or {}), index)
     keep = codes >= 0
     n = len(codes)
@@ -361,9 +399,9 @@ def _merged_classes(scans, files, label):
     return classes.to_pylist()
 
 
-def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: str,
+def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: str | None = None,
                     method: str | None = None, mixture: str = DEFAULT_MIXTURE,
-                    noisy_threshold: float | None = None, engine=None) -> dict:
+                    noisy_threshold: float | None = None, engine=None, oof=None) -> dict:
     """Flag every partition (Parquet file) of ``data`` into ``out``: one flags file per partition.
 
     Parameters
@@ -376,12 +414,17 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         ``_manifest.json`` and, last, ``_SUCCESS``.
     label : str
         The label column.
-    pred_probs : str
+    pred_probs : str, optional
         A list column of DATA: out-of-fold probabilities, one per class in sorted class order.
+        None: they are computed on the workers from the other columns
+        (:func:`cleanpipe.partitioned_oof.out_of_fold_partitions`, settings ``oof``).
     method, mixture, noisy_threshold
         As for :func:`cleanpipe.find_label_issues`.
     engine : LocalEngine or DaskEngine, optional
         Where the partition tasks run (default: this process).
+    oof : cleanpipe.partitioned_oof.OofSettings, optional
+        The fold models' settings when ``pred_probs`` is None (default: the default model,
+        folds and seed, :data:`cleanpipe.settings.SCALE_SAMPLE_ROWS` training rows per model).
 
     Returns
     -------
@@ -417,8 +460,22 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         raise InputError(f"label column '{label}' has {len(classes)} distinct value(s); "
                          "at least 2 classes are needed")
     sources = [PartitionSource(data, f, label, pred_probs, tuple(classes)) for f in files]
-    fp = _fingerprint(files, data, label, pred_probs, method, mixture, noisy_threshold)
+    oof_info = None
+    if pred_probs is None:
+        from .partitioned_oof import default_settings, out_of_fold_partitions, probs_path
+        oof = default_settings() if oof is None else oof
+        oof_key = "oof-" + _digest((_fingerprint(files, data, label, oof.as_list(), None, None, None),
+                                    classes))
+        oof_info = out_of_fold_partitions(engine, out, oof_key, sources, n_classes=len(classes),
+                                          oof=oof)
+        sources = [dataclasses.replace(s, oof_out=out, oof_path=probs_path(out, oof_key, s.path))
+                   for s in sources]
+        probs_id = ["oof", *oof.as_list()]
+    else:
+        probs_id = pred_probs
+    fp = _fingerprint(files, data, label, probs_id, method, mixture, noisy_threshold)
     plan = detection_plan(len(classes), method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    clock, cpu_clock = time.perf_counter(), time.process_time()
     caches = [None] * len(sources)
     passes = []
     step, index = next(plan), 0
@@ -439,8 +496,12 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
             break
         index += 1
     run_key = _digest((fp, est))
+    seconds = {"detect": round(time.perf_counter() - clock, 3)}
+    cpu = {"detect": round(time.process_time() - cpu_clock, 3)}  # the driver's (all on a LocalEngine)
     written = engine.get(engine.map(_write_task, [out] * len(sources), [run_key] * len(sources),
                                     [est] * len(sources), sources, caches, range(len(sources))))
+    seconds["write"] = round(time.perf_counter() - clock - seconds["detect"], 3)
+    cpu["write"] = round(time.process_time() - cpu_clock - cpu["detect"], 3)
     cl = est.confident
     summary = {
         "source": data, "partitions": len(files), "labelled_rows": int(est.n_rows),
@@ -454,7 +515,11 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         "files": [os.path.basename(f) for f in files],
         "label": label,
         "run_key": run_key,
+        "seconds": seconds,
+        "driver_cpu_seconds": cpu,
     }
+    if oof_info is not None:
+        summary["oof"] = oof_info
     _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
     out_fs.delete_dir(f"{out_root}/{WORK}")  # the partials only served a resume
     _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")

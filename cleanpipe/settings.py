@@ -120,10 +120,12 @@ MODELS = ("gbm", "hgb", "logreg", "lgb", "xgb")
 #: bins shared by the folds and half the rows per tree gave higher F1 and AUPRC at about the same
 #: time on ``benchmarks/whole_job.py`` (see ``benchmarks/RESULTS.md``, "Whole job").
 DEFAULT_MODEL = "gbm,logreg"
-#: Out-of-fold at scale (cleanpipe.hashed_folds): rows each fold model trains on, a Bernoulli
-#: sample of the other folds' rows. A documented default, not a measurement: issue 21 leaves it
-#: to the whole-job learning curve; 2e5 rows x 30 features is ~24 MB of float32, a fit one
-#: worker holds easily.
+#: Out-of-fold at scale (cleanpipe.hashed_folds, ``flag --engine dask`` without --pred-probs):
+#: rows each fold model trains on, a Bernoulli sample of the other folds' rows. Set at the knee of
+#: the whole-job learning curve (``benchmarks/RESULTS.md``, "Learning curve at 1,000,000 rows"):
+#: with 200,000 training rows per fold F1 is flat (-0.0014 against all 800,000) and AUPRC
+#: -0.0076, for a third of the CPU; 400,000 rows gain 0.005 AUPRC for 1.8x the fit time. 2e5
+#: rows x 30 features is ~24 MB of float32, a fit one 2 GiB worker holds easily.
 SCALE_SAMPLE_ROWS = 200_000
 #: joblib backends the fold fits can run on (``backend=``).
 BACKENDS = ("loky", "dask")

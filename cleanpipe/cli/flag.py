@@ -17,7 +17,7 @@ from ..oof import joblib_backend
 from ..report import write_report
 from ..safety import guard_files
 from ..settings import (ALL_METHODS, DEFAULT_MODEL, FLAG, MIN_FOLDS, MULTILABEL_NOISY_THRESHOLD,
-                        NOISY_THRESHOLD, OOF)
+                        NOISY_THRESHOLD, OOF, SCALE_SAMPLE_ROWS)
 from ._group import cli
 from .options import (check_options, csv_option, device_option, exclude_option, features_option,
                       ids_option, input_format_options, json_option, label_option, multi_label_option,
@@ -43,8 +43,8 @@ from ._progress import progress_bar
 @setting_option("--n-jobs", OOF["n_jobs"], help="Folds fitted in parallel (-1: all cores).")
 @setting_option("--backend", OOF["backend"], "--engine", "backend",
                 help="Where the work runs: local processes, or the Dask cluster at --scheduler "
-                     "(the fold fits; with a --pred-probs column of a Parquet dataset, flagging "
-                     "itself, partition by partition, into an --out directory).")
+                     "(for one file, the fold fits; for a dataset directory or s3:// prefix, "
+                     "everything, partition by partition, into an --out directory).")
 @click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
 @device_option("Where the boosted fold models fit: cuda runs them as XGBoost on the GPU "
                "(auto: when an NVIDIA GPU and xgboost are present).")
@@ -84,7 +84,9 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
       cleanpipe flag data.parquet --pred-probs oof.npy --json
       cleanpipe flag data/ --backend dask --scheduler tcp://10.0.0.5:8786
       cleanpipe flag s3://bucket/table/ --engine dask --scheduler tcp://10.0.0.5:8786 \\
-          --label y --pred-probs probs --out s3://bucket/flags/   # partition by partition
+          --label y --id row_id --out s3://bucket/flags/   # partition by partition
+      cleanpipe flag s3://bucket/table/ --engine dask --scheduler tcp://10.0.0.5:8786 \\
+          --label y --pred-probs probs --out s3://bucket/flags/   # probabilities given
       cleanpipe flag photos.parquet --label tags        # list column: multi-label
       cleanpipe flag photos.parquet --label cat,dog,sky # 0/1 columns: multi-label
 
@@ -102,13 +104,19 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     columns) to the flags table, and an issues object to the summary; the
     second table's rows get theirs in <out stem>.against.parquet.
     """
-    if backend == "dask" and pred_probs and not os.path.lexists(pred_probs) and data != STDIN:
+    if backend == "dask" and data != STDIN and _partition_wise(data, pred_probs):
+        from ..partitioned_oof import OofSettings
+        oof = None if pred_probs else OofSettings(
+            model, folds, seed, SCALE_SAMPLE_ROWS, ids=tuple(csv_option(ids) or ()),
+            features=tuple(csv_option(features)) if features else None,
+            exclude=tuple(csv_option(exclude) or ()))
         return _flag_partitions(data, label=label, multi_label=multi_label, scheduler=scheduler,
                                 pred_probs=pred_probs, method=method, mixture=mixture,
                                 noisy_threshold=noisy_threshold, out=out, as_json=as_json,
-                                quiet=quiet, unsupported={"--checks": checks, "--against": against,
-                                                          "--report": with_report,
-                                                          "--save-pred-probs": save_pred_probs})
+                                quiet=quiet, oof=oof,
+                                unsupported={"--checks": checks, "--against": against,
+                                             "--report": with_report,
+                                             "--save-pred-probs": save_pred_probs})
     stem = "stdin" if data == STDIN else Path(data.rstrip("/")).stem
     out_path = Path(out) if out else Path.cwd() / f"{stem}.flags.parquet"
     summary_path = summary_path_for(out_path)
@@ -147,15 +155,25 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
         click.echo(format_summary(summary, ids=csv_option(ids) or ()))
 
 
+def _partition_wise(data: str, pred_probs: str | None) -> bool:
+    """``--engine dask`` flags DATA partition by partition: its probabilities in a column, or
+    computed on the workers when DATA is a dataset (a directory or a URI)."""
+    from ..partitions import is_dataset
+    if pred_probs:
+        return not os.path.lexists(pred_probs)
+    return is_dataset(data)
+
+
 def _flag_partitions(data, *, label, multi_label, scheduler, pred_probs, method, mixture,
-                     noisy_threshold, out, as_json, quiet, unsupported):
-    """``flag DATA --backend dask --pred-probs COLUMN``: every partition flagged on the cluster."""
+                     noisy_threshold, out, as_json, quiet, unsupported, oof=None):
+    """``flag DATA --backend dask [--pred-probs COLUMN]``: every partition flagged on the
+    cluster, the out-of-fold probabilities computed there unless a column holds them."""
     from ..partitions import connect, flag_partitions
 
     for option, value in unsupported.items():
         if value:
             raise InputError(f"{option} is not available when flagging partition by partition "
-                             "(--backend dask with a --pred-probs column); drop it, or flag on "
+                             "(--backend dask on a dataset directory); drop it, or flag on "
                              "one machine")
     if multi_label or (label and "," in label):
         raise InputError("multi-label data cannot be flagged partition by partition yet; drop "
@@ -164,7 +182,8 @@ def _flag_partitions(data, *, label, multi_label, scheduler, pred_probs, method,
     engine = connect(scheduler)
     try:
         summary = flag_partitions(data, out, label=label, pred_probs=pred_probs, method=method,
-                                  mixture=mixture, noisy_threshold=noisy_threshold, engine=engine)
+                                  mixture=mixture, noisy_threshold=noisy_threshold, engine=engine,
+                                  oof=oof)
     finally:
         engine.client.close()
     if as_json:

@@ -207,7 +207,8 @@ class FlagSettings:
     ``[checks]``); ``against`` names a second table for the leakage check (and implies ``checks``).
     ``pred_probs`` names a list column of the source holding out-of-fold probabilities (then no
     model is fitted); with ``[oof] backend = "dask"`` the stage flags a partitioned Parquet dataset
-    partition by partition on the cluster (:attr:`Pipeline.partitioned`)."""
+    partition by partition on the cluster (:attr:`Pipeline.partitioned`), computing the
+    probabilities there when no column holds them (:attr:`Pipeline.partitioned_oof`)."""
 
     method: str | None = None
     mixture: str = S.FLAG["mixture"].default
@@ -312,8 +313,23 @@ class Pipeline:
     @property
     def partitioned(self) -> bool:
         """The flag stage runs partition by partition on Dask (``cleanpipe flag --backend dask
-        --pred-probs COLUMN``): ``[oof] backend = "dask"`` with a ``[flag] pred_probs`` column."""
-        return "flag" in self.stages and self.oof.backend == "dask" and self.flag.pred_probs is not None
+        DATASET``): ``[oof] backend = "dask"`` with a ``[flag] pred_probs`` column, or without
+        one on a Parquet dataset (:attr:`partitioned_oof`)."""
+        return ("flag" in self.stages and self.oof.backend == "dask"
+                and (self.flag.pred_probs is not None or self.partitioned_oof))
+
+    @property
+    def partitioned_oof(self) -> bool:
+        """The flag stage also computes the out-of-fold probabilities on the workers
+        (:mod:`cleanpipe.partitioned_oof`): ``[oof] backend = "dask"``, no ``[flag] pred_probs``,
+        and a ``[source]`` that is a Parquet dataset (a directory or an ``s3://`` prefix; a single
+        file keeps the one-machine path, its fold fits sent to the cluster)."""
+        from ..partitions import is_dataset
+        src = self.source
+        return ("flag" in self.stages and self.oof.backend == "dask" and self.flag.pred_probs is None
+                and getattr(src, "type", None) == "parquet"
+                and not any(ch in src.path.split("?", 1)[0] for ch in "*?[")
+                and is_dataset(src.path))
 
     def to_dict(self) -> dict:
         """JSON-ready settings (what the manifest records); holds no secret by construction."""

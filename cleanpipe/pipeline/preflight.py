@@ -181,7 +181,9 @@ def _check_partitioned(p, multi_label: bool, origin: str) -> None:
     each a partition, on the workers; a single file or a multi-label label cannot be."""
     if not p.partitioned:
         return
-    why = "[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
+    why = ("[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
+           if p.flag.pred_probs is not None else
+           "[oof] backend = \"dask\" on a Parquet dataset flags partition by partition")
     path = p.source.path
     if not path.startswith("s3://") and not os.path.isdir(path):
         raise ConfigError(f"{origin}: {why}, and [source] path '{path}' is a file, not a dataset "

@@ -203,6 +203,7 @@ def _check_pred_probs(p, origin: str) -> None:
     what flagging partition by partition can take (as ``cleanpipe flag --backend dask``)."""
     f = p.flag
     if f.pred_probs is None:
+        _check_partitioned(p, origin)
         return
     if not f.pred_probs:
         raise ConfigError(f"{origin}: [flag] pred_probs is empty; name the list column of "
@@ -212,9 +213,25 @@ def _check_pred_probs(p, origin: str) -> None:
         raise ConfigError(f"{origin}: [flag] pred_probs = {f.pred_probs!r} takes the probabilities "
                           "from the source, so the oof stage has nothing to compute; write "
                           f"stages = {rest} or remove pred_probs")
+    _check_partitioned(p, origin)
+
+
+def _check_partitioned(p, origin: str) -> None:
+    """What flagging partition by partition on Dask can take (as ``cleanpipe flag --backend dask``
+    on a dataset), with the probabilities in a column or computed on the workers."""
     if not p.partitioned:
         return
-    why = "[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
+    f = p.flag
+    if f.pred_probs is None:
+        why = ("[oof] backend = \"dask\" on a Parquet dataset computes the out-of-fold "
+               "probabilities and the flags partition by partition, in the flag stage")
+        if "oof" in p.stages:
+            rest = [s for s in p.stages if s != "oof"]
+            raise ConfigError(f"{origin}: {why}, so the oof stage has nothing to compute; write "
+                              f"stages = {rest}, or point [source] path at one file to run the oof "
+                              "stage on one machine")
+    else:
+        why = "[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
     src = p.source
     if src.type != "parquet":
         raise ConfigError(f"{origin}: {why}, from a Parquet dataset; [source] type = {src.type!r} "

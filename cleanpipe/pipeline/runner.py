@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import CleanpipeError, ConfigError, InputError
 from ..oof import joblib_backend
+from ..settings import SCALE_SAMPLE_ROWS
 from ..safety import guard_pipeline
 from ..sources import redact
 from ..sources._sql import error_line
@@ -100,6 +101,8 @@ def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
             flag.update(checks=p.checks.to_dict(), against=_file_identity(p.flag.against))
         if p.flag.pred_probs is not None:  # no model fitted; partitioned flags are a folder, not a file
             return dict(cols, **flag, pred_probs=p.flag.pred_probs, partitioned=p.partitioned)
+        if p.partitioned_oof:  # hashed folds and a bounded sample: not the one-machine folds
+            return dict(cols, **flag, **model, partitioned=True, sample_rows=SCALE_SAMPLE_ROWS)
         return dict(cols, **flag, **({} if "oof" in p.stages else model))
     if stage == "clean":
         return dict(clean, label=cols["label"], **({"multi_label": True} if multi_label else {}))

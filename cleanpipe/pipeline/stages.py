@@ -28,6 +28,7 @@ from ..flag import dataset_source, flag_dataset, load_pred_probs, out_of_fold
 from ..flagsfile import clean_provenance, flag_estimate, jsonable
 from ..io import AtomicOutputs, open_dataset, read_table, write_json, write_npy
 from ..oof import check_folds, model_label, model_list
+from ..settings import SCALE_SAMPLE_ROWS
 from ..target import resolve_target
 
 PRED_PROBS, OOF_INFO, AGAINST = "pred_probs.npy", "oof.json", "against.parquet"
@@ -174,20 +175,30 @@ def _run_flag_partitions(ctx: StageContext, out: Path) -> dict:
     """
     from ..partitions import connect, flag_partitions  # distributed: only on this path
 
-    p = ctx.pipeline
+    p, c = ctx.pipeline, ctx.pipeline.columns
+    oof = None
+    if p.flag.pred_probs is None:  # computed on the workers from the other columns
+        from ..partitioned_oof import OofSettings
+        oof = OofSettings(p.oof.model, p.oof.folds, p.oof.seed, SCALE_SAMPLE_ROWS,
+                          ids=tuple(c.ids), features=tuple(c.features) if c.features else None,
+                          exclude=tuple(c.exclude))
     engine = connect(p.oof.scheduler)
     try:
-        summary = flag_partitions(_dataset_uri(p.source), str(ctx.partial), label=p.columns.label,
+        summary = flag_partitions(_dataset_uri(p.source), str(ctx.partial), label=c.label,
                                   pred_probs=p.flag.pred_probs, method=p.flag.method,
                                   mixture=p.flag.mixture, noisy_threshold=p.flag.noisy_threshold,
-                                  engine=engine)
+                                  engine=engine, oof=oof)
     finally:
         engine.client.close()
     ctx.partial.rename(out / FLAGS_DIR)
     summary["source"] = ctx.source
     write_json(summary, out / SUMMARY)
     rows = summary["labelled_rows"]
-    return {"rows_in": rows, "rows_out": rows, "summary": {k: summary[k] for k in _PARTITIONS_KEEP},
+    kept = {k: summary[k] for k in _PARTITIONS_KEEP}
+    if "oof" in summary:
+        kept["oof"] = {k: summary["oof"][k] for k in ("model", "folds", "sample_rows",
+                                                      "training_rows", "predicted", "reused")}
+    return {"rows_in": rows, "rows_out": rows, "summary": kept,
             "outputs": {"flags": FLAGS_DIR, "summary": SUMMARY}}
 
 

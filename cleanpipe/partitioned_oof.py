@@ -1,0 +1,291 @@
+"""Out-of-fold probabilities of a partitioned Parquet dataset, computed on the workers (issue 21).
+
+The edge of :mod:`cleanpipe.hashed_folds` over the partitions of :mod:`cleanpipe.partitions`:
+
+1. each worker reads its partition's features and labels and keeps its rows of the bounded
+   training sample (:func:`cleanpipe.hashed_folds.sample_partial`); the partials are merged on
+   the workers (a tree) into one sample, which stays there;
+2. the ``K`` fold models are fitted on that sample, one task per fold, on the workers;
+3. each worker predicts its partition with the models that did not see its rows and writes the
+   probabilities beside the flags (``OUT/_work/oof-KEY/probs/``), atomically, one file per
+   partition; the detector's passes then read them there.
+
+Nothing collects the table on the driver: it sees the schema, the classes, row counts and one
+integer (the sample's size). A row's fold is a hash of its id (``--id``) or of its position
+(partition number, row), so no shuffle is needed. Every partition's sample partial and
+probabilities are kept until the flags are committed: a rerun after a failure recomputes only
+the partitions that had not finished (the fold models are refitted, the same models, when any
+partition still needs them).
+
+Feature columns are numbers, bools, dates/times and numeric vectors, as on one machine; a text
+or dictionary column is refused (its category codes would differ between partitions).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from pyarrow import fs as pafs
+
+from . import hashed_folds as hf
+from .errors import InputError
+from .features import _column_block, _kind, columns_hint, select_feature_columns
+from .partitions import WORK, _atomic_write, _filesystem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OofSettings:
+    """How the fold models are built: what ``[oof]`` / ``flag --model --folds --seed`` set."""
+
+    model: str
+    folds: int
+    seed: int
+    sample_rows: int
+    ids: tuple = ()
+    features: tuple | None = None
+    exclude: tuple = ()
+
+    def as_list(self) -> list:
+        return [self.model, self.folds, self.seed, self.sample_rows, list(self.ids),
+                None if self.features is None else list(self.features), list(self.exclude)]
+
+
+def default_settings() -> OofSettings:
+    """The defaults of ``flag``: the default model, folds and seed; the default sample size."""
+    from .settings import DEFAULT_FOLDS, DEFAULT_MODEL, DEFAULT_SEED, SCALE_SAMPLE_ROWS
+    return OofSettings(DEFAULT_MODEL, DEFAULT_FOLDS, DEFAULT_SEED, SCALE_SAMPLE_ROWS)
+
+
+def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
+    """The feature columns (every column but the label, ids and excluded; or ``features``)."""
+    return select_feature_columns(schema, label, features=list(oof.features or ()) or None,
+                                  exclude=oof.exclude, ids=oof.ids)
+
+
+def check_features(schema: pa.Schema, columns, where: str) -> None:
+    """Each feature column is in the partition and of a type every partition encodes alike."""
+    for name in columns:
+        if name not in schema.names:
+            raise InputError(f"feature column '{name}' not found in DATA partition '{where}' "
+                             f"(columns: {columns_hint(schema.names)}); give every partition the "
+                             f"same columns, or --exclude {name}")
+        t = schema.field(name).type
+        kind = _kind(t)
+        if kind is None:
+            raise InputError(f"feature column '{name}' has unsupported type {t} (DATA partition "
+                             f"'{where}'); drop it with --exclude {name}")
+        if kind == "categorical":
+            raise InputError(f"feature column '{name}' holds text or categories ({t}, DATA "
+                             f"partition '{where}'), whose codes would differ between partitions; "
+                             f"write it as integer codes, or --exclude {name}")
+
+
+def partition_matrix(table: pa.Table, columns, where: str) -> np.ndarray:
+    """The float32 feature matrix of one partition, the same column layout in every partition
+    (a column null throughout this partition is NaN here, not dropped)."""
+    blocks = []
+    for name in columns:
+        col = table.column(name)
+        kind = _kind(col.type)
+        if kind == "null":
+            blocks.append(np.full((len(col), 1), np.nan, np.float32))
+            continue
+        block, _ = _column_block(col, kind, name)
+        blocks.append(np.where(np.isinf(block), np.float32(np.nan), block))
+    X = np.concatenate(blocks, axis=1) if blocks else np.zeros((table.num_rows, 0), np.float32)
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One partition as the out-of-fold passes read it (picklable: a worker rebuilds the rest)."""
+
+    part: object  # cleanpipe.partitions.PartitionSource (its path, label and classes)
+    index: int
+    columns: tuple
+    oof: OofSettings
+
+    def read(self):
+        """``(X, codes, hashes)`` of every row (codes ``-1`` where the label is null)."""
+        ids = list(self.oof.ids[:1])
+        table = self.part.read(list(dict.fromkeys([self.part.label, *ids, *self.columns])))
+        X = partition_matrix(table, self.columns, self.part.path)
+        codes = self.part.codes(table.select([self.part.label]))
+        if ids:
+            hashes = hf.id_hashes(table.column(ids[0]), seed=self.oof.seed)
+        else:
+            hashes = hf.id_hashes(hf.position_ids(self.index, 0, table.num_rows), seed=self.oof.seed)
+        return X, codes, hashes
+
+
+def _store(filesystem, path: str, arrays: dict) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    _atomic_write(filesystem, path, buf.getvalue())
+
+
+def _load(filesystem, path: str):
+    """The arrays stored at ``path``, or None (missing, or not what this version wrote)."""
+    try:
+        with filesystem.open_input_file(path) as fh:
+            data = fh.read()
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        return None
+
+
+def _sample_task(out: str, key: str, src: FeatureSource, rate: float):
+    """One partition's share of the training sample (kept under ``_work`` for a rerun)."""
+    filesystem, root = _filesystem(out)
+    path = f"{root}/{WORK}/{key}/sample/{os.path.basename(src.part.path)}.npz"
+    got = _load(filesystem, path)
+    if got is not None and set(got) == {"X", "y", "folds", "hashes"}:
+        return hf.TrainingSample(got["X"], got["y"], got["folds"], got["hashes"])
+    X, codes, hashes = src.read()
+    sample = hf.sample_partial(X, codes, hashes, n_folds=src.oof.folds, rate=rate)
+    filesystem.create_dir(f"{root}/{WORK}/{key}/sample", recursive=True)
+    _store(filesystem, path, {"X": sample.X, "y": sample.y, "folds": sample.folds,
+                              "hashes": sample.hashes})
+    return sample
+
+
+def _fit_task(sample: hf.TrainingSample, fold: int, n_classes: int, oof: OofSettings):
+    if len(sample) and sample.X.shape[1] == 0:
+        raise InputError("no feature columns are left; pass --features or fewer --exclude columns")
+    return hf.fit_fold_model(sample.X, sample.y, sample.folds, fold, n_classes=n_classes,
+                             model=oof.model, seed=oof.seed)
+
+
+def probs_path(out: str, key: str, src_path: str) -> str:
+    _, root = _filesystem(out)
+    return f"{root}/{WORK}/{key}/probs/{os.path.basename(src_path)}.npy"
+
+
+def load_probs(out: str, path: str, n_rows: int, n_classes: int, where: str) -> np.ndarray:
+    """A partition's stored out-of-fold probabilities (float64 for the detector)."""
+    filesystem, _ = _filesystem(out)
+    try:
+        with filesystem.open_input_file(path) as fh:
+            P = np.load(io.BytesIO(fh.read()), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the out-of-fold probabilities of DATA partition '{where}' could not be "
+                         f"read ({str(exc).splitlines()[0]}); run the command again") from None
+    if P.shape != (n_rows, n_classes):
+        raise InputError(f"the out-of-fold probabilities of DATA partition '{where}' have shape "
+                         f"{P.shape}, not ({n_rows}, {n_classes}): the partition changed during "
+                         "the run; run the command again")
+    return P.astype(np.float64)
+
+
+def _finished(out: str, key: str) -> set:
+    """The probabilities files a run with this key has written (one listing, not one request
+    per partition)."""
+    filesystem, root = _filesystem(out)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(f"{root}/{WORK}/{key}/probs",
+                                                           allow_not_found=True))
+    except OSError:
+        return set()
+    return {i.path for i in infos if i.type == pafs.FileType.File}
+
+
+def _predict_task(out: str, key: str, src: FeatureSource, models, n_classes: int):
+    """Predict one partition with the models that did not see its rows; write them atomically."""
+    filesystem, _ = _filesystem(out)
+    path = probs_path(out, key, src.part.path)
+    X, _, hashes = src.read()
+    P = hf.predict_out_of_fold(models, X, hf.hashed_folds(hashes, src.oof.folds), n_classes)
+    filesystem.create_dir(os.path.dirname(path), recursive=True)
+    buf = io.BytesIO()
+    np.save(buf, P.astype(np.float32), allow_pickle=False)
+    _atomic_write(filesystem, path, buf.getvalue())
+    return len(P)
+
+
+def _count_task(src: FeatureSource):
+    """A partition's feature check and labelled rows (the scan the sample rate needs)."""
+    check_features(src.part.schema(), src.columns, src.part.path)
+    table = src.part.read([src.part.label])
+    return int((src.part.codes(table) >= 0).sum())
+
+
+def _size(sample) -> int:
+    return len(sample)
+
+
+def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
+                           oof: OofSettings) -> dict:
+    """Out-of-fold probabilities of every partition into ``OUT/_work/KEY/probs/``.
+
+    Parameters
+    ----------
+    engine : cleanpipe.partitions.LocalEngine or DaskEngine
+    out : str
+        The flags directory (the probabilities live under its ``_work``).
+    key : str
+        Names this run's inputs and settings: a rerun with the same key reuses what is there.
+    parts : list of cleanpipe.partitions.PartitionSource
+        The partitions, with the merged classes.
+    n_classes : int
+    oof : OofSettings
+
+    Returns
+    -------
+    dict
+        What was done: the features, the sample's size, partitions predicted and reused.
+    """
+    if oof.folds < 2:
+        raise InputError(f"--folds {oof.folds} is too small; cross-validation needs at least 2 folds")
+    if oof.sample_rows < 2:
+        raise InputError(f"the training sample of {oof.sample_rows} rows is too small; pass at "
+                         "least 2")
+    from .oof import model_list
+    model_list(oof.model)  # an unknown model name: one line here, not on every worker
+    columns = tuple(feature_columns(parts[0].schema(), parts[0].label, oof))
+    sources = [FeatureSource(p, i, columns, oof) for i, p in enumerate(parts)]
+    clock, cpu_clock = time.perf_counter(), time.process_time()
+    seconds, cpu = {}, {}
+
+    def lap(name):  # wall seconds, and this process's CPU (all of it on a LocalEngine)
+        nonlocal clock, cpu_clock
+        now, cpu_now = time.perf_counter(), time.process_time()
+        seconds[name], cpu[name] = round(now - clock, 3), round(cpu_now - cpu_clock, 3)
+        clock, cpu_clock = now, cpu_now
+
+    labelled = engine.get(engine.map(_count_task, sources))
+    n_rows = int(sum(labelled))
+    finished = _finished(out, key)
+    todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
+    info = {"features": list(columns), "folds": oof.folds, "model": oof.model, "seed": oof.seed,
+            "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
+            "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
+            "seconds": seconds, "driver_cpu_seconds": cpu}
+    lap("scan")
+    if not todo:
+        return info
+    rate = hf.training_rate(n_rows, oof.folds, oof.sample_rows)
+    partials = engine.map(_sample_task, [out] * len(sources), [key] * len(sources), sources,
+                          [rate] * len(sources))
+    sample = engine.reduce_handle(hf.merge_samples, partials)  # stays on the workers
+    info["training_rows"] = int(engine.get(engine.map(_size, [sample]))[0])
+    lap("sample")
+    models = engine.map(_fit_task, [sample] * oof.folds, range(oof.folds),
+                        [n_classes] * oof.folds, [oof] * oof.folds)
+    models = engine.collect(models)  # one handle holding the K models (on a worker)
+    engine.get(engine.map(_size, [models]))
+    lap("fit")
+    engine.get(engine.map(_predict_task, [out] * len(todo), [key] * len(todo), todo,
+                          [models] * len(todo), [n_classes] * len(todo)))
+    lap("predict")
+    log.info("out-of-fold: %d partitions predicted, %d reused; %d sample rows",
+             len(todo), len(sources) - len(todo), info["training_rows"])
+    return info

@@ -1,0 +1,258 @@
+"""Out-of-fold probabilities computed partition by partition on the workers (issue 21)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from cleanpipe import hashed_folds as hf
+from cleanpipe.cli import cli
+from cleanpipe.detect import detect
+from cleanpipe.errors import InputError
+from cleanpipe.partitioned_oof import OofSettings
+from cleanpipe.partitions import MANIFEST, SUCCESS, DaskEngine, LocalEngine, flag_partitions
+
+BOUNDS = (0, 700, 701, 701, 1500, 2400)  # an empty and a single-row partition among them
+FEATURES = [f"x{j}" for j in range(4)]
+
+
+def write_dataset(root, *, n=2400, bounds=BOUNDS, seed=0):
+    """id, four numeric features (one with NaN), label y (strings, 3 classes, 15% flipped)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    X[rng.random(n) < 0.05, 3] = np.nan
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8)
+    y = np.where(rng.random(n) < 0.15, rng.integers(0, 3, n), y)
+    names = np.array(["ant", "bee", "cat"])
+    os.makedirs(root, exist_ok=True)
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        cols = {"id": np.arange(a, b) * 7 + 3, **{c: X[a:b, j] for j, c in enumerate(FEATURES)},
+                "y": names[y[a:b]]}
+        pq.write_table(pa.table(cols), os.path.join(root, f"part-{i:03d}.parquet"))
+    return X.astype(np.float32), y
+
+
+def read_flags(out):
+    files = sorted(f for f in os.listdir(out) if f.endswith(".parquet"))
+    return pa.concat_tables([pq.read_table(os.path.join(out, f)) for f in files])
+
+
+SETTINGS = OofSettings("logreg", 3, 5, 900, ids=("id",))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    from distributed import Client
+    with Client(cluster) as c:
+        yield c
+
+
+def reference_probs(X, y, ids, settings, n_classes=3):
+    """The whole table through the pure functions of hashed_folds, in one process."""
+    h = hf.id_hashes(ids, seed=settings.seed)
+    rate = hf.training_rate(len(y), settings.folds, settings.sample_rows)
+    s = hf.sample_partial(X, y, h, n_folds=settings.folds, rate=rate)
+    models = hf.fit_fold_models(s.X, s.y, s.folds, n_folds=settings.folds, n_classes=n_classes,
+                                model=settings.model, seed=settings.seed)
+    return hf.predict_out_of_fold(models, X, hf.hashed_folds(h, settings.folds), n_classes), len(s)
+
+
+def run_oof(tmp_path, name, engine, settings=SETTINGS):
+    """flag_partitions with the probabilities kept: returns (summary, probs in row order)."""
+    out = tmp_path / name
+    probs = {}
+    from cleanpipe import partitioned_oof
+
+    real = partitioned_oof.load_probs
+
+    def spy(out_, path, n_rows, n_classes, where):
+        P = real(out_, path, n_rows, n_classes, where)
+        probs[os.path.basename(where)] = P
+        return P
+
+    partitioned_oof.load_probs = spy
+    try:
+        summary = flag_partitions(str(tmp_path / "data"), str(out), label="y", engine=engine,
+                                  oof=settings)
+    finally:
+        partitioned_oof.load_probs = real
+    P = np.concatenate([probs[f] for f in sorted(probs)])
+    return summary, P
+
+
+def test_local_and_dask_give_the_hashed_fold_reference(tmp_path, client):
+    X, y = write_dataset(tmp_path / "data")
+    ids = np.arange(len(y)) * 7 + 3
+    local, P_local = run_oof(tmp_path, "local", LocalEngine())
+    dask, P_dask = run_oof(tmp_path, "dask", DaskEngine(client))
+    want, sample_rows = reference_probs(X, y, ids, SETTINGS)
+    np.testing.assert_array_equal(P_local, want.astype(np.float32))
+    np.testing.assert_array_equal(P_dask, P_local)
+    assert local["oof"]["training_rows"] == dask["oof"]["training_rows"] == sample_rows
+    assert 900 * 1.5 - 150 < sample_rows < 900 * 1.5 + 150  # K/(K-1) x 900, sampled
+    a, b = read_flags(tmp_path / "local"), read_flags(tmp_path / "dask")
+    for col in ("predicted_label", "label_score", "p_noisy", "is_label_issue"):
+        assert a.column(col).equals(b.column(col)), col
+    # the flags are the in-memory detector's on those probabilities
+    res = detect(y, P_local, method="combined")
+    np.testing.assert_array_equal(a.column("is_label_issue").to_numpy(), res.is_label_issue)
+    assert a.column("id").to_pylist() == ids.tolist()
+    assert local["flagged"] == int(res.is_label_issue.sum()) > 0
+    assert os.path.exists(tmp_path / "dask" / SUCCESS)
+    assert not os.path.exists(tmp_path / "dask" / "_work")
+
+
+def test_default_model_on_dask_equals_local(tmp_path, client):
+    write_dataset(tmp_path / "data", n=1200, bounds=(0, 500, 1200))
+    settings = OofSettings("gbm,logreg", 3, 0, 500)  # position ids (no id column)
+    _, P_local = run_oof(tmp_path, "local", LocalEngine(), settings)
+    _, P_dask = run_oof(tmp_path, "dask", DaskEngine(client), settings)
+    np.testing.assert_array_equal(P_dask, P_local)
+    np.testing.assert_allclose(P_local.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("where", ["local", "dask"])
+def test_a_failed_partition_is_resumed_without_redoing_finished_ones(tmp_path, monkeypatch, where,
+                                                                     request):
+    engine = (LocalEngine() if where == "local"
+              else DaskEngine(request.getfixturevalue("client")))
+    write_dataset(tmp_path / "data")
+    from cleanpipe import partitioned_oof
+
+    real = partitioned_oof._predict_task
+    log, fail = tmp_path / "calls.txt", tmp_path / "fail"  # files: a Dask task runs a copy
+
+    def flaky(out, key, src, models, n_classes):
+        with open(log, "a") as fh:
+            fh.write(os.path.basename(src.part.path) + "\n")
+        if src.part.path.endswith("part-003.parquet") and fail.exists():
+            raise OSError("worker lost")
+        return real(out, key, src, models, n_classes)
+
+    def calls():
+        return log.read_text().split() if log.exists() else []
+
+    fail.touch()
+    monkeypatch.setattr(partitioned_oof, "_predict_task", flaky)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="worker lost"):
+        flag_partitions(str(tmp_path / "data"), str(out), label="y", oof=SETTINGS, engine=engine)
+    assert len(calls()) == 5 and not (out / SUCCESS).exists()
+    samples = sorted(p.name for p in out.glob("_work/oof-*/sample/*"))
+    assert len(samples) == 5
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("_work/oof-*/*/*")}
+    fail.unlink()
+    log.unlink()
+    summary = flag_partitions(str(tmp_path / "data"), str(out), label="y", oof=SETTINGS,
+                              engine=engine)
+    assert calls() == ["part-003.parquet"]  # only the partition that had not finished
+    assert summary["oof"]["predicted"] == 1 and summary["oof"]["reused"] == 4
+    for p, t in mtimes.items():
+        if p.exists():
+            assert p.stat().st_mtime_ns == t  # nothing finished was rewritten
+    fresh = flag_partitions(str(tmp_path / "data"), str(tmp_path / "fresh"), label="y", oof=SETTINGS)
+    a, b = read_flags(out), read_flags(tmp_path / "fresh")
+    assert a.column("label_score").equals(b.column("label_score"))
+    assert summary["flagged"] == fresh["flagged"]
+    json.loads((out / MANIFEST).read_text())
+
+
+def cli_flag(data, out, addr, *extra):
+    return CliRunner().invoke(cli, ["flag", str(data), "--engine", "dask", "--scheduler", addr,
+                                    "--label", "y", "--id", "id", "--model", "logreg",
+                                    "--folds", "3", "--seed", "5", "--out", str(out), "--json",
+                                    *extra])
+
+
+def test_cli_without_pred_probs_runs_the_stage_on_the_cluster(tmp_path, cluster, monkeypatch):
+    monkeypatch.setattr("cleanpipe.settings.SCALE_SAMPLE_ROWS", 900)
+    monkeypatch.setattr("cleanpipe.cli.flag.SCALE_SAMPLE_ROWS", 900)
+    write_dataset(tmp_path / "data")
+    r = cli_flag(tmp_path / "data", tmp_path / "flags", cluster.scheduler_address)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["oof"]["features"] == FEATURES and summary["oof"]["predicted"] == 5
+    local = flag_partitions(str(tmp_path / "data"), str(tmp_path / "local"), label="y", oof=SETTINGS)
+    assert summary["flagged"] == local["flagged"]
+    assert read_flags(tmp_path / "flags").column("label_score").equals(
+        read_flags(tmp_path / "local").column("label_score"))
+
+
+def _rewrite(path, fn):
+    pq.write_table(fn(pq.read_table(path)), path)
+
+
+@pytest.mark.parametrize("case, fix, message", [
+    ("missing", lambda t: t.drop_columns(["x2"]),
+     "feature column 'x2' not found in DATA partition '{p}'"),
+    ("label_type", lambda t: t.set_column(t.schema.get_field_index("y"), "y",
+                                          pa.array(np.arange(t.num_rows))),
+     "label column 'y' has type string in DATA partition"),
+    ("text_feature", lambda t: t.set_column(1, "x0", pa.array(["a"] * t.num_rows)),
+     "feature column 'x0' holds text or categories"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, cluster, case, fix, message):
+    write_dataset(tmp_path / "data")
+    bad = tmp_path / "data" / "part-003.parquet"
+    _rewrite(bad, fix)
+    r = cli_flag(tmp_path / "data", tmp_path / "flags", cluster.scheduler_address)
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in r.output
+    assert message.format(p=bad) in err, err
+    with pytest.raises(InputError):
+        flag_partitions(str(tmp_path / "data"), str(tmp_path / "local"), label="y", oof=SETTINGS)
+
+
+def test_unknown_model_is_refused_before_any_partition_is_read(tmp_path):
+    write_dataset(tmp_path / "data")
+    with pytest.raises(InputError, match="--model 'nope' is not known"):
+        flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y",
+                        oof=OofSettings("nope", 3, 0, 100))
+
+
+def test_a_single_file_keeps_the_in_memory_path(tmp_path, cluster):
+    write_dataset(tmp_path / "data", n=300, bounds=(0, 300))
+    out = tmp_path / "flags.parquet"
+    r = CliRunner().invoke(cli, ["flag", str(tmp_path / "data" / "part-000.parquet"), "--engine",
+                                 "dask", "--scheduler", cluster.scheduler_address, "--label", "y",
+                                 "--id", "id", "--model", "logreg", "--folds", "3", "--out",
+                                 str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(out).num_rows == 300
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that a pickle ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_planted_as_a_sample_partial_is_recomputed_never_run(tmp_path):
+    from pyarrow import fs as pafs
+
+    from cleanpipe.partitioned_oof import _load
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.npz"
+    np.savez(planted, X=np.array([_Marker(str(marker))], dtype=object), y=np.zeros(1),
+             folds=np.zeros(1), hashes=np.zeros(1))
+    assert _load(pafs.LocalFileSystem(), str(planted)) is None
+    assert not marker.exists()
