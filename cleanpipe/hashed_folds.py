@@ -17,12 +17,23 @@ proportional to the classes (stratified in expectation) and is drawn by every pa
 own. The default size, :data:`cleanpipe.settings.SCALE_SAMPLE_ROWS` rows per fold model, is
 not yet set by a learning-curve measurement (see ``benchmarks/RESULTS.md``). Every partition is
 then predicted by the models that did not see its rows (:func:`predict_out_of_fold`).
+
+Partition by partition: :func:`sample_partial` keeps one partition's rows of the sample (one rate
+for every fold model, :func:`training_rate`), :func:`merge_samples` merges two such partials
+(associative; the rows sorted by hash, so any partitioning merges to the same sample), and
+:func:`fit_fold_models` (or :func:`fit_fold_model`, one fold per task) fits the fold models on
+the merged sample with the model construction of :mod:`cleanpipe.oof`.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
+
+from .settings import DEFAULT_MODEL
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -133,8 +144,7 @@ def in_training_sample(hashes: np.ndarray, folds: np.ndarray, fold: int, rate: f
     The kept rows are the same in any partitioning (a pure function of each row's hash), and a
     row is never in its own fold's sample, so the model that predicts it has not seen it.
     """
-    u = (_mix(np.asarray(hashes, dtype=np.uint64) ^ _SAMPLE_SALT) >> np.uint64(11)) * 2.0 ** -53
-    return (np.asarray(folds) != fold) & (u < rate)
+    return (np.asarray(folds) != fold) & (_uniform(hashes) < rate)
 
 
 def predict_out_of_fold(models, X: np.ndarray, folds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -150,3 +160,236 @@ def predict_out_of_fold(models, X: np.ndarray, folds: np.ndarray, n_classes: int
             cols = np.asarray(getattr(model, "classes_", np.arange(n_classes)), dtype=np.int64)
             out[np.ix_(rows, cols)] = model.predict_proba(X[rows])
     return out
+
+
+# ---------------------------------------------------------------- the training sample, partition-wise
+
+
+def _uniform(hashes: np.ndarray) -> np.ndarray:
+    """Each row's sample number in [0, 1), independent of its fold (53 bits of a second hash)."""
+    return (_mix(np.asarray(hashes, dtype=np.uint64) ^ _SAMPLE_SALT) >> np.uint64(11)) * 2.0 ** -53
+
+
+def training_rate(n_rows: int, n_folds: int, max_rows: int) -> float:
+    """One Bernoulli rate for every fold model: about ``max_rows`` training rows each.
+
+    A fold model trains on the other ``n_folds - 1`` folds, ``n_rows (n_folds - 1) / n_folds``
+    rows in expectation (the hash spreads rows evenly over the folds); the rate keeps
+    ``max_rows`` of them. The union of the fold models' samples is then about
+    ``max_rows n_folds / (n_folds - 1)`` rows: what the driver's partials add up to.
+    """
+    outside = -(-int(n_rows) * (n_folds - 1) // n_folds)  # ceil
+    return sample_rate(outside, max_rows)
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """The rows some fold model trains on, with their labels and folds (a mergeable partial).
+
+    Rows are sorted by hash (ties keep their order), so the merge of any partitioning of a table
+    holds the same rows in the same order, and fold models fitted on it are the same.
+
+    Attributes
+    ----------
+    X : ndarray of shape (m, n_features), float32
+    y : ndarray of shape (m,), int64
+        Class codes ``0..K-1``.
+    folds : ndarray of shape (m,), int16
+    hashes : ndarray of shape (m,), uint64
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
+    hashes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _sorted_sample(X, y, folds, hashes) -> TrainingSample:
+    order = np.argsort(hashes, kind="stable")
+    return TrainingSample(np.ascontiguousarray(X[order], dtype=np.float32),
+                          y[order].astype(np.int64), folds[order].astype(np.int16),
+                          hashes[order].astype(np.uint64))
+
+
+def sample_partial(X: np.ndarray, y: np.ndarray, hashes: np.ndarray, *, n_folds: int,
+                   rate: float) -> TrainingSample:
+    """One partition's share of the training sample: its labelled rows some fold model keeps.
+
+    A row is kept when ``y >= 0`` (labelled) and its sample number is below ``rate``; fold
+    model ``f`` then trains on the kept rows outside fold ``f``, exactly the rows
+    :func:`in_training_sample` ``(hashes, folds, f, rate)`` selects. The partial holds about
+    ``rate`` times the partition's rows: bounded by the sample, not by the table.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, n_features)
+    y : ndarray of shape (n,)
+        Class codes, ``-1`` for a row without a label.
+    hashes : ndarray of shape (n,), uint64
+        :func:`id_hashes` of the rows' ids.
+    n_folds : int
+    rate : float
+        :func:`training_rate` of the whole table.
+
+    Examples
+    --------
+    >>> h = id_hashes(np.arange(6))
+    >>> s = sample_partial(np.zeros((6, 1)), np.array([0, 1, 0, 1, -1, 0]), h, n_folds=3, rate=1.0)
+    >>> len(s)
+    5
+    """
+    y = np.asarray(y)
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    keep = np.flatnonzero((y >= 0) & (_uniform(hashes) < rate))
+    h = hashes[keep]
+    return _sorted_sample(np.asarray(X)[keep], y[keep], hashed_folds(h, n_folds), h)
+
+
+def merge_samples(a: TrainingSample, b: TrainingSample) -> TrainingSample:
+    """Two partials' rows together, sorted by hash: associative, and the same for any grouping."""
+    return _sorted_sample(np.concatenate([a.X, b.X]), np.concatenate([a.y, b.y]),
+                          np.concatenate([a.folds, b.folds]), np.concatenate([a.hashes, b.hashes]))
+
+
+# ---------------------------------------------------------------- the fold models
+
+
+class FoldModel:
+    """Fold ``fold``'s fitted model: the mean of its families' probabilities over ``n_classes``.
+
+    ``classes_`` is every class code, so :func:`predict_out_of_fold` maps its columns directly; a
+    class that the fold's sample lacks gets probability 0 from that family, as in
+    :func:`cleanpipe.oof.cross_val_probs`.
+    """
+
+    def __init__(self, fold: int, n_classes: int, estimators: tuple):
+        self.fold = fold
+        self.n_classes = n_classes
+        self.estimators = tuple(estimators)
+        self.classes_ = np.arange(n_classes)
+
+    def predict_proba(self, X) -> np.ndarray:
+        P = np.zeros((len(X), self.n_classes), dtype=np.float32)
+        if not len(X):
+            return P
+        for est in self.estimators:
+            cols = np.asarray(est.classes_, dtype=np.int64)
+            P[:, cols] += np.asarray(est.predict_proba(X), dtype=np.float32)
+        if len(self.estimators) > 1:
+            P /= len(self.estimators)
+        sums = P.sum(axis=1, keepdims=True, dtype=np.float64)
+        np.divide(P, np.where(sums > 0, sums, 1.0).astype(P.dtype), out=P)
+        return P
+
+
+class _OneClass:
+    """What a fold model whose training rows hold one class can say: that class."""
+
+    def __init__(self, cls: int):
+        self.classes_ = np.array([cls])
+
+    def predict_proba(self, X):
+        return np.ones((len(X), 1), dtype=np.float32)
+
+
+def _estimators(model, categorical, seed: int) -> list:
+    from .oof import _with_threads, make_model, model_list  # the model construction of oof.py
+    from .boosters import resolve_models
+    return [_with_threads(make_model(m, categorical=categorical, seed=seed), 1)
+            for m in resolve_models(model_list(model))]
+
+
+def _fit(ests, X, y, folds, fold: int, n_classes: int) -> FoldModel:
+    from sklearn.base import clone
+
+    from .errors import InputError
+    train = np.flatnonzero(np.asarray(folds) != fold)
+    present = np.unique(y[train])
+    if present.size == 0:
+        raise InputError(f"fold {fold}'s training sample is empty ({len(y)} sample rows); pass "
+                         "fewer folds or a larger training sample")
+    if present.size == 1:
+        return FoldModel(fold, n_classes, (_OneClass(int(present[0])),))
+    fitted = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        for est in ests:
+            est = clone(est)
+            try:
+                if hasattr(est, "fit_rows"):  # bins the whole sample once, trains on `train`
+                    est.fit_rows(X, y, train)
+                else:
+                    est.fit(X[train], y[train])
+            except ValueError as exc:
+                raise InputError(f"the model could not be fitted on fold {fold} "
+                                 f"({str(exc).splitlines()[0]}); check the feature columns or "
+                                 "try --model hgb") from None
+            fitted.append(est)
+    return FoldModel(fold, n_classes, tuple(fitted))
+
+
+def fit_fold_model(X: np.ndarray, y: np.ndarray, folds: np.ndarray, fold: int, *, n_classes: int,
+                   model=DEFAULT_MODEL, seed: int = 0, categorical=None) -> FoldModel:
+    """Fold ``fold``'s model alone (one task on a cluster); see :func:`fit_fold_models`."""
+    X = np.asarray(X, dtype=np.float32)
+    return _fit(_estimators(model, categorical, seed), X, np.asarray(y, dtype=np.int64), folds,
+                fold, n_classes)
+
+
+def fit_fold_models(X: np.ndarray, y: np.ndarray, folds: np.ndarray, *, n_folds: int,
+                    n_classes: int, model=DEFAULT_MODEL, seed: int = 0, categorical=None) -> list:
+    """The ``n_folds`` fold models of a training sample: model ``k`` fitted on its rows outside fold ``k``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, n_features)
+        The training sample's features (:class:`TrainingSample`'s ``X``).
+    y : ndarray of shape (m,)
+        Class codes ``0..n_classes-1``.
+    folds : ndarray of shape (m,)
+        Each sample row's fold (:func:`hashed_folds`).
+    n_folds : int
+    n_classes : int
+    model : str, estimator, or list of them, default=DEFAULT_MODEL
+        As in :func:`cleanpipe.oof.make_model` (``"gbm,logreg"``: both families, averaged).
+    seed : int, default=0
+        The models' ``random_state``.
+    categorical : ndarray of bool, optional
+        Columns of ``X`` holding category codes.
+
+    Returns
+    -------
+    list of FoldModel
+        ``n_folds`` models; ``models[k]`` never saw a row of fold ``k``, so
+        :func:`predict_out_of_fold` gives every row the probabilities of a model that did not
+        see it.
+
+    Raises
+    ------
+    InputError
+        A fold whose training rows are empty, or a model that cannot be fitted.
+
+    Notes
+    -----
+    Built as :func:`cleanpipe.oof.cross_val_probs` builds its fold models (``make_model`` per
+    family, the families' probabilities averaged, a fold left with one class predicts it). The
+    boosters and the logistic design are binned on the whole sample, as there on the whole
+    table. Fitting fold ``k`` alone (:func:`fit_fold_model`) gives the same model.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(300, 2)); y = (X[:, 0] > 0).astype(int)
+    >>> folds = hashed_folds(id_hashes(np.arange(300)), 3)
+    >>> models = fit_fold_models(X, y, folds, n_folds=3, n_classes=2, model="logreg")
+    >>> predict_out_of_fold(models, X, folds, 2).shape
+    (300, 2)
+    """
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    ests = _estimators(model, categorical, seed)
+    return [_fit(ests, X, y, folds, k, n_classes) for k in range(n_folds)]

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import pytest
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from cleanpipe.hashed_folds import (hashed_folds, id_hashes, in_training_sample, position_ids,
-                                    predict_out_of_fold, sample_rate)
+from cleanpipe.errors import InputError
+from cleanpipe.hashed_folds import (fit_fold_model, fit_fold_models, hashed_folds, id_hashes,
+                                    in_training_sample, merge_samples, position_ids,
+                                    predict_out_of_fold, sample_partial, sample_rate,
+                                    training_rate)
+from cleanpipe.oof import make_model
 
 
 def test_known_answers():
@@ -91,3 +99,129 @@ def test_each_row_is_predicted_by_a_model_that_did_not_see_it():
         rows = folds == f
         np.testing.assert_array_equal(whole[rows], models[f].predict_proba(X[rows]))
     assert ((whole[:, 1] > 0.5) == y).mean() > 0.7
+
+
+# ---------------------------------------------------------------- training sample and fold models
+
+
+def _table(n, seed=0, k=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    y = np.digitize(X[:, 0] + 0.5 * rng.normal(size=n), np.linspace(-1, 1, k - 1)).astype(np.int64)
+    return X, y
+
+
+def test_sample_partial_known_answers():
+    h = id_hashes(np.arange(6))
+    X = np.arange(6, dtype=np.float32)[:, None]
+    y = np.array([0, 1, 0, 1, -1, 0])
+    s = sample_partial(X, y, h, n_folds=3, rate=1.0)
+    order = np.argsort(h[[0, 1, 2, 3, 5]], kind="stable")
+    assert s.X[:, 0].tolist() == np.array([0, 1, 2, 3, 5])[order].tolist()  # unlabelled row 4 out
+    assert s.y.tolist() == y[[0, 1, 2, 3, 5]][order].tolist()
+    assert s.folds.tolist() == hashed_folds(s.hashes, 3).tolist()
+    assert np.all(np.diff(s.hashes.astype(np.float64)) >= 0)
+    assert len(sample_partial(X, y, h, n_folds=3, rate=0.0)) == 0
+    assert training_rate(1000, 5, 2000) == 1.0
+    assert training_rate(1000, 5, 400) == 0.5  # 800 rows outside a fold, 400 kept
+
+
+def test_sample_is_the_union_of_the_fold_models_samples():
+    n, n_folds, max_rows = 20_000, 4, 3_000
+    X, y = _table(n)
+    h = id_hashes(np.arange(n))
+    rate = training_rate(n, n_folds, max_rows)
+    s = sample_partial(X, y, h, n_folds=n_folds, rate=rate)
+    folds = hashed_folds(h, n_folds)
+    for f in range(n_folds):
+        want = np.sort(h[in_training_sample(h, folds, f, rate)])
+        np.testing.assert_array_equal(np.sort(s.hashes[s.folds != f]), want)
+        assert abs(len(want) - max_rows) < 5 * np.sqrt(max_rows)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.lists(st.integers(0, 300), max_size=6), st.floats(0.0, 1.0),
+       st.integers(2, 6), st.integers(0, 3))
+def test_merged_sample_does_not_depend_on_the_partitioning(n, cuts, rate, n_folds, seed):
+    X, y = _table(n, seed)
+    y[::7] = -1
+    h = id_hashes(np.arange(n) * 3 + 1, seed=seed)
+    whole = sample_partial(X, y, h, n_folds=n_folds, rate=rate)
+    bounds = [0, *sorted(min(c, n) for c in cuts), n]
+    parts = [sample_partial(X[a:b], y[a:b], h[a:b], n_folds=n_folds, rate=rate)
+             for a, b in zip(bounds[:-1], bounds[1:])]
+    left = functools.reduce(merge_samples, parts)
+    right = functools.reduce(lambda a, b: merge_samples(b, a), parts[::-1])  # right fold
+    for merged in (left, right):
+        for name in ("X", "y", "folds", "hashes"):
+            np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
+    assert np.all(whole.y >= 0)
+
+
+class _Recorder(ClassifierMixin, BaseEstimator):
+    """Remembers the rows it was fitted on (by their first feature)."""
+
+    def fit(self, X, y):
+        self.seen_ = np.asarray(X)[:, 0].copy()
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+
+
+def test_fold_model_never_sees_its_own_fold():
+    n, n_folds = 2_000, 5
+    X, y = _table(n)
+    X[:, 0] = np.arange(n)  # row ids in the first feature
+    h = id_hashes(np.arange(n))
+    s = sample_partial(X, y, h, n_folds=n_folds, rate=0.5)
+    models = fit_fold_models(s.X, s.y, s.folds, n_folds=n_folds, n_classes=3, model=_Recorder())
+    assert [m.fold for m in models] == list(range(n_folds))
+    folds = hashed_folds(h, n_folds)
+    for f, m in enumerate(models):
+        seen = m.estimators[0].seen_.astype(np.int64)
+        np.testing.assert_array_equal(np.sort(seen), np.sort(s.X[s.folds != f, 0]).astype(np.int64))
+        assert not np.any(folds[seen] == f)
+
+
+def test_fold_models_are_oofs_models():
+    # one family: the LogisticFolds that oof.make_model builds, fitted on the rows outside fold k
+    n, n_folds = 1_500, 3
+    X, y = _table(n, 2)
+    h = id_hashes(np.arange(n))
+    s = sample_partial(X, y, h, n_folds=n_folds, rate=1.0)
+    models = fit_fold_models(s.X, s.y, s.folds, n_folds=n_folds, n_classes=3, model="logreg")
+    for f, m in enumerate(models):
+        ref = make_model("logreg").fit_rows(s.X, s.y, np.flatnonzero(s.folds != f))
+        np.testing.assert_allclose(m.predict_proba(X), ref.predict_proba(X), rtol=1e-5, atol=1e-6)
+        fold_alone = fit_fold_model(s.X, s.y, s.folds, f, n_classes=3, model="logreg")
+        np.testing.assert_array_equal(fold_alone.predict_proba(X), m.predict_proba(X))
+    P = predict_out_of_fold(models, X, hashed_folds(h, n_folds), 3)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-6)
+    assert (P.argmax(axis=1) == y).mean() > 0.6
+
+
+def test_default_ensemble_each_fold_alone_matches_all_folds():
+    n, n_folds = 1_200, 3
+    X, y = _table(n, 3)
+    h = id_hashes(np.arange(n))
+    s = sample_partial(X, y, h, n_folds=n_folds, rate=1.0)
+    models = fit_fold_models(s.X, s.y, s.folds, n_folds=n_folds, n_classes=3)
+    assert all(len(m.estimators) == 2 for m in models)  # gbm,logreg
+    for f in range(n_folds):
+        alone = fit_fold_model(s.X, s.y, s.folds, f, n_classes=3)
+        np.testing.assert_array_equal(alone.predict_proba(X), models[f].predict_proba(X))
+
+
+def test_one_class_fold_and_missing_class():
+    X = np.arange(8, dtype=np.float32)[:, None]
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    folds = np.array([0, 0, 0, 0, 1, 1, 1, 1], dtype=np.int16)
+    models = fit_fold_models(X, y, folds, n_folds=2, n_classes=3, model="logreg")
+    # fold 0 trains on class 1 alone: it can only say class 1
+    np.testing.assert_array_equal(models[0].predict_proba(X[:2]), [[0, 1, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(models[1].predict_proba(X[:1]), [[1, 0, 0]])
+    with pytest.raises(InputError, match="fold 2's training sample is empty"):
+        fit_fold_models(X[:4], y[:4], np.full(4, 0, np.int16) + 2, n_folds=3, n_classes=2,
+                        model="logreg")
