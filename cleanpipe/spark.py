@@ -21,6 +21,7 @@ time: :func:`flag` persists it unless told not to. Needs pyspark
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -65,6 +66,34 @@ def _large_types(df) -> bool:
 
 def _spark_schema(schema: pa.Schema):
     return _pyspark_types().from_arrow_schema(schema)
+
+
+@contextlib.contextmanager
+def session(master: str | None = None):
+    """The active SparkSession, or one started on ``master`` (default ``local[*]``) and stopped
+    at the end of the block; a session that was already running is left running.
+
+    Raises
+    ------
+    InputError
+        pyspark missing, or Spark could not start (an unknown master, no Java runtime).
+    """
+    _pyspark_types()
+    from pyspark.sql import SparkSession
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    try:
+        started = SparkSession.builder.master(master or "local[*]").appName("cleanpipe").getOrCreate()
+    except Exception as exc:  # py4j / runtime errors of the JVM's start
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"Spark could not start on master {master or 'local[*]'!r} ({first}); "
+                         f"check the master URL and {_HINT}") from None
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 # ---------------------------------------------------------------- the boundary

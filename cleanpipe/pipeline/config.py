@@ -183,13 +183,16 @@ class Columns:
 @dataclass(frozen=True)
 class OofSettings:
     """``[oof]``: cross-validated probabilities. ``model`` is one family or several: the TOML list
-    ``["hgb", "logreg"]`` is kept as ``"hgb,logreg"``, the spelling of ``cleanpipe flag --model``."""
+    ``["hgb", "logreg"]`` is kept as ``"hgb,logreg"``, the spelling of ``cleanpipe flag --model``.
+    ``backend`` (also spelled ``engine``, as ``--engine`` is ``--backend`` on the command line) is
+    where the pipeline runs: ``"spark"`` runs every stage on Spark, ``scheduler`` then being the
+    Spark master (default: the active session, else ``local[*]``)."""
 
     model: str = field(default=S.DEFAULT_MODEL, metadata={"list_as_csv": True})
     folds: int = S.OOF["folds"].default
     seed: int = S.OOF["seed"].default
     n_jobs: int = S.OOF["n_jobs"].default
-    backend: str = S.OOF["backend"].default
+    backend: str = S.PIPELINE_OOF["backend"].default
     scheduler: str | None = None
     device: str = S.OOF["device"].default
 
@@ -308,6 +311,11 @@ class Pipeline:
     batch_rows: int = 65536
     description: str = ""
     checks: S.CheckSettings = field(default_factory=S.CheckSettings)
+
+    @property
+    def spark(self) -> bool:
+        """Every stage runs on Spark (``[oof] backend = "spark"``)."""
+        return self.oof.backend == "spark"
 
     @property
     def partitioned(self) -> bool:
@@ -477,6 +485,18 @@ def _resolve_paths(source, sink, base: Path, flag=None):
     return source, sink
 
 
+def _engine_alias(raw: dict, origin: str) -> dict:
+    """``[oof] engine`` is ``[oof] backend`` under its command-line alias (``--engine``)."""
+    oof = raw.get("oof")
+    if not isinstance(oof, dict) or "engine" not in oof:
+        return raw
+    if "backend" in oof:
+        raise ConfigError(f"{origin}: [oof] sets both engine and backend, which are one setting; "
+                          "keep one")
+    oof = {("backend" if k == "engine" else k): v for k, v in oof.items()}
+    return {**raw, "oof": oof}
+
+
 def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pipeline:
     """Read and check a pipeline file.
 
@@ -531,6 +551,7 @@ def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pi
                           "\"parquet\" and path = \"data.parquet\" (or a duckdb/postgres source)")
     source = _typed(raw["source"], "source", origin, _SOURCES)
     sink = _typed(raw["sink"], "sink", origin, _SINKS) if "sink" in raw else None
+    raw = _engine_alias(raw, origin)
     sections = {name: _build(cls, raw.get(name, {}), name, origin) for name, cls in _SECTIONS.items()}
     source, sink, sections["flag"] = _resolve_paths(source, sink, path.resolve().parent,
                                                     sections["flag"])
