@@ -440,6 +440,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text
+        if keys == ["oof", "engine"]:  # the alias, as in the file (_engine_alias)
+            keys = ["oof", "backend"]
         if len(keys) == 1:
             raw[keys[0]] = value
         else:
@@ -534,7 +536,7 @@ def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pi
         raise ConfigError(f"{origin} is not valid TOML ({exc}); fix the syntax there") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline file '{path}' ({exc})") from None
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(_engine_alias(raw, origin), overrides)
 
     known = set(_TOP) | set(_SECTIONS) | {"source", "sink"}
     for key in raw:
@@ -551,7 +553,6 @@ def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pi
                           "\"parquet\" and path = \"data.parquet\" (or a duckdb/postgres source)")
     source = _typed(raw["source"], "source", origin, _SOURCES)
     sink = _typed(raw["sink"], "sink", origin, _SINKS) if "sink" in raw else None
-    raw = _engine_alias(raw, origin)
     sections = {name: _build(cls, raw.get(name, {}), name, origin) for name, cls in _SECTIONS.items()}
     source, sink, sections["flag"] = _resolve_paths(source, sink, path.resolve().parent,
                                                     sections["flag"])

@@ -69,3 +69,13 @@ def test_refused_before_any_work_in_one_line(folder, edit, expect):
     if "features" not in expect:  # the schema-level check runs in the preflight, not the loader
         with pytest.raises(ConfigError):
             load_pipeline(path)
+
+
+def test_the_command_line_engine_overrides_the_file(folder):
+    path = _write(folder, BASE.replace('engine = "spark"', 'engine = "loky"').replace(
+        'type = "parquet"', 'type = "csv"'))
+    assert run_cli("run", path, "--runs-dir", folder / "runs", "--check").exit_code == 2  # csv file: no data.csv
+    res = run_cli("run", path, "--runs-dir", folder / "runs", "--check", "--engine", "spark")
+    assert res.exit_code == 2 and "[oof] backend = \"spark\" runs the stages on Spark" in res.stderr, res.output
+    parquet = _write(folder, BASE.replace('engine = "spark"', 'engine = "loky"'))
+    assert load_pipeline(parquet, overrides=['oof.engine="spark"']).spark
