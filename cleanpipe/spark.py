@@ -12,10 +12,10 @@ same order, whatever the partitioning.
 
 Notes
 -----
-The probabilities are given (``pred_probs``): columns of the DataFrame, one per class in sorted
-class order, or one array column; fit them out of fold on the cluster first (a model per hashed
-fold). Each pass reads ``df`` again, so ``df`` must give the same rows in the same partitions each
-time: :func:`flag` persists it unless told not to. Needs pyspark
+The probabilities are given (``pred_probs``: columns of the DataFrame, one per class in sorted
+class order, or one array column) or, when omitted, fitted out of fold on the cluster from hashed
+folds (:mod:`cleanpipe.spark_oof`). Each pass reads ``df`` again, so ``df`` must give the same
+rows in the same partitions each time: :func:`flag` persists it unless told not to. Needs pyspark
 >= 3.3 (``mapInArrow``) and Java 17+: ``pip install 'cleanpipe[spark]'``.
 """
 
@@ -316,7 +316,8 @@ def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column:
         once the flags are written. ``False`` saves that storage when ``df`` reads files
         directly (its partitions are then stable); a ``df`` already persisted is used as it is.
         With fitted probabilities, the DataFrame with them is persisted too (the models predict
-        once, not once per pass). Each task holds one partition's rows, so the partition size
+        once, not once per pass); :func:`flag_with_estimates` returns both, to release with its
+        ``unpersist()``. Each task holds one partition's rows, so the partition size
         bounds an executor's memory.
 
     Returns
@@ -359,12 +360,20 @@ class SparkFlags:
         The classes, in the probabilities' column order.
     oof : dict or None
         The out-of-fold fit's record (rows per fold, sampling rate, sample size), when fitted.
+    persisted : tuple
+        The DataFrames :func:`flag_with_estimates` persisted (released by :meth:`unpersist`).
     """
 
     frame: object
     estimates: object
     classes: list
     oof: dict | None = None
+    persisted: tuple = ()
+
+    def unpersist(self) -> None:
+        """Release what the passes persisted, once :attr:`frame` is written."""
+        for df in self.persisted:
+            df.unpersist()
 
 
 def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=None,
@@ -393,8 +402,10 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
     else:
         target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
     label_type = schema.field(label).type
+    persisted = []
     if persist and not df.is_cached:
         df = df.persist(_storage())
+        persisted.append(df)
     n_kept = len(schema)
     if pred_probs is None:
         from . import spark_oof
@@ -403,6 +414,7 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
                                         seed=seed, sample_rows=sample_rows, **fit)
         if persist:
             df = df.persist(_storage())
+            persisted.append(df)
         prob_cols, array_col, n_classes = (), spark_oof.OOF_COLUMN, len(classes)
     else:
         if array_col:
@@ -426,7 +438,7 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
         out_schema = out_schema.append(f)
     frame = df.mapInArrow(_score_task(plan, est, out_schema, n_kept), _spark_schema(out_schema))
     names = classes.to_pylist() if classes is not None else list(range(n_classes))
-    return SparkFlags(frame, est, names, oof)
+    return SparkFlags(frame, est, names, oof, tuple(persisted))
 
 
 def _storage():

@@ -112,7 +112,7 @@ def run_flag(ctx, out: Path) -> dict:
     try:
         _write(frame, out / FLAGS_DIR)
     finally:
-        ctx.spark.catalog.clearCache()  # what flag persisted for its passes
+        result.unpersist()  # what flag persisted for its passes
     rows, flagged = _counts(ctx.spark, out / FLAGS_DIR, "is_label_issue")
     est = result.estimates
     issues = int(est.confident.issues_per_class.sum())
