@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,12 +86,22 @@ def session(master: str | None = None):
     if active is not None:
         yield active
         return
+    master = master or "local[*]"
+    # Local workers run on this machine: this interpreter, which has cleanpipe (pyspark's default,
+    # `python3` on the PATH, may not). pyspark reads PYSPARK_PYTHON once, as the context starts.
+    pin = master.startswith("local") and not os.environ.get("PYSPARK_PYTHON")
+    if pin:
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     try:
-        started = SparkSession.builder.master(master or "local[*]").appName("cleanpipe").getOrCreate()
+        started = (SparkSession.builder.master(master).appName("cleanpipe")
+                   .config("spark.ui.showConsoleProgress", "false").getOrCreate())
     except Exception as exc:  # py4j / runtime errors of the JVM's start
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"Spark could not start on master {master or 'local[*]'!r} ({first}); "
+        raise InputError(f"Spark could not start on master {master!r} ({first}); "
                          f"check the master URL and {_HINT}") from None
+    finally:
+        if pin:
+            del os.environ["PYSPARK_PYTHON"]
     try:
         yield started
     finally:
