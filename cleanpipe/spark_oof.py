@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import CleanpipeError, InputError
+from .spark import _partition_index
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +139,6 @@ def matrix(table: pa.Table, features) -> np.ndarray:
             col = col.cast(pa.int8())
         out[:, j] = np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan), dtype=np.float64)
     return out
-
-
-def _partition_index() -> int:
-    from pyspark import TaskContext
-    return TaskContext.get().partitionId()
 
 
 def _count_task(plan: OofPlan):
