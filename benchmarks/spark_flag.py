@@ -13,6 +13,23 @@ is capped by ``spark.driver.memory``), and whether the Spark flags equal the in-
 row. Usage::
 
     python benchmarks/spark_flag.py --rows 200000 --partitions 8 --cores 1
+
+``--oof`` measures the out-of-fold stage too: a table of ``--features`` numeric features (labels
+from a noisy linear model, 15% flipped; no probability column) written as ``--partitions``
+Parquet files, then
+
+* cleanpipe's hashed folds in this process (:mod:`cleanpipe.hashed_folds` on the whole table:
+  the oracle the Spark run must equal bit for bit), then ``flag_table``;
+* cleanpipe in memory: ``flag_table(table, model=...)`` (stratified folds over every row);
+* cleanlab 2.9: ``estimate_cv_predicted_probabilities`` with the same scikit-learn model, then
+  ``find_label_issues``;
+* Spark: ``spark_tables.read_table`` -> ``spark.flag(df, id_column="row_id", model=...)`` (fold
+  counts, the bounded training sample fitted on the driver, predictions per partition, the
+  detector's passes) -> Parquet;
+
+with each one's precision and recall against the planted flips::
+
+    python benchmarks/spark_flag.py --oof --rows 1000000 --features 30 --partitions 8
 """
 
 from __future__ import annotations
@@ -46,6 +63,116 @@ def make_table(n: int, k: int, seed: int) -> pa.Table:
     return pa.table({"row_id": np.arange(n), "label": noisy, "probs": probs})
 
 
+def make_feature_table(n: int, d: int, k: int, seed: int):
+    """Features X (n x d float64), true classes from a noisy linear model, 15% of them flipped."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    W = rng.normal(size=(d, k))
+    y = np.argmax(X @ W + rng.normal(0, 2.0, (n, k)), axis=1)
+    noisy = y.copy()
+    flip = rng.random(n) < 0.15
+    noisy[flip] = (y[flip] + rng.integers(1, k, flip.sum())) % k
+    cols = {"row_id": np.arange(n)}
+    cols.update({f"f{j}": X[:, j] for j in range(d)})
+    cols["label"] = noisy
+    return pa.table(cols), noisy != y
+
+
+def _quality(flags: np.ndarray, wrong: np.ndarray) -> dict:
+    tp = int((flags & wrong).sum())
+    return {"flagged": int(flags.sum()), "precision": tp / max(int(flags.sum()), 1),
+            "recall": tp / max(int(wrong.sum()), 1)}
+
+
+def run_oof(args) -> None:
+    """The out-of-fold stage on Spark beside one process and cleanlab (``--oof``)."""
+    import pyarrow.parquet as pq
+    from pyspark.sql import SparkSession
+
+    from cleanpipe import hashed_folds as hf
+    from cleanpipe import spark as cs
+    from cleanpipe.flag import flag_table
+    from cleanpipe.flagsfile import FLAG_COLUMNS
+    from cleanpipe.settings import SCALE_SAMPLE_ROWS
+    from cleanpipe.spark_tables import read_table
+
+    work = Path(tempfile.mkdtemp(prefix="spark-oof-"))
+    try:
+        table, wrong = make_feature_table(args.rows, args.features, args.classes, args.seed)
+        feats = [f"f{j}" for j in range(args.features)]
+        step = -(-args.rows // args.partitions)
+        (work / "train").mkdir()
+        for i in range(args.partitions):
+            pq.write_table(table.slice(i * step, step), work / "train" / f"part-{i:05d}.parquet")
+        rows = []
+        X = np.column_stack([table[c].to_numpy() for c in feats])
+        codes = table["label"].to_numpy()
+
+        t = time.perf_counter()
+        hashes = hf.id_hashes(table["row_id"].to_numpy(), seed=args.seed)
+        rate = hf.training_rate(args.rows, args.folds, SCALE_SAMPLE_ROWS)
+        sample = hf.sample_partial(X, codes, hashes, n_folds=args.folds, rate=rate)
+        models = hf.fit_fold_models(sample.X, sample.y, sample.folds, n_folds=args.folds,
+                                    n_classes=args.classes, model=args.model, seed=args.seed)
+        probs = hf.predict_out_of_fold(models, X, hf.hashed_folds(hashes, args.folds), args.classes)
+        oracle = flag_table(table, label="label", pred_probs=probs).table
+        rows.append({"engine": f"cleanpipe hashed folds, one process ({len(sample)} sample rows)",
+                     "wall_s": time.perf_counter() - t, "equal": "-",
+                     **_quality(oracle["is_label_issue"].to_numpy(zero_copy_only=False), wrong)})
+        if not args.skip_full:
+            t = time.perf_counter()
+            full = flag_table(table, label="label", features=feats, model=args.model, folds=args.folds,
+                              seed=args.seed, n_jobs=1).table
+            rows.append({"engine": "cleanpipe in memory, stratified folds over every row",
+                         "wall_s": time.perf_counter() - t, "equal": "-",
+                         **_quality(full["is_label_issue"].to_numpy(zero_copy_only=False), wrong)})
+            try:
+                from cleanlab.count import estimate_cv_predicted_probabilities
+                from cleanlab.filter import find_label_issues
+                from sklearn.linear_model import LogisticRegression
+                t = time.perf_counter()
+                p = estimate_cv_predicted_probabilities(X, codes, clf=LogisticRegression(max_iter=1000),
+                                                        cv_n_folds=args.folds, seed=args.seed)
+                issues = find_label_issues(codes, p, n_jobs=1)
+                rows.append({"engine": "cleanlab 2.9 (peer), LogisticRegression, in memory",
+                             "wall_s": time.perf_counter() - t, "equal": "-", **_quality(issues, wrong)})
+            except ImportError:
+                pass
+        del X
+        driver_before = peak_rss_mib()
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        spark = (SparkSession.builder.master(f"local[{args.cores}]").appName("spark-oof")
+                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+                 .config("spark.sql.files.openCostInBytes", str(128 << 20))
+                 .config("spark.driver.memory", "2g").getOrCreate())
+        spark.sparkContext.setLogLevel("ERROR")
+        tracker = spark.sparkContext.statusTracker()
+        start_jobs = len(tracker.getJobIdsForGroup(None))
+        t = time.perf_counter()
+        df = read_table(spark, work / "train")
+        n_parts = df.rdd.getNumPartitions()
+        result = cs.flag_with_estimates(df, label="label", id_column="row_id", features=feats,
+                                        model=args.model, folds=args.folds, seed=args.seed)
+        result.frame.write.parquet(str(work / "flags"))
+        wall = time.perf_counter() - t
+        jobs = len(tracker.getJobIdsForGroup(None)) - start_jobs
+        spark.stop()
+        got = pq.read_table(work / "flags", columns=["row_id", *FLAG_COLUMNS]).sort_by("row_id")
+        equal = got.num_rows == oracle.num_rows and all(
+            got[c].to_pylist() == oracle[c].to_pylist() for c in FLAG_COLUMNS)
+        rows.append({"engine": f"cleanpipe.spark local[{args.cores}], {n_parts} partitions, {jobs} jobs",
+                     "wall_s": wall, "equal": "yes" if equal else "NO",
+                     **_quality(got["is_label_issue"].to_numpy(zero_copy_only=False), wrong)})
+        import pandas as pd
+        print(f"rows={args.rows} features={args.features} classes={args.classes} folds={args.folds} "
+              f"model={args.model} seed={args.seed} partitions={args.partitions} "
+              f"load={os.getloadavg()[0]:.1f} driver_peak_rss_mib={peak_rss_mib():.0f} "
+              f"(before Spark {driver_before:.0f}) sample_rows={result.oof['sample_rows']}")
+        print(markdown_table(pd.DataFrame(rows), floatfmt=".3f"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -53,7 +180,14 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--cores", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--oof", action="store_true", help="measure the out-of-fold stage (see above)")
+    ap.add_argument("--features", type=int, default=30)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--model", default="logreg")
+    ap.add_argument("--skip-full", action="store_true", help="--oof without the whole-table runs")
     args = ap.parse_args()
+    if args.oof:
+        return run_oof(args)
 
     import deltalake
     from pyspark.sql import SparkSession

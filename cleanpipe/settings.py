@@ -138,6 +138,11 @@ OOF = {
     # auto: XGBoost on the GPU for the boosted families when an NVIDIA device is present
     "device": _choice(DEFAULT_DEVICE, DEVICES),
 }
+#: Where a pipeline runs (``[oof] backend``, also spelled ``engine``): a joblib backend of the
+#: fold fits, or ``spark``: every stage on Spark (:mod:`cleanpipe.spark`, ``docs/SPARK.md``).
+ENGINES = (*BACKENDS, "spark")
+#: ``[oof]`` of a pipeline: :data:`OOF` with the engines a pipeline can run on.
+PIPELINE_OOF = {**OOF, "backend": _choice(OOF["backend"].default, ENGINES)}
 
 # --- flag: the detectors -----------------------------------------------------------------------------
 

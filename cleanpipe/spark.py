@@ -12,23 +12,28 @@ same order, whatever the partitioning.
 
 Notes
 -----
-The probabilities are given (``pred_probs``): columns of the DataFrame, one per class in sorted
-class order, or one array column; fit them out of fold on the cluster first (a model per hashed
-fold). Each pass reads ``df`` again, so ``df`` must give the same rows in the same partitions each
-time: :func:`flag` persists it unless told not to. Needs pyspark
+The probabilities are given (``pred_probs``: columns of the DataFrame, one per class in sorted
+class order, or one array column) or, when omitted, fitted out of fold on the cluster from hashed
+folds (:mod:`cleanpipe.spark_oof`). Each pass reads ``df`` again, so ``df`` must give the same
+rows in the same partitions each time: :func:`flag` persists it unless told not to. Needs pyspark
 >= 3.3 (``mapInArrow``) and Java 17+: ``pip install 'cleanpipe[spark]'``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import CleanpipeError, InputError
-from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, METHODS, MIXTURES, MODES
+from .settings import (DEFAULT_FOLDS, DEFAULT_METHOD, DEFAULT_MIXTURE, DEFAULT_MODEL, DEFAULT_SEED,
+                       METHODS, MIXTURES, MODES, SCALE_SAMPLE_ROWS)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,44 @@ def _large_types(df) -> bool:
 
 def _spark_schema(schema: pa.Schema):
     return _pyspark_types().from_arrow_schema(schema)
+
+
+@contextlib.contextmanager
+def session(master: str | None = None):
+    """The active SparkSession, or one started on ``master`` (default ``local[*]``) and stopped
+    at the end of the block; a session that was already running is left running.
+
+    Raises
+    ------
+    InputError
+        pyspark missing, or Spark could not start (an unknown master, no Java runtime).
+    """
+    _pyspark_types()
+    from pyspark.sql import SparkSession
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    master = master or "local[*]"
+    # Local workers run on this machine: this interpreter, which has cleanpipe (pyspark's default,
+    # `python3` on the PATH, may not). pyspark reads PYSPARK_PYTHON once, as the context starts.
+    pin = master.startswith("local") and not os.environ.get("PYSPARK_PYTHON")
+    if pin:
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+    try:
+        started = (SparkSession.builder.master(master).appName("cleanpipe")
+                   .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+    except Exception as exc:  # py4j / runtime errors of the JVM's start
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"Spark could not start on master {master!r} ({first}); "
+                         f"check the master URL and {_HINT}") from None
+    finally:
+        if pin:
+            del os.environ["PYSPARK_PYTHON"]
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 # ---------------------------------------------------------------- the boundary
@@ -113,12 +156,8 @@ class _Plan:
 def _check_columns(schema: pa.Schema, label: str, pred_probs):
     """Resolve ``label`` and ``pred_probs`` on the DataFrame's schema; one-line errors."""
     from .features import columns_hint
-    from .target import resolve_target
 
-    target = resolve_target(schema, label, where="the DataFrame")
-    if target.multi_label:
-        raise InputError(f"label column '{label}' is multi-label; cleanpipe.spark flags single-label "
-                         "data only (use cleanpipe flag on one machine for tags)")
+    target = _check_label(schema, label)
     if isinstance(pred_probs, str):
         cols = [pred_probs]
     else:
@@ -214,8 +253,9 @@ def _merged(selected, plan: _Plan, n_partitions: int):
     return merged
 
 
-def _score_task(plan: _Plan, est, out_schema: pa.Schema):
-    """The ``mapInArrow`` function of the last pass: every row with its flag columns appended."""
+def _score_task(plan: _Plan, est, out_schema: pa.Schema, n_kept: int):
+    """The ``mapInArrow`` function of the last pass: every row's first ``n_kept`` columns (the
+    DataFrame's own, not fitted probabilities) with its flag columns appended."""
     from .detect import partitioned
     from .flag import FlagColumns
 
@@ -241,14 +281,16 @@ def _score_task(plan: _Plan, est, out_schema: pa.Schema):
         for batch in batches:
             stop = start + batch.num_rows
             extra = cols.arrays(start, stop)
-            arrays = batch.columns + [extra[f.name].cast(f.type) for f in list(out_schema)[batch.num_columns:]]
+            arrays = batch.columns[:n_kept] + [extra[f.name].cast(f.type) for f in list(out_schema)[n_kept:]]
             yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
             start = stop
 
     return run
 
 
-def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
+def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column: str | None = None,
+         model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
+         sample_rows: int = SCALE_SAMPLE_ROWS, method: str = DEFAULT_METHOD,
          mixture: str = DEFAULT_MIXTURE, noisy_threshold: float | None = None, persist: bool = True):
     """Flag the likely mislabeled rows of a Spark DataFrame, partition by partition.
 
@@ -259,9 +301,24 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
     label : str, default="label"
         The label column: integer class indices, or strings / booleans matched to the
         probability columns in sorted order. Null labels are kept and not flagged.
-    pred_probs : str or sequence of str
+    pred_probs : str or sequence of str, optional
         Out-of-fold probabilities: one column per class, in class order, or the name of one
-        ``array<double>`` column.
+        ``array<double>`` column. Omitted: they are fitted on the cluster from hashed folds
+        (:mod:`cleanpipe.spark_oof`) with ``features``, ``id_column``, ``model``, ``folds``,
+        ``seed`` and ``sample_rows``.
+    features : sequence of str, optional
+        Numeric feature columns (default: every numeric column but the label and the id).
+    id_column : str, optional
+        A column whose stable hash gives each row's fold (any partitioning then gives the same
+        folds); default: the row's position in its partition, stable when ``df`` reads files.
+    model : str, default="gbm,logreg"
+        The model families, as for ``cleanpipe flag --model``.
+    folds : int, default=5
+    seed : int, default=0
+        Draws the folds, the training sample and the models' ``random_state``.
+    sample_rows : int, default=200_000
+        About this many rows train each fold model (a Bernoulli sample of the other folds' rows,
+        :func:`cleanpipe.hashed_folds.training_rate`); the sample is fitted on the driver.
     method, mixture, noisy_threshold
         The detector's settings, as for :func:`cleanpipe.find_label_issues`.
     persist : bool, default=True
@@ -270,7 +327,10 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
         ``per_class`` and ``both`` methods break ties by row position. Call ``df.unpersist()``
         once the flags are written. ``False`` saves that storage when ``df`` reads files
         directly (its partitions are then stable); a ``df`` already persisted is used as it is.
-        Each task holds one partition's rows, so the partition size bounds an executor's memory.
+        With fitted probabilities, the DataFrame with them is persisted too (the models predict
+        once, not once per pass); :func:`flag_with_estimates` returns both, to release with its
+        ``unpersist()``. Each task holds one partition's rows, so the partition size
+        bounds an executor's memory.
 
     Returns
     -------
@@ -282,39 +342,101 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
     Raises
     ------
     InputError
-        A missing label or probability column, a label that is not a class, probabilities that
-        are not a distribution (named by the first partition that holds one), an unknown method.
+        A missing label, probability, feature or id column, a label that is not a class,
+        probabilities that are not a distribution (named by the first partition that holds one),
+        an unknown method or model, too few rows for the folds.
 
     Examples
     --------
     >>> flags = cleanpipe.spark.flag(df, label="label", pred_probs=["p0", "p1", "p2"])  # doctest: +SKIP
+    >>> flags = cleanpipe.spark.flag(df, label="label", id_column="id", model="logreg")  # doctest: +SKIP
     >>> flags.where("is_label_issue").write.parquet("s3://bucket/flags/")  # doctest: +SKIP
     """
+    return flag_with_estimates(df, label=label, pred_probs=pred_probs, features=features,
+                               id_column=id_column, model=model, folds=folds, seed=seed,
+                               sample_rows=sample_rows, method=method, mixture=mixture,
+                               noisy_threshold=noisy_threshold, persist=persist).frame
+
+
+@dataclass(frozen=True)
+class SparkFlags:
+    """What :func:`flag_with_estimates` returns.
+
+    Attributes
+    ----------
+    frame : pyspark.sql.DataFrame
+        As :func:`flag` returns it.
+    estimates : cleanpipe.detect.partitioned.Estimates
+        What the passes learnt about the whole table (noise rate, confident joint).
+    classes : list
+        The classes, in the probabilities' column order.
+    oof : dict or None
+        The out-of-fold fit's record (rows per fold, sampling rate, sample size), when fitted.
+    persisted : tuple
+        The DataFrames :func:`flag_with_estimates` persisted (released by :meth:`unpersist`).
+    """
+
+    frame: object
+    estimates: object
+    classes: list
+    oof: dict | None = None
+    persisted: tuple = ()
+
+    def unpersist(self) -> None:
+        """Release what the passes persisted, once :attr:`frame` is written."""
+        for df in self.persisted:
+            df.unpersist()
+
+
+def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=None,
+                        id_column: str | None = None, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS,
+                        seed: int = DEFAULT_SEED, sample_rows: int = SCALE_SAMPLE_ROWS,
+                        method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
+                        noisy_threshold: float | None = None, persist: bool = True) -> SparkFlags:
+    """:func:`flag`, also returning the estimates and the out-of-fold record (for summaries)."""
     from .detect import partitioned
+    from .flagsfile import FLAG_COLUMNS
 
     schema = arrow_schema(df)
     if method not in METHODS:
         raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
     if mixture not in MIXTURES:
         raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
-    target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
-    from .flagsfile import FLAG_COLUMNS
     clash = [c for c in FLAG_COLUMNS if c in schema.names]
     if clash:
         raise InputError(f"the DataFrame already has the flag column '{clash[0]}'; flag the original "
                          "rows, not a flags table")
-    label_type = schema.field(label).type
-    if array_col:
-        first = df.select(array_col).where(df[array_col].isNotNull()).limit(1).collect()
-        n_classes = len(first[0][0]) if first else 0
+    oof = None
+    if pred_probs is None:
+        target = _check_label(schema, label)
+        fit = _check_oof(schema, label, features=features, id_column=id_column, model=model,
+                         folds=folds, seed=seed, sample_rows=sample_rows)
     else:
-        n_classes = len(prob_cols)
-    if n_classes < 2:
-        raise InputError(f"pred_probs has {n_classes} columns; pass one per class, at least two")
+        target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
+    label_type = schema.field(label).type
+    persisted = []
     if persist and not df.is_cached:
-        from pyspark import StorageLevel
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-    classes = _classes(df, label, label_type, n_classes)
+        df = df.persist(_storage())
+        persisted.append(df)
+    n_kept = len(schema)
+    if pred_probs is None:
+        from . import spark_oof
+        classes = spark_oof.distinct_labels(df, label, label_type)
+        df, oof = spark_oof.out_of_fold(df, label=label, classes=classes, model=model, folds=folds,
+                                        seed=seed, sample_rows=sample_rows, **fit)
+        if persist:
+            df = df.persist(_storage())
+            persisted.append(df)
+        prob_cols, array_col, n_classes = (), spark_oof.OOF_COLUMN, len(classes)
+    else:
+        if array_col:
+            first = df.select(array_col).where(df[array_col].isNotNull()).limit(1).collect()
+            n_classes = len(first[0][0]) if first else 0
+        else:
+            n_classes = len(prob_cols)
+        if n_classes < 2:
+            raise InputError(f"pred_probs has {n_classes} columns; pass one per class, at least two")
+        classes = _classes(df, label, label_type, n_classes)
     plan = _Plan(label, prob_cols, array_col, classes, label_type, n_classes)
     selected = df.select(*plan.columns)
     n_partitions = selected.rdd.getNumPartitions()
@@ -326,7 +448,49 @@ def flag(df, *, label: str = "label", pred_probs, method: str = DEFAULT_METHOD,
     out_schema = schema
     for f in _flag_fields(label_type):
         out_schema = out_schema.append(f)
-    return df.mapInArrow(_score_task(plan, est, out_schema), _spark_schema(out_schema))
+    frame = df.mapInArrow(_score_task(plan, est, out_schema, n_kept), _spark_schema(out_schema))
+    names = classes.to_pylist() if classes is not None else list(range(n_classes))
+    return SparkFlags(frame, est, names, oof, tuple(persisted))
+
+
+def _storage():
+    from pyspark import StorageLevel
+    return StorageLevel.MEMORY_AND_DISK
+
+
+def _check_label(schema: pa.Schema, label: str):
+    from .target import resolve_target
+    target = resolve_target(schema, label, where="the DataFrame")
+    if target.multi_label:
+        raise InputError(f"label column '{label}' is multi-label; cleanpipe.spark flags single-label "
+                         "data only (use cleanpipe flag on one machine for tags)")
+    return target
+
+
+def _check_oof(schema: pa.Schema, label: str, *, features, id_column, model, folds, seed,
+               sample_rows) -> dict:
+    """The out-of-fold settings, checked on the schema before any job; returns the feature and
+    id columns for :func:`cleanpipe.spark_oof.out_of_fold`."""
+    from .features import columns_hint
+    from .oof import make_model, model_list
+    from .settings import MIN_FOLDS, check_seed
+    from .spark_oof import OOF_COLUMN, feature_columns
+
+    if OOF_COLUMN in schema.names:
+        raise InputError(f"the DataFrame already has a column '{OOF_COLUMN}'; pass "
+                         f"pred_probs='{OOF_COLUMN}' to flag with it, or rename it to fit new ones")
+    if id_column is not None and id_column not in schema.names:
+        raise InputError(f"id column '{id_column}' not found in the DataFrame (columns: "
+                         f"{columns_hint(schema.names)}); fix id_column=")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < MIN_FOLDS:
+        raise InputError(f"folds {folds!r} is out of range; pass an integer of at least {MIN_FOLDS}")
+    if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 1:
+        raise InputError(f"sample_rows {sample_rows!r} is out of range; pass a positive integer")
+    check_seed(seed, option="seed")
+    for m in model_list(model):  # an unknown family fails here, not after the first jobs
+        make_model(m)
+    cols = feature_columns(schema, label=label, features=features, id_column=id_column)
+    return {"features": cols, "id_column": id_column}
 
 
 def _flag_fields(label_type: pa.DataType) -> list:

@@ -8,7 +8,7 @@ import click
 
 from ..errors import CleanpipeError
 from ..pipeline import STAGES, load_pipeline, run_pipeline
-from ..settings import BACKENDS
+from ..settings import ENGINES
 from ..sources import redact
 from ._group import cli
 from ._progress import progress_bar
@@ -26,9 +26,11 @@ from .options import json_option, overwrite_option, quiet_option
               help="Start at this stage (recomputed with the ones after it; earlier ones are reused).")
 @click.option("--until", "until_stage", default=None, type=click.Choice(STAGES),
               help="Stop after this stage.")
-@click.option("--backend", default=None, type=click.Choice(BACKENDS),
-              help="Where cross-validation folds are fitted (overrides [oof] backend).")
-@click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")
+@click.option("--backend", "--engine", "backend", default=None, type=click.Choice(ENGINES),
+              help="Where the pipeline runs (overrides [oof] backend): the fold fits on loky or "
+                   "dask, or every stage on spark.")
+@click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 "
+              "(with --engine spark: the Spark master, e.g. local[4]).")
 # envvar=[]: opting in to importing code must be typed on the command line, never inherited
 # from the environment (the CLI otherwise maps every option to CLEANPIPE_<OPTION>).
 @click.option("--allow-custom-model", is_flag=True, envvar=[],
@@ -55,6 +57,7 @@ def run(pipeline_file, runs_dir, run_id, force, from_stage, until_stage, backend
       cleanpipe run pipelines/digits_duckdb.toml --until flag --set oof.folds=3
       cleanpipe run pipelines/digits_postgres.toml --backend dask --scheduler tcp://127.0.0.1:8786
       cleanpipe run pipelines/digits_parquet.toml --from clean --set clean.mode=weight
+      cleanpipe run nightly.toml --engine spark --scheduler 'local[4]'   # oof, flag, clean on Spark
     """
     extra = list(overrides)
     if backend:

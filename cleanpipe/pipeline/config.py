@@ -183,13 +183,16 @@ class Columns:
 @dataclass(frozen=True)
 class OofSettings:
     """``[oof]``: cross-validated probabilities. ``model`` is one family or several: the TOML list
-    ``["hgb", "logreg"]`` is kept as ``"hgb,logreg"``, the spelling of ``cleanpipe flag --model``."""
+    ``["hgb", "logreg"]`` is kept as ``"hgb,logreg"``, the spelling of ``cleanpipe flag --model``.
+    ``backend`` (also spelled ``engine``, as ``--engine`` is ``--backend`` on the command line) is
+    where the pipeline runs: ``"spark"`` runs every stage on Spark, ``scheduler`` then being the
+    Spark master (default: the active session, else ``local[*]``)."""
 
     model: str = field(default=S.DEFAULT_MODEL, metadata={"list_as_csv": True})
     folds: int = S.OOF["folds"].default
     seed: int = S.OOF["seed"].default
     n_jobs: int = S.OOF["n_jobs"].default
-    backend: str = S.OOF["backend"].default
+    backend: str = S.PIPELINE_OOF["backend"].default
     scheduler: str | None = None
     device: str = S.OOF["device"].default
 
@@ -309,6 +312,11 @@ class Pipeline:
     batch_rows: int = 65536
     description: str = ""
     checks: S.CheckSettings = field(default_factory=S.CheckSettings)
+
+    @property
+    def spark(self) -> bool:
+        """Every stage runs on Spark (``[oof] backend = "spark"``)."""
+        return self.oof.backend == "spark"
 
     @property
     def partitioned(self) -> bool:
@@ -448,6 +456,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             value = text
+        if keys == ["oof", "engine"]:  # the alias, as in the file (_engine_alias)
+            keys = ["oof", "backend"]
         if len(keys) == 1:
             raw[keys[0]] = value
         else:
@@ -493,6 +503,18 @@ def _resolve_paths(source, sink, base: Path, flag=None):
     return source, sink
 
 
+def _engine_alias(raw: dict, origin: str) -> dict:
+    """``[oof] engine`` is ``[oof] backend`` under its command-line alias (``--engine``)."""
+    oof = raw.get("oof")
+    if not isinstance(oof, dict) or "engine" not in oof:
+        return raw
+    if "backend" in oof:
+        raise ConfigError(f"{origin}: [oof] sets both engine and backend, which are one setting; "
+                          "keep one")
+    oof = {("backend" if k == "engine" else k): v for k, v in oof.items()}
+    return {**raw, "oof": oof}
+
+
 def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pipeline:
     """Read and check a pipeline file.
 
@@ -530,7 +552,7 @@ def load_pipeline(path, *, overrides=(), allow_custom_model: bool = False) -> Pi
         raise ConfigError(f"{origin} is not valid TOML ({exc}); fix the syntax there") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline file '{path}' ({exc})") from None
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(_engine_alias(raw, origin), overrides)
 
     known = set(_TOP) | set(_SECTIONS) | {"source", "sink"}
     for key in raw:

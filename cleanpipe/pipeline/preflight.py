@@ -195,6 +195,30 @@ def _check_partitioned(p, multi_label: bool, origin: str) -> None:
                           "backend = \"dask\" to flag on one machine")
 
 
+def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:
+    """What Spark's stages need of the source's schema (``[oof] backend = "spark"``)."""
+    if not p.spark:
+        return
+    why = "[oof] backend = \"spark\" runs the stages on Spark"
+    if multi_label:
+        raise ConfigError(f"{origin}: {why}, which multi-label data ([columns] label "
+                          f"'{p.columns.label}' is a list column) cannot be yet; remove "
+                          "backend = \"spark\" to run on one machine")
+    if not ("oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None)):
+        return
+    from ..spark_oof import OOF_COLUMN, feature_columns
+    c = p.columns
+    if OOF_COLUMN in schema.names:
+        raise ConfigError(f"{origin}: {why} and fits the column '{OOF_COLUMN}', which the source "
+                          f"already has; write stages without oof and [flag] pred_probs = "
+                          f"\"{OOF_COLUMN}\" to use it, or rename it")
+    try:
+        feature_columns(schema, label=c.label, features=list(c.features) if c.features else None,
+                        id_column=c.ids[0] if c.ids else None, exclude=c.exclude)
+    except InputError as exc:
+        raise ConfigError(f"{origin}: [columns] features: {exc}") from None
+
+
 def _open_sink(p, origin: str):
     if p.sink is None:
         return None, {}
@@ -238,6 +262,7 @@ def preflight(p, origin: str | None = None) -> Endpoints:
         check_columns(p, schema, origin)
         multi_label = _check_multilabel(p, schema, origin)
         _check_partitioned(p, multi_label, origin)
+        _check_spark(p, schema, multi_label, origin)
         sink, targets = _open_sink(p, origin)
     except BaseException:
         source.close()

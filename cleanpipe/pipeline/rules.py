@@ -177,7 +177,7 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     if len(set(names)) < len(names):
         raise ConfigError(f"{origin}: [oof] model = {o.model!r} names a model family twice; list "
                           "each once")
-    _check_group(origin, "oof", S.OOF, o)
+    _check_group(origin, "oof", S.PIPELINE_OOF, o)
     if o.backend == "dask" and not o.scheduler:
         raise ConfigError(f"{origin}: [oof] backend = \"dask\" needs scheduler = \"tcp://HOST:8786\" "
                           "(or --scheduler); start one with `dask scheduler`")
@@ -188,6 +188,7 @@ def check_values(p, origin: str, *, allow_custom_model: bool = False) -> None:
     if p.flag.against is not None and ("\x00" in p.flag.against or not p.flag.against):
         raise ConfigError(f"{origin}: [flag] against must be the path of a table file")
     _check_pred_probs(p, origin)
+    _check_spark(p, origin)
     _check_clean_drops(p, origin)
     _check_group(origin, "clean", S.CLEAN, p.clean)
     _check_retrain(p, origin)
@@ -255,6 +256,47 @@ def _check_partitioned(p, origin: str) -> None:
     if p.sink is not None and p.sink.flags is not None:
         raise ConfigError(f"{origin}: {why}; its flags dataset stays in the run directory "
                           "(<run>/flag/flags/), so remove [sink] flags")
+
+
+#: Source types Spark reads in a pipeline (:mod:`cleanpipe.spark_tables`).
+SPARK_SOURCES = ("parquet", "delta", "iceberg")
+
+
+def _check_spark(p, origin: str) -> None:
+    """What ``[oof] backend = "spark"`` can run: oof, flag and clean on Spark, from a table Spark
+    reads, into Parquet folders in the run directory (and a Delta sink)."""
+    if not p.spark:
+        return
+    why = "[oof] backend = \"spark\" runs the stages on Spark"
+    off = "or remove backend = \"spark\" to run on one machine"
+    src = p.source
+    if src.type not in SPARK_SOURCES:
+        raise ConfigError(f"{origin}: {why}, which reads Parquet, Delta or Iceberg tables; [source] "
+                          f"type = {src.type!r} is not one: write the table as Parquet, {off}")
+    if src.type == "parquet" and (src.path.startswith("s3://") or any(ch in src.path for ch in "*?[")):
+        raise ConfigError(f"{origin}: {why}; [source] path = {src.path!r} must be a local Parquet file "
+                          f"or directory (Spark's own connectors reach object stores: read it with "
+                          f"cleanpipe.spark_tables in Python), {off}")
+    if "retrain" in p.stages:
+        rest = [s for s in p.stages if s != "retrain"]
+        raise ConfigError(f"{origin}: {why}, and retrain trains one model on one machine; write "
+                          f"stages = {rest} (then cleanpipe retrain <run>/clean/cleaned), {off}")
+    f, c = p.flag, p.columns
+    for key in ("checks", "against"):
+        if (key == "checks" and f.checks) or (key == "against" and f.against is not None):
+            raise ConfigError(f"{origin}: {why}, where [flag] {key} is not available; remove {key}, {off}")
+    for key in ("drop_duplicates", "drop_outliers"):
+        if getattr(p.clean, key) and "clean" in p.stages:
+            raise ConfigError(f"{origin}: {why}, where [clean] {key} is not available; remove it, {off}")
+    if c.labels or c.multi_label:
+        raise ConfigError(f"{origin}: {why}, which multi-label data cannot be yet; {off}")
+    if len(c.ids) > 1:
+        raise ConfigError(f"{origin}: {why}; each row's fold is a hash of one id column, but [columns] "
+                          f"ids lists {len(c.ids)}: keep one, e.g. ids = [\"{c.ids[0]}\"]")
+    if p.sink is not None and p.sink.type != "delta":
+        raise ConfigError(f"{origin}: {why}; its flags and cleaned tables are Parquet folders in the "
+                          f"run directory, published only to a Delta table: write [sink] type = "
+                          f"\"delta\", or remove [sink]")
 
 
 def _check_clean_drops(p, origin: str) -> None:

@@ -33,6 +33,8 @@ from .preflight import preflight
 from .rules import check_loss
 from .rundir import (RunLock, default_run_id, point_latest, remove_stale, run_directory, swap_in,
                      temp_dir)
+from . import spark_stages
+from .spark_stages import SPARK_STAGES
 from .stages import STAGE_FUNCTIONS, StageContext
 
 log = logging.getLogger(__name__)
@@ -80,10 +82,20 @@ def select_stages(stages, from_stage: str | None = None, until_stage: str | None
 
 
 def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
-    """The settings a stage's output depends on (not n_jobs or the backend: they change nothing).
+    """The settings a stage's output depends on (not n_jobs or the joblib backend: they change
+    nothing; Spark does: hashed folds and Parquet folders, so ``engine`` is recorded).
 
     Multi-label settings appear only for multi-label data, so single-label keys stay as they were.
     """
+    settings = _stage_settings(p, stage, multi_label)
+    if p.spark and stage != "retrain":  # absent otherwise, so the keys of other runs stay as they were
+        from ..settings import SCALE_SAMPLE_ROWS
+        settings.update(engine="spark", **({"sample_rows": SCALE_SAMPLE_ROWS}
+                                           if stage in ("oof", "flag") else {}))
+    return settings
+
+
+def _stage_settings(p: Pipeline, stage: str, multi_label: bool) -> dict:
     c = p.columns
     cols = {"label": c.label, "features": c.features, "exclude": c.exclude, "ids": c.ids}
     clean = {k: v for k, v in vars(p.clean).items() if k not in ("relabel_add", "relabel_remove")}
@@ -183,7 +195,8 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
         # under the lock (another run may have changed the manifest meanwhile).
         _check_earlier_done(p, selected, load_manifest(run_dir, p.name, run_id), run_dir)
         with contextlib.ExitStack() as stack:
-            if _needs_folds(p, selected):
+            spark = stack.enter_context(_spark_session(p, origin)) if p.spark else None
+            if _needs_folds(p, selected) and not p.spark:
                 stack.enter_context(_backend(p, origin))  # an unreachable scheduler fails here
             run_dir.mkdir(parents=True, exist_ok=True)
             stack.enter_context(RunLock(run_dir))
@@ -198,7 +211,8 @@ def run_pipeline(p: Pipeline, *, runs_dir="runs", run_id: str | None = None, for
             save_manifest(run_dir, manifest)
             try:
                 actions = _run_stages(p, ends, manifest, run_dir, selected, force=force,
-                                      from_stage=from_stage, emit=emit, progress=progress)
+                                      from_stage=from_stage, emit=emit, progress=progress,
+                                      spark=spark)
             except BaseException as exc:
                 manifest["status"] = "failed"
                 manifest["error"] = redact(error_line(exc))
@@ -233,9 +247,26 @@ def _backend(p: Pipeline, origin: str):
         ctx.__exit__(None, None, None)
 
 
+@contextlib.contextmanager
+def _spark_session(p: Pipeline, origin: str):
+    """The Spark session of ``[oof] backend = "spark"``: the active one, or one started on
+    ``[oof] scheduler`` (the master) for this run."""
+    from ..spark import session
+    try:
+        ctx = session(p.oof.scheduler)
+        spark = ctx.__enter__()
+    except InputError as exc:
+        raise ConfigError(f"{origin}: [oof] scheduler: {exc}") from None
+    try:
+        yield spark
+    finally:
+        ctx.__exit__(None, None, None)
+
+
 def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage, emit,
-                progress=None) -> dict:
-    snap = (in_place(ends.source) if p.partitioned else
+                progress=None, spark=None) -> dict:
+    # Dask's partitioned flag and Spark read the source where it is, on their workers.
+    snap = (in_place(ends.source) if p.partitioned or p.spark else
             extract(ends.source, run_dir, manifest.get("input") or {}, batch_rows=p.batch_rows))
     # The stages read the pinned input only; a DuckDB file must not stay open read-only while the
     # sink writes to it.
@@ -243,10 +274,11 @@ def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage
     manifest["input"] = {"source": ends.source.describe(), "kind": ends.source.kind,
                          "fingerprint": snap.fingerprint, "rows": snap.rows,
                          "data": (str(snap.path.relative_to(run_dir)) if snap.copied
-                                  else str(snap.path or p.source.path))}
+                                  else str(snap.path or getattr(p.source, "path", None)
+                                           or ends.source.describe()))}
     save_manifest(run_dir, manifest)
     ctx = StageContext(p, snap.path, ends.source.describe(), multi_label=ends.multi_label,
-                       progress=progress)
+                       progress=progress, spark=spark)
     upstream_key, actions = snap.fingerprint, {}
     for stage in p.stages:
         key = stage_key(stage, upstream_key, stage_settings(p, stage, ctx.multi_label))
@@ -263,7 +295,7 @@ def _run_stages(p, ends, manifest, run_dir: Path, selected, *, force, from_stage
             emit(stage, "reused", record)
         elif not force and not from_stage and is_current(record, key, run_dir):
             actions[stage] = "reused"
-            _publish(stage, ends, manifest, run_dir, key)
+            _publish(stage, ends, manifest, run_dir, key, spark)
             emit(stage, "reused", record)
         else:
             _run_one(stage, ctx, ends, manifest, run_dir, key, upstream_key, emit)
@@ -285,11 +317,11 @@ def _run_one(stage, ctx, ends, manifest, run_dir: Path, key, upstream_key, emit)
     ctx.partial = _partial_dir(run_dir, stage, key)
     tmp = temp_dir(run_dir, stage)
     try:
-        result = STAGE_FUNCTIONS[stage](ctx, tmp)
+        result = (SPARK_STAGES if ctx.spark is not None else STAGE_FUNCTIONS)[stage](ctx, tmp)
         swap_in(tmp, run_dir / stage)
         record.update(rows_in=result["rows_in"], rows_out=result["rows_out"], summary=result["summary"],
                       outputs={k: f"{stage}/{v}" for k, v in result["outputs"].items()})
-        _publish(stage, ends, manifest, run_dir, key)
+        _publish(stage, ends, manifest, run_dir, key, ctx.spark)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         record.update(status="failed", error=redact(error_line(exc)), finished=now())
@@ -317,8 +349,9 @@ def _partial_dir(run_dir: Path, stage: str, key: str) -> Path:
     return path
 
 
-def _publish(stage, ends, manifest, run_dir: Path, key) -> None:
-    """Write a stage's table to the sink unless this exact output is already there."""
+def _publish(stage, ends, manifest, run_dir: Path, key, spark=None) -> None:
+    """Write a stage's table to the sink unless this exact output is already there (on Spark: its
+    Parquet folder to the Delta sink, by the executors, in one commit)."""
     target = ends.targets.get(stage)
     if target is None:
         return
@@ -330,7 +363,8 @@ def _publish(stage, ends, manifest, run_dir: Path, key) -> None:
     path = run_dir / record["outputs"][PUBLISHED[stage]]
     log.info("writing %s to %s", path.name, where)
     t0 = time.perf_counter()
-    rows = ends.sink.write(target, _parquet_reader(path))
+    rows = (spark_stages.publish(spark, path, target) if spark is not None
+            else ends.sink.write(target, _parquet_reader(path)))
     record["published"] = {"target": where, "key": key, "rows": rows, "at": now(),
                            "seconds": round(time.perf_counter() - t0, 3)}
     save_manifest(run_dir, manifest)

@@ -57,6 +57,9 @@ class StageContext:
     partial : pathlib.Path, optional
         A folder outside ``out`` that survives a failed attempt of the stage (same inputs and
         settings), for work a rerun resumes; set by the runner.
+    spark : pyspark.sql.SparkSession, optional
+        The session the stages run on with ``[oof] backend = "spark"``
+        (:mod:`cleanpipe.pipeline.spark_stages`).
     """
 
     pipeline: object
@@ -66,6 +69,7 @@ class StageContext:
     multi_label: bool = False
     progress: object = None
     partial: Path | None = None
+    spark: object = None
 
 
 def _read_json(path: Path) -> dict:

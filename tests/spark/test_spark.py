@@ -143,9 +143,14 @@ def flagged(spark):
 def test_clean_equals_clean_table(flagged, mode):
     from cleanpipe import spark as cs
     df, flags, local = flagged
-    got = _collect(cs.clean(flags, mode=mode, label="label"))
+    cleaned = cs.clean(flags, mode=mode, label="label")
+    got = _collect(cleaned)
     want = clean_table(local, mode=mode, label="label").table
     assert got.column_names == want.column_names
+    # Every original column kept, in its place, with or without the flag columns.
+    assert cleaned.columns[:len(df.columns)] == df.columns
+    bare = cs.clean(flags, mode=mode, label="label", drop_flag_columns=True).columns
+    assert bare[:len(df.columns)] == df.columns and not set(bare) & set(FLAG_COLUMNS)
     for col in want.column_names:
         a, b = got[col].to_pylist(), want[col].to_pylist()
         if col == "sample_weight":

@@ -1,0 +1,81 @@
+"""``[oof] backend = "spark"`` (or ``engine``): what a Spark pipeline cannot take is refused before
+any work, in one line naming the key and the fix (exit 2); no Spark session is started for that."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pyarrow.parquet as pq
+import pytest
+from pipeline_helpers import run_cli
+
+from cleanpipe.errors import ConfigError
+from cleanpipe.pipeline import load_pipeline
+
+BASE = """
+stages = ["oof", "flag", "clean"]
+[source]
+type = "parquet"
+path = "data.parquet"
+[columns]
+label = "label"
+[oof]
+engine = "spark"
+model = "logreg"
+folds = 3
+"""
+
+
+@pytest.fixture
+def folder(tmp_path, tiny_table):
+    pq.write_table(tiny_table, tmp_path / "data.parquet")
+    return tmp_path
+
+
+def _write(folder, text: str):
+    path = folder / "s.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_engine_is_backend_under_its_command_line_name(folder):
+    p = load_pipeline(_write(folder, BASE))
+    assert p.spark and p.oof.backend == "spark" and not p.partitioned
+    assert load_pipeline(_write(folder, BASE.replace('engine = "spark"', 'backend = "spark"'))).spark
+    assert not load_pipeline(_write(folder, BASE.replace('engine = "spark"', 'engine = "loky"'))).spark
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (('engine = "spark"', 'engine = "spark"\nbackend = "spark"'), "sets both engine and backend"),
+    (('engine = "spark"', 'engine = "sprak"'), "did you mean 'spark'?"),
+    (('type = "parquet"', 'type = "csv"'), "reads Parquet, Delta or Iceberg tables; [source] type = 'csv'"),
+    (('path = "data.parquet"', 'path = "s3://bucket/data/"'), "must be a local Parquet file or directory"),
+    (('stages = ["oof", "flag", "clean"]', 'stages = ["oof", "flag", "clean", "retrain"]'),
+     "retrain trains one model on one machine; write stages = ['oof', 'flag', 'clean']"),
+    (('folds = 3', 'folds = 3\n[flag]\nchecks = true'), "[flag] checks is not available"),
+    (('label = "label"', 'label = "label"\nids = ["row_id", "x"]'), "keep one, e.g. ids = [\"row_id\"]"),
+    (('folds = 3', 'folds = 3\n[sink]\ntype = "parquet"\nflags = "f.parquet"'),
+     "published only to a Delta table"),
+    (('label = "label"', 'label = "label"\nfeatures = ["x", "colour"]'),
+     "[columns] features: feature column 'colour' has type dictionary"),
+])
+def test_refused_before_any_work_in_one_line(folder, edit, expect):
+    path = _write(folder, BASE.replace(*edit))
+    res = run_cli("run", path, "--runs-dir", folder / "runs", "--check")
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], res.stderr
+    assert not (folder / "runs").exists()
+    if "features" not in expect:  # the schema-level check runs in the preflight, not the loader
+        with pytest.raises(ConfigError):
+            load_pipeline(path)
+
+
+def test_the_command_line_engine_overrides_the_file(folder):
+    path = _write(folder, BASE.replace('engine = "spark"', 'engine = "loky"').replace(
+        'type = "parquet"', 'type = "csv"'))
+    assert run_cli("run", path, "--runs-dir", folder / "runs", "--check").exit_code == 2  # csv file: no data.csv
+    res = run_cli("run", path, "--runs-dir", folder / "runs", "--check", "--engine", "spark")
+    assert res.exit_code == 2 and "[oof] backend = \"spark\" runs the stages on Spark" in res.stderr, res.output
+    parquet = _write(folder, BASE.replace('engine = "spark"', 'engine = "loky"'))
+    assert load_pipeline(parquet, overrides=['oof.engine="spark"']).spark
