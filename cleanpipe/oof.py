@@ -615,6 +615,10 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     model, folds, seed, n_jobs, categorical
         As in :func:`cross_val_probs`; each model family of ``model`` is fitted once per (fold,
         class) to that class's 0/1 column, each fit a joblib task; families are averaged.
+        ``"mlp"`` (multi-label only) is one network per fold for every tag at once, each tag read
+        with its own given value hidden and the others shown
+        (:func:`cleanpipe.multilabel_mlp.cross_val_probs_mlp`; it conditions on the tags whatever
+        ``condition_on_tags`` says), fitted in this process.
     X_extra : ndarray of shape (n_extra, n_features), optional
         Rows without labels, predicted by every fold model and averaged.
     class_names : list of str, optional
