@@ -31,7 +31,8 @@ from .features import table_to_features
 from .frames import as_table, is_table, label_codes
 from .linear import LogisticFolds
 from .threads import available_cpus
-from .settings import BACKENDS, DEFAULT_FOLDS, DEFAULT_MODEL, DEFAULT_SEED, MIN_FOLDS, MODELS
+from .settings import (BACKENDS, DEFAULT_FOLDS, DEFAULT_MODEL, DEFAULT_SEED, MIN_FOLDS, MODELS,
+                       MULTILABEL_ONLY_MODELS)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ def make_model(model, *, categorical=None, seed: int = DEFAULT_SEED, device: str
         est = LightGBMFolds(categorical=cats if cats.any() else None)
     elif model == "xgb":
         est = XGBoostFolds(categorical=cats if cats.any() else None, device=device)
+    elif model in MULTILABEL_ONLY_MODELS:
+        raise InputError(f"--model {model} is for multi-label labels only (one network for every "
+                         "tag); pass --multi-label, or another model: hgb, logreg, gbm, lgb, xgb")
     elif ":" in model:
         est = _import_estimator(model)
     else:
@@ -611,6 +615,10 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     model, folds, seed, n_jobs, categorical
         As in :func:`cross_val_probs`; each model family of ``model`` is fitted once per (fold,
         class) to that class's 0/1 column, each fit a joblib task; families are averaged.
+        ``"mlp"`` (multi-label only) is one network per fold for every tag at once, each tag read
+        with its own given value hidden and the others shown
+        (:func:`cleanpipe.multilabel_mlp.cross_val_probs_mlp`; it conditions on the tags whatever
+        ``condition_on_tags`` says), fitted in this process.
     X_extra : ndarray of shape (n_extra, n_features), optional
         Rows without labels, predicted by every fold model and averaged.
     class_names : list of str, optional
@@ -671,8 +679,11 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     conditioned = condition_on_tags and k > 1
     # One (model, model for the untagged extra rows) pair per family; they are the same model
     # unless each tag's model also sees the row's other given tags.
-    ests = []
+    ests, joint = [], []
     for name in resolve_models(model_list(model), device):
+        if isinstance(name, str) and name in MULTILABEL_ONLY_MODELS:
+            joint.append(name)
+            continue
         est_x = make_model(name, categorical=categorical, seed=seed, device=device)
         est = (make_model(name, categorical=np.concatenate([cats, np.zeros(k - 1, bool)]), seed=seed,
                           device=device) if conditioned else est_x)
@@ -682,12 +693,17 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     tasks = [(f, c, pair) for f in range(folds) for c in range(k) for pair in ests]
     log.info("fitting %d one-vs-rest models (%d folds x %d classes x %d model(s)) on %d rows with %s",
              len(tasks), folds, k, len(ests), n, ", ".join(type(e).__name__ for e, _ in ests))
+    pred_probs = np.zeros((n, k), dtype=np.float32)
+    extra = np.zeros((len(X_extra), k), dtype=np.float64)
+    if joint:  # "mlp": one network for every tag, on the same folds
+        from .multilabel_mlp import cross_val_probs_mlp
+
+        pred_probs, extra = cross_val_probs_mlp(X, Y, splits, categorical=categorical, seed=seed,
+                                                X_extra=X_extra)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_binary)(est, X, Y[:, c], splits[f][0], splits[f][1], X_extra,
                              np.delete(Y, c, axis=1) if conditioned else None, est_x)
         for f, c, (est, est_x) in tasks)
-    pred_probs = np.zeros((n, k), dtype=np.float32)
-    extra = np.zeros((len(X_extra), k), dtype=np.float64)
     if progress:
         progress(0, len(tasks))
     for done, ((f, c, _), (probs, extra_probs)) in enumerate(zip(tasks, results), 1):
@@ -695,6 +711,7 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
         extra[:, c] += extra_probs
         if progress:
             progress(done, len(tasks))
-    if len(ests) > 1:
-        pred_probs /= len(ests)
-    return OutOfFold(pred_probs, (extra / (folds * len(ests))).astype(np.float32), folds, notes)
+    families = len(ests) + len(joint)
+    if families > 1:
+        pred_probs /= families
+    return OutOfFold(pred_probs, (extra / (folds * families)).astype(np.float32), folds, notes)

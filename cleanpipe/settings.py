@@ -112,7 +112,10 @@ DEFAULT_MIXTURE = MIXTURES[0]
 # --- oof: cross-validated probabilities --------------------------------------------------------------
 
 #: Names accepted by ``model=`` besides ``"package.module:Class"``.
-MODELS = ("gbm", "hgb", "logreg", "lgb", "xgb")
+MODELS = ("gbm", "hgb", "logreg", "lgb", "xgb", "mlp")
+#: Families that only multi-label labels take: ``mlp`` is one network for every tag at once
+#: (:mod:`cleanpipe.multilabel_mlp`), with no single-label counterpart.
+MULTILABEL_ONLY_MODELS = ("mlp",)
 #: The model families of ``flag``, pipelines and the API: their out-of-fold probabilities are
 #: averaged. A booster and logistic regression: chosen on ``benchmarks/ensembles.py`` (held-out
 #: seed: mean F1 +0.030, AUPRC +0.053 over hgb alone, for 2% more fitting time). The booster is

@@ -34,8 +34,8 @@ from ._progress import progress_bar
 @exclude_option
 @ids_option()
 @click.option("--model", default=DEFAULT_MODEL, show_default=True,
-              help="gbm (LightGBM when installed, else hgb), hgb, lgb, xgb, logreg, or "
-                   "package.module:Class of a scikit-learn classifier (imports it); several "
+              help="gbm (LightGBM when installed, else hgb), hgb, lgb, xgb, logreg, mlp (multi-label "
+                   "only: one network for every tag), or package.module:Class of a scikit-learn classifier (imports it); several "
                    "comma-separated (gbm,logreg) average their out-of-fold probabilities.")
 @click.option("--folds", default=OOF["folds"].default, show_default=True, type=int,
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")

@@ -39,6 +39,16 @@ def test_cli_unknown_model_in_a_list_is_exit_2_in_one_line(small_table, tmp_path
     assert not (tmp_path / "o.parquet").exists()
 
 
+
+def test_cli_multi_label_only_model_on_single_labels_is_exit_2_in_one_line(small_table, tmp_path):
+    table, _ = small_table
+    src = tmp_path / "t.parquet"
+    pq.write_table(table, src)
+    line = one_error_line(run("flag", src, "--out", tmp_path / "o.parquet", "--model", "mlp",
+                              "--folds", "3"))
+    assert "--model mlp is for multi-label labels only" in line and "--multi-label" in line
+    assert not (tmp_path / "o.parquet").exists()
+
 def test_pipeline_model_list(tmp_path, small_table):
     from cleanpipe.pipeline import load_pipeline
 

@@ -121,6 +121,17 @@ def test_many_tags_per_row_flags_within_one_and_a_half_times_the_wrong_rows(tmp_
     assert f1_score(wrong, issue) >= 0.7
 
 
+def test_joint_network_flags_within_one_and_a_half_times_the_wrong_rows(tagged, tmp_path):
+    # --model mlp: one network for every tag (cleanpipe.multilabel_mlp), end to end
+    path, _, err, _ = tagged
+    res = run("flag", path, "--label", "tags", "--id", "row_id", "--model", "mlp", "--folds", "3",
+              "--out", tmp_path / "f.parquet")
+    assert res.exit_code == 0, res.output
+    issue = pq.read_table(tmp_path / "f.parquet").column("is_label_issue").to_numpy()[N_NULL:]
+    wrong = int(err[N_NULL:].sum())
+    assert wrong / 1.5 <= issue.sum() <= 1.5 * wrong, (int(issue.sum()), wrong)
+    assert f1_score(err[N_NULL:], issue) >= 0.7
+
 def test_output_lists_nulls_and_suspects(tagged, flagged):
     *_, table = tagged
     _, flags, summary, _ = flagged
