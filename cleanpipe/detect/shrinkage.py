@@ -104,9 +104,12 @@ def share_concentration(joint: np.ndarray) -> float:
         return float("inf")
     _, m, off = _column_counts(c)
     a = np.exp(_LOG_CONCENTRATIONS)
-    per_cell = a[:, None, None] / (k - 1)
+    per_cell = a[:, None] / (k - 1)
+    # an empty cell adds gammaln(0 + x) - gammaln(x) = 0: only the occupied cells enter, so the
+    # grid costs (grid x occupied cells), at most the anchors' count, not grid x K^2
+    hit = off[off > 0]
     ll = (np.sum(gammaln(a[:, None]) - gammaln(m[None, :] + a[:, None]), axis=1)
-          + np.sum(gammaln(off[None] + per_cell) - gammaln(per_cell), axis=(1, 2)))
+          + np.sum(gammaln(hit[None, :] + per_cell) - gammaln(per_cell), axis=1))
     ll_even = float(np.sum(off) * np.log(1.0 / (k - 1)))
     return _fitted(ll, ll_even)
 
