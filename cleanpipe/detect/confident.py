@@ -21,6 +21,7 @@ import numpy as np
 
 from ._validate import block_rows_for, map_blocks
 from .exactsum import exact_group_sums
+from .shrinkage import shrunk_noise_matrix
 
 #: Tolerance below a threshold that still counts as "confident" (float32 round-off).
 _THRESHOLD_SLACK = 1e-6
@@ -348,7 +349,11 @@ def posterior_noise_matrix(calibrated_joint: np.ndarray, *, pattern_joint: np.nd
 
     Both estimates are smoothed (a Dirichlet prior worth one row per column, rule of succession
     for the rates), so no off-diagonal cell is exactly 0: a zero cell would make the posterior 1
-    for a row the model says belongs to that class.
+    for a row the model says belongs to that class. When the pattern wins, each of its columns is
+    then moved towards the symmetric matrix by an empirical-Bayes prior fitted to the pattern
+    joint (:mod:`~cleanpipe.detect.shrinkage`): a column the anchors show unusual only by chance
+    (a small table's symmetric noise that passed the test) keeps little of its own estimate, a
+    real pair pattern nearly all of it.
 
     Parameters
     ----------
@@ -383,10 +388,12 @@ def posterior_noise_matrix(calibrated_joint: np.ndarray, *, pattern_joint: np.nd
     sym = np.where(eye, 1.0 - rate, rate / max(k - 1, 1))
     if k < 2 or not pattern_supported(c if pattern_joint is None else pattern_joint):
         return sym, False
-    # class-conditional: per-column rate and off-diagonal shares, each with a one-row prior
+    # class-conditional: per-column rate and off-diagonal shares, each with a one-row prior,
+    # then each column shrunk towards the symmetric matrix as far as the anchors allow
     col_rate = (m_true + 1.0) / (n_true + 2.0)
     share = (off + 1.0 / (k - 1)) / (m_true + 1.0)[None, :]
-    return np.where(eye, 1.0 - col_rate[None, :], share * col_rate[None, :]), True
+    pattern = c if pattern_joint is None else pattern_joint
+    return shrunk_noise_matrix(col_rate, share, rate, pattern), True
 
 
 @dataclass(frozen=True)

@@ -412,15 +412,19 @@ def test_posterior_noise_matrix_symmetric_known_answer():
 
 def test_posterior_noise_matrix_pair_pattern_known_answer():
     # Pair noise: 30 of 100 rows of each true class given as the next class. G is in the
-    # hundreds against df log N = 5 log 300 = 28.5: class-conditional, smoothed as documented.
+    # hundreds against df log N = 5 log 300 = 28.5: class-conditional, smoothed as documented,
+    # then shrunk (detect/shrinkage.py): the three columns' rates agree exactly, so each takes
+    # the pooled rate (90 + 1) / (300 + 2); their splits all pile on one class, so the split's
+    # prior is as weak as the grid allows (a = exp(-4)) and each keeps m / (m + a) of its own.
     cal = np.array([[70, 0, 30], [30, 70, 0], [0, 30, 70]])
     t, class_conditional = posterior_noise_matrix(cal)
     assert class_conditional
-    rate = 31 / 102                                  # (30 + 1) / (100 + 2) per column
+    rate = 91 / 302
+    v = 30 / (30 + np.exp(-4.0))
     share_hit, share_miss = 30.5 / 31, 0.5 / 31       # (30 + 1/2) / 31 and (0 + 1/2) / 31
     np.testing.assert_allclose(np.diag(t), 1 - rate)
-    np.testing.assert_allclose(t[1, 0], share_hit * rate)
-    np.testing.assert_allclose(t[2, 0], share_miss * rate)
+    np.testing.assert_allclose(t[1, 0], (v * share_hit + (1 - v) / 2) * rate)
+    np.testing.assert_allclose(t[2, 0], (v * share_miss + (1 - v) / 2) * rate)
     np.testing.assert_allclose(t.sum(axis=0), 1.0)
     assert np.all(t > 0)  # no zero cell: a posterior is never forced to 1
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanpipe.detect import METHODS, detect
+from cleanpipe.detect.confident import posterior_noise_matrix
 from cleanpipe.detect.partitioned import (LocalRunner, detect_partitions, detection_plan,
                                           merge_pair, partition_partial, partition_result, run_plan)
 from cleanpipe.errors import InputError
@@ -195,3 +196,24 @@ def test_steps_and_estimates_are_small_and_picklable():
     assert max(sizes) < 200_000  # nothing per row travels with a step
     assert len(pickle.dumps(est)) < 200_000
     assert dataclasses.is_dataclass(est)
+
+
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_shrunk_pair_pattern_any_partitioning(data):
+    # Pair noise that the anchors' test accepts, so label_score conditions on the class-conditional
+    # matrix shrunk towards the symmetric one (detect/shrinkage.py): still the in-memory result.
+    rng = np.random.default_rng(3)
+    k, n = 4, 800
+    true = rng.integers(0, k, n)
+    logits = rng.normal(0.0, 1.0, (n, k))
+    logits[np.arange(n), true] += 4.0
+    pred_probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = true.copy()
+    flip = rng.random(n) < 0.3
+    labels[flip] = (true[flip] + 1) % k
+    ref = detect(labels, pred_probs)
+    _, class_conditional = posterior_noise_matrix(ref.confident.calibrated_joint,
+                                                  pattern_joint=ref.confident.anchor_joint)
+    assert class_conditional
+    assert_same_as_detect(labels, pred_probs, data.draw(boundaries(n)), "combined")
