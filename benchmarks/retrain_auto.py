@@ -485,6 +485,10 @@ def probe(tables, noises, seeds, variants, train_seeds) -> None:
 
     from cleanpipe.train import Preprocessor
     from cleanpipe.train.model import predict_logits
+    import cleanpipe.auto
+    # every variant is the heavy branch of the second round (the default width whatever the margin):
+    # a variant that changes the width says so in its TrainConfig fields
+    cleanpipe.auto.NARROW_MARGIN = float("-inf")
     PROBE_DIR.mkdir(parents=True, exist_ok=True)
     for table in tables:
         if TABLES[table][0] != "tune":
@@ -524,17 +528,6 @@ def probe(tables, noises, seeds, variants, train_seeds) -> None:
                             res_model = res_model or copy.deepcopy(_LAST_MODEL["model"])
                             res_model.load_state_dict(st)
                             swa[f"swa{e0}"] = torch.softmax(predict_logits(res_model, *x_te), 1).numpy()
-                        if variant == "heavy" and ts == 0:  # auto's own run: its row of the cache too
-                            have = _read_cache()
-                            if not ((have.table == table) & (have.noise == noise) & (have.seed == seed)
-                                    & (have.row == AUTO)).any():
-                                rec = dict(table=table, group=TABLES[table][0], noise=noise, seed=seed, row=AUTO,
-                                           acc=acc, seconds=round(time.perf_counter() - t0, 1),
-                                           load=round(os.getloadavg()[0], 2),
-                                           **{c: info.get(c) for c in ("loss", "labels_from", "epochs",
-                                                                       "best_epoch", "choice")})
-                                pd.DataFrame([rec], columns=COLUMNS).to_csv(CACHE, mode="a", header=False,
-                                                                            index=False)
                         np.savez_compressed(path, per_epoch=np.stack(per_epoch).astype(np.float16),
                                             y_te=case.y_te, acc=acc, **swa)
                         progress(f"  probe {table}/{noise}/s{seed} {variant} t{ts}: {acc:.4f} "
@@ -598,6 +591,60 @@ def probe_report(tables, noises, seeds, variants, train_seeds) -> None:
         summ["vs auto"] = diff.mean()
         summ["ahead"] = (diff > 0).sum().astype(str) + "/" + diff.notna().sum().astype(str)
     print(summ.round(3).to_string())
+
+
+#: ``--probe-select``: the noisy split's share of the training rows (retrain's default) and how many
+#: splits and noise draws are averaged per case.
+VAL_SHARE, DRAWS = 0.1, 50
+
+
+def probe_select(tables, noises, seeds, variants) -> None:
+    """Direction 3 of the third round: pick among the probed variants (each one's last epoch, training
+    seed 0) by accuracy on *noisy* labels, as a noisy validation split would. Per draw, a seeded
+    subset A of the test rows, as large as retrain's 10% split of the training rows, gets symmetric
+    noise at the case's rate and chooses; the other test rows (clean) score the pick against the
+    heavy branch (``heavy``) and the best variant on them. Optimistic in one way: the candidates
+    were trained on every training row, where a real split would take A's rows out of training."""
+    rows = []
+    for table in tables:
+        for seed in seeds:
+            for noise in noises:
+                case = Case.__new__(Case)
+                case.table, case.noise, case.seed = table, noise, seed
+                probs = {v: np.load(_probe_path(case, v, 0)) for v in variants if _probe_path(case, v, 0).exists()}
+                if "heavy" not in probs or len(probs) < 2:
+                    continue
+                y = probs["heavy"]["y_te"]
+                k = int(probs["heavy"]["per_epoch"].shape[-1])
+                kind, rate = NOISES[noise]
+                n_a = int(round(VAL_SHARE * len(y) * (1 - TEST_FRACTION) / TEST_FRACTION))  # retrain's split size
+                pred = {v: r["per_epoch"][-1].astype(np.float32).argmax(1) for v, r in probs.items()}
+                for draw in range(DRAWS):  # each draw: another split of the test rows and another noise
+                    a = np.random.default_rng([seed, draw, 0x5E1EC7]).permutation(len(y)) < n_a
+                    y_a = inject_noise(y[a], kind, rate, k, 1000 * seed + draw)
+                    noisy_acc = {v: float(np.mean(p[a] == y_a)) for v, p in pred.items()}
+                    clean_b = {v: float(np.mean(p[~a] == y[~a])) for v, p in pred.items()}
+                    pick = max(noisy_acc, key=noisy_acc.get)
+                    rows.append(dict(case=f"{table} {noise}", seed=seed, draw=draw, n_a=n_a, picked=pick,
+                                     heavy=clean_b["heavy"], picked_acc=clean_b[pick], best=max(clean_b.values()),
+                                     best_variant=max(clean_b, key=clean_b.get), n_variants=len(pred)))
+    r = pd.DataFrame(rows)
+    if r.empty:
+        print("nothing to select from")
+        return
+    r["picked - heavy"] = r.picked_acc - r.heavy
+    r["best - heavy"] = r.best - r.heavy
+    r["picked best"] = r.picked == r.best_variant
+    pd.set_option("display.width", 250)
+    g = r.groupby(["case", "seed"]).agg(n_a=("n_a", "first"), variants=("n_variants", "first"),
+                                        picked_minus_heavy=("picked - heavy", "mean"),
+                                        worst_pick=("picked - heavy", "min"),
+                                        best_minus_heavy=("best - heavy", "first"),
+                                        picked_best=("picked best", "mean"))
+    print(g.round(4).to_string())
+    print(f"over {len(g)} cases x {DRAWS} draws: clean accuracy of the pick - heavy {r['picked - heavy'].mean():+.4f} "
+          f"(worst draw {r['picked - heavy'].min():+.4f}), of the best - heavy {r['best - heavy'].mean():+.4f}, "
+          f"picked the best in {r['picked best'].mean():.0%} of draws")
 
 
 def gap_table(df: pd.DataFrame, group: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -770,6 +817,8 @@ def main(argv=None) -> None:
                    help="diagnostic (tune tables): the heavy branch's test softmax per epoch, of averaged "
                         "weights and per training seed (PROBES); stored under .cache/retrain_auto_probe")
     p.add_argument("--probe-report", action="store_true", help="gap closed of what --probe stored")
+    p.add_argument("--probe-select", action="store_true",
+                   help="pick among the probed variants by accuracy on a noisy half of the test split")
     p.add_argument("--variants", default="heavy", help="';'-separated PROBES names")
     p.add_argument("--train-seeds", default="0", help="training seed t trains with seed case seed + 1000 t (--probe; t 0 is auto's own run)")
     p.add_argument("--curves", action="store_true",
@@ -777,6 +826,10 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.from_cache:
         return report(a.write, a.note)
+    if a.probe_select:
+        tables = a.tables.split(",") if a.tables else [t for t, v in TABLES.items() if v[0] == "tune"]
+        return probe_select(tables, a.noises.split(","), [int(x) for x in a.seeds.split(",")],
+                            a.variants.split(";"))
     if a.probe or a.probe_report:
         tables = a.tables.split(",") if a.tables else [t for t, v in TABLES.items() if v[0] == "tune"]
         seeds = [int(x) for x in a.seeds.split(",")]
