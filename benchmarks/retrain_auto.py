@@ -478,7 +478,7 @@ def _probe_path(case: "Case", variant: str, train_seed: int):
     return PROBE_DIR / (name.replace(" ", "_").replace(",", "") + ".npz")
 
 
-def probe(tables, noises, seeds, variants, train_seeds) -> None:
+def probe(tables, noises, seeds, variants, train_seeds, *, held_out_check: bool = False) -> None:
     """Train each variant of :data:`PROBES` per case and training seed, storing the test softmax per
     epoch and of the averaged weights (``PROBE_DIR``); nothing is added to the results cache."""
     import torch
@@ -491,8 +491,9 @@ def probe(tables, noises, seeds, variants, train_seeds) -> None:
     cleanpipe.auto.NARROW_MARGIN = float("-inf")
     PROBE_DIR.mkdir(parents=True, exist_ok=True)
     for table in tables:
-        if TABLES[table][0] != "tune":
-            raise SystemExit(f"--probe runs on tune tables only, not {table!r}")
+        if TABLES[table][0] != "tune" and not (held_out_check and variants == ["heavy"]):
+            raise SystemExit(f"--probe runs on tune tables only, not {table!r} (--held-out-check: the "
+                             "heavy variant's seed ensemble, a candidate fixed on the tune tables)")
         for seed in seeds:
             for noise in noises:
                 case = Case(table, noise, seed)
@@ -541,7 +542,7 @@ _LAST_MODEL: dict = {}
 def probe_report(tables, noises, seeds, variants, train_seeds) -> None:
     """Gap closed of the last epoch, averages over epochs and ensembles over training seeds."""
     df = _read_cache()
-    d = df[df.group == "tune"]
+    d = df
     rows = []
     for table in tables:
         for seed in seeds:
@@ -832,6 +833,8 @@ def main(argv=None) -> None:
                    help="diagnostic (tune tables): the heavy branch's test softmax per epoch, of averaged "
                         "weights and per training seed (PROBES); stored under .cache/retrain_auto_probe")
     p.add_argument("--probe-report", action="store_true", help="gap closed of what --probe stored")
+    p.add_argument("--held-out-check", action="store_true",
+                   help="let --probe run the 'heavy' variant on held-out tables (checking the seed ensemble)")
     p.add_argument("--probe-select", action="store_true",
                    help="pick among the probed variants by accuracy on a noisy half of the test split")
     p.add_argument("--variants", default="heavy", help="';'-separated PROBES names")
@@ -851,7 +854,7 @@ def main(argv=None) -> None:
         args = (tables, a.noises.split(","), seeds, a.variants.split(";"),
                 [int(x) for x in a.train_seeds.split(",")])
         if a.probe:
-            probe(*args)
+            probe(*args, held_out_check=a.held_out_check)
         return probe_report(*args)
     if a.curves:
         return curves(a.tables.split(","), a.noises.split(","), a.rows.split(";"),
