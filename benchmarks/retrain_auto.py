@@ -485,10 +485,6 @@ def probe(tables, noises, seeds, variants, train_seeds, *, held_out_check: bool 
 
     from cleanpipe.train import Preprocessor
     from cleanpipe.train.model import predict_logits
-    import cleanpipe.auto
-    # every variant is the heavy branch of the second round (the default width whatever the margin):
-    # a variant that changes the width says so in its TrainConfig fields
-    cleanpipe.auto.NARROW_MARGIN = float("-inf")
     PROBE_DIR.mkdir(parents=True, exist_ok=True)
     for table in tables:
         if TABLES[table][0] != "tune" and not (held_out_check and variants == ["heavy"]):
