@@ -262,7 +262,7 @@ def check_plan(inputs, outputs) -> None:
             rel = relation(out, inp)
             if rel:
                 why = {"is": "", "contains": f" (the input lies inside {out.given!r})",
-                       "is inside": f" (it lies inside the input folder)",
+                       "is inside": " (it lies inside the input folder)",
                        "matches": " (it matches the input pattern, so the next run would read it)",
                        }.get(rel, " (the source query reads that table)")
                 the = "" if inp.option.startswith("the ") else "the input "

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from cleanpipe.cli import cli
-from cleanpipe.errors import InputError
 from cleanpipe.features import id_like_columns
 
 

@@ -321,7 +321,6 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
         n_pruned = int(np.count_nonzero(rows["pruned"])) if "cells" in est.chosen else 0
         return np.bincount(flat, minlength=k * k), n_pruned
     if kind == "quality":
-        score = rows["score"]
         labels = rows["labels"]
         disagrees = rows["conf"].predicted != labels
         observed = int(np.count_nonzero(rows["p_noisy"] > est.noisy_threshold))
