@@ -236,15 +236,21 @@ def _empty_source(n_classes: int):
     return lambda: (np.zeros(0, np.int64), np.zeros((0, n_classes)))
 
 
+def raise_first_error(rows) -> None:
+    """Raise the lowest-numbered partition's error among collected task rows, if any: the same
+    message whichever partition order the executors finished in."""
+    errors = sorted((r["partition"], r["error"]) for r in rows if r["error"] is not None)
+    if errors:
+        raise InputError(errors[0][1])
+
+
 def _merged(selected, plan: _Plan, n_partitions: int):
     """``merged(step)`` for :func:`~cleanpipe.detect.partitioned.run_plan`: one Spark job per step."""
     from .detect import partial_codec, partitioned
 
     def merged(step):
         rows = selected.mapInArrow(_partial_task(plan, step), _PARTIAL_DDL).collect()
-        errors = sorted((r["partition"], r["error"]) for r in rows if r["error"] is not None)
-        if errors:
-            raise InputError(errors[0][1])
+        raise_first_error(rows)
         got = {r["partition"]: partial_codec.loads(r["partial"]) for r in rows}
         # A partition with no rows may run no Python task: its partial is the empty one.
         empty = partitioned.partition_partial(step, _empty_source(plan.n_classes))

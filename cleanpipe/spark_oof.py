@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import CleanpipeError, InputError
-from .spark import _partition_index
+from .spark import _partition_index, raise_first_error
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,6 @@ def merge_tree(parts):
     return parts[0]
 
 
-def _raise_first(rows) -> None:
-    errors = sorted((r["partition"], r["error"]) for r in rows if r["error"] is not None)
-    if errors:
-        raise InputError(errors[0][1])
-
-
 def _predict_task(models, plan: OofPlan, out_schema: pa.Schema):
     """Every row of a partition with its out-of-fold probabilities appended."""
     from .hashed_folds import hashed_folds, predict_out_of_fold
@@ -279,7 +273,7 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
     plan = OofPlan(label, classes, features, id_column, folds, seed)
     selected = df.select(*plan.columns)
     rows = selected.mapInArrow(_count_task(plan), "partition INT, counts ARRAY<LONG>, error STRING").collect()
-    _raise_first(rows)
+    raise_first_error(rows)
     counts = np.sum([r["counts"] for r in rows], axis=0) if rows else np.zeros(folds, np.int64)
     counts = np.asarray(counts, dtype=np.int64).reshape(folds)
     if (counts == 0).any() or counts.sum() < 2 * folds:
@@ -287,7 +281,7 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
                          f"fold: {counts.tolist()}); pass fewer folds or more rows")
     rate = training_rate(int(counts.sum()), folds, sample_rows)
     rows = selected.mapInArrow(_sample_task(plan, rate), "partition INT, rows BINARY, error STRING").collect()
-    _raise_first(rows)
+    raise_first_error(rows)
     d = len(features)
     if all(r["rows"] is None for r in rows):
         raise InputError(f"the training sample is empty (rate {rate:.3g} of {int(counts.sum())} "
