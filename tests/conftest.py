@@ -113,3 +113,15 @@ def write_planted_checks(folder, n: int = 300, seed: int = 0) -> dict:
 def planted_checks(tmp_path):
     """:func:`write_planted_checks` in the test's folder."""
     return write_planted_checks(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask LocalCluster of two one-thread workers, one per test module.
+
+    Threads, not processes: the same code path through the scheduler, without paying for worker
+    interpreters on a small CI machine."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                                  dashboard_address=None) as c:
+        yield c

@@ -47,14 +47,6 @@ SETTINGS = OofSettings("logreg", 3, 5, 900, ids=("id",))
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def client(cluster):
     from distributed import Client
     with Client(cluster) as c:

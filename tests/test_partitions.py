@@ -54,14 +54,6 @@ def dataset(tmp_path):
     return tmp_path / "data", labels, p
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=":0") as c:
-        yield c
-
-
 @pytest.fixture
 def client(cluster):
     from distributed import Client

@@ -14,15 +14,6 @@ from cleanpipe.oof import cross_val_probs
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    # Threads, not processes: the same code path through the scheduler, without paying for
-    # worker interpreters on a small CI machine.
-    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                                  dashboard_address=None) as c:
-        yield c
-
-
 @pytest.mark.slow  # starting loky's worker processes takes seconds on a small machine
 def test_dask_and_loky_give_identical_out_of_fold_probabilities(digits_table, cluster):
     names = [c for c in digits_table.column_names if c.startswith("pixel_")]

@@ -38,13 +38,6 @@ def read_flags(folder):
     return pa.concat_tables([pq.read_table(os.path.join(folder, f)) for f in files])
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                                  dashboard_address=None) as c:
-        yield c
-
-
 @pytest.fixture
 def data(tmp_path, monkeypatch):
     for module in ("cleanpipe.pipeline.stages", "cleanpipe.pipeline.runner", "cleanpipe.cli.flag"):
