@@ -47,10 +47,22 @@ from _common import markdown_table, peak_rss_mib, progress, provenance_block, re
 SECTION = "Tables no machine can hold (issue 21)"
 
 
+def _write_part(table, i: int, storage, root) -> None:
+    """Partition ``i`` as ``part-XXXXX.parquet`` under ``root``, or under ``storage`` = (filesystem,
+    path) on an object store."""
+    import pyarrow.parquet as pq
+
+    if storage is None:
+        pq.write_table(table, os.path.join(root, f"part-{i:05d}.parquet"))
+    else:
+        fs, path = storage
+        with fs.open_output_stream(f"{path}/part-{i:05d}.parquet") as fh:
+            pq.write_table(table, fh)
+
+
 def generate(root: str, n: int, k: int, partitions: int, seed: int = 0, storage=None) -> None:
     """Write the dataset partition by partition (bounded memory): ``part-XXXXX.parquet`` files."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     bounds = np.linspace(0, n, partitions + 1).astype(np.int64)
@@ -65,12 +77,7 @@ def generate(root: str, n: int, k: int, partitions: int, seed: int = 0, storage=
         labels = np.where(noisy, (true + rng.integers(1, k, m)) % k, true)
         probs = pa.FixedSizeListArray.from_arrays(pa.array(p.ravel()), k)
         table = pa.table({"id": np.arange(a, b), "label": labels, "probs": probs})
-        if storage is None:
-            pq.write_table(table, os.path.join(root, f"part-{i:05d}.parquet"))
-        else:
-            fs, path = storage
-            with fs.open_output_stream(f"{path}/part-{i:05d}.parquet") as fh:
-                pq.write_table(table, fh)
+        _write_part(table, i, storage, root)
 
 
 def generate_features(n: int, k: int, d: int, partitions: int, seed: int = 0, storage=None,
@@ -78,7 +85,6 @@ def generate_features(n: int, k: int, d: int, partitions: int, seed: int = 0, st
     """``d`` float32 features, a label from a noisy linear score (10% of the labels flipped to
     another class, ``is_flipped`` kept), partition by partition."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     W = rng.normal(size=(d, k)).astype(np.float32) * (4 / np.sqrt(d))  # score sd 4, Gumbel 1.3
@@ -92,12 +98,7 @@ def generate_features(n: int, k: int, d: int, partitions: int, seed: int = 0, st
         cols = {"id": np.arange(a, b), "label": labels, "is_flipped": flipped}
         cols.update({f"f{j:02d}": X[:, j] for j in range(d)})
         table = pa.table(cols)
-        if storage is None:
-            pq.write_table(table, os.path.join(root, f"part-{i:05d}.parquet"))
-        else:
-            fs, path = storage
-            with fs.open_output_stream(f"{path}/part-{i:05d}.parquet") as fh:
-                pq.write_table(table, fh)
+        _write_part(table, i, storage, root)
 
 
 def run_one(args) -> dict:

@@ -78,6 +78,23 @@ def make_feature_table(n: int, d: int, k: int, seed: int):
     return pa.table(cols), noisy != y
 
 
+def local_session(cores: int, name: str, shuffle_partitions: int | None = None):
+    """A local Spark session set up the way both measurements run: no UI, quiet logs, 2 GiB
+    driver, one partition per file (as a table of large files is read on a cluster)."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (SparkSession.builder.master(f"local[{cores}]").appName(name)
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.files.openCostInBytes", str(128 << 20))
+               .config("spark.driver.memory", "2g"))
+    if shuffle_partitions is not None:
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
 def _quality(flags: np.ndarray, wrong: np.ndarray) -> dict:
     tp = int((flags & wrong).sum())
     return {"flagged": int(flags.sum()), "precision": tp / max(int(flags.sum()), 1),
@@ -87,7 +104,6 @@ def _quality(flags: np.ndarray, wrong: np.ndarray) -> dict:
 def run_oof(args) -> None:
     """The out-of-fold stage on Spark beside one process and cleanlab (``--oof``)."""
     import pyarrow.parquet as pq
-    from pyspark.sql import SparkSession
 
     from cleanpipe import hashed_folds as hf
     from cleanpipe import spark as cs
@@ -140,12 +156,7 @@ def run_oof(args) -> None:
                 pass
         del X
         driver_before = peak_rss_mib()
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = (SparkSession.builder.master(f"local[{args.cores}]").appName("spark-oof")
-                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                 .config("spark.sql.files.openCostInBytes", str(128 << 20))
-                 .config("spark.driver.memory", "2g").getOrCreate())
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = local_session(args.cores, "spark-oof")
         tracker = spark.sparkContext.statusTracker()
         start_jobs = len(tracker.getJobIdsForGroup(None))
         t = time.perf_counter()
@@ -190,7 +201,6 @@ def main() -> None:
         return run_oof(args)
 
     import deltalake
-    from pyspark.sql import SparkSession
 
     from cleanpipe import spark as cs
     from cleanpipe.flag import flag_table
@@ -218,14 +228,7 @@ def main() -> None:
         except ImportError:
             pass
         driver_before = peak_rss_mib()
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        spark = (SparkSession.builder.master(f"local[{args.cores}]").appName("spark-flag")
-                 .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                 .config("spark.sql.shuffle.partitions", str(args.partitions))
-                 # one partition per file, as a table of large files is read on a cluster
-                 .config("spark.sql.files.openCostInBytes", str(128 << 20))
-                 .config("spark.driver.memory", "2g").getOrCreate())
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = local_session(args.cores, "spark-flag", shuffle_partitions=args.partitions)
         tracker = spark.sparkContext.statusTracker()
         start_jobs = len(tracker.getJobIdsForGroup(None))
         t = time.perf_counter()
