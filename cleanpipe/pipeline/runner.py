@@ -89,7 +89,6 @@ def stage_settings(p: Pipeline, stage: str, multi_label: bool = False) -> dict:
     """
     settings = _stage_settings(p, stage, multi_label)
     if p.spark and stage != "retrain":  # absent otherwise, so the keys of other runs stay as they were
-        from ..settings import SCALE_SAMPLE_ROWS
         settings.update(engine="spark", **({"sample_rows": SCALE_SAMPLE_ROWS}
                                            if stage in ("oof", "flag") else {}))
     return settings

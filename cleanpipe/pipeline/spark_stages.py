@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..flagsfile import jsonable
 from ..io import write_json
+from ..settings import SCALE_SAMPLE_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,12 @@ def run_oof(ctx, out: Path) -> dict:
     schema = arrow_schema(df)
     _check_label(schema, c.label)
     settings = _oof_settings(ctx, schema)
-    fit = _check_oof(schema, c.label, sample_rows=_sample_rows(), **settings)
+    fit = _check_oof(schema, c.label, sample_rows=SCALE_SAMPLE_ROWS, **settings)
     df = df.persist(_storage())  # the three jobs and the write read the same rows
     try:
         classes = distinct_labels(df, c.label, schema.field(c.label).type)
         frame, record = out_of_fold(df, label=c.label, classes=classes, model=p.oof.model,
-                                    folds=p.oof.folds, seed=p.oof.seed, sample_rows=_sample_rows(), **fit)
+                                    folds=p.oof.folds, seed=p.oof.seed, sample_rows=SCALE_SAMPLE_ROWS, **fit)
         _write(frame, out / OOF_DATA)
     finally:
         df.unpersist()
@@ -81,11 +82,6 @@ def run_oof(ctx, out: Path) -> dict:
     summary["n_classes"] = len(classes)
     return {"rows_in": rows, "rows_out": rows, "summary": summary,
             "outputs": {"data": OOF_DATA, "info": OOF_INFO}}
-
-
-def _sample_rows() -> int:
-    from ..settings import SCALE_SAMPLE_ROWS
-    return SCALE_SAMPLE_ROWS
 
 
 def run_flag(ctx, out: Path) -> dict:
@@ -106,7 +102,7 @@ def run_flag(ctx, out: Path) -> dict:
     else:
         df = source_frame(ctx)
         fit = {} if p.flag.pred_probs is not None else dict(_oof_settings(ctx, arrow_schema(df)),
-                                                          sample_rows=_sample_rows())
+                                                          sample_rows=SCALE_SAMPLE_ROWS)
         result = flag_with_estimates(df, label=c.label, pred_probs=p.flag.pred_probs, **fit, **detector)
         frame = result.frame
     try:
