@@ -130,7 +130,8 @@ def _predict(torch, net, Z, Y, k, *, one_hidden):
     return out
 
 
-def cross_val_probs_mlp(X, Y, splits, *, categorical=None, seed: int = 0, X_extra=None):
+def cross_val_probs_mlp(X, Y, splits, *, categorical=None, seed: int = 0, X_extra=None,
+                        on_fold=None):
     """Out-of-fold tag probabilities of the joint network on the given folds.
 
     Parameters
@@ -146,6 +147,8 @@ def cross_val_probs_mlp(X, Y, splits, *, categorical=None, seed: int = 0, X_extr
         Fold ``f`` trains with seed ``seed * 1000 + f``.
     X_extra : ndarray of shape (n_extra, n_features), optional
         Rows without tags, predicted by every fold's network from the features alone.
+    on_fold : callable, optional
+        Called with the fold's index after each fold's network is trained and has predicted.
 
     Returns
     -------
@@ -173,4 +176,6 @@ def cross_val_probs_mlp(X, Y, splits, *, categorical=None, seed: int = 0, X_extr
                                       Z_extra=D[n:])
         pred[test] = P_test
         extra += P_extra
+        if on_fold:
+            on_fold(f)
     return pred, extra

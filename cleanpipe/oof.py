@@ -695,22 +695,25 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
              len(tasks), folds, k, len(ests), n, ", ".join(type(e).__name__ for e, _ in ests))
     pred_probs = np.zeros((n, k), dtype=np.float32)
     extra = np.zeros((len(X_extra), k), dtype=np.float64)
+    # The joint network's folds count as fits too, so the bar moves while it trains.
+    total = len(tasks) + (folds if joint else 0)
+    if progress:
+        progress(0, total)
     if joint:  # "mlp": one network for every tag, on the same folds
         from .multilabel_mlp import cross_val_probs_mlp
 
-        pred_probs, extra = cross_val_probs_mlp(X, Y, splits, categorical=categorical, seed=seed,
-                                                X_extra=X_extra)
+        pred_probs, extra = cross_val_probs_mlp(
+            X, Y, splits, categorical=categorical, seed=seed, X_extra=X_extra,
+            on_fold=(lambda f: progress(f + 1, total)) if progress else None)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fit_binary)(est, X, Y[:, c], splits[f][0], splits[f][1], X_extra,
                              np.delete(Y, c, axis=1) if conditioned else None, est_x)
         for f, c, (est, est_x) in tasks)
-    if progress:
-        progress(0, len(tasks))
-    for done, ((f, c, _), (probs, extra_probs)) in enumerate(zip(tasks, results), 1):
+    for done, ((f, c, _), (probs, extra_probs)) in enumerate(zip(tasks, results), total - len(tasks) + 1):
         pred_probs[splits[f][1], c] += probs
         extra[:, c] += extra_probs
         if progress:
-            progress(done, len(tasks))
+            progress(done, total)
     families = len(ests) + len(joint)
     if families > 1:
         pred_probs /= families

@@ -85,3 +85,17 @@ def test_single_label_mlp_is_a_one_line_user_error():
     with pytest.raises(InputError, match="--model mlp is for multi-label labels only"):
         out_of_fold_probs(X, np.arange(60) % 2, model="mlp", folds=3)
 
+
+
+@pytest.mark.parametrize("model", ["mlp", "mlp,logreg"])
+def test_progress_counts_the_networks_folds(planted, model):
+    # the joint network trains fold by fold before the per-tag fits: the bar moves from 0 to the
+    # total by one fit at a time, and the network's folds are counted in it
+    X, _, given, _ = planted
+    calls = []
+    cross_val_probs_multilabel(X, given, model=model, folds=3, seed=0,
+                               progress=lambda done, total: calls.append((done, total)))
+    totals = {t for _, t in calls}
+    per_tag = 3 * given.shape[1] if "logreg" in model else 0
+    assert totals == {3 + per_tag}
+    assert [d for d, _ in calls] == list(range(0, 3 + per_tag + 1))
