@@ -119,11 +119,13 @@ class FeatureSource:
         table = self.part.read(list(dict.fromkeys([self.part.label, *ids, *self.columns])))
         X = partition_matrix(table, self.columns, self.part.path)
         codes = self.part.codes(table.select([self.part.label]))
-        if ids:
-            hashes = hf.id_hashes(table.column(ids[0]), seed=self.oof.seed)
-        else:
-            hashes = hf.id_hashes(hf.position_ids(self.index, 0, table.num_rows), seed=self.oof.seed)
-        return X, codes, hashes
+        return X, codes, self.hashes(table)
+
+    def hashes(self, table: pa.Table) -> np.ndarray:
+        """The rows' stable hashes (:func:`cleanpipe.hashed_folds.table_hashes`)."""
+        return hf.table_hashes(table, id_column=self.oof.ids[0] if self.oof.ids else None,
+                               partition=self.index, seed=self.oof.seed,
+                               where=f"DATA partition '{self.part.path}'")
 
 
 def _store(filesystem, path: str, arrays: dict) -> None:
@@ -212,10 +214,11 @@ def _predict_task(out: str, key: str, src: FeatureSource, models, n_classes: int
 
 
 def _count_task(src: FeatureSource):
-    """A partition's feature check and labelled rows (the scan the sample rate needs)."""
+    """A partition's feature check and labelled rows per fold (the scan the sample rate needs)."""
     check_features(src.part.schema(), src.columns, src.part.path)
-    table = src.part.read([src.part.label])
-    return int((src.part.codes(table) >= 0).sum())
+    table = src.part.read(list(dict.fromkeys([src.part.label, *src.oof.ids[:1]])))
+    return hf.fold_counts(src.hashes(table), src.part.codes(table.select([src.part.label])) >= 0,
+                          src.oof.folds)
 
 
 def _size(sample) -> int:
@@ -261,8 +264,9 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
         seconds[name], cpu[name] = round(now - clock, 3), round(cpu_now - cpu_clock, 3)
         clock, cpu_clock = now, cpu_now
 
-    labelled = engine.get(engine.map(_count_task, sources))
-    n_rows = int(sum(labelled))
+    counts = engine.reduce(np.add, engine.map(_count_task, sources))
+    hf.check_fold_counts(counts, oof.folds)
+    n_rows = int(counts.sum())
     finished = _finished(out, key)
     todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
     info = {"features": list(columns), "folds": oof.folds, "model": oof.model, "seed": oof.seed,

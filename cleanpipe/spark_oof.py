@@ -107,11 +107,11 @@ class OofPlan:
         return [self.label, *self.features, *([self.id_column] if self.id_column else [])]
 
     def hashes(self, table: pa.Table, partition: int, start: int) -> np.ndarray:
-        """The rows' stable hashes: of the id column, or of their positions in the partition."""
-        from .hashed_folds import id_hashes, position_ids
-        if self.id_column:
-            return id_hashes(table.column(self.id_column), seed=self.seed)
-        return id_hashes(position_ids(partition, start, table.num_rows), seed=self.seed)
+        """The rows' stable hashes: of the id column, or of their positions in the partition
+        (:func:`cleanpipe.hashed_folds.table_hashes`)."""
+        from .hashed_folds import table_hashes
+        return table_hashes(table, id_column=self.id_column, partition=partition, start=start,
+                            seed=self.seed, where=f"partition {partition} of the DataFrame")
 
     def codes(self, table: pa.Table) -> np.ndarray:
         """Class codes, -1 where the label is null; a label outside the classes is an error."""
@@ -143,7 +143,7 @@ def matrix(table: pa.Table, features) -> np.ndarray:
 
 def _count_task(plan: OofPlan):
     """Labelled rows per fold of one partition."""
-    from .hashed_folds import hashed_folds
+    from .hashed_folds import fold_counts
 
     def run(batches):
         index, start = _partition_index(), 0
@@ -151,9 +151,8 @@ def _count_task(plan: OofPlan):
         try:
             for batch in batches:
                 table = pa.Table.from_batches([batch])
-                labelled = plan.codes(table) >= 0
-                folds = hashed_folds(plan.hashes(table, index, start), plan.n_folds)
-                counts += np.bincount(folds[labelled], minlength=plan.n_folds)
+                counts += fold_counts(plan.hashes(table, index, start), plan.codes(table) >= 0,
+                                      plan.n_folds)
                 start += batch.num_rows
             out = {"partition": [index], "counts": [counts.tolist()], "error": [None]}
         except CleanpipeError as exc:
@@ -267,7 +266,7 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
         The DataFrame, and ``{"fold_rows", "rate", "sample_rows", "max_sample_rows"}`` for the
         record.
     """
-    from .hashed_folds import fit_fold_models, training_rate
+    from .hashed_folds import check_fold_counts, fit_fold_models, training_rate
     from .spark import _spark_schema, arrow_schema
 
     plan = OofPlan(label, classes, features, id_column, folds, seed)
@@ -276,9 +275,7 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
     raise_first_error(rows)
     counts = np.sum([r["counts"] for r in rows], axis=0) if rows else np.zeros(folds, np.int64)
     counts = np.asarray(counts, dtype=np.int64).reshape(folds)
-    if (counts == 0).any() or counts.sum() < 2 * folds:
-        raise InputError(f"{int(counts.sum())} labelled rows cannot fill {folds} folds (rows per "
-                         f"fold: {counts.tolist()}); pass fewer folds or more rows")
+    check_fold_counts(counts, folds)
     rate = training_rate(int(counts.sum()), folds, sample_rows)
     rows = selected.mapInArrow(_sample_task(plan, rate), "partition INT, rows BINARY, error STRING").collect()
     raise_first_error(rows)

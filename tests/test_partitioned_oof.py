@@ -188,14 +188,19 @@ def _rewrite(path, fn):
     pq.write_table(fn(pq.read_table(path)), path)
 
 
+def _null_ids(t):
+    ids = pa.array([None if i == 1 else v for i, v in enumerate(t.column("id").to_pylist())],
+                   type=pa.int64())
+    return t.set_column(t.schema.get_field_index("id"), "id", ids)
+
+
 @pytest.mark.parametrize("case, fix, message", [
     ("missing", lambda t: t.drop_columns(["x2"]),
      "feature column 'x2' not found in DATA partition '{p}'"),
     ("label_type", lambda t: t.set_column(t.schema.get_field_index("y"), "y",
                                           pa.array(np.arange(t.num_rows))),
      "label column 'y' has type string in DATA partition"),
-    ("text_feature", lambda t: t.set_column(1, "x0", pa.array(["a"] * t.num_rows)),
-     "feature column 'x0' holds text or categories"),
+    ("null_id", _null_ids, "id column 'id' has 1 null value(s) in DATA partition '{p}'"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, cluster, case, fix, message):
     write_dataset(tmp_path / "data")
@@ -248,3 +253,29 @@ def test_a_pickle_planted_as_a_sample_partial_is_recomputed_never_run(tmp_path):
              folds=np.zeros(1), hashes=np.zeros(1))
     assert _load(pafs.LocalFileSystem(), str(planted)) is None
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["local", "dask"])
+def test_too_few_labelled_rows_for_the_folds_is_refused_up_front(tmp_path, where, request):
+    """The check of hashed_folds.check_fold_counts on the count pass, before any sample or fit
+    (it used to surface at the fold fit as "fold k's training sample is empty")."""
+    engine = LocalEngine() if where == "local" else DaskEngine(request.getfixturevalue("client"))
+    write_dataset(tmp_path / "data", n=9, bounds=(0, 4, 9))
+    with pytest.raises(InputError, match=r"^9 labelled rows cannot fill 5 folds \(rows per fold: "
+                                         r"\[\d+, \d+, \d+, \d+, \d+\]\); pass fewer folds or more rows$"):
+        flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y", engine=engine,
+                        oof=OofSettings("logreg", 5, 0, 100, ids=("id",)))
+    assert not list((tmp_path / "out").glob("_work/*/sample/*"))  # refused before the sample
+
+
+@pytest.mark.parametrize("where", ["local", "dask"])
+def test_a_null_id_is_one_line_naming_the_column(tmp_path, where, request):
+    engine = LocalEngine() if where == "local" else DaskEngine(request.getfixturevalue("client"))
+    write_dataset(tmp_path / "data")
+    bad = tmp_path / "data" / "part-004.parquet"
+    _rewrite(bad, _null_ids)
+    with pytest.raises(InputError) as exc:
+        flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y", engine=engine,
+                        oof=SETTINGS)
+    assert str(exc.value).startswith(f"id column 'id' has 1 null value(s) in DATA partition '{bad}'")
+    assert "fill the nulls" in str(exc.value) and "\n" not in str(exc.value)

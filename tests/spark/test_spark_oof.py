@@ -116,3 +116,21 @@ def test_oof_settings_give_one_line_errors_before_any_job(spark):
     floats = _table(n=40).set_column(5, "label", pa.array(np.linspace(0, 1, 40)))
     with pytest.raises(InputError, match="label"):
         cs.flag(spark.createDataFrame(floats), label="label")
+
+
+def test_too_few_labelled_rows_and_null_ids_give_the_dask_paths_words(spark):
+    """The same hashed_folds checks as on Dask (tests/test_partitioned_oof.py)."""
+    from cleanpipe import spark as cs
+    small = spark.createDataFrame(_table(n=9)).repartition(2)
+    with pytest.raises(InputError, match=r"^9 labelled rows cannot fill 5 folds \(rows per fold: "
+                                         r"\[\d+, \d+, \d+, \d+, \d+\]\); pass fewer folds or more rows$"):
+        cs.flag(small, label="label", id_column="row_id", model="logreg", folds=5)
+    table = _table(n=60)
+    table = table.set_column(0, "row_id", pa.array([None if i in (3, 4) else i for i in range(60)],
+                                                   type=pa.int64()))
+    with pytest.raises(InputError) as exc:
+        cs.flag(spark.createDataFrame(table).coalesce(1), label="label", id_column="row_id",
+                model="logreg", folds=3)
+    assert str(exc.value).startswith("id column 'row_id' has 2 null value(s) in partition 0 of "
+                                     "the DataFrame; ")
+    assert "\n" not in str(exc.value)
