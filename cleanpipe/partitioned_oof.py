@@ -64,6 +64,38 @@ def default_settings() -> OofSettings:
     return OofSettings(DEFAULT_MODEL, DEFAULT_FOLDS, DEFAULT_SEED, SCALE_SAMPLE_ROWS)
 
 
+def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device")) -> None:
+    """Refuse the one-machine fit options that the fold models fitted on the workers do not take.
+
+    Each fold model is one task on the Dask workers, so the folds already fit in parallel there
+    (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task thread
+    count on top would oversubscribe the workers. The workers fit on their CPUs: ``cuda`` (XGBoost
+    on a GPU) is a one-machine option. The defaults (``n_jobs=1``, ``device="auto"``) and
+    ``device="cpu"`` pass.
+
+    Parameters
+    ----------
+    n_jobs : int
+    device : str
+    names : (str, str), default=("--n-jobs", "--device")
+        How the caller spells the two options (``[oof] n_jobs`` in a pipeline).
+
+    Raises
+    ------
+    InputError
+        A value the partitioned path would otherwise silently ignore.
+    """
+    from .settings import DEFAULT_DEVICE, OOF
+    why = "when the fold models are fitted partition by partition on Dask"
+    if n_jobs != OOF["n_jobs"].default:
+        raise InputError(f"{names[0]} {n_jobs} does not apply {why}: each fold model is its own "
+                         "task on the workers, so the folds already fit in parallel there (as many "
+                         f"as the workers have threads); drop {names[0]}")
+    if device not in (DEFAULT_DEVICE, "cpu"):
+        raise InputError(f"{names[1]} {device} is not available {why}: the fold models fit on the "
+                         f"workers' CPUs; drop {names[1]}, or flag on one machine")
+
+
 def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
     """The feature columns (every column but the label, ids and excluded; or ``features``)."""
     return select_feature_columns(schema, label, features=list(oof.features or ()) or None,

@@ -279,3 +279,25 @@ def test_a_null_id_is_one_line_naming_the_column(tmp_path, where, request):
                         oof=SETTINGS)
     assert str(exc.value).startswith(f"id column 'id' has 1 null value(s) in DATA partition '{bad}'")
     assert "fill the nulls" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--n-jobs", "4"), "--n-jobs 4 does not apply when the fold models are fitted partition by "
+                        "partition on Dask"),
+    (("--n-jobs", "-1"), "--n-jobs -1 does not apply"),
+    (("--device", "cuda"), "--device cuda is not available when the fold models are fitted "
+                           "partition by partition on Dask: the fold models fit on the workers' CPUs"),
+])
+def test_one_machine_fit_options_are_refused_not_ignored(tmp_path, extra, message):
+    """Refused before the cluster is reached (the scheduler address is never dialled)."""
+    write_dataset(tmp_path / "data", n=60, bounds=(0, 30, 60))
+    r = cli_flag(tmp_path / "data", tmp_path / "flags", "tcp://127.0.0.1:9", *extra)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "flags").exists()
+
+
+def test_the_default_and_cpu_device_pass(tmp_path):
+    from cleanpipe.partitioned_oof import check_fit_options
+    check_fit_options(1, "auto")
+    check_fit_options(1, "cpu")
