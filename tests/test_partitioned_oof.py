@@ -17,6 +17,7 @@ from cleanpipe.detect import detect
 from cleanpipe.errors import InputError
 from cleanpipe.partitioned_oof import OofSettings
 from cleanpipe.partitions import MANIFEST, SUCCESS, DaskEngine, LocalEngine, flag_partitions
+from cleanpipe.settings import MAX_CATEGORIES
 
 BOUNDS = (0, 700, 701, 701, 1500, 2400)  # an empty and a single-row partition among them
 FEATURES = [f"x{j}" for j in range(4)]
@@ -301,3 +302,55 @@ def test_the_default_and_cpu_device_pass(tmp_path):
     from cleanpipe.partitioned_oof import check_fit_options
     check_fit_options(1, "auto")
     check_fit_options(1, "cpu")
+
+
+def _with_colour(root, seed=1):
+    """Add a text feature to every partition: informative, with nulls, a tail of ~480 values seen
+    once (beyond MAX_CATEGORIES: ties by value, then "other"), and a different mix of values in
+    each partition (so per-partition codes would differ)."""
+    rng = np.random.default_rng(seed)
+    files = sorted(os.listdir(root))
+    for i, f in enumerate(files):
+        t = pq.read_table(os.path.join(root, f))
+        y = np.searchsorted(["ant", "bee", "cat"], t.column("y").to_numpy(zero_copy_only=False))
+        common = np.array(["red", "green", "blue", "grey"])[(y + (rng.random(t.num_rows) < 0.3)) % 4]
+        rare = np.array([f"rare{i}-{j}" for j in range(t.num_rows)])
+        vals = np.where(rng.random(t.num_rows) < 0.2, rare, common).astype(object)
+        vals[rng.random(t.num_rows) < 0.05] = None
+        pq.write_table(t.append_column("colour", pa.array(vals.tolist(), pa.string())),
+                       os.path.join(root, f))
+    return pa.concat_tables([pq.read_table(os.path.join(root, f)) for f in files])
+
+
+@pytest.mark.parametrize("model", ["logreg", "hgb"])
+def test_a_text_feature_gets_the_one_process_codes_on_local_and_dask(tmp_path, client, model):
+    from cleanpipe.features import table_to_features
+    write_dataset(tmp_path / "data")
+    whole = _with_colour(tmp_path / "data")
+    settings = OofSettings(model, 3, 5, 900, ids=("id",))
+    local, P_local = run_oof(tmp_path, "local", LocalEngine(), settings)
+    assert local["oof"]["features"] == [*FEATURES, "colour"]
+    assert local["oof"]["categorical"] == ["colour"]
+    feats = table_to_features(whole, [*FEATURES, "colour"])
+    assert feats.categorical.tolist() == [False] * 4 + [True]
+    assert np.nanmax(feats.X[:, 4]) == MAX_CATEGORIES  # the "other" code is used
+    y = np.searchsorted(["ant", "bee", "cat"], whole.column("y").to_numpy(zero_copy_only=False))
+    h = hf.id_hashes(whole.column("id"), seed=5)
+    rate = hf.training_rate(len(y), 3, 900)
+    s = hf.sample_partial(feats.X, y, h, n_folds=3, rate=rate)
+    models = hf.fit_fold_models(s.X, s.y, s.folds, n_folds=3, n_classes=3, model=model, seed=5,
+                                categorical=feats.categorical)
+    want = hf.predict_out_of_fold(models, feats.X, hf.hashed_folds(h, 3), 3)
+    np.testing.assert_array_equal(P_local, want.astype(np.float32))
+    if model == "logreg":  # the cluster too (a task there runs the same code on a copy)
+        _, P_dask = run_oof(tmp_path, "dask", DaskEngine(client), settings)
+        np.testing.assert_array_equal(P_dask, P_local)
+
+
+def test_a_text_feature_on_dask_equals_local_with_the_real_limit(tmp_path, client):
+    write_dataset(tmp_path / "data")
+    _with_colour(tmp_path / "data")
+    settings = OofSettings("hgb", 3, 5, 900, ids=("id",))
+    _, P_local = run_oof(tmp_path, "local", LocalEngine(), settings)
+    _, P_dask = run_oof(tmp_path, "dask", DaskEngine(client), settings)
+    np.testing.assert_array_equal(P_dask, P_local)
