@@ -9,8 +9,9 @@ Three Spark jobs and one fit, with the pure functions of :mod:`cleanpipe.hashed_
 2. **sample**: every partition returns its share of the rows the fold models train on
    (:func:`~cleanpipe.hashed_folds.sample_partial`): about ``sample_rows * F / (F - 1)`` rows in
    all, whatever the table's size, as Arrow IPC bytes; the driver merges them
-   (:func:`~cleanpipe.hashed_folds.merge_samples`, sorted by hash, so the sample and the fit do not
-   depend on the partitioning).
+   (:func:`~cleanpipe.hashed_folds.merge_samples` in the one balanced tree of every engine,
+   :func:`~cleanpipe.detect.partitioned.merge_tree`; sorted by hash, so the sample and the fit do
+   not depend on the partitioning).
 3. **fit**, on the driver: :func:`~cleanpipe.hashed_folds.fit_fold_models`. The sample is bounded,
    so the driver's memory is too; fitting the F models in F Spark tasks would send that same sample
    to F executors and, on a cluster whose fold fits are short beside the passes over the table,
@@ -37,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .detect.partitioned import merge_tree
 from .errors import CleanpipeError, InputError
 from .spark import _partition_index, raise_first_error
 
@@ -224,7 +226,7 @@ def merged_vocabularies(rows, categorical: tuple) -> dict:
     out = {}
     for i, name in enumerate(categorical):
         partials = [_counts_from_ipc(r["vocab"][i]) for r in rows]
-        out[name] = vocabulary(merge_tree(partials, lambda a, b: merge_value_counts(a, b, name=name)))
+        out[name] = vocabulary(merge_tree(lambda a, b: merge_value_counts(a, b, name=name), partials))
     return out
 
 
@@ -254,10 +256,8 @@ def _sample_task(plan: OofPlan, rate: float):
 def _to_ipc(parts, d: int) -> bytes | None:
     if not parts:
         return None
-    from functools import reduce
-
     from .hashed_folds import merge_samples
-    s = reduce(merge_samples, parts)
+    s = merge_tree(merge_samples, parts)
     table = pa.table({"hash": s.hashes, "y": s.y, "fold": s.folds,
                       "X": pa.FixedSizeListArray.from_arrays(pa.array(s.X.ravel()), d)})
     sink = io.BytesIO()
@@ -272,19 +272,6 @@ def _from_ipc(data: bytes, d: int):
     X = np.asarray(t["X"].chunk(0).flatten(), dtype=np.float32).reshape(-1, d)
     return TrainingSample(X, np.asarray(t["y"], np.int64), np.asarray(t["fold"], np.int16),
                           np.asarray(t["hash"], np.uint64))
-
-
-def merge_tree(parts, merge=None):
-    """The partials merged pairwise in a balanced tree (``merge``, default
-    :func:`~cleanpipe.hashed_folds.merge_samples`, is associative: the same result as a left
-    fold, in log P rounds)."""
-    from .hashed_folds import merge_samples
-    merge = merge_samples if merge is None else merge
-    parts = list(parts)
-    while len(parts) > 1:
-        parts = [merge(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
-    return parts[0]
 
 
 def _predict_task(models, plan: OofPlan, out_schema: pa.Schema):
@@ -334,7 +321,7 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
         The DataFrame, and ``{"fold_rows", "rate", "sample_rows", "max_sample_rows"}`` for the
         record.
     """
-    from .hashed_folds import check_fold_counts, fit_fold_models, training_rate
+    from .hashed_folds import check_fold_counts, fit_fold_models, merge_samples, training_rate
     from .spark import _spark_schema, arrow_schema
 
     schema = arrow_schema(df)
@@ -356,8 +343,9 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
     if all(r["rows"] is None for r in rows):
         raise InputError(f"the training sample is empty (rate {rate:.3g} of {int(counts.sum())} "
                          "labelled rows); pass a larger sample_rows")
-    sample = merge_tree(_from_ipc(r["rows"], d) for r in sorted(rows, key=lambda r: r["partition"])
-                        if r["rows"] is not None)
+    sample = merge_tree(merge_samples, [_from_ipc(r["rows"], d)
+                                        for r in sorted(rows, key=lambda r: r["partition"])
+                                        if r["rows"] is not None])
     log.info("out-of-fold on Spark: %d folds, %d sampled rows of %d, fitted on the driver",
              folds, len(sample), int(counts.sum()))
     models = fit_fold_models(sample.X, sample.y, sample.folds, n_folds=folds,

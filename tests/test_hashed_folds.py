@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+from cleanpipe.detect.partitioned import merge_tree
 from cleanpipe.errors import InputError
 from cleanpipe.hashed_folds import (fit_fold_model, fit_fold_models, hashed_folds, id_hashes,
                                     in_training_sample, merge_samples, position_ids,
@@ -152,7 +153,8 @@ def test_merged_sample_does_not_depend_on_the_partitioning(n, cuts, rate, n_fold
              for a, b in zip(bounds[:-1], bounds[1:])]
     left = functools.reduce(merge_samples, parts)
     right = functools.reduce(lambda a, b: merge_samples(b, a), parts[::-1])  # right fold
-    for merged in (left, right):
+    tree = merge_tree(merge_samples, parts)  # what every engine runs
+    for merged in (left, right, tree):
         for name in ("X", "y", "folds", "hashes"):
             np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
     assert np.all(whole.y >= 0)
