@@ -188,10 +188,10 @@ def check_fold_counts(counts, n_folds: int) -> None:
     Examples
     --------
     >>> check_fold_counts([3, 4, 2], 3)
-    >>> check_fold_counts([3, 0, 2], 3)
+    >>> check_fold_counts([3, 0, 2], 3)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    cleanpipe.errors.InputError: 5 labelled rows cannot fill 3 folds (rows per fold: [3, 0, 2]); pass fewer folds or more rows
+    cleanpipe.errors.InputError: 5 labelled rows cannot fill 3 folds (rows per fold: [3, 0, 2]); ...
     """
     counts = np.asarray(counts, dtype=np.int64).reshape(n_folds)
     if (counts == 0).any() or counts.sum() < 2 * n_folds:

@@ -349,7 +349,8 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     n_rows = int(counts.sum())
     finished = _finished(out, key)
     todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
-    info = {"features": list(columns), "categorical": list(categorical), "folds": oof.folds, "model": oof.model, "seed": oof.seed,
+    info = {"features": list(columns), "categorical": list(categorical), "folds": oof.folds,
+            "model": oof.model, "seed": oof.seed,
             "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
             "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
             "seconds": seconds, "driver_cpu_seconds": cpu}
