@@ -202,6 +202,9 @@ def _null_ids(t):
                                           pa.array(np.arange(t.num_rows))),
      "label column 'y' has type string in DATA partition"),
     ("null_id", _null_ids, "id column 'id' has 1 null value(s) in DATA partition '{p}'"),
+    ("text_in_one_partition", lambda t: t.set_column(1, "x0", pa.array(["a"] * t.num_rows)),
+     "feature column 'x0' has type string in DATA partition '{p}' but holds no text or "
+     "categories in the first partition"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, cluster, case, fix, message):
     write_dataset(tmp_path / "data")
