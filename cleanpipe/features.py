@@ -17,9 +17,7 @@ import pyarrow.compute as pc
 
 from .errors import CleanpipeWarning, InputError
 
-#: Categories kept per categorical column (the rest share one "other" code). HistGradientBoosting
-#: accepts at most 255 bins, one of which is reserved for missing values.
-MAX_CATEGORIES = 250
+from .settings import MAX_CATEGORIES, MAX_VOCABULARY
 
 
 @dataclass(frozen=True)
@@ -175,16 +173,135 @@ def _numeric(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def _categorical(col: pa.ChunkedArray) -> np.ndarray:
-    values = _decoded(col)
+    """A categorical column's codes: its own vocabulary (:func:`vocabulary`) over all its rows."""
+    return category_codes(col, vocabulary(value_counts(col)))
+
+
+# --- the vocabulary of a categorical column, partition by partition ---------------------------------
+
+
+@dataclass(frozen=True)
+class ValueCounts:
+    """One categorical column's distinct values and their row counts (a mergeable partial).
+
+    Attributes
+    ----------
+    values : pyarrow.Array
+        Distinct non-null values, sorted ascending (strings as ``large_string``).
+    counts : ndarray of shape (len(values),), int64
+        Rows holding each value.
+    """
+
+    values: pa.Array
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _category_values(col) -> pa.ChunkedArray:
+    """A categorical column's values, decoded, strings widened (so partitions' types agree)."""
+    col = _decoded(pa.chunked_array([col]) if isinstance(col, pa.Array) else col)
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_string_view(t):
+        col = col.cast(pa.large_string())
+    return col
+
+
+def _sorted_counts(values: pa.Array, counts: np.ndarray) -> ValueCounts:
+    order = pc.sort_indices(values).to_numpy()
+    return ValueCounts(values.take(pa.array(order)), np.asarray(counts, np.int64)[order])
+
+
+def value_counts(col) -> ValueCounts:
+    """The rows of each distinct value of a categorical column (nulls not counted).
+
+    Examples
+    --------
+    >>> vc = value_counts(pa.chunked_array([["b", "a", None, "b"]]))
+    >>> vc.values.to_pylist(), vc.counts.tolist()
+    (['a', 'b'], [1, 2])
+    """
+    values = _category_values(col)
+    if pa.types.is_null(values.type):  # a partition where the column is null throughout
+        return ValueCounts(pa.array([], pa.null()), np.zeros(0, np.int64))
     counts = pc.value_counts(values.drop_null())
-    vals, freq = counts.field("values"), counts.field("counts").to_numpy()
-    # Most frequent first, ties by value, so codes do not depend on row order.
-    by_value = pc.rank(vals, sort_keys="ascending", tiebreaker="first").to_numpy()
-    keep = vals.take(pa.array(np.lexsort((by_value, -freq))[:MAX_CATEGORIES]))
+    return _sorted_counts(counts.field("values"), counts.field("counts").to_numpy())
+
+
+def merge_value_counts(a: ValueCounts, b: ValueCounts, *, name: str = "",
+                       limit: int | None = MAX_VOCABULARY) -> ValueCounts:
+    """Two partials' counts added value by value: associative and commutative (integer sums, the
+    values sorted), so any partitioning of a column merges to its whole-column counts.
+
+    Raises
+    ------
+    InputError
+        Values of types that do not cast to one another (a column of text in one partition and
+        numbers in another), or more than ``limit`` distinct values (feature column ``name``).
+    """
+    if not len(a) or not len(b):
+        merged = b if not len(a) else a
+    else:
+        bv = b.values
+        if bv.type != a.values.type:
+            try:
+                if _kind(bv.type) != _kind(a.values.type) or pa.types.is_string(bv.type) \
+                        or pa.types.is_large_string(bv.type):
+                    raise pa.ArrowTypeError("text and other values")  # never "1.5" == 1.5
+                bv = bv.cast(a.values.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                raise InputError(f"feature column '{name}' holds {a.values.type} in one partition "
+                                 f"and {b.values.type} in another; give every partition the same "
+                                 f"column types, or --exclude {name}") from None
+        t = pa.table({"v": pa.concat_arrays([a.values, bv]),
+                      "c": np.concatenate([a.counts, b.counts])})
+        g = t.group_by("v").aggregate([("c", "sum")])
+        merged = _sorted_counts(g.column("v").combine_chunks(), g.column("c_sum").to_numpy())
+    check_vocabulary_size(merged, name=name, limit=limit)
+    return merged
+
+
+def check_vocabulary_size(vc: ValueCounts, *, name: str = "", limit: int | None = MAX_VOCABULARY):
+    """Refuse a categorical column with more than ``limit`` distinct values (None: any)."""
+    if limit is not None and len(vc) > limit:
+        raise InputError(f"feature column '{name}' has more than {limit} distinct values, too many "
+                         "for one vocabulary over the partitions (it looks like an identifier or "
+                         f"free text); --exclude {name}, or write it as numbers")
+
+
+def vocabulary(vc: ValueCounts, max_categories: int = MAX_CATEGORIES) -> pa.Array:
+    """The values that get their own code: the ``max_categories`` most frequent, ties by value.
+
+    Code ``i`` is ``vocabulary[i]``; every other value shares code ``max_categories``
+    (:func:`category_codes`). A pure function of the counts, so a vocabulary merged from any
+    partitioning (:func:`merge_value_counts`) is the whole column's.
+    """
+    order = np.argsort(-vc.counts, kind="stable")[:max_categories]  # values sorted: ties by value
+    return vc.values.take(pa.array(order, type=pa.int64()))
+
+
+def category_codes(col, keep: pa.Array, max_categories: int = MAX_CATEGORIES) -> np.ndarray:
+    """A categorical column as float32 codes: the value's place in ``keep``, ``max_categories``
+    for any other value, NaN for a null.
+
+    Examples
+    --------
+    >>> col = pa.chunked_array([["b", "a", None, "c", "b"]])
+    >>> category_codes(col, vocabulary(value_counts(col), 2), 2).tolist()
+    [0.0, 1.0, nan, 2.0, 0.0]
+    """
+    values = _category_values(col)
+    out = np.full(len(values), np.nan, dtype=np.float32)
+    if pa.types.is_null(values.type) or not len(keep):
+        out[np.asarray(values.is_valid().to_numpy(zero_copy_only=False), bool)] = max_categories
+        return out
+    if values.type != keep.type:
+        values = values.cast(keep.type)
     codes = pc.index_in(values, value_set=keep).to_numpy(zero_copy_only=False)
     out = np.asarray(codes, dtype=np.float32)  # nulls -> NaN
     nulls = values.is_null().to_numpy(zero_copy_only=False)
-    out[np.isnan(out) & ~nulls] = MAX_CATEGORIES  # rare categories share one code
+    out[np.isnan(out) & ~nulls] = max_categories  # rare categories share one code
     return out
 
 

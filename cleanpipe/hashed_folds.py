@@ -119,6 +119,87 @@ def position_ids(partition: int, start: int, n: int) -> np.ndarray:
     return (np.int64(partition) << np.int64(40)) | (np.arange(n, dtype=np.int64) + start)
 
 
+def table_hashes(table: pa.Table, *, id_column: str | None, partition: int, start: int = 0,
+                 seed: int = 0, where: str = "the table") -> np.ndarray:
+    """The stable hashes of one partition's rows: of ``id_column``, else of their positions.
+
+    The one place both engines (:mod:`cleanpipe.partitioned_oof`, :mod:`cleanpipe.spark_oof`)
+    take a partition's hashes from, so a null id is refused alike on each.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        The partition's rows (or a batch of them, starting at row ``start``).
+    id_column : str or None
+        The id column; None: each row's position, :func:`position_ids` ``(partition, start, n)``.
+    partition : int
+    start : int, default=0
+    seed : int, default=0
+    where : str, default="the table"
+        Names the partition in an error.
+
+    Raises
+    ------
+    InputError
+        The id column holds a null: every null would hash alike and land in one fold, and
+        hashing them by position instead would make their folds depend on the partitioning.
+    """
+    if id_column is None:
+        return id_hashes(position_ids(partition, start, table.num_rows), seed=seed)
+    ids = table.column(id_column)
+    if ids.null_count:
+        from .errors import InputError
+        raise InputError(f"id column '{id_column}' has {ids.null_count} null value(s) in {where}; "
+                         "a row's fold is a hash of its id, so every row needs one: fill the "
+                         "nulls, or leave the id out (no --id / id_column=) to take folds from "
+                         "row positions")
+    return id_hashes(ids, seed=seed)
+
+
+def fold_counts(hashes: np.ndarray, labelled: np.ndarray, n_folds: int) -> np.ndarray:
+    """Labelled rows per fold of one partition (a partial: partitions' counts add up).
+
+    Examples
+    --------
+    >>> int(fold_counts(id_hashes(np.arange(10)), np.ones(10, bool), 3).sum())
+    10
+    """
+    folds = hashed_folds(hashes, n_folds)[np.asarray(labelled, dtype=bool)]
+    return np.bincount(folds, minlength=n_folds).astype(np.int64)
+
+
+def check_fold_counts(counts, n_folds: int) -> None:
+    """Refuse, before any sample or fit, labelled rows that cannot fill ``n_folds`` folds.
+
+    Parameters
+    ----------
+    counts : array-like of shape (n_folds,)
+        Labelled rows per fold, summed over the partitions (:func:`fold_counts`).
+    n_folds : int
+
+    Raises
+    ------
+    InputError
+        A fold without a labelled row, or fewer than two labelled rows per fold in all: some
+        fold model would have nothing to train on, or nothing to predict. Per class there is no
+        such floor: a fold model whose sample lacks a class gives it probability 0, as on one
+        machine.
+
+    Examples
+    --------
+    >>> check_fold_counts([3, 4, 2], 3)
+    >>> check_fold_counts([3, 0, 2], 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cleanpipe.errors.InputError: 5 labelled rows cannot fill 3 folds (rows per fold: [3, 0, 2]); ...
+    """
+    counts = np.asarray(counts, dtype=np.int64).reshape(n_folds)
+    if (counts == 0).any() or counts.sum() < 2 * n_folds:
+        from .errors import InputError
+        raise InputError(f"{int(counts.sum())} labelled rows cannot fill {n_folds} folds (rows per "
+                         f"fold: {counts.tolist()}); pass fewer folds or more rows")
+
+
 def hashed_folds(hashes: np.ndarray, n_folds: int) -> np.ndarray:
     """Each row's fold in ``[0, n_folds)`` from its hash (multiply-shift: no modulo bias).
 

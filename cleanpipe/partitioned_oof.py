@@ -17,12 +17,20 @@ probabilities are kept until the flags are committed: a rerun after a failure re
 the partitions that had not finished (the fold models are refitted, the same models, when any
 partition still needs them).
 
-Feature columns are numbers, bools, dates/times and numeric vectors, as on one machine; a text
-or dictionary column is refused (its category codes would differ between partitions).
+Feature columns are numbers, bools, dates/times, numeric vectors and text or dictionary columns,
+as on one machine. A categorical column is coded with one vocabulary for the whole table: the
+count pass also returns each partition's value counts
+(:func:`cleanpipe.features.value_counts`), merged associatively like the other partials
+(:func:`cleanpipe.features.merge_value_counts`); the merged counts give the one-machine codes
+(:func:`cleanpipe.features.vocabulary`: the :data:`~cleanpipe.settings.MAX_CATEGORIES` most
+frequent values, the rest one "other" code), which every partition then uses. A column with more
+than :data:`~cleanpipe.settings.MAX_VOCABULARY` distinct values is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import logging
 import os
@@ -35,7 +43,8 @@ from pyarrow import fs as pafs
 
 from . import hashed_folds as hf
 from .errors import InputError
-from .features import _column_block, _kind, columns_hint, select_feature_columns
+from .features import (_column_block, _kind, category_codes, check_vocabulary_size, columns_hint,
+                       merge_value_counts, select_feature_columns, value_counts, vocabulary)
 from .partitions import WORK, _atomic_write, _filesystem
 
 log = logging.getLogger(__name__)
@@ -64,14 +73,47 @@ def default_settings() -> OofSettings:
     return OofSettings(DEFAULT_MODEL, DEFAULT_FOLDS, DEFAULT_SEED, SCALE_SAMPLE_ROWS)
 
 
+def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device")) -> None:
+    """Refuse the one-machine fit options that the fold models fitted on the workers do not take.
+
+    Each fold model is one task on the Dask workers, so the folds already fit in parallel there
+    (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task thread
+    count on top would oversubscribe the workers. The workers fit on their CPUs: ``cuda`` (XGBoost
+    on a GPU) is a one-machine option. The defaults (``n_jobs=1``, ``device="auto"``) and
+    ``device="cpu"`` pass.
+
+    Parameters
+    ----------
+    n_jobs : int
+    device : str
+    names : (str, str), default=("--n-jobs", "--device")
+        How the caller spells the two options (``[oof] n_jobs`` in a pipeline).
+
+    Raises
+    ------
+    InputError
+        A value the partitioned path would otherwise silently ignore.
+    """
+    from .settings import DEFAULT_DEVICE, OOF
+    why = "when the fold models are fitted partition by partition on Dask"
+    if n_jobs != OOF["n_jobs"].default:
+        raise InputError(f"{names[0]} {n_jobs} does not apply {why}: each fold model is its own "
+                         "task on the workers, so the folds already fit in parallel there (as many "
+                         f"as the workers have threads); drop {names[0]}")
+    if device not in (DEFAULT_DEVICE, "cpu"):
+        raise InputError(f"{names[1]} {device} is not available {why}: the fold models fit on the "
+                         f"workers' CPUs; drop {names[1]}, or flag on one machine")
+
+
 def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
     """The feature columns (every column but the label, ids and excluded; or ``features``)."""
     return select_feature_columns(schema, label, features=list(oof.features or ()) or None,
                                   exclude=oof.exclude, ids=oof.ids)
 
 
-def check_features(schema: pa.Schema, columns, where: str) -> None:
-    """Each feature column is in the partition and of a type every partition encodes alike."""
+def check_features(schema: pa.Schema, columns, where: str, categorical=()) -> None:
+    """Each feature column is in the partition, of a supported type, and categorical (text or
+    dictionary) exactly where the first partition's is (``categorical``: those columns)."""
     for name in columns:
         if name not in schema.names:
             raise InputError(f"feature column '{name}' not found in DATA partition '{where}' "
@@ -82,18 +124,30 @@ def check_features(schema: pa.Schema, columns, where: str) -> None:
         if kind is None:
             raise InputError(f"feature column '{name}' has unsupported type {t} (DATA partition "
                              f"'{where}'); drop it with --exclude {name}")
-        if kind == "categorical":
-            raise InputError(f"feature column '{name}' holds text or categories ({t}, DATA "
-                             f"partition '{where}'), whose codes would differ between partitions; "
-                             f"write it as integer codes, or --exclude {name}")
+        if kind != "null" and (kind == "categorical") != (name in categorical):
+            first = "text or categories" if name in categorical else "no text or categories"
+            raise InputError(f"feature column '{name}' has type {t} in DATA partition '{where}' "
+                             f"but holds {first} in the first partition; give every partition "
+                             f"the same column types, or --exclude {name}")
 
 
-def partition_matrix(table: pa.Table, columns, where: str) -> np.ndarray:
+def categorical_columns(schema: pa.Schema, columns) -> tuple:
+    """The text or dictionary feature columns (coded with the merged vocabulary)."""
+    return tuple(c for c in columns if _kind(schema.field(c).type) == "categorical")
+
+
+def partition_matrix(table: pa.Table, columns, where: str, vocabularies=None) -> np.ndarray:
     """The float32 feature matrix of one partition, the same column layout in every partition
-    (a column null throughout this partition is NaN here, not dropped)."""
+    (a column null throughout this partition is NaN here, not dropped). A categorical column is
+    coded with its merged vocabulary (``vocabularies[name]``, :func:`cleanpipe.features.vocabulary`),
+    so every partition codes it as the whole table would."""
+    vocabularies = vocabularies or {}
     blocks = []
     for name in columns:
         col = table.column(name)
+        if name in vocabularies:
+            blocks.append(category_codes(col, vocabularies[name])[:, None])
+            continue
         kind = _kind(col.type)
         if kind == "null":
             blocks.append(np.full((len(col), 1), np.nan, np.float32))
@@ -112,18 +166,27 @@ class FeatureSource:
     index: int
     columns: tuple
     oof: OofSettings
+    categorical: tuple = ()
+    vocabularies: dict | None = None  # name -> the merged vocabulary (after the count pass)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Which columns of :meth:`read`'s matrix hold category codes."""
+        return np.array([c in self.categorical for c in self.columns], dtype=bool)
 
     def read(self):
         """``(X, codes, hashes)`` of every row (codes ``-1`` where the label is null)."""
         ids = list(self.oof.ids[:1])
         table = self.part.read(list(dict.fromkeys([self.part.label, *ids, *self.columns])))
-        X = partition_matrix(table, self.columns, self.part.path)
+        X = partition_matrix(table, self.columns, self.part.path, self.vocabularies)
         codes = self.part.codes(table.select([self.part.label]))
-        if ids:
-            hashes = hf.id_hashes(table.column(ids[0]), seed=self.oof.seed)
-        else:
-            hashes = hf.id_hashes(hf.position_ids(self.index, 0, table.num_rows), seed=self.oof.seed)
-        return X, codes, hashes
+        return X, codes, self.hashes(table)
+
+    def hashes(self, table: pa.Table) -> np.ndarray:
+        """The rows' stable hashes (:func:`cleanpipe.hashed_folds.table_hashes`)."""
+        return hf.table_hashes(table, id_column=self.oof.ids[0] if self.oof.ids else None,
+                               partition=self.index, seed=self.oof.seed,
+                               where=f"DATA partition '{self.part.path}'")
 
 
 def _store(filesystem, path: str, arrays: dict) -> None:
@@ -158,11 +221,12 @@ def _sample_task(out: str, key: str, src: FeatureSource, rate: float):
     return sample
 
 
-def _fit_task(sample: hf.TrainingSample, fold: int, n_classes: int, oof: OofSettings):
+def _fit_task(sample: hf.TrainingSample, fold: int, n_classes: int, oof: OofSettings,
+              categorical: np.ndarray):
     if len(sample) and sample.X.shape[1] == 0:
         raise InputError("no feature columns are left; pass --features or fewer --exclude columns")
     return hf.fit_fold_model(sample.X, sample.y, sample.folds, fold, n_classes=n_classes,
-                             model=oof.model, seed=oof.seed)
+                             model=oof.model, seed=oof.seed, categorical=categorical)
 
 
 def probs_path(out: str, key: str, src_path: str) -> str:
@@ -212,10 +276,23 @@ def _predict_task(out: str, key: str, src: FeatureSource, models, n_classes: int
 
 
 def _count_task(src: FeatureSource):
-    """A partition's feature check and labelled rows (the scan the sample rate needs)."""
-    check_features(src.part.schema(), src.columns, src.part.path)
-    table = src.part.read([src.part.label])
-    return int((src.part.codes(table) >= 0).sum())
+    """A partition's feature check, labelled rows per fold (the scan the sample rate needs) and
+    its categorical columns' value counts (the vocabulary partial)."""
+    check_features(src.part.schema(), src.columns, src.part.path, src.categorical)
+    table = src.part.read(list(dict.fromkeys([src.part.label, *src.oof.ids[:1], *src.categorical])))
+    counts = hf.fold_counts(src.hashes(table), src.part.codes(table.select([src.part.label])) >= 0,
+                            src.oof.folds)
+    vocab = []
+    for name in src.categorical:
+        vc = value_counts(table.column(name))
+        check_vocabulary_size(vc, name=name)
+        vocab.append(vc)
+    return counts, tuple(vocab)
+
+
+def _merge_counts(a, b, names=()):
+    """Two count partials together: fold counts added, value counts merged per column."""
+    return a[0] + b[0], tuple(merge_value_counts(x, y, name=n) for x, y, n in zip(a[1], b[1], names))
 
 
 def _size(sample) -> int:
@@ -250,8 +327,10 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
                          "least 2")
     from .oof import model_list
     model_list(oof.model)  # an unknown model name: one line here, not on every worker
-    columns = tuple(feature_columns(parts[0].schema(), parts[0].label, oof))
-    sources = [FeatureSource(p, i, columns, oof) for i, p in enumerate(parts)]
+    schema = parts[0].schema()
+    columns = tuple(feature_columns(schema, parts[0].label, oof))
+    categorical = categorical_columns(schema, columns)
+    sources = [FeatureSource(p, i, columns, oof, categorical) for i, p in enumerate(parts)]
     clock, cpu_clock = time.perf_counter(), time.process_time()
     seconds, cpu = {}, {}
 
@@ -261,11 +340,17 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
         seconds[name], cpu[name] = round(now - clock, 3), round(cpu_now - cpu_clock, 3)
         clock, cpu_clock = now, cpu_now
 
-    labelled = engine.get(engine.map(_count_task, sources))
-    n_rows = int(sum(labelled))
+    counts, vocab = engine.reduce(functools.partial(_merge_counts, names=categorical),
+                                  engine.map(_count_task, sources))
+    hf.check_fold_counts(counts, oof.folds)
+    vocabularies = {name: vocabulary(vc) for name, vc in zip(categorical, vocab)}
+    sources = [dataclasses.replace(s, vocabularies=vocabularies) for s in sources]
+    mask = sources[0].mask
+    n_rows = int(counts.sum())
     finished = _finished(out, key)
     todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
-    info = {"features": list(columns), "folds": oof.folds, "model": oof.model, "seed": oof.seed,
+    info = {"features": list(columns), "categorical": list(categorical), "folds": oof.folds,
+            "model": oof.model, "seed": oof.seed,
             "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
             "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
             "seconds": seconds, "driver_cpu_seconds": cpu}
@@ -279,7 +364,7 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     info["training_rows"] = int(engine.get(engine.map(_size, [sample]))[0])
     lap("sample")
     models = engine.map(_fit_task, [sample] * oof.folds, range(oof.folds),
-                        [n_classes] * oof.folds, [oof] * oof.folds)
+                        [n_classes] * oof.folds, [oof] * oof.folds, [mask] * oof.folds)
     models = engine.collect(models)  # one handle holding the K models (on a worker)
     engine.get(engine.map(_size, [models]))
     lap("fit")

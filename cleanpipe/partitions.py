@@ -36,7 +36,8 @@ from pyarrow import fs as pafs
 
 from ._version import __version__
 from .detect import partial_codec
-from .detect.partitioned import detection_plan, merge_pair, partition_partial, partition_result
+from .detect.partitioned import (detection_plan, merge_pair, merge_tree, partition_partial,
+                                 partition_result)
 from .errors import InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
@@ -209,8 +210,9 @@ class LocalEngine:
         return list(handles)
 
     def reduce(self, merge, handles):
-        """The partials merged left to right."""
-        return functools.reduce(merge, self.get(handles))
+        """The partials merged neighbours first, in a balanced tree
+        (:func:`~cleanpipe.detect.partitioned.merge_tree`, as on a cluster)."""
+        return merge_tree(merge, self.get(handles))
 
     reduce_handle = reduce
 
@@ -241,12 +243,7 @@ class DaskEngine:
 
     def reduce_handle(self, merge, handles):
         """As :meth:`reduce`, but the merged result stays on a worker: its future."""
-        level = list(handles)
-        while len(level) > 1:
-            pairs = [self.client.submit(merge, a, b, pure=False)
-                     for a, b in zip(level[0::2], level[1::2])]
-            level = pairs + ([level[-1]] if len(level) % 2 else [])
-        return level[0]
+        return merge_tree(lambda a, b: self.client.submit(merge, a, b, pure=False), handles)
 
     def collect(self, handles):
         """One future holding the list of the results, on a worker (not sent to the driver)."""

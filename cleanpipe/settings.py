@@ -130,6 +130,15 @@ DEFAULT_MODEL = "gbm,logreg"
 #: -0.0076, for a third of the CPU; 400,000 rows gain 0.005 AUPRC for 1.8x the fit time. 2e5
 #: rows x 30 features is ~24 MB of float32, a fit one 2 GiB worker holds easily.
 SCALE_SAMPLE_ROWS = 200_000
+#: Categories kept per categorical (text or dictionary) feature column, most frequent first, ties by
+#: value; the rest share one "other" code. HistGradientBoosting accepts at most 255 bins, one of
+#: which is reserved for missing values. The one-machine features and the partitioned out-of-fold
+#: paths' merged vocabulary (Dask, Spark) both keep these.
+MAX_CATEGORIES = 250
+#: Distinct values of one categorical feature column that the partitioned out-of-fold paths count
+#: exactly (the vocabulary partial, merged over the partitions, so that every partition codes the
+#: column as the whole table would); a column with more is refused as an identifier-like column.
+MAX_VOCABULARY = 100_000
 #: joblib backends the fold fits can run on (``backend=``).
 BACKENDS = ("loky", "dask")
 

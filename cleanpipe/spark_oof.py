@@ -9,8 +9,9 @@ Three Spark jobs and one fit, with the pure functions of :mod:`cleanpipe.hashed_
 2. **sample**: every partition returns its share of the rows the fold models train on
    (:func:`~cleanpipe.hashed_folds.sample_partial`): about ``sample_rows * F / (F - 1)`` rows in
    all, whatever the table's size, as Arrow IPC bytes; the driver merges them
-   (:func:`~cleanpipe.hashed_folds.merge_samples`, sorted by hash, so the sample and the fit do not
-   depend on the partitioning).
+   (:func:`~cleanpipe.hashed_folds.merge_samples` in the one balanced tree of every engine,
+   :func:`~cleanpipe.detect.partitioned.merge_tree`; sorted by hash, so the sample and the fit do
+   not depend on the partitioning).
 3. **fit**, on the driver: :func:`~cleanpipe.hashed_folds.fit_fold_models`. The sample is bounded,
    so the driver's memory is too; fitting the F models in F Spark tasks would send that same sample
    to F executors and, on a cluster whose fold fits are short beside the passes over the table,
@@ -19,8 +20,13 @@ Three Spark jobs and one fit, with the pure functions of :mod:`cleanpipe.hashed_
    the model that did not see its fold (:func:`~cleanpipe.hashed_folds.predict_out_of_fold`); the
    models reach the executors as one broadcast.
 
-Features are numeric columns (integers, floats, booleans; nulls become NaN): a categorical column
-would need one encoding agreed by every partition, which this path does not compute yet.
+Features are numeric columns (integers, floats, booleans; nulls become NaN) and text columns named
+in ``features=``. A text column is coded as one machine codes it, with one vocabulary for the
+whole DataFrame: the counts job also returns each partition's value counts
+(:func:`cleanpipe.features.value_counts`), the driver merges them
+(:func:`cleanpipe.features.merge_value_counts`, associative) into the vocabulary
+(:func:`cleanpipe.features.vocabulary`: the most frequent values, the rest one "other" code), and
+every task codes with it; the fold models are told which columns hold codes.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .detect.partitioned import merge_tree
 from .errors import CleanpipeError, InputError
 from .spark import _partition_index, raise_first_error
 
@@ -44,7 +51,7 @@ OOF_COLUMN = "pred_probs"
 MAX_CLASSES = 1000
 
 _COUNT_SCHEMA = pa.schema([("partition", pa.int32()), ("counts", pa.list_(pa.int64())),
-                           ("error", pa.string())])
+                           ("vocab", pa.list_(pa.binary())), ("error", pa.string())])
 _SAMPLE_SCHEMA = pa.schema([("partition", pa.int32()), ("rows", pa.binary()), ("error", pa.string())])
 
 
@@ -52,15 +59,24 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
+def _text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def feature_columns(schema: pa.Schema, *, label: str, features=None, id_column: str | None = None,
                     exclude=()) -> tuple:
-    """The feature columns: ``features`` as given (each checked to exist and be numeric), or every
-    numeric column other than the label, the id and ``exclude``.
+    """The feature columns: ``features`` as given (each checked to exist and be numeric or text),
+    or every numeric column other than the label, the id and ``exclude``.
+
+    A text column is a feature only when named in ``features``: it is then coded with one
+    vocabulary merged over the partitions (:func:`cleanpipe.features.vocabulary`), as on one
+    machine. Left to the default, text columns stay out (a free-text or identifier column would
+    only be refused for its size, and ``flag`` takes no ``exclude``).
 
     Raises
     ------
     InputError
-        A missing or non-numeric feature column, or no feature at all.
+        A missing feature column or one of another type, or no feature at all.
     """
     from .features import columns_hint
 
@@ -73,10 +89,10 @@ def feature_columns(schema: pa.Schema, *, label: str, features=None, id_column: 
             if c == label:
                 raise InputError(f"features includes the label '{c}'; remove it")
             t = schema.field(c).type
-            if not _numeric(t):
+            if not (_numeric(t) or _text(t)):
                 raise InputError(f"feature column '{c}' has type {t}; out-of-fold on Spark fits "
-                                 "numeric features only: encode it as numbers first, or leave it "
-                                 "out of features=")
+                                 "numbers and text (categories): encode it as one of them first, "
+                                 "or leave it out of features=")
     else:
         skip = {label, id_column, *exclude}
         cols = [f.name for f in schema if f.name not in skip and _numeric(f.type)]
@@ -94,9 +110,16 @@ class OofPlan:
     """What every task needs (small; shipped in each task's closure)."""
 
     def __init__(self, label: str, classes: pa.Array, features: tuple, id_column: str | None,
-                 n_folds: int, seed: int):
+                 n_folds: int, seed: int, categorical: tuple = (), vocabularies: dict | None = None):
         self.label, self.classes, self.features = label, classes, features
         self.id_column, self.n_folds, self.seed = id_column, n_folds, seed
+        self.categorical = categorical  # the text features
+        self.vocabularies = vocabularies  # name -> merged vocabulary, after the count job
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Which feature columns hold category codes."""
+        return np.array([c in self.categorical for c in self.features], dtype=bool)
 
     @property
     def n_classes(self) -> int:
@@ -107,11 +130,11 @@ class OofPlan:
         return [self.label, *self.features, *([self.id_column] if self.id_column else [])]
 
     def hashes(self, table: pa.Table, partition: int, start: int) -> np.ndarray:
-        """The rows' stable hashes: of the id column, or of their positions in the partition."""
-        from .hashed_folds import id_hashes, position_ids
-        if self.id_column:
-            return id_hashes(table.column(self.id_column), seed=self.seed)
-        return id_hashes(position_ids(partition, start, table.num_rows), seed=self.seed)
+        """The rows' stable hashes: of the id column, or of their positions in the partition
+        (:func:`cleanpipe.hashed_folds.table_hashes`)."""
+        from .hashed_folds import table_hashes
+        return table_hashes(table, id_column=self.id_column, partition=partition, start=start,
+                            seed=self.seed, where=f"partition {partition} of the DataFrame")
 
     def codes(self, table: pa.Table) -> np.ndarray:
         """Class codes, -1 where the label is null; a label outside the classes is an error."""
@@ -127,14 +150,20 @@ class OofPlan:
 
     def matrix(self, table: pa.Table) -> np.ndarray:
         """The features as float64, nulls as NaN, columns in :attr:`features` order."""
-        return matrix(table, self.features)
+        return matrix(table, self.features, self.vocabularies)
 
 
-def matrix(table: pa.Table, features) -> np.ndarray:
-    """``table``'s numeric ``features`` as an ``(n, d)`` float64 matrix, nulls as NaN."""
+def matrix(table: pa.Table, features, vocabularies=None) -> np.ndarray:
+    """``table``'s ``features`` as an ``(n, d)`` float64 matrix, nulls as NaN; a text column as
+    its codes in ``vocabularies[name]`` (:func:`cleanpipe.features.category_codes`)."""
+    from .features import category_codes
+    vocabularies = vocabularies or {}
     out = np.empty((table.num_rows, len(features)), dtype=np.float64)
     for j, c in enumerate(features):
         col = table.column(c)
+        if c in vocabularies:
+            out[:, j] = category_codes(col, vocabularies[c])
+            continue
         if pa.types.is_boolean(col.type):
             col = col.cast(pa.int8())
         out[:, j] = np.asarray(pc.fill_null(col.cast(pa.float64()), np.nan), dtype=np.float64)
@@ -142,25 +171,63 @@ def matrix(table: pa.Table, features) -> np.ndarray:
 
 
 def _count_task(plan: OofPlan):
-    """Labelled rows per fold of one partition."""
-    from .hashed_folds import hashed_folds
+    """Labelled rows per fold of one partition, and its text features' value counts (the
+    vocabulary partials, as Arrow IPC bytes)."""
+    from .features import check_vocabulary_size, merge_value_counts, value_counts
+    from .hashed_folds import fold_counts
 
     def run(batches):
         index, start = _partition_index(), 0
         counts = np.zeros(plan.n_folds, np.int64)
+        vocab = [None] * len(plan.categorical)
         try:
             for batch in batches:
                 table = pa.Table.from_batches([batch])
-                labelled = plan.codes(table) >= 0
-                folds = hashed_folds(plan.hashes(table, index, start), plan.n_folds)
-                counts += np.bincount(folds[labelled], minlength=plan.n_folds)
+                counts += fold_counts(plan.hashes(table, index, start), plan.codes(table) >= 0,
+                                      plan.n_folds)
+                for i, name in enumerate(plan.categorical):
+                    vc = value_counts(table.column(name))
+                    check_vocabulary_size(vc, name=name)  # before it is sent to the driver
+                    vocab[i] = vc if vocab[i] is None else merge_value_counts(vocab[i], vc, name=name)
                 start += batch.num_rows
-            out = {"partition": [index], "counts": [counts.tolist()], "error": [None]}
+            out = {"partition": [index], "counts": [counts.tolist()],
+                   "vocab": [[_counts_to_ipc(v) for v in vocab] if plan.categorical else []],
+                   "error": [None]}
         except CleanpipeError as exc:
-            out = {"partition": [index], "counts": [None], "error": [str(exc)]}
+            out = {"partition": [index], "counts": [None], "vocab": [None], "error": [str(exc)]}
         yield pa.RecordBatch.from_pydict(out, schema=_COUNT_SCHEMA)
 
     return run
+
+
+def _counts_to_ipc(vc) -> bytes | None:
+    if vc is None or not len(vc):
+        return None
+    sink = io.BytesIO()
+    table = pa.table({"value": vc.values, "count": vc.counts})
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _counts_from_ipc(data: bytes | None):
+    from .features import ValueCounts
+    if data is None:
+        return ValueCounts(pa.array([], pa.null()), np.zeros(0, np.int64))
+    t = pa.ipc.open_stream(data).read_all()
+    return ValueCounts(t.column("value").combine_chunks(), np.asarray(t.column("count"), np.int64))
+
+
+def merged_vocabularies(rows, categorical: tuple) -> dict:
+    """The count job's vocabulary partials merged (in partition order, any grouping) into each
+    text feature's vocabulary."""
+    from .features import merge_value_counts, vocabulary
+    rows = sorted(rows, key=lambda r: r["partition"])
+    out = {}
+    for i, name in enumerate(categorical):
+        partials = [_counts_from_ipc(r["vocab"][i]) for r in rows]
+        out[name] = vocabulary(merge_tree(lambda a, b: merge_value_counts(a, b, name=name), partials))
+    return out
 
 
 def _sample_task(plan: OofPlan, rate: float):
@@ -189,10 +256,8 @@ def _sample_task(plan: OofPlan, rate: float):
 def _to_ipc(parts, d: int) -> bytes | None:
     if not parts:
         return None
-    from functools import reduce
-
     from .hashed_folds import merge_samples
-    s = reduce(merge_samples, parts)
+    s = merge_tree(merge_samples, parts)
     table = pa.table({"hash": s.hashes, "y": s.y, "fold": s.folds,
                       "X": pa.FixedSizeListArray.from_arrays(pa.array(s.X.ravel()), d)})
     sink = io.BytesIO()
@@ -207,17 +272,6 @@ def _from_ipc(data: bytes, d: int):
     X = np.asarray(t["X"].chunk(0).flatten(), dtype=np.float32).reshape(-1, d)
     return TrainingSample(X, np.asarray(t["y"], np.int64), np.asarray(t["fold"], np.int16),
                           np.asarray(t["hash"], np.uint64))
-
-
-def merge_tree(parts):
-    """The partials merged pairwise in a balanced tree (:func:`~cleanpipe.hashed_folds.merge_samples`
-    is associative: the same sample as a left fold, in log P rounds of sorting)."""
-    from .hashed_folds import merge_samples
-    parts = list(parts)
-    while len(parts) > 1:
-        parts = [merge_samples(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]
-    return parts[0]
 
 
 def _predict_task(models, plan: OofPlan, out_schema: pa.Schema):
@@ -267,18 +321,21 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
         The DataFrame, and ``{"fold_rows", "rate", "sample_rows", "max_sample_rows"}`` for the
         record.
     """
-    from .hashed_folds import fit_fold_models, training_rate
+    from .hashed_folds import check_fold_counts, fit_fold_models, merge_samples, training_rate
     from .spark import _spark_schema, arrow_schema
 
-    plan = OofPlan(label, classes, features, id_column, folds, seed)
+    schema = arrow_schema(df)
+    categorical = tuple(c for c in features if _text(schema.field(c).type))
+    plan = OofPlan(label, classes, features, id_column, folds, seed, categorical)
     selected = df.select(*plan.columns)
-    rows = selected.mapInArrow(_count_task(plan), "partition INT, counts ARRAY<LONG>, error STRING").collect()
+    rows = selected.mapInArrow(_count_task(plan), "partition INT, counts ARRAY<LONG>, "
+                               "vocab ARRAY<BINARY>, error STRING").collect()
     raise_first_error(rows)
     counts = np.sum([r["counts"] for r in rows], axis=0) if rows else np.zeros(folds, np.int64)
     counts = np.asarray(counts, dtype=np.int64).reshape(folds)
-    if (counts == 0).any() or counts.sum() < 2 * folds:
-        raise InputError(f"{int(counts.sum())} labelled rows cannot fill {folds} folds (rows per "
-                         f"fold: {counts.tolist()}); pass fewer folds or more rows")
+    check_fold_counts(counts, folds)
+    plan = OofPlan(label, classes, features, id_column, folds, seed, categorical,
+                   merged_vocabularies(rows, categorical))
     rate = training_rate(int(counts.sum()), folds, sample_rows)
     rows = selected.mapInArrow(_sample_task(plan, rate), "partition INT, rows BINARY, error STRING").collect()
     raise_first_error(rows)
@@ -286,13 +343,14 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
     if all(r["rows"] is None for r in rows):
         raise InputError(f"the training sample is empty (rate {rate:.3g} of {int(counts.sum())} "
                          "labelled rows); pass a larger sample_rows")
-    sample = merge_tree(_from_ipc(r["rows"], d) for r in sorted(rows, key=lambda r: r["partition"])
-                        if r["rows"] is not None)
+    sample = merge_tree(merge_samples, [_from_ipc(r["rows"], d)
+                                        for r in sorted(rows, key=lambda r: r["partition"])
+                                        if r["rows"] is not None])
     log.info("out-of-fold on Spark: %d folds, %d sampled rows of %d, fitted on the driver",
              folds, len(sample), int(counts.sum()))
     models = fit_fold_models(sample.X, sample.y, sample.folds, n_folds=folds,
-                             n_classes=plan.n_classes, model=model, seed=seed)
-    schema = arrow_schema(df)
+                             n_classes=plan.n_classes, model=model, seed=seed,
+                             categorical=plan.mask)
     out_schema = schema.append(pa.field(OOF_COLUMN, pa.list_(pa.float64())))
     broadcast = df.sparkSession.sparkContext.broadcast(models)
     frame = df.mapInArrow(_predict_task(broadcast, plan, out_schema), _spark_schema(out_schema))

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
+from cleanpipe.detect.partitioned import merge_tree
 from cleanpipe.errors import InputError
 from cleanpipe.hashed_folds import (fit_fold_model, fit_fold_models, hashed_folds, id_hashes,
                                     in_training_sample, merge_samples, position_ids,
@@ -152,7 +153,8 @@ def test_merged_sample_does_not_depend_on_the_partitioning(n, cuts, rate, n_fold
              for a, b in zip(bounds[:-1], bounds[1:])]
     left = functools.reduce(merge_samples, parts)
     right = functools.reduce(lambda a, b: merge_samples(b, a), parts[::-1])  # right fold
-    for merged in (left, right):
+    tree = merge_tree(merge_samples, parts)  # what every engine runs
+    for merged in (left, right, tree):
         for name in ("X", "y", "folds", "hashes"):
             np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
     assert np.all(whole.y >= 0)
@@ -225,3 +227,34 @@ def test_one_class_fold_and_missing_class():
     with pytest.raises(InputError, match="fold 2's training sample is empty"):
         fit_fold_models(X[:4], y[:4], np.full(4, 0, np.int16) + 2, n_folds=3, n_classes=2,
                         model="logreg")
+
+
+def test_fold_counts_add_up_over_any_partitioning_and_the_check_refuses_empty_folds():
+    from cleanpipe.hashed_folds import check_fold_counts, fold_counts
+    h = id_hashes(np.arange(50))
+    labelled = np.arange(50) % 4 != 0
+    whole = fold_counts(h, labelled, 3)
+    assert whole.sum() == labelled.sum()
+    np.testing.assert_array_equal(fold_counts(h[:17], labelled[:17], 3)
+                                  + fold_counts(h[17:], labelled[17:], 3), whole)
+    check_fold_counts(whole, 3)
+    for counts, n in (([4, 0, 9], 13), ([1, 1, 1], 3)):
+        with pytest.raises(InputError) as exc:
+            check_fold_counts(counts, 3)
+        assert str(exc.value) == (f"{n} labelled rows cannot fill 3 folds (rows per fold: "
+                                  f"{list(counts)}); pass fewer folds or more rows")
+
+
+def test_a_null_id_is_refused_naming_the_column_and_the_fix():
+    from cleanpipe.hashed_folds import table_hashes
+    t = pa.table({"rid": pa.array([1, None, 3, None])})
+    with pytest.raises(InputError) as exc:
+        table_hashes(t, id_column="rid", partition=0, where="DATA partition 'p.parquet'")
+    msg = str(exc.value)
+    assert "id column 'rid' has 2 null value(s) in DATA partition 'p.parquet'" in msg
+    assert "fill the nulls" in msg and "\n" not in msg
+    ok = pa.table({"rid": pa.array(["a", "b"])})
+    np.testing.assert_array_equal(table_hashes(ok, id_column="rid", partition=3, seed=2),
+                                  id_hashes(pa.array(["a", "b"]), seed=2))
+    np.testing.assert_array_equal(table_hashes(ok, id_column=None, partition=3, start=5, seed=2),
+                                  id_hashes(position_ids(3, 5, 2), seed=2))

@@ -17,6 +17,7 @@ from cleanpipe.detect import detect
 from cleanpipe.errors import InputError
 from cleanpipe.partitioned_oof import OofSettings
 from cleanpipe.partitions import MANIFEST, SUCCESS, DaskEngine, LocalEngine, flag_partitions
+from cleanpipe.settings import MAX_CATEGORIES
 
 BOUNDS = (0, 700, 701, 701, 1500, 2400)  # an empty and a single-row partition among them
 FEATURES = [f"x{j}" for j in range(4)]
@@ -188,14 +189,22 @@ def _rewrite(path, fn):
     pq.write_table(fn(pq.read_table(path)), path)
 
 
+def _null_ids(t):
+    ids = pa.array([None if i == 1 else v for i, v in enumerate(t.column("id").to_pylist())],
+                   type=pa.int64())
+    return t.set_column(t.schema.get_field_index("id"), "id", ids)
+
+
 @pytest.mark.parametrize("case, fix, message", [
     ("missing", lambda t: t.drop_columns(["x2"]),
      "feature column 'x2' not found in DATA partition '{p}'"),
     ("label_type", lambda t: t.set_column(t.schema.get_field_index("y"), "y",
                                           pa.array(np.arange(t.num_rows))),
      "label column 'y' has type string in DATA partition"),
-    ("text_feature", lambda t: t.set_column(1, "x0", pa.array(["a"] * t.num_rows)),
-     "feature column 'x0' holds text or categories"),
+    ("null_id", _null_ids, "id column 'id' has 1 null value(s) in DATA partition '{p}'"),
+    ("text_in_one_partition", lambda t: t.set_column(1, "x0", pa.array(["a"] * t.num_rows)),
+     "feature column 'x0' has type string in DATA partition '{p}' but holds no text or "
+     "categories in the first partition"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, cluster, case, fix, message):
     write_dataset(tmp_path / "data")
@@ -248,3 +257,103 @@ def test_a_pickle_planted_as_a_sample_partial_is_recomputed_never_run(tmp_path):
              folds=np.zeros(1), hashes=np.zeros(1))
     assert _load(pafs.LocalFileSystem(), str(planted)) is None
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["local", "dask"])
+def test_too_few_labelled_rows_for_the_folds_is_refused_up_front(tmp_path, where, request):
+    """The check of hashed_folds.check_fold_counts on the count pass, before any sample or fit
+    (it used to surface at the fold fit as "fold k's training sample is empty")."""
+    engine = LocalEngine() if where == "local" else DaskEngine(request.getfixturevalue("client"))
+    write_dataset(tmp_path / "data", n=9, bounds=(0, 4, 9))
+    with pytest.raises(InputError, match=r"^9 labelled rows cannot fill 5 folds \(rows per fold: "
+                                         r"\[\d+, \d+, \d+, \d+, \d+\]\); pass fewer folds or more rows$"):
+        flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y", engine=engine,
+                        oof=OofSettings("logreg", 5, 0, 100, ids=("id",)))
+    assert not list((tmp_path / "out").glob("_work/*/sample/*"))  # refused before the sample
+
+
+@pytest.mark.parametrize("where", ["local", "dask"])
+def test_a_null_id_is_one_line_naming_the_column(tmp_path, where, request):
+    engine = LocalEngine() if where == "local" else DaskEngine(request.getfixturevalue("client"))
+    write_dataset(tmp_path / "data")
+    bad = tmp_path / "data" / "part-004.parquet"
+    _rewrite(bad, _null_ids)
+    with pytest.raises(InputError) as exc:
+        flag_partitions(str(tmp_path / "data"), str(tmp_path / "out"), label="y", engine=engine,
+                        oof=SETTINGS)
+    assert str(exc.value).startswith(f"id column 'id' has 1 null value(s) in DATA partition '{bad}'")
+    assert "fill the nulls" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--n-jobs", "4"), "--n-jobs 4 does not apply when the fold models are fitted partition by "
+                        "partition on Dask"),
+    (("--n-jobs", "-1"), "--n-jobs -1 does not apply"),
+    (("--device", "cuda"), "--device cuda is not available when the fold models are fitted "
+                           "partition by partition on Dask: the fold models fit on the workers' CPUs"),
+])
+def test_one_machine_fit_options_are_refused_not_ignored(tmp_path, extra, message):
+    """Refused before the cluster is reached (the scheduler address is never dialled)."""
+    write_dataset(tmp_path / "data", n=60, bounds=(0, 30, 60))
+    r = cli_flag(tmp_path / "data", tmp_path / "flags", "tcp://127.0.0.1:9", *extra)
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "flags").exists()
+
+
+def test_the_default_and_cpu_device_pass(tmp_path):
+    from cleanpipe.partitioned_oof import check_fit_options
+    check_fit_options(1, "auto")
+    check_fit_options(1, "cpu")
+
+
+def _with_colour(root, seed=1):
+    """Add a text feature to every partition: informative, with nulls, a tail of ~480 values seen
+    once (beyond MAX_CATEGORIES: ties by value, then "other"), and a different mix of values in
+    each partition (so per-partition codes would differ)."""
+    rng = np.random.default_rng(seed)
+    files = sorted(os.listdir(root))
+    for i, f in enumerate(files):
+        t = pq.read_table(os.path.join(root, f))
+        y = np.searchsorted(["ant", "bee", "cat"], t.column("y").to_numpy(zero_copy_only=False))
+        common = np.array(["red", "green", "blue", "grey"])[(y + (rng.random(t.num_rows) < 0.3)) % 4]
+        rare = np.array([f"rare{i}-{j}" for j in range(t.num_rows)])
+        vals = np.where(rng.random(t.num_rows) < 0.2, rare, common).astype(object)
+        vals[rng.random(t.num_rows) < 0.05] = None
+        pq.write_table(t.append_column("colour", pa.array(vals.tolist(), pa.string())),
+                       os.path.join(root, f))
+    return pa.concat_tables([pq.read_table(os.path.join(root, f)) for f in files])
+
+
+@pytest.mark.parametrize("model", ["logreg", "hgb"])
+def test_a_text_feature_gets_the_one_process_codes_on_local_and_dask(tmp_path, client, model):
+    from cleanpipe.features import table_to_features
+    write_dataset(tmp_path / "data")
+    whole = _with_colour(tmp_path / "data")
+    settings = OofSettings(model, 3, 5, 900, ids=("id",))
+    local, P_local = run_oof(tmp_path, "local", LocalEngine(), settings)
+    assert local["oof"]["features"] == [*FEATURES, "colour"]
+    assert local["oof"]["categorical"] == ["colour"]
+    feats = table_to_features(whole, [*FEATURES, "colour"])
+    assert feats.categorical.tolist() == [False] * 4 + [True]
+    assert np.nanmax(feats.X[:, 4]) == MAX_CATEGORIES  # the "other" code is used
+    y = np.searchsorted(["ant", "bee", "cat"], whole.column("y").to_numpy(zero_copy_only=False))
+    h = hf.id_hashes(whole.column("id"), seed=5)
+    rate = hf.training_rate(len(y), 3, 900)
+    s = hf.sample_partial(feats.X, y, h, n_folds=3, rate=rate)
+    models = hf.fit_fold_models(s.X, s.y, s.folds, n_folds=3, n_classes=3, model=model, seed=5,
+                                categorical=feats.categorical)
+    want = hf.predict_out_of_fold(models, feats.X, hf.hashed_folds(h, 3), 3)
+    np.testing.assert_array_equal(P_local, want.astype(np.float32))
+    if model == "logreg":  # the cluster too (a task there runs the same code on a copy)
+        _, P_dask = run_oof(tmp_path, "dask", DaskEngine(client), settings)
+        np.testing.assert_array_equal(P_dask, P_local)
+
+
+def test_a_text_feature_on_dask_equals_local_with_the_real_limit(tmp_path, client):
+    write_dataset(tmp_path / "data")
+    _with_colour(tmp_path / "data")
+    settings = OofSettings("hgb", 3, 5, 900, ids=("id",))
+    _, P_local = run_oof(tmp_path, "local", LocalEngine(), settings)
+    _, P_dask = run_oof(tmp_path, "dask", DaskEngine(client), settings)
+    np.testing.assert_array_equal(P_dask, P_local)

@@ -40,14 +40,16 @@ from ._progress import progress_bar
 @click.option("--folds", default=OOF["folds"].default, show_default=True, type=int,
               help=f"Cross-validation folds (at least {MIN_FOLDS}).")
 @seed_option("Seed for folds and models.")
-@setting_option("--n-jobs", OOF["n_jobs"], help="Folds fitted in parallel (-1: all cores).")
+@setting_option("--n-jobs", OOF["n_jobs"], help="Folds fitted in parallel (-1: all cores); on a "
+                                                 "dataset with --engine dask, the workers' threads.")
 @setting_option("--backend", OOF["backend"], "--engine", "backend",
                 help="Where the work runs: local processes, or the Dask cluster at --scheduler "
                      "(for one file, the fold fits; for a dataset directory or s3:// prefix, "
                      "everything, partition by partition, into an --out directory).")
 @click.option("--scheduler", default=None, help="Dask scheduler address for --backend dask (tcp://HOST:8786).")
 @device_option("Where the boosted fold models fit: cuda runs them as XGBoost on the GPU "
-               "(auto: when an NVIDIA GPU and xgboost are present).")
+               "(auto: when an NVIDIA GPU and xgboost are present; on a dataset with --engine "
+               "dask, the workers' CPUs).")
 @click.option("--pred-probs", default=None,
               help="Use these out-of-fold probabilities (.npy, Parquet, or a list column of DATA).")
 @click.option("--save-pred-probs", default=None, type=click.Path(path_type=str),
@@ -105,7 +107,9 @@ def flag(data, label, multi_label, features, exclude, ids, model, folds, seed, n
     second table's rows get theirs in <out stem>.against.parquet.
     """
     if backend == "dask" and data != STDIN and _partition_wise(data, pred_probs):
-        from ..partitioned_oof import OofSettings
+        from ..partitioned_oof import OofSettings, check_fit_options
+        if not pred_probs:
+            check_fit_options(n_jobs, device)
         oof = None if pred_probs else OofSettings(
             model, folds, seed, SCALE_SAMPLE_ROWS, ids=tuple(csv_option(ids) or ()),
             features=tuple(csv_option(features)) if features else None,

@@ -362,9 +362,41 @@ def merge_pair(step: Step, a, b):
     raise ValueError(f"unknown step {kind!r}")
 
 
+def merge_tree(merge: Callable, partials):
+    """Partials in partition order merged pairwise, neighbours first, in a balanced tree.
+
+    The one reduction of every engine: in this process (:func:`merge_partials`,
+    ``LocalEngine.reduce``, Spark's driver) and on a cluster, where ``merge`` submits a task and
+    returns its future (``DaskEngine.reduce_handle``). ``merge(a, b)`` gets ``a`` before ``b``;
+    for an associative merge the result is the left fold's, in ``log2 P`` rounds, so a merge
+    whose cost grows with its inputs (a sample re-sorted, a histogram grown) does not redo the
+    growing result ``P`` times.
+
+    Parameters
+    ----------
+    merge : callable
+        ``merge(a, b) -> partial``, associative.
+    partials : iterable
+        At least one partial.
+
+    Examples
+    --------
+    >>> merge_tree(lambda a, b: f"({a}{b})", "abcde")
+    '(((ab)(cd))e)'
+    """
+    level = list(partials)
+    if not level:
+        raise ValueError("merge_tree needs at least one partial")
+    while len(level) > 1:
+        level = [merge(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
 def merge_partials(step: Step, partials):
-    """All partitions' partials of ``step``, in partition order, merged into one."""
-    return functools.reduce(functools.partial(merge_pair, step), partials)
+    """All partitions' partials of ``step``, in partition order, merged into one
+    (:func:`merge_tree`)."""
+    return merge_tree(functools.partial(merge_pair, step), partials)
 
 
 # ---------------------------------------------------------------- the plan

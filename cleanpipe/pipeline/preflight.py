@@ -193,6 +193,12 @@ def _check_partitioned(p, multi_label: bool, origin: str) -> None:
         raise ConfigError(f"{origin}: {why}, which multi-label data ([columns] label "
                           f"'{p.columns.label}' is a list column) cannot be yet; remove "
                           "backend = \"dask\" to flag on one machine")
+    if p.partitioned_oof:
+        from ..partitioned_oof import check_fit_options
+        try:
+            check_fit_options(p.oof.n_jobs, p.oof.device, names=("[oof] n_jobs", "[oof] device"))
+        except InputError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
 
 
 def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..features import MAX_CATEGORIES, table_to_features
-from ..settings import TRAIN
+from ..features import table_to_features, value_counts, vocabulary
+from ..settings import MAX_CATEGORIES, TRAIN
 
 
 def embedding_dim(cardinality: int) -> int:
@@ -35,12 +35,9 @@ def _as_strings(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def build_vocabulary(col: pa.ChunkedArray) -> list:
-    """Most frequent categories first (ties by value), at most :data:`MAX_CATEGORIES`, as strings."""
-    values = _as_strings(col).drop_null()
-    counts = pc.value_counts(values)
-    vals, freq = counts.field("values"), counts.field("counts").to_numpy()
-    by_value = pc.rank(vals, sort_keys="ascending", tiebreaker="first").to_numpy()
-    return vals.take(pa.array(np.lexsort((by_value, -freq))[:MAX_CATEGORIES])).to_pylist()
+    """Most frequent categories first (ties by value), at most :data:`MAX_CATEGORIES`, as strings
+    (:func:`cleanpipe.features.vocabulary`, the features' and the partitioned paths' choice)."""
+    return vocabulary(value_counts(_as_strings(col)), MAX_CATEGORIES).to_pylist()
 
 
 def category_codes(col: pa.ChunkedArray, vocabulary: list) -> np.ndarray:

@@ -83,6 +83,10 @@ def test_pipeline_computes_the_probabilities_on_the_workers(tmp_path, data, clus
     (["stages=['oof', 'flag']"], "so the oof stage has nothing to compute; write stages = ['flag']"),
     (["stages=['flag', 'clean']"], "which the clean stage does not read yet"),
     (["flag.checks=true"], "where [flag] checks is not available"),
+    (["oof.n_jobs=4"], "[oof] n_jobs 4 does not apply when the fold models are fitted partition by "
+                       "partition on Dask"),
+    (["oof.device='cuda'"], "[oof] device cuda is not available when the fold models are fitted "
+                            "partition by partition on Dask"),
 ])
 def test_config_errors_are_one_line_exit_2(tmp_path, data, sets, expected):
     pipe = pipeline_file(tmp_path, "tcp://127.0.0.1:9")

@@ -100,8 +100,6 @@ def test_oof_settings_give_one_line_errors_before_any_job(spark):
     cases = [
         (dict(label="target"), "label column 'target' not found in the DataFrame"),
         (dict(features=["x0", "nope"]), "feature column 'nope' not found in the DataFrame"),
-        (dict(features=["x0", "note"]), "feature column 'note' has type string; out-of-fold on "
-                                        "Spark fits numeric features only"),
         (dict(id_column="id"), "id column 'id' not found in the DataFrame"),
         (dict(folds=1), "folds 1 is out of range"),
         (dict(sample_rows=0), "sample_rows 0 is out of range"),
@@ -112,7 +110,69 @@ def test_oof_settings_give_one_line_errors_before_any_job(spark):
         with pytest.raises(InputError) as exc:
             cs.flag(df, **kwargs)
         assert message in str(exc.value) and "\n" not in str(exc.value), (kwargs, str(exc.value))
+    blob = spark.createDataFrame(_table(n=40).append_column("blob", pa.array([b"x"] * 40)))
+    with pytest.raises(InputError, match="feature column 'blob' has type binary; out-of-fold on "
+                                         "Spark fits numbers and text"):
+        cs.flag(blob, label="label", features=["x0", "blob"])
     # A float label is refused with the in-memory words.
     floats = _table(n=40).set_column(5, "label", pa.array(np.linspace(0, 1, 40)))
     with pytest.raises(InputError, match="label"):
         cs.flag(spark.createDataFrame(floats), label="label")
+
+
+def test_too_few_labelled_rows_and_null_ids_give_the_dask_paths_words(spark):
+    """The same hashed_folds checks as on Dask (tests/test_partitioned_oof.py)."""
+    from cleanpipe import spark as cs
+    small = spark.createDataFrame(_table(n=9)).repartition(2)
+    with pytest.raises(InputError, match=r"^9 labelled rows cannot fill 5 folds \(rows per fold: "
+                                         r"\[\d+, \d+, \d+, \d+, \d+\]\); pass fewer folds or more rows$"):
+        cs.flag(small, label="label", id_column="row_id", model="logreg", folds=5)
+    table = _table(n=60)
+    table = table.set_column(0, "row_id", pa.array([None if i in (3, 4) else i for i in range(60)],
+                                                   type=pa.int64()))
+    with pytest.raises(InputError) as exc:
+        cs.flag(spark.createDataFrame(table).coalesce(1), label="label", id_column="row_id",
+                model="logreg", folds=3)
+    assert str(exc.value).startswith("id column 'row_id' has 2 null value(s) in partition 0 of "
+                                     "the DataFrame; ")
+    assert "\n" not in str(exc.value)
+
+
+def _with_colour(table: pa.Table, seed: int = 3) -> pa.Table:
+    """A text feature: informative, with nulls and a tail of values seen once (beyond
+    MAX_CATEGORIES when the table is long enough: ties by value, then "other")."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(table["label"], dtype=np.int64)
+    common = np.array(["red", "green", "blue", "grey"])[(y + (rng.random(len(y)) < 0.3)) % 4]
+    vals = np.where(rng.random(len(y)) < 0.7, np.array([f"t{i}" for i in range(len(y))]),
+                    common).astype(object)
+    vals[rng.random(len(y)) < 0.05] = None
+    return table.append_column("colour", pa.array(vals.tolist(), pa.string()))
+
+
+def test_a_text_feature_gets_the_one_machine_codes(spark):
+    from cleanpipe import spark_oof
+    from cleanpipe.features import _categorical
+    from cleanpipe.settings import MAX_CATEGORIES
+    table = _with_colour(_table(n=400, seed=2))
+    df = spark.createDataFrame(table).repartition(3).persist()
+    classes = spark_oof.distinct_labels(df, "label", pa.int64())
+    features = (*FEATURES, "colour")
+    frame, _ = spark_oof.out_of_fold(df, label="label", classes=classes, features=features,
+                                     id_column="row_id", model="hgb", folds=3, seed=4,
+                                     sample_rows=200)
+    got = _collect(frame)
+    rows = table.take(pa.array((got["row_id"].to_numpy() - 3) // 7))
+    codes = _categorical(rows["colour"])  # the whole column, coded as on one machine
+    assert np.nanmax(codes) == MAX_CATEGORIES  # the "other" code is used
+    X = np.column_stack([np.asarray(rows[c].cast(pa.float64()).fill_null(np.nan), dtype=np.float64)
+                         for c in FEATURES] + [codes.astype(np.float64)])
+    y = np.asarray(rows["label"], dtype=np.int64)
+    h = hf.id_hashes(rows["row_id"].to_numpy(), seed=4)
+    sample = hf.sample_partial(X, y, h, n_folds=3, rate=hf.training_rate(len(y), 3, 200))
+    models = hf.fit_fold_models(sample.X, sample.y, sample.folds, n_folds=3, n_classes=3,
+                                model="hgb", seed=4, categorical=[False] * 4 + [True])
+    want = hf.predict_out_of_fold(models, X, hf.hashed_folds(h, 3), 3)
+    np.testing.assert_array_equal(np.stack(got[spark_oof.OOF_COLUMN].to_numpy(zero_copy_only=False)),
+                                  want)
+    df.unpersist()
