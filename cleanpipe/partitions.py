@@ -535,22 +535,48 @@ def _third(result):
     return result[2]
 
 
+#: Metadata keys of a cleaned partition: the flags and options it was cleaned from, its counts.
+CLEAN_KEY, CLEAN_COUNTS = b"cleanpipe.partition_clean", b"cleanpipe.partition_clean_counts"
+
+
+def _clean_key(schema: pa.Schema, name: str, info, options: dict) -> str:
+    """What a cleaned partition depends on: its flags (the estimates they were scored with, or the
+    file's size and time when they carry none), the clean options and the cleanpipe version."""
+    flagged = (schema.metadata or {}).get(RUN_KEY)
+    made = flagged.decode() if flagged else f"{info.size}:{info.mtime_ns}"
+    return _digest({"name": name, "flags": made, "options": options, "version": __version__})
+
+
 def _clean_task(flags: str, out: str, name: str, options: dict):
-    """Clean one flags partition into ``out`` (atomically); returns its counts."""
+    """Clean one flags partition into ``out`` (atomically), unless an earlier run already wrote it
+    from the same flags and options; returns ``(counts, reused)``."""
     from .clean import clean_table
     filesystem, root = _filesystem(flags)
+    out_fs, out_root = _filesystem(out)
+    where = f"{root}/{name}"
     try:
-        with filesystem.open_input_file(f"{root}/{name}") as fh:
+        with filesystem.open_input_file(where) as fh:
+            schema = pq.read_schema(fh)
+        key = _clean_key(schema, name, filesystem.get_file_info(where), options)
+        try:
+            with out_fs.open_input_file(f"{out_root}/{name}") as fh:
+                meta = pq.read_schema(fh).metadata or {}
+            if meta.get(CLEAN_KEY) == key.encode() and CLEAN_COUNTS in meta:
+                return json.loads(meta[CLEAN_COUNTS]), True
+        except (FileNotFoundError, OSError, pa.ArrowInvalid, ValueError):
+            pass  # not there, a folder, or not a partition this version wrote: clean it again
+        with filesystem.open_input_file(where) as fh:
             table = pq.read_table(fh)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"FLAGS partition '{root}/{name}' could not be read "
+        raise InputError(f"FLAGS partition '{where}' could not be read "
                          f"({str(exc).splitlines()[0]}); flag the dataset again") from None
     result = clean_table(table, source=f"FLAGS partition '{name}'", **options)
-    out_fs, out_root = _filesystem(out)
+    meta = dict(result.table.schema.metadata or {})
+    meta.update({CLEAN_KEY: key.encode(), CLEAN_COUNTS: json.dumps(result.counts).encode()})
     sink = pa.BufferOutputStream()
-    pq.write_table(result.table, sink)
+    pq.write_table(result.table.replace_schema_metadata(meta), sink)
     _atomic_write(out_fs, f"{out_root}/{name}", sink.getvalue().to_pybytes())
-    return result.counts
+    return result.counts, False
 
 
 def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, **options) -> dict:
@@ -559,6 +585,10 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
     Each worker cleans its flags partition with :func:`cleanpipe.clean_table` (``mode`` and
     ``options`` as there; drop, weight and relabel decide row by row) and writes it atomically;
     ``_manifest.json`` (the summed counts) and ``_SUCCESS`` commit the cleaned dataset.
+
+    Resumable: each cleaned partition records the flags and options it came from, so a rerun
+    after a failure (a worker lost, a write refused) cleans only the partitions that had not
+    finished; ``written`` in the summary counts both. FLAGS is only read.
     """
     engine = LocalEngine() if engine is None else engine
     flags_fs, flags_root = _filesystem(flags)
@@ -574,17 +604,22 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
     out_fs, out_root = _filesystem(out)
     if out_root.rstrip("/") == flags_root.rstrip("/"):
         raise InputError(f"--out '{out}' is FLAGS itself; write the cleaned dataset elsewhere")
+    if out_fs.get_file_info(f"{out_root}/{SUCCESS}").type == pafs.FileType.File:
+        out_fs.delete_file(f"{out_root}/{SUCCESS}")  # being rewritten: not committed until the end
     out_fs.create_dir(out_root, recursive=True)
     names = manifest["files"]
     options = dict(options, mode=mode)
-    options.setdefault("label", manifest.get("label"))
-    counts = engine.get(engine.map(_clean_task, [flags] * len(names), [out] * len(names), names,
-                                   [options] * len(names)))
+    if options.get("label") is None:  # the CLI passes --label None when it is not given
+        options["label"] = manifest.get("label")
+    done = engine.get(engine.map(_clean_task, [flags] * len(names), [out] * len(names), names,
+                                 [options] * len(names)))
     total: dict = {}
-    for c in counts:
+    for c, _ in done:
         for key, value in c.items():
             total[key] = total.get(key, 0) + value
     summary = {"source": flags, "partitions": len(names), "mode": mode, "counts": total,
+               "settings": {k: v for k, v in options.items() if k != "mode"},
+               "written": {"computed": sum(not r for _, r in done), "reused": sum(r for _, r in done)},
                "files": names}
     _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
     _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")

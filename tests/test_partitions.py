@@ -311,6 +311,34 @@ def test_cli_clean_engine_dask(dataset, tmp_path, cluster):
     assert r.exit_code == 2 and "--drop-outliers is not available" in r.output
 
 
+
+def test_cli_clean_engine_dask_relabel_takes_the_label_of_the_flags_and_resumes(dataset, tmp_path,
+                                                                                cluster):
+    from cleanpipe import clean_table
+    data, labels, p = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "cleaned"
+
+    def clean(*extra):
+        r = CliRunner().invoke(cli, ["clean", str(tmp_path / "flags"), "--engine", "dask",
+                                     "--scheduler", cluster.scheduler_address, "--out", str(out),
+                                     "--json", *extra])
+        assert r.exit_code == 0, r.output
+        return json.loads((out / "_manifest.json").read_text())
+
+    first = clean("--mode", "relabel")  # no --label: the one flag used, from its manifest
+    whole = clean_table(read_flags(tmp_path / "flags"), mode="relabel", label="y")
+    assert read_flags(out).to_pydict() == whole.table.to_pydict()
+    assert first["counts"]["relabelled"] == whole.counts["relabelled"] > 0
+    names = first["files"]
+    assert first["written"] == {"computed": len(names), "reused": 0}
+    stamps = {f: os.stat(out / f).st_mtime_ns for f in names}
+    assert clean("--mode", "relabel")["written"] == {"computed": 0, "reused": len(names)}
+    assert {f: os.stat(out / f).st_mtime_ns for f in names} == stamps  # nothing rewritten
+    assert clean("--mode", "drop")["written"] == {"computed": len(names), "reused": 0}
+    assert read_flags(out).to_pydict() == clean_table(read_flags(tmp_path / "flags"), mode="drop",
+                                                      label="y").table.to_pydict()
+
 class _Planted:
     """Unpickling this creates ``marker``: the test checks that no resumed run ever does."""
 

@@ -248,14 +248,22 @@ def _check_partitioned(p, origin: str) -> None:
     if p.columns.labels or p.columns.multi_label:
         raise ConfigError(f"{origin}: {why}, which multi-label data cannot be yet; remove "
                           "backend = \"dask\" to flag on one machine")
-    later = [s for s in p.stages if s in ("clean", "retrain")]
-    if later:
-        raise ConfigError(f"{origin}: {why} into a partitioned flags dataset, which the {later[0]} "
-                          "stage does not read yet; write stages = [\"flag\"] (then clean it with "
-                          "cleanpipe clean FLAGS --engine dask)")
-    if p.sink is not None and p.sink.flags is not None:
-        raise ConfigError(f"{origin}: {why}; its flags dataset stays in the run directory "
-                          "(<run>/flag/flags/), so remove [sink] flags")
+    if "retrain" in p.stages:
+        rest = [s for s in p.stages if s != "retrain"]
+        raise ConfigError(f"{origin}: {why}, and retrain trains one model on one machine; write "
+                          f"stages = {rest} (then cleanpipe retrain <run>/clean/cleaned on a machine "
+                          "that holds the cleaned rows), or remove backend = \"dask\"")
+    if "clean" in p.stages:  # the clean stage cleans partition by partition too
+        for key in ("drop_duplicates", "drop_outliers"):
+            if getattr(p.clean, key):
+                raise ConfigError(f"{origin}: {why}, and cleans partition by partition, where "
+                                  f"[clean] {key} is not available; remove it, or remove "
+                                  "backend = \"dask\" to run on one machine")
+    if p.sink is not None:
+        for key, where in (("flags", "<run>/flag/flags/"), ("cleaned", "<run>/clean/cleaned/")):
+            if getattr(p.sink, key) is not None and (key == "flags" or "clean" in p.stages):
+                raise ConfigError(f"{origin}: {why}; its {key} dataset stays in the run directory "
+                                  f"({where}), so remove [sink] {key}")
 
 
 #: Source types Spark reads in a pipeline (:mod:`cleanpipe.spark_tables`).

@@ -8,8 +8,10 @@ itself is done by the library functions ``cleanpipe flag``, ``clean`` and ``retr
 :func:`cleanpipe.clean.clean_table` and :func:`cleanpipe.train.retrain_table`, which take either
 kind of label (decided by the preflight, :attr:`StageContext.multi_label`). A multi-label flag stage
 also saves the probabilities, as ``--save-pred-probs`` does, for ``clean``'s relabel. With
-``[oof] backend = "dask"`` and a ``[flag] pred_probs`` column the flag stage is
-:func:`cleanpipe.partitions.flag_partitions` on the cluster, as ``cleanpipe flag --backend dask``.
+``[oof] backend = "dask"`` on a Parquet dataset (or with a ``[flag] pred_probs`` column) the flag
+stage is :func:`cleanpipe.partitions.flag_partitions` on the cluster, as ``cleanpipe flag --backend
+dask``, and the clean stage :func:`cleanpipe.partitions.clean_partitions`, as ``cleanpipe clean FLAGS
+--engine dask``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..target import resolve_target
 
 PRED_PROBS, OOF_INFO, AGAINST = "pred_probs.npy", "oof.json", "against.parquet"
 FLAGS, CLEANED, SUMMARY, MODEL = "flags.parquet", "cleaned.parquet", "summary.json", "model"
-FLAGS_DIR = "flags"  # partition by partition: a folder of flags files
+FLAGS_DIR, CLEANED_DIR = "flags", "cleaned"  # partition by partition: folders of Parquet files
 
 
 @dataclass
@@ -229,6 +231,8 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     """
 
     p, s = ctx.pipeline, ctx.pipeline.clean
+    if p.partitioned:
+        return _run_clean_partitions(ctx, out)
     flag_dir = ctx.upstream.get("flag")
     flags_path = flag_dir / FLAGS if flag_dir else ctx.data
     flag_summary = _read_json(flag_dir / SUMMARY) if flag_dir else {}
@@ -269,6 +273,38 @@ def run_clean(ctx: StageContext, out: Path) -> dict:
     write_json(dict(counts, settings=settings), out / SUMMARY)
     return {"rows_in": counts["rows_in"], "rows_out": counts["rows_out"], "summary": counts,
             "outputs": {"cleaned": CLEANED, "summary": SUMMARY}}
+
+
+#: Summary keys of a clean stage run partition by partition, recorded in the manifest.
+_CLEAN_PARTITIONS_KEEP = ("partitions", "written")
+
+
+def _run_clean_partitions(ctx: StageContext, out: Path) -> dict:
+    """``cleaned/`` (one cleaned file per flags partition, ``_manifest.json``, ``_SUCCESS``) and
+    ``summary.json``, written by the Dask workers from the flag stage's ``flags/``: the partitioned
+    clean of ``cleanpipe clean FLAGS --engine dask`` (:func:`cleanpipe.partitions.clean_partitions`).
+
+    As the partitioned flag stage: written into :attr:`StageContext.partial`, which outlives a failed
+    attempt, so a rerun cleans only the partitions that had not finished, then moved into ``out``.
+    """
+    from ..partitions import clean_partitions, connect  # distributed: only on this path
+
+    p, s = ctx.pipeline, ctx.pipeline.clean
+    engine = connect(p.oof.scheduler)
+    try:
+        done = clean_partitions(str(ctx.upstream["flag"] / FLAGS_DIR), str(ctx.partial), mode=s.mode,
+                                engine=engine, label=p.columns.label, min_weight=s.min_weight,
+                                relabel_p_noisy=s.relabel_p_noisy, relabel_score=s.relabel_score,
+                                drop_flag_columns=s.drop_flag_columns)
+    finally:
+        engine.client.close()
+    ctx.partial.rename(out / CLEANED_DIR)
+    counts = done["counts"]
+    write_json(dict(counts, source=ctx.source, settings=dict(done["settings"], mode=s.mode),
+                    **{k: done[k] for k in _CLEAN_PARTITIONS_KEEP}), out / SUMMARY)
+    return {"rows_in": counts["rows_in"], "rows_out": counts["rows_out"],
+            "summary": dict(counts, **{k: done[k] for k in _CLEAN_PARTITIONS_KEEP}),
+            "outputs": {"cleaned": CLEANED_DIR, "summary": SUMMARY}}
 
 
 def _relabel_input(flag_dir, flags_path: Path, flag_summary: dict):

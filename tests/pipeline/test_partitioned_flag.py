@@ -133,7 +133,8 @@ def test_a_failed_run_resumes_per_partition(tmp_path, data, cluster):
     (["flag.pred_probs=''"], "[flag] pred_probs is empty"),
     (["oof.scheduler=''"], "[oof] backend = \"dask\" needs scheduler"),
     (["flag.checks=true"], "where [flag] checks is not available"),
-    (["stages=['flag', 'clean']"], "which the clean stage does not read yet; write stages = [\"flag\"]"),
+    (["stages=['flag', 'clean', 'retrain']"], "retrain trains one model on one machine; write "
+                                               "stages = ['flag', 'clean']"),
     (["sink.type='parquet'", "sink.flags='flags.parquet'"], "so remove [sink] flags"),
     (["source.type='csv'"], "[source] type = 'csv' cannot be read that way"),
     (["source.path='data/*.parquet'"], "is a glob: name the dataset's directory"),

@@ -81,7 +81,8 @@ def test_pipeline_computes_the_probabilities_on_the_workers(tmp_path, data, clus
 
 @pytest.mark.parametrize("sets, expected", [
     (["stages=['oof', 'flag']"], "so the oof stage has nothing to compute; write stages = ['flag']"),
-    (["stages=['flag', 'clean']"], "which the clean stage does not read yet"),
+    (["stages=['flag', 'clean', 'retrain']"], "retrain trains one model on one machine; write "
+                                               "stages = ['flag', 'clean']"),
     (["flag.checks=true"], "where [flag] checks is not available"),
     (["oof.n_jobs=4"], "[oof] n_jobs 4 does not apply when the fold models are fitted partition by "
                        "partition on Dask"),
