@@ -223,12 +223,27 @@ def run_real(data_dir: Path) -> None:
             continue
         with np.load(path) as z:
             labels, probs = z["labels"], z["pred_probs"]
+            reviewed, is_error = z["reviewed"], z["is_error"]
         inner = internals(labels, probs)
         n_dis, e0, zz = calibration_test(inner, probs)
         cj = inner["cl"].calibrated_joint
         print(f"{name}: temperature {inner['temperature']:.2f}, D {n_dis}, E0 {e0:.1f}, z {zz:+.1f}, "
               f"per-cell count {int(inner['pruned'].sum())}, calibrated joint off-diagonal "
-              f"{float(cj.sum() - np.trace(cj)):.0f}, sum q {float(inner['q'].sum()):.1f}")
+              f"{float(cj.sum() - np.trace(cj)):.0f}, sum q {float(inner['q'].sum()):.1f}, "
+              f"confirmed {int(is_error.sum())}")
+        d = inner["disagrees"]
+        _, rank_by = C.combined_count_and_rank(
+            inner["cl"], labels, inner["p_noisy"], inner["score"], d, C.NOISY_THRESHOLD,
+            pruned=inner["pruned"], mixture_counts=inner["counts"], error_prob=inner["q"])
+        for vname, kk in variant_counts(inner, probs).items():
+            flags = np.zeros(len(d), dtype=bool)
+            if kk > 0:
+                flags[C._lowest(rank_by, kk)] = True
+            flags &= d
+            in_rev = flags & reviewed
+            tp = int((flags & is_error).sum())
+            print(f"  {vname:6s} flags {int(flags.sum()):5d}  precision in reviewed "
+                  f"{tp / max(int(in_rev.sum()), 1):.3f}  recall {tp / max(int(is_error.sum()), 1):.3f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
