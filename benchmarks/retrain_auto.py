@@ -196,6 +196,133 @@ def _coteaching(case: "Case", *, epochs: int = 60, ramp: int = 10) -> tuple[floa
                                                        "best_epoch": epochs}
 
 
+#: DivideMix-style co-training (Li, Socher & Hoi, ICLR 2020), fourth round of issue 22: a
+#: benchmark-only loop (:func:`_dividemix`), measured on the tune tables first.
+DIVIDEMIX = "dividemix (two networks, co-divided, MixMatch)"
+#: Its settings, fixed before any run: the paper's CIFAR-10 values at 50% symmetric noise (clean
+#: threshold 0.5, sharpening temperature 0.5, mixup alpha 4, unlabelled weight 25) and the heavy
+#: branch's schedule (60 epochs, 5 of plain cross-entropy warm-up, prior term 1 with flag's prior,
+#: last epoch kept). The paper ramps the unlabelled weight over 16 of 300 epochs; here over 10.
+DIVIDEMIX_SETTINGS = {"epochs": 60, "warmup": 5, "tau": 0.5, "temperature": 0.5, "alpha": 4.0,
+                      "lambda_u": 25.0, "rampup": 10, "prior_reg": 1.0, "mixture": "gaussian"}
+
+
+def _sharpen(p, temperature: float):
+    p = p ** (1.0 / temperature)
+    return p / p.sum(dim=1, keepdim=True)
+
+
+def _dividemix(case: "Case", **over) -> tuple[float, dict]:
+    """DivideMix on the noisy table (the labels flag scored, as the heavy branch trains on).
+
+    Two networks of retrain's architecture and optimiser, initialised one after the other from
+    the case seed. ``warmup`` epochs of plain cross-entropy on every row; then at the start of each
+    epoch each network's per-row cross-entropy (evaluation mode) gets the two-component loss
+    mixture of :mod:`cleanpipe.detect.mixture` (``fit_loss_mixture``, Gaussian) and its clean
+    posterior ``w`` divides the rows: ``w > tau`` labelled, the rest unlabelled. Each network then
+    trains on the division of the *other* one: ``ceil(n_labelled / batch)`` steps, each on a batch
+    of labelled rows (targets: ``w y + (1 - w) p_own``, sharpened: label co-refinement) and as many
+    unlabelled rows (targets: the mean of both networks' predictions, sharpened: co-guessing),
+    mixed together in embedding space (MixMatch: ``lam ~ Beta(alpha, alpha)``, ``max(lam, 1 -
+    lam)``), loss = soft cross-entropy on the labelled part + ``lambda_u`` (ramped) x mean squared
+    error on the unlabelled part + ``prior_reg`` x KL(prior || mean prediction). Prediction = mean
+    of the two networks' softmax after the last epoch. Deterministic on CPU given the seed."""
+    import torch
+    import torch.nn.functional as F
+
+    from cleanpipe.detect.mixture import fit_loss_mixture
+    from cleanpipe.settings import TrainConfig
+    from cleanpipe.train import Preprocessor
+    from cleanpipe.train.loop import _seeded
+    from cleanpipe.train.model import architecture, build_model, predict_logits
+    from cleanpipe.train.noise import per_row_losses
+    st = {**DIVIDEMIX_SETTINGS, **over}
+    cfg = TrainConfig(seed=case.seed)
+    table = case.labelled(case.y_noisy)
+    pre = Preprocessor.fit(table, case.X_tr.column_names)
+    x_num, x_cat = (torch.from_numpy(a) for a in pre.transform(table))
+    y = torch.from_numpy(case.y_noisy.astype(np.int64))
+    n, k, bs = len(y), case.k, cfg.batch_size
+    y1 = F.one_hot(y, k).float()
+    s = case.flags[1]
+    prior = np.zeros(k)
+    prior[np.asarray(s["classes"], np.int64)] = np.asarray(s["class_prior"], np.float64)
+    prior = torch.from_numpy((prior / prior.sum()).astype(np.float32))
+    log_prior = torch.xlogy(prior, prior).sum()
+    arch = architecture(pre, cfg.hidden, k, cfg.dropout)
+    everything = torch.arange(n)
+    divisions = []
+    with _seeded(case.seed, torch.device("cpu"), 1):
+        nets = [build_model(arch), build_model(arch)]
+        opts = [torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) for m in nets]
+        gen = torch.Generator().manual_seed(case.seed)
+        rng = np.random.default_rng([case.seed, 0xD1B1DE])
+        for epoch in range(1, st["epochs"] + 1):
+            if epoch <= st["warmup"]:
+                for m, opt in zip(nets, opts):
+                    m.train()
+                    for idx in torch.randperm(n, generator=gen).split(bs):
+                        opt.zero_grad(set_to_none=True)
+                        F.cross_entropy(m(x_num[idx], x_cat[idx]), y[idx]).backward()
+                        opt.step()
+                continue
+            clean = []  # each network's clean posterior, both from the start of the epoch
+            for m in nets:
+                losses = per_row_losses(m, x_num, x_cat, y, everything, bf16=False).numpy().astype(np.float64)
+                clean.append(torch.from_numpy(1.0 - fit_loss_mixture(losses, family=st["mixture"]).p_noisy(losses)).float())
+            for i in (0, 1):
+                m, other, opt, w = nets[i], nets[1 - i], opts[i], clean[1 - i]
+                lab = torch.nonzero(w > st["tau"]).flatten()
+                unl = torch.nonzero(w <= st["tau"]).flatten()
+                if epoch == st["epochs"]:
+                    divisions.append({"net": i, "labelled_share": round(len(lab) / n, 4),
+                                      "labelled_precision": round(float(np.mean(case.y_noisy[lab.numpy()] == case.y_tr[lab.numpy()])) if len(lab) else float("nan"), 4)})
+                if len(lab) == 0:
+                    continue
+                steps = -(-len(lab) // bs)
+                lab_order = lab[torch.randperm(len(lab), generator=gen)]
+                unl_order = (unl[torch.randperm(len(unl), generator=gen).repeat(-(-steps * bs // max(len(unl), 1)))]
+                             if len(unl) else unl)
+                m.train()
+                other.eval()
+                for it in range(steps):
+                    xb = lab_order[it * bs:(it + 1) * bs]
+                    ub = unl_order[it * bs:it * bs + len(xb)] if len(unl) else unl
+                    with torch.no_grad():
+                        px = torch.softmax(m(x_num[xb], x_cat[xb]), 1)
+                        wx = w[xb].unsqueeze(1)
+                        tx = _sharpen(wx * y1[xb] + (1 - wx) * px, st["temperature"])
+                        if len(ub):
+                            pu = (torch.softmax(m(x_num[ub], x_cat[ub]), 1)
+                                  + torch.softmax(other(x_num[ub], x_cat[ub]), 1)) / 2
+                            tu = _sharpen(pu, st["temperature"])
+                    rows = torch.cat([xb, ub])
+                    targets = torch.cat([tx, tu]) if len(ub) else tx
+                    lam = float(rng.beta(st["alpha"], st["alpha"]))
+                    lam = max(lam, 1 - lam)
+                    perm = torch.randperm(len(rows), generator=gen)
+                    h = m.embed(x_num[rows], x_cat[rows])
+                    logits = m.head(lam * h + (1 - lam) * h[perm])
+                    mixed = lam * targets + (1 - lam) * targets[perm]
+                    nx = len(xb)
+                    loss = -(F.log_softmax(logits[:nx], 1) * mixed[:nx]).sum(1).mean()
+                    if len(ub):
+                        ramp = min(max((epoch - 1 + it / steps - st["warmup"]) / st["rampup"], 0.0), 1.0)
+                        loss = loss + st["lambda_u"] * ramp * ((torch.softmax(logits[nx:], 1) - mixed[nx:]) ** 2).mean()
+                    mean_q = torch.softmax(logits, 1).mean(0)
+                    loss = loss + st["prior_reg"] * (log_prior - (prior * mean_q.clamp_min(1e-12).log()).sum())
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        te = [torch.from_numpy(a) for a in pre.transform(case.X_te)]
+        probs = [torch.softmax(predict_logits(m, *te), 1) for m in nets]
+    pred = ((probs[0] + probs[1]) / 2).argmax(1).numpy()
+    accs = [float(np.mean(p.argmax(1).numpy() == case.y_te)) for p in probs]
+    return float(np.mean(pred == case.y_te)), {
+        "loss": "dividemix", "epochs": st["epochs"], "best_epoch": st["epochs"],
+        "choice": json.dumps({"settings": st, "single_net_acc": accs, "last_division": divisions})}
+
+
 def _small_loss_selection(logits, targets, *, noisy_weight, predictions=None, weight=None, reduction="mean"):
     """Cross-entropy with each row weighted by its posterior of being clean, ``1 - w_i`` (the online
     mixture's), normalised by the weights: small-loss selection with one network."""
@@ -395,6 +522,8 @@ def run_row(case: Case, row: str) -> tuple[float, dict]:
         return _cleanlab(case), {}
     if row == COTEACH:
         return _coteaching(case)
+    if row == DIVIDEMIX:
+        return _dividemix(case)
     labels, kw, over = CANDIDATES[row]
     _register_candidate_losses()
     table = case.flags[0] if labels == "original" else case.cleaned()
