@@ -205,6 +205,13 @@ DIVIDEMIX = "dividemix (two networks, co-divided, MixMatch)"
 #: last epoch kept). The paper ramps the unlabelled weight over 16 of 300 epochs; here over 10.
 DIVIDEMIX_SETTINGS = {"epochs": 60, "warmup": 5, "tau": 0.5, "temperature": 0.5, "alpha": 4.0,
                       "lambda_u": 25.0, "rampup": 10, "prior_reg": 1.0, "mixture": "gaussian"}
+#: Diagnostics of the fourth round, after DIVIDEMIX lost on the tune tables (tune tables only):
+#: which part costs, the co-guessed unlabelled rows or the paper's stronger mixup?
+DIVIDEMIX_VARIANTS = {"dividemix, no unlabelled loss (lambda_u 0)": {"lambda_u": 0.0},
+                      "dividemix, mixup alpha 1": {"alpha": 1.0},
+                      # every given class keeps the same share of its rows in the labelled set
+                      # (the global threshold's share), ranked by the clean posterior
+                      "dividemix, class-balanced division": {"balanced": True}}
 
 
 def _sharpen(p, temperature: float):
@@ -272,11 +279,20 @@ def _dividemix(case: "Case", **over) -> tuple[float, dict]:
                 clean.append(torch.from_numpy(1.0 - fit_loss_mixture(losses, family=st["mixture"]).p_noisy(losses)).float())
             for i in (0, 1):
                 m, other, opt, w = nets[i], nets[1 - i], opts[i], clean[1 - i]
-                lab = torch.nonzero(w > st["tau"]).flatten()
-                unl = torch.nonzero(w <= st["tau"]).flatten()
+                keep = w > st["tau"]
+                if st.get("balanced"):  # the same share of every given class, ranked by clean posterior
+                    share, keep = float(keep.float().mean()), torch.zeros(n, dtype=torch.bool)
+                    for c in range(k):
+                        rows_c = torch.nonzero(y == c).flatten()
+                        top = rows_c[torch.argsort(-w[rows_c], stable=True)[:int(round(share * len(rows_c)))]]
+                        keep[top] = True
+                lab = torch.nonzero(keep).flatten()
+                unl = torch.nonzero(~keep).flatten()
                 if epoch == st["epochs"]:
                     divisions.append({"net": i, "labelled_share": round(len(lab) / n, 4),
-                                      "labelled_precision": round(float(np.mean(case.y_noisy[lab.numpy()] == case.y_tr[lab.numpy()])) if len(lab) else float("nan"), 4)})
+                                      "labelled_precision": round(float(np.mean(case.y_noisy[lab.numpy()] == case.y_tr[lab.numpy()])) if len(lab) else float("nan"), 4),
+                                      # diagnostic (tune): share of each true class's correctly labelled rows kept
+                                      "kept_clean_by_class": [round(float(np.mean(keep.numpy()[(case.y_tr == c) & (case.y_noisy == c)])), 3) for c in range(k)]})
                 if len(lab) == 0:
                     continue
                 steps = -(-len(lab) // bs)
@@ -524,6 +540,10 @@ def run_row(case: Case, row: str) -> tuple[float, dict]:
         return _coteaching(case)
     if row == DIVIDEMIX:
         return _dividemix(case)
+    if row in DIVIDEMIX_VARIANTS:
+        if TABLES[case.table][0] != "tune":
+            raise SystemExit(f"{row!r} is a tune-table diagnostic")
+        return _dividemix(case, **DIVIDEMIX_VARIANTS[row])
     labels, kw, over = CANDIDATES[row]
     _register_candidate_losses()
     table = case.flags[0] if labels == "original" else case.cleaned()
