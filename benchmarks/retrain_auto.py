@@ -211,7 +211,12 @@ DIVIDEMIX_VARIANTS = {"dividemix, no unlabelled loss (lambda_u 0)": {"lambda_u":
                       "dividemix, mixup alpha 1": {"alpha": 1.0},
                       # every given class keeps the same share of its rows in the labelled set
                       # (the global threshold's share), ranked by the clean posterior
-                      "dividemix, class-balanced division": {"balanced": True}}
+                      "dividemix, class-balanced division": {"balanced": True},
+                      # as many steps per epoch as the heavy branch (a pass over all rows), the
+                      # labelled rows cycled: the paper's passes over the labelled rows only are
+                      # 3-4 times fewer steps at 60% noise
+                      "dividemix, full-length epochs": {"full_epochs": True},
+                      "dividemix, full-length epochs, lambda_u 0": {"full_epochs": True, "lambda_u": 0.0}}
 
 
 def _sharpen(p, temperature: float):
@@ -295,8 +300,11 @@ def _dividemix(case: "Case", **over) -> tuple[float, dict]:
                                       "kept_clean_by_class": [round(float(np.mean(keep.numpy()[(case.y_tr == c) & (case.y_noisy == c)])), 3) for c in range(k)]})
                 if len(lab) == 0:
                     continue
-                steps = -(-len(lab) // bs)
+                # the paper's epoch is one pass over the labelled rows; "full": one step per batch of all rows
+                steps = -(-(n if st.get("full_epochs") else len(lab)) // bs)
                 lab_order = lab[torch.randperm(len(lab), generator=gen)]
+                if st.get("full_epochs"):
+                    lab_order = lab_order.repeat(-(-steps * bs // len(lab)))
                 unl_order = (unl[torch.randperm(len(unl), generator=gen).repeat(-(-steps * bs // max(len(unl), 1)))]
                              if len(unl) else unl)
                 m.train()
