@@ -34,3 +34,41 @@ def test_no_section_or_no_tables_gives_nothing(tmp_path, monkeypatch):
     assert retrain_auto._previous_tables() == ""
     monkeypatch.setattr(retrain_auto, "RESULTS_MD", _results(tmp_path, "only prose\n"))
     assert retrain_auto._previous_tables() == ""
+
+
+def _tiny_case(monkeypatch):
+    tiny = ("tune", dict(n_samples=400, n_features=6, n_informative=4, n_redundant=0, n_classes=3,
+                         n_clusters_per_class=1, class_sep=1.5), 1, 1.0)
+    monkeypatch.setitem(retrain_auto.TABLES, "tiny", tiny)
+    case = retrain_auto.Case("tiny", "sym60", 0)
+    case._flags = (None, {"classes": [0, 1, 2], "class_prior": [0.2, 0.3, 0.5]})  # no flag run needed
+    return case
+
+
+def test_dividemix_is_deterministic_on_cpu_given_the_seed(monkeypatch):
+    import json
+    case = _tiny_case(monkeypatch)
+    first = retrain_auto._dividemix(case, epochs=4, warmup=1)
+    again = retrain_auto._dividemix(case, epochs=4, warmup=1)
+    assert first == again
+    record = json.loads(first[1]["choice"])
+    assert [d["net"] for d in record["last_division"]] == [0, 1]  # each network trained on a division
+    assert all(0 <= d["labelled_share"] <= 1 for d in record["last_division"])
+    other = retrain_auto._dividemix(case, epochs=4, warmup=1, balanced=True)
+    assert json.loads(other[1]["choice"])["settings"]["balanced"] is True
+
+
+def test_sharpen_known_answer():
+    import torch
+    p = torch.tensor([[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]])
+    out = retrain_auto._sharpen(p, 0.5)  # squares, renormalised
+    assert torch.allclose(out[0], torch.tensor([4 / 6, 1 / 6, 1 / 6]))
+    assert torch.allclose(out[1], p[1])
+
+
+def test_dividemix_diagnostics_refuse_held_out_tables():
+    import pytest
+    case = retrain_auto.Case.__new__(retrain_auto.Case)
+    case.table = "k3 4-cluster cat"
+    with pytest.raises(SystemExit):
+        retrain_auto.run_row(case, "dividemix, full-length epochs")
