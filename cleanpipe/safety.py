@@ -423,14 +423,42 @@ def check_writable(*places) -> None:
             os.unlink(probe)
         except OSError as exc:
             what = _FIXES.get(exc.errno, (exc.strerror or "cannot write",))[0]
-            knob = _knob(place.option)
-            fix = {errno.EACCES: f"fix the folder's permissions or choose another {knob}",
-                   errno.EPERM: f"fix the folder's permissions or choose another {knob}",
-                   errno.ENOSPC: f"free some space or choose another {knob}",
-                   errno.EDQUOT: f"free some space or choose another {knob}",
-                   }.get(exc.errno, f"choose another {knob} on a writable file system")
             raise InputError(f"cannot write {place}: folder '{folder}' refuses new files ({what}); "
-                             f"{fix}") from None
+                             f"{_write_fix(exc.errno, _knob(place.option))}") from None
+
+
+def _write_fix(code: int | None, knob: str) -> str:
+    """What to do when a write failed with ``errno`` ``code`` (the option to change is ``knob``)."""
+    return {errno.EACCES: f"fix the folder's permissions or choose another {knob}",
+            errno.EPERM: f"fix the folder's permissions or choose another {knob}",
+            errno.ENOSPC: f"free some space or choose another {knob}",
+            errno.EDQUOT: f"free some space or choose another {knob}",
+            errno.EISDIR: f"remove or rename that folder, or choose another {knob}",
+            errno.ENOTDIR: f"a folder on the path is a file; fix the path or choose another {knob}",
+            }.get(code, f"choose another {knob} on a writable file system")
+
+
+def write_error(exc: BaseException, path, *, knob: str = "--out", then: str = "") -> InputError:
+    """One line for a write of ``path`` that failed with ``exc`` (an ``OSError``, or an Arrow error
+    whose text carries the errno): the file, what the system said and the fix.
+
+    Parameters
+    ----------
+    exc : BaseException
+    path : str
+        The file being written (its final name, not a temporary's).
+    knob : str, default="--out"
+        The option that names where the outputs go.
+    then : str, default=""
+        Appended to the message (``"; finished partitions are kept, rerun to resume"``).
+
+    Returns
+    -------
+    InputError
+    """
+    code = _errno_of(exc)
+    what = _FIXES[code][0] if code in _FIXES else first_line(exc)
+    return InputError(f"cannot write '{path}' ({what}); {_write_fix(code, knob)}{then}")
 
 
 def nearest_folder(path) -> str:
