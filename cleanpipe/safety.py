@@ -438,7 +438,7 @@ def _write_fix(code: int | None, knob: str) -> str:
             }.get(code, f"choose another {knob} on a writable file system")
 
 
-def write_error(exc: BaseException, path, *, knob: str = "--out", then: str = "") -> InputError:
+def write_error(exc: BaseException, path, *, knob: str | None = None, then: str = "") -> InputError:
     """One line for a write of ``path`` that failed with ``exc`` (an ``OSError``, or an Arrow error
     whose text carries the errno): the file, what the system said and the fix.
 
@@ -447,8 +447,9 @@ def write_error(exc: BaseException, path, *, knob: str = "--out", then: str = ""
     exc : BaseException
     path : str
         The file being written (its final name, not a temporary's).
-    knob : str, default="--out"
-        The option that names where the outputs go.
+    knob : str, optional
+        The option that names where the outputs go, for the fix; None (a library call, a pipeline
+        stage) gives the fix without one.
     then : str, default=""
         Appended to the message (``"; finished partitions are kept, rerun to resume"``).
 
@@ -457,8 +458,10 @@ def write_error(exc: BaseException, path, *, knob: str = "--out", then: str = ""
     InputError
     """
     code = _errno_of(exc)
-    what = _FIXES[code][0] if code in _FIXES else first_line(exc)
-    return InputError(f"cannot write '{path}' ({what}); {_write_fix(code, knob)}{then}")
+    what, fix = _FIXES.get(code, (first_line(exc), "check the output folder, then rerun"))
+    if knob is not None:
+        fix = _write_fix(code, knob)
+    return InputError(f"cannot write '{path}' ({what}); {fix}{then}")
 
 
 def nearest_folder(path) -> str:

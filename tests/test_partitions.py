@@ -20,6 +20,7 @@ from cleanpipe.cli import cli
 from cleanpipe.detect import detect
 from cleanpipe.errors import InputError
 from cleanpipe.partitions import MANIFEST, SUCCESS, WORK, flag_partitions
+from partition_faults import error_lines, full_disk
 
 BOUNDS = (0, 500, 501, 501, 1800, 3000)  # an empty and a single-row partition among them
 
@@ -53,58 +54,6 @@ def read_flags(out):
 def dataset(tmp_path):
     labels, p = write_dataset(tmp_path / "data")
     return tmp_path / "data", labels, p
-
-
-class _FullDisk:
-    """A local file system on which writing one file fails half-way, as on a full disk: the
-    writer's own stream raises ``OSError(ENOSPC)`` after part of the bytes went out."""
-
-    def __init__(self, victim):
-        from pyarrow import fs
-        self.inner, self.victim = fs.LocalFileSystem(), victim
-
-    def open_output_stream(self, path, *args, **kwargs):
-        stream = self.inner.open_output_stream(path, *args, **kwargs)
-        if not path.endswith(self.victim):
-            return stream
-        return _HalfStream(stream)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-class _HalfStream:
-    def __init__(self, stream):
-        self.stream = stream
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stream.close()
-
-    def write(self, data):
-        self.stream.write(data[:len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def full_disk(monkeypatch, out, victim):
-    """Make every write of a file named ``victim`` under ``out`` fail half-way (workers of the
-    in-process cluster and the local engine look the file system up at call time)."""
-    import cleanpipe.partitions as partitions
-    real = partitions._filesystem
-
-    def patched(uri):
-        got = real(uri)
-        return (_FullDisk(victim), got[1]) if os.path.abspath(uri) == os.path.abspath(out) else got
-
-    monkeypatch.setattr(partitions, "_filesystem", patched)
-
-
-def error_lines(output):
-    """The ``error:`` lines of a CLI run (the in-process cluster's workers log their task errors
-    into the same stream; on a real cluster those go to the workers' logs)."""
-    return [line for line in output.splitlines() if line.startswith(("error:", "internal error:"))]
 
 
 @pytest.fixture
@@ -504,7 +453,7 @@ def test_a_full_disk_on_dask_is_one_line_and_a_rerun_resumes(dataset, tmp_path, 
     assert r.exit_code == 2, r.output
     assert error_lines(r.output) == [
         f"error: cannot write '{out}/part-001.parquet' (no space left on the device); free some "
-        "space or choose another --out; the partitions already written are kept and a rerun "
+        "space or write the outputs elsewhere; the partitions already written are kept and a rerun "
         "resumes from them"]
     assert "Traceback (most recent call last)" not in r.output
     assert not (out / SUCCESS).exists() and not (out / "part-001.parquet").exists()
