@@ -184,12 +184,13 @@ class _Failed:
 
 
 def _reraise(exc: BaseException):
-    """Raise a partition task's error on the driver: a fault of the environment that no task
-    turned into one line (an ``OSError`` with a known errno, a corrupt Parquet page) becomes an
-    :class:`InputError` (:func:`cleanpipe.safety.environment_error`); a bug stays as it is."""
+    """Raise a partition task's error on the driver: an ``OSError`` with a known errno that no
+    task turned into one line (permission, full disk, read-only file system) becomes an
+    :class:`InputError` (:func:`cleanpipe.safety.environment_error`); anything else (a bug, a lost
+    worker) stays as it is. The tasks turn their own read errors into one line already."""
     if not isinstance(exc, CleanpipeError):
         from .safety import environment_error
-        user = environment_error(exc)
+        user = environment_error(exc, errno_only=True)
         if user is not None:
             raise user from None
     raise exc

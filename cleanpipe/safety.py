@@ -508,12 +508,14 @@ def _errno_of(exc: BaseException) -> int | None:
     return None
 
 
-def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None:
+def environment_error(exc: BaseException, *, path=None,
+                      errno_only: bool = False) -> CleanpipeError | None:
     """One-line :class:`InputError` for a fault of the environment, or ``None`` for a bug.
 
     An ``OSError`` with a known ``errno`` (also when only its text carries it, as pyarrow's and
     torch's do) names the path and the fix; any other Arrow read error names the inputs of the run
-    and asks whether a file is truncated or corrupt.
+    and asks whether a file is truncated or corrupt, unless ``errno_only`` (a caller that knows
+    the error did not come from reading a Parquet file, such as a task's on the driver).
     """
     code = _errno_of(exc) if isinstance(exc, (OSError, pa.ArrowException, RuntimeError)) else None
     where = path or getattr(exc, "filename", None)
@@ -525,6 +527,8 @@ def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None
             where = ", ".join(p.given for p in places) or None
         at = f" at '{where}'" if where else ""
         return InputError(f"{what}{at}; {fix}")
+    if errno_only:
+        return None
     if isinstance(exc, (pa.ArrowInvalid, pa.ArrowIOError)) or (
             isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException) and code is None
             and "parquet" in str(exc).lower()):
