@@ -38,7 +38,7 @@ from ._version import __version__
 from .detect import partial_codec
 from .detect.partitioned import (detection_plan, merge_pair, merge_tree, partition_partial,
                                  partition_result)
-from .errors import InputError
+from .errors import CleanpipeError, InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
 from .sources.delta import is_delta_table, open_table
@@ -183,6 +183,19 @@ class _Failed:
         self.exc = exc
 
 
+def _reraise(exc: BaseException):
+    """Raise a partition task's error on the driver: an ``OSError`` with a known errno that no
+    task turned into one line (permission, full disk, read-only file system) becomes an
+    :class:`InputError` (:func:`cleanpipe.safety.environment_error`); anything else (a bug, a lost
+    worker) stays as it is. The tasks turn their own read errors into one line already."""
+    if not isinstance(exc, CleanpipeError):
+        from .safety import environment_error
+        user = environment_error(exc, errno_only=True)
+        if user is not None:
+            raise user from None
+    raise exc
+
+
 class LocalEngine:
     """Partition tasks in this process, one after another (tests; small data on one machine).
 
@@ -206,7 +219,7 @@ class LocalEngine:
     def get(self, handles):
         for h in handles:
             if isinstance(h, _Failed):
-                raise h.exc
+                _reraise(h.exc)
         return list(handles)
 
     def reduce(self, merge, handles):
@@ -234,7 +247,10 @@ class DaskEngine:
     def get(self, handles):
         for future in handles:  # every partition that can finish does, before an error is raised
             future.exception()
-        return self.client.gather(handles)
+        try:
+            return self.client.gather(handles)
+        except Exception as exc:  # noqa: BLE001 - mapped or re-raised as it is
+            _reraise(exc)
 
     def reduce(self, merge, handles):
         """The partials merged on the workers, neighbours first (a tree: merges are associative),
@@ -263,17 +279,29 @@ def connect(scheduler: str | None, timeout: float | None = None):
 # ---------------------------------------------------------------- worker tasks
 
 
-def _atomic_write(filesystem, path: str, data: bytes) -> None:
+#: Appended to a failed partition write: what a rerun does.
+_RESUME = "; the partitions already written are kept and a rerun resumes from them"
+
+
+def _atomic_write(filesystem, path: str, data: bytes, *, mkdir: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary beside it and a rename, so ``path`` is either
+    whole or untouched; a write the system refuses (permission, full disk, read-only file system)
+    is one :class:`InputError` naming ``path`` and the fix (:func:`cleanpipe.safety.write_error`)."""
     tmp = f"{os.path.dirname(path)}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
     try:
+        if mkdir:
+            filesystem.create_dir(os.path.dirname(path), recursive=True)
         with filesystem.open_output_stream(tmp) as fh:
             fh.write(data)
         filesystem.move(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             filesystem.delete_file(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):  # pyarrow's IO errors are OSErrors too
+            from .safety import write_error
+            raise write_error(exc, path, then=_RESUME) from None
         raise
 
 
@@ -291,8 +319,7 @@ def _step_task(out: str, key: str, step, src: PartitionSource, cache):
         pass  # not there, or not a partial this version wrote: compute it again
     cache = dict(cache or {})
     partial = partition_partial(step, src, cache)
-    filesystem.create_dir(f"{root}/{WORK}/{key}", recursive=True)
-    _atomic_write(filesystem, path, partial_codec.dumps(partial))
+    _atomic_write(filesystem, path, partial_codec.dumps(partial), mkdir=True)
     return cache, partial, False
 
 
@@ -396,6 +423,81 @@ def _merged_classes(scans, files, label):
     return classes.to_pylist()
 
 
+def _written_here(out: str, path: str) -> bool:
+    """Whether ``path`` (in ``out``) is a partition file cleanpipe wrote: a Parquet file whose
+    metadata carries the key of a flags or a cleaned partition. A folder, anything unreadable or
+    any other file is the user's."""
+    filesystem, _ = _filesystem(out)
+    try:
+        with filesystem.open_input_file(path) as fh:
+            meta = pq.read_schema(fh).metadata or {}
+    except Exception:  # noqa: BLE001 - unreadable, a folder: not provably ours
+        return False
+    return RUN_KEY in meta or CLEAN_KEY in meta
+
+
+def _guard_out(out: str, inputs: dict, names, engine, *, option: str = "--out") -> None:
+    """The output rule of the partitioned paths (flag and clean): refuse an ``out`` that is,
+    contains or lies inside an input, or that holds anything cleanpipe did not write. A file
+    named like one of the partitions ``names`` counts as cleanpipe's only when it carries a
+    partition's metadata (the workers check, in parallel), so nothing of the user's is replaced.
+
+    Parameters
+    ----------
+    out : str
+        The output directory (a local path or a URI).
+    inputs : dict
+        ``option -> path or URI`` of what the run reads (``None`` values are skipped).
+    names : iterable of str
+        The partition files the run writes into ``out``.
+    engine : LocalEngine or DaskEngine
+    option : str, default="--out"
+
+    Raises
+    ------
+    InputError
+    """
+    from .safety import check_plan, path_place
+    inputs = {k: str(v) for k, v in inputs.items() if v is not None}
+    if "://" not in out:  # local: real paths, symlinks and hard links resolved (safety)
+        check_plan([path_place(p, k) for k, p in inputs.items() if "://" not in p],
+                   [path_place(out, option, folder=True)])
+    out_fs, out_root = _filesystem(out)
+    for what, given in inputs.items():
+        if "://" not in given or "://" not in out:
+            continue  # local ones: checked above; one local, one remote: apart
+        root = _filesystem(given)[1].rstrip("/")
+        o = out_root.rstrip("/")
+        if o == root or o.startswith(root + "/") or root.startswith(o + "/"):
+            raise InputError(f"{option} '{out}' overlaps {what} '{given}'; inputs are never "
+                             f"modified, choose another {option} outside it")
+    if out_fs.get_file_info(out_root).type != pafs.FileType.Directory:
+        return
+    names = set(names)
+    infos = out_fs.get_file_info(pafs.FileSelector(out_root))
+    foreign = [i.base_name for i in infos if i.base_name not in names | {SUCCESS, MANIFEST, WORK}
+               and not i.base_name.startswith(".tmp-")]
+    same = [i.path for i in infos if i.base_name in names]
+    if same:
+        ours = engine.get(engine.map(_written_here, [out] * len(same), same))
+        foreign += [os.path.basename(p) for p, mine in zip(same, ours) if not mine]
+    if foreign:
+        raise InputError(f"{option} directory '{out}' holds files cleanpipe did not write "
+                         f"({', '.join(sorted(foreign)[:3])}{', ...' if len(foreign) > 3 else ''});"
+                         f" they are never replaced: choose an empty or new {option} directory")
+
+
+def _make_out(out_fs, out_root: str) -> None:
+    """Uncommit ``out`` (it is being rewritten) and create it."""
+    try:
+        if out_fs.get_file_info(f"{out_root}/{SUCCESS}").type == pafs.FileType.File:
+            out_fs.delete_file(f"{out_root}/{SUCCESS}")  # not committed until the end
+        out_fs.create_dir(out_root, recursive=True)
+    except OSError as exc:
+        from .safety import write_error
+        raise write_error(exc, out_root) from None
+
+
 def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: str | None = None,
                     method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                     noisy_threshold: float | None = None, engine=None, oof=None) -> dict:
@@ -435,21 +537,8 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         noisy_threshold = default_noisy_threshold(method)
     files = partition_files(data)
     out_fs, out_root = _filesystem(out)
-    _, data_root = _filesystem(data)
-    if out_root.rstrip("/") == data_root.rstrip("/") or out_root.startswith(data_root.rstrip("/") + "/") \
-            or data_root.startswith(out_root.rstrip("/") + "/"):
-        raise InputError(f"--out '{out}' overlaps DATA '{data}'; write the flags to a directory "
-                         "outside the input dataset")
-    ours = {os.path.basename(f) for f in files} | {SUCCESS, MANIFEST, WORK}
-    if out_fs.get_file_info(out_root).type == pafs.FileType.Directory:
-        foreign = [i.base_name for i in out_fs.get_file_info(pafs.FileSelector(out_root))
-                   if i.base_name not in ours and not i.base_name.startswith(".tmp-")]
-        if foreign:
-            raise InputError(f"--out directory '{out}' holds files cleanpipe did not write "
-                             f"({', '.join(sorted(foreign)[:3])}); pass an empty or new directory")
-    if out_fs.get_file_info(f"{out_root}/{SUCCESS}").type == pafs.FileType.File:
-        out_fs.delete_file(f"{out_root}/{SUCCESS}")  # being rewritten: not committed until the end
-    out_fs.create_dir(out_root, recursive=True)
+    _guard_out(out, {"DATA": data}, [os.path.basename(f) for f in files], engine)
+    _make_out(out_fs, out_root)
     bare = [PartitionSource(data, f, label, pred_probs) for f in files]
     scans = engine.get(engine.map(_scan, bare))
     classes = _merged_classes(scans, files, label)
@@ -602,12 +691,12 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
         raise InputError(f"FLAGS '{flags}' is not a committed partitioned flags dataset (no "
                          f"{SUCCESS}); run cleanpipe flag --engine dask on the data first")
     out_fs, out_root = _filesystem(out)
-    if out_root.rstrip("/") == flags_root.rstrip("/"):
-        raise InputError(f"--out '{out}' is FLAGS itself; write the cleaned dataset elsewhere")
-    if out_fs.get_file_info(f"{out_root}/{SUCCESS}").type == pafs.FileType.File:
-        out_fs.delete_file(f"{out_root}/{SUCCESS}")  # being rewritten: not committed until the end
-    out_fs.create_dir(out_root, recursive=True)
     names = manifest["files"]
+    source = manifest.get("source")  # the flagged data: a cleaned file there would be read again
+    _guard_out(out, {"FLAGS": flags,
+                     "DATA (the source of FLAGS)": source if source and "://" not in source
+                     and "://" not in flags else None}, names, engine)
+    _make_out(out_fs, out_root)
     options = dict(options, mode=mode)
     if options.get("label") is None:  # the CLI passes --label None when it is not given
         options["label"] = manifest.get("label")

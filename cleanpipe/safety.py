@@ -423,14 +423,45 @@ def check_writable(*places) -> None:
             os.unlink(probe)
         except OSError as exc:
             what = _FIXES.get(exc.errno, (exc.strerror or "cannot write",))[0]
-            knob = _knob(place.option)
-            fix = {errno.EACCES: f"fix the folder's permissions or choose another {knob}",
-                   errno.EPERM: f"fix the folder's permissions or choose another {knob}",
-                   errno.ENOSPC: f"free some space or choose another {knob}",
-                   errno.EDQUOT: f"free some space or choose another {knob}",
-                   }.get(exc.errno, f"choose another {knob} on a writable file system")
             raise InputError(f"cannot write {place}: folder '{folder}' refuses new files ({what}); "
-                             f"{fix}") from None
+                             f"{_write_fix(exc.errno, _knob(place.option))}") from None
+
+
+def _write_fix(code: int | None, knob: str) -> str:
+    """What to do when a write failed with ``errno`` ``code`` (the option to change is ``knob``)."""
+    return {errno.EACCES: f"fix the folder's permissions or choose another {knob}",
+            errno.EPERM: f"fix the folder's permissions or choose another {knob}",
+            errno.ENOSPC: f"free some space or choose another {knob}",
+            errno.EDQUOT: f"free some space or choose another {knob}",
+            errno.EISDIR: f"remove or rename that folder, or choose another {knob}",
+            errno.ENOTDIR: f"a folder on the path is a file; fix the path or choose another {knob}",
+            }.get(code, f"choose another {knob} on a writable file system")
+
+
+def write_error(exc: BaseException, path, *, knob: str | None = None, then: str = "") -> InputError:
+    """One line for a write of ``path`` that failed with ``exc`` (an ``OSError``, or an Arrow error
+    whose text carries the errno): the file, what the system said and the fix.
+
+    Parameters
+    ----------
+    exc : BaseException
+    path : str
+        The file being written (its final name, not a temporary's).
+    knob : str, optional
+        The option that names where the outputs go, for the fix; None (a library call, a pipeline
+        stage) gives the fix without one.
+    then : str, default=""
+        Appended to the message (``"; finished partitions are kept, rerun to resume"``).
+
+    Returns
+    -------
+    InputError
+    """
+    code = _errno_of(exc)
+    what, fix = _FIXES.get(code, (first_line(exc), "check the output folder, then rerun"))
+    if knob is not None:
+        fix = _write_fix(code, knob)
+    return InputError(f"cannot write '{path}' ({what}); {fix}{then}")
 
 
 def nearest_folder(path) -> str:
@@ -477,12 +508,14 @@ def _errno_of(exc: BaseException) -> int | None:
     return None
 
 
-def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None:
+def environment_error(exc: BaseException, *, path=None,
+                      errno_only: bool = False) -> CleanpipeError | None:
     """One-line :class:`InputError` for a fault of the environment, or ``None`` for a bug.
 
     An ``OSError`` with a known ``errno`` (also when only its text carries it, as pyarrow's and
     torch's do) names the path and the fix; any other Arrow read error names the inputs of the run
-    and asks whether a file is truncated or corrupt.
+    and asks whether a file is truncated or corrupt, unless ``errno_only`` (a caller that knows
+    the error did not come from reading a Parquet file, such as a task's on the driver).
     """
     code = _errno_of(exc) if isinstance(exc, (OSError, pa.ArrowException, RuntimeError)) else None
     where = path or getattr(exc, "filename", None)
@@ -494,6 +527,8 @@ def environment_error(exc: BaseException, *, path=None) -> CleanpipeError | None
             where = ", ".join(p.given for p in places) or None
         at = f" at '{where}'" if where else ""
         return InputError(f"{what}{at}; {fix}")
+    if errno_only:
+        return None
     if isinstance(exc, (pa.ArrowInvalid, pa.ArrowIOError)) or (
             isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException) and code is None
             and "parquet" in str(exc).lower()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -19,6 +20,7 @@ from cleanpipe.cli import cli
 from cleanpipe.detect import detect
 from cleanpipe.errors import InputError
 from cleanpipe.partitions import MANIFEST, SUCCESS, WORK, flag_partitions
+from partition_faults import error_lines, full_disk
 
 BOUNDS = (0, 500, 501, 501, 1800, 3000)  # an empty and a single-row partition among them
 
@@ -130,19 +132,22 @@ def test_resume_after_an_unreadable_partition(dataset, tmp_path, client):
                                   detect(labels, p).is_label_issue)
 
 
-def test_resume_after_a_failed_write_recomputes_nothing_finished(dataset, tmp_path, client):
+def test_resume_after_a_failed_write_recomputes_nothing_finished(dataset, tmp_path, client,
+                                                               monkeypatch):
     from cleanpipe.partitions import DaskEngine
     data, labels, p = dataset
     out = tmp_path / "out"
-    os.makedirs(out / "part-002.parquet")  # a directory where a flags file must go: the write fails
-    (out / "part-002.parquet" / "x").write_text("")
-    with pytest.raises(OSError):
-        flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
+    with monkeypatch.context() as m:
+        full_disk(m, out, "part-002.parquet")  # the disk fills while that flags file is written
+        with pytest.raises(InputError, match=r"cannot write '.*/out/part-002\.parquet' \(no space "
+                           r"left on the device\); free some space .* a rerun resumes"):
+            flag_partitions(str(data), str(out), label="y", pred_probs="probs",
+                            engine=DaskEngine(client))
     assert not (out / SUCCESS).exists() and (out / WORK).exists()
-    written = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out) if f.endswith(".parquet")
-               and f != "part-002.parquet"}
+    assert not (out / "part-002.parquet").exists()
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]  # nothing half-written stays
+    written = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out) if f.endswith(".parquet")}
     assert len(written) == 4
-    shutil.rmtree(out / "part-002.parquet")
     s = flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
     # every pass of every partition is read back from the failed run; one file is written
     assert all(step["computed"] == 0 and step["reused"] == 5 for step in s["passes"])
@@ -180,7 +185,7 @@ def test_label_type_differing_between_partitions(dataset, tmp_path, cluster):
 
 def test_out_inside_data_is_refused(dataset):
     data, _, _ = dataset
-    with pytest.raises(InputError, match="overlaps DATA"):
+    with pytest.raises(InputError, match="would overwrite the input DATA"):
         flag_partitions(str(data), str(data / "flags"), label="y", pred_probs="probs")
 
 
@@ -349,15 +354,16 @@ class _Planted:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
-def test_a_pickle_planted_among_the_partials_is_recomputed_never_run(dataset, tmp_path, client):
+def test_a_pickle_planted_among_the_partials_is_recomputed_never_run(dataset, tmp_path, client,
+                                                                     monkeypatch):
     from cleanpipe.partitions import DaskEngine
     data, labels, p = dataset
     out = tmp_path / "out"
-    os.makedirs(out / "part-002.parquet")  # the first run fails at its writes, its partials stay
-    (out / "part-002.parquet" / "x").write_text("")
-    with pytest.raises(OSError):
-        flag_partitions(str(data), str(out), label="y", pred_probs="probs", engine=DaskEngine(client))
-    shutil.rmtree(out / "part-002.parquet")
+    with monkeypatch.context() as m:
+        full_disk(m, out, "part-002.parquet")  # the first run fails at its writes, its partials stay
+        with pytest.raises(InputError, match="no space left"):
+            flag_partitions(str(data), str(out), label="y", pred_probs="probs",
+                            engine=DaskEngine(client))
     stored = sorted(pathlib.Path(out / WORK).rglob("*.npz"))
     assert stored
     marker = tmp_path / "ran"
@@ -368,3 +374,124 @@ def test_a_pickle_planted_among_the_partials_is_recomputed_never_run(dataset, tm
     assert all(step["reused"] == 0 for step in s["passes"])
     np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
                                   detect(labels, p).is_label_issue)
+
+
+# --- output safety of the partitioned paths (one rule for flag and clean) ------------------------
+
+
+@pytest.mark.parametrize("command", ["flag", "clean"])
+def test_a_users_file_named_like_a_partition_output_is_refused_and_kept(dataset, tmp_path, cluster,
+                                                                        command):
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "mine"
+    out.mkdir()
+    mine = b"the user's own notes, not a partition"
+    (out / "part-001.parquet").write_bytes(mine)
+    args = (["flag", str(data), "--label", "y", "--pred-probs", "probs"] if command == "flag"
+            else ["clean", str(tmp_path / "flags"), "--mode", "drop"])
+    r = CliRunner().invoke(cli, [*args, "--engine", "dask", "--scheduler",
+                                 cluster.scheduler_address, "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert error_lines(r.output) == [
+        f"error: --out directory '{out}' holds files cleanpipe did not write (part-001.parquet); "
+        "they are never replaced: choose an empty or new --out directory"]
+    assert "Traceback" not in r.output
+    assert (out / "part-001.parquet").read_bytes() == mine
+    assert sorted(os.listdir(out)) == ["part-001.parquet"]
+
+
+def test_a_parquet_file_of_the_users_named_like_a_partition_is_refused(dataset, tmp_path):
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "cleaned"
+    out.mkdir()
+    shutil.copy(data / "part-003.parquet", out / "part-003.parquet")  # Parquet, but not cleanpipe's
+    before = (out / "part-003.parquet").read_bytes()
+    with pytest.raises(InputError, match=r"holds files cleanpipe did not write \(part-003.parquet\)"):
+        clean_partitions(str(tmp_path / "flags"), str(out))
+    assert (out / "part-003.parquet").read_bytes() == before
+
+
+@pytest.mark.parametrize("where", ["flags", "flags/cleaned", "data", "data/cleaned"])
+def test_clean_out_on_or_inside_its_inputs_is_refused(dataset, tmp_path, where):
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    before = {f: (tmp_path / "flags" / f).read_bytes() for f in os.listdir(tmp_path / "flags")}
+    what = "FLAGS" if where.startswith("flags") else r"DATA \(the source of FLAGS\)"
+    with pytest.raises(InputError, match=rf"--out '.*{where}' would overwrite the input {what}"):
+        clean_partitions(str(tmp_path / "flags"), str(tmp_path / where))
+    assert {f: (tmp_path / "flags" / f).read_bytes() for f in os.listdir(tmp_path / "flags")} == before
+    assert not (tmp_path / "flags" / "cleaned").exists() and not (data / "cleaned").exists()
+
+
+def test_clean_reruns_into_its_own_output_folder(dataset, tmp_path):
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    first = clean_partitions(str(tmp_path / "flags"), str(tmp_path / "cleaned"))
+    again = clean_partitions(str(tmp_path / "flags"), str(tmp_path / "cleaned"))
+    assert again["written"] == {"computed": 0, "reused": first["partitions"]}
+    assert again["counts"] == first["counts"]
+
+
+@pytest.mark.parametrize("command", ["flag", "clean"])
+def test_a_full_disk_on_dask_is_one_line_and_a_rerun_resumes(dataset, tmp_path, cluster,
+                                                             monkeypatch, command):
+    data, labels, p = dataset
+    if command == "clean":
+        flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "out"
+    args = (["flag", str(data), "--label", "y", "--pred-probs", "probs"] if command == "flag"
+            else ["clean", str(tmp_path / "flags"), "--mode", "drop"])
+    args += ["--engine", "dask", "--scheduler", cluster.scheduler_address, "--out", str(out)]
+    with monkeypatch.context() as m:
+        full_disk(m, out, "part-001.parquet")
+        r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2, r.output
+    assert error_lines(r.output) == [
+        f"error: cannot write '{out}/part-001.parquet' (no space left on the device); free some "
+        "space or write the outputs elsewhere; the partitions already written are kept and a rerun "
+        "resumes from them"]
+    assert "Traceback (most recent call last)" not in r.output
+    assert not (out / SUCCESS).exists() and not (out / "part-001.parquet").exists()
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
+    kept = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out) if f.endswith(".parquet")}
+    assert len(kept) == 4
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["written"] == {"computed": 1, "reused": 4}
+    assert {f: os.stat(out / f).st_mtime_ns for f in kept} == kept  # finished ones not rewritten
+    if command == "flag":
+        np.testing.assert_array_equal(read_flags(out)["is_label_issue"].to_numpy(),
+                                      detect(labels, p).is_label_issue)
+
+
+def test_a_full_disk_on_the_local_engine_is_one_line(dataset, tmp_path, monkeypatch):
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "cleaned"
+    with monkeypatch.context() as m:
+        full_disk(m, out, "part-004.parquet")
+        with pytest.raises(InputError, match=r"cannot write '.*/cleaned/part-004\.parquet' \(no "
+                           r"space left on the device\); free some space"):
+            clean_partitions(str(tmp_path / "flags"), str(out))
+    assert sorted(f for f in os.listdir(out)) == [f"part-00{i}.parquet" for i in range(4)]
+    assert clean_partitions(str(tmp_path / "flags"), str(out))["written"] == {"computed": 1,
+                                                                               "reused": 4}
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only file system"),
+                                         (errno.EACCES, "permission denied")])
+def test_an_os_error_a_task_raised_is_mapped_on_the_driver(code, words):
+    from cleanpipe.partitions import LocalEngine
+
+    def task(i):
+        raise OSError(code, os.strerror(code), f"/somewhere/part-{i}.parquet")
+
+    with pytest.raises(InputError, match=rf"{words} at '/somewhere/part-0.parquet'"):
+        LocalEngine().get(LocalEngine().map(task, [0, 1]))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +16,20 @@ from test_partitioned_flag import write_dataset as write_probs_dataset
 from test_partitioned_oof_stage import write_dataset as write_features_dataset
 
 distributed = pytest.importorskip("distributed")
+
+
+def _faults():
+    """``(error_lines, full_disk)`` of ``tests/partition_faults.py``."""
+    import importlib.util
+    import sys
+    name = "cleanpipe_partition_faults"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "partition_faults.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    module = sys.modules[name]
+    return module.error_lines, module.full_disk
 
 
 def read_parts(folder):
@@ -105,7 +118,8 @@ def test_probabilities_computed_on_the_workers_then_cleaned(tmp_path, cluster, m
     assert checksums(tmp_path / "data") == before
 
 
-def test_a_failed_partition_resumes_without_redoing_the_others(tmp_path, cluster):
+def test_a_failed_partition_resumes_without_redoing_the_others(tmp_path, cluster, monkeypatch):
+    error_lines, full_disk = _faults()
     from cleanpipe.pipeline.config import load_pipeline
     from cleanpipe.pipeline.manifest import stage_key
     from cleanpipe.pipeline.runner import stage_settings
@@ -119,18 +133,23 @@ def test_a_failed_partition_resumes_without_redoing_the_others(tmp_path, cluster
     flag_key = stage_key("flag", ParquetSource(str(data)).fingerprint(), stage_settings(p, "flag"))
     key = stage_key("clean", flag_key, stage_settings(p, "clean"))
     partial = run_dir / f"clean.partial-{key.rsplit(':', 1)[-1][:16]}"
-    blocker = partial / "part-002.parquet"  # a folder where a cleaned file must go: that write fails
-    blocker.mkdir(parents=True)
-    (blocker / "x").write_text("")
-    res = run_cli("run", pipe, "--runs-dir", runs, "--run-id", "r1")
-    assert res.exit_code != 0
+    with monkeypatch.context() as mp:
+        full_disk(mp, partial, "part-002.parquet")  # the disk fills while that file is written
+        res = run_cli("run", pipe, "--runs-dir", runs, "--run-id", "r1")
+    assert res.exit_code == 2, res.output
+    assert "Traceback (most recent call last)" not in res.output
+    assert error_lines(res.output)[-1].endswith(
+        f"cannot write '{partial}/part-002.parquet' (no space left on the device); free some space "
+        "or write the outputs elsewhere; the partitions already written are kept and a rerun "
+        "resumes from them")
     m = manifest(run_dir)
     assert m["stages"]["flag"]["status"] == "done" and m["stages"]["clean"]["status"] == "failed"
     written = {f: os.stat(partial / f).st_mtime_ns for f in os.listdir(partial)
                if f.endswith(".parquet") and f != "part-002.parquet"}
     assert len(written) == 4 and not (partial / "_SUCCESS").exists()
+    assert not (partial / "part-002.parquet").exists()
+    assert not [f for f in os.listdir(partial) if f.startswith(".tmp-")]  # nothing half-written
 
-    shutil.rmtree(blocker)
     res = run_cli("run", pipe, "--runs-dir", runs, "--run-id", "r1", "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["actions"] == {"flag": "reused", "clean": "ran"}

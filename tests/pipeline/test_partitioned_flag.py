@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -95,7 +94,8 @@ def test_pipeline_flags_equal_the_cli_partition_by_partition(tmp_path, data, clu
         assert single[col].to_pylist() == want[col].to_pylist(), col
 
 
-def test_a_failed_run_resumes_per_partition(tmp_path, data, cluster):
+def test_a_failed_run_resumes_per_partition(tmp_path, data, cluster, monkeypatch):
+    from test_partitioned_clean_stage import _faults
     from cleanpipe.pipeline.config import load_pipeline
     from cleanpipe.pipeline.manifest import stage_key
     from cleanpipe.pipeline.runner import stage_settings
@@ -107,17 +107,18 @@ def test_a_failed_run_resumes_per_partition(tmp_path, data, cluster):
     key = stage_key("flag", ParquetSource(str(data)).fingerprint(), stage_settings(p, "flag"))
     run_dir = runs / "parts" / "r1"
     partial = run_dir / f"flag.partial-{key.rsplit(':', 1)[-1][:16]}"
-    blocker = partial / "part-002.parquet"  # a folder where a flags file must go: that write fails
-    blocker.mkdir(parents=True)
-    (blocker / "x").write_text("")
-    res = run_cli("run", pipe, "--runs-dir", runs, "--run-id", "r1")
-    assert res.exit_code != 0
+    error_lines, full_disk = _faults()
+    with monkeypatch.context() as mp:
+        full_disk(mp, partial, "part-002.parquet")  # the disk fills while that flags file is written
+        res = run_cli("run", pipe, "--runs-dir", runs, "--run-id", "r1")
+    assert res.exit_code == 2, res.output
+    assert "Traceback (most recent call last)" not in res.output
+    assert f"cannot write '{partial}/part-002.parquet' (no space left" in error_lines(res.output)[-1]
     assert manifest(run_dir)["stages"]["flag"]["status"] == "failed"
     written = {f: os.stat(partial / f).st_mtime_ns for f in os.listdir(partial)
                if f.endswith(".parquet") and f != "part-002.parquet"}
-    assert len(written) == 4
+    assert len(written) == 4 and not (partial / "part-002.parquet").exists()
 
-    shutil.rmtree(blocker)
     res = run_cli("run", pipe, "--runs-dir", runs, "--run-id", "r1", "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads((run_dir / "flag" / "summary.json").read_text())
