@@ -55,9 +55,19 @@ def _write_part(table, i: int, storage, root) -> None:
     if storage is None:
         pq.write_table(table, os.path.join(root, f"part-{i:05d}.parquet"))
     else:
+        # A partition's object is written whole or replaced whole, so a failed write is retried as
+        # a whole (at 2e7 rows a retried CompleteMultipartUpload that moto had already completed
+        # failed with a KeyError on the upload id; a fresh upload of the same key is idempotent).
         fs, path = storage
-        with fs.open_output_stream(f"{path}/part-{i:05d}.parquet") as fh:
-            pq.write_table(table, fh)
+        for attempt in range(3):
+            try:
+                with fs.open_output_stream(f"{path}/part-{i:05d}.parquet") as fh:
+                    pq.write_table(table, fh)
+                return
+            except OSError as e:
+                if attempt == 2:
+                    raise
+                progress(f"  partition {i}: write failed ({str(e)[:120]}); writing it again")
 
 
 def generate(root: str, n: int, k: int, partitions: int, seed: int = 0, storage=None) -> None:
@@ -272,7 +282,11 @@ def main() -> None:
         query = f"?endpoint_override=http://{host}:{port}&scheme=http&region=us-east-1"
         fs = pafs.S3FileSystem(endpoint_override=f"http://{host}:{port}", scheme="http",
                                region="us-east-1", access_key="x", secret_key="x",
-                               allow_bucket_creation=True)
+                               allow_bucket_creation=True,
+                               # cleanpipe's own S3 timeouts (sources/parquet.py); with the SDK's 3 s
+                               # default a slow completion of a ~80 MB multipart object on a loaded
+                               # moto is likely given up on and re-sent (the 2e7 failure)
+                               connect_timeout=10, request_timeout=60)
         fs.create_dir("bench")
     rows = []
     work = Path(tempfile.mkdtemp(prefix="scale_out-"))

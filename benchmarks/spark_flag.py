@@ -30,6 +30,10 @@ Parquet files, then
 with each one's precision and recall against the planted flips::
 
     python benchmarks/spark_flag.py --oof --rows 1000000 --features 30 --partitions 8
+
+``--oof --spark-only`` runs the Spark part alone and prints the driver's peak memory from the
+session's start (the Python process, its peak reset once the table is written and dropped, and
+the JVM's), to see whether it stays flat as the rows grow.
 """
 
 from __future__ import annotations
@@ -121,6 +125,9 @@ def run_oof(args) -> None:
         for i in range(args.partitions):
             pq.write_table(table.slice(i * step, step), work / "train" / f"part-{i:05d}.parquet")
         rows = []
+        if args.spark_only:
+            del table  # written: the driver holds none of it while Spark runs
+            return _spark_only(args, work, feats, wrong)
         X = np.column_stack([table[c].to_numpy() for c in feats])
         codes = table["label"].to_numpy()
 
@@ -184,6 +191,53 @@ def run_oof(args) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _rss_mib(pid="self", field="VmRSS:") -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _spark_only(args, work: Path, feats, wrong) -> None:
+    """``--spark-only``: the Spark run alone, its driver's peak memory measured from its start.
+
+    The table is written and dropped first and the Python process's peak (VmHWM) is reset
+    (``/proc/self/clear_refs``) before the session starts, so the printed peak is what the driver
+    held while Spark ran; the JVM's (driver and, in local mode, executor) peak is read from its
+    ``/proc`` status before the session stops. No oracle: the row-for-row equality is the default
+    ``--oof`` run's."""
+    import gc
+
+    import pyarrow.parquet as pq
+
+    from cleanpipe import spark as cs
+    from cleanpipe.flagsfile import FLAG_COLUMNS
+    from cleanpipe.spark_tables import read_table
+
+    gc.collect()
+    rss_before = _rss_mib()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    spark = local_session(args.cores, "spark-oof-only")
+    jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the JVM
+    t = time.perf_counter()
+    df = read_table(spark, work / "train")
+    result = cs.flag_with_estimates(df, label="label", id_column="row_id", features=feats,
+                                    model=args.model, folds=args.folds, seed=args.seed)
+    result.frame.write.parquet(str(work / "flags"))
+    wall = time.perf_counter() - t
+    jvm_peak = _rss_mib(jvm, "VmHWM:")
+    spark.stop()
+    got = pq.read_table(work / "flags", columns=["row_id", *FLAG_COLUMNS]).sort_by("row_id")
+    q = _quality(got["is_label_issue"].to_numpy(zero_copy_only=False), wrong[got["row_id"].to_numpy()])
+    print(f"rows={args.rows} features={args.features} classes={args.classes} partitions={args.partitions} "
+          f"cores={args.cores} model={args.model} load={os.getloadavg()[0]:.1f} wall_s={wall:.1f} "
+          f"python_rss_before_spark_mib={rss_before:.0f} python_driver_peak_mib={peak_rss_mib():.0f} "
+          f"jvm_peak_mib={jvm_peak:.0f} sample_rows={result.oof['sample_rows']} "
+          f"precision={q['precision']:.3f} recall={q['recall']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=200_000)
@@ -196,6 +250,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--model", default="logreg")
     ap.add_argument("--skip-full", action="store_true", help="--oof without the whole-table runs")
+    ap.add_argument("--spark-only", action="store_true",
+                    help="--oof: only the Spark run, its driver's peak memory measured from its start")
     args = ap.parse_args()
     if args.oof:
         return run_oof(args)
