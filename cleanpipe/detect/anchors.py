@@ -86,15 +86,49 @@ class _LowTail:
         count, hits = self.count[order], self.hits[order]
         m = min(self.m, count.sum())
         inside = np.cumsum(count) <= m
-        s = hits[inside].sum()
-        rest = m - count[inside].sum()
-        if rest > 0:  # part of the entries tied at the cut
-            j = int(np.argmin(inside))
-            s += rest * hits[j] / count[j]
-        return float((s + 0.5) / (m + 1))
+        j = int(np.argmin(inside))  # the entry tied at the cut, when some are left out
+        at = (count[j], hits[j]) if not inside.all() else (0, 0)
+        return tail_rate(m, count[inside].sum(), hits[inside].sum(), *at)
 
 
-def _anchor_size(cells: int, share: float) -> int:
+def tail_rate(m, n_below, hits_below, n_at=0, hits_at=0) -> float:
+    """The Jeffreys-smoothed given-tag rate of an anchor tail, ``(s + 1/2) / (m + 1)``.
+
+    The tail is the ``m`` smallest values: ``n_below`` values (``hits_below`` of them hits) lie
+    inside it, and ``m - n_below`` more are taken from the ``n_at`` values tied at its edge, which
+    count pro rata (``hits_at`` hits among them). ``m`` is at most the number of values. The
+    streamed tail of :func:`anchor_noise_rates` and the radix-selected one of
+    :mod:`~cleanpipe.detect.partitioned_multilabel` both end here, with the same arithmetic.
+
+    Examples
+    --------
+    >>> tail_rate(3, 2, 1, 2, 1)  # 1 hit below, half of 1 hit among the two tied: (1.5 + .5) / 4
+    0.5
+    """
+    s = hits_below
+    rest = m - n_below
+    if rest > 0:  # part of the entries tied at the cut
+        s += rest * hits_at / n_at
+    return float((s + 0.5) / (m + 1))
+
+
+def noise_from_rates(rates: np.ndarray, density, n_classes: int) -> np.ndarray:
+    """The ``(n_classes, 2, 2)`` noise matrix ``P(given | true)`` from the anchor tails' rates.
+
+    ``rates[:, 0]`` is the given-tag rate of the low tails (``rho0``), ``rates[:, 1]`` the
+    missing-tag rate of the high ones (``rho1``), one row (pooled) or one per class; each is capped
+    by the frequency of its given side, ``density`` (the share of cells given a tag).
+    """
+    rates = np.asarray(rates, dtype=np.float64).reshape(-1, 2)
+    rho0 = np.minimum(rates[:, 0], density)
+    rho1 = np.minimum(rates[:, 1], 1.0 - density)
+    noise = np.empty((len(rates), 2, 2))
+    noise[:, 0, 0], noise[:, 1, 0] = 1.0 - rho0, rho0
+    noise[:, 0, 1], noise[:, 1, 1] = rho1, 1.0 - rho1
+    return np.broadcast_to(noise, (n_classes, 2, 2)).copy()
+
+
+def anchor_size(cells: int, share: float = ANCHOR_SHARE) -> int:
     """Anchors for a side of ``cells`` eligible cells: ``share`` of them, at least 1 (0 if none)."""
     return max(1, int(share * cells)) if cells else 0
 
@@ -198,7 +232,7 @@ def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_
     # one (lowest p, highest p) pair of tails for all classes, or one per class; a side without
     # eligible cells gets an empty tail (m = 0) and a rate of 0
     sides = [(n0.sum(), n1.sum())] if pooled else list(zip(n0, n1))
-    tails = [(_LowTail(_anchor_size(a, share)), _LowTail(_anchor_size(b, share))) for a, b in sides]
+    tails = [(_LowTail(anchor_size(a, share)), _LowTail(anchor_size(b, share))) for a, b in sides]
     block_rows = block_rows or max(1024, _BLOCK_CELLS // max(k, 1))
     for start, stop, block in iter_blocks(pred_probs, block_rows):
         y = y_all[start:stop]
@@ -216,9 +250,4 @@ def anchor_noise_rates(labels: np.ndarray, pred_probs, *, share: float = ANCHOR_
             high.add(-p[ok1[:, c], c], ~y[ok1[:, c], c])
     density = y_all.mean() if pooled else y_all.mean(axis=0)
     rates = np.array([[low.rate(), high.rate()] for low, high in tails])
-    rho0 = np.minimum(rates[:, 0], density)
-    rho1 = np.minimum(rates[:, 1], 1.0 - density)
-    noise = np.empty((len(rates), 2, 2))
-    noise[:, 0, 0], noise[:, 1, 0] = 1.0 - rho0, rho0
-    noise[:, 0, 1], noise[:, 1, 1] = rho1, 1.0 - rho1
-    return np.broadcast_to(noise, (k, 2, 2)).copy()
+    return noise_from_rates(rates, density, k)

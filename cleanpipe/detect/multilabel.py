@@ -51,7 +51,7 @@ from ._validate import iter_blocks
 from .anchors import anchor_noise_rates
 from .tag_calibration import TagCountCalibrated, TagCountCalibration, fit_tag_count_calibration
 from .confident import _THRESHOLD_SLACK, calibrate_confident_joint, thresholds_from_sums, top_per_group
-from .exactsum import empty_sums, exact_group_sums
+from .exactsum import empty_sums, exact_group_sums, exact_sum
 from .mixture import LossMixture, fit_loss_mixture
 
 #: Probabilities are kept this far from 0 and 1 in the binary cross-entropy.
@@ -317,13 +317,12 @@ def multilabel_confident_learning(labels: np.ndarray, pred_probs, *,
         cj_flat += multilabel_confident_counts(y, p, thresholds)
         score[start:stop] = pair_scores(y, p, thresholds).min(axis=1)
         loss[start:stop] = binary_cross_entropy(y, p)
-        pred = p > 0.5
-        predicted[start:stop] = pred
-        r, c = np.nonzero(pred != y)
+        predicted[start:stop] = p > 0.5
+        r, c, margin, given = candidate_cells(y, p)
         rows.append(r + start)
         classes.append(c)
-        margins.append(np.abs(2.0 * p[r, c] - 1.0))
-        givens.append(y[r, c])
+        margins.append(margin)
+        givens.append(given)
     pos = labels.sum(axis=0, dtype=np.int64)
     label_counts = np.stack([n - pos, pos], axis=1)
     confident_joint = cj_flat.reshape(k, 2, 2)
@@ -335,6 +334,15 @@ def multilabel_confident_learning(labels: np.ndarray, pred_probs, *,
         pair_classes=np.concatenate(classes).astype(np.int64), pair_margin=np.concatenate(margins),
         pair_given=np.concatenate(givens).astype(bool),
     )
+
+
+def candidate_cells(labels: np.ndarray, p: np.ndarray):
+    """The pruning candidates of some rows: ``(rows, classes, margin, given)`` of the cells whose
+    ``p > 0.5`` disagrees with the given tag, by row then class; ``margin = |2 p - 1|``."""
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(p, dtype=np.float64)
+    r, c = np.nonzero((p > 0.5) != y)
+    return r, c, np.abs(2.0 * p[r, c] - 1.0), y[r, c]
 
 
 def prune_quota(cl: MultilabelConfident, *, min_keep: int = 1) -> np.ndarray:
@@ -421,15 +429,33 @@ def flag_top_expected(p_error: np.ndarray) -> np.ndarray:
     >>> flag_top_expected(np.full(8, 0.2)).tolist()  # m = 2 of 8 tied rows: none
     [False, False, False, False, False, False, False, False]
     """
-    m = int(round(float(p_error.sum())))
+    m = expected_count(exact_sum(p_error))
     if m == 0:
         return np.zeros(len(p_error), dtype=bool)
     cut = np.partition(p_error, len(p_error) - m)[len(p_error) - m]
     above = p_error > cut
-    with_tied = p_error >= cut
-    if abs(int(with_tied.sum()) - m) <= abs(int(above.sum()) - m):
-        above = with_tied
+    if take_tied(m, int(above.sum()), int((p_error >= cut).sum())):
+        above = p_error >= cut
     return above & (p_error > 0)
+
+
+def expected_count(total: float) -> int:
+    """``m = round(sum(p_error))``, from the exact sum (so any partitioning gives the same ``m``)."""
+    return int(round(float(total)))
+
+
+def take_tied(m: int, n_above: int, n_with_tied: int) -> bool:
+    """Whether :func:`flag_top_expected` takes the rows tied at its cut: the count nearer ``m``."""
+    return abs(n_with_tied - m) <= abs(n_above - m)
+
+
+def suspect_lists(n_rows: int, issue_rows: np.ndarray, issue_classes: np.ndarray,
+                  issue_given: np.ndarray, *, spurious: bool):
+    """The suspect spurious (or missing) classes of every row as ``(offsets, classes)`` (see
+    :meth:`MultilabelDetection.suspects`)."""
+    keep = issue_given == spurious
+    offsets = np.searchsorted(issue_rows[keep], np.arange(n_rows + 1))
+    return offsets.astype(np.int64), issue_classes[keep]
 
 
 @dataclass(frozen=True)
@@ -488,28 +514,52 @@ class MultilabelDetection:
         Row ``n``'s suspects are ``classes[offsets[n]:offsets[n + 1]]`` (ascending), the layout of
         an Arrow list array; ``offsets`` has ``n_samples + 1`` entries.
         """
-        keep = self.issue_given == spurious
-        offsets = np.searchsorted(self.issue_rows[keep], np.arange(len(self.is_label_issue) + 1))
-        return offsets.astype(np.int64), self.issue_classes[keep]
+        return suspect_lists(len(self.is_label_issue), self.issue_rows, self.issue_classes,
+                             self.issue_given, spurious=spurious)
 
     @property
     def expected_issues(self) -> float:
-        """Expected number of rows with at least one wrong tag, ``sum(p_error)``."""
-        return float(self.p_error.sum())
+        """Expected number of rows with at least one wrong tag, ``sum(p_error)`` (exact)."""
+        return exact_sum(self.p_error)
+
+
+def posterior_rows(labels: np.ndarray, q: np.ndarray, noise: np.ndarray):
+    """Some rows' ``p_error`` and the exact sums of their flip posteriors per ``2 class + given``.
+
+    ``q``: the recalibrated probabilities. The sums add over blocks and partitions
+    (:mod:`~cleanpipe.detect.exactsum`); :func:`expected_wrong_from_sums` finishes them.
+    """
+    y = np.asarray(labels).astype(bool)
+    k = y.shape[1]
+    post = flip_posteriors(y, q, noise)
+    groups = 2 * np.arange(k)[None, :] + y
+    return row_error_posterior(post), exact_group_sums(post.ravel(), groups.ravel(), 2 * k)
+
+
+def expected_wrong_from_sums(sums) -> np.ndarray:
+    """``[k, given]`` sums of the flip posteriors (``[k, 0]`` missing, ``[k, 1]`` spurious tags)."""
+    return sums.totals().reshape(-1, 2)
 
 
 def _posterior_pass(labels, pred_probs, noise, block_rows):
     """Row posteriors ``p_error`` and the per-class sums of the flip posteriors, block by block."""
     n, k = labels.shape
     p_error = np.empty(n)
-    sums = np.zeros((k, 2))
+    sums = empty_sums(2 * k)
     for start, stop, block in iter_blocks(pred_probs, block_rows):
-        y = labels[start:stop].astype(bool)
-        post = flip_posteriors(y, block, noise)
-        p_error[start:stop] = row_error_posterior(post)
-        sums[:, 1] += np.where(y, post, 0.0).sum(axis=0)
-        sums[:, 0] += np.where(y, 0.0, post).sum(axis=0)
-    return p_error, sums
+        p_error[start:stop], part = posterior_rows(labels[start:stop], block, noise)
+        sums = sums.merge(part)
+    return p_error, expected_wrong_from_sums(sums)
+
+
+def posterior_suspect_cells(labels: np.ndarray, q: np.ndarray, noise: np.ndarray):
+    """``(rows, classes, given)`` of the suspect cells of some flagged rows: a flip posterior
+    >= 0.5, or the row's most likely flip (``rows`` index the rows given)."""
+    y = np.asarray(labels).astype(bool)
+    post = flip_posteriors(y, q, noise)
+    top = (post == post.max(axis=1, keepdims=True)) & (post > 0)
+    r, c = np.nonzero((post >= 0.5) | top)
+    return r, c, y[r, c]
 
 
 def _posterior_suspects(labels, pred_probs, noise, flags, block_rows):
@@ -517,13 +567,10 @@ def _posterior_suspects(labels, pred_probs, noise, flags, block_rows):
     rows, classes, givens = [], [], []
     for start, stop, block in iter_blocks(pred_probs, block_rows):
         sel = np.flatnonzero(flags[start:stop])
-        y = labels[start:stop][sel].astype(bool)
-        post = flip_posteriors(y, block[sel], noise)
-        top = (post == post.max(axis=1, keepdims=True)) & (post > 0)
-        r, c = np.nonzero((post >= 0.5) | top)
+        r, c, g = posterior_suspect_cells(labels[start:stop][sel], block[sel], noise)
         rows.append(sel[r] + start)
         classes.append(c)
-        givens.append(y[r, c])
+        givens.append(g)
     return (np.concatenate(rows).astype(np.int64), np.concatenate(classes).astype(np.int64),
             np.concatenate(givens).astype(bool))
 

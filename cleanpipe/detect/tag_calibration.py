@@ -130,25 +130,62 @@ def fit_tag_count_calibration(labels: np.ndarray, pred_probs, *, min_cells: int 
     """
     y_all = np.asarray(labels).astype(bool)
     n, k = y_all.shape
-    t = y_all.sum(axis=1, dtype=np.int64)
-    # cells per number of other given tags: given-1 cells of a row see t - 1, given-0 cells t
-    per_value = (np.bincount(np.maximum(t - 1, 0), weights=t, minlength=k + 1)
-                 + np.bincount(t, weights=k - t, minlength=k + 1))[:k]
-    cap = len(per_value) - 1
-    while cap > 0 and per_value[cap:].sum() < min_cells:
-        cap -= 1
-    edges = np.linspace(-_Z_MAX, _Z_MAX, _BINS + 1)
-    centres = 0.5 * (edges[1:] + edges[:-1])
+    cap = calibration_cap(_per_value(y_all), min_cells)
     cnt = np.zeros((cap + 1, _BINS))
     pos = np.zeros((cap + 1, _BINS))
     block_rows = block_rows or max(1024, _BLOCK_CELLS // max(k, 1))
     for start, stop, block in iter_blocks(pred_probs, block_rows):
-        y = y_all[start:stop]
-        s = np.minimum(t[start:stop, None] - y, cap)
-        b = np.clip(np.searchsorted(edges, _logit(block), side="right") - 1, 0, _BINS - 1)
-        flat = (s * _BINS + b).ravel()
-        cnt += np.bincount(flat, minlength=(cap + 1) * _BINS).reshape(cap + 1, _BINS)
-        pos += np.bincount(flat, weights=y.ravel(), minlength=(cap + 1) * _BINS).reshape(cap + 1, _BINS)
+        c, h = calibration_histogram(y_all[start:stop], block, cap)
+        cnt += c
+        pos += h
+    return calibration_from_histogram(cap, cnt, pos)
+
+
+def _per_value(y: np.ndarray) -> np.ndarray:
+    """Cells per number of other given tags, ``[0, k)``: given-1 cells of a row see ``t - 1``, given-0 cells ``t``."""
+    n, k = y.shape
+    t = y.sum(axis=1, dtype=np.int64)
+    return (np.bincount(np.maximum(t - 1, 0), weights=t, minlength=k + 1)
+            + np.bincount(t, weights=k - t, minlength=k + 1))[:k]
+
+
+def calibration_cap(per_value: np.ndarray, min_cells: int = MIN_STRATUM_CELLS) -> int:
+    """The last stratum: strata are merged from the top until each holds ``min_cells`` cells.
+
+    ``per_value[c]``: cells whose row has ``c`` other given tags, ``c < n_classes`` (over
+    partitions, the two rows of :func:`~cleanpipe.detect.anchors.few_tags_counts` added, their
+    last column dropped).
+    """
+    per_value = np.asarray(per_value, dtype=np.float64)
+    cap = len(per_value) - 1
+    while cap > 0 and per_value[cap:].sum() < min_cells:
+        cap -= 1
+    return cap
+
+
+def calibration_histogram(labels: np.ndarray, p: np.ndarray, cap: int):
+    """Some rows' ``(cells, given tags)`` per (stratum, logit bin), each of shape ``(cap + 1, _BINS)``.
+
+    Counts: they add over blocks and partitions (float64 in memory, int64 in a partial; exact
+    either way).
+    """
+    y = np.asarray(labels).astype(bool)
+    t = y.sum(axis=1, dtype=np.int64)
+    edges = np.linspace(-_Z_MAX, _Z_MAX, _BINS + 1)
+    s = np.minimum(t[:, None] - y, cap)
+    b = np.clip(np.searchsorted(edges, _logit(p), side="right") - 1, 0, _BINS - 1)
+    flat = (s * _BINS + b).ravel()
+    cnt = np.bincount(flat, minlength=(cap + 1) * _BINS).reshape(cap + 1, _BINS)
+    pos = np.bincount(flat, weights=y.ravel(), minlength=(cap + 1) * _BINS).reshape(cap + 1, _BINS)
+    return cnt, pos
+
+
+def calibration_from_histogram(cap: int, cnt: np.ndarray, pos: np.ndarray) -> TagCountCalibration:
+    """Fit every stratum's Platt map to the merged :func:`calibration_histogram`."""
+    cnt = np.asarray(cnt, dtype=np.float64)
+    pos = np.asarray(pos, dtype=np.float64)
+    edges = np.linspace(-_Z_MAX, _Z_MAX, _BINS + 1)
+    centres = 0.5 * (edges[1:] + edges[:-1])
     fits = [_platt(centres, cnt[s], pos[s]) for s in range(cap + 1)]
     return TagCountCalibration(cap=cap, a=np.array([f[0] for f in fits]), b=np.array([f[1] for f in fits]),
                                cells=cnt.sum(axis=1))
