@@ -147,6 +147,8 @@ class Estimates:
     rank: Chosen | None = None
     confident: ConfidentLearning | None = None
     k: int | None = None
+    #: Multi-label estimates (:mod:`~cleanpipe.detect.partitioned_multilabel`) say True.
+    multi_label = False
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,9 @@ class _Rows:
 
 def partition_partial(step: Step, source: Source, cache: dict | None = None):
     """What one partition contributes to ``step`` (run on the worker that holds the partition)."""
+    if step.est.multi_label:
+        from . import partitioned_multilabel
+        return partitioned_multilabel.partition_partial(step, source, cache)
     rows = _Rows(step.est, source, cache)
     est = step.est
     kind = step.kind
@@ -306,13 +311,7 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
                 np.bincount(conf.cell_keys, minlength=k * k),
                 np.bincount(labels[conf.pair_rows] * k + conf.pair_true, minlength=k * k), sample)
     if kind == "ties":
-        out = {}
-        for name, chosen in est.chosen.items():
-            if chosen.by_position:
-                groups, keys = rows.members(name)
-                tie = chosen.searched[groups] & (keys == chosen.value[groups])
-                out[name] = np.bincount(groups[tie], minlength=len(chosen.value))
-        return [out]
+        return tie_counts(est.chosen, rows.members)
     if kind == "anchors":
         conf, labels = rows["conf"], rows["labels"]
         k = est.n_classes
@@ -342,6 +341,9 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
 def merge_pair(step: Step, a, b):
     """Merge the partials of two neighbouring runs of partitions (``a`` before ``b``)."""
     kind = step.kind
+    if step.est.multi_label and kind not in ("select", "ties"):
+        from . import partitioned_multilabel
+        return partitioned_multilabel.merge_pair(step, a, b)
     if kind == "totals":
         return (a[0] + b[0], a[1] + b[1], a[2].merge(b[2]), min(a[3], b[3]), max(a[4], b[4]))
     if kind == "select":
@@ -421,6 +423,54 @@ def _select(est: Estimates, wanted: dict):
             sels[name].absorb(req, merged[name])
 
 
+def loss_bounds(est, n: int, loss_min: float, loss_max: float):
+    """The ``(lo, hi)`` clip bounds of the loss mixture over partitions (a sub-plan: ``yield from``).
+
+    The loss percentiles :func:`~cleanpipe.detect.mixture.fit_loss_mixture` clips at, by radix
+    selection of their order statistics (members ``"loss<rank>"``), bit-identical to
+    ``np.percentile``; the range ``[loss_min, loss_max]`` when most losses are equal.
+    """
+    ranks = sorted({r for q in _CLIP for r in percentile_ranks(n, q)})
+    sels = yield from _select(est, {f"loss{r}": ([r + 1], [n]) for r in ranks})
+
+    def order_stat(i):
+        return float(key_values(sels[f"loss{i}"].value[:1])[0])
+
+    lo, hi = (percentile_from_order(n, q, order_stat) for q in _CLIP)
+    if hi - lo < MIN_SPREAD:
+        lo, hi = loss_min, loss_max  # as mixture._loss_bounds: most losses are equal
+    return (float(lo), float(hi))
+
+
+def tie_counts(chosen: dict, members: Callable) -> list:
+    """One partition's ``"ties"`` partial: per by-position selection, its members tied at the
+    boundary per group (``members(name) -> (groups, keys)``)."""
+    out = {}
+    for name, c in chosen.items():
+        if c.by_position:
+            groups, keys = members(name)
+            tie = c.searched[groups] & (keys == c.value[groups])
+            out[name] = np.bincount(groups[tie], minlength=len(c.value))
+    return [out]
+
+
+def tie_shares(chosen: dict, per_part: list, plan: dict, sels: dict) -> dict:
+    """``chosen`` with each by-position selection's tied members shared out over the partitions,
+    earlier partitions first (from the merged ``"ties"`` partials, in partition order)."""
+    chosen = dict(chosen)
+    for name, c in list(chosen.items()):
+        if not c.by_position:
+            continue
+        q = plan[name][0]
+        take = np.where(c.searched, q - sels[name].below, 0)
+        counts = np.array([p[name] for p in per_part]).reshape(len(per_part), -1)
+        before = np.cumsum(counts, axis=0) - counts
+        share = np.clip(take[None, :] - before, 0, counts)
+        tie_take = tuple((np.flatnonzero(s), s[s > 0]) for s in share)
+        chosen[name] = dataclasses.replace(c, tie_take=tie_take)
+    return chosen
+
+
 def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
                    noisy_threshold: float | None = None):
     """The passes of :func:`~cleanpipe.detect.combine.detect` over partitions (a generator).
@@ -450,16 +500,7 @@ def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str
                               thresholds=thresholds_from_sums(label_counts, sums.totals()))
 
     # 2. the loss percentiles the mixture clips at, then its histogram and fit
-    ranks = sorted({r for q in _CLIP for r in percentile_ranks(n, q)})
-    sels = yield from _select(est, {f"loss{r}": ([r + 1], [n]) for r in ranks})
-
-    def order_stat(i):
-        return float(key_values(sels[f"loss{i}"].value[:1])[0])
-
-    lo, hi = (percentile_from_order(n, q, order_stat) for q in _CLIP)
-    if hi - lo < MIN_SPREAD:
-        lo, hi = loss_min, loss_max  # as mixture._loss_bounds: most losses are equal
-    bounds = (float(lo), float(hi))
+    bounds = yield from loss_bounds(est, n, loss_min, loss_max)
     est = dataclasses.replace(est, bounds=bounds)
     hist: LossHistogram = yield Step("hist", est)
     mix = mixture_from_histogram(hist, bounds, family=mixture)
@@ -500,18 +541,7 @@ def detection_plan(n_classes: int, *, method: str = DEFAULT_METHOD, mixture: str
     # 4. ties by position: each partition's share of every boundary's tied members
     if any(c.by_position for c in chosen.values()):
         per_part = yield Step("ties", est)
-        chosen = dict(chosen)
-        for name, c in list(chosen.items()):
-            if not c.by_position:
-                continue
-            q = plan[name][0]
-            take = np.where(c.searched, q - sels[name].below, 0)
-            counts = np.array([p[name] for p in per_part]).reshape(len(per_part), -1)
-            before = np.cumsum(counts, axis=0) - counts
-            share = np.clip(take[None, :] - before, 0, counts)
-            tie_take = tuple((np.flatnonzero(s), s[s > 0]) for s in share)
-            chosen[name] = dataclasses.replace(c, tie_take=tie_take)
-        est = dataclasses.replace(est, chosen=chosen)
+        est = dataclasses.replace(est, chosen=tie_shares(chosen, per_part, plan, sels))
 
     # 5. the anchor joint, the noise matrix label_score conditions on
     anchors, n_pruned = yield Step("anchors", est)
@@ -565,6 +595,9 @@ def partition_result(est: Estimates, source: Source, cache: dict | None = None,
     ``index`` is the partition's position in the order the steps saw (needed by ``noise_rate``,
     ``per_class`` and ``both``, whose ties go by row position).
     """
+    if est.multi_label:
+        from . import partitioned_multilabel
+        return partitioned_multilabel.partition_result(est, source, cache, index)
     rows = _Rows(est, source, cache)
     labels = rows["labels"]
     conf = rows["conf"]
@@ -636,7 +669,13 @@ def detect_partitions(sources, n_classes: int, *, method: str = DEFAULT_METHOD,
     ``sources``: callables returning one partition's ``(labels, pred_probs)``. The result equals
     :func:`~cleanpipe.detect.combine.detect` on the concatenated rows, partition by partition.
     """
+    return detect_partitions_with(detection_plan(n_classes, method=method, mixture=mixture,
+                                                 noisy_threshold=noisy_threshold), sources, cache=cache)
+
+
+def detect_partitions_with(plan, sources, *, cache: bool = True):
+    """Run ``plan`` (single- or multi-label) over ``sources`` in this process with a
+    :class:`LocalRunner`: ``(estimates, [result per partition])``."""
     runner = LocalRunner(sources, cache=cache)
-    est = run_plan(detection_plan(n_classes, method=method, mixture=mixture,
-                                  noisy_threshold=noisy_threshold), runner.merged)
+    est = run_plan(plan, runner.merged)
     return est, runner.results(est)
