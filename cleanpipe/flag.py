@@ -329,8 +329,22 @@ def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options
     if not everything:
         unl = np.flatnonzero(~labelled)
         predicted[unl] = np.asarray(TakeRows(probs_all, unl)[0:len(unl)]) > 0.5
+    columns = TagFlagColumns(tag_flag_columns(enc.values, labelled, enc.classes, enc.value_type,
+                                              predicted, det))
+    return det, columns, _spread(det.label_score, labelled, np.nan, False, float)
+
+
+def tag_flag_columns(tags: np.ndarray, labelled: np.ndarray, classes: pa.Array,
+                     value_type: pa.DataType, predicted: np.ndarray, det) -> dict:
+    """The multi-label flag columns of some rows as Arrow arrays (one machine and partitions).
+
+    ``tags``: the 0/1 matrix of every row (0 on unlabelled rows); ``predicted``: ``p > 0.5`` of
+    every row; ``det``: the labelled rows' detection (a
+    :class:`~cleanpipe.detect.multilabel.MultilabelDetection` or a partition's
+    :class:`~cleanpipe.detect.partitioned_multilabel.PartitionMultilabelDetection`).
+    """
+    n_rows = len(labelled)
     lab_rows, unl = np.flatnonzero(labelled), ~labelled
-    classes, value_type = enc.classes, enc.value_type
 
     def suspects(spurious):
         # Detection rows are the labelled rows; spread them over DATA (null on unlabelled rows).
@@ -341,16 +355,15 @@ def _detect_multilabel(enc, probs_all, lab_probs, *, everything: bool, **options
                                   value_type, unl)
 
     score = _spread(det.label_score, labelled, np.nan, False, float)
-    columns = TagFlagColumns({
-        "given_label": decode_label_lists(*matrix_lists(enc.values), classes, value_type, unl),
+    return {
+        "given_label": decode_label_lists(*matrix_lists(tags), classes, value_type, unl),
         "predicted_label": decode_label_lists(*matrix_lists(predicted), classes, value_type),
         "label_score": pa.array(score, mask=unl),
         "p_noisy": pa.array(_spread(det.p_noisy, labelled, np.nan, False, float), mask=unl),
         "is_label_issue": pa.array(_spread(det.is_label_issue, labelled, False, False)),
         "suspect_missing": suspects(False),
         "suspect_spurious": suspects(True),
-    })
-    return det, columns, score
+    }
 
 
 def _flag(src: Source, *, label, multi_label=False, features, exclude, ids, model, folds, seed,

@@ -38,6 +38,7 @@ from ._version import __version__
 from .detect import partial_codec
 from .detect.partitioned import (detection_plan, merge_pair, merge_tree, partition_partial,
                                  partition_result)
+from .detect.partitioned_multilabel import multilabel_detection_plan
 from .errors import CleanpipeError, InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
@@ -103,6 +104,22 @@ class PartitionSource:
     #: the output directory and the file (:mod:`cleanpipe.partitioned_oof`).
     oof_out: str = ""
     oof_path: str = ""
+    #: A multi-label label (:class:`cleanpipe.target.Target`, ``None`` for one class per row).
+    target: object = None
+
+    @property
+    def label_columns(self) -> list:
+        return list(self.target.columns) if self.target is not None else [self.label]
+
+    def tags(self, table: pa.Table):
+        """``(tags, labelled, value_type)`` of a multi-label partition, over the dataset's classes."""
+        from .target import encode_tags
+        value_type = self.target.label_type
+        if self.target.form == "list":
+            value_type = _decoded(pc.list_flatten(table.column(self.label))).type
+        classes = pa.array(list(self.classes), type=value_type if self.target.form == "list"
+                           else pa.string())
+        return encode_tags(self.target, table, classes)
 
     def _fs(self):
         return _filesystem(self.data)[0]
@@ -138,7 +155,10 @@ class PartitionSource:
 
     def __call__(self):
         """``(labels, pred_probs)`` of the labelled rows: what the detector's passes read."""
-        table = self.read([self.label] + ([self.probs] if self.probs else []))
+        table = self.read(self.label_columns + ([self.probs] if self.probs else []))
+        if self.target is not None:
+            tags, labelled, _ = self.tags(table)
+            return tags[labelled], self.probabilities(table)[labelled]
         codes = self.codes(table)
         probs = self.probabilities(table)
         keep = codes >= 0
@@ -161,6 +181,8 @@ def _probs(table: pa.Table, name: str, k: int, where: str) -> np.ndarray:
 
 def _scan(src: PartitionSource):
     """A partition's schema check and its distinct labels: ``(label type, classes, rows)``."""
+    if src.target is not None:
+        return _scan_tags(src)
     schema = src.schema()
     for name, opt in ((src.label, "--label"), (src.probs, "--pred-probs")):
         if name is not None and name not in schema.names:
@@ -173,6 +195,23 @@ def _scan(src: PartitionSource):
                          "strings, bools or categories (pass another column with --label)")
     values = _decoded(src.read([src.label]).column(src.label))
     return str(values.type), pc.unique(values).drop_null(), len(values)
+
+
+def _scan_tags(src: PartitionSource):
+    """:func:`_scan` of a multi-label partition: its tags' type, its distinct tags, its rows."""
+    from .target import resolve_target
+    where = f"DATA partition '{src.path}'"
+    schema = src.schema()
+    if src.probs is not None and src.probs not in schema.names:
+        raise InputError(f"--pred-probs column '{src.probs}' not found in {where} (columns: "
+                         f"{columns_hint(schema.names)}); pass --pred-probs with one of them")
+    target = resolve_target(schema, src.target.setting, multi_label=True, where=where)
+    if target.form != src.target.form:
+        raise InputError(f"{src.target.described} is a {src.target.form} label in the first "
+                         f"partition but a {target.form} label in {where}; give every partition "
+                         "the same label type")
+    enc = target.encode(src.read(list(target.columns)))
+    return str(enc.value_type), enc.classes, len(enc.labelled)
 
 
 # ---------------------------------------------------------------- engines
@@ -335,6 +374,12 @@ def _write_task(out: str, run_key: str, est, src: PartitionSource, cache, index:
     except (FileNotFoundError, OSError, pa.ArrowInvalid):
         pass
     table = src.read()
+    if src.target is not None:
+        table = _with_tag_flags(table, src, partition_result(est, src, dict(cache or {}), index))
+        flags = table.column("is_label_issue").to_numpy(zero_copy_only=False)
+        labelled = table.column("label_score").is_valid().to_numpy(zero_copy_only=False)
+        _write_flags(filesystem, path, table, run_key)
+        return int(flags.sum()), int(labelled.sum()), False
     codes = src.codes(table.select([src.label]))
     probs = src.probabilities(table)
     res = partition_result(est, src, dict(cache or {}), index)
@@ -357,17 +402,35 @@ def _write_task(out: str, run_key: str, est, src: PartitionSource, cache, index:
     cols = {"given_label": decode(codes), "predicted_label": decode(predicted),
             "label_score": pa.array(score, mask=~keep), "p_noisy": pa.array(p_noisy, mask=~keep),
             "is_label_issue": pa.array(flags)}
+    _write_flags(filesystem, path, _appended(table, cols), run_key)
+    return int(flags.sum()), int(keep.sum()), False
+
+
+def _appended(table: pa.Table, cols: dict) -> pa.Table:
     for name, arr in cols.items():
         if name in table.column_names:
             table = table.drop_columns([name])
         table = table.append_column(name, arr)
+    return table
+
+
+def _write_flags(filesystem, path: str, table: pa.Table, run_key: str) -> None:
     meta = dict(table.schema.metadata or {})
     meta[RUN_KEY] = run_key.encode()
     table = table.replace_schema_metadata(meta)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     _atomic_write(filesystem, path, sink.getvalue().to_pybytes())
-    return int(flags.sum()), int(keep.sum()), False
+
+
+def _with_tag_flags(table: pa.Table, src: PartitionSource, res) -> pa.Table:
+    """A multi-label partition with the one-machine ``flag``'s columns appended
+    (:func:`cleanpipe.flag.tag_flag_columns`)."""
+    from .flag import tag_flag_columns
+    tags, labelled, value_type = src.tags(table)
+    probs = src.probabilities(table)
+    classes = pa.array(list(src.classes), type=value_type)
+    return _appended(table, tag_flag_columns(tags, labelled, classes, value_type, probs > 0.5, res))
 
 
 # ---------------------------------------------------------------- the driver
@@ -500,7 +563,8 @@ def _make_out(out_fs, out_root: str) -> None:
 
 def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: str | None = None,
                     method: str | None = None, mixture: str = DEFAULT_MIXTURE,
-                    noisy_threshold: float | None = None, engine=None, oof=None) -> dict:
+                    noisy_threshold: float | None = None, engine=None, oof=None,
+                    multi_label: bool = False) -> dict:
     """Flag every partition (Parquet file) of ``data`` into ``out``: one flags file per partition.
 
     Parameters
@@ -512,11 +576,15 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         columns plus given_label, predicted_label, label_score, p_noisy, is_label_issue),
         ``_manifest.json`` and, last, ``_SUCCESS``.
     label : str
-        The label column.
+        The label column: one class per row, or multi-label (a list-of-tags column, or several
+        0/1 columns as ``"a,b,c"``; see :func:`cleanpipe.target.resolve_target`), whose flags
+        files get the one-machine ``flag``'s columns, ``suspect_missing`` and
+        ``suspect_spurious`` included.
     pred_probs : str, optional
         A list column of DATA: out-of-fold probabilities, one per class in sorted class order.
         None: they are computed on the workers from the other columns
-        (:func:`cleanpipe.partitioned_oof.out_of_fold_partitions`, settings ``oof``).
+        (:func:`cleanpipe.partitioned_oof.out_of_fold_partitions`, settings ``oof``); not for
+        multi-label data, whose probabilities must be given.
     method, mixture, noisy_threshold
         As for :func:`cleanpipe.find_label_issues`.
     engine : LocalEngine or DaskEngine, optional
@@ -524,6 +592,8 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     oof : cleanpipe.partitioned_oof.OofSettings, optional
         The fold models' settings when ``pred_probs`` is None (default: the default model,
         folds and seed, :data:`cleanpipe.settings.SCALE_SAMPLE_ROWS` training rows per model).
+    multi_label : bool, default=False
+        Treat ``label`` as multi-label (implied by a list column or several columns).
 
     Returns
     -------
@@ -532,20 +602,28 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         partitions computed and reused by each pass).
     """
     engine = LocalEngine() if engine is None else engine
+    files = partition_files(data)
+    target = _tag_target(data, files[0], label, multi_label, pred_probs) if files else None
+    if target is not None:
+        from .flag import detector_options
+        method, noisy_threshold = detector_options(True, method, mixture, noisy_threshold)
     method = method or DEFAULT_METHOD
     if noisy_threshold is None:
         noisy_threshold = default_noisy_threshold(method)
-    files = partition_files(data)
     out_fs, out_root = _filesystem(out)
     _guard_out(out, {"DATA": data}, [os.path.basename(f) for f in files], engine)
     _make_out(out_fs, out_root)
-    bare = [PartitionSource(data, f, label, pred_probs) for f in files]
+    bare = [PartitionSource(data, f, label, pred_probs, target=target) for f in files]
     scans = engine.get(engine.map(_scan, bare))
     classes = _merged_classes(scans, files, label)
+    if target is not None and target.form == "columns":
+        classes = list(target.columns)
     if len(classes) < 2:
-        raise InputError(f"label column '{label}' has {len(classes)} distinct value(s); "
+        what = "tag(s)" if target is not None else "distinct value(s)"
+        raise InputError(f"label column '{label}' has {len(classes)} {what}; "
                          "at least 2 classes are needed")
-    sources = [PartitionSource(data, f, label, pred_probs, tuple(classes)) for f in files]
+    sources = [PartitionSource(data, f, label, pred_probs, tuple(classes), target=target)
+               for f in files]
     oof_info = None
     if pred_probs is None:
         from .partitioned_oof import default_settings, out_of_fold_partitions, probs_path
@@ -560,7 +638,12 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     else:
         probs_id = pred_probs
     fp = _fingerprint(files, data, label, probs_id, method, mixture, noisy_threshold)
-    plan = detection_plan(len(classes), method=method, mixture=mixture, noisy_threshold=noisy_threshold)
+    if target is not None:
+        plan = multilabel_detection_plan(len(classes), method=method, mixture=mixture,
+                                         noisy_threshold=noisy_threshold)
+    else:
+        plan = detection_plan(len(classes), method=method, mixture=mixture,
+                              noisy_threshold=noisy_threshold)
     clock, cpu_clock = time.perf_counter(), time.process_time()
     caches = [None] * len(sources)
     passes = []
@@ -588,13 +671,19 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
                                     [est] * len(sources), sources, caches, range(len(sources))))
     seconds["write"] = round(time.perf_counter() - clock - seconds["detect"], 3)
     cpu["write"] = round(time.process_time() - cpu_clock - cpu["detect"], 3)
-    cl = est.confident
+    if target is not None:  # as the one-machine multi-label summary counts them
+        issues = round(est.expected_issues)
+        rate = est.expected_issues / max(est.n_rows, 1)
+    else:
+        issues = int(est.confident.issues_per_class.sum())
+        rate = float(est.confident.issues_per_class.sum() / max(est.n_rows, 1))
     summary = {
         "source": data, "partitions": len(files), "labelled_rows": int(est.n_rows),
         "n_classes": len(classes), "classes": [str(c) for c in classes], "method": method,
+        **({"multi_label": True} if target is not None else {}),
         "flagged": int(sum(w[0] for w in written)),
-        "estimated_issues": int(cl.issues_per_class.sum()),
-        "estimated_noise_rate": float(cl.issues_per_class.sum() / max(est.n_rows, 1)),
+        "estimated_issues": issues,
+        "estimated_noise_rate": float(rate),
         "loss_bounds": list(est.mix.bounds),
         "passes": passes,
         "written": {"computed": sum(not w[2] for w in written), "reused": sum(w[2] for w in written)},
@@ -610,6 +699,23 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     out_fs.delete_dir(f"{out_root}/{WORK}")  # the partials only served a resume
     _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")
     return summary
+
+
+def _tag_target(data: str, first: str, label, multi_label: bool, pred_probs):
+    """The multi-label :class:`~cleanpipe.target.Target` of DATA (read off its first partition's
+    schema), or None for one class per row. Multi-label data is flagged partition by partition
+    only with its probabilities given."""
+    from .target import is_multilabel, resolve_target
+    schema = PartitionSource(data, first, "", None).schema()
+    if not is_multilabel(schema, label, multi_label):
+        return None
+    target = resolve_target(schema, label, multi_label=True, where=f"DATA partition '{first}'")
+    if pred_probs is None:
+        raise InputError(f"{target.described} is multi-label: flagging partition by partition needs "
+                         "its out-of-fold probabilities in a column; pass --pred-probs COLUMN (one "
+                         "probability per tag, in class order), or drop --engine dask to fit them "
+                         "on one machine")
+    return target
 
 
 def _first(result):

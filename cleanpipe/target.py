@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import InputError
 from .features import columns_hint, encode_label_columns, encode_label_lists, encode_labels, is_list_type
@@ -173,3 +174,29 @@ def resolve_target(schema: pa.Schema, label, *, multi_label: bool = False,
         raise InputError(f"label column '{label}' not found in {where} (columns: "
                          f"{columns_hint(schema.names)}); pass --label with one of them")
     return Target("class", (label,), schema.field(label).type)
+
+
+def encode_tags(target: Target, table: pa.Table, classes: pa.Array) -> tuple:
+    """A multi-label label of part of a table encoded against the whole table's ``classes``.
+
+    A partition's own tags may be a subset of the classes: :meth:`Target.encode` finds them, and
+    its columns are placed at their classes' positions. Returns ``(tags, labelled, value_type)``
+    as :class:`Encoded` holds them.
+
+    Raises
+    ------
+    InputError
+        As :meth:`Target.encode`; a tag not among ``classes``.
+    """
+    enc = target.encode(table)
+    if target.form == "columns":
+        return enc.values, enc.labelled, enc.value_type
+    local = enc.classes
+    idx = pc.index_in(local, value_set=classes.cast(local.type))
+    if idx.null_count:
+        missing = local.filter(idx.is_null())[0].as_py()
+        raise InputError(f"{target.described} holds the tag {missing!r}, which the classes of the "
+                         "whole table do not; read the table again")
+    tags = np.zeros((len(enc.values), len(classes)), dtype=np.uint8)
+    tags[:, idx.to_numpy(zero_copy_only=False).astype(np.int64)] = enc.values
+    return tags, enc.labelled, enc.value_type
