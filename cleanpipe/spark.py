@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import CleanpipeError, InputError
-from .settings import (DEFAULT_FOLDS, DEFAULT_METHOD, DEFAULT_MIXTURE, DEFAULT_MODEL, DEFAULT_SEED,
-                       METHODS, MIXTURES, MODES, SCALE_SAMPLE_ROWS)
+from .settings import (DEFAULT_FOLDS, DEFAULT_MIXTURE, DEFAULT_MODEL, DEFAULT_SEED, MODES,
+                       SCALE_SAMPLE_ROWS)
 
 log = logging.getLogger(__name__)
 
@@ -116,27 +116,31 @@ class _Plan:
     into each task's closure)."""
 
     def __init__(self, label: str, prob_cols: tuple, array_col: str | None, classes: pa.Array | None,
-                 label_type: pa.DataType, n_classes: int):
+                 label_type: pa.DataType, n_classes: int, target=None):
         self.label, self.prob_cols, self.array_col = label, prob_cols, array_col
         self.classes, self.label_type, self.n_classes = classes, label_type, n_classes
+        self.target = target  # a multi-label Target, None for one class per row
 
     @property
     def columns(self) -> list:
-        return [self.label, *([self.array_col] if self.array_col else self.prob_cols)]
+        labels = list(self.target.columns) if self.target is not None else [self.label]
+        return [*labels, *([self.array_col] if self.array_col else self.prob_cols)]
+
+    def empty_source(self):
+        """The source of a partition without rows."""
+        return _empty_source(self.n_classes, self.target is not None)
 
     def arrays(self, table: pa.Table):
-        """``(codes, labelled, probs)`` of one partition's rows (codes -1 where the label is null)."""
+        """``(codes, labelled, probs)`` of one partition's rows (codes -1 where the label is null;
+        for multi-label data the 0/1 tag matrix, 0 where the label is null)."""
         from .features import list_column_matrix
 
-        col = table.column(self.label)
-        if self.classes is None:
-            codes = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
-                np.asarray(pc.fill_null(col, -1)).astype(np.int64)
+        if self.target is not None:
+            from .target import encode_tags
+            codes, labelled, _ = encode_tags(self.target, table.select(list(self.target.columns)),
+                                             self.classes)
         else:
-            values = col.cast(self.classes.type) if col.type != self.classes.type else col
-            codes = np.asarray(pc.fill_null(pc.index_in(values, value_set=self.classes), -1))
-        codes = np.asarray(codes, dtype=np.int64)
-        labelled = ~np.asarray(col.is_null(), dtype=bool)
+            codes, labelled = self._codes(table)
         if not table.num_rows:
             probs = np.zeros((0, self.n_classes))
         elif self.array_col:
@@ -152,12 +156,23 @@ class _Plan:
                                                 dtype=np.float64) for c in self.prob_cols])
         return codes, labelled, probs
 
+    def _codes(self, table: pa.Table):
+        col = table.column(self.label)
+        if self.classes is None:
+            codes = col.to_numpy(zero_copy_only=False) if col.null_count == 0 else \
+                np.asarray(pc.fill_null(col, -1)).astype(np.int64)
+        else:
+            values = col.cast(self.classes.type) if col.type != self.classes.type else col
+            codes = np.asarray(pc.fill_null(pc.index_in(values, value_set=self.classes), -1))
+        codes = np.asarray(codes, dtype=np.int64)
+        return codes, ~np.asarray(col.is_null(), dtype=bool)
+
 
 def _check_columns(schema: pa.Schema, label: str, pred_probs):
     """Resolve ``label`` and ``pred_probs`` on the DataFrame's schema; one-line errors."""
     from .features import columns_hint
 
-    target = _check_label(schema, label)
+    target = _check_label(schema, label, tags=True)
     if isinstance(pred_probs, str):
         cols = [pred_probs]
     else:
@@ -222,7 +237,7 @@ def _partial_task(plan: _Plan, step):
                 codes, labelled, probs = plan.arrays(pa.Table.from_batches(batches))
                 source = lambda: (codes[labelled], probs[labelled])  # noqa: E731
             else:
-                source = _empty_source(plan.n_classes)
+                source = plan.empty_source()
             partial = partitioned.partition_partial(step, source)
             out = {"partition": [index], "partial": [partial_codec.dumps(partial)], "error": [None]}
         except CleanpipeError as exc:
@@ -232,8 +247,9 @@ def _partial_task(plan: _Plan, step):
     return run
 
 
-def _empty_source(n_classes: int):
-    return lambda: (np.zeros(0, np.int64), np.zeros((0, n_classes)))
+def _empty_source(n_classes: int, tags: bool = False):
+    labels = np.zeros((0, n_classes), np.uint8) if tags else np.zeros(0, np.int64)
+    return lambda: (labels, np.zeros((0, n_classes)))
 
 
 def raise_first_error(rows) -> None:
@@ -253,7 +269,7 @@ def _merged(selected, plan: _Plan, n_partitions: int):
         raise_first_error(rows)
         got = {r["partition"]: partial_codec.loads(r["partial"]) for r in rows}
         # A partition with no rows may run no Python task: its partial is the empty one.
-        empty = partitioned.partition_partial(step, _empty_source(plan.n_classes))
+        empty = partitioned.partition_partial(step, plan.empty_source())
         return partitioned.merge_partials(step, [got.get(i, empty) for i in range(n_partitions)])
 
     return merged
@@ -263,7 +279,7 @@ def _score_task(plan: _Plan, est, out_schema: pa.Schema, n_kept: int):
     """The ``mapInArrow`` function of the last pass: every row's first ``n_kept`` columns (the
     DataFrame's own, not fitted probabilities) with its flag columns appended."""
     from .detect import partitioned
-    from .flag import FlagColumns
+    from .flag import FlagColumns, TagFlagColumns, tag_flag_columns
 
     def run(batches):
         index = _partition_index()
@@ -273,6 +289,11 @@ def _score_task(plan: _Plan, est, out_schema: pa.Schema, n_kept: int):
         table = pa.Table.from_batches(batches)
         codes, labelled, probs = plan.arrays(table)
         det = partitioned.partition_result(est, lambda: (codes[labelled], probs[labelled]), None, index)
+        if plan.target is not None:
+            cols = TagFlagColumns(tag_flag_columns(codes, labelled, plan.classes, plan.classes.type,
+                                                   probs > 0.5, det))
+            yield from _with_columns(batches, cols, out_schema, n_kept)
+            return
         n = len(codes)
         predicted = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
         predicted[labelled] = det.predicted
@@ -283,20 +304,25 @@ def _score_task(plan: _Plan, est, out_schema: pa.Schema, n_kept: int):
         classes = plan.classes if plan.classes is not None else \
             pa.array(np.arange(plan.n_classes), type=plan.label_type)
         cols = FlagColumns(codes, classes, plan.label_type, predicted, score, p_noisy, issue)
-        start = 0
-        for batch in batches:
-            stop = start + batch.num_rows
-            extra = cols.arrays(start, stop)
-            arrays = batch.columns[:n_kept] + [extra[f.name].cast(f.type) for f in list(out_schema)[n_kept:]]
-            yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
-            start = stop
+        yield from _with_columns(batches, cols, out_schema, n_kept)
 
     return run
 
 
+def _with_columns(batches, cols, out_schema: pa.Schema, n_kept: int):
+    """The batches' first ``n_kept`` columns with the flag columns ``cols`` appended."""
+    start = 0
+    for batch in batches:
+        stop = start + batch.num_rows
+        extra = cols.arrays(start, stop)
+        arrays = batch.columns[:n_kept] + [extra[f.name].cast(f.type) for f in list(out_schema)[n_kept:]]
+        yield pa.RecordBatch.from_arrays(arrays, schema=out_schema)
+        start = stop
+
+
 def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column: str | None = None,
          model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED,
-         sample_rows: int = SCALE_SAMPLE_ROWS, method: str = DEFAULT_METHOD,
+         sample_rows: int = SCALE_SAMPLE_ROWS, method: str | None = None,
          mixture: str = DEFAULT_MIXTURE, noisy_threshold: float | None = None, persist: bool = True):
     """Flag the likely mislabeled rows of a Spark DataFrame, partition by partition.
 
@@ -306,7 +332,11 @@ def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column:
         The rows; read again by each pass (see the module's Notes).
     label : str, default="label"
         The label column: integer class indices, or strings / booleans matched to the
-        probability columns in sorted order. Null labels are kept and not flagged.
+        probability columns in sorted order. Null labels are kept and not flagged. Multi-label:
+        an ``array`` column of tags (or several 0/1 columns as ``"a,b,c"``) with ``pred_probs``
+        given, one probability per tag in sorted tag order; the flags then hold the columns of
+        :func:`cleanpipe.find_multilabel_issues` (``suspect_missing``, ``suspect_spurious``
+        too), and the default method is ``"posterior"``.
     pred_probs : str or sequence of str, optional
         Out-of-fold probabilities: one column per class, in class order, or the name of one
         ``array<double>`` column. Omitted: they are fitted on the cluster from hashed folds
@@ -326,7 +356,8 @@ def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column:
         About this many rows train each fold model (a Bernoulli sample of the other folds' rows,
         :func:`cleanpipe.hashed_folds.training_rate`); the sample is fitted on the driver.
     method, mixture, noisy_threshold
-        The detector's settings, as for :func:`cleanpipe.find_label_issues`.
+        The detector's settings, as for :func:`cleanpipe.find_label_issues` (multi-label:
+        :func:`cleanpipe.find_multilabel_issues`); ``method`` None takes the kind's default.
     persist : bool, default=True
         Persist ``df`` (memory, then disk) for the passes and the scoring: after a shuffle Spark
         does not promise the same rows in the same order twice, and the ``noise_rate``,
@@ -397,18 +428,16 @@ class SparkFlags:
 def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=None,
                         id_column: str | None = None, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS,
                         seed: int = DEFAULT_SEED, sample_rows: int = SCALE_SAMPLE_ROWS,
-                        method: str = DEFAULT_METHOD, mixture: str = DEFAULT_MIXTURE,
+                        method: str | None = None, mixture: str = DEFAULT_MIXTURE,
                         noisy_threshold: float | None = None, persist: bool = True) -> SparkFlags:
     """:func:`flag`, also returning the estimates and the out-of-fold record (for summaries)."""
     from .detect import partitioned
-    from .flagsfile import FLAG_COLUMNS
+    from .flag import detector_options
 
     schema = arrow_schema(df)
-    if method not in METHODS:
-        raise InputError(f"method '{method}' is not known; choose one of: {', '.join(METHODS)}")
-    if mixture not in MIXTURES:
-        raise InputError(f"mixture '{mixture}' is not known; choose one of: {', '.join(MIXTURES)}")
-    clash = [c for c in FLAG_COLUMNS if c in schema.names]
+    tags = _check_label(schema, label, tags=pred_probs is not None).multi_label
+    method, noisy_threshold = detector_options(tags, method, mixture, noisy_threshold)
+    clash = [c for c in _flag_names(tags) if c in schema.names]
     if clash:
         raise InputError(f"the DataFrame already has the flag column '{clash[0]}'; flag the original "
                          "rows, not a flags table")
@@ -419,7 +448,7 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
                          folds=folds, seed=seed, sample_rows=sample_rows)
     else:
         target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
-    label_type = schema.field(label).type
+    label_type = target.label_type
     persisted = []
     if persist and not df.is_cached:
         df = df.persist(_storage())
@@ -442,17 +471,21 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
             n_classes = len(prob_cols)
         if n_classes < 2:
             raise InputError(f"pred_probs has {n_classes} columns; pass one per class, at least two")
-        classes = _classes(df, label, label_type, n_classes)
-    plan = _Plan(label, prob_cols, array_col, classes, label_type, n_classes)
+        classes = _tags(df, target, n_classes) if tags else _classes(df, label, label_type, n_classes)
+    plan = _Plan(label, prob_cols, array_col, classes, label_type, n_classes, target if tags else None)
     selected = df.select(*plan.columns)
     n_partitions = selected.rdd.getNumPartitions()
     log.info("flagging %d partitions of a Spark DataFrame", n_partitions)
-    est = partitioned.run_plan(
-        partitioned.detection_plan(n_classes, method=method, mixture=mixture,
-                                   noisy_threshold=noisy_threshold),
-        _merged(selected, plan, n_partitions))
+    if tags:
+        from .detect.partitioned_multilabel import multilabel_detection_plan
+        detection = multilabel_detection_plan(n_classes, method=method, mixture=mixture,
+                                              noisy_threshold=noisy_threshold)
+    else:
+        detection = partitioned.detection_plan(n_classes, method=method, mixture=mixture,
+                                               noisy_threshold=noisy_threshold)
+    est = partitioned.run_plan(detection, _merged(selected, plan, n_partitions))
     out_schema = schema
-    for f in _flag_fields(label_type):
+    for f in (_tag_fields(classes.type) if tags else _flag_fields(label_type)):
         out_schema = out_schema.append(f)
     frame = df.mapInArrow(_score_task(plan, est, out_schema, n_kept), _spark_schema(out_schema))
     names = classes.to_pylist() if classes is not None else list(range(n_classes))
@@ -464,13 +497,58 @@ def _storage():
     return StorageLevel.MEMORY_AND_DISK
 
 
-def _check_label(schema: pa.Schema, label: str):
+def _check_label(schema: pa.Schema, label: str, *, tags: bool = False):
+    """The label's :class:`~cleanpipe.target.Target`; multi-label only where ``tags`` (its
+    probabilities are given): out-of-fold fitting on Spark is single-label."""
     from .target import resolve_target
     target = resolve_target(schema, label, where="the DataFrame")
-    if target.multi_label:
-        raise InputError(f"label column '{label}' is multi-label; cleanpipe.spark flags single-label "
-                         "data only (use cleanpipe flag on one machine for tags)")
+    if target.multi_label and not tags:
+        raise InputError(f"{target.described} is multi-label; cleanpipe.spark fits out-of-fold "
+                         "probabilities for single-label data only: pass pred_probs= (one "
+                         "probability per tag, in sorted tag order), or flag on one machine")
     return target
+
+
+def _flag_names(tags: bool) -> tuple:
+    from .flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
+    return FLAG_COLUMNS + SUSPECT_COLUMNS if tags else FLAG_COLUMNS
+
+
+def _tags(df, target, n_classes: int) -> pa.Array:
+    """The tags of a multi-label label in class order (one small aggregation), checked against
+    the number of probability columns: a list column's sorted distinct tags, or the 0/1 columns."""
+    from pyspark.sql import functions as F
+
+    from .features import _decoded
+    if target.form == "columns":
+        classes = pa.array(list(target.columns), type=pa.string())
+    else:
+        cap = n_classes + 100
+        name = target.columns[0]
+        rows = (df.select(F.explode(df[name]).alias("tag")).where("tag IS NOT NULL").distinct()
+                .limit(cap + 1).collect())
+        values = _decoded(pa.chunked_array([pa.array([r[0] for r in rows],
+                                                     type=target.label_type.value_type)]))
+        classes = pc.unique(values.combine_chunks())
+        classes = classes.take(pc.array_sort_indices(classes))
+        if len(classes) != n_classes:
+            more = "more than " if len(rows) > cap else ""
+            raise InputError(f"pred_probs has {n_classes} columns but {target.described} has "
+                             f"{more}{min(len(classes), cap)} tags; pass one column per tag, in "
+                             "sorted tag order")
+    if len(classes) != n_classes:
+        raise InputError(f"pred_probs has {n_classes} columns but {target.described} are "
+                         f"{len(classes)}; pass one column per tag, in the label columns' order")
+    return classes
+
+
+def _tag_fields(value_type: pa.DataType) -> list:
+    """The multi-label flag columns' fields (as :func:`cleanpipe.flag.tag_flag_columns` types them)."""
+    tags = pa.list_(value_type)
+    return [pa.field("given_label", tags), pa.field("predicted_label", tags),
+            pa.field("label_score", pa.float64()), pa.field("p_noisy", pa.float64()),
+            pa.field("is_label_issue", pa.bool_()), pa.field("suspect_missing", tags),
+            pa.field("suspect_spurious", tags)]
 
 
 def _check_oof(schema: pa.Schema, label: str, *, features, id_column, model, folds, seed,

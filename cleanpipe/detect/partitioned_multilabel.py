@@ -41,7 +41,7 @@ from ._validate import check_pred_probs
 from .anchors import (ANCHOR_FEW_TAGS, anchor_size, few_tags_counts, few_tags_limits_from_counts,
                       noise_from_rates, tail_rate)
 from .confident import thresholds_from_sums
-from .exactsum import empty_sums, exact_group_sums
+from .exactsum import exact_group_sums
 from .mixture import LossMixture, loss_histogram, mixture_from_histogram
 from .multilabel import (MultilabelConfident, binary_cross_entropy, binary_threshold_sums,
                          candidate_cells, expected_count, expected_wrong_from_sums,
