@@ -602,6 +602,8 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         partitions computed and reused by each pass).
     """
     engine = LocalEngine() if engine is None else engine
+    if not isinstance(label, str):  # several 0/1 columns, as the pipelines' [columns] labels
+        label, multi_label = ",".join(label), True
     files = partition_files(data)
     target = _tag_target(data, files[0], label, multi_label, pred_probs) if files else None
     if target is not None:

@@ -21,7 +21,7 @@ from ..sources import (DeltaSink, DeltaSource, DuckDBSink, DuckDBSource, Iceberg
                        Sink, Source)
 from ..sources.postgres import connect
 from ..target import is_multilabel
-from .rules import check_multilabel_columns, check_multilabel_settings
+from .rules import check_multilabel_columns, check_multilabel_settings, check_tags_partition_wise
 
 
 
@@ -189,10 +189,8 @@ def _check_partitioned(p, multi_label: bool, origin: str) -> None:
         raise ConfigError(f"{origin}: {why}, and [source] path '{path}' is a file, not a dataset "
                           "directory; write the table as a directory of Parquet files (one per "
                           "partition), or remove backend = \"dask\" to flag on one machine")
-    if multi_label:
-        raise ConfigError(f"{origin}: {why}, which multi-label data ([columns] label "
-                          f"'{p.columns.label}' is a list column) cannot be yet; remove "
-                          "backend = \"dask\" to flag on one machine")
+    if multi_label:  # [columns] label is a list column
+        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine")
     if p.partitioned_oof:
         from ..partitioned_oof import check_fit_options
         try:
@@ -206,10 +204,9 @@ def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:
     if not p.spark:
         return
     why = "[oof] backend = \"spark\" runs the stages on Spark"
-    if multi_label:
-        raise ConfigError(f"{origin}: {why}, which multi-label data ([columns] label "
-                          f"'{p.columns.label}' is a list column) cannot be yet; remove "
-                          "backend = \"spark\" to run on one machine")
+    if multi_label:  # [columns] label is a list column
+        check_tags_partition_wise(p, origin, why, "backend = \"spark\" to run on one machine")
+        return
     if not ("oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None)):
         return
     from ..spark_oof import OOF_COLUMN, feature_columns

@@ -246,8 +246,7 @@ def _check_partitioned(p, origin: str) -> None:
             raise ConfigError(f"{origin}: {why}, where [flag] {key} is not available; remove "
                               f"{key}, or remove backend = \"dask\" to flag on one machine")
     if p.columns.labels or p.columns.multi_label:
-        raise ConfigError(f"{origin}: {why}, which multi-label data cannot be yet; remove "
-                          "backend = \"dask\" to flag on one machine")
+        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine")
     if "retrain" in p.stages:
         rest = [s for s in p.stages if s != "retrain"]
         raise ConfigError(f"{origin}: {why}, and retrain trains one model on one machine; write "
@@ -264,6 +263,21 @@ def _check_partitioned(p, origin: str) -> None:
             if getattr(p.sink, key) is not None and (key == "flags" or "clean" in p.stages):
                 raise ConfigError(f"{origin}: {why}; its {key} dataset stays in the run directory "
                                   f"({where}), so remove [sink] {key}")
+
+
+def check_tags_partition_wise(p, origin: str, why: str, off: str) -> None:
+    """What multi-label data needs partition by partition (Dask or Spark): its out-of-fold
+    probabilities given in a column (fitting them there is single-label), and no relabelling
+    (that reads the probabilities of the whole table)."""
+    if "oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None):
+        raise ConfigError(f"{origin}: {why}, where out-of-fold probabilities are fitted for "
+                          "single-label data only and the label holds sets of tags; set [flag] "
+                          "pred_probs = \"<column>\" (one probability per tag) and drop the oof "
+                          f"stage, or remove {off}")
+    if "clean" in p.stages and p.clean.mode == "relabel":
+        raise ConfigError(f"{origin}: {why}, where [clean] mode = \"relabel\" is not available "
+                          "for multi-label data; use mode = \"drop\" or \"weight\", or remove "
+                          f"{off}")
 
 
 #: Source types Spark reads in a pipeline (:mod:`cleanpipe.spark_tables`).
@@ -297,7 +311,7 @@ def _check_spark(p, origin: str) -> None:
         if getattr(p.clean, key) and "clean" in p.stages:
             raise ConfigError(f"{origin}: {why}, where [clean] {key} is not available; remove it, {off}")
     if c.labels or c.multi_label:
-        raise ConfigError(f"{origin}: {why}, which multi-label data cannot be yet; {off}")
+        check_tags_partition_wise(p, origin, why, "backend = \"spark\" to run on one machine")
     if len(c.ids) > 1:
         raise ConfigError(f"{origin}: {why}; each row's fold is a hash of one id column, but [columns] "
                           f"ids lists {len(c.ids)}: keep one, e.g. ids = [\"{c.ids[0]}\"]")

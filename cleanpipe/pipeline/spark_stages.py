@@ -92,18 +92,19 @@ def run_flag(ctx, out: Path) -> dict:
 
     p, c = ctx.pipeline, ctx.pipeline.columns
     detector = {k: getattr(p.flag, k) for k in ("mixture", "noisy_threshold")}
-    detector["method"] = p.flag.detector()["method"]
+    detector["method"] = p.flag.detector(ctx.multi_label).get("method")
+    label = ",".join(c.target) if isinstance(c.target, list) else c.label
     oof_dir = ctx.upstream.get("oof")
     if oof_dir is not None:
         # Files read directly: the same partitions, in the same order, in every pass.
         df = ctx.spark.read.parquet(str(oof_dir / OOF_DATA))
-        result = flag_with_estimates(df, label=c.label, pred_probs=OOF_COLUMN, persist=False, **detector)
+        result = flag_with_estimates(df, label=label, pred_probs=OOF_COLUMN, persist=False, **detector)
         frame = result.frame.drop(OOF_COLUMN)
     else:
         df = source_frame(ctx)
         fit = {} if p.flag.pred_probs is not None else dict(_oof_settings(ctx, arrow_schema(df)),
                                                           sample_rows=SCALE_SAMPLE_ROWS)
-        result = flag_with_estimates(df, label=c.label, pred_probs=p.flag.pred_probs, **fit, **detector)
+        result = flag_with_estimates(df, label=label, pred_probs=p.flag.pred_probs, **fit, **detector)
         frame = result.frame
     try:
         _write(frame, out / FLAGS_DIR)
@@ -111,7 +112,8 @@ def run_flag(ctx, out: Path) -> dict:
         result.unpersist()  # what flag persisted for its passes
     rows, flagged = _counts(ctx.spark, out / FLAGS_DIR, "is_label_issue")
     est = result.estimates
-    issues = int(est.confident.issues_per_class.sum())
+    # multi-label: the expected rows with a wrong tag, as the one-machine summary counts them
+    issues = round(est.expected_issues) if ctx.multi_label else int(est.confident.issues_per_class.sum())
     summary = {"source": ctx.source, "engine": "spark", "rows": rows, "labelled_rows": int(est.n_rows),
                "n_classes": len(result.classes), "classes": [jsonable(v) for v in result.classes],
                "estimated_noise_rate": issues / max(int(est.n_rows), 1), "estimated_issues": issues,
@@ -146,7 +148,7 @@ def run_clean(ctx, out: Path) -> dict:
     flags = ctx.spark.read.parquet(str(flag_dir / FLAGS_DIR)) if flag_dir is not None else source_frame(ctx)
     settings = {"mode": s.mode, "min_weight": s.min_weight, "relabel_p_noisy": s.relabel_p_noisy,
                 "relabel_score": s.relabel_score, "drop_flag_columns": s.drop_flag_columns}
-    cleaned = clean(flags, label=p.columns.label, **settings)
+    cleaned = clean(flags, label=p.columns.target if ctx.multi_label else p.columns.label, **settings)
     _write(cleaned, out / CLEANED_DIR)
     rows_out = ctx.spark.read.parquet(str(out / CLEANED_DIR)).count()
     rows_in, flagged = _counts(ctx.spark, flag_dir / FLAGS_DIR, "is_label_issue") if flag_dir is not None \

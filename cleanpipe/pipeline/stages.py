@@ -190,10 +190,10 @@ def _run_flag_partitions(ctx: StageContext, out: Path) -> dict:
                           exclude=tuple(c.exclude))
     engine = connect(p.oof.scheduler)
     try:
-        summary = flag_partitions(_dataset_uri(p.source), str(ctx.partial), label=c.label,
+        summary = flag_partitions(_dataset_uri(p.source), str(ctx.partial), label=c.target,
                                   pred_probs=p.flag.pred_probs, method=p.flag.method,
                                   mixture=p.flag.mixture, noisy_threshold=p.flag.noisy_threshold,
-                                  engine=engine, oof=oof)
+                                  engine=engine, oof=oof, multi_label=ctx.multi_label)
     finally:
         engine.client.close()
     ctx.partial.rename(out / FLAGS_DIR)
@@ -293,7 +293,8 @@ def _run_clean_partitions(ctx: StageContext, out: Path) -> dict:
     engine = connect(p.oof.scheduler)
     try:
         done = clean_partitions(str(ctx.upstream["flag"] / FLAGS_DIR), str(ctx.partial), mode=s.mode,
-                                engine=engine, label=p.columns.label, min_weight=s.min_weight,
+                                engine=engine, min_weight=s.min_weight,
+                                label=p.columns.target if ctx.multi_label else p.columns.label,
                                 relabel_p_noisy=s.relabel_p_noisy, relabel_score=s.relabel_score,
                                 drop_flag_columns=s.drop_flag_columns)
     finally:

@@ -83,3 +83,44 @@ def test_without_probabilities_or_with_a_wrong_count_it_is_one_line(spark):
         cs.flag(df, label="tags", pred_probs=["p_cloud", "p_dog", "p_sea"])
     with pytest.raises(InputError, match="not available for multi-label"):
         cs.flag(df, label="tags", pred_probs="probs", method="combined")
+
+
+def test_a_multi_label_pipeline_on_spark(spark, tmp_path):
+    import json
+    import os
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from cleanpipe.clean import clean_table
+    from cleanpipe.cli import cli
+
+    table = _tag_table(n=240, seed=4)
+    (tmp_path / "data").mkdir()
+    for i in range(3):
+        pq.write_table(table.slice(80 * i, 80), tmp_path / "data" / f"part-{i}.parquet")
+    body = ('stages = ["flag", "clean"]\n[source]\ntype = "parquet"\npath = "data"\n'
+            '[columns]\nlabel = "tags"\n[oof]\nbackend = "spark"\n')
+    pipe = tmp_path / "tags.toml"
+    pipe.write_text('name = "tags"\n' + body + '[flag]\npred_probs = "probs"\n[clean]\nmode = "drop"\n')
+    res = CliRunner().invoke(cli, ["run", str(pipe), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert res.exit_code == 0, res.output
+    run_dir = json.loads(res.stdout)["run_dir"]
+
+    def folder(*parts):
+        path = os.path.join(run_dir, *parts)
+        files = sorted(f for f in os.listdir(path) if f.endswith(".parquet"))
+        return pa.concat_tables([pq.read_table(os.path.join(path, f)) for f in files])
+
+    got = folder("flag", "flags")
+    want = flag_table(table.take(pa.array(got["row_id"].to_pylist())), label="tags",
+                      pred_probs="probs").table
+    _assert_same_flags(got, want)
+    cleaned = folder("clean", "cleaned")
+    assert cleaned["row_id"].to_pylist() == clean_table(want, mode="drop", label="tags").table[
+        "row_id"].to_pylist()
+
+    # without the probabilities: refused before any job, in one line
+    pipe.write_text('name = "tags"\n' + body)
+    res = CliRunner().invoke(cli, ["run", str(pipe), "--runs-dir", str(tmp_path / "runs2")])
+    assert res.exit_code == 2 and "set [flag] pred_probs" in res.output, res.output
