@@ -24,9 +24,9 @@ Over partitions (issue 21), the sums and counts are mergeable partials: the thre
 (:func:`binary_threshold_sums`, exact), the confident joints (:func:`multilabel_confident_counts`),
 the label counts and the few-tags counts of the anchors
 (:func:`~cleanpipe.detect.anchors.few_tags_counts`); :func:`multilabel_estimates` finishes them.
-Not yet partition-wise: the anchor tails (order statistics, for radix selection as in the
-single-label :mod:`~cleanpipe.detect.partitioned`), the tag-count recalibration and the
-posterior rule's count and selection.
+The rest (the anchor tails, the tag-count recalibration, the posterior rule's count and cut, the
+noise-rate quotas) and the plan that drives them are in
+:mod:`~cleanpipe.detect.partitioned_multilabel`, over the pieces of this module.
 
 References
 ----------

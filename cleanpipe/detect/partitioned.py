@@ -52,6 +52,11 @@ each partition's rows are then scored on their own by :func:`partition_result`::
 In one process, :func:`detect_partitions` runs all of this (with :class:`LocalRunner`);
 :mod:`cleanpipe.partitions` runs it on Dask over a Parquet dataset.
 
+Multi-label data has its own plan in the same protocol,
+:func:`~cleanpipe.detect.partitioned_multilabel.multilabel_detection_plan`: its estimates say
+``multi_label``, and :func:`partition_partial`, :func:`merge_pair` and :func:`partition_result`
+hand such steps to that module, so every engine drives both kinds with the same loop.
+
 Validation: each partition's inputs are checked when first read (:func:`check_partition`);
 :func:`detection_plan` raises :class:`~cleanpipe.errors.InputError` if the partitions hold no
 row at all.

@@ -178,7 +178,8 @@ def _check_model(p, origin: str) -> None:
 
 def _check_partitioned(p, multi_label: bool, origin: str) -> None:
     """Flagging partition by partition reads a directory (or ``s3://`` prefix) of Parquet files,
-    each a partition, on the workers; a single file or a multi-label label cannot be."""
+    each a partition, on the workers; a single file cannot be, nor multi-label data without its
+    probabilities in a column."""
     if not p.partitioned:
         return
     why = ("[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
