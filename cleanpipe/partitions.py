@@ -39,6 +39,7 @@ from .detect import partial_codec
 from .detect.partitioned import (detection_plan, merge_pair, merge_tree, partition_partial,
                                  partition_result)
 from .detect.partitioned_multilabel import multilabel_detection_plan
+from .partitions_multilabel import tag_target
 from .errors import CleanpipeError, InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
@@ -113,13 +114,8 @@ class PartitionSource:
 
     def tags(self, table: pa.Table):
         """``(tags, labelled, value_type)`` of a multi-label partition, over the dataset's classes."""
-        from .target import encode_tags
-        value_type = self.target.label_type
-        if self.target.form == "list":
-            value_type = _decoded(pc.list_flatten(table.column(self.label))).type
-        classes = pa.array(list(self.classes), type=value_type if self.target.form == "list"
-                           else pa.string())
-        return encode_tags(self.target, table, classes)
+        from .partitions_multilabel import partition_tags
+        return partition_tags(self, table)
 
     def _fs(self):
         return _filesystem(self.data)[0]
@@ -182,7 +178,8 @@ def _probs(table: pa.Table, name: str, k: int, where: str) -> np.ndarray:
 def _scan(src: PartitionSource):
     """A partition's schema check and its distinct labels: ``(label type, classes, rows)``."""
     if src.target is not None:
-        return _scan_tags(src)
+        from .partitions_multilabel import scan_tags
+        return scan_tags(src)
     schema = src.schema()
     for name, opt in ((src.label, "--label"), (src.probs, "--pred-probs")):
         if name is not None and name not in schema.names:
@@ -195,23 +192,6 @@ def _scan(src: PartitionSource):
                          "strings, bools or categories (pass another column with --label)")
     values = _decoded(src.read([src.label]).column(src.label))
     return str(values.type), pc.unique(values).drop_null(), len(values)
-
-
-def _scan_tags(src: PartitionSource):
-    """:func:`_scan` of a multi-label partition: its tags' type, its distinct tags, its rows."""
-    from .target import resolve_target
-    where = f"DATA partition '{src.path}'"
-    schema = src.schema()
-    if src.probs is not None and src.probs not in schema.names:
-        raise InputError(f"--pred-probs column '{src.probs}' not found in {where} (columns: "
-                         f"{columns_hint(schema.names)}); pass --pred-probs with one of them")
-    target = resolve_target(schema, src.target.setting, multi_label=True, where=where)
-    if target.form != src.target.form:
-        raise InputError(f"{src.target.described} is a {src.target.form} label in the first "
-                         f"partition but a {target.form} label in {where}; give every partition "
-                         "the same label type")
-    enc = target.encode(src.read(list(target.columns)))
-    return str(enc.value_type), enc.classes, len(enc.labelled)
 
 
 # ---------------------------------------------------------------- engines
@@ -375,7 +355,8 @@ def _write_task(out: str, run_key: str, est, src: PartitionSource, cache, index:
         pass
     table = src.read()
     if src.target is not None:
-        table = _with_tag_flags(table, src, partition_result(est, src, dict(cache or {}), index))
+        from .partitions_multilabel import with_tag_flags
+        table = with_tag_flags(table, src, partition_result(est, src, dict(cache or {}), index))
         flags = table.column("is_label_issue").to_numpy(zero_copy_only=False)
         labelled = table.column("label_score").is_valid().to_numpy(zero_copy_only=False)
         _write_flags(filesystem, path, table, run_key)
@@ -421,16 +402,6 @@ def _write_flags(filesystem, path: str, table: pa.Table, run_key: str) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     _atomic_write(filesystem, path, sink.getvalue().to_pybytes())
-
-
-def _with_tag_flags(table: pa.Table, src: PartitionSource, res) -> pa.Table:
-    """A multi-label partition with the one-machine ``flag``'s columns appended
-    (:func:`cleanpipe.flag.tag_flag_columns`)."""
-    from .flag import tag_flag_columns
-    tags, labelled, value_type = src.tags(table)
-    probs = src.probabilities(table)
-    classes = pa.array(list(src.classes), type=value_type)
-    return _appended(table, tag_flag_columns(tags, labelled, classes, value_type, probs > 0.5, res))
 
 
 # ---------------------------------------------------------------- the driver
@@ -605,7 +576,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     if not isinstance(label, str):  # several 0/1 columns, as the pipelines' [columns] labels
         label, multi_label = ",".join(label), True
     files = partition_files(data)
-    target = _tag_target(data, files[0], label, multi_label, pred_probs) if files else None
+    target = tag_target(data, files[0], label, multi_label, pred_probs) if files else None
     if target is not None:
         from .flag import detector_options
         method, noisy_threshold = detector_options(True, method, mixture, noisy_threshold)
@@ -701,23 +672,6 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     out_fs.delete_dir(f"{out_root}/{WORK}")  # the partials only served a resume
     _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")
     return summary
-
-
-def _tag_target(data: str, first: str, label, multi_label: bool, pred_probs):
-    """The multi-label :class:`~cleanpipe.target.Target` of DATA (read off its first partition's
-    schema), or None for one class per row. Multi-label data is flagged partition by partition
-    only with its probabilities given."""
-    from .target import is_multilabel, resolve_target
-    schema = PartitionSource(data, first, "", None).schema()
-    if not is_multilabel(schema, label, multi_label):
-        return None
-    target = resolve_target(schema, label, multi_label=True, where=f"DATA partition '{first}'")
-    if pred_probs is None:
-        raise InputError(f"{target.described} is multi-label: flagging partition by partition needs "
-                         "its out-of-fold probabilities in a column; pass --pred-probs COLUMN (one "
-                         "probability per tag, in class order), or drop --engine dask to fit them "
-                         "on one machine")
-    return target
 
 
 def _first(result):
