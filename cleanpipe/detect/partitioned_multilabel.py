@@ -403,7 +403,20 @@ def detect_multilabel_partitions(sources, n_classes: int, *, method: str = DEFAU
                                  min_keep: int = 1, cache: bool = True):
     """Detect over partitions in this process: ``(estimates, [PartitionMultilabelDetection per
     partition])``, equal to :func:`~cleanpipe.detect.multilabel.detect_multilabel` on the
-    concatenated rows. ``sources``: callables returning one partition's ``(labels, pred_probs)``."""
+    concatenated rows. ``sources``: callables returning one partition's ``(labels, pred_probs)``.
+
+    Examples
+    --------
+    >>> Y = np.tile([[1, 0], [0, 1]], (10, 1))
+    >>> P = np.tile([[.9, .1], [.1, .9]], (10, 1))
+    >>> Y[0] = [0, 1]  # row 0's tags were swapped
+    >>> parts = [lambda: (Y[:3], P[:3]), lambda: (Y[3:3], P[3:3]), lambda: (Y[3:], P[3:])]
+    >>> est, res = detect_multilabel_partitions(parts, 2)
+    >>> [np.flatnonzero(r.is_label_issue).tolist() for r in res]
+    [[0], [], []]
+    >>> res[0].suspects(spurious=False)[1].tolist(), res[0].suspects(spurious=True)[1].tolist()
+    ([0], [1])
+    """
     plan = multilabel_detection_plan(n_classes, method=method, mixture=mixture,
                                      noisy_threshold=noisy_threshold, min_keep=min_keep)
     return detect_partitions_with(plan, sources, cache=cache)
