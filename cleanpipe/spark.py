@@ -597,7 +597,7 @@ def clean(flags, *, mode: str = MODES[0], label: str | None = None, min_weight: 
     Parameters
     ----------
     flags : pyspark.sql.DataFrame
-        Output of :func:`flag` (single-label).
+        Output of :func:`flag` (multi-label flags: ``mode`` "drop" or "weight").
     mode, label, min_weight, relabel_p_noisy, relabel_score, drop_flag_columns
         As for :func:`cleanpipe.clean.clean_table` (``None``: its default).
 
