@@ -163,3 +163,19 @@ def test_no_rows_and_bad_partitions_are_one_line_errors():
     wide = [lambda: (np.array([[1, 0]]), np.full((1, 3), 0.5))]
     with pytest.raises(InputError, match="shape"):
         detect_multilabel_partitions(wide, 3)
+
+
+@pytest.mark.parametrize("method", MULTILABEL_METHODS)
+def test_selections_by_histogram_passes(monkeypatch, method):
+    # few keys gathered a pass: every selection (loss percentiles, anchor tails, quotas, the
+    # top-m cut) narrows by 16-bit digits over several passes, as on tables of millions of rows
+    from cleanpipe.detect import partitioned
+    from cleanpipe.detect.radix import Selection
+    monkeypatch.setattr(partitioned, "Selection", functools.partial(Selection, gather_rows=40))
+    rng = np.random.default_rng(11)
+    n, k = 1500, 5
+    true = rng.random((n, k)) < 0.3
+    P = np.clip(true * 0.6 + rng.normal(0.2, 0.2, (n, k)), 0.0, 1.0)
+    P[rng.random((n, k)) < 0.3] = 0.5  # a block of tied cells at every edge
+    Y = (true ^ (rng.random((n, k)) < 0.05)).astype(np.uint8)
+    assert_same_as_in_memory(Y, P, [0, 300, 300, 301, 1100, 1500], method)
