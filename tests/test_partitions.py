@@ -495,3 +495,44 @@ def test_an_os_error_a_task_raised_is_mapped_on_the_driver(code, words):
 
     with pytest.raises(InputError, match=rf"{words} at '/somewhere/part-0.parquet'"):
         LocalEngine().get(LocalEngine().map(task, [0, 1]))
+
+
+@pytest.mark.parametrize("command", ["flag", "clean"])
+@pytest.mark.parametrize("marker", [SUCCESS, MANIFEST, WORK])
+def test_a_users_own_marker_in_out_is_refused_and_kept(dataset, tmp_path, command, marker):
+    """``_SUCCESS``, ``_manifest.json`` and ``_work`` are cleanpipe's only when they carry its
+    signature: a user's own (Spark's empty ``_SUCCESS``, a manifest of another tool, a folder)
+    is refused in one line like any other file, and left as it was."""
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "out"
+    out.mkdir()
+    if marker == WORK:
+        (out / WORK).mkdir()
+        (out / WORK / "notes.txt").write_text("mine")
+    else:
+        (out / marker).write_text("" if marker == SUCCESS else '{"files": ["part-000.parquet"]}')
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with pytest.raises(InputError) as err:
+        if command == "flag":
+            flag_partitions(str(data), str(out), label="y", pred_probs="probs")
+        else:
+            clean_partitions(str(tmp_path / "flags"), str(out))
+    assert str(err.value) == (f"--out directory '{out}' holds files cleanpipe did not write "
+                              f"({marker}); they are never replaced: choose an empty or new "
+                              "--out directory")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_a_flags_folder_with_a_foreign_success_is_not_committed(dataset, tmp_path):
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flags = tmp_path / "flags"
+    flag_partitions(str(data), str(flags), label="y", pred_probs="probs")
+    assert (flags / SUCCESS).read_text().startswith("cleanpipe")
+    assert json.loads((flags / MANIFEST).read_text())["written_by"].startswith("cleanpipe")
+    (flags / SUCCESS).write_text("")  # as Spark or Hadoop writes it
+    with pytest.raises(InputError, match=r"is not a committed partitioned flags dataset"):
+        clean_partitions(str(flags), str(tmp_path / "cleaned"))
+
