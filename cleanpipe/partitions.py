@@ -626,7 +626,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     cpu["write"] = round(time.process_time() - cpu_clock - cpu["detect"], 3)
     cl = est.confident
     summary = {
-        "source": data, "partitions": len(files), "labelled_rows": int(est.n_rows),
+        "source": _recorded(data), "partitions": len(files), "labelled_rows": int(est.n_rows),
         "n_classes": len(classes), "classes": [str(c) for c in classes], "method": method,
         "flagged": int(sum(w[0] for w in written)),
         "estimated_issues": int(cl.issues_per_class.sum()),
@@ -644,6 +644,27 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         summary["oof"] = oof_info
     _commit(out_fs, out_root, summary, work=True)
     return summary
+
+
+def _recorded(data: str) -> str:
+    """DATA as the manifest records it: a local path made absolute (a later ``clean`` may run from
+    another folder), a URI as given."""
+    return data if "://" in data else os.path.abspath(data)
+
+
+def _flagged_sources(source, flags_root: str) -> dict:
+    """The local DATA a flags manifest records, ``option -> absolute path``, for the overlap check
+    of ``clean``. A relative one (written before DATA was recorded absolute) was relative to a
+    folder no longer known: it is taken against the manifest's folder, and against the current
+    one too, and both are refused as outputs. A URI or nothing: none (a local --out cannot hit
+    it; a remote one is checked against FLAGS)."""
+    what = "DATA (the source of FLAGS)"
+    if not source or "://" in source:
+        return {}
+    if os.path.isabs(source):
+        return {what: source}
+    return {what: os.path.normpath(os.path.join(flags_root, source)),
+            f"{what}, taken from the current folder": os.path.abspath(source)}
 
 
 def _commit(out_fs, out_root: str, summary: dict, *, work: bool = False) -> None:
@@ -737,10 +758,9 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
                          f"{SUCCESS}); run cleanpipe flag --engine dask on the data first")
     out_fs, out_root = _filesystem(out)
     names = manifest["files"]
-    source = manifest.get("source")  # the flagged data: a cleaned file there would be read again
-    _guard_out(out, {"FLAGS": flags,
-                     "DATA (the source of FLAGS)": source if source and "://" not in source
-                     and "://" not in flags else None}, names, engine)
+    # the flagged data: a cleaned file there would be read again
+    sources = _flagged_sources(manifest.get("source"), flags_root) if "://" not in flags else {}
+    _guard_out(out, {"FLAGS": flags, **sources}, names, engine)
     _make_out(out_fs, out_root)
     options = dict(options, mode=mode)
     if options.get("label") is None:  # the CLI passes --label None when it is not given

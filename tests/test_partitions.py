@@ -536,3 +536,39 @@ def test_a_flags_folder_with_a_foreign_success_is_not_committed(dataset, tmp_pat
     with pytest.raises(InputError, match=r"is not a committed partitioned flags dataset"):
         clean_partitions(str(flags), str(tmp_path / "cleaned"))
 
+
+def test_clean_from_another_folder_still_refuses_an_out_inside_relative_data(dataset, tmp_path,
+                                                                             monkeypatch):
+    """DATA given relative to the folder flag ran in is recorded absolute, so a clean run from
+    elsewhere still refuses an --out inside it."""
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    monkeypatch.chdir(tmp_path)
+    flag_partitions("data", "flags", label="y", pred_probs="probs")
+    assert json.loads((tmp_path / "flags" / MANIFEST).read_text())["source"] == str(data)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(InputError, match=r"--out '.*/data/cleaned' would overwrite the input DATA "
+                                         r"\(the source of FLAGS\)"):
+        clean_partitions(str(tmp_path / "flags"), str(data / "cleaned"))
+    assert not (data / "cleaned").exists()
+
+
+def test_an_old_relative_source_is_resolved_against_the_manifests_folder(dataset, tmp_path,
+                                                                         monkeypatch):
+    """A manifest written before DATA was recorded absolute: the relative DATA is taken against
+    the manifest's folder (and the current one), not only the current folder."""
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flags = tmp_path / "flags"
+    flag_partitions(str(data), str(flags), label="y", pred_probs="probs")
+    manifest = json.loads((flags / MANIFEST).read_text())
+    (flags / MANIFEST).write_text(json.dumps(dict(manifest, source="../data")))
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)  # not where flag ran: ../data from here is a/data
+    with pytest.raises(InputError, match=r"--out '.*/data/cleaned' would overwrite the input DATA "
+                                         r"\(the source of FLAGS\)"):
+        clean_partitions(str(flags), str(data / "cleaned"))
+    assert not (data / "cleaned").exists()
