@@ -43,8 +43,9 @@ from pyarrow import fs as pafs
 
 from . import hashed_folds as hf
 from .errors import InputError
-from .features import (_column_block, _kind, category_codes, check_vocabulary_size, columns_hint,
-                       merge_value_counts, select_feature_columns, value_counts, vocabulary)
+from .features import (_column_block, _kind, categorical_columns, category_codes,
+                       check_vocabulary_size, columns_hint, merge_value_counts,
+                       select_feature_columns, value_counts, vocabulary)
 from .partitions import WORK, _atomic_write, _filesystem
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,8 @@ def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
 
 def check_features(schema: pa.Schema, columns, where: str, categorical=()) -> None:
     """Each feature column is in the partition, of a supported type, and categorical (text or
-    dictionary) exactly where the first partition's is (``categorical``: those columns)."""
+    dictionary) exactly where the whole dataset's is (``categorical``: those columns, decided over
+    every partition's schema by :func:`cleanpipe.features.categorical_columns`)."""
     for name in columns:
         if name not in schema.names:
             raise InputError(f"feature column '{name}' not found in DATA partition '{where}' "
@@ -125,15 +127,10 @@ def check_features(schema: pa.Schema, columns, where: str, categorical=()) -> No
             raise InputError(f"feature column '{name}' has unsupported type {t} (DATA partition "
                              f"'{where}'); drop it with --exclude {name}")
         if kind != "null" and (kind == "categorical") != (name in categorical):
-            first = "text or categories" if name in categorical else "no text or categories"
+            others = "text or categories" if name in categorical else "no text or categories"
             raise InputError(f"feature column '{name}' has type {t} in DATA partition '{where}' "
-                             f"but holds {first} in the first partition; give every partition "
+                             f"but holds {others} in the other partitions; give every partition "
                              f"the same column types, or --exclude {name}")
-
-
-def categorical_columns(schema: pa.Schema, columns) -> tuple:
-    """The text or dictionary feature columns (coded with the merged vocabulary)."""
-    return tuple(c for c in columns if _kind(schema.field(c).type) == "categorical")
 
 
 def partition_matrix(table: pa.Table, columns, where: str, vocabularies=None) -> np.ndarray:
@@ -295,6 +292,10 @@ def _merge_counts(a, b, names=()):
     return a[0] + b[0], tuple(merge_value_counts(x, y, name=n) for x, y, n in zip(a[1], b[1], names))
 
 
+def _schema(part) -> pa.Schema:
+    return part.schema()
+
+
 def _size(sample) -> int:
     return len(sample)
 
@@ -327,9 +328,11 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
                          "least 2")
     from .oof import model_list
     model_list(oof.model)  # an unknown model name: one line here, not on every worker
-    schema = parts[0].schema()
-    columns = tuple(feature_columns(schema, parts[0].label, oof))
-    categorical = categorical_columns(schema, columns)
+    # every partition's schema (read on the workers): a text column null throughout the first
+    # partition is text all the same
+    schemas = engine.get(engine.map(_schema, parts))
+    columns = tuple(feature_columns(schemas[0], parts[0].label, oof))
+    categorical = categorical_columns(schemas, columns, [p.path for p in parts])
     sources = [FeatureSource(p, i, columns, oof, categorical) for i, p in enumerate(parts)]
     clock, cpu_clock = time.perf_counter(), time.process_time()
     seconds, cpu = {}, {}
