@@ -74,14 +74,31 @@ def default_settings() -> OofSettings:
     return OofSettings(DEFAULT_MODEL, DEFAULT_FOLDS, DEFAULT_SEED, SCALE_SAMPLE_ROWS)
 
 
-def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device")) -> None:
-    """Refuse the one-machine fit options that the fold models fitted on the workers do not take.
+#: Why the one-machine fit options do not apply, per engine that fits the fold models itself:
+#: ``(where the fits run, why n_jobs does not apply, where they fit instead of a GPU, the fix)``.
+_FIT_PLACES = {
+    "dask": ("when the fold models are fitted partition by partition on Dask",
+             "each fold model is its own task on the workers, so the folds already fit in "
+             "parallel there (as many as the workers have threads)",
+             "the fold models fit on the workers' CPUs", "or flag on one machine"),
+    "spark": ("when the fold models are fitted on the Spark driver",
+              "the folds fit there one after another on the bounded training sample, each "
+              "with the driver's threads",
+              "the fold models fit on the driver's CPUs", "or run on one machine"),
+}
 
-    Each fold model is one task on the Dask workers, so the folds already fit in parallel there
-    (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task thread
-    count on top would oversubscribe the workers. The workers fit on their CPUs: ``cuda`` (XGBoost
-    on a GPU) is a one-machine option. The defaults (``n_jobs=1``, ``device="auto"``) and
-    ``device="cpu"`` pass.
+
+def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"),
+                      engine: str = "dask") -> None:
+    """Refuse the one-machine fit options that the partitioned paths' fold models do not take.
+
+    On Dask each fold model is one task on the workers, so the folds already fit in parallel
+    there (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task
+    thread count on top would oversubscribe the workers. On Spark the fold models are fitted on
+    the driver, one after another on the bounded training sample, each with the driver's
+    threads. Both fit on CPUs: ``cuda`` (XGBoost on a GPU) is a one-machine option. The
+    defaults (``n_jobs=1``, ``device="auto"``) and ``device="cpu"`` pass. One rule for both
+    engines, so neither ignores a setting silently.
 
     Parameters
     ----------
@@ -89,6 +106,8 @@ def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"
     device : str
     names : (str, str), default=("--n-jobs", "--device")
         How the caller spells the two options (``[oof] n_jobs`` in a pipeline).
+    engine : {"dask", "spark"}, default="dask"
+        Where the fold models are fitted.
 
     Raises
     ------
@@ -96,14 +115,12 @@ def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"
         A value the partitioned path would otherwise silently ignore.
     """
     from .settings import DEFAULT_DEVICE, OOF
-    why = "when the fold models are fitted partition by partition on Dask"
+    why, parallel, cpus, fix = _FIT_PLACES[engine]
     if n_jobs != OOF["n_jobs"].default:
-        raise InputError(f"{names[0]} {n_jobs} does not apply {why}: each fold model is its own "
-                         "task on the workers, so the folds already fit in parallel there (as many "
-                         f"as the workers have threads); drop {names[0]}")
+        raise InputError(f"{names[0]} {n_jobs} does not apply {why}: {parallel}; drop {names[0]}")
     if device not in (DEFAULT_DEVICE, "cpu"):
-        raise InputError(f"{names[1]} {device} is not available {why}: the fold models fit on the "
-                         f"workers' CPUs; drop {names[1]}, or flag on one machine")
+        raise InputError(f"{names[1]} {device} is not available {why}: {cpus}; drop {names[1]}, "
+                         f"{fix}")
 
 
 def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
