@@ -108,3 +108,23 @@ def test_the_default_fit_options_pass_on_spark(folder, extra):
     res = run_cli("run", path, "--runs-dir", folder / "runs", "--check")
     assert res.exit_code == 0, res.output
 
+
+@pytest.mark.parametrize("kind, path", [("parquet", "s3://bucket/data/"), ("parquet", "s3a://bucket/data/"),
+                                        ("delta", "s3://bucket/table")])
+def test_an_object_store_source_is_refused_with_what_reads_it(folder, kind, path):
+    """A pipeline does not set up Spark's object-store connector (hadoop-aws): the path is refused
+    before any work, naming the key and the ways that do read it, never taken for a local
+    folder (``s3a://`` was joined to the pipeline's folder)."""
+    text = BASE.replace('type = "parquet"', f'type = "{kind}"').replace('"data.parquet"', f'"{path}"')
+    pipe = _write(folder, text)
+    res = run_cli("run", pipe, "--runs-dir", folder / "runs", "--check")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == (
+        f"error: {pipe}: [oof] backend = \"spark\" runs the stages on Spark; [source] path = "
+        f"'{path}' must be a local Parquet file or directory (one every executor can read), as a "
+        "pipeline does not set up Spark's object-store connector: read it in Python with "
+        "spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath) and "
+        "cleanpipe.spark.flag, use backend = \"dask\" (it reads s3:// itself), or remove "
+        "backend = \"spark\" to run on one machine"), res.stderr
+    assert load_pipeline(_write(folder, text.replace('engine = "spark"', 'engine = "loky"'))
+                         ).source.path == path  # a URI is kept as given
