@@ -451,7 +451,7 @@ def _marker_is_ours(filesystem, root: str, name: str) -> bool:
         else:
             path = f"{root}/{name}"
         with filesystem.open_input_file(path) as fh:
-            data = fh.read(1 << 20 if name == MANIFEST else 4096)
+            data = fh.read() if name == MANIFEST else fh.read(4096)  # a manifest lists every file
     except Exception:  # noqa: BLE001 - missing, a folder, unreadable: not provably ours
         return False
     if name != MANIFEST:

@@ -572,3 +572,17 @@ def test_an_old_relative_source_is_resolved_against_the_manifests_folder(dataset
                                          r"\(the source of FLAGS\)"):
         clean_partitions(str(flags), str(data / "cleaned"))
     assert not (data / "cleaned").exists()
+
+
+def test_a_large_signed_manifest_is_cleanpipes(tmp_path):
+    """A manifest of many partitions (over a MiB of file names) is read whole, not cut short and
+    taken for the user's."""
+    from pyarrow import fs
+
+    from cleanpipe.partitions import SIGNATURE, _marker_is_ours
+    files = [f"part-{i:07d}-0123456789abcdef.parquet" for i in range(40_000)]
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": files, "written_by": SIGNATURE}))
+    assert (tmp_path / MANIFEST).stat().st_size > 1 << 20
+    assert _marker_is_ours(fs.LocalFileSystem(), str(tmp_path), MANIFEST)
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": files}))
+    assert not _marker_is_ours(fs.LocalFileSystem(), str(tmp_path), MANIFEST)
