@@ -347,6 +347,55 @@ def _kind(t: pa.DataType) -> str | None:
     return None
 
 
+def categorical_columns(schemas, columns, wheres=None) -> tuple:
+    """The feature ``columns`` coded as categories (text or dictionary), decided over every
+    partition's schema: the one decision of the partitioned out-of-fold paths (Dask and Spark).
+
+    A column null throughout a partition (Parquet type ``null`` there, as pyarrow writes an
+    all-null column) takes its kind from the other partitions, as null promotes to any type; a
+    column missing from a partition or of an unsupported type is left to the per-partition check.
+    Numbers of different widths across partitions stay numbers (only categorical or not matters
+    to the matrix), which ``pyarrow.unify_schemas`` would refuse.
+
+    Parameters
+    ----------
+    schemas : sequence of pyarrow.Schema
+        One per partition (one for a table with a single schema, such as a Spark DataFrame).
+    columns : sequence of str
+    wheres : sequence of str, optional
+        The partitions' names, for the message.
+
+    Returns
+    -------
+    tuple of str
+        The categorical columns, in ``columns`` order.
+
+    Raises
+    ------
+    InputError
+        A column holding text or categories in one partition and other values in another.
+    """
+    wheres = list(wheres) if wheres is not None else [f"#{i}" for i in range(len(schemas))]
+    out = []
+    for name in columns:
+        seen = {}  # categorical or not -> (the first partition, its type)
+        for schema, where in zip(schemas, wheres):
+            if name not in schema.names:
+                continue
+            t = schema.field(name).type
+            kind = _kind(t)
+            if kind not in (None, "null"):
+                seen.setdefault(kind == "categorical", (where, t))
+        if len(seen) > 1:
+            (w1, t1), (w2, t2) = seen[True], seen[False]
+            raise InputError(f"feature column '{name}' has type {t1} (text or categories) in DATA "
+                             f"partition '{w1}' but {t2} in '{w2}'; give every partition the "
+                             f"same column types, or --exclude {name}")
+        if seen.get(True):
+            out.append(name)
+    return tuple(out)
+
+
 def _temporal(col: pa.ChunkedArray) -> pa.ChunkedArray:
     """A date, time, timestamp or duration column as its integer count (days, units of the day,
     units since the epoch, units)."""

@@ -43,8 +43,9 @@ from pyarrow import fs as pafs
 
 from . import hashed_folds as hf
 from .errors import InputError
-from .features import (_column_block, _kind, category_codes, check_vocabulary_size, columns_hint,
-                       merge_value_counts, select_feature_columns, value_counts, vocabulary)
+from .features import (_column_block, _kind, categorical_columns, category_codes,
+                       check_vocabulary_size, columns_hint, merge_value_counts,
+                       select_feature_columns, value_counts, vocabulary)
 from .partitions import WORK, _atomic_write, _filesystem
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,31 @@ def default_settings() -> OofSettings:
     return OofSettings(DEFAULT_MODEL, DEFAULT_FOLDS, DEFAULT_SEED, SCALE_SAMPLE_ROWS)
 
 
-def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device")) -> None:
-    """Refuse the one-machine fit options that the fold models fitted on the workers do not take.
+#: Why the one-machine fit options do not apply, per engine that fits the fold models itself:
+#: ``(where the fits run, why n_jobs does not apply, where they fit instead of a GPU, the fix)``.
+_FIT_PLACES = {
+    "dask": ("when the fold models are fitted partition by partition on Dask",
+             "each fold model is its own task on the workers, so the folds already fit in "
+             "parallel there (as many as the workers have threads)",
+             "the fold models fit on the workers' CPUs", "or flag on one machine"),
+    "spark": ("when the fold models are fitted on the Spark driver",
+              "the folds fit there one after another on the bounded training sample, each "
+              "with the driver's threads",
+              "the fold models fit on the driver's CPUs", "or run on one machine"),
+}
 
-    Each fold model is one task on the Dask workers, so the folds already fit in parallel there
-    (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task thread
-    count on top would oversubscribe the workers. The workers fit on their CPUs: ``cuda`` (XGBoost
-    on a GPU) is a one-machine option. The defaults (``n_jobs=1``, ``device="auto"``) and
-    ``device="cpu"`` pass.
+
+def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"),
+                      engine: str = "dask") -> None:
+    """Refuse the one-machine fit options that the partitioned paths' fold models do not take.
+
+    On Dask each fold model is one task on the workers, so the folds already fit in parallel
+    there (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task
+    thread count on top would oversubscribe the workers. On Spark the fold models are fitted on
+    the driver, one after another on the bounded training sample, each with the driver's
+    threads. Both fit on CPUs: ``cuda`` (XGBoost on a GPU) is a one-machine option. The
+    defaults (``n_jobs=1``, ``device="auto"``) and ``device="cpu"`` pass. One rule for both
+    engines, so neither ignores a setting silently.
 
     Parameters
     ----------
@@ -88,6 +106,8 @@ def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"
     device : str
     names : (str, str), default=("--n-jobs", "--device")
         How the caller spells the two options (``[oof] n_jobs`` in a pipeline).
+    engine : {"dask", "spark"}, default="dask"
+        Where the fold models are fitted.
 
     Raises
     ------
@@ -95,14 +115,12 @@ def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"
         A value the partitioned path would otherwise silently ignore.
     """
     from .settings import DEFAULT_DEVICE, OOF
-    why = "when the fold models are fitted partition by partition on Dask"
+    why, parallel, cpus, fix = _FIT_PLACES[engine]
     if n_jobs != OOF["n_jobs"].default:
-        raise InputError(f"{names[0]} {n_jobs} does not apply {why}: each fold model is its own "
-                         "task on the workers, so the folds already fit in parallel there (as many "
-                         f"as the workers have threads); drop {names[0]}")
+        raise InputError(f"{names[0]} {n_jobs} does not apply {why}: {parallel}; drop {names[0]}")
     if device not in (DEFAULT_DEVICE, "cpu"):
-        raise InputError(f"{names[1]} {device} is not available {why}: the fold models fit on the "
-                         f"workers' CPUs; drop {names[1]}, or flag on one machine")
+        raise InputError(f"{names[1]} {device} is not available {why}: {cpus}; drop {names[1]}, "
+                         f"{fix}")
 
 
 def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
@@ -113,7 +131,8 @@ def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
 
 def check_features(schema: pa.Schema, columns, where: str, categorical=()) -> None:
     """Each feature column is in the partition, of a supported type, and categorical (text or
-    dictionary) exactly where the first partition's is (``categorical``: those columns)."""
+    dictionary) exactly where the whole dataset's is (``categorical``: those columns, decided over
+    every partition's schema by :func:`cleanpipe.features.categorical_columns`)."""
     for name in columns:
         if name not in schema.names:
             raise InputError(f"feature column '{name}' not found in DATA partition '{where}' "
@@ -125,15 +144,10 @@ def check_features(schema: pa.Schema, columns, where: str, categorical=()) -> No
             raise InputError(f"feature column '{name}' has unsupported type {t} (DATA partition "
                              f"'{where}'); drop it with --exclude {name}")
         if kind != "null" and (kind == "categorical") != (name in categorical):
-            first = "text or categories" if name in categorical else "no text or categories"
+            others = "text or categories" if name in categorical else "no text or categories"
             raise InputError(f"feature column '{name}' has type {t} in DATA partition '{where}' "
-                             f"but holds {first} in the first partition; give every partition "
+                             f"but holds {others} in the other partitions; give every partition "
                              f"the same column types, or --exclude {name}")
-
-
-def categorical_columns(schema: pa.Schema, columns) -> tuple:
-    """The text or dictionary feature columns (coded with the merged vocabulary)."""
-    return tuple(c for c in columns if _kind(schema.field(c).type) == "categorical")
 
 
 def partition_matrix(table: pa.Table, columns, where: str, vocabularies=None) -> np.ndarray:
@@ -295,6 +309,10 @@ def _merge_counts(a, b, names=()):
     return a[0] + b[0], tuple(merge_value_counts(x, y, name=n) for x, y, n in zip(a[1], b[1], names))
 
 
+def _schema(part) -> pa.Schema:
+    return part.schema()
+
+
 def _size(sample) -> int:
     return len(sample)
 
@@ -327,9 +345,11 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
                          "least 2")
     from .oof import model_list
     model_list(oof.model)  # an unknown model name: one line here, not on every worker
-    schema = parts[0].schema()
-    columns = tuple(feature_columns(schema, parts[0].label, oof))
-    categorical = categorical_columns(schema, columns)
+    # every partition's schema (read on the workers): a text column null throughout the first
+    # partition is text all the same
+    schemas = engine.get(engine.map(_schema, parts))
+    columns = tuple(feature_columns(schemas[0], parts[0].label, oof))
+    categorical = categorical_columns(schemas, columns, [p.path for p in parts])
     sources = [FeatureSource(p, i, columns, oof, categorical) for i, p in enumerate(parts)]
     clock, cpu_clock = time.perf_counter(), time.process_time()
     seconds, cpu = {}, {}

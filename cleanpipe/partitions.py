@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 SUCCESS = "_SUCCESS"
 MANIFEST = "_manifest.json"
 WORK = "_work"
+#: What cleanpipe writes into its ``_SUCCESS`` and ``_work/_cleanpipe`` markers, and under
+#: ``written_by`` in its ``_manifest.json``: a marker without it (Spark's empty ``_SUCCESS``, a
+#: user's own file) is not cleanpipe's, so it is refused like any other file, never replaced.
+SIGNATURE = "cleanpipe partitioned dataset"
+_WORK_MARKER = "_cleanpipe"
 #: Metadata key of a flags partition: the estimates it was scored with.
 RUN_KEY = b"cleanpipe.partition_run"
 _FLAG_COLUMNS = ("given_label", "predicted_label", "label_score", "p_noisy", "is_label_issue")
@@ -470,11 +475,39 @@ def _written_here(out: str, path: str) -> bool:
     return RUN_KEY in meta or CLEAN_KEY in meta
 
 
+def _marker_is_ours(filesystem, root: str, name: str) -> bool:
+    """Whether the marker ``name`` in ``root`` (``_SUCCESS``, ``_manifest.json`` or ``_work``) is
+    one cleanpipe wrote: it carries :data:`SIGNATURE`. Anything else, unreadable or not, is the
+    user's."""
+    try:
+        if name == WORK:
+            path = f"{root}/{WORK}/{_WORK_MARKER}"
+        else:
+            path = f"{root}/{name}"
+        with filesystem.open_input_file(path) as fh:
+            data = fh.read() if name == MANIFEST else fh.read(4096)  # a manifest lists every file
+    except Exception:  # noqa: BLE001 - missing, a folder, unreadable: not provably ours
+        return False
+    if name != MANIFEST:
+        return data.decode("utf-8", "replace").strip() == SIGNATURE
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(manifest, dict) and manifest.get("written_by") == SIGNATURE
+
+
+def _mark_work(filesystem, root: str) -> None:
+    """Create ``root/_work`` with cleanpipe's marker, so a rerun knows the folder is its own."""
+    _atomic_write(filesystem, f"{root}/{WORK}/{_WORK_MARKER}", SIGNATURE.encode(), mkdir=True)
+
+
 def _guard_out(out: str, inputs: dict, names, engine, *, option: str = "--out") -> None:
     """The output rule of the partitioned paths (flag and clean): refuse an ``out`` that is,
     contains or lies inside an input, or that holds anything cleanpipe did not write. A file
     named like one of the partitions ``names`` counts as cleanpipe's only when it carries a
-    partition's metadata (the workers check, in parallel), so nothing of the user's is replaced.
+    partition's metadata (the workers check, in parallel), and ``_SUCCESS``, ``_manifest.json``
+    and ``_work`` only when they carry :data:`SIGNATURE`, so nothing of the user's is replaced.
 
     Parameters
     ----------
@@ -511,6 +544,8 @@ def _guard_out(out: str, inputs: dict, names, engine, *, option: str = "--out") 
     infos = out_fs.get_file_info(pafs.FileSelector(out_root))
     foreign = [i.base_name for i in infos if i.base_name not in names | {SUCCESS, MANIFEST, WORK}
                and not i.base_name.startswith(".tmp-")]
+    foreign += [i.base_name for i in infos if i.base_name in (SUCCESS, MANIFEST, WORK)
+                and not _marker_is_ours(out_fs, out_root, i.base_name)]
     same = [i.path for i in infos if i.base_name in names]
     if same:
         ours = engine.get(engine.map(_written_here, [out] * len(same), same))
@@ -586,6 +621,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     out_fs, out_root = _filesystem(out)
     _guard_out(out, {"DATA": data}, [os.path.basename(f) for f in files], engine)
     _make_out(out_fs, out_root)
+    _mark_work(out_fs, out_root)
     bare = [PartitionSource(data, f, label, pred_probs, target=target) for f in files]
     scans = engine.get(engine.map(_scan, bare))
     classes = _merged_classes(scans, files, label)
@@ -651,7 +687,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
         issues = int(est.confident.issues_per_class.sum())
         rate = float(est.confident.issues_per_class.sum() / max(est.n_rows, 1))
     summary = {
-        "source": data, "partitions": len(files), "labelled_rows": int(est.n_rows),
+        "source": _recorded(data), "partitions": len(files), "labelled_rows": int(est.n_rows),
         "n_classes": len(classes), "classes": [str(c) for c in classes], "method": method,
         **({"multi_label": True} if target is not None else {}),
         "flagged": int(sum(w[0] for w in written)),
@@ -668,10 +704,39 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     }
     if oof_info is not None:
         summary["oof"] = oof_info
-    _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
-    out_fs.delete_dir(f"{out_root}/{WORK}")  # the partials only served a resume
-    _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")
+    _commit(out_fs, out_root, summary, work=True)
     return summary
+
+
+def _recorded(data: str) -> str:
+    """DATA as the manifest records it: a local path made absolute (a later ``clean`` may run from
+    another folder), a URI as given."""
+    return data if "://" in data else os.path.abspath(data)
+
+
+def _flagged_sources(source, flags_root: str) -> dict:
+    """The local DATA a flags manifest records, ``option -> absolute path``, for the overlap check
+    of ``clean``. A relative one (written before DATA was recorded absolute) was relative to a
+    folder no longer known: it is taken against the manifest's folder, and against the current
+    one too, and both are refused as outputs. A URI or nothing: none (a local --out cannot hit
+    it; a remote one is checked against FLAGS)."""
+    what = "DATA (the source of FLAGS)"
+    if not source or "://" in source:
+        return {}
+    if os.path.isabs(source):
+        return {what: source}
+    return {what: os.path.normpath(os.path.join(flags_root, source)),
+            f"{what}, taken from the current folder": os.path.abspath(source)}
+
+
+def _commit(out_fs, out_root: str, summary: dict, *, work: bool = False) -> None:
+    """Commit ``out``: ``_manifest.json`` (the summary, signed), the partials' ``_work`` removed
+    (``work``: they only served a resume), and, last, ``_SUCCESS`` (signed)."""
+    summary = dict(summary, written_by=SIGNATURE)
+    _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
+    if work:
+        out_fs.delete_dir(f"{out_root}/{WORK}")
+    _atomic_write(out_fs, f"{out_root}/{SUCCESS}", f"{SIGNATURE}\n".encode())
 
 
 def _first(result):
@@ -746,18 +811,18 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
     try:
         with flags_fs.open_input_file(f"{flags_root}/{MANIFEST}") as fh:
             manifest = json.loads(fh.read())
-        committed = flags_fs.get_file_info(f"{flags_root}/{SUCCESS}").type == pafs.FileType.File
-    except (FileNotFoundError, OSError):
+        committed = (_marker_is_ours(flags_fs, flags_root, SUCCESS)
+                     and manifest.get("written_by") == SIGNATURE)
+    except (FileNotFoundError, OSError, ValueError, AttributeError):
         committed = False
     if not committed:
         raise InputError(f"FLAGS '{flags}' is not a committed partitioned flags dataset (no "
                          f"{SUCCESS}); run cleanpipe flag --engine dask on the data first")
     out_fs, out_root = _filesystem(out)
     names = manifest["files"]
-    source = manifest.get("source")  # the flagged data: a cleaned file there would be read again
-    _guard_out(out, {"FLAGS": flags,
-                     "DATA (the source of FLAGS)": source if source and "://" not in source
-                     and "://" not in flags else None}, names, engine)
+    # the flagged data: a cleaned file there would be read again
+    sources = _flagged_sources(manifest.get("source"), flags_root) if "://" not in flags else {}
+    _guard_out(out, {"FLAGS": flags, **sources}, names, engine)
     _make_out(out_fs, out_root)
     options = dict(options, mode=mode)
     if options.get("label") is None:  # the CLI passes --label None when it is not given
@@ -772,6 +837,5 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
                "settings": {k: v for k, v in options.items() if k != "mode"},
                "written": {"computed": sum(not r for _, r in done), "reused": sum(r for _, r in done)},
                "files": names}
-    _atomic_write(out_fs, f"{out_root}/{MANIFEST}", json.dumps(summary, indent=1).encode())
-    _atomic_write(out_fs, f"{out_root}/{SUCCESS}", b"")
+    _commit(out_fs, out_root, summary)
     return summary

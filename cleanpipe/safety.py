@@ -464,6 +464,30 @@ def write_error(exc: BaseException, path, *, knob: str | None = None, then: str 
     return InputError(f"cannot write '{path}' ({what}); {fix}{then}")
 
 
+_TASK_PATH = re.compile(r"\[Errno \d+\][^\n']*'([^'\n]+)'")
+
+
+def spark_write_error(exc: BaseException, path) -> InputError | None:
+    """One line for a Spark job that failed with a fault of the environment while ``path`` was
+    being written, or ``None`` (anything else: re-raise it as it is).
+
+    Spark sends a task's error back as text (a ``PythonException``, a ``Py4JJavaError`` holding
+    the JVM's trace), so the errno is read from that text, or from Hadoop's exception name
+    (:data:`_JAVA_FAULTS`). Spark's own writer failing is :func:`write_error` of ``path``; a
+    Python task failing names the file in its error (a task before the write, reading its
+    partition), with the fix of the same table.
+    """
+    code = _errno_of(exc)
+    if code not in _FIXES:
+        return None
+    text = str(exc)
+    if "Python worker" not in text:
+        return write_error(exc, path)
+    m = _TASK_PATH.search(text)
+    what, fix = _FIXES[code]
+    return InputError(f"{what} at '{m.group(1) if m else path}'; {fix}")
+
+
 def nearest_folder(path) -> str:
     """The closest existing folder at or above the folder of ``path``."""
     parent = os.path.dirname(os.path.abspath(os.fspath(path)))
@@ -494,6 +518,11 @@ _FIXES = {
 _ERRNO_TEXT = re.compile(r"\[errno (\d+)\]|errno[ =:]+(\d+)", re.IGNORECASE)
 
 
+#: Hadoop's exceptions for faults of the table above: Spark's JVM writer names no errno.
+_JAVA_FAULTS = {"ParentNotDirectoryException": errno.ENOTDIR, "AccessDeniedException": errno.EACCES,
+                "DiskOutOfSpaceException": errno.ENOSPC}
+
+
 def _errno_of(exc: BaseException) -> int | None:
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code:
@@ -501,6 +530,9 @@ def _errno_of(exc: BaseException) -> int | None:
     m = _ERRNO_TEXT.search(str(exc))  # pyarrow and torch put it in the text
     if m:
         return int(m.group(1) or m.group(2))
+    for name, code in _JAVA_FAULTS.items():
+        if name in str(exc):
+            return code
     text = str(exc).lower()
     for code in _FIXES:
         if os.strerror(code).lower() in text:

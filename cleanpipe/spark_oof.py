@@ -321,11 +321,12 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
         The DataFrame, and ``{"fold_rows", "rate", "sample_rows", "max_sample_rows"}`` for the
         record.
     """
+    from .features import categorical_columns
     from .hashed_folds import check_fold_counts, fit_fold_models, merge_samples, training_rate
     from .spark import _spark_schema, arrow_schema
 
     schema = arrow_schema(df)
-    categorical = tuple(c for c in features if _text(schema.field(c).type))
+    categorical = categorical_columns([schema], features, ["the DataFrame"])
     plan = OofPlan(label, classes, features, id_column, folds, seed, categorical)
     selected = df.select(*plan.columns)
     rows = selected.mapInArrow(_count_task(plan), "partition INT, counts ARRAY<LONG>, "

@@ -114,26 +114,44 @@ def _spark_schema(schema: pa.Schema):
     return convert(schema)
 
 
+#: Appended to a refused write of a Delta table's file: what the reader sees.
+_NOT_COMMITTED = "; nothing was committed, the table is as it was"
+
+
 def _write_task(folder: str, schema: pa.Schema, token: str):
-    """The ``mapInArrow`` function that writes one partition as one Parquet file in ``folder``."""
+    """The ``mapInArrow`` function that writes one partition as one Parquet file in ``folder``.
+
+    A write the system refuses is sent back as the one line of
+    :func:`cleanpipe.safety.write_error` (Spark returns only text), its half-written file removed.
+    """
     def run(batches):
         from pyspark import TaskContext
         index = TaskContext.get().partitionId()
         name = f"part-{index:05d}-{token}.c000.zstd.parquet"
+        path = os.path.join(folder, name)
         rows = 0
-        with pq.ParquetWriter(os.path.join(folder, name), schema, compression="zstd") as writer:
-            for batch in batches:
-                writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
-                rows += batch.num_rows
-        st = os.stat(os.path.join(folder, name))
+        try:
+            with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+                for batch in batches:
+                    writer.write_batch(batch.cast(schema) if batch.schema != schema else batch)
+                    rows += batch.num_rows
+            st = os.stat(path)
+        except OSError as exc:  # pyarrow's IO errors are OSErrors too
+            from .safety import write_error
+            if os.path.isfile(path):
+                os.remove(path)
+            yield pa.RecordBatch.from_pydict(
+                {"partition": [index], "path": [None], "size": [None], "rows": [None], "mtime": [None],
+                 "error": [str(write_error(exc, path, then=_NOT_COMMITTED))]}, schema=_FILES)
+            return
         yield pa.RecordBatch.from_pydict(
-            {"path": [name], "size": [st.st_size], "rows": [rows], "mtime": [int(st.st_mtime * 1000)]},
-            schema=_FILES)
+            {"partition": [index], "path": [name], "size": [st.st_size], "rows": [rows],
+             "mtime": [int(st.st_mtime * 1000)], "error": [None]}, schema=_FILES)
     return run
 
 
-_FILES = pa.schema([("path", pa.string()), ("size", pa.int64()), ("rows", pa.int64()),
-                    ("mtime", pa.int64())])
+_FILES = pa.schema([("partition", pa.int32()), ("path", pa.string()), ("size", pa.int64()),
+                    ("rows", pa.int64()), ("mtime", pa.int64()), ("error", pa.string())])
 
 
 def write_delta(df, target: str) -> int:
@@ -160,8 +178,17 @@ def write_delta(df, target: str) -> int:
     schema = table_format_schema(arrow_schema(df)).remove_metadata()
     os.makedirs(target, exist_ok=True)
     token = uuid.uuid4().hex
-    files = df.mapInArrow(_write_task(target, schema, token),
-                          "path STRING, size LONG, rows LONG, mtime LONG").collect()
+    files = df.mapInArrow(_write_task(target, schema, token), "partition INT, path STRING, "
+                          "size LONG, rows LONG, mtime LONG, error STRING").collect()
+    failed = sorted((f["partition"], f["error"]) for f in files if f["error"] is not None)
+    if failed:  # the files the other partitions wrote are not in the log: readers never see them
+        for f in files:
+            if f["path"] is not None:
+                try:
+                    os.remove(os.path.join(target, f["path"]))
+                except OSError:
+                    pass
+        raise InputError(failed[0][1])
     adds = [AddAction(f["path"], f["size"], {}, f["mtime"] or int(time.time() * 1000), True,
                       json.dumps({"numRecords": f["rows"]})) for f in files]
     if is_delta_table(target):

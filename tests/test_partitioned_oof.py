@@ -203,8 +203,8 @@ def _null_ids(t):
      "label column 'y' has type string in DATA partition"),
     ("null_id", _null_ids, "id column 'id' has 1 null value(s) in DATA partition '{p}'"),
     ("text_in_one_partition", lambda t: t.set_column(1, "x0", pa.array(["a"] * t.num_rows)),
-     "feature column 'x0' has type string in DATA partition '{p}' but holds no text or "
-     "categories in the first partition"),
+     "feature column 'x0' has type string (text or categories) in DATA partition '{p}' but "
+     "double in '{first}'; give every partition the same column types, or --exclude x0"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, cluster, case, fix, message):
     write_dataset(tmp_path / "data")
@@ -214,7 +214,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cluster, case, fix, message):
     assert r.exit_code == 2, r.output
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in r.output
-    assert message.format(p=bad) in err, err
+    assert message.format(p=bad, first=tmp_path / "data" / "part-000.parquet") in err, err
     with pytest.raises(InputError):
         flag_partitions(str(tmp_path / "data"), str(tmp_path / "local"), label="y", oof=SETTINGS)
 
@@ -357,3 +357,32 @@ def test_a_text_feature_on_dask_equals_local_with_the_real_limit(tmp_path, clien
     _, P_local = run_oof(tmp_path, "local", LocalEngine(), settings)
     _, P_dask = run_oof(tmp_path, "dask", DaskEngine(client), settings)
     np.testing.assert_array_equal(P_dask, P_local)
+
+
+@pytest.mark.parametrize("first", ["part-000.parquet", "part-003.parquet"])
+def test_a_text_feature_null_throughout_one_partition_is_text(tmp_path, client, first):
+    """pyarrow writes a column null throughout a partition with type null: its kind comes from
+    the other partitions (null promotes), so the flags equal those of the same dataset with the
+    nulls typed as text, and no partition is refused for it (the first one included)."""
+    write_dataset(tmp_path / "typed")
+    _with_colour(tmp_path / "typed")
+    (tmp_path / "nulls").mkdir()
+    for f in sorted(os.listdir(tmp_path / "typed")):
+        t = pq.read_table(tmp_path / "typed" / f)
+        if f == first:
+            t = t.set_column(t.schema.get_field_index("colour"), "colour", pa.nulls(t.num_rows))
+            typed = t.set_column(t.schema.get_field_index("colour"), "colour",
+                                 pa.nulls(t.num_rows, pa.string()))
+            pq.write_table(typed, tmp_path / "typed" / f)
+        pq.write_table(t, tmp_path / "nulls" / f)
+    assert pq.read_schema(tmp_path / "nulls" / first).field("colour").type == pa.null()
+    settings = OofSettings("logreg", 3, 5, 900, ids=("id",))
+    want = flag_partitions(str(tmp_path / "typed"), str(tmp_path / "want"), label="y",
+                           oof=settings)
+    got = flag_partitions(str(tmp_path / "nulls"), str(tmp_path / "got"), label="y",
+                          oof=settings, engine=DaskEngine(client))
+    assert got["oof"]["categorical"] == want["oof"]["categorical"] == ["colour"]
+    for f in sorted(os.listdir(tmp_path / "typed")):
+        cols = ["label_score", "is_label_issue"]
+        assert pq.read_table(tmp_path / "got" / f, columns=cols).equals(
+            pq.read_table(tmp_path / "want" / f, columns=cols))

@@ -495,3 +495,94 @@ def test_an_os_error_a_task_raised_is_mapped_on_the_driver(code, words):
 
     with pytest.raises(InputError, match=rf"{words} at '/somewhere/part-0.parquet'"):
         LocalEngine().get(LocalEngine().map(task, [0, 1]))
+
+
+@pytest.mark.parametrize("command", ["flag", "clean"])
+@pytest.mark.parametrize("marker", [SUCCESS, MANIFEST, WORK])
+def test_a_users_own_marker_in_out_is_refused_and_kept(dataset, tmp_path, command, marker):
+    """``_SUCCESS``, ``_manifest.json`` and ``_work`` are cleanpipe's only when they carry its
+    signature: a user's own (Spark's empty ``_SUCCESS``, a manifest of another tool, a folder)
+    is refused in one line like any other file, and left as it was."""
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flag_partitions(str(data), str(tmp_path / "flags"), label="y", pred_probs="probs")
+    out = tmp_path / "out"
+    out.mkdir()
+    if marker == WORK:
+        (out / WORK).mkdir()
+        (out / WORK / "notes.txt").write_text("mine")
+    else:
+        (out / marker).write_text("" if marker == SUCCESS else '{"files": ["part-000.parquet"]}')
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with pytest.raises(InputError) as err:
+        if command == "flag":
+            flag_partitions(str(data), str(out), label="y", pred_probs="probs")
+        else:
+            clean_partitions(str(tmp_path / "flags"), str(out))
+    assert str(err.value) == (f"--out directory '{out}' holds files cleanpipe did not write "
+                              f"({marker}); they are never replaced: choose an empty or new "
+                              "--out directory")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_a_flags_folder_with_a_foreign_success_is_not_committed(dataset, tmp_path):
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flags = tmp_path / "flags"
+    flag_partitions(str(data), str(flags), label="y", pred_probs="probs")
+    assert (flags / SUCCESS).read_text().startswith("cleanpipe")
+    assert json.loads((flags / MANIFEST).read_text())["written_by"].startswith("cleanpipe")
+    (flags / SUCCESS).write_text("")  # as Spark or Hadoop writes it
+    with pytest.raises(InputError, match=r"is not a committed partitioned flags dataset"):
+        clean_partitions(str(flags), str(tmp_path / "cleaned"))
+
+
+def test_clean_from_another_folder_still_refuses_an_out_inside_relative_data(dataset, tmp_path,
+                                                                             monkeypatch):
+    """DATA given relative to the folder flag ran in is recorded absolute, so a clean run from
+    elsewhere still refuses an --out inside it."""
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    monkeypatch.chdir(tmp_path)
+    flag_partitions("data", "flags", label="y", pred_probs="probs")
+    assert json.loads((tmp_path / "flags" / MANIFEST).read_text())["source"] == str(data)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(InputError, match=r"--out '.*/data/cleaned' would overwrite the input DATA "
+                                         r"\(the source of FLAGS\)"):
+        clean_partitions(str(tmp_path / "flags"), str(data / "cleaned"))
+    assert not (data / "cleaned").exists()
+
+
+def test_an_old_relative_source_is_resolved_against_the_manifests_folder(dataset, tmp_path,
+                                                                         monkeypatch):
+    """A manifest written before DATA was recorded absolute: the relative DATA is taken against
+    the manifest's folder (and the current one), not only the current folder."""
+    from cleanpipe.partitions import clean_partitions
+    data, _, _ = dataset
+    flags = tmp_path / "flags"
+    flag_partitions(str(data), str(flags), label="y", pred_probs="probs")
+    manifest = json.loads((flags / MANIFEST).read_text())
+    (flags / MANIFEST).write_text(json.dumps(dict(manifest, source="../data")))
+    cwd = tmp_path / "a" / "b"
+    cwd.mkdir(parents=True)
+    monkeypatch.chdir(cwd)  # not where flag ran: ../data from here is a/data
+    with pytest.raises(InputError, match=r"--out '.*/data/cleaned' would overwrite the input DATA "
+                                         r"\(the source of FLAGS\)"):
+        clean_partitions(str(flags), str(data / "cleaned"))
+    assert not (data / "cleaned").exists()
+
+
+def test_a_large_signed_manifest_is_cleanpipes(tmp_path):
+    """A manifest of many partitions (over a MiB of file names) is read whole, not cut short and
+    taken for the user's."""
+    from pyarrow import fs
+
+    from cleanpipe.partitions import SIGNATURE, _marker_is_ours
+    files = [f"part-{i:07d}-0123456789abcdef.parquet" for i in range(40_000)]
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": files, "written_by": SIGNATURE}))
+    assert (tmp_path / MANIFEST).stat().st_size > 1 << 20
+    assert _marker_is_ours(fs.LocalFileSystem(), str(tmp_path), MANIFEST)
+    (tmp_path / MANIFEST).write_text(json.dumps({"files": files}))
+    assert not _marker_is_ours(fs.LocalFileSystem(), str(tmp_path), MANIFEST)

@@ -472,7 +472,7 @@ def _resolve_paths(source, sink, base: Path, flag=None):
     """Relative local paths are relative to the pipeline file's folder, not the working directory;
     with ``flag``, returns its ``against`` resolved too."""
     def local(p):
-        if p is None or p.startswith("s3://") or p == ":memory:" or Path(p).is_absolute():
+        if p is None or "://" in p or p == ":memory:" or Path(p).is_absolute():  # a URI as given
             return p
         return str((base / p).resolve())
 

@@ -223,6 +223,19 @@ def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:
         raise ConfigError(f"{origin}: [columns] features: {exc}") from None
 
 
+def _check_spark_fit(p, origin: str) -> None:
+    """``[oof] n_jobs`` and ``device`` where Spark's stages fit the fold models (on the driver):
+    the rule of the partitioned paths (:func:`cleanpipe.partitioned_oof.check_fit_options`)."""
+    if not p.spark or not ("oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None)):
+        return
+    from ..partitioned_oof import check_fit_options
+    try:
+        check_fit_options(p.oof.n_jobs, p.oof.device, names=("[oof] n_jobs", "[oof] device"),
+                          engine="spark")
+    except InputError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
 def _open_sink(p, origin: str):
     if p.sink is None:
         return None, {}
@@ -267,6 +280,7 @@ def preflight(p, origin: str | None = None) -> Endpoints:
         multi_label = _check_multilabel(p, schema, origin)
         _check_partitioned(p, multi_label, origin)
         _check_spark(p, schema, multi_label, origin)
+        _check_spark_fit(p, origin)
         sink, targets = _open_sink(p, origin)
     except BaseException:
         source.close()

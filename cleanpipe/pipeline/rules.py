@@ -295,10 +295,20 @@ def _check_spark(p, origin: str) -> None:
     if src.type not in SPARK_SOURCES:
         raise ConfigError(f"{origin}: {why}, which reads Parquet, Delta or Iceberg tables; [source] "
                           f"type = {src.type!r} is not one: write the table as Parquet, {off}")
-    if src.type == "parquet" and (src.path.startswith("s3://") or any(ch in src.path for ch in "*?[")):
-        raise ConfigError(f"{origin}: {why}; [source] path = {src.path!r} must be a local Parquet file "
-                          f"or directory (Spark's own connectors reach object stores: read it with "
-                          f"cleanpipe.spark_tables in Python), {off}")
+    path = getattr(src, "path", None) or ""
+    if src.type in ("parquet", "delta") and "://" in path:
+        # Spark's executors read an object store only through Spark's own connector (s3a://,
+        # hadoop-aws on the cluster's classpath); cleanpipe's pyarrow S3 client cannot feed them.
+        raise ConfigError(f"{origin}: {why}; [source] path = {path!r} must be a local Parquet file "
+                          f"or directory (one every executor can read), as a pipeline does not set "
+                          f"up Spark's object-store connector: read it in Python with "
+                          f"spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath) "
+                          f"and cleanpipe.spark.flag, use backend = \"dask\" (it reads s3:// "
+                          f"itself), {off}")
+    if src.type == "parquet" and any(ch in path for ch in "*?["):
+        raise ConfigError(f"{origin}: {why}; [source] path = {path!r} must be a local Parquet file "
+                          f"or directory, not a glob: pass the directory that holds the files, "
+                          f"{off}")
     if "retrain" in p.stages:
         rest = [s for s in p.stages if s != "retrain"]
         raise ConfigError(f"{origin}: {why}, and retrain trains one model on one machine; write "

@@ -50,7 +50,17 @@ def _oof_settings(ctx, schema) -> dict:
 
 
 def _write(frame, folder: Path) -> None:
-    frame.write.mode("errorifexists").parquet(str(folder))
+    """``frame`` as a Parquet folder (Spark's writer); a write the system refuses (a full disk, a
+    permission, a file where a folder should be) is one line naming it and the fix
+    (:func:`cleanpipe.safety.spark_write_error`): Spark sends it back as text, not an OSError."""
+    try:
+        frame.write.mode("errorifexists").parquet(str(folder))
+    except Exception as exc:  # noqa: BLE001 - mapped when it is the environment's, else re-raised
+        from ..safety import spark_write_error
+        user = spark_write_error(exc, folder)
+        if user is None:
+            raise
+        raise user from None
 
 
 def run_oof(ctx, out: Path) -> dict:

@@ -79,3 +79,52 @@ def test_the_command_line_engine_overrides_the_file(folder):
     assert res.exit_code == 2 and "[oof] backend = \"spark\" runs the stages on Spark" in res.stderr, res.output
     parquet = _write(folder, BASE.replace('engine = "spark"', 'engine = "loky"'))
     assert load_pipeline(parquet, overrides=['oof.engine="spark"']).spark
+
+
+@pytest.mark.parametrize("edit, expect", [
+    ("n_jobs = 4", "[oof] n_jobs 4 does not apply when the fold models are fitted on the Spark "
+                   "driver: the folds fit there one after another on the bounded training sample, "
+                   "each with the driver's threads; drop [oof] n_jobs"),
+    ('device = "cuda"', "[oof] device cuda is not available when the fold models are fitted on the "
+                        "Spark driver: the fold models fit on the driver's CPUs; drop [oof] device, "
+                        "or run on one machine"),
+])
+def test_fit_options_the_spark_driver_cannot_honour_are_refused(folder, edit, expect):
+    """``[oof] n_jobs`` / ``device`` are refused, as on Dask, rather than silently ignored."""
+    path = _write(folder, BASE.replace("folds = 3", f"folds = 3\n{edit}"))
+    res = run_cli("run", path, "--runs-dir", folder / "runs", "--check")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == f"error: {path}: {expect}", res.stderr
+    assert not (folder / "runs").exists()
+    # stages that fit nothing take them as the other engines do: no fold model, nothing to refuse
+    path = _write(folder, BASE.replace("folds = 3", f"folds = 3\n{edit}").replace(
+        'stages = ["oof", "flag", "clean"]', 'stages = ["clean"]'))
+    assert "n_jobs" not in run_cli("run", path, "--runs-dir", folder / "runs", "--check").stderr
+
+
+@pytest.mark.parametrize("extra", ['device = "cpu"', "n_jobs = 1"])
+def test_the_default_fit_options_pass_on_spark(folder, extra):
+    path = _write(folder, BASE.replace("folds = 3", f"folds = 3\n{extra}"))
+    res = run_cli("run", path, "--runs-dir", folder / "runs", "--check")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("kind, path", [("parquet", "s3://bucket/data/"), ("parquet", "s3a://bucket/data/"),
+                                        ("delta", "s3://bucket/table")])
+def test_an_object_store_source_is_refused_with_what_reads_it(folder, kind, path):
+    """A pipeline does not set up Spark's object-store connector (hadoop-aws): the path is refused
+    before any work, naming the key and the ways that do read it, never taken for a local
+    folder (``s3a://`` was joined to the pipeline's folder)."""
+    text = BASE.replace('type = "parquet"', f'type = "{kind}"').replace('"data.parquet"', f'"{path}"')
+    pipe = _write(folder, text)
+    res = run_cli("run", pipe, "--runs-dir", folder / "runs", "--check")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == (
+        f"error: {pipe}: [oof] backend = \"spark\" runs the stages on Spark; [source] path = "
+        f"'{path}' must be a local Parquet file or directory (one every executor can read), as a "
+        "pipeline does not set up Spark's object-store connector: read it in Python with "
+        "spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath) and "
+        "cleanpipe.spark.flag, use backend = \"dask\" (it reads s3:// itself), or remove "
+        "backend = \"spark\" to run on one machine"), res.stderr
+    assert load_pipeline(_write(folder, text.replace('engine = "spark"', 'engine = "loky"'))
+                         ).source.path == path  # a URI is kept as given

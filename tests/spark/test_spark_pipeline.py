@@ -141,3 +141,57 @@ def test_bad_input_gives_the_one_machine_errors(spark, tmp_path):
             assert res.exit_code == 2, res.output
             lines.append(res.output.strip().splitlines()[-1].replace(str(pipe), "PIPE"))
         assert lines[0] == lines[1] and lines[0].startswith("error: "), lines
+
+
+def test_a_stage_write_the_system_refuses_is_one_line_exit_2(spark, tmp_path, monkeypatch):
+    """Spark's own writer failing on the environment (here a file where the stage's folder goes:
+    Hadoop's ParentNotDirectoryException, no errno) is one line naming the folder and the fix,
+    exit 2, as on one machine; not the CLI's internal-error fallback with Spark's trace."""
+    from cleanpipe.errors import InputError
+    from cleanpipe.pipeline import spark_stages
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, where a folder should be")
+    with pytest.raises(InputError) as err:
+        spark_stages._write(spark.range(3), blocker / "flags")
+    assert str(err.value) == f"cannot write '{blocker / 'flags'}' (not a directory); fix the path"
+    assert blocker.read_text() == "a file, where a folder should be"
+
+    # Through `cleanpipe run`: the flags stage's folder blocked the same way.
+    table = _rows(n=60)
+    _write_parts(table, tmp_path / "data", parts=2)
+    pipe = _pipeline(tmp_path, 'stages = ["flag"]\n[source]\ntype = "parquet"\npath = "data"\n'
+                     '[columns]\nlabel = "label"\n[flag]\npred_probs = "probs"\n'
+                     '[oof]\nengine = "spark"\n')
+    real = spark_stages._write
+
+    def write_into_a_file(frame, folder):
+        folder.parent.joinpath("in-the-way").write_text("x")
+        return real(frame, folder.parent / "in-the-way" / folder.name)
+
+    monkeypatch.setattr(spark_stages, "_write", write_into_a_file)
+    res = _run("run", pipe, "--runs-dir", tmp_path / "runs")
+    assert res.exit_code == 2, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: stage flag: cannot write '") and line.endswith(
+        "/in-the-way/flags' (not a directory); fix the path"), res.output
+    assert "Traceback" not in res.output and "internal error" not in res.output
+
+
+def test_a_python_task_refused_by_the_system_during_a_write_names_its_file(spark, tmp_path):
+    """A task before Spark's writer (one that reads or writes its own file) failing on the
+    environment: the one line names the task's file, from the text Spark sends back."""
+    from cleanpipe.errors import InputError
+    from cleanpipe.pipeline import spark_stages
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    inside = str(blocker / "part.bin")
+
+    def task(batches):
+        for b in batches:
+            open(inside, "wb").close()
+            yield b
+
+    df = spark.range(3)
+    with pytest.raises(InputError) as err:
+        spark_stages._write(df.mapInArrow(task, df.schema), tmp_path / "out")
+    assert str(err.value) == f"not a directory at '{inside}'; fix the path"

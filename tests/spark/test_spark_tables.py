@@ -126,3 +126,30 @@ def test_read_iceberg_snapshots(spark, tmp_path):
     table.append(rows.slice(0, 5).rename_columns(["row_id", "feature", "label"]))
     with pytest.raises(InputError, match="was renamed or dropped"):
         read_iceberg(spark, "lab.train", **cat)
+
+
+def test_a_write_the_system_refuses_is_one_line_and_the_table_is_unchanged(spark, tmp_path,
+                                                                           monkeypatch):
+    """A partition's file cannot be written (a folder is where the file goes: EISDIR from the
+    system, on the executor): one line naming the file and the fix, not Spark's Python trace;
+    the other partitions' files are removed and nothing is committed."""
+    import os
+    import types
+
+    from cleanpipe import spark_tables
+    from cleanpipe.spark_tables import read_table, write_delta
+    target = tmp_path / "t"
+    df = spark.createDataFrame(_rows()).repartition(3)
+    write_delta(df, target)
+    before = sorted(os.listdir(target))
+    monkeypatch.setattr(spark_tables, "uuid", types.SimpleNamespace(
+        uuid4=lambda: types.SimpleNamespace(hex="feed")))  # the driver names the files
+    blocked = target / "part-00001-feed.c000.zstd.parquet"
+    blocked.mkdir()
+    with pytest.raises(InputError) as err:
+        write_delta(df.where("row_id < 60"), target)
+    assert str(err.value) == (f"cannot write '{blocked}' (is a directory); pass a file path; "
+                              "nothing was committed, the table is as it was")
+    assert deltalake.DeltaTable(str(target)).version() == 0
+    assert read_table(spark, target).count() == 90
+    assert sorted(os.listdir(target)) == sorted(before + [blocked.name])  # no stray part files
