@@ -811,8 +811,10 @@ def clean_partitions(flags: str, out: str, *, mode: str = "drop", engine=None, *
     try:
         with flags_fs.open_input_file(f"{flags_root}/{MANIFEST}") as fh:
             manifest = json.loads(fh.read())
-        committed = (_marker_is_ours(flags_fs, flags_root, SUCCESS)
-                     and manifest.get("written_by") == SIGNATURE)
+        # FLAGS is only read, so a flags folder written before the markers were signed (an
+        # empty _SUCCESS) still counts; its partitions' own metadata is checked as they are read
+        committed = (flags_fs.get_file_info(f"{flags_root}/{SUCCESS}").type == pafs.FileType.File
+                     and isinstance(manifest.get("files"), list))
     except (FileNotFoundError, OSError, ValueError, AttributeError):
         committed = False
     if not committed:

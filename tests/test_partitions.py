@@ -525,14 +525,24 @@ def test_a_users_own_marker_in_out_is_refused_and_kept(dataset, tmp_path, comman
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
 
-def test_a_flags_folder_with_a_foreign_success_is_not_committed(dataset, tmp_path):
+def test_a_flags_folder_from_before_the_signed_markers_is_still_cleaned(dataset, tmp_path):
+    """FLAGS is only read: a folder an earlier version committed (an empty _SUCCESS, a manifest
+    without ``written_by``) is cleaned as before; one without _SUCCESS is not committed."""
     from cleanpipe.partitions import clean_partitions
     data, _, _ = dataset
     flags = tmp_path / "flags"
     flag_partitions(str(data), str(flags), label="y", pred_probs="probs")
     assert (flags / SUCCESS).read_text().startswith("cleanpipe")
-    assert json.loads((flags / MANIFEST).read_text())["written_by"].startswith("cleanpipe")
-    (flags / SUCCESS).write_text("")  # as Spark or Hadoop writes it
+    manifest = json.loads((flags / MANIFEST).read_text())
+    assert manifest.pop("written_by").startswith("cleanpipe")
+    signed = clean_partitions(str(flags), str(tmp_path / "signed"))
+    (flags / SUCCESS).write_text("")
+    (flags / MANIFEST).write_text(json.dumps(manifest))
+    old = clean_partitions(str(flags), str(tmp_path / "old"))
+    assert old["counts"] == signed["counts"] and old["partitions"] == signed["partitions"]
+    for f in sorted((tmp_path / "signed").glob("*.parquet")):
+        assert pq.read_table(tmp_path / "old" / f.name).equals(pq.read_table(f))
+    (flags / SUCCESS).unlink()
     with pytest.raises(InputError, match=r"is not a committed partitioned flags dataset"):
         clean_partitions(str(flags), str(tmp_path / "cleaned"))
 
