@@ -540,7 +540,9 @@ def test_a_flags_folder_from_before_the_signed_markers_is_still_cleaned(dataset,
     (flags / MANIFEST).write_text(json.dumps(manifest))
     old = clean_partitions(str(flags), str(tmp_path / "old"))
     assert old["counts"] == signed["counts"] and old["partitions"] == signed["partitions"]
-    for f in sorted((tmp_path / "signed").glob("*.parquet")):
+    files = sorted((tmp_path / "signed").glob("*.parquet"))
+    assert files
+    for f in files:
         assert pq.read_table(tmp_path / "old" / f.name).equals(pq.read_table(f))
     (flags / SUCCESS).unlink()
     with pytest.raises(InputError, match=r"is not a committed partitioned flags dataset"):
