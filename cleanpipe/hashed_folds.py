@@ -273,8 +273,8 @@ class TrainingSample:
     Attributes
     ----------
     X : ndarray of shape (m, n_features), float32
-    y : ndarray of shape (m,), int64
-        Class codes ``0..K-1``.
+    y : ndarray of shape (m,), int64, or (m, K), int8
+        Class codes ``0..K-1``; or, for a multi-label label, the rows' 0/1 tags.
     folds : ndarray of shape (m,), int16
     hashes : ndarray of shape (m,), uint64
     """
@@ -291,12 +291,13 @@ class TrainingSample:
 def _sorted_sample(X, y, folds, hashes) -> TrainingSample:
     order = np.argsort(hashes, kind="stable")
     return TrainingSample(np.ascontiguousarray(X[order], dtype=np.float32),
-                          y[order].astype(np.int64), folds[order].astype(np.int16),
+                          y[order].astype(np.int64 if y.ndim == 1 else np.int8),
+                          folds[order].astype(np.int16),
                           hashes[order].astype(np.uint64))
 
 
 def sample_partial(X: np.ndarray, y: np.ndarray, hashes: np.ndarray, *, n_folds: int,
-                   rate: float) -> TrainingSample:
+                   rate: float, labelled=None) -> TrainingSample:
     """One partition's share of the training sample: its labelled rows some fold model keeps.
 
     A row is kept when ``y >= 0`` (labelled) and its sample number is below ``rate``; fold
@@ -307,13 +308,16 @@ def sample_partial(X: np.ndarray, y: np.ndarray, hashes: np.ndarray, *, n_folds:
     Parameters
     ----------
     X : ndarray of shape (n, n_features)
-    y : ndarray of shape (n,)
-        Class codes, ``-1`` for a row without a label.
+    y : ndarray of shape (n,) or (n, K)
+        Class codes, ``-1`` for a row without a label; or the rows' 0/1 tags (multi-label).
     hashes : ndarray of shape (n,), uint64
         :func:`id_hashes` of the rows' ids.
     n_folds : int
     rate : float
         :func:`training_rate` of the whole table.
+    labelled : ndarray of bool of shape (n,), optional
+        The rows with a label; default ``y >= 0`` (one class per row). Multi-label rows without
+        tags pass it.
 
     Examples
     --------
@@ -324,7 +328,8 @@ def sample_partial(X: np.ndarray, y: np.ndarray, hashes: np.ndarray, *, n_folds:
     """
     y = np.asarray(y)
     hashes = np.asarray(hashes, dtype=np.uint64)
-    keep = np.flatnonzero((y >= 0) & (_uniform(hashes) < rate))
+    labelled = y >= 0 if labelled is None else np.asarray(labelled, dtype=bool)
+    keep = np.flatnonzero(labelled & (_uniform(hashes) < rate))
     h = hashes[keep]
     return _sorted_sample(np.asarray(X)[keep], y[keep], hashed_folds(h, n_folds), h)
 

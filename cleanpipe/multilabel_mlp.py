@@ -56,26 +56,12 @@ def _inputs(torch, Z, Y, rows, hidden_tag):
     return torch.cat([Z[rows], Y[rows] * shown, shown], dim=1), hide
 
 
-def fit_predict(Z_train, Y_train, Z_test, Y_test, *, seed: int = 0, Z_extra=None):
-    """Train on one fold's rows and predict the held-out rows (and untagged extra rows).
+def fit_network(Z_train, Y_train, *, seed: int = 0):
+    """The joint network trained on one fold's rows (float32 scaled features, 0/1 tags).
 
-    Parameters
-    ----------
-    Z_train : ndarray of shape (n_train, n_inputs)
-        Scaled features of the training rows (float32).
-    Y_train : ndarray of shape (n_train, n_classes)
-        Their given 0/1 tags.
-    Z_test, Y_test : ndarrays of shape (n_test, n_inputs) and (n_test, n_classes)
-        The held-out rows; ``Y_test[n, k]`` is shown when predicting every tag of row ``n`` but ``k``.
-    seed : int, default=0
-        Seeds the initial weights and the batch order (the global torch state is left alone).
-    Z_extra : ndarray of shape (n_extra, n_inputs), optional
-        Rows without tags: predicted with every tag hidden.
-
-    Returns
-    -------
-    tuple of ndarray
-        ``(P_test, P_extra)``, float32, of shapes ``(n_test, n_classes)`` and ``(n_extra, n_classes)``.
+    Returns the trained ``torch.nn.Module`` in eval mode; :func:`predict_network` applies it (on
+    this machine, or on a worker it was shipped to: the partitioned path). ``seed`` seeds the
+    initial weights and the batch order (the global torch state is left alone).
     """
     torch = _torch()
     n, k = Y_train.shape
@@ -105,6 +91,43 @@ def fit_predict(Z_train, Y_train, Z_test, Y_test, *, seed: int = 0, Z_extra=None
             loss.mean().backward()
             opt.step()
     net.eval()
+    return net
+
+
+def predict_network(net, Z, Y=None) -> np.ndarray:
+    """Tag probabilities of rows from :func:`fit_network`'s network (float32 ``(n, n_classes)``).
+
+    With ``Y`` (the rows' given 0/1 tags) each tag is read with its own value hidden and the
+    others shown; without (rows that have no tags) from the features alone.
+    """
+    k = net[-1].out_features
+    return _predict(_torch(), net, Z, Y, k, one_hidden=Y is not None)
+
+
+def fit_predict(Z_train, Y_train, Z_test, Y_test, *, seed: int = 0, Z_extra=None):
+    """Train on one fold's rows and predict the held-out rows (and untagged extra rows).
+
+    Parameters
+    ----------
+    Z_train : ndarray of shape (n_train, n_inputs)
+        Scaled features of the training rows (float32).
+    Y_train : ndarray of shape (n_train, n_classes)
+        Their given 0/1 tags.
+    Z_test, Y_test : ndarrays of shape (n_test, n_inputs) and (n_test, n_classes)
+        The held-out rows; ``Y_test[n, k]`` is shown when predicting every tag of row ``n`` but ``k``.
+    seed : int, default=0
+        Seeds the initial weights and the batch order (the global torch state is left alone).
+    Z_extra : ndarray of shape (n_extra, n_inputs), optional
+        Rows without tags: predicted with every tag hidden.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(P_test, P_extra)``, float32, of shapes ``(n_test, n_classes)`` and ``(n_extra, n_classes)``.
+    """
+    torch = _torch()
+    k = Y_train.shape[1]
+    net = fit_network(Z_train, Y_train, seed=seed)
     return (_predict(torch, net, Z_test, Y_test, k, one_hidden=True),
             _predict(torch, net, Z_extra, None, k, one_hidden=False))
 

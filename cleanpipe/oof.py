@@ -573,30 +573,49 @@ def multilabel_folds(Y: np.ndarray, folds: int, seed: int) -> list:
         return list(cv.split(np.zeros(len(n_tags)), np.minimum(n_tags, cap)))
 
 
+class TagModel:
+    """``P(tag)`` of one class, fitted once and applied to any rows (picklable: the partitioned
+    path ships it to the workers): a fitted binary model, or the base rate of a training set
+    without positives (or negatives)."""
+
+    def __init__(self, model=None, col: int = 1, rate: float = 0.0):
+        self.model, self.col, self.rate = model, col, rate
+
+    def __call__(self, A) -> np.ndarray:
+        if self.model is None:
+            return np.full(len(A), self.rate, np.float32)
+        if not len(A):
+            return np.zeros(0, np.float32)
+        return self.model.predict_proba(A)[:, self.col].astype(np.float32)
+
+
+def fit_tag(est, A, y, train) -> TagModel:
+    """One class's model fitted on rows ``train`` of the design ``A`` (0/1 ``y``); a training set
+    with one value predicts that base rate (:class:`TagModel`)."""
+    y_train = y[train]
+    rate = float(y_train.mean())
+    if rate in (0.0, 1.0):  # a fold without positives (or negatives): the base rate is all it knows
+        return TagModel(rate=rate)
+    model = clone(est)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        model.fit(A[train], y_train)
+    return TagModel(model, int(np.flatnonzero(np.asarray(model.classes_) == 1)[0]))
+
+
 def _fit_binary(est, X, y, train, test, X_extra, others=None, est_extra=None):
     """One class of one fold: ``P(tag)`` for the test rows and the extra rows (float32).
 
     ``others`` (the row's other given tags) join the features when given; the extra rows have no
     tags, so ``est_extra`` is then fitted on ``X`` alone to predict them.
     """
-    y_train = y[train]
-    rate = float(y_train.mean())
+    rate = float(y[train].mean())
     if rate in (0.0, 1.0):  # a fold without positives (or negatives): the base rate is all it knows
         return (np.full(len(test), rate, np.float32), np.full(len(X_extra), rate, np.float32))
     F = X if others is None else np.hstack([X, others.astype(X.dtype)])
-
-    def fit(model, A):
-        model = clone(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            model.fit(A[train], y_train)
-        col = int(np.flatnonzero(np.asarray(model.classes_) == 1)[0])
-        return lambda B: (model.predict_proba(B)[:, col].astype(np.float32) if len(B)
-                          else np.zeros(0, np.float32))
-
-    proba = fit(est, F)
+    proba = fit_tag(est, F, y, train)
     if others is not None and len(X_extra):
-        return proba(F[test]), fit(est_extra, X)(X_extra)
+        return proba(F[test]), fit_tag(est_extra, X, y, train)(X_extra)
     return proba(F[test]), (proba(X_extra) if others is None else np.zeros(0, np.float32))
 
 

@@ -123,8 +123,8 @@ def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"
                          f"{fix}")
 
 
-def feature_columns(schema: pa.Schema, label: str, oof: OofSettings) -> list:
-    """The feature columns (every column but the label, ids and excluded; or ``features``)."""
+def feature_columns(schema: pa.Schema, label, oof: OofSettings) -> list:
+    """The feature columns (every column but the label(s), ids and excluded; or ``features``)."""
     return select_feature_columns(schema, label, features=list(oof.features or ()) or None,
                                   exclude=oof.exclude, ids=oof.ids)
 
@@ -189,12 +189,21 @@ class FeatureSource:
         return np.array([c in self.categorical for c in self.columns], dtype=bool)
 
     def read(self):
-        """``(X, codes, hashes)`` of every row (codes ``-1`` where the label is null)."""
+        """``(X, labels, labelled, hashes)`` of every row (:meth:`labels`)."""
         ids = list(self.oof.ids[:1])
-        table = self.part.read(list(dict.fromkeys([self.part.label, *ids, *self.columns])))
+        table = self.part.read(list(dict.fromkeys([*self.part.label_columns, *ids, *self.columns])))
         X = partition_matrix(table, self.columns, self.part.path, self.vocabularies)
+        return (X, *self.labels(table), self.hashes(table))
+
+    def labels(self, table: pa.Table):
+        """``(labels, labelled)`` of every row: class codes (``-1`` where the label is null), or
+        for a multi-label label (the partition's ``target``) the 0/1 tag matrix over the dataset's
+        classes (0 on rows without tags). The one place the kind of label decides what is read."""
+        if self.part.target is not None:
+            tags, labelled, _ = self.part.tags(table)
+            return tags, np.asarray(labelled, dtype=bool)
         codes = self.part.codes(table.select([self.part.label]))
-        return X, codes, self.hashes(table)
+        return codes, codes >= 0
 
     def hashes(self, table: pa.Table) -> np.ndarray:
         """The rows' stable hashes (:func:`cleanpipe.hashed_folds.table_hashes`)."""
@@ -227,8 +236,9 @@ def _sample_task(out: str, key: str, src: FeatureSource, rate: float):
     got = _load(filesystem, path)
     if got is not None and set(got) == {"X", "y", "folds", "hashes"}:
         return hf.TrainingSample(got["X"], got["y"], got["folds"], got["hashes"])
-    X, codes, hashes = src.read()
-    sample = hf.sample_partial(X, codes, hashes, n_folds=src.oof.folds, rate=rate)
+    X, labels, labelled, hashes = src.read()
+    sample = hf.sample_partial(X, labels, hashes, n_folds=src.oof.folds, rate=rate,
+                               labelled=labelled)
     filesystem.create_dir(f"{root}/{WORK}/{key}/sample", recursive=True)
     _store(filesystem, path, {"X": sample.X, "y": sample.y, "folds": sample.folds,
                               "hashes": sample.hashes})
@@ -236,9 +246,17 @@ def _sample_task(out: str, key: str, src: FeatureSource, rate: float):
 
 
 def _fit_task(sample: hf.TrainingSample, fold: int, n_classes: int, oof: OofSettings,
-              categorical: np.ndarray):
+              categorical: np.ndarray, tags: bool = False, untagged_rows: bool = False):
+    """Fold ``fold``'s model on the sample: one class per row, or (``tags``) the multi-label
+    families (:mod:`cleanpipe.hashed_folds_multilabel`; ``untagged_rows``: the table has rows
+    without tags, predicted from the features alone)."""
     if len(sample) and sample.X.shape[1] == 0:
         raise InputError("no feature columns are left; pass --features or fewer --exclude columns")
+    if tags:
+        from .hashed_folds_multilabel import fit_tag_fold_model
+        return fit_tag_fold_model(sample.X, sample.y, sample.folds, fold, model=oof.model,
+                                  seed=oof.seed, categorical=categorical,
+                                  untagged_rows=untagged_rows)
     return hf.fit_fold_model(sample.X, sample.y, sample.folds, fold, n_classes=n_classes,
                              model=oof.model, seed=oof.seed, categorical=categorical)
 
@@ -280,8 +298,13 @@ def _predict_task(out: str, key: str, src: FeatureSource, models, n_classes: int
     """Predict one partition with the models that did not see its rows; write them atomically."""
     filesystem, _ = _filesystem(out)
     path = probs_path(out, key, src.part.path)
-    X, _, hashes = src.read()
-    P = hf.predict_out_of_fold(models, X, hf.hashed_folds(hashes, src.oof.folds), n_classes)
+    X, labels, labelled, hashes = src.read()
+    folds = hf.hashed_folds(hashes, src.oof.folds)
+    if src.part.target is not None:  # multi-label: each tag given the row's other tags
+        from .hashed_folds_multilabel import predict_tags_out_of_fold
+        P = predict_tags_out_of_fold(models, X, labels, labelled, folds, n_classes)
+    else:
+        P = hf.predict_out_of_fold(models, X, folds, n_classes)
     filesystem.create_dir(os.path.dirname(path), recursive=True)
     buf = io.BytesIO()
     np.save(buf, P.astype(np.float32), allow_pickle=False)
@@ -290,23 +313,26 @@ def _predict_task(out: str, key: str, src: FeatureSource, models, n_classes: int
 
 
 def _count_task(src: FeatureSource):
-    """A partition's feature check, labelled rows per fold (the scan the sample rate needs) and
-    its categorical columns' value counts (the vocabulary partial)."""
+    """A partition's feature check, labelled rows per fold (the scan the sample rate needs), its
+    categorical columns' value counts (the vocabulary partial) and its rows without a label."""
     check_features(src.part.schema(), src.columns, src.part.path, src.categorical)
-    table = src.part.read(list(dict.fromkeys([src.part.label, *src.oof.ids[:1], *src.categorical])))
-    counts = hf.fold_counts(src.hashes(table), src.part.codes(table.select([src.part.label])) >= 0,
-                            src.oof.folds)
+    table = src.part.read(list(dict.fromkeys([*src.part.label_columns, *src.oof.ids[:1],
+                                              *src.categorical])))
+    _, labelled = src.labels(table)
+    counts = hf.fold_counts(src.hashes(table), labelled, src.oof.folds)
     vocab = []
     for name in src.categorical:
         vc = value_counts(table.column(name))
         check_vocabulary_size(vc, name=name)
         vocab.append(vc)
-    return counts, tuple(vocab)
+    return counts, tuple(vocab), int(len(labelled) - labelled.sum())
 
 
 def _merge_counts(a, b, names=()):
-    """Two count partials together: fold counts added, value counts merged per column."""
-    return a[0] + b[0], tuple(merge_value_counts(x, y, name=n) for x, y, n in zip(a[1], b[1], names))
+    """Two count partials together: fold counts and unlabelled rows added, value counts merged
+    per column."""
+    return (a[0] + b[0], tuple(merge_value_counts(x, y, name=n) for x, y, n in zip(a[1], b[1], names)),
+            a[2] + b[2])
 
 
 def _schema(part) -> pa.Schema:
@@ -348,7 +374,8 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     # every partition's schema (read on the workers): a text column null throughout the first
     # partition is text all the same
     schemas = engine.get(engine.map(_schema, parts))
-    columns = tuple(feature_columns(schemas[0], parts[0].label, oof))
+    tags = parts[0].target is not None  # the kind of label, as the partitions carry it
+    columns = tuple(feature_columns(schemas[0], parts[0].label_columns, oof))
     categorical = categorical_columns(schemas, columns, [p.path for p in parts])
     sources = [FeatureSource(p, i, columns, oof, categorical) for i, p in enumerate(parts)]
     clock, cpu_clock = time.perf_counter(), time.process_time()
@@ -360,7 +387,7 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
         seconds[name], cpu[name] = round(now - clock, 3), round(cpu_now - cpu_clock, 3)
         clock, cpu_clock = now, cpu_now
 
-    counts, vocab = engine.reduce(functools.partial(_merge_counts, names=categorical),
+    counts, vocab, unlabelled = engine.reduce(functools.partial(_merge_counts, names=categorical),
                                   engine.map(_count_task, sources))
     hf.check_fold_counts(counts, oof.folds)
     vocabularies = {name: vocabulary(vc) for name, vc in zip(categorical, vocab)}
@@ -370,7 +397,7 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     finished = _finished(out, key)
     todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
     info = {"features": list(columns), "categorical": list(categorical), "folds": oof.folds,
-            "model": oof.model, "seed": oof.seed,
+            "model": oof.model, "seed": oof.seed, **({"multi_label": True} if tags else {}),
             "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
             "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
             "seconds": seconds, "driver_cpu_seconds": cpu}
@@ -384,7 +411,8 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     info["training_rows"] = int(engine.get(engine.map(_size, [sample]))[0])
     lap("sample")
     models = engine.map(_fit_task, [sample] * oof.folds, range(oof.folds),
-                        [n_classes] * oof.folds, [oof] * oof.folds, [mask] * oof.folds)
+                        [n_classes] * oof.folds, [oof] * oof.folds, [mask] * oof.folds,
+                        [tags] * oof.folds, [unlabelled > 0] * oof.folds)
     models = engine.collect(models)  # one handle holding the K models (on a worker)
     engine.get(engine.map(_size, [models]))
     lap("fit")

@@ -589,8 +589,9 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     pred_probs : str, optional
         A list column of DATA: out-of-fold probabilities, one per class in sorted class order.
         None: they are computed on the workers from the other columns
-        (:func:`cleanpipe.partitioned_oof.out_of_fold_partitions`, settings ``oof``); not for
-        multi-label data, whose probabilities must be given.
+        (:func:`cleanpipe.partitioned_oof.out_of_fold_partitions`, settings ``oof``; for a
+        multi-label label one probability per tag, from the one-machine model families:
+        :mod:`cleanpipe.hashed_folds_multilabel`).
     method, mixture, noisy_threshold
         As for :func:`cleanpipe.find_label_issues`.
     engine : LocalEngine or DaskEngine, optional
@@ -611,7 +612,7 @@ def flag_partitions(data: str, out: str, *, label: str = "label", pred_probs: st
     if not isinstance(label, str):  # several 0/1 columns, as the pipelines' [columns] labels
         label, multi_label = ",".join(label), True
     files = partition_files(data)
-    target = tag_target(data, files[0], label, multi_label, pred_probs) if files else None
+    target = tag_target(data, files[0], label, multi_label) if files else None
     if target is not None:
         from .flag import detector_options
         method, noisy_threshold = detector_options(True, method, mixture, noisy_threshold)

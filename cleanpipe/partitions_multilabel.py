@@ -1,6 +1,6 @@
 """The multi-label side of :mod:`cleanpipe.partitions`: a tag label read, checked and flagged
-partition by partition (``cleanpipe flag DATA --engine dask --pred-probs COLUMN`` on a list-of-tags
-or 0/1-columns label), with the columns the one-machine ``flag`` writes."""
+partition by partition (``cleanpipe flag DATA --engine dask [--pred-probs COLUMN]`` on a
+list-of-tags or 0/1-columns label), with the columns the one-machine ``flag`` writes."""
 
 from __future__ import annotations
 
@@ -49,19 +49,15 @@ def with_tag_flags(table: pa.Table, src, res) -> pa.Table:
     return _appended(table, tag_flag_columns(tags, labelled, classes, value_type, probs > 0.5, res))
 
 
-def tag_target(data: str, first: str, label, multi_label: bool, pred_probs):
+def tag_target(data: str, first: str, label, multi_label: bool):
     """The multi-label :class:`~cleanpipe.target.Target` of DATA (read off its first partition's
-    schema), or None for one class per row. Multi-label data is flagged partition by partition
-    only with its probabilities given."""
+    schema), or None for one class per row. Its probabilities are a column of DATA
+    (``--pred-probs``) or fitted out of fold on the workers
+    (:mod:`cleanpipe.partitioned_oof`, with the multi-label families of
+    :mod:`cleanpipe.hashed_folds_multilabel`)."""
     from .partitions import PartitionSource
     from .target import is_multilabel, resolve_target
     schema = PartitionSource(data, first, "", None).schema()
     if not is_multilabel(schema, label, multi_label):
         return None
-    target = resolve_target(schema, label, multi_label=True, where=f"DATA partition '{first}'")
-    if pred_probs is None:
-        raise InputError(f"{target.described} is multi-label: flagging partition by partition needs "
-                         "its out-of-fold probabilities in a column; pass --pred-probs COLUMN (one "
-                         "probability per tag, in class order), or drop --engine dask to fit them "
-                         "on one machine")
-    return target
+    return resolve_target(schema, label, multi_label=True, where=f"DATA partition '{first}'")

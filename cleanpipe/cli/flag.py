@@ -179,10 +179,6 @@ def _flag_partitions(data, *, label, multi_label, scheduler, pred_probs, method,
             raise InputError(f"{option} is not available when flagging partition by partition "
                              "(--backend dask on a dataset directory); drop it, or flag on "
                              "one machine")
-    if (multi_label or (label and "," in label)) and not pred_probs:
-        raise InputError("multi-label data is flagged partition by partition only with its "
-                         "out-of-fold probabilities in a column; pass --pred-probs COLUMN, or drop "
-                         "--backend dask to fit them on one machine")
     out = out or str(Path.cwd() / f"{Path(data.rstrip('/')).stem}.flags")
     engine = connect(scheduler)
     try:
