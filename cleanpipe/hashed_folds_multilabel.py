@@ -26,6 +26,22 @@ import numpy as np
 
 from .settings import MULTILABEL_ONLY_MODELS
 
+#: Rows are predicted in blocks of a multiple of this many (the last one padded with copies of
+#: its last row): a BLAS or torch kernel may round a batch's trailing rows differently from
+#: full blocks, so without it a row's probabilities could move in the last bit with the number
+#: of rows predicted beside it, that is with the partitioning.
+BLOCK_ROWS = 64
+
+
+def _blocked(predict, A, *rest):
+    """``predict(A, *rest)`` with the rows padded to a multiple of :data:`BLOCK_ROWS`."""
+    n = len(A)
+    pad = -n % BLOCK_ROWS
+    if n == 0 or pad == 0:
+        return predict(A, *rest)
+    grown = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in (A, *rest)]
+    return predict(*grown)[:n]
+
 
 class TagFoldModel:
     """Fold ``fold``'s fitted multi-label model: the mean of its families' tag probabilities.
@@ -49,16 +65,16 @@ class TagFoldModel:
         P = np.zeros((len(X), self.n_classes), np.float32)
         for kind, first, second in self.families:
             if kind == "mlp":
-                Z = _transform(first, X)
-                P[lab] += predict_network(second, Z[lab], Y[lab])
-                P[unl] += predict_network(second, Z[unl])
+                Z = _blocked(lambda A: _transform(first, A), X)
+                P[lab] += _blocked(lambda A, B: predict_network(second, A, B), Z[lab], Y[lab])
+                P[unl] += _blocked(lambda A: predict_network(second, A), Z[unl])
                 continue
             for c in range(self.n_classes):  # conditioned on the other tags, as fitted
                 F = (np.hstack([X[lab], np.delete(Y[lab], c, axis=1)]) if self.n_classes > 1
                      else X[lab])
-                P[lab, c] += first[c](F)
+                P[lab, c] += _blocked(first[c], F)
                 if unl.size:
-                    P[unl, c] += (second or first)[c](X[unl])
+                    P[unl, c] += _blocked((second or first)[c], X[unl])
         if len(self.families) > 1:
             P /= len(self.families)
         return P

@@ -104,15 +104,6 @@ def test_dask_engine_with_0_1_columns(dataset, tmp_path, client):
                       one_machine(dataset, tmp_path / "one.parquet", "--label", label))
 
 
-def test_without_probabilities_it_is_refused_in_one_line(dataset, tmp_path, cluster):
-    for label in ("tags", "is_cloud,is_dog"):
-        r = CliRunner().invoke(cli, ["flag", str(dataset), "--engine", "dask", "--scheduler",
-                                     cluster.scheduler_address, "--label", label,
-                                     "--out", str(tmp_path / "flags")])
-        assert r.exit_code == 2, r.output
-        assert "--pred-probs" in r.output and len(r.output.strip().splitlines()) == 1, r.output
-
-
 def test_a_single_label_method_is_refused(dataset, tmp_path):
     from cleanpipe.errors import InputError
     with pytest.raises(InputError, match="not available for multi-label"):

@@ -178,8 +178,8 @@ def _check_model(p, origin: str) -> None:
 
 def _check_partitioned(p, multi_label: bool, origin: str) -> None:
     """Flagging partition by partition reads a directory (or ``s3://`` prefix) of Parquet files,
-    each a partition, on the workers; a single file cannot be, nor multi-label data without its
-    probabilities in a column."""
+    each a partition, on the workers; a single file cannot be. Multi-label data is flagged there
+    with or without its probabilities in a column (:func:`check_tags_partition_wise`)."""
     if not p.partitioned:
         return
     why = ("[oof] backend = \"dask\" with [flag] pred_probs flags partition by partition"
@@ -191,7 +191,8 @@ def _check_partitioned(p, multi_label: bool, origin: str) -> None:
                           "directory; write the table as a directory of Parquet files (one per "
                           "partition), or remove backend = \"dask\" to flag on one machine")
     if multi_label:  # [columns] label is a list column
-        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine")
+        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine",
+                                  fits=True)
     if p.partitioned_oof:
         from ..partitioned_oof import check_fit_options
         try:

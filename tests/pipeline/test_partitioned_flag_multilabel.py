@@ -1,6 +1,7 @@
-"""A multi-label pipeline partition by partition on Dask (``[oof] backend = "dask"`` with a
-``[flag] pred_probs`` column): the flags of ``cleanpipe flag --engine dask``, cleaned partition by
-partition; without probabilities, or with relabel, refused before any work (issue 21)."""
+"""A multi-label pipeline partition by partition on Dask (``[oof] backend = "dask"``, with a
+``[flag] pred_probs`` column or the tag probabilities fitted on the workers): the flags of
+``cleanpipe flag --engine dask``, cleaned partition by partition; relabel refused before any work
+(issue 21)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pipeline_helpers import run_cli
 
 distributed = pytest.importorskip("distributed")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from test_partitioned_oof_multilabel import make_rows, write_rows  # noqa: E402
 from test_partitions_multilabel import COLUMNS, read_flags, write_tag_dataset  # noqa: E402
 
 
@@ -49,18 +51,40 @@ def test_flag_and_clean_partition_by_partition(tmp_path, cluster):
     assert cleaned["id"].to_pylist() == expected["id"].to_pylist()
 
 
-@pytest.mark.parametrize("kind, expected", [
-    ("no_probs", "set [flag] pred_probs = \"<column>\""),
-    ("relabel", "[clean] mode = \"relabel\" is not available for multi-label data"),
-])
-def test_what_multi_label_cannot_take_is_refused(tmp_path, cluster, kind, expected):
+def test_without_probabilities_they_are_fitted_on_the_workers(tmp_path, cluster):
+    X, given, _, unl = make_rows(n=600)
+    write_rows(tmp_path / "data", X, given, unl, bounds=(0, 250, 600))
+    addr = cluster.scheduler_address
+    ref = tmp_path / "ref"
+    res = run_cli("flag", tmp_path / "data", "--engine", "dask", "--scheduler", addr, "--label",
+                  "tags", "--id", "id", "--model", "logreg", "--folds", "3", "--out", ref, "--json")
+    assert res.exit_code == 0, res.output
+    pipe = pipeline_file(tmp_path, addr, stages='["flag", "clean"]', probs=False,
+                         extra='[clean]\nmode = "drop"\n')
+    text = pipe.read_text().replace('backend = "dask"\n',
+                                    'backend = "dask"\nmodel = "logreg"\nfolds = 3\n')
+    pipe.write_text(text)
+    res = run_cli("run", pipe, "--runs-dir", tmp_path / "runs", "--json")
+    assert res.exit_code == 0, res.output
+    run_dir = json.loads(res.stdout)["run_dir"]
+    got, want = read_flags(os.path.join(run_dir, "flag", "flags")), read_flags(ref)
+    for col in ("id", *COLUMNS):
+        assert got[col].to_pylist() == want[col].to_pylist(), col
+    summary = json.loads(open(os.path.join(run_dir, "flag", "summary.json")).read())
+    assert summary["multi_label"] and summary["oof"]["multi_label"]
+    assert (tmp_path / "ref" / "_SUCCESS").exists()
+
+
+def test_relabel_is_refused(tmp_path, cluster):
     write_tag_dataset(tmp_path / "data", n=300, bounds=(0, 100, 300))
-    extra = '[clean]\nmode = "relabel"\n' if kind == "relabel" else ""
-    pipe = pipeline_file(tmp_path, cluster.scheduler_address, extra=extra, probs=kind != "no_probs")
-    res = run_cli("run", pipe, "--runs-dir", tmp_path / "runs")
-    assert res.exit_code == 2, res.output
-    assert expected in res.output and "Traceback" not in res.output
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.parquet"))
+    for probs in (True, False):
+        pipe = pipeline_file(tmp_path, cluster.scheduler_address, probs=probs,
+                             extra='[clean]\nmode = "relabel"\n')
+        res = run_cli("run", pipe, "--runs-dir", tmp_path / "runs")
+        assert res.exit_code == 2, res.output
+        assert ("[clean] mode = \"relabel\" is not available for multi-label data" in res.output
+                and "Traceback" not in res.output)
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.parquet"))
 
 
 def test_0_1_label_columns(tmp_path, cluster):
