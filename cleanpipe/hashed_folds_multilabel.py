@@ -130,7 +130,7 @@ def fit_tag_fold_model(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, fold: in
     """
     from .boosters import resolve_models
     from .errors import InputError
-    from .oof import _with_threads, fit_tag, make_model, model_list
+    from .oof import fit_tag, make_model, model_list
     X = np.asarray(X, dtype=np.float32)
     Y = np.asarray(Y).astype(np.int8, copy=False)
     k = Y.shape[1]
@@ -148,9 +148,9 @@ def fit_tag_fold_model(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, fold: in
             if isinstance(name, str) and name in MULTILABEL_ONLY_MODELS:
                 families.append(_fit_mlp(X, Y, train, cats, seed * 1000 + fold))
                 continue
-            est_x = _with_threads(make_model(name, categorical=categorical, seed=seed), 1)
-            est = (_with_threads(make_model(name, categorical=np.concatenate(
-                [cats, np.zeros(k - 1, bool)]), seed=seed), 1) if conditioned else est_x)
+            est_x = _one_thread(make_model(name, categorical=categorical, seed=seed))
+            est = (_one_thread(make_model(name, categorical=np.concatenate(
+                [cats, np.zeros(k - 1, bool)]), seed=seed)) if conditioned else est_x)
             tags, alone = [], [] if (conditioned and untagged_rows) else None
             for c in range(k):
                 F = np.hstack([X, np.delete(Y, c, axis=1).astype(X.dtype)]) if conditioned else X
@@ -164,6 +164,17 @@ def fit_tag_fold_model(X: np.ndarray, Y: np.ndarray, folds: np.ndarray, fold: in
                                      "or try --model hgb") from None
             families.append(("tags", tuple(tags), None if alone is None else tuple(alone)))
     return TagFoldModel(fold, k, tuple(families))
+
+
+def _one_thread(est):
+    """``est`` with one fold fit's threads (:func:`cleanpipe.oof._with_threads`) and no shared
+    design or binning: those caches key on the matrix's ``id``, and each tag's design (features
+    and the other tags) is a new matrix, which may reuse a freed one's ``id``."""
+    from .oof import _with_threads
+    est = _with_threads(est, 1)
+    params = est.get_params(deep=False)
+    est.set_params(**{key: None for key in ("bins_key", "design_key") if key in params})
+    return est
 
 
 def _fit_mlp(X, Y, train, cats, seed: int):

@@ -230,3 +230,21 @@ def test_0_1_columns_on_the_cluster_cli(tmp_path, rows, cluster):
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["multi_label"] and (tmp_path / "flags" / SUCCESS).exists()
     assert read_flags(tmp_path / "flags").num_rows == 600
+
+
+@pytest.mark.parametrize("model", ["logreg", "hgb"])
+def test_each_tag_model_is_a_fresh_fit_on_its_own_design(model):
+    """Known answer: tag ``c``'s model is the one-machine ``fit_tag`` on the features and the
+    other tags (no design or binning shared between tags, whose matrices differ)."""
+    from cleanpipe.oof import fit_tag, make_model
+    X, given, _, _ = make_rows(n=400, seed=5)
+    X, Y = X.astype(np.float32), given.astype(np.int8)
+    folds = hf.hashed_folds(hf.id_hashes(np.arange(400)), 2)
+    m = fit_tag_fold_model(X, Y, folds, 1, model=model, untagged_rows=False)
+    train, test = np.flatnonzero(folds != 1), np.flatnonzero(folds == 1)
+    got = m.predict_tags(X[test], Y[test], np.ones(len(test), bool))
+    for c in range(len(TAGS)):
+        F = np.hstack([X, np.delete(Y, c, axis=1).astype(np.float32)])
+        est = make_model(model, categorical=np.zeros(F.shape[1], bool))
+        np.testing.assert_allclose(got[:, c], fit_tag(est, F, Y[:, c], train)(F[test]), rtol=1e-5,
+                                   atol=1e-6)
