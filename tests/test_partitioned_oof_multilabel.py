@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 
 from cleanpipe import hashed_folds as hf
@@ -248,3 +250,27 @@ def test_each_tag_model_is_a_fresh_fit_on_its_own_design(model):
         est = make_model(model, categorical=np.zeros(F.shape[1], bool))
         np.testing.assert_allclose(got[:, c], fit_tag(est, F, Y[:, c], train)(F[test]), rtol=1e-5,
                                    atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 200), st.lists(st.integers(0, 200), max_size=5), st.floats(0.0, 1.0),
+       st.integers(0, 2**32 - 1))
+def test_any_partitioning_merges_to_the_same_tag_sample(n, cuts, rate, seed):
+    """The multi-label training sample (0/1 tags, rows without tags left out) is the same for
+    any partitioning: the property the fold models' partition invariance rests on."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    Y = (rng.random((n, 3)) < 0.4).astype(np.uint8)
+    lab = rng.random(n) > 0.1
+    h = hf.id_hashes(rng.permutation(n) * 3 + 1)
+    whole = hf.sample_partial(X, Y, h, n_folds=3, rate=rate, labelled=lab)
+    bounds = [0, *sorted(min(c, n) for c in cuts), n]
+    parts = [hf.sample_partial(X[a:b], Y[a:b], h[a:b], n_folds=3, rate=rate, labelled=lab[a:b])
+             for a, b in zip(bounds[:-1], bounds[1:])]
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = hf.merge_samples(merged, p)
+    for field in ("X", "y", "folds", "hashes"):
+        np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
+    assert whole.y.shape[1:] == (3,) and whole.y.dtype == np.int8
+    assert len(whole) <= int(lab.sum())
