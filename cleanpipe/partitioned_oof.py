@@ -17,6 +17,12 @@ probabilities are kept until the flags are committed: a rerun after a failure re
 the partitions that had not finished (the fold models are refitted, the same models, when any
 partition still needs them).
 
+The kind of label travels with the partitions (their ``target``, :meth:`FeatureSource.labels`):
+one class per row, or a multi-label label (a list-of-tags column or 0/1 columns), whose sample
+holds each row's 0/1 tags and whose fold models are the one-machine multi-label families
+(:mod:`cleanpipe.hashed_folds_multilabel`: per tag, on the features and the row's other given
+tags), predicting one probability per tag. Everything else (folds, sample, resume) is shared.
+
 Feature columns are numbers, bools, dates/times, numeric vectors and text or dictionary columns,
 as on one machine. A categorical column is coded with one vocabulary for the whole table: the
 count pass also returns each partition's value counts
