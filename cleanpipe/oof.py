@@ -619,6 +619,28 @@ def _fit_binary(est, X, y, train, test, X_extra, others=None, est_extra=None):
     return proba(F[test]), (proba(X_extra) if others is None else np.zeros(0, np.float32))
 
 
+def tag_count_notes(pos, n: int, folds: int, names) -> list:
+    """What the fold models of a multi-label label cannot learn, in words: tags constant over the
+    ``n`` labelled rows (``pos[c]`` of them have tag ``c``), and tags with fewer positive (or
+    negative) rows than ``folds``. One machine and the partitions warn with these."""
+    pos = np.asarray(pos, dtype=np.int64)
+    notes = []
+    constant = np.flatnonzero((pos == 0) | (pos == n))
+    if constant.size:
+        notes.append("class(es) " + ", ".join(f"'{names[c]}' ({'every' if pos[c] == n else 'no'} row)"
+                                              for c in constant[:5])
+                     + " are constant over the labelled rows: their probability is the base rate "
+                     "and they cannot show issues; drop them from --label or check the data")
+    rare = [c for c in range(len(pos)) if 0 < pos[c] < n and min(pos[c], n - pos[c]) < folds]
+    if rare:
+        notes.append("class(es) " + ", ".join(f"'{names[c]}' ({min(pos[c], n - pos[c])} rows)"
+                                              for c in rare[:5])
+                     + f" have fewer positive (or negative) rows than --folds {folds}: their fold "
+                     "models see few such rows (a fold without any predicts its base rate), so "
+                     "those rows' tags may look wrong; check them by hand")
+    return notes
+
+
 def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MODEL, folds: int = DEFAULT_FOLDS,
                                seed: int = DEFAULT_SEED, n_jobs: int = 1, categorical=None,
                                X_extra: np.ndarray | None = None, class_names=None,
@@ -677,21 +699,7 @@ def cross_val_probs_multilabel(X: np.ndarray, Y: np.ndarray, *, model=DEFAULT_MO
     Y = np.asarray(Y).astype(np.int8, copy=False)
     n, k = Y.shape
     names = class_names if class_names is not None else [str(i) for i in range(k)]
-    pos = Y.sum(axis=0, dtype=np.int64)
-    notes = []
-    constant = np.flatnonzero((pos == 0) | (pos == n))
-    if constant.size:
-        notes.append("class(es) " + ", ".join(f"'{names[c]}' ({'every' if pos[c] == n else 'no'} row)"
-                                              for c in constant[:5])
-                     + " are constant over the labelled rows: their probability is the base rate "
-                     "and they cannot show issues; drop them from --label or check the data")
-    rare = [c for c in range(k) if 0 < pos[c] < n and min(pos[c], n - pos[c]) < folds]
-    if rare:
-        notes.append("class(es) " + ", ".join(f"'{names[c]}' ({min(pos[c], n - pos[c])} rows)"
-                                              for c in rare[:5])
-                     + f" have fewer positive (or negative) rows than --folds {folds}: their fold "
-                     "models see few such rows (a fold without any predicts its base rate), so "
-                     "those rows' tags may look wrong; check them by hand")
+    notes = tag_count_notes(Y.sum(axis=0, dtype=np.int64), n, folds, names)
     for note in notes:
         warnings.warn(note, CleanpipeWarning, stacklevel=2)
     cats = np.zeros(X.shape[1], bool) if categorical is None else np.asarray(categorical, bool)

@@ -41,6 +41,7 @@ import io
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -324,21 +325,23 @@ def _count_task(src: FeatureSource):
     check_features(src.part.schema(), src.columns, src.part.path, src.categorical)
     table = src.part.read(list(dict.fromkeys([*src.part.label_columns, *src.oof.ids[:1],
                                               *src.categorical])))
-    _, labelled = src.labels(table)
+    labels, labelled = src.labels(table)
     counts = hf.fold_counts(src.hashes(table), labelled, src.oof.folds)
+    # multi-label: rows per tag, for the notes on tags the fold models cannot learn
+    tags = labels[labelled].sum(axis=0, dtype=np.int64) if labels.ndim == 2 else None
     vocab = []
     for name in src.categorical:
         vc = value_counts(table.column(name))
         check_vocabulary_size(vc, name=name)
         vocab.append(vc)
-    return counts, tuple(vocab), int(len(labelled) - labelled.sum())
+    return counts, tuple(vocab), int(len(labelled) - labelled.sum()), tags
 
 
 def _merge_counts(a, b, names=()):
-    """Two count partials together: fold counts and unlabelled rows added, value counts merged
-    per column."""
+    """Two count partials together: fold counts, unlabelled rows and rows per tag added, value
+    counts merged per column."""
     return (a[0] + b[0], tuple(merge_value_counts(x, y, name=n) for x, y, n in zip(a[1], b[1], names)),
-            a[2] + b[2])
+            a[2] + b[2], None if a[3] is None else a[3] + b[3])
 
 
 def _schema(part) -> pa.Schema:
@@ -393,9 +396,17 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
         seconds[name], cpu[name] = round(now - clock, 3), round(cpu_now - cpu_clock, 3)
         clock, cpu_clock = now, cpu_now
 
-    counts, vocab, unlabelled = engine.reduce(functools.partial(_merge_counts, names=categorical),
+    counts, vocab, unlabelled, tag_rows = engine.reduce(functools.partial(_merge_counts, names=categorical),
                                   engine.map(_count_task, sources))
     hf.check_fold_counts(counts, oof.folds)
+    notes = []
+    if tags:  # as cross_val_probs_multilabel warns on one machine
+        from .errors import CleanpipeWarning
+        from .oof import tag_count_notes
+        notes = tag_count_notes(tag_rows, int(counts.sum()), oof.folds,
+                                [str(c) for c in parts[0].classes])
+        for note in notes:
+            warnings.warn(note, CleanpipeWarning, stacklevel=3)
     vocabularies = {name: vocabulary(vc) for name, vc in zip(categorical, vocab)}
     sources = [dataclasses.replace(s, vocabularies=vocabularies) for s in sources]
     mask = sources[0].mask
@@ -404,7 +415,7 @@ def out_of_fold_partitions(engine, out: str, key: str, parts, *, n_classes: int,
     todo = [s for s in sources if probs_path(out, key, s.part.path) not in finished]
     info = {"features": list(columns), "categorical": list(categorical), "folds": oof.folds,
             "model": oof.model, "seed": oof.seed, **({"multi_label": True} if tags else {}),
-            "sample_rows": oof.sample_rows, "labelled_rows": n_rows,
+            "sample_rows": oof.sample_rows, "labelled_rows": n_rows, **({"notes": notes} if notes else {}),
             "predicted": len(todo), "reused": len(sources) - len(todo), "training_rows": None,
             "seconds": seconds, "driver_cpu_seconds": cpu}
     lap("scan")

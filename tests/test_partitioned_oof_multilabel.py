@@ -274,3 +274,15 @@ def test_any_partitioning_merges_to_the_same_tag_sample(n, cuts, rate, seed):
         np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field))
     assert whole.y.shape[1:] == (3,) and whole.y.dtype == np.int8
     assert len(whole) <= int(lab.sum())
+
+
+def test_a_rare_tag_is_warned_about_as_on_one_machine(tmp_path, rows):
+    from cleanpipe.errors import CleanpipeWarning
+    X, given, _, unl = rows
+    given = given.copy()
+    given[:, 3] = False
+    given[[3, 900], 3] = True  # two rows with "tree": fewer than the 3 folds
+    write_rows(tmp_path / "data", X, given, unl, bounds=(0, 800, 1600))
+    with pytest.warns(CleanpipeWarning, match=r"'tree' \(2 rows\) have fewer positive"):
+        summary, _ = run(tmp_path, "out")
+    assert any("'tree'" in n for n in summary["oof"]["notes"])
