@@ -228,6 +228,23 @@ def in_training_sample(hashes: np.ndarray, folds: np.ndarray, fold: int, rate: f
     return (np.asarray(folds) != fold) & (_uniform(hashes) < rate)
 
 
+#: Rows are predicted in blocks of a multiple of this many (the last one padded with copies of
+#: its last row): a BLAS or torch kernel may round a batch's trailing rows differently from
+#: full blocks, so without it a row's probabilities could move in the last bit with the number
+#: of rows predicted beside it, that is with the partitioning.
+BLOCK_ROWS = 64
+
+
+def blocked(predict, A, *rest):
+    """``predict(A, *rest)`` with the rows padded to a multiple of :data:`BLOCK_ROWS`."""
+    n = len(A)
+    pad = -n % BLOCK_ROWS
+    if n == 0 or pad == 0:
+        return predict(A, *rest)
+    grown = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in (A, *rest)]
+    return predict(*grown)[:n]
+
+
 def predict_out_of_fold(models, X: np.ndarray, folds: np.ndarray, n_classes: int) -> np.ndarray:
     """One partition's out-of-fold probabilities: row ``n`` from ``models[folds[n]]``.
 
@@ -239,7 +256,7 @@ def predict_out_of_fold(models, X: np.ndarray, folds: np.ndarray, n_classes: int
         rows = np.flatnonzero(folds == f)
         if rows.size:
             cols = np.asarray(getattr(model, "classes_", np.arange(n_classes)), dtype=np.int64)
-            out[np.ix_(rows, cols)] = model.predict_proba(X[rows])
+            out[np.ix_(rows, cols)] = blocked(model.predict_proba, X[rows])
     return out
 
 

@@ -24,24 +24,8 @@ import warnings
 
 import numpy as np
 
+from .hashed_folds import blocked as _blocked
 from .settings import MULTILABEL_ONLY_MODELS
-
-#: Rows are predicted in blocks of a multiple of this many (the last one padded with copies of
-#: its last row): a BLAS or torch kernel may round a batch's trailing rows differently from
-#: full blocks, so without it a row's probabilities could move in the last bit with the number
-#: of rows predicted beside it, that is with the partitioning.
-BLOCK_ROWS = 64
-
-
-def _blocked(predict, A, *rest):
-    """``predict(A, *rest)`` with the rows padded to a multiple of :data:`BLOCK_ROWS`."""
-    n = len(A)
-    pad = -n % BLOCK_ROWS
-    if n == 0 or pad == 0:
-        return predict(A, *rest)
-    grown = [np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) for a in (A, *rest)]
-    return predict(*grown)[:n]
-
 
 class TagFoldModel:
     """Fold ``fold``'s fitted multi-label model: the mean of its families' tag probabilities.
