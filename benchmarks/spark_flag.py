@@ -33,7 +33,11 @@ with each one's precision and recall against the planted flips::
 
 ``--oof --spark-only`` runs the Spark part alone and prints the driver's peak memory from the
 session's start (the Python process, its peak reset once the table is written and dropped, and
-the JVM's), to see whether it stays flat as the rows grow.
+the JVM's: its RSS peak and its heap's old-generation peak), to see whether it stays flat as the
+rows grow, and the seconds of every Spark job, named by the cleanpipe function that started it
+(``--driver-memory`` sets the local JVM's heap, default 2g)::
+
+    python benchmarks/spark_flag.py --oof --spark-only --rows 5000000 --features 30 --partitions 40
 """
 
 from __future__ import annotations
