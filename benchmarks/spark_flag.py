@@ -33,12 +33,18 @@ with each one's precision and recall against the planted flips::
 
 ``--oof --spark-only`` runs the Spark part alone and prints the driver's peak memory from the
 session's start (the Python process, its peak reset once the table is written and dropped, and
-the JVM's), to see whether it stays flat as the rows grow.
+the JVM's: its RSS peak and its heap's old-generation peak), to see whether it stays flat as the
+rows grow, and the seconds of every Spark job, named by the cleanpipe function that started it
+(``--driver-memory`` sets the local JVM's heap, default 2g)::
+
+    python benchmarks/spark_flag.py --oof --spark-only --rows 5000000 --features 30 --partitions 40
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import os
 import shutil
 import sys
@@ -82,16 +88,17 @@ def make_feature_table(n: int, d: int, k: int, seed: int):
     return pa.table(cols), noisy != y
 
 
-def local_session(cores: int, name: str, shuffle_partitions: int | None = None):
-    """A local Spark session set up the way both measurements run: no UI, quiet logs, 2 GiB
-    driver, one partition per file (as a table of large files is read on a cluster)."""
+def local_session(cores: int, name: str, shuffle_partitions: int | None = None,
+                  driver_memory: str = "2g"):
+    """A local Spark session set up the way both measurements run: no UI, quiet logs, a 2 GiB
+    driver by default, one partition per file (as a table of large files is read on a cluster)."""
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(f"local[{cores}]").appName(name)
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.files.openCostInBytes", str(128 << 20))
-               .config("spark.driver.memory", "2g"))
+               .config("spark.driver.memory", driver_memory))
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     spark = builder.getOrCreate()
@@ -219,23 +226,69 @@ def _spark_only(args, work: Path, feats, wrong) -> None:
     rss_before = _rss_mib()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
-    spark = local_session(args.cores, "spark-oof-only")
+    spark = local_session(args.cores, "spark-oof-only", driver_memory=args.driver_memory)
     jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the JVM
     t = time.perf_counter()
-    df = read_table(spark, work / "train")
-    result = cs.flag_with_estimates(df, label="label", id_column="row_id", features=feats,
-                                    model=args.model, folds=args.folds, seed=args.seed)
-    result.frame.write.parquet(str(work / "flags"))
+    with _job_timer() as jobs:
+        df = read_table(spark, work / "train")
+        result = cs.flag_with_estimates(df, label="label", id_column="row_id", features=feats,
+                                        model=args.model, folds=args.folds, seed=args.seed)
+        result.frame.write.parquet(str(work / "flags"))
     wall = time.perf_counter() - t
     jvm_peak = _rss_mib(jvm, "VmHWM:")
+    old_gen = _old_gen_peak_mib(spark)
+    result.unpersist()
     spark.stop()
     got = pq.read_table(work / "flags", columns=["row_id", *FLAG_COLUMNS]).sort_by("row_id")
     q = _quality(got["is_label_issue"].to_numpy(zero_copy_only=False), wrong[got["row_id"].to_numpy()])
     print(f"rows={args.rows} features={args.features} classes={args.classes} partitions={args.partitions} "
           f"cores={args.cores} model={args.model} load={os.getloadavg()[0]:.1f} wall_s={wall:.1f} "
           f"python_rss_before_spark_mib={rss_before:.0f} python_driver_peak_mib={peak_rss_mib():.0f} "
-          f"jvm_peak_mib={jvm_peak:.0f} sample_rows={result.oof['sample_rows']} "
+          f"jvm_peak_mib={jvm_peak:.0f} jvm_old_gen_peak_mib={old_gen:.0f} "
+          f"driver_memory={args.driver_memory} sample_rows={result.oof['sample_rows']} "
           f"precision={q['precision']:.3f} recall={q['recall']:.3f}")
+    print("jobs (caller: seconds): " + ", ".join(f"{name} {sec:.1f}" for name, sec in jobs))
+
+
+@contextlib.contextmanager
+def _job_timer():
+    """Time every ``collect`` and Parquet write (the Spark jobs the run starts), named by the
+    cleanpipe function that started it: where the wall time goes, without the Spark UI."""
+    from pyspark.sql import DataFrameWriter
+    try:
+        from pyspark.sql.classic.dataframe import DataFrame  # pyspark 4: the class that runs jobs
+    except ImportError:
+        from pyspark.sql import DataFrame
+
+    spent = []
+
+    def timed(fn):
+        def run(*a, **kw):
+            caller = next((f for f in inspect.stack(0)[1:] if "cleanpipe" in f.filename), None)
+            name = caller.function if caller else fn.__name__
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent.append((name, time.perf_counter() - t))
+        return run
+
+    saved = DataFrame.collect, DataFrameWriter.parquet
+    DataFrame.collect, DataFrameWriter.parquet = timed(saved[0]), timed(saved[1])
+    try:
+        yield spent
+    finally:
+        DataFrame.collect, DataFrameWriter.parquet = saved
+
+
+def _old_gen_peak_mib(spark) -> float:
+    """The JVM heap's old generation at its fullest (MiB): what stayed live across collections
+    (caches, unrolled blocks), unlike the RSS, which a 2 GiB heap grows into whatever it holds."""
+    jvm = spark.sparkContext._jvm
+    for pool in jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans():
+        if "Old Gen" in pool.getName() or "Tenured" in pool.getName():
+            return pool.getPeakUsage().getUsed() / 2**20
+    return float("nan")
 
 
 def main() -> None:
@@ -252,6 +305,8 @@ def main() -> None:
     ap.add_argument("--skip-full", action="store_true", help="--oof without the whole-table runs")
     ap.add_argument("--spark-only", action="store_true",
                     help="--oof: only the Spark run, its driver's peak memory measured from its start")
+    ap.add_argument("--driver-memory", default="2g",
+                    help="--spark-only: spark.driver.memory (the local JVM's heap, driver and executor)")
     args = ap.parse_args()
     if args.oof:
         return run_oof(args)

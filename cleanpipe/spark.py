@@ -15,8 +15,8 @@ Notes
 The probabilities are given (``pred_probs``: columns of the DataFrame, one per class in sorted
 class order, or one array column) or, when omitted, fitted out of fold on the cluster from hashed
 folds (:mod:`cleanpipe.spark_oof`). Each pass reads ``df`` again, so ``df`` must give the same
-rows in the same partitions each time: :func:`flag` persists it unless told not to. Needs pyspark
->= 3.3 (``mapInArrow``) and Java 17+: ``pip install 'cleanpipe[spark]'``.
+rows in the same partitions each time: :func:`flag` persists it (on disk) unless told not to.
+Needs pyspark >= 3.3 (``mapInArrow``) and Java 17+: ``pip install 'cleanpipe[spark]'``.
 """
 
 from __future__ import annotations
@@ -359,15 +359,23 @@ def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column:
         The detector's settings, as for :func:`cleanpipe.find_label_issues` (multi-label:
         :func:`cleanpipe.find_multilabel_issues`); ``method`` None takes the kind's default.
     persist : bool, default=True
-        Persist ``df`` (memory, then disk) for the passes and the scoring: after a shuffle Spark
-        does not promise the same rows in the same order twice, and the ``noise_rate``,
-        ``per_class`` and ``both`` methods break ties by row position. Call ``df.unpersist()``
-        once the flags are written. ``False`` saves that storage when ``df`` reads files
-        directly (its partitions are then stable); a ``df`` already persisted is used as it is.
-        With fitted probabilities, the DataFrame with them is persisted too (the models predict
-        once, not once per pass); :func:`flag_with_estimates` returns both, to release with its
-        ``unpersist()``. Each task holds one partition's rows, so the partition size
-        bounds an executor's memory.
+        Persist ``df`` on the executors' local disks (``DISK_ONLY``) for the jobs and the
+        scoring: after a shuffle Spark does not promise the same rows in the same order twice,
+        the folds of ``id_column=None`` follow the rows' positions, and the ``noise_rate``,
+        ``per_class`` and ``both`` methods break ties by row position. ``False`` saves that
+        storage when ``df`` reads files directly (its partitions are then stable); a ``df``
+        already persisted is used as it is. With fitted probabilities, the label and
+        probability columns alone are persisted too, on disk, for the passes (the models
+        predict once for all of them, and once more, from the same persisted rows, for the
+        scoring); :func:`flag_with_estimates` returns what it persisted, to release with its
+        ``unpersist()`` once the flags are written.
+
+        Memory: no cache is held in a JVM heap (``MEMORY_AND_DISK`` filled a local 2 GiB one
+        at 2e6 rows x 30 features); a JVM task streams its partition in Arrow batches. A Python
+        task holds its partition's label and probabilities (the passes) or its rows (the
+        scoring), so the partition size bounds a Python worker's memory; the driver holds the
+        training sample (``sample_rows``) and the merged partials, whatever the rows. The local
+        disks hold ``df``'s rows and the label and probability columns once.
 
     Returns
     -------
@@ -454,14 +462,17 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
         df = df.persist(_storage())
         persisted.append(df)
     n_kept = len(schema)
+    passes = None  # what the detection passes read, when not df's label and probability columns
     if pred_probs is None:
         from . import spark_oof
         classes = spark_oof.distinct_labels(df, label, label_type)
         df, oof = spark_oof.out_of_fold(df, label=label, classes=classes, model=model, folds=folds,
                                         seed=seed, sample_rows=sample_rows, **fit)
         if persist:
-            df = df.persist(_storage())
-            persisted.append(df)
+            # The passes' two columns, predicted once; the scoring predicts again from the same
+            # persisted rows (the same batches and models: the same probabilities, in this order).
+            passes = df.select(label, spark_oof.OOF_COLUMN).persist(_storage())
+            persisted.append(passes)
         prob_cols, array_col, n_classes = (), spark_oof.OOF_COLUMN, len(classes)
     else:
         if array_col:
@@ -473,7 +484,7 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
             raise InputError(f"pred_probs has {n_classes} columns; pass one per class, at least two")
         classes = _tags(df, target, n_classes) if tags else _classes(df, label, label_type, n_classes)
     plan = _Plan(label, prob_cols, array_col, classes, label_type, n_classes, target if tags else None)
-    selected = df.select(*plan.columns)
+    selected = passes if passes is not None else df.select(*plan.columns)
     n_partitions = selected.rdd.getNumPartitions()
     log.info("flagging %d partitions of a Spark DataFrame", n_partitions)
     if tags:
@@ -493,8 +504,14 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
 
 
 def _storage():
+    """Where :func:`flag` persists: on the executors' local disks, streamed batch by batch.
+
+    ``MEMORY_AND_DISK`` built each partition's cached batches in the heap before spilling, and
+    the cache of every partition stayed there: a local 2 GiB JVM died of ``OutOfMemoryError`` at
+    2e6 rows x 30 features (benchmarks/RESULTS.md, issue 21). On disk, a task holds one batch
+    of its partition at a time, whatever the table's size."""
     from pyspark import StorageLevel
-    return StorageLevel.MEMORY_AND_DISK
+    return StorageLevel.DISK_ONLY
 
 
 def _check_label(schema: pa.Schema, label: str, *, tags: bool = False):
