@@ -172,8 +172,10 @@ def cli_flag(data, out, addr, *extra):
 
 
 def test_cli_without_pred_probs_runs_the_stage_on_the_cluster(tmp_path, cluster, monkeypatch):
-    monkeypatch.setattr("cleanpipe.settings.SCALE_SAMPLE_ROWS", 900)
+    # cli.flag first: resolving it imports the module, which would bind a patched settings value
+    # for good (monkeypatch would then "restore" 900)
     monkeypatch.setattr("cleanpipe.cli.flag.SCALE_SAMPLE_ROWS", 900)
+    monkeypatch.setattr("cleanpipe.settings.SCALE_SAMPLE_ROWS", 900)
     write_dataset(tmp_path / "data")
     r = cli_flag(tmp_path / "data", tmp_path / "flags", cluster.scheduler_address)
     assert r.exit_code == 0, r.output
