@@ -8,8 +8,9 @@ reports, per case:
   together were largest), broken down by array (arrays shared between entries counted once);
 - the bytes per row still cached when the results are out;
 - the peak RSS above the process's RSS before the run, per row (sampled every 2 ms, glibc's mmap
-  threshold fixed at 64 KiB so freed arrays leave the RSS: the caches, plus one partition's
-  temporaries);
+  threshold fixed at 64 KiB so freed arrays leave the RSS, after a warm-up run on 4,000 rows so
+  lazily imported modules are not counted: the caches, plus one partition's temporaries and the
+  merged partials);
 - the wall seconds of the run (plan and results).
 
 Each case runs in a fresh subprocess, so the peaks do not mix. The script imports only
@@ -104,10 +105,16 @@ def one(case: str, n: int, parts: int, method: str, seed: int, check: bool) -> d
     k = int(k)
     labels, probs = (single_table if kind == "single" else multi_table)(n, k, seed)
     if kind == "single":
-        plan = detection_plan(k, method=method)
+        def plan():
+            return detection_plan(k, method=method)
     else:
         from cleanpipe.detect.partitioned_multilabel import multilabel_detection_plan
-        plan = multilabel_detection_plan(k, method=method)
+
+        def plan():
+            return multilabel_detection_plan(k, method=method)
+    # a warm-up on a small slice first: the modules the passes import lazily are not counted
+    warm = LocalRunner([lambda: (labels[:4000], probs[:4000])])
+    warm.results(run_plan(plan(), warm.merged))
     bounds = np.linspace(0, n, parts + 1).astype(int)
     runner = LocalRunner([lambda lo=lo, hi=hi: (labels[lo:hi], probs[lo:hi])
                           for lo, hi in zip(bounds[:-1], bounds[1:])])
@@ -134,7 +141,7 @@ def one(case: str, n: int, parts: int, method: str, seed: int, check: bool) -> d
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t = time.perf_counter()
-    est = run_plan(plan, merged)
+    est = run_plan(plan(), merged)
     results = runner.results(est)
     seconds = time.perf_counter() - t
     done.set()

@@ -260,26 +260,21 @@ _CONF = ("predicted", "p_predicted", "pair_rows", "pair_true", "pair_margin", "c
          "cell_keys", "cell_margin")
 
 
-class _Rows:
-    """One partition's per-row arrays for one step, computed on demand from its source.
+class _Kept:
+    """One partition's per-row arrays for one step, computed on demand (``_<name>`` methods).
 
-    What later steps read is kept in ``cache`` (:data:`_KEEP`, narrowed by :func:`narrowest`);
-    the rest lives for this step only and is recomputed, bit for bit, by the step that needs it.
-    With ``cache=None`` every step recomputes everything it reads.
+    What later steps read (the names in ``keep``) is kept in ``cache``, narrowed by
+    :func:`narrowest`; the rest lives for this step only and is recomputed, bit for bit, by the
+    step that needs it. With ``cache=None`` every step recomputes everything it reads.
     """
 
-    def __init__(self, est: Estimates, source: Source, cache: dict | None):
+    def __init__(self, est, source: Source, cache: dict | None, keep: tuple):
         self.est = est
         self.source = source
         self.c = cache
         self.v = {}
         self._data = None
-        self.keep = _KEEP[est.method]
-
-    def data(self):
-        if self._data is None:
-            self._data = check_partition(*self.source(), self.est.n_classes)
-        return self._data
+        self.keep = keep
 
     def __getitem__(self, name):
         if name not in self.v:
@@ -298,6 +293,21 @@ class _Rows:
         for name in names:
             if self.c is not None:
                 self.c.pop(name, None)
+
+    def _p_noisy(self):
+        self.put("p_noisy", self.est.mix.p_noisy(self["loss"]))
+
+
+class _Rows(_Kept):
+    """A single-label partition's per-row arrays (kept: :data:`_KEEP`)."""
+
+    def __init__(self, est: Estimates, source: Source, cache: dict | None):
+        super().__init__(est, source, cache, _KEEP[est.method])
+
+    def data(self):
+        if self._data is None:
+            self._data = check_partition(*self.source(), self.est.n_classes)
+        return self._data
 
     def _labels(self):
         labels, pred = self.data()
@@ -335,9 +345,6 @@ class _Rows:
 
     def _error_disagree(self):
         self.put("error_disagree", self["error_prob"][self["predicted"] != self["labels"]])
-
-    def _p_noisy(self):
-        self.put("p_noisy", self.est.mix.p_noisy(self["loss"]))
 
     def _pruned(self):
         picked = self.est.chosen["cells"].picked(self["cell_keys"],
