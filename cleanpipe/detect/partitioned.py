@@ -201,7 +201,8 @@ def check_partition(labels, pred_probs, n_classes: int):
 def narrowest(values: np.ndarray) -> np.ndarray:
     """``values`` in the narrowest dtype that holds every one of them exactly.
 
-    Integers go to the smallest of int8, int16, int32, int64 that holds their range; float64 goes
+    Integers go to the smallest of int8, int16, int32 (uint8, uint16, uint32 if unsigned) that
+    holds their range, when narrower than theirs; float64 goes
     to float32 when every value survives the round trip bit for bit (a value read from float32
     probabilities does); anything else is returned as it is. ``narrowest(v).astype(v.dtype)``
     equals ``v`` bit for bit: what a partition's cache keeps (:func:`widened` undoes it).
@@ -214,14 +215,14 @@ def narrowest(values: np.ndarray) -> np.ndarray:
     (dtype('float32'), dtype('float64'))
     """
     values = np.asarray(values)
-    if values.dtype.kind in "iu" and values.dtype != np.uint64:
-        if not values.size:
-            return values.astype(np.int8)
-        lo, hi = int(values.min()), int(values.max())
-        for dtype in (np.int8, np.int16, np.int32, np.int64):
+    if values.dtype.kind in "iu":
+        ladder = (np.uint8, np.uint16, np.uint32) if values.dtype.kind == "u" else (np.int8, np.int16, np.int32)
+        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        for dtype in ladder:
             info = np.iinfo(dtype)
-            if info.min <= lo and hi <= info.max:
-                return values.astype(dtype, copy=False)
+            if info.bits < 8 * values.dtype.itemsize and info.min <= lo and hi <= info.max:
+                return values.astype(dtype)
+        return values
     if values.dtype == np.float64:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             narrow = values.astype(np.float32)

@@ -168,11 +168,11 @@ class _TagRows(_Kept):
         """``(rows, classes, margin, given)`` of :func:`~cleanpipe.detect.multilabel.candidate_cells`,
         from the kept cells when they are (the margin from each cell's probability, as there)."""
         if "candidates" not in self.v:
-            if self.c is not None and all(name in self.c for name in _CANDIDATES + ("cand_p",)):
-                self.v["candidates"] = (self["cand_rows"], self["cand_classes"],
-                                        np.abs(2.0 * self["cand_p"] - 1.0), self["cand_given"])
-            elif self.c is not None and all(name in self.c for name in _CANDIDATES):
-                self.v["candidates"] = (self["cand_rows"], self["cand_classes"], None,
+            kept = [name for name in _CANDIDATES + ("cand_p",) if name in self.keep]
+            if kept and self.c is not None and all(name in self.c for name in kept):
+                # the margin only where a later pass reads it (the noise-rate selection)
+                margin = np.abs(2.0 * self["cand_p"] - 1.0) if "cand_p" in kept else None
+                self.v["candidates"] = (self["cand_rows"], self["cand_classes"], margin,
                                         self["cand_given"])
             else:
                 self._candidates()
