@@ -32,9 +32,15 @@ each partition's rows are then scored on their own by :func:`partition_result`::
 - ``source_i`` is a callable returning ``(labels, pred_probs)`` of partition ``i`` (labels: int
   class indices, shape (n,); pred_probs: (n, n_classes) float32/float64). It is called only by
   the passes that need the probabilities (three), once per call of :func:`partition_partial`.
-- ``cache_i`` is a dict the engine keeps per partition between steps (a few arrays of per-row
-  scalars, ~110 bytes a row with K = 10), or None: everything is then recomputed from
-  ``source_i`` (a pass over the probabilities per step; Spark's ``mapInPandas`` works that way).
+- ``cache_i`` is a dict the engine keeps per partition between steps, or None: everything is
+  then recomputed from ``source_i`` (a pass over the probabilities per step; Spark's
+  ``mapInPandas`` works that way). It keeps only what a later pass that does not read the
+  probabilities needs (:data:`_KEEP`, per method), each array in the narrowest dtype that holds
+  it exactly (:func:`narrowest`), and drops what no later pass reads: with float32
+  probabilities, ``combined`` keeps 15-25 bytes a row at its largest (K = 2 to 10; labels 1,
+  loss 4, arg-max 1 and its probability 4, the cells' pruning candidates ~14 a cell, then
+  ``rank_by`` 8). Any entry may be missing at any step (a restarted worker): it is recomputed,
+  bit for bit.
 - Partials are tuples, dicts and small dataclasses of numpy arrays: turn them into bytes with
   :func:`~cleanpipe.detect.partial_codec.dumps` to send or store them (a ``bytes`` column of a
   Spark DataFrame, a file for resumption) and back with ``partial_codec.loads``, which never

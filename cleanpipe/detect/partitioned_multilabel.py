@@ -25,7 +25,8 @@ Passes: totals; the loss percentiles (2-4 selection passes); the histograms (mix
 confident joints, candidate counts); the anchor tails and the noise-rate quotas (selection
 passes); ties by position (``noise_rate``/``both``); the anchor tails' given tags; the flip
 posteriors; the top-``m`` cut (``posterior``: selection passes). The per-partition cache keeps
-the per-row loss, ``p_error`` and the sparse candidate cells.
+the per-row loss and ``p_error`` (16 bytes a row), and the sparse candidate cells only for the
+methods that read them after the histograms pass (:data:`_KEEP`).
 """
 
 from __future__ import annotations
