@@ -9,7 +9,8 @@ reports, per case:
 - the bytes per row still cached when the results are out;
 - the peak RSS above the process's RSS before the run, per row (sampled every 2 ms, glibc's mmap
   threshold fixed at 64 KiB so freed arrays leave the RSS, after a warm-up run on 4,000 rows so
-  lazily imported modules are not counted: the caches, plus one partition's temporaries and the
+  lazily imported modules are not counted; each partition's result is let go once counted, as
+  an engine writes it and lets it go: the caches, plus one partition's temporaries and the
   merged partials);
 - the wall seconds of the run (plan and results).
 
@@ -100,7 +101,7 @@ def rss_bytes() -> int:
 
 
 def one(case: str, n: int, parts: int, method: str, seed: int, check: bool) -> dict:
-    from cleanpipe.detect.partitioned import LocalRunner, detection_plan, run_plan
+    from cleanpipe.detect.partitioned import LocalRunner, detection_plan, partition_result, run_plan
     kind, k = case.split(":")
     k = int(k)
     labels, probs = (single_table if kind == "single" else multi_table)(n, k, seed)
@@ -112,6 +113,14 @@ def one(case: str, n: int, parts: int, method: str, seed: int, check: bool) -> d
 
         def plan():
             return multilabel_detection_plan(k, method=method)
+    ref = None
+    if check:  # before the baseline: the reference's arrays are not the run's
+        if kind == "single":
+            from cleanpipe.detect.combine import detect
+            ref = detect(labels, probs, method=method)
+        else:
+            from cleanpipe.detect.multilabel import detect_multilabel
+            ref = detect_multilabel(labels, probs, method=method)
     # a warm-up on a small slice first: the modules the passes import lazily are not counted
     warm = LocalRunner([lambda: (labels[:4000], probs[:4000])])
     warm.results(run_plan(plan(), warm.merged))
@@ -142,7 +151,16 @@ def one(case: str, n: int, parts: int, method: str, seed: int, check: bool) -> d
     sampler.start()
     t = time.perf_counter()
     est = run_plan(plan(), merged)
-    results = runner.results(est)
+    # each partition's result compared and let go, as an engine writes it out and lets it go
+    flagged, identical = 0, True
+    for i, (src, cache) in enumerate(zip(runner.sources, runner.caches)):
+        r = partition_result(est, src, cache, i)
+        flagged += int(r.is_label_issue.sum())
+        if ref is not None:
+            lo, hi = bounds[i], bounds[i + 1]
+            identical &= bool(np.array_equal(r.is_label_issue, ref.is_label_issue[lo:hi])
+                              and np.array_equal(r.label_score, ref.label_score[lo:hi]))
+        del r
     seconds = time.perf_counter() - t
     done.set()
     sampler.join()
@@ -155,17 +173,9 @@ def one(case: str, n: int, parts: int, method: str, seed: int, check: bool) -> d
            "by_array": {name: b / n for name, b in sorted(peak["by"].items())},
            "end_per_row": sum(end.values()) / n,
            "rss_per_row": (top[0] - base) / n,
-           "flagged": int(sum(int(r.is_label_issue.sum()) for r in results))}
+           "flagged": flagged}
     if check:
-        if kind == "single":
-            from cleanpipe.detect.combine import detect
-            ref = detect(labels, probs, method=method)
-        else:
-            from cleanpipe.detect.multilabel import detect_multilabel
-            ref = detect_multilabel(labels, probs, method=method)
-        out["identical"] = bool(
-            np.array_equal(np.concatenate([r.is_label_issue for r in results]), ref.is_label_issue)
-            and np.array_equal(np.concatenate([r.label_score for r in results]), ref.label_score))
+        out["identical"] = identical
     return out
 
 
