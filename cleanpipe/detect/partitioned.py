@@ -222,7 +222,8 @@ def narrowest(values: np.ndarray) -> np.ndarray:
     """
     values = np.asarray(values)
     if values.dtype.kind in "iu":
-        ladder = (np.uint8, np.uint16, np.uint32) if values.dtype.kind == "u" else (np.int8, np.int16, np.int32)
+        ladder = ((np.uint8, np.uint16, np.uint32) if values.dtype.kind == "u"
+                  else (np.int8, np.int16, np.int32))
         lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
         for dtype in ladder:
             info = np.iinfo(dtype)
@@ -432,7 +433,6 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
         return np.bincount(flat, minlength=k * k), n_pruned
     if kind == "quality":
         labels = rows["labels"]
-        disagrees = rows["predicted"] != labels
         observed = int(np.count_nonzero(rows["p_noisy"] > est.noisy_threshold))
         null = empty_sums(2)
         if est.cut is not None and est.cut > _LOSS_FLOOR and len(labels):
