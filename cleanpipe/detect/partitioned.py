@@ -32,9 +32,15 @@ each partition's rows are then scored on their own by :func:`partition_result`::
 - ``source_i`` is a callable returning ``(labels, pred_probs)`` of partition ``i`` (labels: int
   class indices, shape (n,); pred_probs: (n, n_classes) float32/float64). It is called only by
   the passes that need the probabilities (three), once per call of :func:`partition_partial`.
-- ``cache_i`` is a dict the engine keeps per partition between steps (a few arrays of per-row
-  scalars, ~110 bytes a row with K = 10), or None: everything is then recomputed from
-  ``source_i`` (a pass over the probabilities per step; Spark's ``mapInPandas`` works that way).
+- ``cache_i`` is a dict the engine keeps per partition between steps, or None: everything is
+  then recomputed from ``source_i`` (a pass over the probabilities per step; Spark's
+  ``mapInPandas`` works that way). It keeps only what a later pass that does not read the
+  probabilities needs (:data:`_KEEP`, per method), each array in the narrowest dtype that holds
+  it exactly (:func:`narrowest`), and drops what no later pass reads: with float32
+  probabilities, ``combined`` keeps 15-25 bytes a row at its largest (K = 2 to 10; labels 1,
+  loss 4, arg-max 1 and its probability 4, the cells' pruning candidates ~14 a cell, then
+  ``rank_by`` 8). Any entry may be missing at any step (a restarted worker): it is recomputed,
+  bit for bit.
 - Partials are tuples, dicts and small dataclasses of numpy arrays: turn them into bytes with
   :func:`~cleanpipe.detect.partial_codec.dumps` to send or store them (a ``bytes`` column of a
   Spark DataFrame, a file for resumption) and back with ``partial_codec.loads``, which never
@@ -198,30 +204,125 @@ def check_partition(labels, pred_probs, n_classes: int):
     return labels, pred_probs
 
 
-class _Rows:
-    """One partition's per-row arrays, computed on demand from its source and kept in ``cache``."""
+def narrowest(values: np.ndarray) -> np.ndarray:
+    """``values`` in the narrowest dtype that holds every one of them exactly.
 
-    def __init__(self, est: Estimates, source: Source, cache: dict | None):
+    Integers go to the smallest of int8, int16, int32 (uint8, uint16, uint32 if unsigned) that
+    holds their range, when narrower than theirs; float64 goes
+    to float32 when every value survives the round trip bit for bit (a value read from float32
+    probabilities does); anything else is returned as it is. ``narrowest(v).astype(v.dtype)``
+    equals ``v`` bit for bit: what a partition's cache keeps (:func:`widened` undoes it).
+
+    Examples
+    --------
+    >>> narrowest(np.array([0, 9, 3])).dtype, narrowest(np.array([-1, 40000])).dtype
+    (dtype('int8'), dtype('int32'))
+    >>> narrowest(np.array([0.5, 0.25])).dtype, narrowest(np.array([0.1])).dtype
+    (dtype('float32'), dtype('float64'))
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        ladder = ((np.uint8, np.uint16, np.uint32) if values.dtype.kind == "u"
+                  else (np.int8, np.int16, np.int32))
+        lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+        for dtype in ladder:
+            info = np.iinfo(dtype)
+            if info.bits < 8 * values.dtype.itemsize and info.min <= lo and hi <= info.max:
+                return values.astype(dtype)
+        return values
+    if values.dtype == np.float64:
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            narrow = values.astype(np.float32)
+        back = narrow.astype(np.float64)
+        # the bits, so that -0.0, tiny values and NaN payloads survive too
+        if np.array_equal(back.view(np.uint64), values.view(np.uint64)):
+            return narrow
+    return values
+
+
+def widened(kept: tuple) -> np.ndarray:
+    """The array a cache entry ``(narrowest(v), v.dtype)`` was made from, bit for bit."""
+    values, dtype = kept
+    return values.astype(dtype, copy=False)
+
+
+#: What a partition keeps between passes, per method (single-label): everything else is
+#: recomputed in the pass that needs it, from the partition's probabilities (the passes that read
+#: them anyway: totals, confident, quality, the first of the top-``k`` cut's, the results) or
+#: from what is kept (``p_noisy`` from ``loss``).
+_KEEP_ALWAYS = ("labels", "loss", "predicted", "p_predicted")
+_KEEP = {
+    "combined": _KEEP_ALWAYS + ("cell_rows", "cell_keys", "cell_margin", "pruned", "error_disagree",
+                                "rank_by"),
+    "noise_rate": _KEEP_ALWAYS + ("pair_rows", "pair_true", "pair_margin"),
+    "both": _KEEP_ALWAYS + ("pair_rows", "pair_true", "pair_margin", "p_given"),
+    "per_class": _KEEP_ALWAYS + ("p_given",),
+    "mixture": _KEEP_ALWAYS,
+}
+#: Entries no later pass reads, dropped when a step of this kind starts: the anchors and the
+#: cells' pruning candidates once ``pruned`` is known, the disagreeing rows' error
+#: probabilities once the top-``k`` cut's selection starts (the expected-F1 passes are over).
+_DROP = {"anchors": ("p_predicted", "cell_rows", "cell_keys", "cell_margin"),
+         "rank": ("error_disagree",)}
+_CONF = ("predicted", "p_predicted", "pair_rows", "pair_true", "pair_margin", "cell_rows",
+         "cell_keys", "cell_margin")
+
+
+class _Kept:
+    """One partition's per-row arrays for one step, computed on demand (``_<name>`` methods).
+
+    What later steps read (the names in ``keep``) is kept in ``cache``, narrowed by
+    :func:`narrowest`; the rest lives for this step only and is recomputed, bit for bit, by the
+    step that needs it. With ``cache=None`` every step recomputes everything it reads.
+    """
+
+    def __init__(self, est, source: Source, cache: dict | None, keep: tuple):
         self.est = est
         self.source = source
-        self.c = {} if cache is None else cache
+        self.c = cache
+        self.v = {}
         self._data = None
+        self.keep = keep
+
+    def __getitem__(self, name):
+        if name not in self.v:
+            if self.c is not None and name in self.c:
+                self.v[name] = widened(self.c[name])
+            else:
+                getattr(self, "_" + name)()
+        return self.v[name]
+
+    def put(self, name, value):
+        self.v[name] = value
+        if self.c is not None and name in self.keep and name not in self.c:
+            self.c[name] = (narrowest(value), value.dtype)
+
+    def drop(self, names):
+        for name in names:
+            if self.c is not None:
+                self.c.pop(name, None)
+
+    def _p_noisy(self):
+        self.put("p_noisy", self.est.mix.p_noisy(self["loss"]))
+
+
+class _Rows(_Kept):
+    """A single-label partition's per-row arrays (kept: :data:`_KEEP`)."""
+
+    def __init__(self, est: Estimates, source: Source, cache: dict | None):
+        super().__init__(est, source, cache, _KEEP[est.method])
 
     def data(self):
         if self._data is None:
             self._data = check_partition(*self.source(), self.est.n_classes)
         return self._data
 
-    def __getitem__(self, name):
-        if name not in self.c:
-            getattr(self, "_" + name)()
-        return self.c[name]
-
     def _labels(self):
         labels, pred = self.data()
-        self.c["labels"] = labels
-        self.c["p_given"] = _gather_given(labels, pred, None)
-        self.c["loss"] = cross_entropy(self.c["p_given"])
+        p_given = _gather_given(labels, pred, None)
+        self.put("labels", labels)
+        self.put("p_given", p_given)
+        self.put("loss", cross_entropy(p_given))
 
     _p_given = _loss = _labels
 
@@ -230,35 +331,39 @@ class _Rows:
         if not len(labels):
             k = self.est.n_classes
             z, zi = np.zeros(0), np.zeros(0, np.int64)
-            self.c["conf"] = ConfidentRows(np.zeros(k * k, np.int64), z, zi, z, zi, zi, z, zi, zi, z)
-            return
-        self.c["conf"] = confident_rows(labels, pred, self.est.thresholds, p_given=self["p_given"])
+            conf = ConfidentRows(np.zeros(k * k, np.int64), z, zi, z, zi, zi, z, zi, zi, z)
+        else:
+            conf = confident_rows(labels, pred, self.est.thresholds, p_given=self["p_given"])
+        self.v["conf"] = conf
+        for name in _CONF:
+            self.put(name, getattr(conf, name))
+
+    _predicted = _p_predicted = _pair_rows = _pair_true = _pair_margin = _conf
+    _cell_rows = _cell_keys = _cell_margin = _conf
 
     def _score(self):
         labels, pred = self.data()
-        self.c["score"] = posterior_scores(labels, pred, self.est.t_matrix, self["p_given"])
+        self.put("score", posterior_scores(labels, pred, self.est.t_matrix, self["p_given"]))
 
     def _error_prob(self):
         labels, pred = self.data()
         t = self.est.t_matrix
-        self.c["error_prob"] = (block_error_prob(labels, pred, t, np.linalg.inv(t).T, self.est.temperature)
-                                if len(labels) else np.zeros(0))
+        self.put("error_prob", block_error_prob(labels, pred, t, np.linalg.inv(t).T, self.est.temperature)
+                 if len(labels) else np.zeros(0))
 
-    def _p_noisy(self):
-        self.c["p_noisy"] = self.est.mix.p_noisy(self["loss"])
+    def _error_disagree(self):
+        self.put("error_disagree", self["error_prob"][self["predicted"] != self["labels"]])
 
     def _pruned(self):
-        conf = self["conf"]
-        picked = self.est.chosen["cells"].picked(conf.cell_keys, order_keys(conf.cell_margin,
-                                                                              descending=True))
+        picked = self.est.chosen["cells"].picked(self["cell_keys"],
+                                                 order_keys(self["cell_margin"], descending=True))
         pruned = np.zeros(len(self["labels"]), dtype=bool)
-        pruned[conf.cell_rows[picked]] = True
-        self.c["pruned"] = pruned & (conf.predicted != self["labels"])
+        pruned[self["cell_rows"][picked]] = True
+        self.put("pruned", pruned & (self["predicted"] != self["labels"]))
 
     def _rank_by(self):
-        conf = self["conf"]
-        self.c["rank_by"] = shifted_rank(self["score"], self["pruned"], self.est.calibrated_joint,
-                                         self["labels"], conf.predicted)
+        self.put("rank_by", shifted_rank(self["score"], self["pruned"], self.est.calibrated_joint,
+                                         self["labels"], self["predicted"]))
 
     # selections: (groups, order keys) of the members
     def members(self, name):
@@ -271,14 +376,13 @@ class _Rows:
             return np.zeros(len(r), np.int64), order_keys(r)
         if name == "classes":
             return self["labels"], order_keys(-self["p_given"], descending=True)
-        conf = self["conf"]
         if name == "anchors":
-            return conf.predicted, order_keys(conf.p_predicted, descending=True)
+            return self["predicted"], order_keys(self["p_predicted"], descending=True)
         if name == "cells":
-            return conf.cell_keys, order_keys(conf.cell_margin, descending=True)
+            return self["cell_keys"], order_keys(self["cell_margin"], descending=True)
         if name == "pairs":
-            groups = self["labels"][conf.pair_rows] * k + conf.pair_true
-            return groups, order_keys(conf.pair_margin, descending=True)
+            groups = self["labels"][self["pair_rows"]] * k + self["pair_true"]
+            return groups, order_keys(self["pair_margin"], descending=True)
         raise ValueError(f"unknown selection {name!r}")
 
 
@@ -301,6 +405,8 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
         return (len(labels), np.bincount(labels, minlength=k),
                 exact_group_sums(p_given, labels, k), lo, hi)
     if kind == "select":
+        if "rank" in step.requests:
+            rows.drop(_DROP["rank"])
         return {name: select_partial(req, *rows.members(name)) for name, req in step.requests.items()}
     if kind == "hist":
         return loss_histogram(rows["loss"], est.bounds)
@@ -318,15 +424,15 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
     if kind == "ties":
         return tie_counts(est.chosen, rows.members)
     if kind == "anchors":
-        conf, labels = rows["conf"], rows["labels"]
+        labels = rows["labels"]
         k = est.n_classes
         picked = est.chosen["anchors"].picked(*rows.members("anchors"))
-        flat = labels[picked] * k + conf.predicted[picked]
+        flat = labels[picked] * k + rows["predicted"][picked]
         n_pruned = int(np.count_nonzero(rows["pruned"])) if "cells" in est.chosen else 0
+        rows.drop(_DROP["anchors"])
         return np.bincount(flat, minlength=k * k), n_pruned
     if kind == "quality":
         labels = rows["labels"]
-        disagrees = rows["conf"].predicted != labels
         observed = int(np.count_nonzero(rows["p_noisy"] > est.noisy_threshold))
         null = empty_sums(2)
         if est.cut is not None and est.cut > _LOSS_FLOOR and len(labels):
@@ -334,10 +440,9 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
         if est.method != "combined":  # only its count reads the error probabilities
             return null, observed, empty_sums(), empty_sums()
         q = rows["error_prob"]
-        return null, observed, exact_group_sums(q[disagrees]), exact_group_sums(q)
+        return null, observed, exact_group_sums(rows["error_disagree"]), exact_group_sums(q)
     if kind == "f1":
-        labels = rows["labels"]
-        q = rows["error_prob"][rows["conf"].predicted != labels]
+        q = rows["error_disagree"]
         taken = q[q > step.f1_threshold]
         return len(taken), exact_group_sums(taken)
     raise ValueError(f"unknown step {kind!r}")
@@ -605,8 +710,8 @@ def partition_result(est: Estimates, source: Source, cache: dict | None = None,
         return partitioned_multilabel.partition_result(est, source, cache, index)
     rows = _Rows(est, source, cache)
     labels = rows["labels"]
-    conf = rows["conf"]
-    disagrees = conf.predicted != labels
+    predicted = rows["predicted"]
+    disagrees = predicted != labels
     p_noisy = rows["p_noisy"]
     n = len(labels)
     if est.method == "combined":
@@ -621,11 +726,11 @@ def partition_result(est: Estimates, source: Source, cache: dict | None = None,
         if est.method in ("noise_rate", "both"):
             picked = est.chosen["pairs"].picked(*rows.members("pairs"), index)
             by_pair = np.zeros(n, dtype=bool)
-            by_pair[conf.pair_rows[picked]] = True
+            by_pair[rows["pair_rows"][picked]] = True
             flags &= by_pair
         if est.method in ("per_class", "both"):
             flags &= est.chosen["classes"].picked(*rows.members("classes"), index) & disagrees
-    return PartitionDetection(flags, rows["score"], p_noisy, conf.predicted, rows["loss"])
+    return PartitionDetection(flags, rows["score"], p_noisy, predicted, rows["loss"])
 
 
 # ---------------------------------------------------------------- an in-memory engine

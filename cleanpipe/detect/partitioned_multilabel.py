@@ -25,7 +25,8 @@ Passes: totals; the loss percentiles (2-4 selection passes); the histograms (mix
 confident joints, candidate counts); the anchor tails and the noise-rate quotas (selection
 passes); ties by position (``noise_rate``/``both``); the anchor tails' given tags; the flip
 posteriors; the top-``m`` cut (``posterior``: selection passes). The per-partition cache keeps
-the per-row loss, ``p_error`` and the sparse candidate cells.
+the per-row loss and ``p_error`` (16 bytes a row), and the sparse candidate cells only for the
+methods that read them after the histograms pass (:data:`_KEEP`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .multilabel import (MultilabelConfident, binary_cross_entropy, binary_thres
                          candidate_cells, expected_count, expected_wrong_from_sums,
                          multilabel_confident_counts, multilabel_estimates, posterior_rows,
                          posterior_suspect_cells, prune_quota, suspect_lists, take_tied)
-from .partitioned import (Chosen, Source, Step, _chosen, _select, detect_partitions_with,
+from .partitioned import (Chosen, Source, Step, _chosen, _Kept, _select, detect_partitions_with,
                           loss_bounds, tie_counts, tie_shares)
 from .radix import order_keys, select_partial
 from .tag_calibration import (TagCountCalibration, calibration_cap, calibration_from_histogram,
@@ -127,14 +128,23 @@ def check_tag_partition(labels, pred_probs, n_classes: int):
     return labels.astype(bool), pred_probs
 
 
-class _TagRows:
-    """One partition's per-row arrays, computed on demand from its source and kept in ``cache``."""
+#: What a partition keeps between passes, per method (multi-label): the loss (the percentile
+#: selections, the histograms, the results) and ``p_error`` (the top-``m`` cut, the results);
+#: the candidate cells where the results (and the noise-rate quotas' selection) read them, each
+#: cell's probability rather than its margin ``|2 p - 1|`` (float32 when the probabilities are).
+#: ``p_noisy`` is recomputed from the loss; the rest from the probabilities.
+_KEEP_ML = ("loss", "p_error")
+_CANDIDATES = ("cand_rows", "cand_classes", "cand_given")
+_KEEP = {"posterior": _KEEP_ML, "mixture": _KEEP_ML + _CANDIDATES,
+         "noise_rate": _KEEP_ML + _CANDIDATES + ("cand_p",),
+         "both": _KEEP_ML + _CANDIDATES + ("cand_p",)}
+
+
+class _TagRows(_Kept):
+    """A multi-label partition's per-row arrays for one step (kept: :data:`_KEEP`)."""
 
     def __init__(self, est: MultilabelEstimates, source: Source, cache: dict | None):
-        self.est = est
-        self.source = source
-        self.c = {} if cache is None else cache
-        self._data = None
+        super().__init__(est, source, cache, _KEEP[est.method])
         self._q = None
 
     def data(self):
@@ -142,19 +152,32 @@ class _TagRows:
             self._data = check_tag_partition(*self.source(), self.est.n_classes)
         return self._data
 
-    def __getitem__(self, name):
-        if name not in self.c:
-            getattr(self, "_" + name)()
-        return self.c[name]
-
     def _loss(self):
-        self.c["loss"] = binary_cross_entropy(*self.data())
+        self.put("loss", binary_cross_entropy(*self.data()))
 
     def _candidates(self):
-        self.c["candidates"] = candidate_cells(*self.data())
+        y, p = self.data()
+        r, c, margin, given = candidate_cells(y, p)
+        self.v["candidates"] = r, c, margin, given
+        for name, value in zip(_CANDIDATES, (r, c, given)):
+            self.put(name, value)
+        self.put("cand_p", np.asarray(p[r, c], dtype=np.float64))
 
-    def _p_noisy(self):
-        self.c["p_noisy"] = self.est.mix.p_noisy(self["loss"])
+    _cand_rows = _cand_classes = _cand_given = _cand_p = _candidates
+
+    def candidates(self):
+        """``(rows, classes, margin, given)`` of :func:`~cleanpipe.detect.multilabel.candidate_cells`,
+        from the kept cells when they are (the margin from each cell's probability, as there)."""
+        if "candidates" not in self.v:
+            kept = [name for name in _CANDIDATES + ("cand_p",) if name in self.keep]
+            if kept and self.c is not None and all(name in self.c for name in kept):
+                # the margin only where a later pass reads it (the noise-rate selection)
+                margin = np.abs(2.0 * self["cand_p"] - 1.0) if "cand_p" in kept else None
+                self.v["candidates"] = (self["cand_rows"], self["cand_classes"], margin,
+                                        self["cand_given"])
+            else:
+                self._candidates()
+        return self.v["candidates"]
 
     def q(self):
         """The recalibrated probabilities (not cached: ``n x K`` floats)."""
@@ -165,7 +188,7 @@ class _TagRows:
 
     def _p_error(self):
         y, _ = self.data()
-        self.c["p_error"] = posterior_rows(y, self.q(), self.est.noise_matrix)[0]
+        self.put("p_error", posterior_rows(y, self.q(), self.est.noise_matrix)[0])
 
     def anchors(self):
         """``(groups, keys, hits)`` of the anchor tails' members: group 0 the cells eligible for
@@ -189,7 +212,7 @@ class _TagRows:
         if name == "anchors":
             return self.anchors()[:2]
         if name == "pairs":
-            _, c, margin, given = self["candidates"]
+            _, c, margin, given = self.candidates()
             return 2 * c + given, order_keys(margin, descending=True)
         if name == "top":
             p_error = self["p_error"]
@@ -220,7 +243,7 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
     if kind == "ml_hist":
         y, p = rows.data()
         cnt, pos = calibration_histogram(y, p, est.cap)
-        _, c, _, given = rows["candidates"]
+        _, c, _, given = rows.candidates()
         return (loss_histogram(rows["loss"], est.bounds), cnt.astype(np.int64),
                 pos.astype(np.int64), multilabel_confident_counts(y, p, est.confident.thresholds),
                 np.bincount(2 * c + given, minlength=2 * k).astype(np.int64))
@@ -235,7 +258,7 @@ def partition_partial(step: Step, source: Source, cache: dict | None = None):
     if kind == "ml_posterior":
         y, _ = rows.data()
         p_error, sums = posterior_rows(y, rows.q(), est.noise_matrix)
-        rows.c["p_error"] = p_error
+        rows.put("p_error", p_error)
         return exact_group_sums(p_error), sums
     raise ValueError(f"unknown step {kind!r}")
 
@@ -382,7 +405,7 @@ def partition_result(est: MultilabelEstimates, source: Source, cache: dict | Non
         r, c, given = posterior_suspect_cells(y[sel], rows.q()[sel], est.noise_matrix)
         issue = sel[r], c, given
     else:
-        r, c, _, given = rows["candidates"]
+        r, c, _, given = rows.candidates()
         if est.method in ("noise_rate", "both"):
             cells = est.chosen["pairs"].picked(*rows.members("pairs"), index)
             if est.method == "both":
