@@ -172,7 +172,7 @@ def _check_columns(schema: pa.Schema, label: str, pred_probs):
     """Resolve ``label`` and ``pred_probs`` on the DataFrame's schema; one-line errors."""
     from .features import columns_hint
 
-    target = _check_label(schema, label, tags=True)
+    target = _check_label(schema, label)
     if isinstance(pred_probs, str):
         cols = [pred_probs]
     else:
@@ -333,8 +333,9 @@ def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column:
     label : str, default="label"
         The label column: integer class indices, or strings / booleans matched to the
         probability columns in sorted order. Null labels are kept and not flagged. Multi-label:
-        an ``array`` column of tags (or several 0/1 columns as ``"a,b,c"``) with ``pred_probs``
-        given, one probability per tag in sorted tag order; the flags then hold the columns of
+        an ``array`` column of tags (or several 0/1 columns as ``"a,b,c"``); ``pred_probs``, if
+        given, one probability per tag in sorted tag order (omitted: fitted out of fold with the
+        multi-label fold models of the Dask path); the flags then hold the columns of
         :func:`cleanpipe.find_multilabel_issues` (``suspect_missing``, ``suspect_spurious``
         too), and the default method is ``"posterior"``.
     pred_probs : str or sequence of str, optional
@@ -443,7 +444,7 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
     from .flag import detector_options
 
     schema = arrow_schema(df)
-    tags = _check_label(schema, label, tags=pred_probs is not None).multi_label
+    tags = _check_label(schema, label).multi_label
     method, noisy_threshold = detector_options(tags, method, mixture, noisy_threshold)
     clash = [c for c in _flag_names(tags) if c in schema.names]
     if clash:
@@ -465,13 +466,15 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
     passes = None  # what the detection passes read, when not df's label and probability columns
     if pred_probs is None:
         from . import spark_oof
-        classes = spark_oof.distinct_labels(df, label, label_type)
+        classes = (_tags(df, target) if tags else spark_oof.distinct_labels(df, label, label_type))
         df, oof = spark_oof.out_of_fold(df, label=label, classes=classes, model=model, folds=folds,
-                                        seed=seed, sample_rows=sample_rows, **fit)
+                                        seed=seed, sample_rows=sample_rows,
+                                        target=target if tags else None, **fit)
         if persist:
-            # The passes' two columns, predicted once; the scoring predicts again from the same
+            # The passes' columns, predicted once; the scoring predicts again from the same
             # persisted rows (the same batches and models: the same probabilities, in this order).
-            passes = df.select(label, spark_oof.OOF_COLUMN).persist(_storage())
+            labels = list(target.columns) if tags else [label]
+            passes = df.select(*labels, spark_oof.OOF_COLUMN).persist(_storage())
             persisted.append(passes)
         prob_cols, array_col, n_classes = (), spark_oof.OOF_COLUMN, len(classes)
     else:
@@ -514,16 +517,10 @@ def _storage():
     return StorageLevel.DISK_ONLY
 
 
-def _check_label(schema: pa.Schema, label: str, *, tags: bool = False):
-    """The label's :class:`~cleanpipe.target.Target`; multi-label only where ``tags`` (its
-    probabilities are given): out-of-fold fitting on Spark is single-label."""
+def _check_label(schema: pa.Schema, label: str):
+    """The label's :class:`~cleanpipe.target.Target` (one class per row, or multi-label)."""
     from .target import resolve_target
-    target = resolve_target(schema, label, where="the DataFrame")
-    if target.multi_label and not tags:
-        raise InputError(f"{target.described} is multi-label; cleanpipe.spark fits out-of-fold "
-                         "probabilities for single-label data only: pass pred_probs= (one "
-                         "probability per tag, in sorted tag order), or flag on one machine")
-    return target
+    return resolve_target(schema, label, where="the DataFrame")
 
 
 def _flag_names(tags: bool) -> tuple:
@@ -531,16 +528,18 @@ def _flag_names(tags: bool) -> tuple:
     return FLAG_COLUMNS + SUSPECT_COLUMNS if tags else FLAG_COLUMNS
 
 
-def _tags(df, target, n_classes: int) -> pa.Array:
+def _tags(df, target, n_classes: int | None = None) -> pa.Array:
     """The tags of a multi-label label in class order (one small aggregation), checked against
-    the number of probability columns: a list column's sorted distinct tags, or the 0/1 columns."""
+    the number of probability columns (``n_classes``; None when they are fitted): a list
+    column's sorted distinct tags, or the 0/1 columns."""
+    from .spark_oof import MAX_CLASSES
     from pyspark.sql import functions as F
 
     from .features import _decoded
     if target.form == "columns":
         classes = pa.array(list(target.columns), type=pa.string())
     else:
-        cap = n_classes + 100
+        cap = (n_classes if n_classes is not None else MAX_CLASSES) + 100
         name = target.columns[0]
         rows = (df.select(F.explode(df[name]).alias("tag")).where("tag IS NOT NULL").distinct()
                 .limit(cap + 1).collect())
@@ -548,12 +547,20 @@ def _tags(df, target, n_classes: int) -> pa.Array:
                                                      type=target.label_type.value_type)]))
         classes = pc.unique(values.combine_chunks())
         classes = classes.take(pc.array_sort_indices(classes))
+        if n_classes is None:
+            if len(rows) > MAX_CLASSES:
+                raise InputError(f"{target.described} has more than {MAX_CLASSES} distinct tags; "
+                                 "a tag is a class, not an identifier (pass another label=)")
+            if len(classes) < 1:
+                raise InputError(f"{target.described} holds no tag; label-error detection needs "
+                                 "tags")
+            return classes
         if len(classes) != n_classes:
             more = "more than " if len(rows) > cap else ""
             raise InputError(f"pred_probs has {n_classes} columns but {target.described} has "
                              f"{more}{min(len(classes), cap)} tags; pass one column per tag, in "
                              "sorted tag order")
-    if len(classes) != n_classes:
+    if n_classes is not None and len(classes) != n_classes:
         raise InputError(f"pred_probs has {n_classes} columns but {target.described} are "
                          f"{len(classes)}; pass one column per tag, in the label columns' order")
     return classes

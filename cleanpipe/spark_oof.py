@@ -27,6 +27,12 @@ whole DataFrame: the counts job also returns each partition's value counts
 (:func:`cleanpipe.features.merge_value_counts`, associative) into the vocabulary
 (:func:`cleanpipe.features.vocabulary`: the most frequent values, the rest one "other" code), and
 every task codes with it; the fold models are told which columns hold codes.
+
+A multi-label label (``target=``, the kind of label passed down as on Dask) takes the same passes:
+the count job also returns rows without tags and rows per tag, the sample keeps each row's 0/1
+tags (``sample_partial(..., labelled=)``), the driver fits
+:func:`cleanpipe.hashed_folds_multilabel.fit_tag_fold_model` per fold, and the predict task writes
+:func:`~cleanpipe.hashed_folds_multilabel.predict_tags_out_of_fold`'s tag probabilities.
 """
 
 from __future__ import annotations
@@ -51,7 +57,10 @@ OOF_COLUMN = "pred_probs"
 MAX_CLASSES = 1000
 
 _COUNT_SCHEMA = pa.schema([("partition", pa.int32()), ("counts", pa.list_(pa.int64())),
-                           ("vocab", pa.list_(pa.binary())), ("error", pa.string())])
+                           ("vocab", pa.list_(pa.binary())), ("unlabelled", pa.int64()),
+                           ("tags", pa.list_(pa.int64())), ("error", pa.string())])
+_COUNT_DDL = ("partition INT, counts ARRAY<LONG>, vocab ARRAY<BINARY>, unlabelled LONG, "
+              "tags ARRAY<LONG>, error STRING")
 _SAMPLE_SCHEMA = pa.schema([("partition", pa.int32()), ("rows", pa.binary()), ("error", pa.string())])
 
 
@@ -110,8 +119,10 @@ class OofPlan:
     """What every task needs (small; shipped in each task's closure)."""
 
     def __init__(self, label: str, classes: pa.Array, features: tuple, id_column: str | None,
-                 n_folds: int, seed: int, categorical: tuple = (), vocabularies: dict | None = None):
+                 n_folds: int, seed: int, categorical: tuple = (), vocabularies: dict | None = None,
+                 target=None):
         self.label, self.classes, self.features = label, classes, features
+        self.target = target  # a multi-label Target (the kind of label), None for one class per row
         self.id_column, self.n_folds, self.seed = id_column, n_folds, seed
         self.categorical = categorical  # the text features
         self.vocabularies = vocabularies  # name -> merged vocabulary, after the count job
@@ -127,7 +138,21 @@ class OofPlan:
 
     @property
     def columns(self) -> list:
-        return [self.label, *self.features, *([self.id_column] if self.id_column else [])]
+        labels = list(self.target.columns) if self.target is not None else [self.label]
+        return list(dict.fromkeys([*labels, *self.features,
+                                   *([self.id_column] if self.id_column else [])]))
+
+    def labels(self, table: pa.Table):
+        """``(labels, labelled)``: class codes (-1 where the label is null), or for a multi-label
+        label the 0/1 tag matrix over :attr:`classes` (0 on rows without tags), as
+        :meth:`cleanpipe.partitioned_oof.FeatureSource.labels` reads a partition."""
+        if self.target is not None:
+            from .target import encode_tags
+            tags, labelled, _ = encode_tags(self.target, table.select(list(self.target.columns)),
+                                            self.classes)
+            return tags, np.asarray(labelled, dtype=bool)
+        codes = self.codes(table)
+        return codes, codes >= 0
 
     def hashes(self, table: pa.Table, partition: int, start: int) -> np.ndarray:
         """The rows' stable hashes: of the id column, or of their positions in the partition
@@ -179,12 +204,17 @@ def _count_task(plan: OofPlan):
     def run(batches):
         index, start = _partition_index(), 0
         counts = np.zeros(plan.n_folds, np.int64)
+        tags = np.zeros(plan.n_classes, np.int64) if plan.target is not None else None
+        unlabelled = 0
         vocab = [None] * len(plan.categorical)
         try:
             for batch in batches:
                 table = pa.Table.from_batches([batch])
-                counts += fold_counts(plan.hashes(table, index, start), plan.codes(table) >= 0,
-                                      plan.n_folds)
+                labels, labelled = plan.labels(table)
+                counts += fold_counts(plan.hashes(table, index, start), labelled, plan.n_folds)
+                unlabelled += int(len(labelled) - labelled.sum())
+                if tags is not None:  # rows per tag, for the notes on tags the folds cannot learn
+                    tags += labels[labelled].sum(axis=0, dtype=np.int64)
                 for i, name in enumerate(plan.categorical):
                     vc = value_counts(table.column(name))
                     check_vocabulary_size(vc, name=name)  # before it is sent to the driver
@@ -192,9 +222,11 @@ def _count_task(plan: OofPlan):
                 start += batch.num_rows
             out = {"partition": [index], "counts": [counts.tolist()],
                    "vocab": [[_counts_to_ipc(v) for v in vocab] if plan.categorical else []],
+                   "unlabelled": [unlabelled], "tags": [None if tags is None else tags.tolist()],
                    "error": [None]}
         except CleanpipeError as exc:
-            out = {"partition": [index], "counts": [None], "vocab": [None], "error": [str(exc)]}
+            out = {"partition": [index], "counts": [None], "vocab": [None], "unlabelled": [None],
+                   "tags": [None], "error": [str(exc)]}
         yield pa.RecordBatch.from_pydict(out, schema=_COUNT_SCHEMA)
 
     return run
@@ -240,8 +272,9 @@ def _sample_task(plan: OofPlan, rate: float):
         try:
             for batch in batches:
                 table = pa.Table.from_batches([batch])
-                part = sample_partial(plan.matrix(table), plan.codes(table),
-                                      plan.hashes(table, index, start), n_folds=plan.n_folds, rate=rate)
+                labels, labelled = plan.labels(table)
+                part = sample_partial(plan.matrix(table), labels, plan.hashes(table, index, start),
+                                      n_folds=plan.n_folds, rate=rate, labelled=labelled)
                 if len(part):
                     parts.append(part)
                 start += batch.num_rows
@@ -258,7 +291,9 @@ def _to_ipc(parts, d: int) -> bytes | None:
         return None
     from .hashed_folds import merge_samples
     s = merge_tree(merge_samples, parts)
-    table = pa.table({"hash": s.hashes, "y": s.y, "fold": s.folds,
+    y = (pa.FixedSizeListArray.from_arrays(pa.array(s.y.ravel().astype(np.int8)), s.y.shape[1])
+         if s.y.ndim == 2 else s.y)  # multi-label: the 0/1 tag matrix
+    table = pa.table({"hash": s.hashes, "y": y, "fold": s.folds,
                       "X": pa.FixedSizeListArray.from_arrays(pa.array(s.X.ravel()), d)})
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -270,7 +305,12 @@ def _from_ipc(data: bytes, d: int):
     from .hashed_folds import TrainingSample
     t = pa.ipc.open_stream(data).read_all().combine_chunks()
     X = np.asarray(t["X"].chunk(0).flatten(), dtype=np.float32).reshape(-1, d)
-    return TrainingSample(X, np.asarray(t["y"], np.int64), np.asarray(t["fold"], np.int16),
+    col = t["y"].chunk(0)
+    if pa.types.is_fixed_size_list(col.type):
+        y = np.asarray(col.flatten(), dtype=np.int8).reshape(-1, col.type.list_size)
+    else:
+        y = np.asarray(col, np.int64)
+    return TrainingSample(X, y, np.asarray(t["fold"], np.int16),
                           np.asarray(t["hash"], np.uint64))
 
 
@@ -284,7 +324,13 @@ def _predict_task(models, plan: OofPlan, out_schema: pa.Schema):
         for batch in batches:
             table = pa.Table.from_batches([batch])
             folds = hashed_folds(plan.hashes(table, index, start), plan.n_folds)
-            probs = predict_out_of_fold(models.value, plan.matrix(table), folds, k)
+            if plan.target is not None:  # multi-label: each tag given the row's other tags
+                from .hashed_folds_multilabel import predict_tags_out_of_fold
+                labels, labelled = plan.labels(table)
+                probs = predict_tags_out_of_fold(models.value, plan.matrix(table), labels,
+                                                 labelled, folds, k)
+            else:
+                probs = predict_out_of_fold(models.value, plan.matrix(table), folds, k)
             column = pa.ListArray.from_arrays(pa.array(np.arange(0, len(probs) * k + 1, k, dtype=np.int32)),
                                               pa.array(probs.ravel()))
             yield pa.RecordBatch.from_arrays(batch.columns + [column.cast(out_schema.field(OOF_COLUMN).type)],
@@ -310,10 +356,13 @@ def distinct_labels(df, label: str, label_type: pa.DataType) -> pa.Array:
 
 
 def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column: str | None,
-                model, folds: int, seed: int, sample_rows: int):
+                model, folds: int, seed: int, sample_rows: int, target=None):
     """``df`` with :data:`OOF_COLUMN` appended (lazy), and what was fitted.
 
-    The inputs are checked by the caller (:func:`cleanpipe.spark.flag`).
+    The inputs are checked by the caller (:func:`cleanpipe.spark.flag`). ``target``, a
+    multi-label :class:`~cleanpipe.target.Target` (``classes`` its tags), fits the tag
+    probabilities with the multi-label fold models of the partitioned path
+    (:func:`cleanpipe.hashed_folds_multilabel.fit_tag_fold_model`); None, one class per row.
 
     Returns
     -------
@@ -327,16 +376,26 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
 
     schema = arrow_schema(df)
     categorical = categorical_columns([schema], features, ["the DataFrame"])
-    plan = OofPlan(label, classes, features, id_column, folds, seed, categorical)
+    plan = OofPlan(label, classes, features, id_column, folds, seed, categorical, target=target)
     selected = df.select(*plan.columns)
-    rows = selected.mapInArrow(_count_task(plan), "partition INT, counts ARRAY<LONG>, "
-                               "vocab ARRAY<BINARY>, error STRING").collect()
+    rows = selected.mapInArrow(_count_task(plan), _COUNT_DDL).collect()
     raise_first_error(rows)
     counts = np.sum([r["counts"] for r in rows], axis=0) if rows else np.zeros(folds, np.int64)
     counts = np.asarray(counts, dtype=np.int64).reshape(folds)
     check_fold_counts(counts, folds)
+    unlabelled = sum(int(r["unlabelled"]) for r in rows)
+    notes = []
+    if target is not None:  # as the partitioned path and cross_val_probs_multilabel warn
+        import warnings
+
+        from .errors import CleanpipeWarning
+        from .oof import tag_count_notes
+        tag_rows = np.sum([r["tags"] for r in rows], axis=0, dtype=np.int64).reshape(len(classes))
+        notes = tag_count_notes(tag_rows, int(counts.sum()), folds, [str(c) for c in classes])
+        for note in notes:
+            warnings.warn(note, CleanpipeWarning, stacklevel=3)
     plan = OofPlan(label, classes, features, id_column, folds, seed, categorical,
-                   merged_vocabularies(rows, categorical))
+                   merged_vocabularies(rows, categorical), target=target)
     rate = training_rate(int(counts.sum()), folds, sample_rows)
     rows = selected.mapInArrow(_sample_task(plan, rate), "partition INT, rows BINARY, error STRING").collect()
     raise_first_error(rows)
@@ -349,12 +408,19 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
                                         if r["rows"] is not None])
     log.info("out-of-fold on Spark: %d folds, %d sampled rows of %d, fitted on the driver",
              folds, len(sample), int(counts.sum()))
-    models = fit_fold_models(sample.X, sample.y, sample.folds, n_folds=folds,
-                             n_classes=plan.n_classes, model=model, seed=seed,
-                             categorical=plan.mask)
+    if target is not None:
+        from .hashed_folds_multilabel import fit_tag_fold_model
+        models = [fit_tag_fold_model(sample.X, sample.y, sample.folds, f, model=model, seed=seed,
+                                     categorical=plan.mask, untagged_rows=unlabelled > 0)
+                  for f in range(folds)]
+    else:
+        models = fit_fold_models(sample.X, sample.y, sample.folds, n_folds=folds,
+                                 n_classes=plan.n_classes, model=model, seed=seed,
+                                 categorical=plan.mask)
     out_schema = schema.append(pa.field(OOF_COLUMN, pa.list_(pa.float64())))
     broadcast = df.sparkSession.sparkContext.broadcast(models)
     frame = df.mapInArrow(_predict_task(broadcast, plan, out_schema), _spark_schema(out_schema))
     info = {"fold_rows": counts.tolist(), "rate": rate, "sample_rows": len(sample),
-            "max_sample_rows": sample_rows}
+            "max_sample_rows": sample_rows, **({"multi_label": True} if target is not None else {}),
+            **({"notes": notes} if notes else {})}
     return frame, info

@@ -71,7 +71,12 @@ def run_oof(ctx, out: Path) -> dict:
     p, c = ctx.pipeline, ctx.pipeline.columns
     df = source_frame(ctx)
     schema = arrow_schema(df)
-    _check_label(schema, c.label)
+    target = _check_label(schema, c.label)
+    if target.multi_label:  # the oof stage's folder holds one class per row
+        from ..errors import InputError
+        raise InputError(f"{target.described} is multi-label; the Spark oof stage fits one class "
+                         "per row: drop the oof stage (flag fits the tag probabilities itself) "
+                         "or set [flag] pred_probs")
     settings = _oof_settings(ctx, schema)
     fit = _check_oof(schema, c.label, sample_rows=SCALE_SAMPLE_ROWS, **settings)
     df = df.persist(_storage())  # the three jobs and the write read the same rows
