@@ -4,6 +4,9 @@
   their footers, with the one-line error of :func:`cleanpipe.io.open_dataset`), or a Delta table
   (its folder holds ``_delta_log/``): exactly the files of one version, as the log lists them, read
   by Spark's own Parquet reader. No Delta jars are needed: the log is read with ``deltalake``.
+  A Parquet folder on an object store (``s3://bucket/table/``) is read by pyarrow inside the
+  tasks, one partition a file, so Spark needs no object-store connector (hadoop-aws and the AWS
+  SDK's jars, which a local or self-built Spark often lacks).
 * :func:`read_iceberg`: the data files of one Iceberg snapshot, as pyiceberg plans the scan, read
   by Spark's Parquet reader (no Iceberg jars); refused when the snapshot has delete files or a file
   whose columns are not the snapshot's (a rename: Spark would read it as nulls).
@@ -12,8 +15,10 @@
   table's files by those: readers see the previous version until that commit. Only the files'
   names and sizes reach the driver.
 
-Local paths only (the executors and the driver share the file system, as on one machine or a
-cluster's shared mount); object stores go through Spark's own connectors.
+Local paths are read and written by Spark (the executors and the driver share the file system, as
+on one machine or a cluster's shared mount); an ``s3://`` folder is read by pyarrow in the tasks
+with the credentials of the executors' environment (the standard AWS variables), and Spark's own
+``s3a://`` reader stays the way to read one where the cluster has its connector.
 """
 
 from __future__ import annotations
@@ -44,7 +49,13 @@ def read_table(spark, path: str, *, version: int | None = None, what: str = "DAT
         A missing path, Parquet files that disagree on schema, a Delta version that does not exist,
         a Delta table whose features Spark's Parquet reader cannot honour.
     """
-    path = os.path.abspath(os.fspath(path))
+    path = os.fspath(path)
+    if "://" in path:
+        if version is not None:
+            raise InputError(f"{what} '{path}': version applies to local Delta tables only; read "
+                             "a Delta table on an object store with delta-spark")
+        return read_object_store(spark, path, what=what)
+    path = os.path.abspath(path)
     if is_delta_table(path):
         table = open_table(path, version=version)
         features = set(getattr(table.protocol(), "reader_features", None) or ())
@@ -64,6 +75,103 @@ def read_table(spark, path: str, *, version: int | None = None, what: str = "DAT
     from .io import open_dataset
     open_dataset(path, what=what)  # exists, readable, one schema across the files
     return spark.read.parquet(path)
+
+
+def read_object_store(spark, uri: str, *, storage=None, what: str = "DATA"):
+    """A Spark DataFrame over the Parquet files under ``uri`` (``s3://bucket/table/``, query
+    options such as ``?endpoint_override=`` as :func:`pyarrow.fs.FileSystem.from_uri` reads them),
+    read by pyarrow inside the tasks: one Spark partition a file, its batches streamed.
+
+    The files are listed on the driver (names only); their footers are read in one Spark job, which
+    checks that they share one schema before any row is read.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+    uri : str
+        The folder (or one file) on the object store.
+    storage : (pyarrow.fs.FileSystem, str), optional
+        The store as the tasks open it and ``uri``'s path in it (the filesystem travels to them
+        pickled, credentials left to their environment unless it was made with them); default
+        from ``uri``.
+    what : str
+        The name the errors give the table.
+
+    Raises
+    ------
+    InputError
+        A missing or empty folder, a Delta table or hive-partitioned folder (whose files alone do
+        not say the table's rows), files that disagree on schema or that pyarrow cannot read.
+    """
+    from .partitions import _filesystem, partition_files
+    filesystem, root = storage if storage is not None else _filesystem(uri)
+    files = partition_files(uri, storage=(filesystem, root), what=what)
+    hive = next((f for f in files if "=" in os.path.dirname(os.path.relpath(f, root))), None)
+    if hive is not None:
+        raise InputError(f"{what} '{uri}' is hive-partitioned ('{hive}'): its partition values live "
+                         "in folder names, which cleanpipe's object-store reader does not read; read "
+                         "it with spark.read.parquet('s3a://...') (Spark's connector) and pass the "
+                         "DataFrame to cleanpipe.spark.flag")
+    # One file a task, in the listing's order: a partition's index is its file's.
+    paths = spark.createDataFrame(spark.sparkContext.parallelize([(f,) for f in files], len(files)),
+                                  "path STRING")
+    footers = paths.mapInArrow(_footer_task(filesystem), "path STRING, schema BINARY, error STRING")
+    schema = _one_schema(sorted(footers.collect(), key=lambda r: files.index(r["path"])), uri, what)
+    return paths.mapInArrow(_read_task(filesystem, schema), _spark_schema(schema))
+
+
+def _footer_task(filesystem):
+    """The ``mapInArrow`` function reading each file's schema from its footer (IPC bytes)."""
+    def run(batches):
+        out = {"path": [], "schema": [], "error": []}
+        for batch in batches:
+            for path in batch.column(0).to_pylist():
+                try:
+                    with filesystem.open_input_file(path) as fh:
+                        blob, error = pq.read_schema(fh).serialize().to_pybytes(), None
+                except (pa.ArrowInvalid, OSError) as exc:
+                    blob, error = None, (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                out["path"].append(path)
+                out["schema"].append(blob)
+                out["error"].append(error)
+        yield pa.RecordBatch.from_pydict(out, schema=_FOOTERS)
+    return run
+
+
+_FOOTERS = pa.schema([("path", pa.string()), ("schema", pa.binary()), ("error", pa.string())])
+
+
+def _one_schema(footers, uri: str, what: str) -> pa.Schema:
+    """The files' one schema (metadata aside), or the one-line error of the first that differs."""
+    from .io import _check_unique_names, _schema_str
+    for row in footers:
+        if row["error"] is not None:
+            raise InputError(f"{what} file '{row['path']}' is not a readable Parquet file "
+                             f"({row['error']}); remove it from '{uri}' or replace it")
+    schemas = [(row["path"], pa.ipc.read_schema(pa.py_buffer(row["schema"]))) for row in footers]
+    first_path, first = schemas[0]
+    _check_unique_names(first, first_path, what)
+    for path, schema in schemas[1:]:
+        if not schema.equals(first, check_metadata=False):
+            raise InputError(f"{what} files disagree on schema: '{path}' has ({_schema_str(schema)}) "
+                             f"but '{first_path}' has ({_schema_str(first)}); make the files share "
+                             "one schema")
+    return first.remove_metadata()
+
+
+def _read_task(filesystem, schema: pa.Schema):
+    """The ``mapInArrow`` function streaming each file's record batches."""
+    def run(batches):
+        for batch in batches:
+            for path in batch.column(0).to_pylist():
+                with filesystem.open_input_file(path) as fh:
+                    for part in pq.ParquetFile(fh).iter_batches(batch_size=_READ_BATCH):
+                        yield pa.RecordBatch.from_arrays(part.columns, schema=schema)
+    return run
+
+
+#: Rows a batch of the object-store reader hands Spark (Arrow's default batch size).
+_READ_BATCH = 65_536
 
 
 def read_iceberg(spark, table: str, *, catalog: str = "default", catalog_uri: str | None = None,

@@ -1,0 +1,115 @@
+"""A Parquet folder on an object store (a moto S3 server) read by local Spark through pyarrow in
+the tasks, with no object-store connector on Spark's classpath: the rows, one partition a file,
+the flags of one machine, and the one-line errors of the local reader."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cleanpipe.errors import InputError
+from cleanpipe.flag import flag_table
+from cleanpipe.flagsfile import FLAG_COLUMNS
+
+pytestmark = pytest.mark.spark
+
+
+def _servers():
+    name = "cleanpipe_test_servers"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "sources" / "servers.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+@pytest.fixture
+def bucket():
+    """``(filesystem, uri of a fresh bucket)``. The credentials ride in the URI: the Spark
+    session's Python workers were started before any test could set AWS variables for them."""
+    endpoint = _servers().moto_server()
+    if not endpoint.startswith("http"):
+        pytest.skip(endpoint)
+    import pyarrow.fs as pafs
+    host = endpoint.split("://")[1]
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    fs = pafs.S3FileSystem(endpoint_override=host, scheme="http", region="us-east-1",
+                           access_key="testing", secret_key="testing-secret",
+                           allow_bucket_creation=True)
+    fs.create_dir(name)
+    query = f"?endpoint_override={host}&scheme=http&region=us-east-1"
+    return fs, lambda key: f"s3://testing:testing-secret@{name}/{key}{query}", name
+
+
+def _table(n: int = 300, k: int = 3, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k))
+    logits[np.arange(n), y] += 2.0
+    p = np.exp(logits)
+    p /= p.sum(1, keepdims=True)
+    noisy = np.where(rng.random(n) < 0.15, (y + 1) % k, y)
+    return pa.table({"row_id": np.arange(n), "x": rng.normal(size=n).astype(np.float32),
+                     "label": noisy, "probs": pa.array(list(p), type=pa.list_(pa.float64()))})
+
+
+def _put(fs, bucket_name: str, key: str, table: pa.Table) -> None:
+    with fs.open_output_stream(f"{bucket_name}/{key}") as fh:
+        pq.write_table(table, fh)
+
+
+def test_rows_partitions_and_flags_equal_one_machine(spark, bucket):
+    from cleanpipe import spark as cs
+    from cleanpipe.spark_tables import read_table
+    fs, uri, name = bucket
+    table = _table()
+    for i, (a, b) in enumerate([(0, 100), (100, 100), (100, 220), (220, 300)]):  # one file empty
+        _put(fs, name, f"train/part-{i}.parquet", table.slice(a, b - a))
+    _put(fs, name, "train/_SUCCESS", pa.table({"x": [1]}))  # skipped, like Spark's reader does
+    df = read_table(spark, uri("train"))
+    assert df.rdd.getNumPartitions() == 4
+    assert df.columns == table.column_names
+    rows = pa.Table.from_pylist([r.asDict() for r in df.collect()])
+    assert rows["row_id"].to_pylist() == list(range(300))  # file by file, in the listing's order
+    assert rows["x"].to_pylist() == table["x"].to_pylist()
+    flags = pa.Table.from_pylist([r.asDict() for r in cs.flag(df, label="label", pred_probs="probs")
+                                  .select("row_id", *FLAG_COLUMNS).collect()])
+    want = flag_table(table, label="label", pred_probs="probs").table
+    for col in FLAG_COLUMNS:
+        assert flags[col].to_pylist() == want[col].to_pylist(), col
+
+
+def test_errors_are_one_line_and_name_the_file(spark, bucket):
+    from cleanpipe.spark_tables import read_table
+    fs, uri, name = bucket
+    table = _table(60)
+    with pytest.raises(InputError, match="does not exist"):
+        read_table(spark, uri("missing"))
+    _put(fs, name, "mixed/a.parquet", table.slice(0, 30))
+    _put(fs, name, "mixed/b.parquet", table.slice(30).set_column(
+        2, "label", table["label"].slice(30).cast(pa.string())))
+    with pytest.raises(InputError, match=r"disagree on schema: '.*mixed/b.parquet' has .*label: string"):
+        read_table(spark, uri("mixed"))
+    _put(fs, name, "broken/a.parquet", table)
+    with fs.open_output_stream(f"{name}/broken/b.parquet") as fh:
+        fh.write(b"not parquet at all")
+    with pytest.raises(InputError, match=r"'.*broken/b.parquet' is not a readable Parquet file"):
+        read_table(spark, uri("broken"))
+    _put(fs, name, "hive/day=1/a.parquet", table)
+    with pytest.raises(InputError, match="hive-partitioned"):
+        read_table(spark, uri("hive"))
+    _put(fs, name, "delta/a.parquet", table)
+    with fs.open_output_stream(f"{name}/delta/_delta_log/00000000000000000000.json") as fh:
+        fh.write(b"{}")
+    with pytest.raises(InputError, match="Delta table on an object store"):
+        read_table(spark, uri("delta"))
+    with pytest.raises(InputError, match="version applies to local Delta tables"):
+        read_table(spark, uri("mixed"), version=0)
