@@ -20,11 +20,23 @@ on the workers, ``K`` fold fits as tasks, each partition predicted on its worker
 the ``dask`` way runs; at sizes up to ``--check-rows`` the ``partitioned`` way (LocalEngine, one
 process: the same hashed-fold functions in-process) runs too and its flags are compared with
 Dask's. The table then prints the step times and precision / recall against the planted flips;
-it is printed, not written (``--write`` is for the flag-only table). Usage::
+it is printed, not written (``--write`` is for the flag-only table).
+
+``--engines dask,spark`` (with ``--oof``) also runs ``spark``: a local Spark session
+(``local[--workers]``, a ``--driver-memory`` heap) reads the same dataset through
+``cleanpipe.spark_tables.read_table`` (on S3: pyarrow in the tasks, no hadoop-aws), fits and
+flags it with ``cleanpipe.spark.flag_with_estimates`` (hashed folds: the same functions as Dask's,
+so the same flags) and writes the flag columns as Parquet on the local disk (Spark writes to S3
+only through its own connector). Its "client" is the Python driver (its peak reset once the session
+has started), "worker" the Python workers (the highest peak RSS of any ``pyspark`` process under
+the JVM, sampled every 0.2 s), and the JVM (driver and executor in local mode) gets columns of its
+own: its RSS peak and its heap's old-generation peak. Usage::
 
     python benchmarks/scale_out.py --rows 2e5,5e5,1e6 --classes 10 --partitions 16 --write
     python benchmarks/scale_out.py --oof --rows 1e6,5e6,1e7 --classes 2 --features 30 \
         --partitions 32 --s3
+    python benchmarks/scale_out.py --oof --engines spark --rows 1e6,5e6 --classes 2 \
+        --features 30 --partitions 40 --s3
 """
 
 from __future__ import annotations
@@ -116,6 +128,8 @@ def run_one(args) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     out: dict = {"mode": args.mode}
+    if args.mode == "spark":
+        return run_spark(args)
     if args.mode == "in-memory":
         import pyarrow.dataset as ds
         from cleanpipe.detect import detect
@@ -177,6 +191,64 @@ def run_one(args) -> dict:
     return out
 
 
+def run_spark(args) -> dict:
+    """``--mode spark``: the out-of-fold stage and the flags on local Spark (see the docstring)."""
+    import threading
+
+    import psutil
+
+    from spark_flag import _job_timer, _old_gen_peak_mib, _rss_mib, local_session
+
+    from cleanpipe import spark as cs
+    from cleanpipe.spark_tables import read_table
+
+    spark = local_session(args.workers, "scale-out", driver_memory=args.driver_memory)
+    jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the JVM
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the driver's peak from here: what it held while Spark ran
+    workers: dict = {}
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            try:
+                kids = psutil.Process(jvm).children(recursive=True)
+            except psutil.Error:
+                continue
+            for kid in kids:
+                try:
+                    if "pyspark" in " ".join(kid.cmdline()):
+                        workers[kid.pid] = max(workers.get(kid.pid, 0.0), _rss_mib(kid.pid, "VmHWM:"))
+                except (psutil.Error, OSError):
+                    pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    with _job_timer() as jobs:
+        df = read_table(spark, args.data)
+        features = [c for c in df.columns if c.startswith("f")]
+        result = cs.flag_with_estimates(df, label="label", id_column="id", features=features)
+        result.frame.select("id", "is_flipped", "is_label_issue", "label_score") \
+            .write.parquet(args.out)
+    seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    out = {"mode": "spark", "seconds": seconds, "peak_rss_mib": peak_rss_mib(),
+           "worker_peak_mib": max(workers.values(), default=float("nan")), "python_workers": len(workers),
+           "jvm_peak_mib": _rss_mib(jvm, "VmHWM:"), "jvm_old_gen_peak_mib": _old_gen_peak_mib(spark),
+           "partitions": df.rdd.getNumPartitions(), "passes": 0, "cpu_s": float("nan"),
+           # Spark's steps are its jobs (printed); the fits run on the driver between them
+           "oof": {"seconds": dict.fromkeys(("scan", "sample", "fit", "predict"), float("nan")),
+                   "training_rows": result.oof["sample_rows"]},
+           "steps": {"detect": float("nan"), "write": float("nan")},
+           "jobs": [[name, round(sec, 1)] for name, sec in jobs]}
+    result.unpersist()
+    spark.stop()
+    print(json.dumps(out))
+    return out
+
+
 def read_flags(out: str, storage, extra=()):
     import pyarrow.parquet as pq
     fs, path = storage
@@ -191,7 +263,7 @@ def read_flags(out: str, storage, extra=()):
     return tuple(np.concatenate([t.column(c).to_numpy() for t in tables]) for c in cols)
 
 
-def main_oof(args, env, storage_for) -> list:
+def main_oof(args, env, storage_for, work: Path) -> list:
     """The out-of-fold stage and the flags on the workers, per size (see the module docstring)."""
     rows = []
     for n in (int(float(r)) for r in args.rows.split(",")):
@@ -202,24 +274,30 @@ def main_oof(args, env, storage_for) -> list:
         generate_features(n, args.classes, args.features, args.partitions, storage=storage,
                           root=None if storage else data)
         progress(f"  written in {time.perf_counter() - t:.0f} s")
-        modes = ["dask"] + (["partitioned"] if n <= float(args.check_rows) else [])
+        modes = args.engines.split(",") + (["partitioned"] if n <= float(args.check_rows) else [])
         got = {}
         for mode in modes:
             progress(f"  {mode} ... (load {os.getloadavg()[0]:.1f})")
-            _, target, _, target_storage = storage_for(n, "" if mode == "dask" else "-local")
+            _, target, _, target_storage = storage_for(n, {"dask": "", "partitioned": "-local"}
+                                                       .get(mode, f"-{mode}"), local=mode == "spark")
             cmd = [sys.executable, __file__, "--mode", mode, "--data", data, "--out", target,
-                   "--workers", str(args.workers), "--memory-limit", args.memory_limit, "--oof"]
+                   "--workers", str(args.workers), "--memory-limit", args.memory_limit, "--oof",
+                   "--driver-memory", args.driver_memory]
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(done.stderr[-3000:])
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            flags, score, flipped = read_flags(target, target_storage, ["is_flipped"])
+            flags, score, flipped, ids = read_flags(target, target_storage, ["is_flipped", "id"])
+            order = np.argsort(ids, kind="stable")
+            flags, score, flipped = flags[order], score[order], flipped[order]
             got[mode] = (flags, score)
             tp = int((flags & flipped).sum())
             steps = {**r["oof"]["seconds"], **r["steps"]}
             rows.append({"rows": n, "way": mode, "wall s": r["seconds"],
                          "client peak RSS MiB": r["peak_rss_mib"],
                          "worker peak RSS MiB": r.get("worker_peak_mib", float("nan")),
+                         "JVM peak RSS MiB": r.get("jvm_peak_mib", float("nan")),
+                         "JVM old gen MiB": r.get("jvm_old_gen_peak_mib", float("nan")),
                          "sample s": steps.get("scan", 0) + steps.get("sample", 0),
                          "fit s": steps.get("fit", 0), "predict s": steps.get("predict", 0),
                          "detect s": steps["detect"], "write s": steps["write"],
@@ -228,11 +306,16 @@ def main_oof(args, env, storage_for) -> list:
                          "precision": tp / max(int(flags.sum()), 1),
                          "recall": tp / max(int(flipped.sum()), 1)})
             progress(f"    {rows[-1]}")
-            progress(f"    this process's CPU seconds per step: {r['steps_cpu']}")
+            if "steps_cpu" in r:
+                progress(f"    this process's CPU seconds per step: {r['steps_cpu']}")
+            if "jobs" in r:
+                progress(f"    Spark jobs (caller: seconds): {r['jobs']}")
         if "partitioned" in got:
-            same = all(np.array_equal(a, b) for a, b in zip(got["dask"], got["partitioned"]))
             for r in rows[-len(modes):]:
-                r["flags identical (dask vs one process)"] = same
+                if r["way"] != "partitioned":
+                    r["flags identical to one process"] = all(
+                        np.array_equal(a, b) for a, b in zip(got[r["way"]], got["partitioned"]))
+        shutil.rmtree(work / f"flags-{n}-spark", ignore_errors=True)
         if not args.s3:
             shutil.rmtree(data, ignore_errors=True)
         else:  # moto keeps objects in memory: free them before the next size
@@ -259,6 +342,9 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=30, help="feature columns with --oof")
     ap.add_argument("--check-rows", default="1e6",
                     help="with --oof: up to this size also run in one process and compare flags")
+    ap.add_argument("--engines", default="dask",
+                    help="with --oof: the engines to run, of dask and spark (comma-separated)")
+    ap.add_argument("--driver-memory", default="2g", help="spark: the local JVM's heap")
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -291,8 +377,12 @@ def main() -> None:
     rows = []
     work = Path(tempfile.mkdtemp(prefix="scale_out-"))
 
-    def storage_for(n, tag=""):
-        """(data URI, flags URI, data storage, flags storage); ``tag`` names another output."""
+    def storage_for(n, tag="", local=False):
+        """(data URI, flags URI, data storage, flags storage); ``tag`` names another output,
+        ``local`` puts it on the local disk (Spark's flags: it writes S3 only with hadoop-aws)."""
+        if local:
+            out = str(work / f"flags-{n}{tag}")
+            return None, out, None, (pafs.LocalFileSystem(), out)
         if args.s3:
             return (f"s3://bench/data-{n}{query}", f"s3://bench/flags-{n}{tag}{query}",
                     (fs, f"bench/data-{n}"), (fs, f"bench/flags-{n}{tag}"))
@@ -302,7 +392,7 @@ def main() -> None:
 
     if args.oof:
         try:
-            df = pd.DataFrame(main_oof(args, env, storage_for))
+            df = pd.DataFrame(main_oof(args, env, storage_for, work))
         finally:
             shutil.rmtree(work, ignore_errors=True)
             if server is not None:
