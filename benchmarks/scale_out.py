@@ -28,8 +28,8 @@ it is printed, not written (``--write`` is for the flag-only table).
 flags it with ``cleanpipe.spark.flag_with_estimates`` (hashed folds: the same functions as Dask's,
 so the same flags) and writes the flag columns as Parquet on the local disk (Spark writes to S3
 only through its own connector). Its "client" is the Python driver (its peak reset once the session
-has started), "worker" the Python workers (the highest peak RSS of any ``pyspark`` process under
-the JVM, sampled every 0.2 s), and the JVM (driver and executor in local mode) gets columns of its
+has started), "worker" the Python workers (the highest peak RSS (VmHWM) of any Python ``pyspark``
+process under the JVM, sampled every 0.2 s), and the JVM (driver and executor in local mode) gets columns of its
 own: its RSS peak and its heap's old-generation peak. Usage::
 
     python benchmarks/scale_out.py --rows 2e5,5e5,1e6 --classes 10 --partitions 16 --write
@@ -217,7 +217,9 @@ def run_spark(args) -> dict:
                 continue
             for kid in kids:
                 try:
-                    if "pyspark" in " ".join(kid.cmdline()):
+                    # Python processes only: a process the JVM forks (its launcher's helper) starts
+                    # with the JVM's own VmHWM, until it execs.
+                    if kid.name().startswith("python") and "pyspark" in " ".join(kid.cmdline()):
                         workers[kid.pid] = max(workers.get(kid.pid, 0.0), _rss_mib(kid.pid, "VmHWM:"))
                 except (psutil.Error, OSError):
                     pass

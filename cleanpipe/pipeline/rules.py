@@ -299,15 +299,16 @@ def _check_spark(p, origin: str) -> None:
         raise ConfigError(f"{origin}: {why}, which reads Parquet, Delta or Iceberg tables; [source] "
                           f"type = {src.type!r} is not one: write the table as Parquet, {off}")
     path = getattr(src, "path", None) or ""
-    if src.type in ("parquet", "delta") and "://" in path:
-        # Spark's executors read an object store only through Spark's own connector (s3a://,
-        # hadoop-aws on the cluster's classpath); cleanpipe's pyarrow S3 client cannot feed them.
+    if src.type in ("parquet", "delta") and "://" in path and not (src.type == "parquet"
+                                                                   and path.startswith("s3://")):
+        # An s3:// Parquet folder is read by pyarrow in the tasks (spark_tables.read_object_store);
+        # other schemes, and a Delta log on an object store, only by Spark's own connectors.
         raise ConfigError(f"{origin}: {why}; [source] path = {path!r} must be a local Parquet file "
-                          f"or directory (one every executor can read), as a pipeline does not set "
-                          f"up Spark's object-store connector: read it in Python with "
+                          f"or directory, or an s3:// folder of Parquet files (read by the "
+                          f"executors with pyarrow), as a pipeline does not set up Spark's "
+                          f"object-store connector: read it in Python with "
                           f"spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath) "
-                          f"and cleanpipe.spark.flag, use backend = \"dask\" (it reads s3:// "
-                          f"itself), {off}")
+                          f"and cleanpipe.spark.flag, use backend = \"dask\", {off}")
     if src.type == "parquet" and any(ch in path for ch in "*?["):
         raise ConfigError(f"{origin}: {why}; [source] path = {path!r} must be a local Parquet file "
                           f"or directory, not a glob: pass the directory that holds the files, "

@@ -30,11 +30,16 @@ OOF_DATA, FLAGS_DIR, CLEANED_DIR, SUMMARY, OOF_INFO = "data", "flags", "cleaned"
 
 def source_frame(ctx):
     """The pipeline's ``[source]`` as a Spark DataFrame, read where it is."""
-    from ..spark_tables import read_iceberg, read_table
+    from ..spark_tables import read_iceberg, read_object_store, read_table
     src = ctx.pipeline.source
     if src.type == "iceberg":
         return read_iceberg(ctx.spark, src.table, catalog=src.catalog, catalog_uri=src.catalog_uri,
                             warehouse=src.warehouse, snapshot_id=src.snapshot_id)
+    if "://" in src.path:  # s3:// Parquet (rules.py): the store as [source] sets it up
+        from ..sources.parquet import filesystem_for
+        storage = filesystem_for(src.path, s3_endpoint=src.s3_endpoint, s3_region=src.s3_region,
+                                 s3_anonymous=src.s3_anonymous)
+        return read_object_store(ctx.spark, src.path, storage=storage, what="[source] path")
     return read_table(ctx.spark, src.path, version=getattr(src, "version", None), what="[source] path")
 
 

@@ -49,7 +49,7 @@ def test_engine_is_backend_under_its_command_line_name(folder):
     (('engine = "spark"', 'engine = "spark"\nbackend = "spark"'), "sets both engine and backend"),
     (('engine = "spark"', 'engine = "sprak"'), "did you mean 'spark'?"),
     (('type = "parquet"', 'type = "csv"'), "reads Parquet, Delta or Iceberg tables; [source] type = 'csv'"),
-    (('path = "data.parquet"', 'path = "s3://bucket/data/"'), "must be a local Parquet file or directory"),
+    (('path = "data.parquet"', 'path = "s3a://bucket/data/"'), "must be a local Parquet file or directory"),
     (('stages = ["oof", "flag", "clean"]', 'stages = ["oof", "flag", "clean", "retrain"]'),
      "retrain trains one model on one machine; write stages = ['oof', 'flag', 'clean']"),
     (('folds = 3', 'folds = 3\n[flag]\nchecks = true'), "[flag] checks is not available"),
@@ -109,22 +109,24 @@ def test_the_default_fit_options_pass_on_spark(folder, extra):
     assert res.exit_code == 0, res.output
 
 
-@pytest.mark.parametrize("kind, path", [("parquet", "s3://bucket/data/"), ("parquet", "s3a://bucket/data/"),
+@pytest.mark.parametrize("kind, path", [("parquet", "s3a://bucket/data/"), ("parquet", "gs://bucket/data/"),
                                         ("delta", "s3://bucket/table")])
 def test_an_object_store_source_is_refused_with_what_reads_it(folder, kind, path):
-    """A pipeline does not set up Spark's object-store connector (hadoop-aws): the path is refused
-    before any work, naming the key and the ways that do read it, never taken for a local
-    folder (``s3a://`` was joined to the pipeline's folder)."""
+    """A pipeline does not set up Spark's object-store connector (hadoop-aws): a path only that
+    connector reads (another scheme than s3://, a Delta log on a store) is refused before any
+    work, naming the key and the ways that do read it, never taken for a local folder
+    (``s3a://`` was joined to the pipeline's folder). An s3:// Parquet folder is read by the
+    executors with pyarrow (tests/spark/test_spark_object_store.py)."""
     text = BASE.replace('type = "parquet"', f'type = "{kind}"').replace('"data.parquet"', f'"{path}"')
     pipe = _write(folder, text)
     res = run_cli("run", pipe, "--runs-dir", folder / "runs", "--check")
     assert res.exit_code == 2, res.output
     assert res.stderr.strip() == (
         f"error: {pipe}: [oof] backend = \"spark\" runs the stages on Spark; [source] path = "
-        f"'{path}' must be a local Parquet file or directory (one every executor can read), as a "
-        "pipeline does not set up Spark's object-store connector: read it in Python with "
-        "spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath) and "
-        "cleanpipe.spark.flag, use backend = \"dask\" (it reads s3:// itself), or remove "
+        f"'{path}' must be a local Parquet file or directory, or an s3:// folder of Parquet files "
+        "(read by the executors with pyarrow), as a pipeline does not set up Spark's object-store "
+        "connector: read it in Python with spark.read.parquet('s3a://...') (hadoop-aws on the "
+        "cluster's classpath) and cleanpipe.spark.flag, use backend = \"dask\", or remove "
         "backend = \"spark\" to run on one machine"), res.stderr
     assert load_pipeline(_write(folder, text.replace('engine = "spark"', 'engine = "loky"'))
                          ).source.path == path  # a URI is kept as given

@@ -113,3 +113,39 @@ def test_errors_are_one_line_and_name_the_file(spark, bucket):
         read_table(spark, uri("delta"))
     with pytest.raises(InputError, match="version applies to local Delta tables"):
         read_table(spark, uri("mixed"), version=0)
+
+
+def test_a_spark_pipeline_reads_an_s3_source(spark, bucket, tmp_path, monkeypatch):
+    """``[source] path = "s3://..."`` with ``backend = "spark"``: the executors read it with the
+    store ``[source]`` names and the credentials of their environment (here given to the session's
+    Python workers through ``SparkContext.environment``, as ``spark.executorEnv.*`` would)."""
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from cleanpipe.cli import cli
+    fs, uri, name = bucket
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+             "AWS_EC2_METADATA_DISABLED": "true"}
+    for key, value in creds.items():
+        monkeypatch.setenv(key, value)
+        monkeypatch.setitem(spark.sparkContext.environment, key, value)
+    table = _table(200, seed=5)
+    for i in range(2):
+        _put(fs, name, f"train/part-{i}.parquet", table.slice(100 * i, 100))
+    endpoint = _servers().moto_server()
+    pipe = tmp_path / "s3.toml"
+    pipe.write_text('name = "s3"\nstages = ["flag"]\n'
+                    f'[source]\ntype = "parquet"\npath = "s3://{name}/train/"\n'
+                    f's3_endpoint = "{endpoint}"\ns3_region = "us-east-1"\n'
+                    '[oof]\nbackend = "spark"\n[flag]\npred_probs = "probs"\n')
+    res = CliRunner().invoke(cli, ["run", str(pipe), "--runs-dir", str(tmp_path / "runs"), "--json"])
+    assert res.exit_code == 0, res.output
+    flags_dir = os.path.join(json.loads(res.stdout)["run_dir"], "flag", "flags")
+    got = pa.concat_tables([pq.read_table(os.path.join(flags_dir, f))
+                            for f in sorted(os.listdir(flags_dir)) if f.endswith(".parquet")])
+    want = flag_table(table, label="label", pred_probs="probs").table
+    assert got["row_id"].to_pylist() == list(range(200))
+    for col in FLAG_COLUMNS:
+        assert got[col].to_pylist() == want[col].to_pylist(), col
