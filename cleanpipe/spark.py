@@ -453,7 +453,7 @@ def flag_with_estimates(df, *, label: str = "label", pred_probs=None, features=N
     oof = None
     if pred_probs is None:
         target = _check_label(schema, label)
-        fit = _check_oof(schema, label, features=features, id_column=id_column, model=model,
+        fit = _check_oof(schema, target.columns, features=features, id_column=id_column, model=model,
                          folds=folds, seed=seed, sample_rows=sample_rows)
     else:
         target, prob_cols, array_col = _check_columns(schema, label, pred_probs)
@@ -575,10 +575,11 @@ def _tag_fields(value_type: pa.DataType) -> list:
             pa.field("suspect_spurious", tags)]
 
 
-def _check_oof(schema: pa.Schema, label: str, *, features, id_column, model, folds, seed,
+def _check_oof(schema: pa.Schema, labels, *, features, id_column, model, folds, seed,
                sample_rows) -> dict:
     """The out-of-fold settings, checked on the schema before any job; returns the feature and
-    id columns for :func:`cleanpipe.spark_oof.out_of_fold`."""
+    id columns for :func:`cleanpipe.spark_oof.out_of_fold`. ``labels``: the column(s) holding the
+    label (:attr:`cleanpipe.target.Target.columns`), never features."""
     from .features import columns_hint
     from .oof import make_model, model_list
     from .settings import MIN_FOLDS, check_seed
@@ -597,7 +598,7 @@ def _check_oof(schema: pa.Schema, label: str, *, features, id_column, model, fol
     check_seed(seed, option="seed")
     for m in model_list(model):  # an unknown family fails here, not after the first jobs
         make_model(m)
-    cols = feature_columns(schema, label=label, features=features, id_column=id_column)
+    cols = feature_columns(schema, label=labels, features=features, id_column=id_column)
     return {"features": cols, "id_column": id_column}
 
 

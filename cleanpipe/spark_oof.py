@@ -72,10 +72,12 @@ def _text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def feature_columns(schema: pa.Schema, *, label: str, features=None, id_column: str | None = None,
+def feature_columns(schema: pa.Schema, *, label, features=None, id_column: str | None = None,
                     exclude=()) -> tuple:
     """The feature columns: ``features`` as given (each checked to exist and be numeric or text),
-    or every numeric column other than the label, the id and ``exclude``.
+    or every numeric column other than the label, the id and ``exclude``. ``label`` is the label
+    column's name, or the names of the columns holding it (multi-label 0/1 columns: none of them
+    is a feature).
 
     A text column is a feature only when named in ``features``: it is then coded with one
     vocabulary merged over the partitions (:func:`cleanpipe.features.vocabulary`), as on one
@@ -89,13 +91,14 @@ def feature_columns(schema: pa.Schema, *, label: str, features=None, id_column: 
     """
     from .features import columns_hint
 
+    labels = {label} if isinstance(label, str) else set(label)
     if features is not None:
         cols = [features] if isinstance(features, str) else list(features)
         for c in cols:
             if c not in schema.names:
                 raise InputError(f"feature column '{c}' not found in the DataFrame (columns: "
                                  f"{columns_hint(schema.names)}); fix features=")
-            if c == label:
+            if c in labels:
                 raise InputError(f"features includes the label '{c}'; remove it")
             t = schema.field(c).type
             if not (_numeric(t) or _text(t)):
@@ -103,7 +106,7 @@ def feature_columns(schema: pa.Schema, *, label: str, features=None, id_column: 
                                  "numbers and text (categories): encode it as one of them first, "
                                  "or leave it out of features=")
     else:
-        skip = {label, id_column, *exclude}
+        skip = {*labels, id_column, *exclude}
         cols = [f.name for f in schema if f.name not in skip and _numeric(f.type)]
         others = [f.name for f in schema if f.name not in skip and not _numeric(f.type)]
         if others:

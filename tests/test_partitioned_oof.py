@@ -18,6 +18,7 @@ from cleanpipe.errors import InputError
 from cleanpipe.partitioned_oof import OofSettings
 from cleanpipe.partitions import MANIFEST, SUCCESS, DaskEngine, LocalEngine, flag_partitions
 from cleanpipe.settings import MAX_CATEGORIES
+from partition_probs import flag_keeping_probs
 
 BOUNDS = (0, 700, 701, 701, 1500, 2400)  # an empty and a single-row partition among them
 FEATURES = [f"x{j}" for j in range(4)]
@@ -66,23 +67,8 @@ def reference_probs(X, y, ids, settings, n_classes=3):
 
 def run_oof(tmp_path, name, engine, settings=SETTINGS):
     """flag_partitions with the probabilities kept: returns (summary, probs in row order)."""
-    out = tmp_path / name
-    probs = {}
-    from cleanpipe import partitioned_oof
-
-    real = partitioned_oof.load_probs
-
-    def spy(out_, path, n_rows, n_classes, where):
-        P = real(out_, path, n_rows, n_classes, where)
-        probs[os.path.basename(where)] = P
-        return P
-
-    partitioned_oof.load_probs = spy
-    try:
-        summary = flag_partitions(str(tmp_path / "data"), str(out), label="y", engine=engine,
-                                  oof=settings)
-    finally:
-        partitioned_oof.load_probs = real
+    summary, probs = flag_keeping_probs(str(tmp_path / "data"), str(tmp_path / name), label="y",
+                                        engine=engine, oof=settings)
     P = np.concatenate([probs[f] for f in sorted(probs)])
     return summary, P
 

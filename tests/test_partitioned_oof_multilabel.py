@@ -19,8 +19,9 @@ from cleanpipe.cli import cli
 from cleanpipe.detect.multilabel import detect_multilabel
 from cleanpipe.hashed_folds_multilabel import fit_tag_fold_model, predict_tags_out_of_fold
 from cleanpipe.partitioned_oof import OofSettings
-from cleanpipe.partitions import SUCCESS, DaskEngine, LocalEngine, flag_partitions
+from cleanpipe.partitions import SUCCESS, DaskEngine, LocalEngine
 from cleanpipe.settings import SCALE_SAMPLE_ROWS
+from partition_probs import flag_keeping_probs
 
 TAGS = np.array(["cloud", "dog", "sea", "tree"])
 FEATURES = [f"x{j}" for j in range(5)]
@@ -72,21 +73,8 @@ def by_id(table):
 
 def run(tmp_path, name, *, engine=None, settings=SETTINGS, label="tags", data="data"):
     """flag_partitions without probabilities; returns (summary, probabilities by partition file)."""
-    from cleanpipe import partitioned_oof
-    probs, real = {}, partitioned_oof.load_probs
-
-    def spy(out_, path, n_rows, n_classes, where):
-        P = real(out_, path, n_rows, n_classes, where)
-        probs[os.path.basename(where)] = P
-        return P
-
-    partitioned_oof.load_probs = spy
-    try:
-        summary = flag_partitions(str(tmp_path / data), str(tmp_path / name), label=label,
-                                  engine=engine, oof=settings)
-    finally:
-        partitioned_oof.load_probs = real
-    return summary, probs
+    return flag_keeping_probs(str(tmp_path / data), str(tmp_path / name), label=label,
+                              engine=engine, oof=settings)
 
 
 @pytest.fixture(scope="module")

@@ -186,22 +186,35 @@ class PartitionDetection:
 # ---------------------------------------------------------------- per-partition rows
 
 
-def check_partition(labels, pred_probs, n_classes: int):
-    """Validate one partition's inputs (an empty partition is fine); return them as arrays."""
+def _partition_probs(pred_probs, n_classes: int) -> np.ndarray:
+    """One partition's probabilities as an array, checked to have ``n_classes`` columns (the
+    shape check of :func:`check_partition` and of the multi-label
+    :func:`~cleanpipe.detect.partitioned_multilabel.check_tag_partition`)."""
     pred_probs = np.asarray(pred_probs)
-    labels = np.asarray(labels)
     if pred_probs.ndim != 2 or pred_probs.shape[1] != n_classes:
         raise InputError(f"pred_probs has shape {pred_probs.shape}; every partition needs "
                          f"{n_classes} probability columns, one per class")
+    return pred_probs
+
+
+def _float_probs(pred_probs: np.ndarray) -> np.ndarray:
+    """Checked probabilities as floats: float32 and float64 kept, anything else as float64."""
+    if pred_probs.dtype not in (np.float32, np.float64):
+        return pred_probs.astype(np.float64)
+    return pred_probs
+
+
+def check_partition(labels, pred_probs, n_classes: int):
+    """Validate one partition's inputs (an empty partition is fine); return them as arrays."""
+    pred_probs = _partition_probs(pred_probs, n_classes)
+    labels = np.asarray(labels)
     if len(labels) == 0:
         if pred_probs.shape[0]:
             raise InputError(f"pred_probs has {pred_probs.shape[0]} rows but labels has 0")
         return labels.astype(np.int64), pred_probs
     labels = check_labels(labels, n_classes)
     check_pred_probs(pred_probs, len(labels))
-    if pred_probs.dtype not in (np.float32, np.float64):
-        pred_probs = pred_probs.astype(np.float64)
-    return labels, pred_probs
+    return labels, _float_probs(pred_probs)
 
 
 def narrowest(values: np.ndarray) -> np.ndarray:

@@ -48,8 +48,8 @@ from .multilabel import (MultilabelConfident, binary_cross_entropy, binary_thres
                          candidate_cells, expected_count, expected_wrong_from_sums,
                          multilabel_confident_counts, multilabel_estimates, posterior_rows,
                          posterior_suspect_cells, prune_quota, suspect_lists, take_tied)
-from .partitioned import (Chosen, Source, Step, _chosen, _Kept, _select, detect_partitions_with,
-                          loss_bounds, tie_counts, tie_shares)
+from .partitioned import (Chosen, Source, Step, _chosen, _float_probs, _Kept, _partition_probs, _select,
+                          detect_partitions_with, loss_bounds, tie_counts, tie_shares)
 from .radix import order_keys, select_partial
 from .tag_calibration import (TagCountCalibration, calibration_cap, calibration_from_histogram,
                               calibration_histogram)
@@ -110,11 +110,8 @@ class PartitionMultilabelDetection:
 
 def check_tag_partition(labels, pred_probs, n_classes: int):
     """Validate one partition's tags and probabilities (an empty partition is fine)."""
-    pred_probs = np.asarray(pred_probs)
+    pred_probs = _partition_probs(pred_probs, n_classes)
     labels = np.asarray(labels)
-    if pred_probs.ndim != 2 or pred_probs.shape[1] != n_classes:
-        raise InputError(f"pred_probs has shape {pred_probs.shape}; every partition needs "
-                         f"{n_classes} probability columns, one per class")
     if labels.shape != pred_probs.shape:
         raise InputError(f"labels has shape {labels.shape} but pred_probs has shape "
                          f"{pred_probs.shape}; pass one 0/1 column per class")
@@ -123,9 +120,7 @@ def check_tag_partition(labels, pred_probs, n_classes: int):
     if len(labels):
         check_pred_probs(pred_probs, len(labels), require_sum_one=False,
                          range_hint="apply a sigmoid to each logit first")
-    if pred_probs.dtype not in (np.float32, np.float64):
-        pred_probs = pred_probs.astype(np.float64)
-    return labels.astype(bool), pred_probs
+    return labels.astype(bool), _float_probs(pred_probs)
 
 
 #: What a partition keeps between passes, per method (multi-label): the loss (the percentile

@@ -191,8 +191,7 @@ def _check_partitioned(p, multi_label: bool, origin: str) -> None:
                           "directory; write the table as a directory of Parquet files (one per "
                           "partition), or remove backend = \"dask\" to flag on one machine")
     if multi_label:  # [columns] label is a list column
-        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine",
-                                  fits=True)
+        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine")
     if p.partitioned_oof:
         from ..partitioned_oof import check_fit_options
         try:
@@ -206,9 +205,8 @@ def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:
     if not p.spark:
         return
     why = "[oof] backend = \"spark\" runs the stages on Spark"
-    if multi_label:  # [columns] label is a list column
+    if multi_label:  # a list column of tags, or 0/1 columns
         check_tags_partition_wise(p, origin, why, "backend = \"spark\" to run on one machine")
-        return
     if not ("oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None)):
         return
     from ..spark_oof import OOF_COLUMN, feature_columns
@@ -218,7 +216,7 @@ def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:
                           f"already has; write stages without oof and [flag] pred_probs = "
                           f"\"{OOF_COLUMN}\" to use it, or rename it")
     try:
-        feature_columns(schema, label=c.label, features=list(c.features) if c.features else None,
+        feature_columns(schema, label=c.label_columns, features=list(c.features) if c.features else None,
                         id_column=c.ids[0] if c.ids else None, exclude=c.exclude)
     except InputError as exc:
         raise ConfigError(f"{origin}: [columns] features: {exc}") from None

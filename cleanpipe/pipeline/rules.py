@@ -246,8 +246,7 @@ def _check_partitioned(p, origin: str) -> None:
             raise ConfigError(f"{origin}: {why}, where [flag] {key} is not available; remove "
                               f"{key}, or remove backend = \"dask\" to flag on one machine")
     if p.columns.labels or p.columns.multi_label:
-        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine",
-                                  fits=True)
+        check_tags_partition_wise(p, origin, why, "backend = \"dask\" to flag on one machine")
     if "retrain" in p.stages:
         rest = [s for s in p.stages if s != "retrain"]
         raise ConfigError(f"{origin}: {why}, and retrain trains one model on one machine; write "
@@ -266,17 +265,10 @@ def _check_partitioned(p, origin: str) -> None:
                                   f"({where}), so remove [sink] {key}")
 
 
-def check_tags_partition_wise(p, origin: str, why: str, off: str, *, fits: bool = False) -> None:
-    """What multi-label data needs partition by partition: no relabelling (that reads the
-    probabilities of the whole table) and, where the engine does not fit tag probabilities
-    (``fits=False``: Spark, whose fold models are single-label), its out-of-fold probabilities
-    given in a column. Dask (``fits=True``) fits them on the workers
-    (:mod:`cleanpipe.hashed_folds_multilabel`)."""
-    if not fits and ("oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None)):
-        raise ConfigError(f"{origin}: {why}, where out-of-fold probabilities are fitted for "
-                          "single-label data only and the label holds sets of tags; set [flag] "
-                          "pred_probs = \"<column>\" (one probability per tag) and drop the oof "
-                          f"stage, or remove {off}")
+def check_tags_partition_wise(p, origin: str, why: str, off: str) -> None:
+    """What multi-label data needs partition by partition (Dask and Spark): no relabelling, which
+    reads the probabilities of the whole table. Both engines fit the tag probabilities out of
+    fold when no ``[flag] pred_probs`` is given (:mod:`cleanpipe.hashed_folds_multilabel`)."""
     if "clean" in p.stages and p.clean.mode == "relabel":
         raise ConfigError(f"{origin}: {why}, where [clean] mode = \"relabel\" is not available "
                           "for multi-label data; use mode = \"drop\" or \"weight\", or remove "

@@ -48,7 +48,7 @@ def _oof_settings(ctx, schema) -> dict:
     from ..spark_oof import feature_columns
     p, c = ctx.pipeline, ctx.pipeline.columns
     id_column = c.ids[0] if c.ids else None
-    features = feature_columns(schema, label=c.label, features=list(c.features) if c.features else None,
+    features = feature_columns(schema, label=c.label_columns, features=list(c.features) if c.features else None,
                                id_column=id_column, exclude=c.exclude)
     return {"features": features, "id_column": id_column, "model": p.oof.model,
             "folds": p.oof.folds, "seed": p.oof.seed}
@@ -69,39 +69,43 @@ def _write(frame, folder: Path) -> None:
 
 
 def run_oof(ctx, out: Path) -> dict:
-    """``oof/data/`` (the input rows and their ``pred_probs``) and ``oof.json``."""
-    from ..spark import _check_label, _check_oof, _storage, arrow_schema
+    """``oof/data/`` (the input rows and their ``pred_probs``: one probability per class, or per
+    tag on multi-label data, in the flag stage's class order) and ``oof.json``."""
+    from ..spark import _check_label, _check_oof, _storage, _tags, arrow_schema
     from ..spark_oof import distinct_labels, out_of_fold
 
     p, c = ctx.pipeline, ctx.pipeline.columns
     df = source_frame(ctx)
     schema = arrow_schema(df)
-    target = _check_label(schema, c.label)
-    if target.multi_label:  # the oof stage's folder holds one class per row
-        from ..errors import InputError
-        raise InputError(f"{target.described} is multi-label; the Spark oof stage fits one class "
-                         "per row: drop the oof stage (flag fits the tag probabilities itself) "
-                         "or set [flag] pred_probs")
+    target = _check_label(schema, _label(c))
     settings = _oof_settings(ctx, schema)
-    fit = _check_oof(schema, c.label, sample_rows=SCALE_SAMPLE_ROWS, **settings)
-    df = df.persist(_storage())  # the three jobs and the write read the same rows
+    fit = _check_oof(schema, target.columns, sample_rows=SCALE_SAMPLE_ROWS, **settings)
+    df = df.persist(_storage())  # the jobs and the write read the same rows
     try:
-        classes = distinct_labels(df, c.label, schema.field(c.label).type)
-        frame, record = out_of_fold(df, label=c.label, classes=classes, model=p.oof.model,
-                                    folds=p.oof.folds, seed=p.oof.seed, sample_rows=SCALE_SAMPLE_ROWS, **fit)
+        tags = target.multi_label
+        classes = _tags(df, target) if tags else distinct_labels(df, c.label, schema.field(c.label).type)
+        frame, record = out_of_fold(df, label=_label(c), classes=classes, model=p.oof.model,
+                                    folds=p.oof.folds, seed=p.oof.seed, sample_rows=SCALE_SAMPLE_ROWS,
+                                    target=target if tags else None, **fit)
         _write(frame, out / OOF_DATA)
     finally:
         df.unpersist()
     rows = sum(record["fold_rows"])
-    info = {"label": c.label, "classes": [jsonable(v) for v in classes.to_pylist()],
+    info = {"label": c.target, "classes": [jsonable(v) for v in classes.to_pylist()],
             "features": list(settings["features"]), "id_column": settings["id_column"],
             "model": p.oof.model, "folds": p.oof.folds, "seed": p.oof.seed, "engine": "spark",
             "labelled_rows": rows, **record}
     write_json(info, out / OOF_INFO)
-    summary = {k: info[k] for k in ("labelled_rows", "model", "folds", "sample_rows")}
+    summary = {k: info[k] for k in ("labelled_rows", "model", "folds", "sample_rows", "multi_label",
+                                    "notes") if k in info}
     summary["n_classes"] = len(classes)
     return {"rows_in": rows, "rows_out": rows, "summary": summary,
             "outputs": {"data": OOF_DATA, "info": OOF_INFO}}
+
+
+def _label(c) -> str:
+    """``[columns]``' label as :mod:`cleanpipe.spark` takes it: a column, or 0/1 columns as ``"a,b"``."""
+    return ",".join(c.target) if isinstance(c.target, list) else c.label
 
 
 def run_flag(ctx, out: Path) -> dict:
@@ -113,7 +117,7 @@ def run_flag(ctx, out: Path) -> dict:
     p, c = ctx.pipeline, ctx.pipeline.columns
     detector = {k: getattr(p.flag, k) for k in ("mixture", "noisy_threshold")}
     detector["method"] = p.flag.detector(ctx.multi_label).get("method")
-    label = ",".join(c.target) if isinstance(c.target, list) else c.label
+    label = _label(c)
     oof_dir = ctx.upstream.get("oof")
     if oof_dir is not None:
         # Files read directly: the same partitions, in the same order, in every pass.

@@ -20,24 +20,24 @@ from test_partitioned_oof_multilabel import make_rows, write_rows  # noqa: E402
 from test_partitions_multilabel import COLUMNS, read_flags, write_tag_dataset  # noqa: E402
 
 
-def pipeline_file(folder, scheduler, *, extra="", stages='["flag", "clean"]', probs=True):
+def pipeline_file(folder, scheduler, *, extra="", stages='["flag", "clean"]', probs=True, oof=""):
     path = folder / "tags.toml"
     path.write_text(f'name = "tags"\nstages = {stages}\n[source]\ntype = "parquet"\npath = "data"\n'
                     '[columns]\nlabel = "tags"\nids = ["id"]\n'
-                    f'[oof]\nbackend = "dask"\nscheduler = "{scheduler}"\n'
+                    f'[oof]\nbackend = "dask"\nscheduler = "{scheduler}"\n{oof}'
                     + ('[flag]\npred_probs = "probs"\n' if probs else "") + extra)
     return path
 
 
-def test_flag_and_clean_partition_by_partition(tmp_path, cluster):
-    from cleanpipe.clean import clean_table
-    write_tag_dataset(tmp_path / "data")
-    addr = cluster.scheduler_address
+def run_as_flag(tmp_path, scheduler, flag_args, *, probs, oof=""):
+    """``cleanpipe flag --engine dask --label tags FLAG_ARGS`` into ``ref/``, and the pipeline's
+    flag and clean (``drop``) stages on the same dataset: both succeed and flag alike. Returns
+    (the run directory, the reference flags, the flag stage's summary)."""
     ref = tmp_path / "ref"
-    res = run_cli("flag", tmp_path / "data", "--engine", "dask", "--scheduler", addr, "--label",
-                  "tags", "--pred-probs", "probs", "--out", ref, "--json")
+    res = run_cli("flag", tmp_path / "data", "--engine", "dask", "--scheduler", scheduler,
+                  "--label", "tags", *flag_args, "--out", ref, "--json")
     assert res.exit_code == 0, res.output
-    pipe = pipeline_file(tmp_path, addr, extra='[clean]\nmode = "drop"\n')
+    pipe = pipeline_file(tmp_path, scheduler, probs=probs, oof=oof, extra='[clean]\nmode = "drop"\n')
     res = run_cli("run", pipe, "--runs-dir", tmp_path / "runs", "--json")
     assert res.exit_code == 0, res.output
     run_dir = json.loads(res.stdout)["run_dir"]
@@ -45,6 +45,14 @@ def test_flag_and_clean_partition_by_partition(tmp_path, cluster):
     for col in ("id", *COLUMNS):
         assert got[col].to_pylist() == want[col].to_pylist(), col
     summary = json.loads(open(os.path.join(run_dir, "flag", "summary.json")).read())
+    return run_dir, want, summary
+
+
+def test_flag_and_clean_partition_by_partition(tmp_path, cluster):
+    from cleanpipe.clean import clean_table
+    write_tag_dataset(tmp_path / "data")
+    run_dir, want, summary = run_as_flag(tmp_path, cluster.scheduler_address,
+                                         ["--pred-probs", "probs"], probs=True)
     assert summary["multi_label"] and summary["flagged"] == sum(want["is_label_issue"].to_pylist())
     cleaned = read_flags(os.path.join(run_dir, "clean", "cleaned"))
     expected = clean_table(want, mode="drop", label="tags").table
@@ -54,23 +62,9 @@ def test_flag_and_clean_partition_by_partition(tmp_path, cluster):
 def test_without_probabilities_they_are_fitted_on_the_workers(tmp_path, cluster):
     X, given, _, unl = make_rows(n=600)
     write_rows(tmp_path / "data", X, given, unl, bounds=(0, 250, 600))
-    addr = cluster.scheduler_address
-    ref = tmp_path / "ref"
-    res = run_cli("flag", tmp_path / "data", "--engine", "dask", "--scheduler", addr, "--label",
-                  "tags", "--id", "id", "--model", "logreg", "--folds", "3", "--out", ref, "--json")
-    assert res.exit_code == 0, res.output
-    pipe = pipeline_file(tmp_path, addr, stages='["flag", "clean"]', probs=False,
-                         extra='[clean]\nmode = "drop"\n')
-    text = pipe.read_text().replace('backend = "dask"\n',
-                                    'backend = "dask"\nmodel = "logreg"\nfolds = 3\n')
-    pipe.write_text(text)
-    res = run_cli("run", pipe, "--runs-dir", tmp_path / "runs", "--json")
-    assert res.exit_code == 0, res.output
-    run_dir = json.loads(res.stdout)["run_dir"]
-    got, want = read_flags(os.path.join(run_dir, "flag", "flags")), read_flags(ref)
-    for col in ("id", *COLUMNS):
-        assert got[col].to_pylist() == want[col].to_pylist(), col
-    summary = json.loads(open(os.path.join(run_dir, "flag", "summary.json")).read())
+    _, _, summary = run_as_flag(tmp_path, cluster.scheduler_address,
+                                ["--id", "id", "--model", "logreg", "--folds", "3"], probs=False,
+                                oof='model = "logreg"\nfolds = 3\n')
     assert summary["multi_label"] and summary["oof"]["multi_label"]
     assert (tmp_path / "ref" / "_SUCCESS").exists()
 

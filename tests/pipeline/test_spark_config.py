@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pipeline_helpers import run_cli
@@ -130,3 +131,25 @@ def test_an_object_store_source_is_refused_with_what_reads_it(folder, kind, path
         "backend = \"spark\" to run on one machine"), res.stderr
     assert load_pipeline(_write(folder, text.replace('engine = "spark"', 'engine = "loky"'))
                          ).source.path == path  # a URI is kept as given
+
+
+@pytest.mark.parametrize("label", ['label = "tags"', 'labels = ["is_a", "is_b"]'])
+def test_multi_label_fits_its_tag_probabilities_and_refuses_only_relabel(folder, label):
+    """A multi-label Spark pipeline needs no ``[flag] pred_probs`` (its oof or flag stage fits the
+    tag probabilities out of fold); relabelling stays refused, in one line, before any work."""
+    tags = pa.array([["a"], ["b"], ["a", "b"], [], None, ["a"]], type=pa.list_(pa.string()))
+    pq.write_table(pa.table({"row_id": range(6), "x": [0.1, 0.5, 0.2, 0.9, 0.3, 0.4], "tags": tags,
+                             "is_a": [1, 0, 1, 0, None, 1], "is_b": [0, 1, 1, 0, None, 0]}),
+                   folder / "data.parquet")
+    text = BASE.replace('label = "label"', f'{label}\nids = ["row_id"]')
+    res = run_cli("run", _write(folder, text + '[clean]\nmode = "drop"\n'), "--runs-dir",
+                  folder / "runs", "--check")
+    assert res.exit_code == 0, res.output
+    path = _write(folder, text + '[clean]\nmode = "relabel"\n')
+    res = run_cli("run", path, "--runs-dir", folder / "runs", "--check")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == (
+        f"error: {path}: [oof] backend = \"spark\" runs the stages on Spark, where [clean] mode = "
+        "\"relabel\" is not available for multi-label data; use mode = \"drop\" or \"weight\", or "
+        "remove backend = \"spark\" to run on one machine"), res.stderr
+    assert not (folder / "runs").exists()

@@ -118,7 +118,9 @@ def test_a_multi_label_pipeline_on_spark(spark, tmp_path):
     assert cleaned["row_id"].to_pylist() == clean_table(want, mode="drop", label="tags").table[
         "row_id"].to_pylist()
 
-    # without the probabilities: refused before any job, in one line
+    # relabel (clean's default mode): refused before any job, in one line; without the
+    # probabilities the tags are fitted (tests/spark/test_spark_pipeline_multilabel.py)
     pipe.write_text('name = "tags"\n' + body)
     res = CliRunner().invoke(cli, ["run", str(pipe), "--runs-dir", str(tmp_path / "runs2")])
-    assert res.exit_code == 2 and "set [flag] pred_probs" in res.output, res.output
+    assert res.exit_code == 2 and "[clean] mode = \"relabel\" is not available" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
