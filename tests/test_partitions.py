@@ -221,6 +221,14 @@ def test_s3_dataset_on_a_moto_server(tmp_path, monkeypatch, client):
         got = pa.concat_tables(flags)["is_label_issue"].to_numpy()
         np.testing.assert_array_equal(got, detect(labels, p).is_label_issue)
         assert summary["partitions"] == 5
+        # A Delta table on the store: its folder also holds files its log has removed, so its
+        # files are not its rows; refused in one line before anything is read or written.
+        with s3.open_output_stream("lake/table/_delta_log/00000000000000000000.json") as fh:
+            fh.write(b"{}")
+        with pytest.raises(InputError, match="is a Delta table on an object store"):
+            flag_partitions(f"s3://lake/table/{query}", f"s3://lake/flags2/{query}", label="y",
+                            pred_probs="probs")
+        assert s3.get_file_info("lake/flags2").type == pafs.FileType.NotFound
     finally:
         server.stop()
 

@@ -58,6 +58,7 @@ def _table(n: int = 300, k: int = 3, seed: int = 0) -> pa.Table:
     p /= p.sum(1, keepdims=True)
     noisy = np.where(rng.random(n) < 0.15, (y + 1) % k, y)
     return pa.table({"row_id": np.arange(n), "x": rng.normal(size=n).astype(np.float32),
+                     "city": pa.array([None if i % 7 == 0 else f"c{i % 5}" for i in range(n)]),
                      "label": noisy, "probs": pa.array(list(p), type=pa.list_(pa.float64()))})
 
 
@@ -80,6 +81,7 @@ def test_rows_partitions_and_flags_equal_one_machine(spark, bucket):
     rows = pa.Table.from_pylist([r.asDict() for r in df.collect()])
     assert rows["row_id"].to_pylist() == list(range(300))  # file by file, in the listing's order
     assert rows["x"].to_pylist() == table["x"].to_pylist()
+    assert rows["city"].to_pylist() == table["city"].to_pylist()
     flags = pa.Table.from_pylist([r.asDict() for r in cs.flag(df, label="label", pred_probs="probs")
                                   .select("row_id", *FLAG_COLUMNS).collect()])
     want = flag_table(table, label="label", pred_probs="probs").table
@@ -95,7 +97,7 @@ def test_errors_are_one_line_and_name_the_file(spark, bucket):
         read_table(spark, uri("missing"))
     _put(fs, name, "mixed/a.parquet", table.slice(0, 30))
     _put(fs, name, "mixed/b.parquet", table.slice(30).set_column(
-        2, "label", table["label"].slice(30).cast(pa.string())))
+        3, "label", table["label"].slice(30).cast(pa.string())))
     with pytest.raises(InputError, match=r"disagree on schema: '.*mixed/b.parquet' has .*label: string"):
         read_table(spark, uri("mixed"))
     _put(fs, name, "broken/a.parquet", table)
