@@ -148,15 +148,24 @@ def _one_schema(footers, uri: str, what: str) -> pa.Schema:
         if row["error"] is not None:
             raise InputError(f"{what} file '{row['path']}' is not a readable Parquet file "
                              f"({row['error']}); remove it from '{uri}' or replace it")
-    schemas = [(row["path"], pa.ipc.read_schema(pa.py_buffer(row["schema"]))) for row in footers]
+    schemas = [(row["path"], pa.ipc.read_schema(pa.py_buffer(row["schema"])).remove_metadata())
+               for row in footers]
     first_path, first = schemas[0]
     _check_unique_names(first, first_path, what)
     for path, schema in schemas[1:]:
-        if not schema.equals(first, check_metadata=False):
+        if not schema.equals(first) and not _nulls_only(schema, first):
             raise InputError(f"{what} files disagree on schema: '{path}' has ({_schema_str(schema)}) "
                              f"but '{first_path}' has ({_schema_str(first)}); make the files share "
                              "one schema")
-    return first.remove_metadata()
+    # A column null throughout a file is written with type null: it takes the other files' type,
+    # as on the Dask path (features.categorical_columns).
+    return pa.unify_schemas([schema for _, schema in schemas])
+
+
+def _nulls_only(a: pa.Schema, b: pa.Schema) -> bool:
+    """Whether ``a`` and ``b`` differ only where one of them has a column of type null."""
+    return a.names == b.names and all(
+        x.type == y.type or pa.types.is_null(x.type) or pa.types.is_null(y.type) for x, y in zip(a, b))
 
 
 def _read_task(filesystem, schema: pa.Schema):
@@ -166,7 +175,7 @@ def _read_task(filesystem, schema: pa.Schema):
             for path in batch.column(0).to_pylist():
                 with filesystem.open_input_file(path) as fh:
                     for part in pq.ParquetFile(fh).iter_batches(batch_size=_READ_BATCH):
-                        yield pa.RecordBatch.from_arrays(part.columns, schema=schema)
+                        yield part.cast(schema) if part.schema != schema else part
     return run
 
 
