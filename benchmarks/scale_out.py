@@ -351,6 +351,10 @@ def main() -> None:
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    engines = [e.strip() for e in args.engines.split(",")]
+    if not set(engines) <= {"dask", "spark"} or not engines:
+        ap.error(f"--engines {args.engines!r}: choose from dask and spark, comma-separated")
+    args.engines = ",".join(engines)
     if args.mode:
         run_one(args)
         return

@@ -43,6 +43,7 @@ from .partitions_multilabel import tag_target
 from .errors import CleanpipeError, InputError
 from .features import _decoded, _is_label_type, columns_hint, list_column_matrix
 from .settings import DEFAULT_METHOD, DEFAULT_MIXTURE, default_noisy_threshold
+from .sources._sql import redact
 from .sources.delta import LOG_DIR, is_delta_table, open_table
 
 log = logging.getLogger(__name__)
@@ -84,23 +85,29 @@ def partition_files(data: str, *, storage=None, what: str = "DATA") -> list:
     URI). A Delta table on an object store is refused: its folder also holds files that its log
     has removed."""
     filesystem, path = storage if storage is not None else _filesystem(data)
-    if "://" not in data and is_delta_table(path):
+    shown = redact(data)  # a URI may carry credentials (user:secret@, secret_key=)
+    local = "://" not in data or data.startswith("file://")
+    if local and is_delta_table(path):
         # A Delta table's files are the ones its log lists: older versions' stay until VACUUM.
         return sorted(open_table(path, what=what).file_uris())
+    if not path.strip("/"):
+        raise InputError(f"{what} '{shown}' names no bucket; pass s3://bucket/table/")
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise InputError(f"{what} path '{data}' does not exist; pass a directory of Parquet files")
+        named = what if what.endswith("path") else f"{what} path"  # the one-machine words
+        raise InputError(f"{named} '{shown}' does not exist; pass a directory of Parquet files")
     if info.type == pafs.FileType.File:
         return [path]
     if filesystem.get_file_info(f"{path}/{LOG_DIR}").type == pafs.FileType.Directory:
-        raise InputError(f"{what} '{data}' is a Delta table on an object store, whose folder also "
-                         "holds the files its log has removed; read it where it is local, or "
-                         "export the version to read as plain Parquet files")
+        raise InputError(f"{what} '{shown}' is a Delta table on an object store, whose folder also "
+                         "holds the files its log has removed; read it with delta-spark "
+                         "(spark.read.format('delta')) or where it is local, or export the version "
+                         "to read as plain Parquet files")
     infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File
                    and not any(p.startswith((".", "_")) for p in os.path.relpath(i.path, path).split("/")))
     if not files:
-        raise InputError(f"{what} directory '{data}' holds no Parquet files; pass a directory "
+        raise InputError(f"{what} directory '{shown}' holds no Parquet files; pass a directory "
                          "of .parquet files")
     return files
 

@@ -50,6 +50,12 @@ def read_table(spark, path: str, *, version: int | None = None, what: str = "DAT
         a Delta table whose features Spark's Parquet reader cannot honour.
     """
     path = os.fspath(path)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if "://" in path and not path.startswith("s3://"):
+        raise InputError(f"{what} '{path.split('://')[0]}://...': Spark reads that scheme through its own "
+                         "connector; read it with spark.read.parquet(...) and pass the DataFrame "
+                         "to cleanpipe.spark.flag (cleanpipe reads s3:// itself)")
     if "://" in path:
         if version is not None:
             raise InputError(f"{what} '{path}': version applies to local Delta tables only; read "
@@ -104,78 +110,137 @@ def read_object_store(spark, uri: str, *, storage=None, what: str = "DATA"):
         not say the table's rows), files that disagree on schema or that pyarrow cannot read.
     """
     from .partitions import _filesystem, partition_files
+    from .sources._sql import redact
     filesystem, root = storage if storage is not None else _filesystem(uri)
     files = partition_files(uri, storage=(filesystem, root), what=what)
+    shown = redact(uri)
     hive = next((f for f in files if "=" in os.path.dirname(os.path.relpath(f, root))), None)
     if hive is not None:
-        raise InputError(f"{what} '{uri}' is hive-partitioned ('{hive}'): its partition values live "
-                         "in folder names, which cleanpipe's object-store reader does not read; read "
-                         "it with spark.read.parquet('s3a://...') (Spark's connector) and pass the "
-                         "DataFrame to cleanpipe.spark.flag")
+        raise InputError(f"{what} '{shown}' is hive-partitioned ('{hive}'): its partition values "
+                         "live in folder names, which cleanpipe's object-store reader does not read; "
+                         "read it with spark.read.parquet('s3a://...') (Spark's connector) and pass "
+                         "the DataFrame to cleanpipe.spark.flag")
     # One file a task, in the listing's order: a partition's index is its file's.
     paths = spark.createDataFrame(spark.sparkContext.parallelize([(f,) for f in files], len(files)),
                                   "path STRING")
-    footers = paths.mapInArrow(_footer_task(filesystem), "path STRING, schema BINARY, error STRING")
-    schema = _one_schema(sorted(footers.collect(), key=lambda r: files.index(r["path"])), uri, what)
+    footers = paths.mapInArrow(_footer_task(filesystem), _FOOTERS_DDL).collect()
+    order = {f: i for i, f in enumerate(files)}
+    schema = _one_schema(sorted(footers, key=lambda r: order[r["path"]]), shown, what)
     return paths.mapInArrow(_read_task(filesystem, schema), _spark_schema(schema))
 
 
 def _footer_task(filesystem):
-    """The ``mapInArrow`` function reading each file's schema from its footer (IPC bytes)."""
+    """The ``mapInArrow`` function reading each file's schema from its footer (IPC bytes), or why
+    it could not: ``parquet`` (pyarrow refused the bytes) or ``access`` (the store refused)."""
     def run(batches):
-        out = {"path": [], "schema": [], "error": []}
+        out = {"path": [], "schema": [], "error": [], "kind": []}
         for batch in batches:
             for path in batch.column(0).to_pylist():
+                blob = error = kind = None
                 try:
                     with filesystem.open_input_file(path) as fh:
-                        blob, error = pq.read_schema(fh).serialize().to_pybytes(), None
-                except (pa.ArrowInvalid, OSError) as exc:
-                    blob, error = None, (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        blob = pq.read_schema(fh).serialize().to_pybytes()
+                except (pa.ArrowException, OSError) as exc:
+                    error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    # pyarrow's IO errors are OSErrors; a file it cannot parse is ArrowInvalid.
+                    kind = "access" if isinstance(exc, OSError) and not isinstance(
+                        exc, (pa.ArrowInvalid, pa.ArrowNotImplementedError)) else "parquet"
                 out["path"].append(path)
                 out["schema"].append(blob)
                 out["error"].append(error)
+                out["kind"].append(kind)
         yield pa.RecordBatch.from_pydict(out, schema=_FOOTERS)
     return run
 
 
-_FOOTERS = pa.schema([("path", pa.string()), ("schema", pa.binary()), ("error", pa.string())])
+_FOOTERS = pa.schema([("path", pa.string()), ("schema", pa.binary()), ("error", pa.string()),
+                      ("kind", pa.string())])
+_FOOTERS_DDL = "path STRING, schema BINARY, error STRING, kind STRING"
 
 
 def _one_schema(footers, uri: str, what: str) -> pa.Schema:
-    """The files' one schema (metadata aside), or the one-line error of the first that differs."""
+    """The files' one schema as Spark takes it, or the one-line error of the first file that is
+    unreadable or differs (``uri`` as the message may show it)."""
     from .io import _check_unique_names, _schema_str
+    from .sources._sql import redact
     for row in footers:
+        if row["kind"] == "access":
+            raise InputError(f"{what} file '{row['path']}' cannot be read by the Spark executors "
+                             f"({redact(row['error'])}); give them access to the store (on a "
+                             "cluster: spark.executorEnv.AWS_ACCESS_KEY_ID and the rest, or an "
+                             "instance role)")
         if row["error"] is not None:
             raise InputError(f"{what} file '{row['path']}' is not a readable Parquet file "
                              f"({row['error']}); remove it from '{uri}' or replace it")
     schemas = [(row["path"], pa.ipc.read_schema(pa.py_buffer(row["schema"])).remove_metadata())
                for row in footers]
-    first_path, first = schemas[0]
-    _check_unique_names(first, first_path, what)
+    first_path, merged = schemas[0]
+    _check_unique_names(merged, first_path, what)
     for path, schema in schemas[1:]:
-        if not schema.equals(first) and not _nulls_only(schema, first):
+        if schema.equals(merged):
+            continue
+        try:
+            # A column null throughout a file is written with type null (at any depth: a list of
+            # tags empty in every row is list<null>): it takes the other files' type, as on the
+            # Dask path. Nothing else is merged.
+            if schema.names != merged.names:
+                raise pa.ArrowTypeError("names differ")
+            merged = pa.unify_schemas([merged, schema])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
             raise InputError(f"{what} files disagree on schema: '{path}' has ({_schema_str(schema)}) "
-                             f"but '{first_path}' has ({_schema_str(first)}); make the files share "
-                             "one schema")
-    # A column null throughout a file is written with type null: it takes the other files' type,
-    # as on the Dask path (features.categorical_columns).
-    return pa.unify_schemas([schema for _, schema in schemas])
+                             f"but '{first_path}' has ({_schema_str(schemas[0][1])}); make the "
+                             "files share one schema") from None
+    return _as_spark_reads(merged, what, first_path)
 
 
-def _nulls_only(a: pa.Schema, b: pa.Schema) -> bool:
-    """Whether ``a`` and ``b`` differ only where one of them has a column of type null."""
-    return a.names == b.names and all(
-        x.type == y.type or pa.types.is_null(x.type) or pa.types.is_null(y.type) for x, y in zip(a, b))
+def _as_spark_reads(schema: pa.Schema, what: str, where: str) -> pa.Schema:
+    """``schema`` with the Arrow types Spark has no type for replaced by the ones Spark's own
+    Parquet reader gives them: a dictionary by its values, an unsigned integer by the next wider
+    signed one (``uint64`` by ``decimal(20, 0)``), ``float16`` by ``float32``, a timestamp by
+    microseconds. A type with no such stand-in is refused in one line naming the column."""
+    fields = [pa.field(f.name, _spark_type(f.type), f.nullable) for f in schema]
+    for f in fields:
+        try:
+            _spark_schema(pa.schema([f]))
+        except Exception as exc:  # noqa: BLE001 - pyspark's type errors have no common base
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{what} column '{f.name}' (in '{where}') has type {f.type}, which "
+                             f"Spark cannot hold ({first}); cast it to a supported type when "
+                             "writing the files, or read them with spark.read.parquet") from None
+    return pa.schema(fields)
+
+
+_WIDER = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+          pa.uint64(): pa.decimal128(20, 0), pa.float16(): pa.float32()}
+
+
+def _spark_type(t: pa.DataType) -> pa.DataType:
+    if pa.types.is_dictionary(t):
+        return _spark_type(t.value_type)
+    if t in _WIDER:
+        return _WIDER[t]
+    if pa.types.is_timestamp(t):
+        return pa.timestamp("us", t.tz)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = pa.field(t.value_field.name, _spark_type(t.value_type), t.value_field.nullable)
+        return pa.list_(inner) if pa.types.is_list(t) else pa.large_list(inner)
+    if pa.types.is_struct(t):
+        return pa.struct([pa.field(f.name, _spark_type(f.type), f.nullable) for f in t])
+    if pa.types.is_map(t):
+        return pa.map_(_spark_type(t.key_type), _spark_type(t.item_type))
+    return t
 
 
 def _read_task(filesystem, schema: pa.Schema):
-    """The ``mapInArrow`` function streaming each file's record batches."""
+    """The ``mapInArrow`` function streaming each file's record batches, as ``schema`` types
+    them (unsafe casts only where :func:`_as_spark_reads` narrowed a timestamp's unit, as
+    Spark's reader does)."""
     def run(batches):
         for batch in batches:
             for path in batch.column(0).to_pylist():
                 with filesystem.open_input_file(path) as fh:
                     for part in pq.ParquetFile(fh).iter_batches(batch_size=_READ_BATCH):
-                        yield part.cast(schema) if part.schema != schema else part
+                        yield part.cast(schema, safe=False) if part.schema != schema else part
     return run
 
 

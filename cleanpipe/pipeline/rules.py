@@ -295,12 +295,14 @@ def _check_spark(p, origin: str) -> None:
                                                                    and path.startswith("s3://")):
         # An s3:// Parquet folder is read by pyarrow in the tasks (spark_tables.read_object_store);
         # other schemes, and a Delta log on an object store, only by Spark's own connectors.
+        reader = ("spark.read.format('delta').load('s3a://...') (delta-spark and hadoop-aws on "
+                  "the cluster's classpath)" if src.type == "delta" else
+                  "spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath)")
         raise ConfigError(f"{origin}: {why}; [source] path = {path!r} must be a local Parquet file "
                           f"or directory, or an s3:// folder of Parquet files (read by the "
                           f"executors with pyarrow), as a pipeline does not set up Spark's "
-                          f"object-store connector: read it in Python with "
-                          f"spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath) "
-                          f"and cleanpipe.spark.flag, use backend = \"dask\", {off}")
+                          f"object-store connector: read it in Python with {reader} and "
+                          f"cleanpipe.spark.flag, use backend = \"dask\", {off}")
     if src.type == "parquet" and any(ch in path for ch in "*?["):
         raise ConfigError(f"{origin}: {why}; [source] path = {path!r} must be a local Parquet file "
                           f"or directory, not a glob: pass the directory that holds the files, "

@@ -39,7 +39,7 @@ def source_frame(ctx):
         from ..sources.parquet import filesystem_for
         storage = filesystem_for(src.path, s3_endpoint=src.s3_endpoint, s3_region=src.s3_region,
                                  s3_anonymous=src.s3_anonymous)
-        return read_object_store(ctx.spark, src.path, storage=storage, what="[source] path")
+        return read_object_store(ctx.spark, src.path, storage=storage, what="[source]")
     return read_table(ctx.spark, src.path, version=getattr(src, "version", None), what="[source] path")
 
 

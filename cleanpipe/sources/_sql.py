@@ -19,7 +19,8 @@ MASK = "***"
 
 # user:password@ inside a URI, and password=... as a URI query or libpq keyword parameter.
 _URI_PASSWORD = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^@\s]*@")
-_KW_PASSWORD = re.compile(r"(?i)(?P<pre>\bpassword\s*=\s*)('[^']*'|[^&\s]*)")
+# password= (libpq), secret_key= / session_token= (pyarrow's S3 URI options)
+_KW_PASSWORD = re.compile(r"(?i)(?P<pre>\b(?:password|secret_key|session_token)\s*=\s*)('[^']*'|[^&\s]*)")
 
 
 def quote_ident(name: str, *, key: str = "identifier") -> str:

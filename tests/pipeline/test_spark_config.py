@@ -126,8 +126,11 @@ def test_an_object_store_source_is_refused_with_what_reads_it(folder, kind, path
         f"error: {pipe}: [oof] backend = \"spark\" runs the stages on Spark; [source] path = "
         f"'{path}' must be a local Parquet file or directory, or an s3:// folder of Parquet files "
         "(read by the executors with pyarrow), as a pipeline does not set up Spark's object-store "
-        "connector: read it in Python with spark.read.parquet('s3a://...') (hadoop-aws on the "
-        "cluster's classpath) and cleanpipe.spark.flag, use backend = \"dask\", or remove "
+        "connector: read it in Python with " + (
+            "spark.read.format('delta').load('s3a://...') (delta-spark and hadoop-aws on the "
+            "cluster's classpath)" if kind == "delta" else
+            "spark.read.parquet('s3a://...') (hadoop-aws on the cluster's classpath)")
+        + " and cleanpipe.spark.flag, use backend = \"dask\", or remove "
         "backend = \"spark\" to run on one machine"), res.stderr
     assert load_pipeline(_write(folder, text.replace('engine = "spark"', 'engine = "loky"'))
                          ).source.path == path  # a URI is kept as given

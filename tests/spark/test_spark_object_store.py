@@ -120,6 +120,66 @@ def test_errors_are_one_line_and_name_the_file(spark, bucket):
         read_table(spark, uri("delta"))
     with pytest.raises(InputError, match="version applies to local Delta tables"):
         read_table(spark, uri("mixed"), version=0)
+    # A null column merges with one other type, not two.
+    _put(fs, name, "three/a.parquet", table.select(["row_id"]).append_column("v", pa.nulls(60)))
+    _put(fs, name, "three/b.parquet", table.select(["row_id"]).append_column("v", pa.array(["s"] * 60)))
+    _put(fs, name, "three/c.parquet", table.select(["row_id"]).append_column("v", pa.array([1] * 60)))
+    with pytest.raises(InputError, match=r"disagree on schema: '.*three/c.parquet' has"):
+        read_table(spark, uri("three"))
+    with pytest.raises(InputError, match=r"'gs://\.\.\.': Spark reads that scheme through its own"):
+        read_table(spark, "gs://bucket/table/")
+    with pytest.raises(InputError, match="names no bucket"):
+        read_table(spark, "s3://")
+
+
+def test_every_message_is_one_line_without_the_uri_credentials(spark, bucket):
+    from cleanpipe.spark_tables import read_table
+    fs, uri, name = bucket
+    _put(fs, name, "hive/day=1/a.parquet", _table(10))
+    for key in ("missing", "hive"):
+        with pytest.raises(InputError) as err:
+            read_table(spark, uri(key))
+        assert "\n" not in str(err.value) and "testing-secret" not in str(err.value), str(err.value)
+
+
+def test_types_spark_has_no_type_for_are_read_as_spark_reads_them(spark, bucket):
+    """pandas' categoricals (dictionaries), unsigned integers, float16 and nanosecond timestamps:
+    the types Spark's own Parquet reader widens; a column null throughout a file at any depth
+    (a list of tags empty in every row) takes the other files' type."""
+    import datetime as dt
+
+    from cleanpipe.spark_tables import read_table
+    fs, uri, name = bucket
+    when = [dt.datetime(2026, 1, 1, 0, 0, 0, 123456), None]
+    first = pa.table({"c": pa.array(["a", "b"]).dictionary_encode(),
+                      "u8": pa.array([1, 255], pa.uint8()), "u64": pa.array([1, 2**64 - 1], pa.uint64()),
+                      "h": pa.array([0.5, 1.5], pa.float16()),
+                      "ts": pa.array(when, pa.timestamp("ns")),
+                      "tags": pa.array([[], []], pa.list_(pa.null()))})
+    second = first.set_column(5, "tags", pa.array([["x"], []], pa.list_(pa.string())))
+    _put(fs, name, "types/a.parquet", first)
+    _put(fs, name, "types/b.parquet", second)
+    df = read_table(spark, uri("types"))
+    types = dict(df.dtypes)
+    assert types == {"c": "string", "u8": "smallint", "u64": "decimal(20,0)", "h": "float",
+                     "ts": "timestamp_ntz", "tags": "array<string>"}
+    rows = [r.asDict() for r in df.collect()]
+    assert [r["c"] for r in rows] == ["a", "b", "a", "b"]
+    assert [r["u8"] for r in rows] == [1, 255, 1, 255]
+    assert [int(r["u64"]) for r in rows] == [1, 2**64 - 1] * 2
+    assert [r["h"] for r in rows] == [0.5, 1.5] * 2
+    assert [r["tags"] for r in rows] == [[], [], ["x"], []]
+    assert rows[0]["ts"].replace(tzinfo=None) == when[0] and rows[1]["ts"] is None
+
+
+def test_an_executor_refused_by_the_store_is_told_to_get_credentials():
+    from cleanpipe.spark_tables import _one_schema
+    rows = [{"path": "b/t/a.parquet", "schema": None, "kind": "access",
+             "error": "AWS Error ACCESS_DENIED during GetObject operation: secret_key=abc"}]
+    with pytest.raises(InputError) as err:
+        _one_schema(rows, "s3://b/t/", "DATA")
+    assert "cannot be read by the Spark executors" in str(err.value)
+    assert "spark.executorEnv.AWS_ACCESS_KEY_ID" in str(err.value) and "abc" not in str(err.value)
 
 
 def test_a_spark_pipeline_reads_an_s3_source(spark, bucket, tmp_path, monkeypatch):
