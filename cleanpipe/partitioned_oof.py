@@ -88,10 +88,10 @@ _FIT_PLACES = {
              "each fold model is its own task on the workers, so the folds already fit in "
              "parallel there (as many as the workers have threads)",
              "the fold models fit on the workers' CPUs", "or flag on one machine"),
-    "spark": ("when the fold models are fitted on the Spark driver",
-              "the folds fit there one after another on the bounded training sample, each "
-              "with the driver's threads",
-              "the fold models fit on the driver's CPUs", "or run on one machine"),
+    "spark": ("when the fold models are fitted in Spark tasks",
+              "each fold model is its own task on the executors, so the folds already fit in "
+              "parallel there (as many as the executors have task slots)",
+              "the fold models fit on the executors' CPUs", "or run on one machine"),
 }
 
 
@@ -101,9 +101,9 @@ def check_fit_options(n_jobs: int, device: str, *, names=("--n-jobs", "--device"
 
     On Dask each fold model is one task on the workers, so the folds already fit in parallel
     there (as many at once as the workers have threads, ``dask worker --nthreads``); a per-task
-    thread count on top would oversubscribe the workers. On Spark the fold models are fitted on
-    the driver, one after another on the bounded training sample, each with the driver's
-    threads. Both fit on CPUs: ``cuda`` (XGBoost on a GPU) is a one-machine option. The
+    thread count on top would oversubscribe the workers. On Spark likewise each fold model is one
+    task on the executors (as many at once as they have task slots), one thread each. Both fit on
+    CPUs: ``cuda`` (XGBoost on a GPU) is a one-machine option. The
     defaults (``n_jobs=1``, ``device="auto"``) and ``device="cpu"`` pass. One rule for both
     engines, so neither ignores a setting silently.
 

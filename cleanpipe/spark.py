@@ -355,7 +355,8 @@ def flag(df, *, label: str = "label", pred_probs=None, features=None, id_column:
         Draws the folds, the training sample and the models' ``random_state``.
     sample_rows : int, default=200_000
         About this many rows train each fold model (a Bernoulli sample of the other folds' rows,
-        :func:`cleanpipe.hashed_folds.training_rate`); the sample is fitted on the driver.
+        :func:`cleanpipe.hashed_folds.training_rate`); each fold model is fitted in its own Spark
+        task.
     method, mixture, noisy_threshold
         The detector's settings, as for :func:`cleanpipe.find_label_issues` (multi-label:
         :func:`cleanpipe.find_multilabel_issues`); ``method`` None takes the kind's default.

@@ -1,6 +1,6 @@
 """Out-of-fold probabilities of a Spark DataFrame, fitted on the cluster from hashed folds (issue 21).
 
-Three Spark jobs and one fit, with the pure functions of :mod:`cleanpipe.hashed_folds`:
+Four Spark jobs, with the pure functions of :mod:`cleanpipe.hashed_folds`:
 
 1. **counts**: every partition hashes its rows' ids (an id column, or each row's position in its
    partition, :func:`~cleanpipe.hashed_folds.position_ids`), takes their folds
@@ -12,10 +12,10 @@ Three Spark jobs and one fit, with the pure functions of :mod:`cleanpipe.hashed_
    (:func:`~cleanpipe.hashed_folds.merge_samples` in the one balanced tree of every engine,
    :func:`~cleanpipe.detect.partitioned.merge_tree`; sorted by hash, so the sample and the fit do
    not depend on the partitioning).
-3. **fit**, on the driver: :func:`~cleanpipe.hashed_folds.fit_fold_models`. The sample is bounded,
-   so the driver's memory is too; fitting the F models in F Spark tasks would send that same sample
-   to F executors and, on a cluster whose fold fits are short beside the passes over the table,
-   saves little (see ``docs/SPARK.md``).
+3. **fit**: one Spark job of F tasks, task ``k`` fitting fold ``k``'s model on the sample (one
+   broadcast) with the one-fold fit of the Dask path (:func:`fit_in_tasks`,
+   :func:`cleanpipe.partitioned_oof._fit_task`); the folds fit in parallel on the executors, on
+   one thread each, and the models come back to the driver.
 4. **predict** (lazy): a ``mapInArrow`` over the DataFrame appends each row's probabilities from
    the model that did not see its fold (:func:`~cleanpipe.hashed_folds.predict_out_of_fold`); the
    models reach the executors as one broadcast.
@@ -30,8 +30,8 @@ every task codes with it; the fold models are told which columns hold codes.
 
 A multi-label label (``target=``, the kind of label passed down as on Dask) takes the same passes:
 the count job also returns rows without tags and rows per tag, the sample keeps each row's 0/1
-tags (``sample_partial(..., labelled=)``), the driver fits
-:func:`cleanpipe.hashed_folds_multilabel.fit_tag_fold_model` per fold, and the predict task writes
+tags (``sample_partial(..., labelled=)``), each fit task fits
+:func:`cleanpipe.hashed_folds_multilabel.fit_tag_fold_model` for its fold, and the predict task writes
 :func:`~cleanpipe.hashed_folds_multilabel.predict_tags_out_of_fold`'s tag probabilities.
 """
 
@@ -343,6 +343,48 @@ def _predict_task(models, plan: OofPlan, out_schema: pa.Schema):
     return run
 
 
+def _fit_task(sample, plan: OofPlan, settings, untagged_rows: bool):
+    """The ``map`` function of the fit job: fold ``k``'s model on the broadcast ``sample``, with
+    the Dask path's one-fold fit (:func:`cleanpipe.partitioned_oof._fit_task`), or its error."""
+    from .partitioned_oof import _fit_task as fit_fold
+
+    def run(fold: int) -> dict:
+        try:
+            fitted = fit_fold(sample.value, fold, plan.n_classes, settings, plan.mask,
+                              tags=plan.target is not None, untagged_rows=untagged_rows)
+            return {"partition": fold, "model": fitted, "error": None}
+        except CleanpipeError as exc:
+            return {"partition": fold, "model": None, "error": str(exc)}
+
+    return run
+
+
+def fit_in_tasks(sc, sample, plan: OofPlan, *, model, seed: int, untagged_rows: bool) -> list:
+    """The ``plan.n_folds`` fold models, each fitted in its own Spark task (one job).
+
+    The merged training sample (bounded by ``sample_rows``) reaches the executors as one
+    broadcast, destroyed once the models are back; the models come back to the driver with the
+    job's results and go out again with the predict tasks' broadcast. Each fit runs on one thread,
+    as one fold is one task on Dask.
+
+    Raises
+    ------
+    InputError
+        The lowest fold's error (a fold whose training rows are empty, a model that cannot be
+        fitted): the one the driver would raise fitting the folds in order.
+    """
+    from .partitioned_oof import OofSettings
+    settings = OofSettings(model, plan.n_folds, seed, len(sample))  # the fit reads model and seed
+    shared = sc.broadcast(sample)
+    try:
+        rows = (sc.parallelize(range(plan.n_folds), plan.n_folds)
+                .map(_fit_task(shared, plan, settings, untagged_rows)).collect())
+    finally:
+        shared.destroy()
+    raise_first_error(rows)
+    return [r["model"] for r in sorted(rows, key=lambda r: r["partition"])]
+
+
 def distinct_labels(df, label: str, label_type: pa.DataType) -> pa.Array:
     """The sorted distinct labels (one small aggregation, at most :data:`MAX_CLASSES` + 1 values)."""
     from .features import encode_labels
@@ -374,7 +416,7 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
         record.
     """
     from .features import categorical_columns
-    from .hashed_folds import check_fold_counts, fit_fold_models, merge_samples, training_rate
+    from .hashed_folds import check_fold_counts, merge_samples, training_rate
     from .spark import _spark_schema, arrow_schema
 
     schema = arrow_schema(df)
@@ -409,17 +451,10 @@ def out_of_fold(df, *, label: str, classes: pa.Array, features: tuple, id_column
     sample = merge_tree(merge_samples, [_from_ipc(r["rows"], d)
                                         for r in sorted(rows, key=lambda r: r["partition"])
                                         if r["rows"] is not None])
-    log.info("out-of-fold on Spark: %d folds, %d sampled rows of %d, fitted on the driver",
-             folds, len(sample), int(counts.sum()))
-    if target is not None:
-        from .hashed_folds_multilabel import fit_tag_fold_model
-        models = [fit_tag_fold_model(sample.X, sample.y, sample.folds, f, model=model, seed=seed,
-                                     categorical=plan.mask, untagged_rows=unlabelled > 0)
-                  for f in range(folds)]
-    else:
-        models = fit_fold_models(sample.X, sample.y, sample.folds, n_folds=folds,
-                                 n_classes=plan.n_classes, model=model, seed=seed,
-                                 categorical=plan.mask)
+    log.info("out-of-fold on Spark: %d folds, %d sampled rows of %d, fitted in %d Spark tasks",
+             folds, len(sample), int(counts.sum()), folds)
+    models = fit_in_tasks(df.sparkSession.sparkContext, sample, plan, model=model, seed=seed,
+                          untagged_rows=unlabelled > 0)
     out_schema = schema.append(pa.field(OOF_COLUMN, pa.list_(pa.float64())))
     broadcast = df.sparkSession.sparkContext.broadcast(models)
     frame = df.mapInArrow(_predict_task(broadcast, plan, out_schema), _spark_schema(out_schema))

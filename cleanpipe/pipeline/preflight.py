@@ -223,8 +223,8 @@ def _check_spark(p, schema: pa.Schema, multi_label: bool, origin: str) -> None:
 
 
 def _check_spark_fit(p, origin: str) -> None:
-    """``[oof] n_jobs`` and ``device`` where Spark's stages fit the fold models (on the driver):
-    the rule of the partitioned paths (:func:`cleanpipe.partitioned_oof.check_fit_options`)."""
+    """``[oof] n_jobs`` and ``device`` where Spark's stages fit the fold models (one Spark task
+    per fold): the rule of the partitioned paths (:func:`cleanpipe.partitioned_oof.check_fit_options`)."""
     if not p.spark or not ("oof" in p.stages or ("flag" in p.stages and p.flag.pred_probs is None)):
         return
     from ..partitioned_oof import check_fit_options

@@ -83,14 +83,15 @@ def test_the_command_line_engine_overrides_the_file(folder):
 
 
 @pytest.mark.parametrize("edit, expect", [
-    ("n_jobs = 4", "[oof] n_jobs 4 does not apply when the fold models are fitted on the Spark "
-                   "driver: the folds fit there one after another on the bounded training sample, "
-                   "each with the driver's threads; drop [oof] n_jobs"),
-    ('device = "cuda"', "[oof] device cuda is not available when the fold models are fitted on the "
-                        "Spark driver: the fold models fit on the driver's CPUs; drop [oof] device, "
-                        "or run on one machine"),
+    ("n_jobs = 4", "[oof] n_jobs 4 does not apply when the fold models are fitted in Spark "
+                   "tasks: each fold model is its own task on the executors, so the folds already "
+                   "fit in parallel there (as many as the executors have task slots); drop "
+                   "[oof] n_jobs"),
+    ('device = "cuda"', "[oof] device cuda is not available when the fold models are fitted in "
+                        "Spark tasks: the fold models fit on the executors' CPUs; drop [oof] "
+                        "device, or run on one machine"),
 ])
-def test_fit_options_the_spark_driver_cannot_honour_are_refused(folder, edit, expect):
+def test_fit_options_the_spark_fit_tasks_cannot_honour_are_refused(folder, edit, expect):
     """``[oof] n_jobs`` / ``device`` are refused, as on Dask, rather than silently ignored."""
     path = _write(folder, BASE.replace("folds = 3", f"folds = 3\n{edit}"))
     res = run_cli("run", path, "--runs-dir", folder / "runs", "--check")

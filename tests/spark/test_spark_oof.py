@@ -176,3 +176,48 @@ def test_a_text_feature_gets_the_one_machine_codes(spark):
     np.testing.assert_array_equal(np.stack(got[spark_oof.OOF_COLUMN].to_numpy(zero_copy_only=False)),
                                   want)
     df.unpersist()
+
+
+def test_the_fold_models_fit_in_one_spark_job_of_one_task_per_fold(spark):
+    """The fits are a Spark job of ``folds`` tasks, not work on the driver: with 2 partitions and
+    5 folds, only the fit job has a stage of 5 tasks (the count and sample jobs have 2)."""
+    from cleanpipe import spark_oof
+    sc = spark.sparkContext
+    df = spark.createDataFrame(_table()).repartition(2).persist()
+    assert df.rdd.getNumPartitions() == 2
+    classes = spark_oof.distinct_labels(df, "label", pa.int64())
+    sc.setJobGroup("cleanpipe-test-oof-fit", "out_of_fold's jobs")
+    try:
+        frame, _ = spark_oof.out_of_fold(df, label="label", classes=classes, features=tuple(FEATURES),
+                                         id_column="row_id", model="logreg", folds=5, seed=1,
+                                         sample_rows=120)
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    tracker = sc.statusTracker()
+    jobs = [tracker.getJobInfo(j) for j in tracker.getJobIdsForGroup("cleanpipe-test-oof-fit")]
+    stages = [[tracker.getStageInfo(s) for s in job.stageIds] for job in jobs]
+    tasks = sorted(sorted(s.numTasks for s in job if s is not None) for job in stages)
+    assert [t for t in tasks if 5 in t] == [[5]], tasks  # one job: the fits, one task per fold
+    assert len(jobs) == 3, tasks  # counts, sample, fit; the prediction is lazy
+    assert frame.count() == 300
+    df.unpersist()
+
+
+def test_a_fold_that_cannot_be_fitted_gives_the_drivers_one_line_error(spark):
+    """A fit task's InputError reaches the driver as the same one-line InputError that fitting
+    the folds in this process raises (here fold 1's training rows are empty: every sample row is
+    in fold 1)."""
+    from cleanpipe import spark_oof
+    rng = np.random.default_rng(0)
+    sample = hf.TrainingSample(rng.normal(size=(40, 2)).astype(np.float32),
+                               rng.integers(0, 2, 40).astype(np.int64), np.full(40, 1, np.int16),
+                               np.arange(40, dtype=np.uint64))
+    with pytest.raises(InputError) as here:
+        hf.fit_fold_models(sample.X, sample.y, sample.folds, n_folds=3, n_classes=2,
+                           model="logreg", seed=0)
+    plan = spark_oof.OofPlan("label", pa.array([0, 1]), ("a", "b"), None, 3, 0)
+    with pytest.raises(InputError) as there:
+        spark_oof.fit_in_tasks(spark.sparkContext, sample, plan, model="logreg", seed=0,
+                               untagged_rows=False)
+    assert str(there.value) == str(here.value)
+    assert str(there.value).startswith("fold 1's training sample is empty") and "\n" not in str(there.value)
