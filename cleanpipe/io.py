@@ -87,9 +87,7 @@ def open_dataset(path: str | os.PathLike, *, what: str = "DATA",
             _check_unique_names(first, files[0], what)
             for f, schema in schemas.items():
                 if not schema.equals(first, check_metadata=False):
-                    raise InputError(
-                        f"{what} files disagree on schema: '{f}' has ({_schema_str(schema)}) but "
-                        f"'{files[0]}' has ({_schema_str(first)}); make the files share one schema")
+                    raise schema_disagreement(what, f, schema, files[0], first)
             check_partition_keys(files, path, first.names, what=what)
             return ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
                               partition_base_dir=str(path))
@@ -205,6 +203,13 @@ def read_table(path: str | os.PathLike, *, what: str = "DATA", columns=None,
 
 def _schema_str(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def schema_disagreement(what: str, path, schema: pa.Schema, first_path, first: pa.Schema) -> InputError:
+    """The one-line error of a dataset's file ``path`` whose schema is not its first file's: the
+    same words on one machine and on Spark's object-store reader."""
+    return InputError(f"{what} files disagree on schema: '{path}' has ({_schema_str(schema)}) but "
+                      f"'{first_path}' has ({_schema_str(first)}); make the files share one schema")
 
 
 def check_output_path(out: str | os.PathLike, *, option: str = "--out") -> Path:

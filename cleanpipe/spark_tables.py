@@ -161,7 +161,7 @@ _FOOTERS_DDL = "path STRING, schema BINARY, error STRING, kind STRING"
 def _one_schema(footers, uri: str, what: str) -> pa.Schema:
     """The files' one schema as Spark takes it, or the one-line error of the first file that is
     unreadable or differs (``uri`` as the message may show it)."""
-    from .io import _check_unique_names, _schema_str
+    from .io import _check_unique_names, schema_disagreement
     from .sources._sql import redact
     for row in footers:
         if row["kind"] == "access":
@@ -187,9 +187,7 @@ def _one_schema(footers, uri: str, what: str) -> pa.Schema:
                 raise pa.ArrowTypeError("names differ")
             merged = pa.unify_schemas([merged, schema])
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            raise InputError(f"{what} files disagree on schema: '{path}' has ({_schema_str(schema)}) "
-                             f"but '{first_path}' has ({_schema_str(schemas[0][1])}); make the "
-                             "files share one schema") from None
+            raise schema_disagreement(what, path, schema, first_path, schemas[0][1]) from None
     return _as_spark_reads(merged, what, first_path)
 
 

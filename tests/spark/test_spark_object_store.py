@@ -17,6 +17,7 @@ import pytest
 from cleanpipe.errors import InputError
 from cleanpipe.flag import flag_table
 from cleanpipe.flagsfile import FLAG_COLUMNS
+from spark_folders import read_folder
 
 pytestmark = pytest.mark.spark
 
@@ -209,9 +210,7 @@ def test_a_spark_pipeline_reads_an_s3_source(spark, bucket, tmp_path, monkeypatc
                     '[oof]\nbackend = "spark"\n[flag]\npred_probs = "probs"\n')
     res = CliRunner().invoke(cli, ["run", str(pipe), "--runs-dir", str(tmp_path / "runs"), "--json"])
     assert res.exit_code == 0, res.output
-    flags_dir = os.path.join(json.loads(res.stdout)["run_dir"], "flag", "flags")
-    got = pa.concat_tables([pq.read_table(os.path.join(flags_dir, f))
-                            for f in sorted(os.listdir(flags_dir)) if f.endswith(".parquet")])
+    got = read_folder(os.path.join(json.loads(res.stdout)["run_dir"], "flag", "flags"))
     want = flag_table(table, label="label", pred_probs="probs").table
     assert got["row_id"].to_pylist() == list(range(200))
     for col in FLAG_COLUMNS:

@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +17,7 @@ from cleanpipe.clean import clean_table
 from cleanpipe.flag import flag_table
 from cleanpipe.flagsfile import FLAG_COLUMNS
 from cleanpipe.settings import SCALE_SAMPLE_ROWS
+from spark_folders import read_folder, write_parts
 
 pytestmark = pytest.mark.spark
 
@@ -41,18 +41,6 @@ def _rows(n: int = 240, seed: int = 0) -> pa.Table:
                      "probs": pa.array(list(p), type=pa.list_(pa.float64()))})
 
 
-def _write_parts(table: pa.Table, folder, parts: int = 3):
-    folder.mkdir()
-    step = -(-table.num_rows // parts)
-    for i in range(parts):
-        pq.write_table(table.slice(i * step, step), folder / f"part-{i}.parquet")
-
-
-def _read_folder(folder) -> pa.Table:
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".parquet"))
-    return pa.concat_tables([pq.read_table(os.path.join(folder, f)) for f in files])
-
-
 def _pipeline(folder, body: str, name: str = "sp") -> str:
     path = folder / f"{name}.toml"
     path.write_text(f'name = "{name}"\n' + body)
@@ -61,7 +49,7 @@ def _pipeline(folder, body: str, name: str = "sp") -> str:
 
 def test_oof_flag_clean_on_spark_equal_the_in_memory_path(spark, tmp_path):
     table = _rows().drop_columns(["probs"])
-    _write_parts(table, tmp_path / "data")
+    write_parts(table, tmp_path / "data")
     pipe = _pipeline(tmp_path, 'stages = ["oof", "flag", "clean"]\n'
                      '[source]\ntype = "parquet"\npath = "data"\n'
                      '[columns]\nlabel = "label"\nids = ["id"]\n'
@@ -73,7 +61,7 @@ def test_oof_flag_clean_on_spark_equal_the_in_memory_path(spark, tmp_path):
     run_dir = json.loads(res.stdout)["run_dir"]
     man = json.loads(open(os.path.join(run_dir, "manifest.json")).read())
     assert man["status"] == "done" and man["stages"]["flag"]["settings"]["engine"] == "spark"
-    got = _read_folder(os.path.join(run_dir, "flag", "flags"))
+    got = read_folder(os.path.join(run_dir, "flag", "flags"))
     assert got.column_names == table.column_names + list(FLAG_COLUMNS)
 
     # The oracle: the hashed-fold functions on the whole table in this process, then flag_table.
@@ -89,7 +77,7 @@ def test_oof_flag_clean_on_spark_equal_the_in_memory_path(spark, tmp_path):
     want = flag_table(rows, label="label", pred_probs=probs).table
     for col in FLAG_COLUMNS:
         assert got[col].to_pylist() == want[col].to_pylist(), col
-    cleaned = _read_folder(os.path.join(run_dir, "clean", "cleaned"))
+    cleaned = read_folder(os.path.join(run_dir, "clean", "cleaned"))
     expected = clean_table(want, mode="drop", label="label").table
     assert cleaned.column_names == expected.column_names
     assert cleaned["id"].to_pylist() == expected["id"].to_pylist()
@@ -118,19 +106,19 @@ def test_given_probabilities_from_a_delta_source(spark, tmp_path):
     res = _run("run", pipe, "--runs-dir", tmp_path / "runs", "--json")
     assert res.exit_code == 0, res.output
     run_dir = json.loads(res.stdout)["run_dir"]
-    got = _read_folder(os.path.join(run_dir, "flag", "flags"))
+    got = read_folder(os.path.join(run_dir, "flag", "flags"))
     want = flag_table(table.take(pa.array(got["id"].to_numpy())), label="label", pred_probs="probs").table
     for col in FLAG_COLUMNS:
         assert got[col].to_pylist() == want[col].to_pylist(), col
-    cleaned = _read_folder(os.path.join(run_dir, "clean", "cleaned"))
+    cleaned = read_folder(os.path.join(run_dir, "clean", "cleaned"))
     assert cleaned.column_names[:len(table.column_names)] == table.column_names  # every original column
 
 
 def test_bad_input_gives_the_one_machine_errors(spark, tmp_path):
     table = _rows(n=60)
-    _write_parts(table.drop_columns(["probs"]), tmp_path / "data", parts=2)
+    write_parts(table.drop_columns(["probs"]), tmp_path / "data", parts=2)
     floats = table.drop_columns(["probs"]).set_column(4, "label", pa.array(np.linspace(0, 1, 60)))
-    _write_parts(floats, tmp_path / "floats", parts=2)
+    write_parts(floats, tmp_path / "floats", parts=2)
     for data, label in (("data", "target"), ("floats", "label")):
         lines = []
         for engine in ("loky", "spark"):
@@ -158,7 +146,7 @@ def test_a_stage_write_the_system_refuses_is_one_line_exit_2(spark, tmp_path, mo
 
     # Through `cleanpipe run`: the flags stage's folder blocked the same way.
     table = _rows(n=60)
-    _write_parts(table, tmp_path / "data", parts=2)
+    write_parts(table, tmp_path / "data", parts=2)
     pipe = _pipeline(tmp_path, 'stages = ["flag"]\n[source]\ntype = "parquet"\npath = "data"\n'
                      '[columns]\nlabel = "label"\n[flag]\npred_probs = "probs"\n'
                      '[oof]\nengine = "spark"\n')

@@ -10,12 +10,12 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from cleanpipe.flagsfile import FLAG_COLUMNS, SUSPECT_COLUMNS
 from cleanpipe.settings import SCALE_SAMPLE_ROWS
+from spark_folders import read_folder, write_parts
 
 pytestmark = pytest.mark.spark
 
@@ -46,26 +46,13 @@ def _tag_table(form: str, n: int = 300, seed: int = 0) -> pa.Table:
     return pa.table(cols)
 
 
-def _write_parts(table: pa.Table, folder, parts: int = 3):
-    folder.mkdir()
-    step = -(-table.num_rows // parts)
-    for i in range(parts):
-        pq.write_table(table.slice(i * step, step), folder / f"part-{i}.parquet")
-
-
-def _read_folder(folder) -> pa.Table:
-    files = sorted(f for f in os.listdir(folder) if f.endswith(".parquet"))
-    table = pa.concat_tables([pq.read_table(os.path.join(folder, f)) for f in files])
-    return table.take(pa.compute.sort_indices(table["row_id"]))
-
-
 @pytest.mark.parametrize("form, stages", [("list", '["oof", "flag", "clean"]'),
                                           ("columns", '["flag", "clean"]')])
 def test_tag_pipeline_without_pred_probs_flags_as_flag_partitions(spark, tmp_path, form, stages):
     from cleanpipe.partitioned_oof import OofSettings
     from cleanpipe.partitions import LocalEngine, flag_partitions
     table = _tag_table(form)
-    _write_parts(table, tmp_path / "data")
+    write_parts(table, tmp_path / "data")
     label = 'label = "tags"' if form == "list" else f"labels = {json.dumps(ZERO_ONE)}"
     pipe = tmp_path / "ml.toml"
     pipe.write_text(f'name = "ml"\nstages = {stages}\n[source]\ntype = "parquet"\npath = "data"\n'
@@ -75,13 +62,13 @@ def test_tag_pipeline_without_pred_probs_flags_as_flag_partitions(spark, tmp_pat
     res = _run("run", pipe, "--runs-dir", tmp_path / "runs", "--json")
     assert res.exit_code == 0, res.output
     run_dir = json.loads(res.stdout)["run_dir"]
-    got = _read_folder(os.path.join(run_dir, "flag", "flags"))
+    got = read_folder(os.path.join(run_dir, "flag", "flags"), "row_id")
     assert got.column_names == table.column_names + list(FLAG_COLUMNS + SUSPECT_COLUMNS)
 
     flag_partitions(str(tmp_path / "data"), str(tmp_path / "want"), engine=LocalEngine(),
                     label="tags" if form == "list" else ",".join(ZERO_ONE),
                     oof=OofSettings("logreg", 3, 5, SCALE_SAMPLE_ROWS, ids=("row_id",)))
-    want = _read_folder(tmp_path / "want")
+    want = read_folder(tmp_path / "want", "row_id")
     assert got["row_id"].to_pylist() == want["row_id"].to_pylist()
     for col in FLAG_COLUMNS + SUSPECT_COLUMNS:
         a, b = got[col].to_pylist(), want[col].to_pylist()
@@ -94,7 +81,7 @@ def test_tag_pipeline_without_pred_probs_flags_as_flag_partitions(spark, tmp_pat
     if "oof" in stages:
         info = json.loads(open(os.path.join(run_dir, "oof", "oof.json")).read())
         assert info["features"] == ["x0", "x1", "x2"] and info["multi_label"]  # no id, no tag
-    cleaned = _read_folder(os.path.join(run_dir, "clean", "cleaned"))
+    cleaned = read_folder(os.path.join(run_dir, "clean", "cleaned"), "row_id")
     assert cleaned.num_rows == table.num_rows - flagged
 
 
